@@ -1,0 +1,210 @@
+"""A generic dynamic batcher (one per loaded model), after Triton's.
+
+Items wait in a bounded queue. A batch closes at ``max_batch_size`` items or
+``max_queue_delay_ms`` after its first item arrived, whichever comes first, and
+runs in a worker thread, never on the event loop. Every item carries a deadline;
+items whose caller went away (cancelled future) or whose deadline passed are
+dropped before computing. A full queue refuses new work with ``QueueFull`` (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Generic, Sequence, TypeVar
+
+from harmony.core.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
+from harmony.core.metrics import Metrics
+from harmony.core.specs import BatchingSpec
+
+log = logging.getLogger("harmony.batching")
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass
+class _Pending(Generic[In, Out]):
+    item: In
+    future: asyncio.Future
+    enqueued: float
+    deadline: float
+    cost: float = 1.0
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    items: int = 0
+    sizes: list[int] = field(default_factory=list)
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+
+
+class DynamicBatcher(Generic[In, Out]):
+    """Batches items for ``run_batch`` (a blocking callable: list of items -> list of results or exceptions)."""
+
+    def __init__(self, name: str, run_batch: Callable[[Sequence[In]], Sequence[Out | BaseException]],
+                 spec: BatchingSpec, metrics: Metrics | None = None, executor: ThreadPoolExecutor | None = None) -> None:
+        self.name = name
+        self.run_batch = run_batch
+        self.spec = spec
+        self.metrics = metrics
+        self.stats = BatchStats()
+        self._queue: list[_Pending[In, Out]] = []
+        self._wakeup = asyncio.Event()
+        self._space = asyncio.Condition()
+        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._own_executor = executor is None
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self._recent_batch_seconds = 1.0
+
+    # lifecycle
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Refuse new items, let the queue run empty, then stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+        if self._own_executor:
+            self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def retry_after_s(self) -> int:
+        batches_ahead = max(1, math.ceil(self.depth / self.spec.max_batch_size))
+        return max(1, math.ceil(batches_ahead * self._recent_batch_seconds))
+
+    # submission
+    async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False) -> Out:
+        """Queue one item and wait for its result.
+
+        ``wait_for_space=False`` (a new request) raises QueueFull when the queue is full;
+        ``True`` (the continuation of a request already admitted) waits for room instead.
+        Cancelling the awaiting task drops the item from the queue.
+        """
+        if self._closing:
+            raise ServiceUnavailable(f"model {self.name} is shutting down")
+        if self._task is None:
+            self.start()
+        now = time.monotonic()
+        deadline = deadline if deadline is not None else now + self.spec.timeout_s
+        if len(self._queue) >= self.spec.max_queue_size:
+            if not wait_for_space:
+                raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
+                                headers={"Retry-After": str(self.retry_after_s())})
+            async with self._space:
+                try:
+                    await asyncio.wait_for(self._space.wait_for(lambda: len(self._queue) < self.spec.max_queue_size),
+                                           timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    raise RequestTimeout(f"request to {self.name} timed out waiting for queue space") from None
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, future, time.monotonic(), deadline)
+        self._queue.append(pending)
+        self._set_depth()
+        self._wakeup.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            future.cancel()
+            raise RequestTimeout(f"request to {self.name} timed out after {self.spec.timeout_s:g} s") from None
+        except asyncio.CancelledError:
+            future.cancel()  # the caller went away: the loop drops it before computing
+            raise
+
+    # the batching loop
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            # wait until the batch is full or the oldest item has waited long enough
+            oldest = self._queue[0].enqueued
+            close_at = oldest + self.spec.max_queue_delay_ms / 1000.0
+            while len(self._live()) < self.spec.max_batch_size and not self._closing:
+                remaining = close_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+                except TimeoutError:
+                    break
+            batch = self._take_batch()
+            await self._notify_space()
+            if not batch:
+                continue
+            started = time.monotonic()
+            for p in batch:
+                if self.metrics:
+                    self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
+            try:
+                results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+                log.exception("batch of %d for %s failed", len(batch), self.name)
+                results = [exc] * len(batch)
+            elapsed = time.monotonic() - started
+            self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.sizes.append(len(batch))
+            if self.metrics:
+                self.metrics.batch_size.labels(self.name).observe(len(batch))
+                self.metrics.inference_time.labels(self.name).observe(elapsed)
+            for p, result in zip(batch, results):
+                if p.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        result = InferenceError(f"{self.name}: {type(result).__name__}")
+                    p.future.set_exception(result)
+                else:
+                    p.future.set_result(result)
+
+    def _live(self) -> list[_Pending[In, Out]]:
+        return [p for p in self._queue if not p.future.cancelled()]
+
+    def _take_batch(self) -> list[_Pending[In, Out]]:
+        now = time.monotonic()
+        batch: list[_Pending[In, Out]] = []
+        keep: list[_Pending[In, Out]] = []
+        for p in self._queue:
+            if p.future.cancelled() or p.future.done():
+                self.stats.dropped_cancelled += 1
+            elif p.deadline <= now:
+                self.stats.dropped_expired += 1
+                p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
+            elif len(batch) < self.spec.max_batch_size:
+                batch.append(p)
+            else:
+                keep.append(p)
+        self._queue = keep
+        self._set_depth()
+        return batch
+
+    async def _notify_space(self) -> None:
+        async with self._space:
+            self._space.notify_all()
+
+    def _set_depth(self) -> None:
+        if self.metrics:
+            self.metrics.queue_depth.labels(self.name).set(len(self._queue))

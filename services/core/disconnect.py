@@ -1,0 +1,29 @@
+"""Run a coroutine on behalf of an HTTP request, cancelling it when the client goes away."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Awaitable, TypeVar
+
+from starlette.requests import Request
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+async def until_disconnected(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll_s)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ClientDisconnected()
+    finally:
+        if not task.done():
+            task.cancel()

@@ -1,0 +1,100 @@
+"""Upload size limits and multipart parsing with OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from harmony.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
+
+
+class UploadLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 before they are read into memory.
+
+    A declared Content-Length over the limit is refused at once; a body without
+    one (chunked) is counted as it arrives and cut off at the limit.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _too_large(self.max_bytes)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the limit of {max_bytes} bytes ({max_bytes / 1e6:.1f} MB)",
+                           param="file")
+
+
+async def _send_too_large(send: Send, max_bytes: int) -> None:
+    import json
+
+    body = json.dumps(_too_large(max_bytes).to_body()).encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_form(request: Request, max_fields: int = 64) -> FormData:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise InvalidRequest("expected a multipart/form-data body", param=None, code="invalid_content_type")
+    try:
+        return await request.form(max_files=4, max_fields=max_fields)
+    except MultiPartException as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
+    except HarmonyError:
+        raise
+
+
+def form_str(form: FormData, name: str, default: str | None = None) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return default
+    if isinstance(value, UploadFile):
+        raise InvalidRequest(f"'{name}' must be a plain field, not a file", param=name)
+    return value
+
+
+def form_list(form: FormData, name: str) -> list[str]:
+    values: list[Any] = form.getlist(name) + form.getlist(name + "[]")
+    return [v for v in values if isinstance(v, str)]
+
+
+async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:
+    value = form.get(name)
+    if value is None:
+        raise InvalidRequest(f"'{name}' is required: upload the audio as a file field", param=name,
+                             code="missing_required_parameter")
+    if not isinstance(value, UploadFile):
+        raise InvalidRequest(f"'{name}' must be a file upload", param=name)
+    data = await value.read()
+    return data, value.filename or "audio"
+
+
+__all__ = ["UploadLimitMiddleware", "read_form", "form_str", "form_list", "form_file", "error_body"]

@@ -1,0 +1,196 @@
+"""Whisper through faster-whisper (CTranslate2), batched across requests.
+
+``run_batch`` takes windows (<= 30 s) from any number of concurrent requests and
+runs them through one batched encoder pass, one batched language detection and
+one batched ``generate`` call: the windows of different requests decode
+together, each with its own prompt (language, task, initial prompt).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from math import ceil
+from typing import Sequence
+
+import numpy as np
+
+from harmony.core.errors import InvalidRequest
+from harmony.core.specs import NamedModel
+from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, Word
+from harmony.stt.weights import resolve_whisper_dir
+
+log = logging.getLogger("harmony.stt.whisper")
+
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+PREPEND_PUNCTUATIONS = "\"'“¿([{-"
+APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import ctranslate2
+
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+class FasterWhisperBackend:
+    """A Whisper model in CTranslate2 with batched decoding of windows from many requests."""
+
+    task = "stt"
+
+    def __init__(self, spec: NamedModel) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = None
+        self.multilingual = False
+        self.beam_size = int(spec.options.get("beam_size", 1))
+        self._lock = threading.Lock()
+        self.load_seconds = 0.0
+
+    # lifecycle
+    def load(self) -> None:
+        from faster_whisper import WhisperModel
+
+        started = time.monotonic()
+        path = resolve_whisper_dir(self.spec.source)
+        device = _pick_device(self.spec.device)
+        compute_type = self.spec.compute_type
+        if compute_type == "default":
+            compute_type = "int8" if device == "cpu" else "float16"
+        threads = int(self.spec.options.get("cpu_threads", 0)) or (os.cpu_count() or 1)
+        self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
+                                  local_files_only=True)
+        self.multilingual = self.model.model.is_multilingual
+        self.device = device
+        self.load_seconds = time.monotonic() - started
+        log.info("loaded %s from %s on %s (%s) in %.1fs", self.name, path, device, compute_type, self.load_seconds)
+
+    @property
+    def languages(self) -> list[str]:
+        if self.spec.languages:
+            return list(self.spec.languages)
+        if self.model is None:
+            return []
+        return list(self.model.supported_languages) if self.multilingual else ["en"]
+
+    def check_request(self, task: str, language: str | None) -> None:
+        """Refuse what the model cannot do before any audio is queued."""
+        if task == "translate" and not self.multilingual:
+            raise InvalidRequest(f"model '{self.name}' is English-only and cannot translate", param="model",
+                                 code="unsupported_task")
+        if language is not None and language not in self.languages:
+            raise InvalidRequest(f"model '{self.name}' does not support language '{language}'", param="language",
+                                 code="unsupported_language")
+
+    # inference
+    def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+        by_temperature: dict[float, list[int]] = {}
+        for index, job in enumerate(jobs):
+            by_temperature.setdefault(job.temperature, []).append(index)
+        results: list[ChunkResult | None] = [None] * len(jobs)
+        for temperature, indexes in by_temperature.items():
+            for index, result in zip(indexes, self._run_group([jobs[i] for i in indexes], temperature)):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _features(self, jobs: Sequence[ChunkJob]) -> np.ndarray:
+        from faster_whisper.audio import pad_or_trim
+
+        fe = self.model.feature_extractor
+        return np.stack([pad_or_trim(fe(job.audio)) for job in jobs]).astype(np.float32)
+
+    def _tokenizer(self, task: str, language: str):
+        from faster_whisper.tokenizer import Tokenizer
+
+        return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+
+    def _run_group(self, jobs: Sequence[ChunkJob], temperature: float) -> list[ChunkResult]:
+        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+
+        model = self.model
+        features = self._features(jobs)
+        encoder_output = model.encode(features)
+
+        languages: list[tuple[str, float]] = []
+        if self.multilingual and any(job.language is None for job in jobs):
+            detected = model.model.detect_language(encoder_output)
+            for job, probs in zip(jobs, detected):
+                token, prob = probs[0]
+                languages.append((job.language, 1.0) if job.language else (token[2:-2], float(prob)))
+        else:
+            languages = [(job.language or "en", 1.0) for job in jobs]
+
+        tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
+        prompts = []
+        for job, tokenizer in zip(jobs, tokenizers):
+            previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
+            prompts.append(model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=False))
+        suppress = get_suppressed_tokens(tokenizers[0], [-1])
+        outputs = model.model.generate(
+            encoder_output, prompts, beam_size=self.beam_size, max_length=model.max_length,
+            suppress_blank=True, suppress_tokens=suppress, return_scores=True, return_no_speech_prob=True,
+            sampling_temperature=temperature, sampling_topk=0 if temperature > 0 else 1,
+        )
+
+        per_job_segments: list[list[dict]] = []
+        segment_sizes: list[int] = []
+        for job, tokenizer, output in zip(jobs, tokenizers, outputs):
+            tokens = output.sequences_ids[0]
+            seq_len = len(tokens)
+            avg_logprob = output.scores[0] * (seq_len ** 1.0) / (seq_len + 1)
+            duration = len(job.audio) / SAMPLE_RATE
+            segment_size = int(ceil(duration) * model.frames_per_second)
+            segment_sizes.append(segment_size)
+            seek = int(job.offset * model.frames_per_second)
+            silent = output.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
+            pieces = [] if silent else model._split_segments_by_timestamps(
+                tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
+                segment_duration=duration, seek=seek)[0]
+            segments = []
+            for piece in pieces:
+                text = tokenizer.decode(piece["tokens"])
+                if not text.strip():
+                    continue
+                segments.append(dict(seek=seek, start=piece["start"], end=min(piece["end"], job.offset + duration),
+                                     tokens=piece["tokens"], text=text, avg_logprob=avg_logprob,
+                                     no_speech_prob=output.no_speech_prob,
+                                     compression_ratio=get_compression_ratio(text)))
+            per_job_segments.append(segments)
+
+        self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
+
+        results = []
+        for (lang, prob), segments in zip(languages, per_job_segments):
+            results.append(ChunkResult(
+                language=lang, language_probability=prob,
+                segments=[Segment(seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
+                                  tokens=s["tokens"], temperature=temperature, avg_logprob=s["avg_logprob"],
+                                  compression_ratio=s["compression_ratio"], no_speech_prob=s["no_speech_prob"],
+                                  words=[Word(**w) for w in s["words"]] if "words" in s else None)
+                          for s in segments]))
+        return results
+
+    def _add_words(self, jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes) -> None:
+        """Word timestamps by cross-attention alignment, batched per (language, task)."""
+        wanted = [i for i, job in enumerate(jobs) if job.word_timestamps and per_job_segments[i]]
+        if not wanted:
+            return
+        groups: dict[tuple, list[int]] = {}
+        for i in wanted:
+            groups.setdefault(tuple(tokenizers[i].sot_sequence), []).append(i)
+        for indexes in groups.values():
+            if len(indexes) == len(jobs):
+                output = encoder_output
+            else:  # a subset: align against its own encoder pass
+                output = self.model.encode(features[indexes])
+            self.model.add_word_timestamps(
+                [per_job_segments[i] for i in indexes], tokenizers[indexes[0]], output,
+                [segment_sizes[i] for i in indexes], PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0)

@@ -1,0 +1,65 @@
+"""Cut a request's audio into windows of at most 30 s for Whisper.
+
+With ``vad_filter`` the windows are built from Silero VAD speech regions (silence
+between them is skipped). Without it, long audio is cut at the quietest 100 ms
+near each 30 s boundary so that words are rarely split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harmony.stt.types import SAMPLE_RATE, WINDOW_SECONDS
+
+
+@dataclass
+class Window:
+    start: int  # sample index
+    end: int
+
+    @property
+    def offset(self) -> float:
+        return self.start / SAMPLE_RATE
+
+
+def fixed_windows(audio: np.ndarray, window_s: float = WINDOW_SECONDS, search_s: float = 5.0) -> list[Window]:
+    total = len(audio)
+    size = int(window_s * SAMPLE_RATE)
+    if total <= size:
+        return [Window(0, total)]
+    frame = SAMPLE_RATE // 10
+    windows: list[Window] = []
+    start = 0
+    while total - start > size:
+        lo = start + size - int(search_s * SAMPLE_RATE)
+        hi = start + size
+        segment = audio[lo:hi]
+        frames = len(segment) // frame
+        energy = np.square(segment[: frames * frame].reshape(frames, frame)).mean(axis=1)
+        cut = lo + int(np.argmin(energy)) * frame + frame // 2
+        windows.append(Window(start, cut))
+        start = cut
+    windows.append(Window(start, total))
+    return windows
+
+
+def vad_windows(audio: np.ndarray, window_s: float = WINDOW_SECONDS) -> list[Window]:
+    """Speech regions from Silero VAD (bundled with faster-whisper), merged into windows of at most ``window_s``."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    regions = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500, speech_pad_ms=200))
+    windows: list[Window] = []
+    size = int(window_s * SAMPLE_RATE)
+    for region in regions:
+        start, end = int(region["start"]), int(region["end"])
+        if windows and end - windows[-1].start <= size:
+            windows[-1].end = end
+            continue
+        while end - start > size:  # one region longer than a window
+            windows.extend(fixed_windows(audio[start:end], window_s)[:1])
+            windows[-1] = Window(start + windows[-1].start, start + windows[-1].end)
+            start = windows[-1].end
+        windows.append(Window(start, end))
+    return windows

@@ -1,0 +1,85 @@
+"""Transcription of whole requests on top of the chunk batcher.
+
+A request is cut into windows; its first window goes through the batcher alone
+(it settles the language when none was given), the rest follow in a sliding
+window of concurrent submissions, so windows of many requests share batches.
+Results come back in order, window by window, which is what streaming sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+import numpy as np
+
+from harmony.core.service_app import LoadedModel
+from harmony.stt.chunking import Window, fixed_windows, vad_windows
+from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, SttTask, TranscriptionResult, Word
+
+
+@dataclass
+class TranscribeOptions:
+    task: SttTask = "transcribe"
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    vad_filter: bool = False
+
+
+async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: TranscribeOptions
+                             ) -> AsyncIterator[ChunkResult]:
+    model.backend.check_request(opts.task, opts.language)
+    deadline = time.monotonic() + model.spec.batching.timeout_s
+    if opts.vad_filter:
+        windows = await asyncio.to_thread(vad_windows, audio)
+    else:
+        windows = fixed_windows(audio)
+    if not windows:
+        return
+
+    def job(window: Window, language: str | None, prompt: str | None) -> ChunkJob:
+        return ChunkJob(audio=audio[window.start:window.end], offset=window.offset, task=opts.task,
+                        language=language, prompt=prompt, temperature=opts.temperature,
+                        word_timestamps=opts.word_timestamps)
+
+    batcher = model.batcher
+    first = await batcher.submit(job(windows[0], opts.language, opts.prompt), deadline=deadline)
+    yield first
+    language = opts.language or first.language
+    rest = windows[1:]
+    in_flight: list[asyncio.Task] = []
+    limit = max(1, model.spec.batching.max_batch_size)
+    try:
+        next_index = 0
+        while next_index < len(rest) or in_flight:
+            while next_index < len(rest) and len(in_flight) < limit:
+                in_flight.append(asyncio.ensure_future(batcher.submit(
+                    job(rest[next_index], language, None), deadline=deadline, wait_for_space=True)))
+                next_index += 1
+            yield await in_flight.pop(0)
+    finally:
+        for task in in_flight:
+            task.cancel()
+
+
+def assemble(model_name: str, opts: TranscribeOptions, audio: np.ndarray, chunks: list[ChunkResult]
+             ) -> TranscriptionResult:
+    segments: list[Segment] = []
+    for chunk in chunks:
+        for segment in chunk.segments:
+            segments.append(segment.model_copy(update={"id": len(segments)}))
+    words: list[Word] | None = None
+    if opts.word_timestamps:
+        words = [w for s in segments for w in (s.words or [])]
+    first = chunks[0] if chunks else None
+    return TranscriptionResult(
+        model=model_name, task=opts.task,
+        language=(first.language if first else (opts.language or "en")),
+        language_probability=(first.language_probability if first else 0.0),
+        duration=round(len(audio) / SAMPLE_RATE, 3),
+        text="".join(s.text for s in segments).strip(),
+        segments=segments, words=words)
