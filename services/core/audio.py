@@ -94,7 +94,9 @@ _AV_SPECS: dict[str, dict] = {
         "rates": None,
         "fallback": 48000,
         "bit_rate": (0, 0),
-        "options": {},
+        # No 8 KiB PADDING block: nothing edits tags afterwards, and it would
+        # only delay the first audio frame of a stream.
+        "options": {"metadata_header_padding": "0"},
     },
 }
 
@@ -446,6 +448,8 @@ class _AVEncoder:
         if bit_rate:
             self.stream.codec_context.bit_rate = bit_rate
         self.pts = 0
+        # Write the container header now, so even an empty stream is a valid file.
+        self.container.start_encoding()
 
     def _mux(self, packets) -> None:
         for packet in packets:
@@ -495,7 +499,7 @@ def encode_audio(samples: np.ndarray, sample_rate: int, fmt: AudioFormat) -> byt
     spec = _AV_SPECS[fmt]
     rate = _target_rate(spec, sample_rate)
     encoder = _AVEncoder(fmt, rate, seekable=True)
-    encoder.encode(resample(x, sample_rate, rate))
+    encoder.encode(np.clip(resample(x, sample_rate, rate), -1.0, 1.0))
     return encoder.close()
 
 

@@ -1,0 +1,44 @@
+"""The ``harmony`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harmony", description="Harmony Speech Engine")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the router and every model service on this machine")
+    serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
+    serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        from harmony.serve import run_serve
+
+        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file)
+    if args.command == "check-config":
+        from harmony.core.specs import ConfigError, load_config
+        from harmony.serve import check_backends
+
+        try:
+            config = load_config(args.config)
+            check_backends(config)
+        except ConfigError as exc:
+            print(f"harmony: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.config}: {len(config.models)} models, {len(config.routes)} routes: ok")
+        return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

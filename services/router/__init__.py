@@ -1,0 +1,1 @@
+"""The public OpenAI-compatible API: validation, routing, load balancing and pipelines."""

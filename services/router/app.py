@@ -1,0 +1,80 @@
+"""The router app factory: the public OpenAI-compatible API in front of the model services."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from harmony.core.errors import install_error_handlers
+from harmony.core.metrics import Metrics
+from harmony.core.specs import HarmonyConfig
+from harmony.core.uploads import UploadLimitMiddleware
+from harmony.router.clients import ServiceClients
+from harmony.router.routes import models as models_routes
+from harmony.router.routes import transcriptions
+from harmony.router.routing import ModelTable
+
+
+def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:
+    table = ModelTable()
+    for model in config.models:
+        table.set_model(model, endpoints.get(model.name, []))
+    for route in config.routes:
+        table.set_route(route)
+    return table
+
+
+def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
+    metrics = Metrics("router")
+    clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await clients.aclose()
+
+    app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan)
+    app.state.table = table
+    app.state.clients = clients
+    install_error_handlers(app)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
+
+    @app.middleware("http")
+    async def count_requests(request, call_next):
+        response = await call_next(request)
+        if request.url.path.startswith("/v1/"):
+            outcome = "ok" if response.status_code < 400 else str(response.status_code)
+            metrics.requests.labels("router", request.url.path, outcome).inc()
+        return response
+
+    app.include_router(metrics.router())
+    app.include_router(models_routes.routes(table))
+    app.include_router(transcriptions.routes(table, clients))
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        """Ready when every model has at least one ready replica."""
+        async def ready(url: str) -> bool:
+            try:
+                response = await clients.client(url).get("/readyz", timeout=2.0)
+                return response.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        states = {}
+        for name, model in table.models.items():
+            results = await asyncio.gather(*(ready(r.url) for r in model.replicas))
+            states[name] = "ready" if any(results) else "not ready"
+        ok = bool(states) and all(s == "ready" for s in states.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "models": states},
+                            status_code=200 if ok else 503)
+
+    return app

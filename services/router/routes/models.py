@@ -1,0 +1,27 @@
+"""GET /v1/models and /v1/models/{id}: every model, alias and route served."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from harmony.core.errors import ModelNotFound
+from harmony.router.routing import ModelTable
+
+
+def routes(table: ModelTable) -> APIRouter:
+    api = APIRouter(tags=["models"])
+
+    @api.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": table.public_entries()}
+
+    @api.get("/v1/models/{model_id:path}")
+    async def get_model(model_id: str) -> dict[str, Any]:
+        for entry in table.public_entries():
+            if entry["id"] == model_id:
+                return entry
+        raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
+
+    return api

@@ -1,0 +1,92 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations: validate, forward to the STT service, render."""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from harmony.core.disconnect import until_disconnected
+from harmony.core.errors import HarmonyError, InvalidRequest
+from harmony.core.specs import Task
+from harmony.core.uploads import form_file, form_list, form_str, read_form
+from harmony.router.clients import ServiceClients
+from harmony.router.routing import ModelTable, ServedModel
+from harmony.router.transcript_formats import RESPONSE_FORMATS, render
+from harmony.stt.types import TranscriptionResult
+
+GRANULARITIES = ("word", "segment")
+PASSTHROUGH = ("language", "prompt", "temperature", "vad_filter")
+
+
+def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
+    api = APIRouter(tags=["audio"])
+
+    @api.post("/v1/audio/transcriptions")
+    async def transcriptions(request: Request) -> Response:
+        return await _handle(request, table, clients, task="transcribe")
+
+    @api.post("/v1/audio/translations")
+    async def translations(request: Request) -> Response:
+        return await _handle(request, table, clients, task="translate")
+
+    return api
+
+
+async def _handle(request: Request, table: ModelTable, clients: ServiceClients, task: str) -> Response:
+    form = await read_form(request)
+    model = table.resolve(form_str(form, "model"), Task.stt)
+    response_format = form_str(form, "response_format", "json") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        raise InvalidRequest(f"'response_format' must be one of {', '.join(RESPONSE_FORMATS)}",
+                             param="response_format")
+    granularities = form_list(form, "timestamp_granularities")
+    for value in granularities:
+        if value not in GRANULARITIES:
+            raise InvalidRequest(f"'timestamp_granularities[]' values must be word or segment, not '{value}'",
+                                 param="timestamp_granularities")
+    if granularities and response_format != "verbose_json":
+        raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
+                             param="timestamp_granularities")
+    stream = (form_str(form, "stream") or "false").lower() in ("true", "1")
+    data, filename = await form_file(form)
+    fields = {name: value for name in PASSTHROUGH if (value := form_str(form, name))}
+    if task == "translate":
+        fields.pop("language", None)
+    fields.update(model=model.name, task=task, word_timestamps=str("word" in granularities).lower())
+    files = {"file": (filename, data, "application/octet-stream")}
+    if stream:
+        fields["stream"] = "true"
+        return StreamingResponse(_sse(clients, model, fields, files), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    response = await until_disconnected(
+        request, clients.post(model, "/v1/audio/transcriptions", data=fields, files=files))
+    result = TranscriptionResult.model_validate(response.json())
+    return render(result, response_format, granularities)
+
+
+def _event(payload: dict) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+async def _sse(clients: ServiceClients, model: ServedModel, fields: dict, files: dict) -> AsyncIterator[bytes]:
+    """Server-sent events in OpenAI's shape: transcript.text.delta per segment, then transcript.text.done."""
+    try:
+        async with clients.stream(model, "/v1/audio/transcriptions", data=fields, files=files) as response:
+            async for line in response.aiter_lines():
+                if not line.strip():
+                    continue
+                message = json.loads(line)
+                if message["type"] == "segment":
+                    yield _event({"type": "transcript.text.delta", "delta": message["segment"]["text"]})
+                elif message["type"] == "done":
+                    result = message["result"]
+                    yield _event({"type": "transcript.text.done", "text": result["text"],
+                                  "usage": {"type": "duration", "seconds": result["duration"]}})
+                elif message["type"] == "error":
+                    yield _event({"type": "error", "error": message["error"]})
+                    return
+    except HarmonyError as exc:
+        yield _event({"type": "error", **exc.to_body()})

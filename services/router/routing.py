@@ -1,0 +1,112 @@
+"""The model table: which public names exist, which service replicas serve them, and which replica to use.
+
+Balancing is least-outstanding-requests with round-robin between equals; a replica
+that refused a connection sits out for a short cool-down.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from harmony.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from harmony.core.specs import NamedModel, NamedRoute, Task
+
+COOL_DOWN_S = 5.0
+
+
+@dataclass
+class Replica:
+    url: str
+    in_flight: int = 0
+    down_until: float = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+
+@dataclass
+class ServedModel:
+    spec: NamedModel
+    replicas: list[Replica] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def task(self) -> Task:
+        return self.spec.task
+
+
+class ModelTable:
+    def __init__(self) -> None:
+        self.models: dict[str, ServedModel] = {}
+        self.routes: dict[str, NamedRoute] = {}
+        self._public: dict[str, str] = {}
+        self._turn = itertools.count()
+        self.created = int(time.time())
+
+    def set_model(self, spec: NamedModel, urls: list[str]) -> None:
+        old = self.models.get(spec.name)
+        known = {r.url: r for r in old.replicas} if old else {}
+        self.models[spec.name] = ServedModel(spec, [known.get(u) or Replica(u) for u in urls])
+        self._reindex()
+
+    def remove_model(self, name: str) -> None:
+        self.models.pop(name, None)
+        self._reindex()
+
+    def set_route(self, route: NamedRoute) -> None:
+        self.routes[route.name] = route
+        self._reindex()
+
+    def _reindex(self) -> None:
+        public: dict[str, str] = {}
+        for model in self.models.values():
+            public[model.name] = model.name
+        for model in self.models.values():
+            for alias in model.spec.aliases:
+                public.setdefault(alias, model.name)
+        self._public = public
+
+    def resolve(self, public_name: str | None, task: Task, param: str = "model") -> ServedModel:
+        if not public_name:
+            raise InvalidRequest("'model' is required", param=param, code="missing_required_parameter")
+        name = self._public.get(public_name)
+        if name is None:
+            served = sorted(n for n, m in self._public.items() if self.models[m].task == task)
+            raise ModelNotFound(f"The model '{public_name}' does not exist. Models for this endpoint: "
+                                f"{', '.join(served) or 'none'}", param=param)
+        model = self.models[name]
+        if model.task != task:
+            raise InvalidRequest(f"model '{public_name}' is a {model.task.value} model and cannot serve this "
+                                 f"endpoint ({task.value})", param=param, code="model_task_mismatch")
+        return model
+
+    def pick(self, model: ServedModel, exclude: set[str] = frozenset()) -> Replica:
+        candidates = [r for r in model.replicas if r.available and r.url not in exclude]
+        if not candidates:
+            raise ServiceUnavailable(f"model '{model.name}' is unavailable: no replica of its service is reachable")
+        low = min(r.in_flight for r in candidates)
+        best = [r for r in candidates if r.in_flight == low]
+        return best[next(self._turn) % len(best)]
+
+    @staticmethod
+    def mark_down(replica: Replica) -> None:
+        replica.down_until = time.monotonic() + COOL_DOWN_S
+
+    def public_entries(self) -> list[dict]:
+        entries = []
+        for public, name in sorted(self._public.items()):
+            model = self.models[name]
+            entries.append({"id": public, "object": "model", "created": self.created, "owned_by": "harmony",
+                            "task": model.task.value, "backend": model.spec.backend,
+                            **({"alias_of": name} if public != name else {}),
+                            "languages": model.spec.languages})
+        for route in self.routes.values():
+            entries.append({"id": route.name, "object": "model", "created": self.created, "owned_by": "harmony",
+                            "task": route.task.value, "pipeline": [s.model_dump() for s in route.steps]})
+        return entries
