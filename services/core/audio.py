@@ -195,6 +195,10 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return np.asarray(soxr.resample(np.ascontiguousarray(x), src_rate, dst_rate, quality="HQ"), dtype=np.float32)
 
 
+class _TooLong(InvalidAudio):
+    """Decoded audio would exceed MAX_DECODE_SECONDS."""
+
+
 class _Collector:
     """Accumulates decoded mono chunks, resampling each rate segment to the
     target rate on the fly so memory stays proportional to the output."""
@@ -212,7 +216,7 @@ class _Collector:
             self.parts.append(np.asarray(y, dtype=np.float32))
             self.total += y.size
             if self.total > self.max_samples:
-                raise InvalidAudio(
+                raise _TooLong(
                     f"Audio is longer than the supported maximum of {MAX_DECODE_SECONDS // 3600} hours."
                 )
 
@@ -386,6 +390,8 @@ def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 
         return _decode_pyav(source(), sample_rate)
     except _NoSamples:
         no_samples = True
+    except _TooLong:
+        raise
     except InvalidAudio:
         if no_samples:
             raise InvalidAudio("The audio file contains no audio samples.") from None
