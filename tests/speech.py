@@ -13,7 +13,7 @@ import numpy as np
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
     "Please call Stella and ask her to bring these things with her from the store.",
-    "She sells sea shells by the sea shore on a sunny morning.",
+    "Every morning the baker opens his small shop near the station.",
     "A journey of a thousand miles begins with a single step.",
     "The weather today is cold and rainy, so take an umbrella with you.",
     "Our engineers measure speed and memory on every release.",
@@ -84,3 +84,11 @@ def wer(reference: str, hypothesis: str) -> float:
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
         previous = current
     return previous[-1] / len(ref)
+
+
+def espeak(text: str, language: str) -> tuple[np.ndarray, int]:
+    """Speech in any espeak-ng language (robotic, but Whisper understands it)."""
+    from harmony.tts.espeak_engine import EspeakEngine
+
+    engine = EspeakEngine.get()
+    return engine.synthesize(text, language, words_per_minute=150), engine.sample_rate

@@ -186,7 +186,7 @@ def parse_config(data: Any, origin: str = "config") -> HarmonyConfig:
 def load_config(path: str | Path) -> HarmonyConfig:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_bytes())  # bytes: YAML detects the encoding; bad bytes are a YAMLError
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     except yaml.YAMLError as exc:

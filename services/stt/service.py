@@ -47,7 +47,17 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
                         word_timestamps=opts.word_timestamps)
 
     batcher = model.batcher
-    first = await batcher.submit(job(windows[0], opts.language, opts.prompt), deadline=deadline)
+
+    async def run(window: Window, language: str | None, prompt: str | None, admitted: bool) -> ChunkResult:
+        result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted)
+        tail = _unheard_tail(audio, window, result)
+        if tail is not None:  # Whisper stopped early: decode the rest of the window, as sequential seeking would
+            extra = await batcher.submit(job(tail, language or result.language, None), deadline=deadline,
+                                         wait_for_space=True)
+            result.segments.extend(extra.segments)
+        return result
+
+    first = await run(windows[0], opts.language, opts.prompt, admitted=False)
     yield first
     language = opts.language or first.language
     rest = windows[1:]
@@ -57,13 +67,32 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
         next_index = 0
         while next_index < len(rest) or in_flight:
             while next_index < len(rest) and len(in_flight) < limit:
-                in_flight.append(asyncio.ensure_future(batcher.submit(
-                    job(rest[next_index], language, None), deadline=deadline, wait_for_space=True)))
+                in_flight.append(asyncio.ensure_future(run(rest[next_index], language, None, admitted=True)))
                 next_index += 1
             yield await in_flight.pop(0)
     finally:
         for task in in_flight:
             task.cancel()
+
+
+MIN_TAIL_S = 1.0
+SPEECH_RMS = 0.02
+
+
+def _unheard_tail(audio: np.ndarray, window: Window, result: ChunkResult) -> Window | None:
+    """The part of a window after the last segment, when it is long enough and loud enough to hold speech."""
+    if not result.segments:
+        return None
+    last_end = int(max(s.end for s in result.segments) * SAMPLE_RATE)
+    if window.end - last_end < MIN_TAIL_S * SAMPLE_RATE:
+        return None
+    tail = audio[last_end:window.end]
+    frame = SAMPLE_RATE // 10
+    frames = len(tail) // frame
+    rms = np.sqrt(np.square(tail[: frames * frame].reshape(frames, frame)).mean(axis=1))
+    if (rms > SPEECH_RMS).sum() < 3:
+        return None
+    return Window(last_end, window.end)
 
 
 def assemble(model_name: str, opts: TranscribeOptions, audio: np.ndarray, chunks: list[ChunkResult]

@@ -154,6 +154,8 @@ class FasterWhisperBackend:
             pieces = [] if silent else model._split_segments_by_timestamps(
                 tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
                 segment_duration=duration, seek=seek)[0]
+            if not silent:
+                pieces += self._unfinished_tail(tokenizer, tokens, pieces, job.offset, duration, seek)
             segments = []
             for piece in pieces:
                 text = tokenizer.decode(piece["tokens"])
@@ -177,6 +179,23 @@ class FasterWhisperBackend:
                                   words=[Word(**w) for w in s["words"]] if "words" in s else None)
                           for s in segments]))
         return results
+
+    def _unfinished_tail(self, tokenizer, tokens: list[int], pieces: list[dict], offset: float, duration: float,
+                         seek: int) -> list[dict]:
+        """Text after the last closed timestamp pair.
+
+        Sequential Whisper seeks back and decodes it again with the next window;
+        windows here are decoded independently, so it is kept as a segment that
+        runs to the end of the window instead of being lost.
+        """
+        consumed = sum(len(p["tokens"]) for p in pieces)
+        tail = tokens[consumed:]
+        if not any(t < tokenizer.eot for t in tail):
+            return []
+        stamps = [t for t in tail if t >= tokenizer.timestamp_begin]
+        start = offset + (stamps[0] - tokenizer.timestamp_begin) * self.model.time_precision if stamps else \
+            (pieces[-1]["end"] if pieces else offset)
+        return [dict(seek=seek, start=start, end=offset + duration, tokens=tail)]
 
     def _add_words(self, jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes) -> None:
         """Word timestamps by cross-attention alignment, batched per (language, task)."""

@@ -1,0 +1,336 @@
+"""DynamicBatcher: batch closing, off-loop execution, back-pressure, deadlines, cancellation, failures, shutdown.
+
+The batch callable here is a plain Python function that records what it receives:
+that is all the batcher needs, so these tests exercise the batcher and nothing else.
+Timing bounds are deliberately loose (the test machine is small and noisy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import pytest
+
+from harmony.core.batching import DynamicBatcher
+from harmony.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
+from harmony.core.metrics import Metrics
+from harmony.core.specs import BatchingSpec
+
+
+class Recorder:
+    """A batch callable: records every batch (items, time, thread) and returns item * 2."""
+
+    def __init__(self, *, sleep_s: float = 0.0, gate: threading.Event | None = None,
+                 result: Callable[[Sequence[Any]], Sequence[Any]] | None = None) -> None:
+        self.sleep_s = sleep_s
+        self.gate = gate
+        self.result = result
+        self.batches: list[list[Any]] = []
+        self.times: list[float] = []
+        self.threads: list[threading.Thread] = []
+        self.started = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, items: Sequence[Any]) -> Sequence[Any]:
+        with self._lock:
+            self.batches.append(list(items))
+            self.times.append(time.monotonic())
+            self.threads.append(threading.current_thread())
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(timeout=10), "test never opened the gate"
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        if self.result is not None:
+            return self.result(items)
+        return [item * 2 for item in items]
+
+    @property
+    def seen(self) -> list[Any]:
+        return [item for batch in self.batches for item in batch]
+
+
+@pytest.fixture
+async def make_batcher():
+    """Build batchers and stop every one of them at teardown (so no worker thread outlives a test)."""
+    made: list[DynamicBatcher] = []
+    gates: list[threading.Event] = []
+
+    def factory(run_batch, *, gate: threading.Event | None = None, metrics: Metrics | None = None,
+                name: str = "m", **spec: Any) -> DynamicBatcher:
+        batcher = DynamicBatcher(name, run_batch, BatchingSpec(**spec), metrics=metrics)
+        made.append(batcher)
+        if gate is not None:
+            gates.append(gate)
+        return batcher
+
+    yield factory
+    for gate in gates:
+        gate.set()
+    for batcher in made:
+        await asyncio.wait_for(batcher.stop(), timeout=10)
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.005)
+
+
+# batch closing
+
+
+async def test_batch_closes_at_max_batch_size_and_remainder_after_delay(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=1000)
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    assert results == [i * 2 for i in range(10)]
+    assert [len(b) for b in rec.batches] == [4, 4, 2]
+    assert sorted(rec.seen) == list(range(10))
+    # the two full batches did not wait for the delay; the partial one did
+    assert rec.times[0] - t0 < 0.7
+    assert rec.times[1] - t0 < 0.7
+    assert rec.times[2] - t0 >= 0.9
+    assert batcher.stats.sizes == [4, 4, 2]
+
+
+async def test_lone_item_runs_after_max_queue_delay(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=8, max_queue_delay_ms=400)
+    t0 = time.monotonic()
+    task = asyncio.create_task(batcher.submit(21))
+    await asyncio.sleep(0.1)
+    assert rec.batches == [], "a lone item ran before max_queue_delay_ms elapsed"
+    assert not task.done()
+    assert await task == 42
+    assert rec.batches == [[21]]
+    waited = rec.times[0] - t0
+    assert 0.35 <= waited < 3.0
+
+
+async def test_zero_delay_runs_without_waiting(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=8, max_queue_delay_ms=0)
+    t0 = time.monotonic()
+    assert await batcher.submit(5) == 10
+    assert time.monotonic() - t0 < 1.0
+
+
+# execution off the event loop
+
+
+async def test_batches_run_off_the_event_loop(make_batcher):
+    rec = Recorder(sleep_s=0.3)
+    batcher = make_batcher(rec, max_batch_size=2, max_queue_delay_ms=0)
+    ticks = 0
+    stop_ticking = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not stop_ticking.is_set():
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticking = asyncio.create_task(ticker())
+    try:
+        assert await batcher.submit(3) == 6
+    finally:
+        stop_ticking.set()
+        await ticking
+    assert rec.threads[0] is not threading.main_thread()
+    assert rec.threads[0] is not threading.current_thread()
+    # a batch blocking the loop for 0.3 s would allow at most a tick or two
+    assert ticks >= 8, f"event loop ticked only {ticks} times during a 0.3 s batch"
+
+
+# back-pressure
+
+
+async def test_full_queue_raises_queue_full_and_wait_for_space_waits(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=2, timeout_s=10)
+
+    first = asyncio.create_task(batcher.submit(0))
+    await wait_until(rec.started.is_set)  # item 0 is running (off the queue), the worker is blocked
+    queued = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await wait_until(lambda: batcher.depth == 2)
+
+    with pytest.raises(QueueFull) as info:
+        await batcher.submit(99)
+    assert info.value.status_code == 429
+    retry_after = info.value.headers["Retry-After"]
+    assert retry_after.isdigit() and int(retry_after) >= 1
+
+    waiting = asyncio.create_task(batcher.submit(3, wait_for_space=True))
+    await asyncio.sleep(0.1)
+    assert not waiting.done(), "wait_for_space=True should wait for room, not fail or run"
+    assert batcher.depth == 2
+
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *queued, waiting), timeout=5) == [0, 2, 4, 6]
+    assert 99 not in rec.seen
+    assert sorted(rec.seen) == [0, 1, 2, 3]
+
+
+async def test_wait_for_space_times_out_at_deadline(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, max_queue_size=1, timeout_s=10)
+    first = asyncio.create_task(batcher.submit(0))
+    await wait_until(rec.started.is_set)
+    second = asyncio.create_task(batcher.submit(1))
+    await wait_until(lambda: batcher.depth == 1)
+    with pytest.raises(RequestTimeout) as info:
+        await batcher.submit(2, wait_for_space=True, deadline=time.monotonic() + 0.1)
+    assert info.value.status_code == 504
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, second), timeout=5) == [0, 2]
+    assert 2 not in rec.seen
+
+
+# deadlines
+
+
+async def test_slow_batch_raises_request_timeout(make_batcher):
+    rec = Recorder(sleep_s=0.6)
+    batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=0, timeout_s=0.15)
+    t0 = time.monotonic()
+    with pytest.raises(RequestTimeout) as info:
+        await batcher.submit(1)
+    assert info.value.status_code == 504
+    assert time.monotonic() - t0 < 0.55, "the caller should hear about the timeout before the batch ends"
+
+
+async def test_item_expired_while_queued_is_never_computed(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=10)
+    first = asyncio.create_task(batcher.submit("a"))
+    await wait_until(rec.started.is_set)  # the worker is busy with "a"
+
+    with pytest.raises(RequestTimeout):
+        await batcher.submit("late", deadline=time.monotonic() + 0.1)
+    with pytest.raises(RequestTimeout):
+        await batcher.submit("already-late", deadline=time.monotonic() - 1)
+
+    gate.set()
+    assert await asyncio.wait_for(first, timeout=5) == "aa"
+    assert await asyncio.wait_for(batcher.submit("b"), timeout=5) == "bb"
+    assert rec.seen == ["a", "b"]
+    assert batcher.stats.dropped_cancelled + batcher.stats.dropped_expired == 2
+    assert batcher.depth == 0
+
+
+# cancellation
+
+
+async def test_cancelled_caller_drops_item(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=300)
+    keep = asyncio.create_task(batcher.submit(1))
+    gone = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0.05)
+    assert rec.batches == []
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert await keep == 2
+    assert rec.batches == [[1]]
+    assert batcher.stats.dropped_cancelled == 1
+
+
+async def test_cancelled_only_item_never_runs(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=100)
+    gone = asyncio.create_task(batcher.submit(7))
+    await asyncio.sleep(0.02)
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    await asyncio.sleep(0.3)  # well past the batch delay
+    assert rec.batches == []
+    assert batcher.depth == 0
+    assert await batcher.submit(8) == 16  # the loop is still alive
+
+
+# failures
+
+
+async def test_exception_fails_whole_batch_and_next_batch_works(make_batcher):
+    def run(items):
+        if "bad" in items:
+            raise ValueError("boom")
+        return [item * 2 for item in items]
+
+    rec = Recorder(result=run)
+    batcher = make_batcher(rec, max_batch_size=3, max_queue_delay_ms=1000)
+    outcomes = await asyncio.gather(*(batcher.submit(x) for x in ("bad", "x", "y")), return_exceptions=True)
+    assert len(rec.batches) == 1
+    for outcome in outcomes:
+        assert isinstance(outcome, ValueError) and str(outcome) == "boom"
+
+    next_batch = await asyncio.gather(*(batcher.submit(x) for x in ("p", "q", "r")))
+    assert next_batch == ["pp", "qq", "rr"]
+
+
+async def test_per_item_exception_fails_only_that_item(make_batcher):
+    def run(items):
+        return [KeyError(item) if item == "bad" else item * 2 for item in items]
+
+    batcher = make_batcher(Recorder(result=run), max_batch_size=3, max_queue_delay_ms=1000)
+    outcomes = await asyncio.gather(*(batcher.submit(x) for x in ("a", "bad", "c")), return_exceptions=True)
+    assert outcomes[0] == "aa" and outcomes[2] == "cc"
+    assert isinstance(outcomes[1], KeyError)
+
+
+async def test_wrong_number_of_results_fails_items(make_batcher):
+    rec = Recorder(result=lambda items: [item * 2 for item in items][:-1])
+    batcher = make_batcher(rec, max_batch_size=2, max_queue_delay_ms=1000, timeout_s=5)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True), timeout=5)
+    for outcome in outcomes:
+        assert isinstance(outcome, RuntimeError)
+        assert "1 results for 2 items" in str(outcome)
+
+
+# shutdown
+
+
+async def test_stop_drains_queue_then_refuses(make_batcher):
+    rec = Recorder()
+    batcher = make_batcher(rec, max_batch_size=2, max_queue_delay_ms=5000)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(3)]
+    await wait_until(lambda: len(rec.batches) == 1 and batcher.depth == 1)  # 2 ran, 1 waits for the delay
+    t0 = time.monotonic()
+    await asyncio.wait_for(batcher.stop(), timeout=5)
+    assert time.monotonic() - t0 < 2.0, "stop() should not wait out the batch delay"
+    assert [t.result() for t in tasks] == [0, 2, 4]
+    assert sorted(rec.seen) == [0, 1, 2]
+    with pytest.raises(ServiceUnavailable) as info:
+        await batcher.submit(9)
+    assert info.value.status_code == 503
+    assert 9 not in rec.seen
+
+
+# metrics
+
+
+async def test_metrics_record_batch_sizes(make_batcher):
+    metrics = Metrics("test")
+    batcher = make_batcher(Recorder(), metrics=metrics, name="tiny", max_batch_size=4, max_queue_delay_ms=50)
+    await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+    value = metrics.registry.get_sample_value
+    assert value("harmony_batch_size_count", {"model": "tiny"}) == 3
+    assert value("harmony_batch_size_sum", {"model": "tiny"}) == 10
+    assert value("harmony_batch_size_bucket", {"model": "tiny", "le": "2.0"}) == 1
+    assert value("harmony_batch_size_bucket", {"model": "tiny", "le": "4.0"}) == 3
+    assert value("harmony_queue_wait_seconds_count", {"model": "tiny"}) == 10
+    assert value("harmony_inference_seconds_count", {"model": "tiny"}) == 3
+    assert value("harmony_queue_depth", {"model": "tiny"}) == 0
