@@ -79,6 +79,16 @@ class ResourcesSpec(Strict):
 OptionValue = str | int | float | bool
 
 
+class Toleration(Strict):
+    """A Kubernetes pod toleration, in the Kubernetes field names (Kubernetes only)."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = Field(None, alias="tolerationSeconds", ge=0)
+
+
 class SpeechModelSpec(Strict):
     """A model served by one batching microservice."""
 
@@ -95,6 +105,13 @@ class SpeechModelSpec(Strict):
     autoscaling: AutoscalingSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     options: dict[str, OptionValue] = Field(default_factory=dict, description="backend-specific settings")
+    # Kubernetes only: how the operator schedules the model's pods (``harmony serve`` ignores these).
+    image: str | None = Field(None, description="container image of the model service (default: the operator's)")
+    node_selector: dict[str, str] = Field(default_factory=dict, description="pod nodeSelector")
+    tolerations: list[Toleration] = Field(default_factory=list, description="pod tolerations")
+    affinity: dict[str, Any] | None = Field(None, description="pod affinity, a Kubernetes Affinity object as is")
+    runtime_class_name: str | None = Field(None, description="pod runtimeClassName, e.g. nvidia")
+    priority_class_name: str | None = Field(None, description="pod priorityClassName")
 
     @field_validator("languages")
     @classmethod
