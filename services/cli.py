@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
 
+    crds = commands.add_parser("crds", help="print the Kubernetes CRDs (SpeechModel, SpeechRoute)")
+    crds.add_argument("--out", metavar="DIR", help="write one YAML file per CRD into DIR instead")
+
     args = parser.parse_args(argv)
     if args.command == "serve":
         from harmony.serve import run_serve
@@ -36,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"harmony: {exc}", file=sys.stderr)
             return 2
         print(f"{args.config}: {len(config.models)} models, {len(config.routes)} routes: ok")
+        return 0
+    if args.command == "crds":
+        from harmony.core.crd import write_crds
+
+        write_crds(args.out)
         return 0
     return 1
 

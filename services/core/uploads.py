@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -67,7 +68,9 @@ async def read_form(request: Request, max_fields: int = 64) -> FormData:
     try:
         return await request.form(max_files=4, max_fields=max_fields)
     except MultiPartException as exc:
-        raise InvalidRequest(f"malformed multipart body: {exc.message}") from None
+        raise InvalidRequest(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
+    except StarletteHTTPException as exc:
+        raise InvalidRequest(f"malformed request body: {exc.detail}", code="invalid_multipart") from None
     except HarmonyError:
         raise
 

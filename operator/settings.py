@@ -1,0 +1,48 @@
+"""The operator's own settings, from environment variables the Helm chart sets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0"
+DEFAULT_CUDA_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0-cuda"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    image: str = DEFAULT_IMAGE                 # model services without a GPU
+    cuda_image: str = DEFAULT_CUDA_IMAGE       # model services with resources.gpu > 0
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    cache_size_limit: str = "20Gi"             # emptyDir for joined weights (HARMONY_CACHE_DIR)
+    service_account: str = ""                  # of the model pods; empty: the namespace default
+    termination_grace_s: int = 90              # in-flight requests drain within this
+    reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
+    retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
+    retry_max_delay_s: float = 300.0
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    def retry_delay(self, retry: int) -> float:
+        return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+        env = dict(os.environ if env is None else env)
+        defaults = cls()
+
+        def get(name: str, default: str) -> str:
+            return env.get(name) or default
+
+        return cls(
+            image=get("HARMONY_MODEL_IMAGE", defaults.image),
+            cuda_image=get("HARMONY_MODEL_IMAGE_CUDA", defaults.cuda_image),
+            image_pull_policy=get("HARMONY_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            image_pull_secrets=tuple(s for s in get("HARMONY_IMAGE_PULL_SECRETS", "").split(",") if s.strip()),
+            cache_size_limit=get("HARMONY_CACHE_SIZE_LIMIT", defaults.cache_size_limit),
+            service_account=get("HARMONY_MODEL_SERVICE_ACCOUNT", ""),
+            termination_grace_s=int(get("HARMONY_TERMINATION_GRACE_S", str(defaults.termination_grace_s))),
+            reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),
+            retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),
+            retry_max_delay_s=float(get("HARMONY_RETRY_MAX_DELAY_S", str(defaults.retry_max_delay_s))),
+        )

@@ -1,0 +1,58 @@
+"""Start ``harmony serve`` as a user would, in a subprocess, and stop it with SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.servers import free_port
+
+
+class HarmonyProcess:
+    def __init__(self, config: str | None = None, timeout: float = 180.0) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_file = Path(tempfile.mkdtemp()) / "ready"
+        self.log = Path(tempfile.mkdtemp()) / "harmony.log"
+        self.config = config
+        self.timeout = timeout
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "HarmonyProcess":
+        args = [sys.executable, "-m", "harmony.cli", "serve", "--port", str(self.port),
+                "--ready-file", str(self.ready_file), "--log-level", "warning"]
+        if self.config:
+            args += ["--config", self.config]
+        self._log_handle = open(self.log, "wb")
+        self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        deadline = time.monotonic() + self.timeout
+        while not self.ready_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"harmony serve did not become ready:\n{self.output()}")
+            time.sleep(0.1)
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 60.0) -> int | None:
+        if self.proc is None:
+            return None
+        self.terminate()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            self._log_handle.close()

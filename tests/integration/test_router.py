@@ -1,0 +1,106 @@
+"""The router over loopback: routing, aliases, errors in OpenAI's shape, limits, disconnects."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from harmony.core.specs import parse_config
+from harmony.router.app import build_table, create_router_app
+from tests.integration.conftest import CONFIG
+from tests.servers import ServerThread, free_port
+from tests.speech import SENTENCES, speech_with_pauses, synthesize, wav_bytes, wer
+
+
+def transcribe(url: str, data: bytes, timeout: float = 120, **fields) -> httpx.Response:
+    return httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", data)},
+                      data={"model": "whisper-1", **fields}, timeout=timeout)
+
+
+def assert_openai_error(response: httpx.Response, status: int, code: str | None = None) -> dict:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"]
+    if code:
+        assert error["code"] == code
+    return error
+
+
+def test_alias_routes_to_the_configured_default(router):
+    response = transcribe(router.url, wav_bytes(*synthesize(SENTENCES[0])))
+    assert response.status_code == 200 and wer(SENTENCES[0], response.json()["text"]) <= 0.1
+
+
+def test_unknown_model_is_404_listing_served_models(router):
+    error = assert_openai_error(transcribe(router.url, b"x", model="whisper-large"), 404, "model_not_found")
+    assert "whisper-1" in error["message"] and error["param"] == "model"
+
+
+def test_missing_file_and_missing_model_are_400(router):
+    response = httpx.post(router.url + "/v1/audio/transcriptions", data={"model": "whisper-1"})
+    assert_openai_error(response, 400, "missing_required_parameter")
+    response = httpx.post(router.url + "/v1/audio/transcriptions", files={"file": ("a.wav", b"x")})
+    assert_openai_error(response, 400, "missing_required_parameter")
+    response = httpx.post(router.url + "/v1/audio/transcriptions", json={"model": "whisper-1"})
+    assert_openai_error(response, 400)
+
+
+def test_service_errors_pass_through_in_openai_shape(router):
+    assert_openai_error(transcribe(router.url, b"garbage" * 50), 400, "invalid_audio")
+    assert_openai_error(transcribe(router.url, wav_bytes(*synthesize("Hello.")), temperature="2.5"), 400)
+
+
+def test_chunked_upload_over_the_limit_is_413(router):
+    def body():  # a well-formed multipart upload of 6 MB, no Content-Length, over this config's 5 MB limit
+        yield b'--abc\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        for _ in range(60):
+            yield b"x" * 100_000
+        yield b"\r\n--abc--\r\n"
+    response = httpx.post(router.url + "/v1/audio/transcriptions", content=body(),
+                          headers={"content-type": "multipart/form-data; boundary=abc"})
+    assert_openai_error(response, 413, "file_too_large")
+
+
+def test_service_down_is_503_naming_the_model():
+    config = parse_config(CONFIG)
+    dead = f"http://127.0.0.1:{free_port()}"
+    table = build_table(config, {m.name: [dead] for m in config.models})
+    with ServerThread(create_router_app(config, table)) as router:
+        error = assert_openai_error(transcribe(router.url, wav_bytes(*synthesize("Hello."))), 503)
+        assert "whisper-base" in error["message"]
+        assert httpx.get(router.url + "/readyz").status_code == 503
+
+
+def test_requests_balance_across_replicas_and_skip_a_dead_one(router, stt_service):
+    config = parse_config(CONFIG)
+    dead = f"http://127.0.0.1:{free_port()}"
+    table = build_table(config, {m.name: [dead, stt_service.url] for m in config.models})
+    with ServerThread(create_router_app(config, table)) as second:
+        for _ in range(2):
+            response = transcribe(second.url, wav_bytes(*synthesize(SENTENCES[0])))
+            assert response.status_code == 200, response.text
+        replicas = {r.url: r for r in table.models["whisper-base"].replicas}
+        assert not replicas[dead].available  # cooling down after the refused connection
+        assert replicas[stt_service.url].in_flight == 0
+
+
+def test_client_that_goes_away_is_dropped_not_computed(stt_service):
+    """A queued request whose client disconnects never reaches the model."""
+    model = stt_service.server.config.app.state.registry.models["whisper-tiny.en"]
+    stats = model.batcher.stats
+    long_audio = wav_bytes(*speech_with_pauses(SENTENCES * 2, pause_s=1.0))
+    items_before, dropped_before = stats.items, stats.dropped_cancelled
+    import threading
+
+    busy = threading.Thread(target=lambda: transcribe(stt_service.url, long_audio, model="whisper-tiny.en"))
+    busy.start()
+    time.sleep(0.4)  # the long request now occupies the worker
+    with pytest.raises(httpx.TimeoutException):
+        transcribe(stt_service.url, wav_bytes(*synthesize(SENTENCES[1])), model="whisper-tiny.en", timeout=0.3)
+    busy.join()
+    time.sleep(1.0)
+    long_windows = 3  # 51 s of audio: two windows, plus at most one re-decoded tail
+    assert stats.items - items_before <= long_windows
+    assert stats.dropped_cancelled - dropped_before >= 1
