@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0"
 DEFAULT_CUDA_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0-cuda"
@@ -21,7 +21,6 @@ class OperatorSettings:
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
     retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
     retry_max_delay_s: float = 300.0
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
     def retry_delay(self, retry: int) -> float:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
@@ -38,7 +37,7 @@ class OperatorSettings:
             image=get("HARMONY_MODEL_IMAGE", defaults.image),
             cuda_image=get("HARMONY_MODEL_IMAGE_CUDA", defaults.cuda_image),
             image_pull_policy=get("HARMONY_IMAGE_PULL_POLICY", defaults.image_pull_policy),
-            image_pull_secrets=tuple(s for s in get("HARMONY_IMAGE_PULL_SECRETS", "").split(",") if s.strip()),
+            image_pull_secrets=tuple(s.strip() for s in get("HARMONY_IMAGE_PULL_SECRETS", "").split(",") if s.strip()),
             cache_size_limit=get("HARMONY_CACHE_SIZE_LIMIT", defaults.cache_size_limit),
             service_account=get("HARMONY_MODEL_SERVICE_ACCOUNT", ""),
             termination_grace_s=int(get("HARMONY_TERMINATION_GRACE_S", str(defaults.termination_grace_s))),

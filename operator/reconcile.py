@@ -1,0 +1,199 @@
+"""What the handlers do: apply a SpeechModel's children, write status, keep the router's ConfigMap in sync.
+
+Every function here is idempotent (create, or patch on 409), so kopf may call it on
+create, update, resume, a timer tick or a deleted child alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from pydantic import ValidationError
+
+from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec
+from harmony_operator import manifests, names, status
+from harmony_operator.kube import Kube, KubeError
+from harmony_operator.settings import OperatorSettings
+
+log = logging.getLogger("harmony.operator")
+
+
+@dataclass
+class Context:
+    kube: Kube
+    settings: OperatorSettings
+    _locks: dict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
+
+    def namespace_lock(self, namespace: str) -> threading.Lock:
+        return self._locks[namespace]
+
+
+def validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def parse_model(spec: dict[str, Any] | None) -> SpeechModelSpec:
+    return SpeechModelSpec.model_validate(dict(spec or {}))
+
+
+def _deleting(body: dict[str, Any]) -> bool:
+    return bool(body.get("metadata", {}).get("deletionTimestamp"))
+
+
+def write_model_status(ctx: Context, body: dict[str, Any], deployment: dict[str, Any] | None,
+                       problem: status.Problem | None = None) -> dict[str, Any]:
+    meta = body["metadata"]
+    new = status.model_status(meta["name"], meta["namespace"], deployment, body.get("status"), status.now(),
+                              meta.get("generation"), problem)
+    if not status.same(body.get("status"), new):
+        ctx.kube.patch("SpeechModel", meta["namespace"], meta["name"], {"status": new}, subresource="status")
+    return new
+
+
+def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.TemporaryError:
+    return kopf.TemporaryError(f"{what}: {exc}", delay=ctx.settings.retry_delay(retry))
+
+
+def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any] | None = None,
+                    retry: int = 0) -> dict[str, Any] | None:
+    """Create or patch everything the SpeechModel owns, then write its status.
+
+    ``old_spec`` (on an update) lets the patches remove fields the new spec dropped.
+    Invalid specs are permanent errors (status Degraded InvalidSpec); API errors are
+    temporary (status Degraded ApplyFailed, retried with backoff).
+    """
+    if _deleting(body):
+        return None
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    try:
+        spec = parse_model(body.get("spec"))
+    except ValidationError as exc:
+        message = validation_message(exc)
+        write_model_status(ctx, body, None, status.Problem("InvalidSpec", message))
+        raise kopf.PermanentError(f"invalid SpeechModel {name}: {message}") from None
+
+    previous: dict[str, dict[str, Any]] = {}
+    if old_spec is not None:
+        try:
+            previous = {c["kind"]: c for c in manifests.model_children(name, namespace, parse_model(old_spec),
+                                                                       ctx.settings)}
+        except ValidationError:
+            pass  # the old spec was invalid: nothing of it was applied
+
+    children = manifests.model_children(name, namespace, spec, ctx.settings)
+    kopf.adopt(children, owner=body)
+    deployment = None
+    try:
+        for child in children:
+            patch_body, before = child, previous.get(child["kind"])
+            if child["kind"] == "Deployment" and spec.autoscaling:
+                # The HPA owns replicas: set once at creation, never patched (nor removed).
+                patch_body = copy.deepcopy(child)
+                patch_body["spec"].pop("replicas", None)
+                if before:
+                    before = copy.deepcopy(before)
+                    before["spec"].pop("replicas", None)
+            applied = ctx.kube.apply(child, before, patch_body=patch_body)
+            if child["kind"] == "Deployment":
+                deployment = applied
+        if spec.autoscaling is None:
+            ctx.kube.delete("HorizontalPodAutoscaler", namespace, names.child_name(name))
+    except KubeError as exc:
+        try:
+            write_model_status(ctx, body, deployment, status.Problem("ApplyFailed", str(exc)))
+        except KubeError:
+            pass
+        raise _temporary(ctx, retry, f"applying the children of SpeechModel {name} failed", exc) from None
+    return write_model_status(ctx, body, deployment)
+
+
+def refresh_model_status(ctx: Context, namespace: str, model: str, deployment: dict[str, Any]) -> None:
+    """A Deployment of ours changed (pods became ready, a rollout stalled): mirror it in the owner's status."""
+    owner = ctx.kube.get("SpeechModel", namespace, model)
+    if owner is None or _deleting(owner):
+        return
+    try:
+        parse_model(owner.get("spec"))
+    except ValidationError:
+        return  # its status says InvalidSpec; leave that
+    write_model_status(ctx, owner, deployment)
+
+
+def on_child_gone(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
+    """Someone deleted what we own (or the router's ConfigMap): put it back, unless its owner is going too."""
+    meta = child.get("metadata", {})
+    if meta.get("name") == names.ROUTER_CONFIGMAP:
+        sync_namespace(ctx, namespace)
+        return
+    model = (meta.get("labels") or {}).get(names.MODEL_LABEL)
+    if not model:
+        return
+    owner = ctx.kube.get("SpeechModel", namespace, model)
+    if owner is None or _deleting(owner):
+        return
+    log.info("%s %s/%s was deleted: recreating it", child.get("kind"), namespace, meta.get("name"))
+    reconcile_model(ctx, owner)
+
+
+def _named_models(items: list[dict[str, Any]]) -> tuple[list[NamedModel], set[str]]:
+    """Valid models (for the router) and every existing model name (for the routes' check)."""
+    valid, existing = [], set()
+    for item in items:
+        if _deleting(item):
+            continue
+        name = item["metadata"]["name"]
+        existing.add(name)
+        try:
+            valid.append(NamedModel.model_validate({**(item.get("spec") or {}), "name": name}))
+        except ValidationError:
+            continue  # its own status says InvalidSpec
+    return valid, existing
+
+
+def _route_state(item: dict[str, Any], existing: set[str], public: set[str]
+                 ) -> tuple[NamedRoute | None, list[str], status.Problem | None]:
+    name = item["metadata"]["name"]
+    try:
+        route = NamedRoute.model_validate({**(item.get("spec") or {}), "name": name})
+    except ValidationError as exc:
+        return None, [], status.Problem("InvalidSpec", validation_message(exc))
+    missing = sorted({step.model for step in route.steps if step.model not in existing})
+    if name in public:
+        return None, missing, status.Problem("NameConflict", f"'{name}' is already a SpeechModel name or alias")
+    return route, missing, None
+
+
+def sync_namespace(ctx: Context, namespace: str) -> None:
+    """Rewrite the router's ConfigMap from every SpeechModel and SpeechRoute, and each route's status.
+
+    Serialised per namespace, and always from a fresh listing, so the last writer is right.
+    """
+    with ctx.namespace_lock(namespace):
+        models, existing = _named_models(ctx.kube.list("SpeechModel", namespace))
+        public = {n for m in models for n in (m.name, *m.aliases)}
+        routes = []
+        for item in ctx.kube.list("SpeechRoute", namespace):
+            if _deleting(item):
+                continue
+            route, missing, problem = _route_state(item, existing, public)
+            meta = item["metadata"]
+            new = status.route_status(missing, item.get("status"), status.now(), meta.get("generation"), problem)
+            if not status.same(item.get("status"), new):
+                ctx.kube.patch("SpeechRoute", namespace, meta["name"], {"status": new}, subresource="status")
+            if route is not None and not missing:
+                routes.append(route)
+        ctx.kube.apply(manifests.router_configmap(namespace, models, routes))
+
+
+def sync_namespace_or_retry(ctx: Context, namespace: str, retry: int = 0) -> None:
+    try:
+        sync_namespace(ctx, namespace)
+    except KubeError as exc:
+        raise _temporary(ctx, retry, f"updating {names.ROUTER_CONFIGMAP} in {namespace} failed", exc) from None
