@@ -119,8 +119,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
     parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--max-batch-size", type=int, default=8)
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
+    parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
+                        help="batches running at once, each with cpu_count/instances threads")
     args = parser.parse_args()
 
     clips = make_clips()
@@ -131,8 +133,8 @@ def main() -> int:
     threads = os.cpu_count() or 1
 
     config = {"models": [{"name": args.model, "task": "stt", "backend": "faster-whisper", **MODELS[args.model],
-                          "compute_type": "int8", "options": {"beam_size": 1, "cpu_threads": threads},
-                          "batching": {"max_batch_size": args.max_batch_size,
+                          "compute_type": "int8", "options": {"beam_size": 1},
+                          "batching": {"max_batch_size": args.max_batch_size, "instances": args.instances,
                                        "max_queue_delay_ms": args.max_queue_delay_ms, "max_queue_size": 1024}}]}
     path = os.path.join(tempfile.mkdtemp(), "bench.yaml")
     with open(path, "w") as handle:
@@ -142,7 +144,7 @@ def main() -> int:
     from harmony.stt.weights import resolve_whisper_dir
 
     model_dir = str(resolve_whisper_dir(ModelSource(**MODELS[args.model]["source"])))
-    print(f"# bench/stt.py  model={args.model}  requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "
+    print(f"# bench/stt.py  model={args.model}  instances={args.instances}  requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "
           f"machine={platform.machine()} cpus={threads} python={platform.python_version()}", flush=True)
     base = baseline_run(model_dir, clips16k, threads)
     base_tp = audio_total / base["wall"]

@@ -58,7 +58,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue: list[_Pending[In, Out]] = []
         self._wakeup = asyncio.Event()
         self._space = asyncio.Condition()
-        self._executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{name}")
+        self._executor = executor or ThreadPoolExecutor(max_workers=spec.instances, thread_name_prefix=f"batch-{name}")
         self._own_executor = executor is None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -127,15 +127,35 @@ class DynamicBatcher(Generic[In, Out]):
 
     # the batching loop
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Form batches and run up to ``spec.instances`` of them at once (Triton's instance count)."""
+        slots = asyncio.Semaphore(self.spec.instances)
+        running: set[asyncio.Task] = set()
+        while True:
+            await slots.acquire()
+            batch = await self._next_batch()
+            if batch is None:
+                slots.release()
+                break
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            running.add(task)
+
+            def finished(t: asyncio.Task) -> None:
+                running.discard(t)
+                slots.release()
+
+            task.add_done_callback(finished)
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _next_batch(self) -> list[_Pending[In, Out]] | None:
+        """Wait for a batch: full, or ``max_queue_delay_ms`` after its oldest item; None once closed and empty."""
         while True:
             if not self._queue:
                 if self._closing:
-                    return
+                    return None
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            # wait until the batch is full or the oldest item has waited long enough
             oldest = self._queue[0].enqueued
             close_at = oldest + self.spec.max_queue_delay_ms / 1000.0
             while len(self._live()) < self.spec.max_batch_size and not self._closing:
@@ -149,36 +169,39 @@ class DynamicBatcher(Generic[In, Out]):
                     break
             batch = self._take_batch()
             await self._notify_space()
-            if not batch:
-                continue
-            started = time.monotonic()
-            for p in batch:
-                if self.metrics:
-                    self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
-            try:
-                results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
-                log.exception("batch of %d for %s failed", len(batch), self.name)
-                results = [exc] * len(batch)
-            elapsed = time.monotonic() - started
-            self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed
-            self.stats.batches += 1
-            self.stats.items += len(batch)
-            self.stats.sizes.append(len(batch))
+            if batch:
+                return batch
+
+    async def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        for p in batch:
             if self.metrics:
-                self.metrics.batch_size.labels(self.name).observe(len(batch))
-                self.metrics.inference_time.labels(self.name).observe(elapsed)
-            for p, result in zip(batch, results):
-                if p.future.done():
-                    continue
-                if isinstance(result, BaseException):
-                    if not isinstance(result, Exception):
-                        result = InferenceError(f"{self.name}: {type(result).__name__}")
-                    p.future.set_exception(result)
-                else:
-                    p.future.set_result(result)
+                self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
+        try:
+            results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+            log.exception("batch of %d for %s failed", len(batch), self.name)
+            results = [exc] * len(batch)
+        elapsed = time.monotonic() - started
+        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
+        self.stats.batches += 1
+        self.stats.items += len(batch)
+        self.stats.sizes.append(len(batch))
+        if self.metrics:
+            self.metrics.batch_size.labels(self.name).observe(len(batch))
+            self.metrics.inference_time.labels(self.name).observe(elapsed)
+        for p, result in zip(batch, results):
+            if p.future.done():
+                continue
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    result = InferenceError(f"{self.name}: {type(result).__name__}")
+                p.future.set_exception(result)
+            else:
+                p.future.set_result(result)
 
     def _live(self) -> list[_Pending[In, Out]]:
         return [p for p in self._queue if not p.future.cancelled()]

@@ -334,3 +334,27 @@ async def test_metrics_record_batch_sizes(make_batcher):
     assert value("harmony_queue_wait_seconds_count", {"model": "tiny"}) == 10
     assert value("harmony_inference_seconds_count", {"model": "tiny"}) == 3
     assert value("harmony_queue_depth", {"model": "tiny"}) == 0
+
+
+async def test_instances_run_batches_at_the_same_time(make_batcher):
+    """With instances=2 a second batch starts while the first is still running, on another thread."""
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=2, max_queue_delay_ms=0, instances=2)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+    await wait_until(lambda: len(recorder.batches) == 2)
+    assert len({t.ident for t in recorder.threads}) == 2  # both batches are in flight on separate workers
+    gate.set()
+    assert await asyncio.gather(*tasks) == [0, 2, 4, 6]
+
+
+async def test_one_instance_runs_one_batch_at_a_time(make_batcher):
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=2, max_queue_delay_ms=0, instances=1)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+    await wait_until(lambda: len(recorder.batches) == 1)
+    await asyncio.sleep(0.2)
+    assert len(recorder.batches) == 1
+    gate.set()
+    assert await asyncio.gather(*tasks) == [0, 2, 4, 6]

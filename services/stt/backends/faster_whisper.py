@@ -65,9 +65,11 @@ class FasterWhisperBackend:
         compute_type = self.spec.compute_type
         if compute_type == "default":
             compute_type = "int8" if device == "cpu" else "float16"
-        threads = int(self.spec.options.get("cpu_threads", 0)) or (os.cpu_count() or 1)
+        instances = self.spec.batching.instances
+        # each concurrently running batch gets its own CTranslate2 worker and an equal share of the cores
+        threads = int(self.spec.options.get("cpu_threads", 0)) or max(1, (os.cpu_count() or 1) // instances)
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
-                                  local_files_only=True)
+                                  num_workers=instances, local_files_only=True)
         self.multilingual = self.model.model.is_multilingual
         self.device = device
         self.load_seconds = time.monotonic() - started

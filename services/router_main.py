@@ -1,0 +1,61 @@
+"""The router in Kubernetes: the public API, with its models from the operator's ConfigMap.
+
+    python -m harmony.router_main --models-file /etc/harmony/models.yaml --port 8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import sys
+
+import uvicorn
+
+from harmony.core.specs import HarmonyConfig, ServerSettings
+from harmony.router.app import create_router_app
+from harmony.router.cluster import ClusterSync
+from harmony.router.routing import ModelTable
+
+
+async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str) -> None:
+    table = ModelTable()
+    sync = ClusterSync(table, models_file, poll_s)
+    sync.reload()
+    app = create_router_app(config, table)
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=config.server.host, port=config.server.port, log_level=log_level, access_log=False,
+        timeout_graceful_shutdown=config.server.drain_timeout_s or None, timeout_keep_alive=30))
+    watcher = asyncio.create_task(sync.run(), name="cluster-sync")
+    try:
+        await server.serve()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+def main(argv: list[str] | None = None) -> int:
+    defaults = ServerSettings()
+    parser = argparse.ArgumentParser(prog="python -m harmony.router_main", description=__doc__.split("\n")[0])
+    parser.add_argument("--models-file", default="/etc/harmony/models.yaml")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks of the file")
+    parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
+    parser.add_argument("--service-timeout", type=float, default=defaults.service_timeout_s)
+    parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout_s)
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+
+    config = HarmonyConfig(server=ServerSettings(
+        host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
+        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout))
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

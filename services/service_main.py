@@ -1,0 +1,74 @@
+"""One model service, on its own: what a SpeechModel's pods run in Kubernetes.
+
+    python -m harmony.service_main --model-file /etc/harmony/model.yaml --port 8080
+
+The file holds one NamedModel (YAML), as the operator writes it into the model's
+ConfigMap. The app comes from the same factories ``harmony serve`` uses; SIGTERM
+lets in-flight requests finish (``--drain-timeout``) before the process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from harmony.core.specs import ConfigError, NamedModel, ServerSettings
+
+
+def load_model(path: str | Path) -> NamedModel:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+        return NamedModel.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the model file: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        lines = [f"{path}: invalid model"] + [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                                               for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_upload_bytes):
+    """The FastAPI app of ``model``'s task, with its backend checked (ConfigError names the field)."""
+    from harmony.core.specs import HarmonyConfig
+    from harmony.serve import SERVICE_FACTORIES, check_backends
+
+    check_backends(HarmonyConfig(models=[model]))
+    module, factory, _ = SERVICE_FACTORIES[model.task]
+    return getattr(importlib.import_module(module), factory)([model], max_upload_bytes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harmony.service_main", description=__doc__.split("\n")[0])
+    parser.add_argument("--model-file", required=True, help="YAML file holding one NamedModel")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--max-upload-bytes", type=int, default=ServerSettings().max_upload_bytes)
+    parser.add_argument("--drain-timeout", type=float, default=ServerSettings().drain_timeout_s,
+                        help="seconds SIGTERM waits for in-flight requests")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+
+    try:
+        app = build_app(load_model(args.model_file), args.max_upload_bytes)
+    except ConfigError as exc:
+        print(f"harmony: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvicorn
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+                timeout_graceful_shutdown=args.drain_timeout or None, timeout_keep_alive=30)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
