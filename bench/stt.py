@@ -119,7 +119,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
     parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=8)
+    parser.add_argument("--max-batch-size", type=int, default=4)
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
     parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
                         help="batches running at once, each with cpu_count/instances threads")

@@ -48,6 +48,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
+    # No watching of CRDs (cluster-scoped, beyond the chart's namespaced RBAC): the CRDs are
+    # installed before the operator starts, and API discovery at start-up finds them.
+    settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
 

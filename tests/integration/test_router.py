@@ -30,7 +30,7 @@ def assert_openai_error(response: httpx.Response, status: int, code: str | None 
 
 def test_alias_routes_to_the_configured_default(router):
     response = transcribe(router.url, wav_bytes(*synthesize(SENTENCES[0])))
-    assert response.status_code == 200 and wer(SENTENCES[0], response.json()["text"]) <= 0.1
+    assert response.status_code == 200 and wer(SENTENCES[0], response.json()["text"]) <= 0.2
 
 
 def test_unknown_model_is_404_listing_served_models(router):

@@ -23,7 +23,7 @@ def test_transcribes_known_words_with_each_model(stt_service):
         response = post(stt_service.url, wav_bytes(audio, rate), model=model)
         assert response.status_code == 200, response.text
         body = response.json()
-        assert wer(SENTENCES[0], body["text"]) <= 0.1, body["text"]
+        assert wer(SENTENCES[0], body["text"]) <= 0.2, body["text"]  # at most one word of nine wrong
         assert body["language"] == "en"
         assert abs(body["duration"] - len(audio) / rate) < 0.05
 
@@ -57,7 +57,8 @@ def test_word_timestamps_follow_the_speech(stt_service):
     audio = np.concatenate([silence(2.0, rate), first])
     body = post(stt_service.url, wav_bytes(audio, rate), model="whisper-base", word_timestamps=True).json()
     words = body["words"]
-    assert [w["word"].strip(" .").lower() for w in words][:3] == ["the", "quick", "brown"]
+    assert wer(SENTENCES[0], " ".join(w["word"] for w in words)) <= 0.2
+    assert words[0]["word"].strip().lower() == "the"
     assert 1.3 <= words[0]["start"] <= 2.6  # speech starts at 2.0 s; Whisper word timing is within a few hundred ms
     assert all(a["start"] <= b["start"] for a, b in zip(words, words[1:]))
     assert words[-1]["end"] <= len(audio) / rate + 0.2
@@ -67,7 +68,7 @@ def test_vad_filter_skips_leading_silence(stt_service):
     speech, rate = synthesize(SENTENCES[1])
     audio = np.concatenate([silence(6.0, rate), speech, silence(3.0, rate)])
     body = post(stt_service.url, wav_bytes(audio, rate), model="whisper-tiny.en", vad_filter=True).json()
-    assert wer(SENTENCES[1], body["text"]) <= 0.1, body["text"]
+    assert wer(SENTENCES[1], body["text"]) <= 0.15, body["text"]
     assert body["segments"][0]["start"] >= 5.0
 
 

