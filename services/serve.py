@@ -30,6 +30,7 @@ log = logging.getLogger("harmony.serve")
 
 SERVICE_FACTORIES = {
     Task.stt: ("harmony.stt.app", "create_stt_app", "BACKENDS"),
+    Task.tts: ("harmony.tts.app", "create_tts_app", "BACKENDS"),
 }
 
 

@@ -15,8 +15,9 @@ from harmony.core.specs import HarmonyConfig
 from harmony.core.uploads import UploadLimitMiddleware
 from harmony.router.clients import ServiceClients
 from harmony.router.routes import models as models_routes
-from harmony.router.routes import transcriptions
+from harmony.router.routes import speech, transcriptions
 from harmony.router.routing import ModelTable
+from harmony.router.voices import VoiceDirectory
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:
@@ -54,6 +55,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
     app.include_router(metrics.router())
     app.include_router(models_routes.routes(table))
     app.include_router(transcriptions.routes(table, clients))
+    app.state.voices = VoiceDirectory(table, clients)
+    app.include_router(speech.routes(app.state.voices, clients))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -11,7 +11,7 @@ import yaml
 
 from harmony.core.specs import NamedModel
 from harmony_operator.names import child_name
-from tests.operator.conftest import NAMESPACE, eventually, requests, running_operator, stored
+from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored
 
 MODELS = "harmony.dev/v1alpha1/speechmodels"
 ROUTES = "harmony.dev/v1alpha1/speechroutes"

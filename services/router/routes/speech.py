@@ -1,0 +1,118 @@
+"""POST /v1/audio/speech (OpenAI's text-to-speech) and GET /v1/audio/voices."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, AsyncIterator, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harmony.core.audio import CONTENT_TYPES, AudioFormat
+from harmony.core.errors import HarmonyError, InvalidRequest
+from harmony.router.clients import ServiceClients
+from harmony.router.voices import VoiceDirectory
+
+MAX_INPUT_CHARS = 4096
+
+
+class SpeechRequest(BaseModel):
+    """OpenAI's request body, plus two documented extensions: ``language`` and ``sample_rate``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(..., min_length=1)
+    input: str
+    voice: str
+    response_format: AudioFormat = "mp3"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None  # accepted; no backend here can follow free-form instructions
+    stream_format: Literal["audio", "sse"] = "audio"
+    language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]+)*$")
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+
+    @field_validator("voice", mode="before")
+    @classmethod
+    def _voice_object(cls, value: Any) -> Any:
+        return value.get("id") if isinstance(value, dict) else value  # newer SDKs may send {"id": ...}
+
+    @field_validator("input")
+    @classmethod
+    def _input_length(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("input must not be empty")
+        if len(value) > MAX_INPUT_CHARS:
+            raise ValueError(f"input is {len(value)} characters; the maximum is {MAX_INPUT_CHARS}")
+        return value
+
+
+def routes(voices: VoiceDirectory, clients: ServiceClients) -> APIRouter:
+    api = APIRouter(tags=["audio"])
+
+    @api.get("/v1/audio/voices")
+    async def list_voices() -> dict:
+        listing = await voices.listing()
+        return {"object": "list", "data": [
+            {"id": v.id, "object": "voice", "name": v.name, "model": v.model, "backend": v.backend,
+             "languages": v.languages, "sample_rate": v.sample_rate, "neural": v.neural} for v in listing]}
+
+    @api.post("/v1/audio/speech")
+    async def speech(request: Request) -> Response:
+        body = await _parse(request)
+        model, voice, language = await voices.choose(body.model, body.voice, body.language)
+        payload = {"model": model.name, "input": body.input, "voice": voice.backend_voice, "language": language,
+                   "speed": body.speed, "response_format": body.response_format, "sample_rate": body.sample_rate}
+        upstream = clients.stream(model, "/v1/audio/speech", json=payload)
+        response = await upstream.__aenter__()  # errors before the first byte become proper HTTP errors
+        headers = {"X-Harmony-Voice": voice.id, "X-Harmony-Model": model.name,
+                   "X-Sample-Rate": response.headers.get("x-sample-rate", "")}
+        if body.stream_format == "sse":
+            return StreamingResponse(_sse(upstream, response), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_relay(upstream, response), media_type=CONTENT_TYPES[body.response_format],
+                                 headers=headers)
+
+    return api
+
+
+async def _parse(request: Request) -> SpeechRequest:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidRequest("the body must be JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("the body must be a JSON object", code="invalid_json")
+    try:
+        return SpeechRequest.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = ".".join(str(p) for p in error["loc"]) or None
+        message = error["msg"].removeprefix("Value error, ")
+        code = "missing_required_parameter" if error["type"] == "missing" else "invalid_value"
+        raise InvalidRequest(f"{param}: {message}" if param else message, param=param, code=code) from None
+
+
+async def _relay(upstream, response) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    finally:
+        await upstream.__aexit__(None, None, None)
+
+
+async def _sse(upstream, response) -> AsyncIterator[bytes]:
+    """OpenAI's speech events: speech.audio.delta (base64 audio), then speech.audio.done."""
+    total = 0
+    try:
+        async for chunk in response.aiter_raw():
+            if chunk:
+                total += len(chunk)
+                event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
+                yield f"data: {json.dumps(event)}\n\n".encode()
+        done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
+        yield f"data: {json.dumps(done)}\n\n".encode()
+    except HarmonyError as exc:
+        yield f"data: {json.dumps({'type': 'error', **exc.to_body()})}\n\n".encode()
+    finally:
+        await upstream.__aexit__(None, None, None)

@@ -1,0 +1,103 @@
+"""The TTS model service: voices behind batchers; encoded audio streamed sentence by sentence."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import AsyncIterator
+
+import numpy as np
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from harmony.core.audio import CONTENT_TYPES, AudioFormat, StreamingEncoder, resample
+from harmony.core.errors import InvalidRequest
+from harmony.core.metrics import Metrics
+from harmony.core.service_app import LoadedModel, ModelRegistry, create_service_app
+from harmony.core.specs import NamedModel
+from harmony.tts.service import synthesize_sentences
+
+BACKENDS = {
+    "piper": "harmony.tts.backends.piper:PiperBackend",
+    "espeak": "harmony.tts.backends.espeak:EspeakBackend",
+    "kokoro": "harmony.tts.backends.kokoro:KokoroBackend",
+}
+
+
+def make_backend(spec: NamedModel):
+    try:
+        module, cls = BACKENDS[spec.backend].split(":")
+    except KeyError:
+        raise ValueError(f"unknown tts backend '{spec.backend}'; known: {', '.join(BACKENDS)}") from None
+    return getattr(importlib.import_module(module), cls)(spec)
+
+
+class SynthesisRequest(BaseModel):
+    """What the router sends a TTS service: a concrete model and the backend's own voice id."""
+
+    model: str
+    input: str = Field(..., min_length=1, max_length=4096)
+    voice: str
+    language: str = "en"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    response_format: AudioFormat = "mp3"
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+
+
+def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
+    api = APIRouter()
+
+    @api.get("/v1/audio/voices")
+    async def voices() -> dict:
+        data = [v.model_dump() for m in registry.unique() if m.ready for v in m.backend.voices()]
+        return {"object": "list", "data": data}
+
+    @api.post("/v1/audio/speech")
+    async def speech(body: SynthesisRequest) -> StreamingResponse:
+        model = registry.get(body.model)
+        known = {v.backend_voice for v in model.backend.voices()}
+        if body.voice not in known:
+            raise InvalidRequest(f"model '{model.spec.name}' has no voice '{body.voice}'", param="voice",
+                                 code="unknown_voice")
+        rate = body.sample_rate or model.backend.sample_rate
+        stream = _encoded(model, body, rate, metrics)
+        first = await anext(stream)  # errors before the first byte are proper HTTP errors
+        return StreamingResponse(_prepend(first, stream), media_type=CONTENT_TYPES[body.response_format],
+                                 headers={"X-Sample-Rate": str(rate)})
+
+    return api
+
+
+async def _encoded(model: LoadedModel, body: SynthesisRequest, rate: int, metrics: Metrics) -> AsyncIterator[bytes]:
+    encoder = StreamingEncoder(body.response_format, rate)
+    native = model.backend.sample_rate
+    seconds = 0.0
+    try:
+        async for audio in synthesize_sentences(model, body.input, body.voice, body.language, body.speed):
+            if rate != native:
+                audio = resample(audio, native, rate)
+            seconds += len(audio) / rate
+            chunk = await asyncio.to_thread(encoder.push, np.asarray(audio, dtype=np.float32))
+            yield chunk
+        yield await asyncio.to_thread(encoder.close)
+        metrics.count_request(model.spec.name, "ok")
+        metrics.audio_seconds.labels(model.spec.name).inc(seconds)
+    except BaseException:
+        metrics.count_request(model.spec.name, "error")
+        raise
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        if chunk:
+            yield chunk
+
+
+def create_tts_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
+    metrics = Metrics("tts")
+    registry = ModelRegistry()
+    for spec in models:
+        registry.add(LoadedModel(spec, make_backend(spec), metrics))
+    return create_service_app("tts", registry, metrics, [routes(registry, metrics)], max_upload_bytes)
