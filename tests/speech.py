@@ -68,7 +68,7 @@ _NUMBERS = {"1": "one", "2": "two", "3": "three", "4": "four", "5": "five", "10"
 
 def normalize(text: str) -> list[str]:
     text = text.lower().replace("-", " ")
-    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    text = re.sub(r"[^\w' ]+", " ", text)
     return [_NUMBERS.get(w, w) for w in text.split()]
 
 

