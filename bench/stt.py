@@ -72,11 +72,12 @@ def batch_histogram(url: str, model: str) -> dict[str, float]:
 
 def service_run(url: str, metrics_url: str, model: str, payloads: list[bytes], clients: int) -> dict:
     latencies: list[float] = []
+    http = httpx.Client(base_url=url, timeout=600, limits=httpx.Limits(max_connections=64))
 
     def one(data: bytes) -> None:
         started = time.perf_counter()
-        r = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("clip.wav", data)},
-                       data={"model": model, "language": "en"}, timeout=600)
+        r = http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)},
+                      data={"model": model, "language": "en"})
         r.raise_for_status()
         latencies.append(time.perf_counter() - started)
 
@@ -85,6 +86,7 @@ def service_run(url: str, metrics_url: str, model: str, payloads: list[bytes], c
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, payloads))
     wall = time.perf_counter() - started
+    http.close()
     after = batch_histogram(metrics_url, model)
     batches = after.get("count", 0) - before.get("count", 0)
     items = after.get("sum", 0) - before.get("sum", 0)

@@ -33,7 +33,7 @@ class _Pending(Generic[In, Out]):
     future: asyncio.Future
     enqueued: float
     deadline: float
-    cost: float = 1.0
+    priority: int = 0
 
 
 @dataclass
@@ -88,11 +88,14 @@ class DynamicBatcher(Generic[In, Out]):
         return max(1, math.ceil(batches_ahead * self._recent_batch_seconds))
 
     # submission
-    async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False) -> Out:
+    async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False,
+                     priority: int = 0) -> Out:
         """Queue one item and wait for its result.
 
         ``wait_for_space=False`` (a new request) raises QueueFull when the queue is full;
         ``True`` (the continuation of a request already admitted) waits for room instead.
+        Lower ``priority`` values go first (first in, first out within a priority): a request's
+        first sentence or window can overtake the later parts of requests already running.
         Cancelling the awaiting task drops the item from the queue.
         """
         if self._closing:
@@ -112,7 +115,7 @@ class DynamicBatcher(Generic[In, Out]):
                 except TimeoutError:
                     raise RequestTimeout(f"request to {self.name} timed out waiting for queue space") from None
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        pending = _Pending(item, future, time.monotonic(), deadline)
+        pending = _Pending(item, future, time.monotonic(), deadline, priority)
         self._queue.append(pending)
         self._set_depth()
         self._wakeup.set()
@@ -208,19 +211,19 @@ class DynamicBatcher(Generic[In, Out]):
 
     def _take_batch(self) -> list[_Pending[In, Out]]:
         now = time.monotonic()
-        batch: list[_Pending[In, Out]] = []
-        keep: list[_Pending[In, Out]] = []
+        live: list[_Pending[In, Out]] = []
         for p in self._queue:
             if p.future.cancelled() or p.future.done():
                 self.stats.dropped_cancelled += 1
             elif p.deadline <= now:
                 self.stats.dropped_expired += 1
                 p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
-            elif len(batch) < self.spec.max_batch_size:
-                batch.append(p)
             else:
-                keep.append(p)
-        self._queue = keep
+                live.append(p)
+        ordered = sorted(live, key=lambda p: p.priority)  # stable: FIFO within a priority
+        batch = ordered[: self.spec.max_batch_size]
+        taken = {id(p) for p in batch}
+        self._queue = [p for p in live if id(p) not in taken]
         self._set_depth()
         return batch
 

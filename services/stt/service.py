@@ -49,7 +49,8 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
     batcher = model.batcher
 
     async def run(window: Window, language: str | None, prompt: str | None, admitted: bool) -> ChunkResult:
-        result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted)
+        result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted,
+                                      priority=1 if admitted else 0)
         tail = _unheard_tail(audio, window, result)
         if tail is not None:  # Whisper stopped early: decode the rest of the window, as sequential seeking would
             extra = await batcher.submit(job(tail, language or result.language, None), deadline=deadline,

@@ -22,8 +22,9 @@ async def synthesize_sentences(model: LoadedModel, text: str, voice: str, langua
     limit = max(2, model.spec.batching.max_batch_size * model.spec.batching.instances)
 
     def submit(sentence: str, admitted: bool) -> asyncio.Future:
+        # a request's first sentence overtakes later sentences of running requests: time to first audio
         return asyncio.ensure_future(batcher.submit(SynthJob(sentence, voice, language, speed),
-                                                    wait_for_space=admitted))
+                                                    wait_for_space=admitted, priority=1 if admitted else 0))
 
     # the first sentence decides admission (429 when the queue is full); the rest are admitted work
     in_flight: list[asyncio.Future] = [submit(sentences[0], admitted=False)]

