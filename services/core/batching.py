@@ -135,7 +135,7 @@ class DynamicBatcher(Generic[In, Out]):
         running: set[asyncio.Task] = set()
         while True:
             await slots.acquire()
-            batch = await self._next_batch()
+            batch = await self._next_batch(lambda: self.spec.instances - len(running))
             if batch is None:
                 slots.release()
                 break
@@ -150,8 +150,12 @@ class DynamicBatcher(Generic[In, Out]):
         if running:
             await asyncio.gather(*running, return_exceptions=True)
 
-    async def _next_batch(self) -> list[_Pending[In, Out]] | None:
-        """Wait for a batch: full, or ``max_queue_delay_ms`` after its oldest item; None once closed and empty."""
+    async def _next_batch(self, free_instances: Callable[[], int]) -> list[_Pending[In, Out]] | None:
+        """Wait for a batch: full, or ``max_queue_delay_ms`` after its oldest item; None once closed and empty.
+
+        With several idle instances the waiting items are shared out between them rather
+        than piled into one batch while the other instances sit idle.
+        """
         while True:
             if not self._queue:
                 if self._closing:
@@ -170,7 +174,8 @@ class DynamicBatcher(Generic[In, Out]):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
                 except TimeoutError:
                     break
-            batch = self._take_batch()
+            share = max(1, free_instances())
+            batch = self._take_batch(max(1, math.ceil(len(self._live()) / share)))
             await self._notify_space()
             if batch:
                 return batch
@@ -209,7 +214,7 @@ class DynamicBatcher(Generic[In, Out]):
     def _live(self) -> list[_Pending[In, Out]]:
         return [p for p in self._queue if not p.future.cancelled()]
 
-    def _take_batch(self) -> list[_Pending[In, Out]]:
+    def _take_batch(self, limit: int | None = None) -> list[_Pending[In, Out]]:
         now = time.monotonic()
         live: list[_Pending[In, Out]] = []
         for p in self._queue:
@@ -221,7 +226,7 @@ class DynamicBatcher(Generic[In, Out]):
             else:
                 live.append(p)
         ordered = sorted(live, key=lambda p: p.priority)  # stable: FIFO within a priority
-        batch = ordered[: self.spec.max_batch_size]
+        batch = ordered[: min(self.spec.max_batch_size, limit or self.spec.max_batch_size)]
         taken = {id(p) for p in batch}
         self._queue = [p for p in live if id(p) not in taken]
         self._set_depth()

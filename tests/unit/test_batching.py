@@ -371,3 +371,15 @@ async def test_lower_priority_value_goes_first_fifo_within_a_priority(make_batch
     gate.set()
     await asyncio.gather(blocker, *tasks)
     assert recorder.seen == [0, 3, 4, 1, 2]
+
+
+async def test_waiting_items_are_shared_between_idle_instances(make_batcher):
+    """Four items and two idle instances make two batches of two, not one batch of four and an idle worker."""
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=4, max_queue_delay_ms=200, instances=2)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+    await wait_until(lambda: len(recorder.batches) == 2)
+    assert sorted(len(b) for b in recorder.batches) == [2, 2]
+    gate.set()
+    assert await asyncio.gather(*tasks) == [0, 2, 4, 6]
