@@ -1,0 +1,1 @@
+"""Voice service: speaker embeddings, speaker profiles, voice conversion and the registered-voice store."""

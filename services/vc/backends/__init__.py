@@ -1,0 +1,1 @@
+"""Voice backends: speaker encoders and voice converters."""
