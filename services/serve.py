@@ -31,6 +31,9 @@ log = logging.getLogger("harmony.serve")
 SERVICE_FACTORIES = {
     Task.stt: ("harmony.stt.app", "create_stt_app", "BACKENDS"),
     Task.tts: ("harmony.tts.app", "create_tts_app", "BACKENDS"),
+    Task.vad: ("harmony.vad.app", "create_vad_app", "BACKENDS"),
+    Task.embed: ("harmony.vc.app", "create_vc_app", "BACKENDS"),
+    Task.vc: ("harmony.vc.app", "create_vc_app", "BACKENDS"),
 }
 
 
@@ -81,22 +84,23 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
     check_backends(config)
     from harmony.router.app import build_table, create_router_app
 
-    by_task: dict[Task, list[NamedModel]] = defaultdict(list)
+    # one service per factory: speaker embedding and voice conversion share the voice service
+    by_service: dict[tuple[str, str, str], list[NamedModel]] = defaultdict(list)
     for model in config.models:
-        by_task[model.task].append(model)
+        by_service[SERVICE_FACTORIES[model.task]].append(model)
 
     services: list[tuple[str, _Server, socket.socket]] = []
     endpoints: dict[str, list[str]] = {}
     service_urls: dict[str, str] = {}
-    for task, models in by_task.items():
-        module, factory, _ = SERVICE_FACTORIES[task]
+    for (module, factory, _), models in by_service.items():
+        service_name = module.split(".")[1]
         app = getattr(importlib.import_module(module), factory)(models, config.server.max_upload_bytes)
         sock = _loopback_socket()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         for model in models:
             endpoints[model.name] = [url]
-        services.append((task.value, _server(app, sock, config.server.drain_timeout_s, log_level), sock))
-        service_urls[task.value] = url
+        services.append((service_name, _server(app, sock, config.server.drain_timeout_s, log_level), sock))
+        service_urls[service_name] = url
 
     router_sock = _loopback_socket(config.server.host, config.server.port)
     router_app = create_router_app(config, build_table(config, endpoints))

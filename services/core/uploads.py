@@ -61,12 +61,12 @@ async def _send_too_large(send: Send, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def read_form(request: Request, max_fields: int = 64) -> FormData:
+async def read_form(request: Request, max_fields: int = 64, max_files: int = 16) -> FormData:
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise InvalidRequest("expected a multipart/form-data body", param=None, code="invalid_content_type")
     try:
-        return await request.form(max_files=4, max_fields=max_fields)
+        return await request.form(max_files=max_files, max_fields=max_fields)
     except MultiPartException as exc:
         raise InvalidRequest(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
     except StarletteHTTPException as exc:

@@ -15,8 +15,9 @@ from harmony.core.specs import HarmonyConfig
 from harmony.core.uploads import UploadLimitMiddleware
 from harmony.router.clients import ServiceClients
 from harmony.router.routes import models as models_routes
-from harmony.router.routes import speech, transcriptions
+from harmony.router.routes import conversions, embeddings, speech, transcriptions, vad, voice_admin
 from harmony.router.routing import ModelTable
+from harmony.router.pipelines import PipelineRunner
 from harmony.router.voices import VoiceDirectory
 
 
@@ -56,7 +57,12 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
     app.include_router(models_routes.routes(table))
     app.include_router(transcriptions.routes(table, clients))
     app.state.voices = VoiceDirectory(table, clients)
-    app.include_router(speech.routes(app.state.voices, clients))
+    app.state.pipelines = PipelineRunner(table, clients, app.state.voices)
+    app.include_router(speech.routes(app.state.voices, clients, app.state.pipelines))
+    app.include_router(voice_admin.routes(app.state.pipelines, clients, app.state.voices))
+    app.include_router(embeddings.routes(table, clients))
+    app.include_router(conversions.routes(app.state.pipelines))
+    app.include_router(vad.routes(table, clients))
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -40,13 +40,22 @@ class ServiceClients:
         finally:
             replica.in_flight -= 1
 
+    async def get(self, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", model, path, **kwargs)
+
+    async def delete(self, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", model, path, **kwargs)
+
     async def post(self, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
-        """POST to a replica of ``model``; a replica that cannot be reached is skipped for the next one."""
+        return await self.request("POST", model, path, **kwargs)
+
+    async def request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
+        """Call a replica of ``model``; a replica that cannot be reached is skipped for the next one."""
         tried: set[str] = set()
         while True:
             async with self._replica(model, tried) as replica:
                 try:
-                    response = await self.client(replica.url).post(path, **kwargs)
+                    response = await self.client(replica.url).request(method, path, **kwargs)
                 except (httpx.ConnectError, httpx.ConnectTimeout):
                     ModelTable.mark_down(replica)
                     tried.add(replica.url)

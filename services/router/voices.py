@@ -96,3 +96,13 @@ class VoiceDirectory:
 def _speaks(voice: VoiceInfo, language: str) -> bool:
     base = language.split("-")[0]
     return language in voice.languages or base in voice.languages
+
+    async def default_voice(self, model_name: str, language: str) -> tuple[ServedModel, VoiceInfo, str]:
+        """The voice a pipeline's tts step uses: the step's model when it speaks ``language``, else any model."""
+        await self.refresh()
+        requested = self.table.models.get(model_name) or self.table.resolve(model_name, Task.tts)
+        info = self._default_voice(requested, language.lower(), prefer_requested=True)
+        if info is None:
+            raise InvalidRequest(f"no voice speaks language '{language}'", param="language",
+                                 code="unsupported_language")
+        return self.table.models[info.model], info, language.lower()

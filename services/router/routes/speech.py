@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harmony.core.audio import CONTENT_TYPES, AudioFormat
 from harmony.core.errors import HarmonyError, InvalidRequest
+from harmony.core.specs import Task
 from harmony.router.clients import ServiceClients
+from harmony.router.pipelines import PipelineRunner, PipelineState
 from harmony.router.voices import VoiceDirectory
 
 MAX_INPUT_CHARS = 4096
@@ -32,6 +34,7 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = "audio"
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]+)*$")
     sample_rate: int | None = Field(None, ge=8000, le=48000)
+    reference_audio: str | None = Field(None, description="extension: base64 audio of the voice to clone")
 
     @field_validator("voice", mode="before")
     @classmethod
@@ -48,19 +51,21 @@ class SpeechRequest(BaseModel):
         return value
 
 
-def routes(voices: VoiceDirectory, clients: ServiceClients) -> APIRouter:
+def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunner) -> APIRouter:
     api = APIRouter(tags=["audio"])
 
     @api.get("/v1/audio/voices")
     async def list_voices() -> dict:
         listing = await voices.listing()
-        return {"object": "list", "data": [
-            {"id": v.id, "object": "voice", "name": v.name, "model": v.model, "backend": v.backend,
-             "languages": v.languages, "sample_rate": v.sample_rate, "neural": v.neural} for v in listing]}
+        data = [{"id": v.id, "object": "voice", "name": v.name, "model": v.model, "backend": v.backend,
+                 "languages": v.languages, "sample_rate": v.sample_rate, "neural": v.neural} for v in listing]
+        return {"object": "list", "data": data + await _registered(runner, clients)}
 
     @api.post("/v1/audio/speech")
     async def speech(request: Request) -> Response:
         body = await _parse(request)
+        if body.voice.startswith("voice_") or body.reference_audio:
+            return await _clone(body, runner)
         model, voice, language = await voices.choose(body.model, body.voice, body.language)
         payload = {"model": model.name, "input": body.input, "voice": voice.backend_voice, "language": language,
                    "speed": body.speed, "response_format": body.response_format, "sample_rate": body.sample_rate}
@@ -74,6 +79,51 @@ def routes(voices: VoiceDirectory, clients: ServiceClients) -> APIRouter:
                                  headers=headers)
 
     return api
+
+
+async def _registered(runner: PipelineRunner, clients: ServiceClients) -> list[dict]:
+    """Registered (cloned) voices, from the voice store of the clone route's vc model."""
+    try:
+        route = runner.clone_route()
+    except InvalidRequest:
+        return []
+    model = runner.step_model(route, Task.vc)
+    if model is None:
+        return []
+    try:
+        records = (await clients.get(model, "/v1/voices")).json()["data"]
+    except HarmonyError:
+        return []
+    return [{"id": r["id"], "object": "voice", "name": r["name"], "model": route.name, "backend": "clone",
+             "languages": [], "created_at": r["created_at"], "speech_seconds": r["speech_seconds"],
+             "neural": False} for r in records]
+
+
+async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
+    """Speech in a registered voice, or in the voice of reference audio sent with the request."""
+    route = runner.clone_route(body.model)
+    state = PipelineState(text=body.input, language=body.language, speed=body.speed,
+                          response_format=body.response_format, sample_rate=body.sample_rate)
+    if body.voice.startswith("voice_"):
+        state.voice_id = body.voice
+    else:
+        try:
+            reference = base64.b64decode(body.reference_audio or "", validate=True)
+        except ValueError:
+            raise InvalidRequest("'reference_audio' must be base64-encoded audio", param="reference_audio") \
+                from None
+        if not reference:
+            raise InvalidRequest("'reference_audio' is empty", param="reference_audio")
+        state.references = [("reference", reference)]
+    await runner.run(route, state)
+    headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(state.steps_run),
+               "X-Harmony-Steps-Skipped": ",".join(state.steps_skipped)}
+    if body.stream_format == "sse":
+        events = [{"type": "speech.audio.delta", "audio": base64.b64encode(state.output or b"").decode()},
+                  {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}]
+        payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode()
+        return Response(payload, media_type="text/event-stream", headers=headers)
+    return Response(state.output, media_type=CONTENT_TYPES[body.response_format], headers=headers)
 
 
 async def _parse(request: Request) -> SpeechRequest:

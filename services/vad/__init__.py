@@ -1,0 +1,1 @@
+"""Voice activity detection service: speech segments of uploaded audio."""

@@ -1,0 +1,127 @@
+"""Silero VAD (v6, ONNX) batched across requests, frame by frame.
+
+The model is a small recurrent network: each call takes one 32-ms frame (512
+samples at 16 kHz) of several streams at once (input ``[batch, 64 + 512]``: the
+last 64 samples of the stream's previous frame, then the new frame), their
+recurrent state ``[2, batch, 128]`` and the rate, and returns one speech
+probability per stream and the new state.
+
+``run_batch`` runs every item of a batch frame-synchronously: frame step ``t``
+of all items still running goes through ONE session call, each row carrying its
+own state and context. Items are ordered longest first, so the items still
+running at a step are always a prefix of the rows and finished ones simply drop
+out of the batch (no work is spent on padding). Per row this is exactly what
+silero-vad's own ``OnnxWrapper`` does for a single stream (zero state and
+context at the start, the last frame zero-padded to 512 samples), so the
+probabilities equal the single-stream ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harmony.core.specs import NamedModel
+from harmony.core.weights import WeightsError, package_dir
+
+log = logging.getLogger("harmony.vad.silero")
+
+SAMPLE_RATE = 16000
+FRAME = 512      # samples per frame at 16 kHz (32 ms)
+CONTEXT = 64     # samples of the previous frame the model sees before each frame
+STATE = 128      # width of the recurrent state
+MODEL_FILE = "silero_vad.onnx"
+
+
+def resolve_model_file(spec: NamedModel) -> Path:
+    """The ONNX file: ``data/silero_vad.onnx`` of the pip package, or a local file / directory holding it."""
+    name = str(spec.options.get("model_file", MODEL_FILE))
+    if spec.source.package:
+        path = package_dir(spec.source.package.replace("-", "_")) / "data" / name
+    else:
+        path = Path(str(spec.source.path)).expanduser()
+        if path.is_dir():
+            path = path / name
+    if not path.is_file():
+        raise WeightsError(f"Silero VAD model file not found: {path}")
+    return path
+
+
+class SileroVadBackend:
+    """Per-frame speech probabilities for whole utterances, many utterances per session call."""
+
+    task = "vad"
+    sample_rate = SAMPLE_RATE
+    frame_samples = FRAME
+
+    def __init__(self, spec: NamedModel) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.session = None
+        self.path: Path | None = None
+        self.load_seconds = 0.0
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
+        started = time.monotonic()
+        self.path = resolve_model_file(self.spec)
+        threads = int(self.spec.options.get("cpu_threads", 0)) or \
+            max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"input", "state", "sr"}:
+            raise WeightsError(f"{self.path.name} is not a Silero VAD v5/v6 model (inputs: {sorted(names)})")
+        self.load_seconds = time.monotonic() - started
+        log.info("loaded %s from %s (%d threads) in %.2fs", self.name, self.path, threads, self.load_seconds)
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Mono float32 16-kHz audio per item -> its speech probability per 32-ms frame (float32)."""
+        if self.session is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        frames = [_frames(item) for item in items]
+        order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))  # longest first
+        counts = [len(frames[i]) for i in order]
+        steps = counts[0] if counts else 0
+        probs = np.zeros((len(order), steps), dtype=np.float32)
+        rows = len(order)
+        x = np.zeros((rows, CONTEXT + FRAME), dtype=np.float32)
+        state = np.zeros((2, rows, STATE), dtype=np.float32)
+        for t in range(steps):
+            active = rows
+            while counts[active - 1] <= t:  # finished items leave the batch (they are the last rows)
+                active -= 1
+            if active < rows:
+                rows = active
+                x = np.ascontiguousarray(x[:rows])
+                state = np.ascontiguousarray(state[:, :rows])
+            x[:, :CONTEXT] = x[:, FRAME:]  # context: the last 64 samples of the row's previous input
+            for r in range(rows):
+                x[r, CONTEXT:] = frames[order[r]][t]
+            out, state = self.session.run(None, {"input": x, "state": state, "sr": self._sr})
+            probs[:rows, t] = out[:, 0]
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(frames)
+        for r, i in enumerate(order):
+            results[i] = probs[r, :counts[r]].copy()
+        return results
+
+
+def _frames(audio: np.ndarray) -> np.ndarray:
+    """``[n_frames, 512]``, the last frame zero-padded (as silero-vad pads it)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    n = -(-len(audio) // FRAME)
+    if len(audio) == n * FRAME:
+        return audio.reshape(n, FRAME)
+    padded = np.zeros(n * FRAME, dtype=np.float32)
+    padded[:len(audio)] = audio
+    return padded.reshape(n, FRAME)

@@ -1,0 +1,183 @@
+"""Resemblyzer (GE2E, 256-d) speaker embeddings, batched across requests.
+
+Resemblyzer's ``VoiceEncoder.embed_utterance`` embeds one utterance at a time: it cuts the mel
+spectrogram (40 mels, 25 ms window, 10 ms hop at 16 kHz) into overlapping partial windows of
+160 frames (1.6 s, 1.3 windows a second), runs the partials through the 3-layer LSTM as one
+batch, averages the partial embeddings and L2-normalises the mean.
+
+``run_batch`` does the same for every clip of a batch at once: the partial windows of ALL clips
+are stacked into one tensor (they all have the same shape, 160 x 40, so nothing is padded) and
+go through the network in one forward pass (several when there are more than ``max_partials``
+of them); the partial embeddings are then split back per clip, averaged and renormalised.
+The result equals ``embed_utterance`` of each clip (up to float rounding).
+
+Input: mono float32 speech at 16 kHz that a VAD upstream has already cut to speech, so
+Resemblyzer's own webrtcvad silence trimming is not applied; its volume normalisation
+(raise to -30 dBFS, never lower) is, as ``preprocess_wav`` does.
+
+Weights: ``pretrained.pt`` inside the ``resemblyzer`` package (source ``{package: resemblyzer}``),
+or a checkpoint of the same shape at ``source.path`` (a file, or a folder holding pretrained.pt).
+
+Options: ``cpu_threads`` (default: cores / batching.instances), ``max_partials`` (partial
+windows per forward pass, default 256).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from harmony.core.errors import InvalidAudio
+from harmony.core.specs import NamedModel
+from harmony.core.weights import WeightsError, package_dir, sha256_of
+
+log = logging.getLogger("harmony.vc.resemblyzer")
+
+SAMPLE_RATE = 16000
+EMBEDDING_SIZE = 256
+PARTIALS_PER_SECOND = 1.3   # embed_utterance's default rate
+MIN_COVERAGE = 0.75         # ...and min_coverage: a last partial window less full than this is dropped
+TARGET_DBFS = -30           # resemblyzer.hparams.audio_norm_target_dBFS
+INT16_MAX = (2 ** 15) - 1
+DEFAULT_MAX_PARTIALS = 256
+WEIGHTS_FILE = "pretrained.pt"
+
+
+def _import_resemblyzer():
+    # resemblyzer imports webrtcvad (pkg_resources) and scipy.ndimage.morphology: both warn on import
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import resemblyzer.audio as audio
+        from resemblyzer.voice_encoder import VoiceEncoder
+    return audio, VoiceEncoder
+
+
+def _pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+def normalize_volume(wav: np.ndarray) -> np.ndarray:
+    """Resemblyzer's ``normalize_volume(wav, -30, increase_only=True)``; silence stays silence (no NaN)."""
+    rms = float(np.sqrt(np.mean((wav * INT16_MAX) ** 2))) if wav.size else 0.0
+    if rms <= 0.0:
+        return wav
+    change_db = TARGET_DBFS - 20 * np.log10(rms / INT16_MAX)
+    if change_db < 0:
+        return wav
+    return wav * (10 ** (change_db / 20))
+
+
+class ResemblyzerEncoder:
+    """The GE2E speaker encoder of Resemblyzer; the partial windows of a whole batch go through one pass."""
+
+    task = "embed"
+    sample_rate = SAMPLE_RATE
+
+    def __init__(self, spec: NamedModel) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = None
+        self.device = "cpu"
+        self.max_partials = max(1, int(spec.options.get("max_partials", DEFAULT_MAX_PARTIALS)))
+        self.load_seconds = 0.0
+        self._audio = None
+        self._slices = None
+
+    # lifecycle
+    def _weights_path(self) -> Path:
+        source = self.spec.source
+        if source.path:
+            path = Path(source.path).expanduser()
+            if path.is_dir():
+                path = path / WEIGHTS_FILE
+        else:
+            path = package_dir((source.package or "resemblyzer").replace("-", "_")) / WEIGHTS_FILE
+        if not path.is_file():
+            raise WeightsError(f"speaker encoder weights not found at {path}")
+        if source.sha256 and sha256_of(path) != source.sha256:
+            raise WeightsError(f"{path}: SHA-256 does not match the one the model spec names")
+        return path
+
+    def load(self) -> None:
+        import torch
+
+        started = time.monotonic()
+        audio, VoiceEncoder = _import_resemblyzer()
+        path = self._weights_path()
+        device = _pick_device(self.spec.device)
+        if device == "cpu":
+            # each concurrently running batch gets an equal share of the cores (torch's pool is process-wide)
+            threads = int(self.spec.options.get("cpu_threads", 0)) or \
+                max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+            torch.set_num_threads(threads)
+        model = VoiceEncoder(device=device, verbose=False, weights_fpath=path)
+        model.eval()
+        model.requires_grad_(False)
+        self._audio = audio
+        self._slices = VoiceEncoder.compute_partial_slices
+        self.model = model
+        self.device = device
+        self.load_seconds = time.monotonic() - started
+        log.info("loaded %s from %s on %s in %.1fs", self.name, path, device, self.load_seconds)
+
+    # inference
+    def partials(self, wav: np.ndarray) -> np.ndarray:
+        """The partial mel windows of one clip, exactly as ``embed_utterance`` cuts them: [n, 160, 40]."""
+        wav = normalize_volume(wav)
+        wav_slices, mel_slices = self._slices(len(wav), PARTIALS_PER_SECOND, MIN_COVERAGE)
+        needed = wav_slices[-1].stop
+        if needed >= len(wav):
+            wav = np.pad(wav, (0, needed - len(wav)), "constant")
+        mel = self._audio.wav_to_mel_spectrogram(wav)
+        return np.stack([mel[s] for s in mel_slices])
+
+    def _forward(self, mels: np.ndarray) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(mels), self.max_partials):
+                chunk = torch.from_numpy(np.ascontiguousarray(mels[start:start + self.max_partials]))
+                out.append(self.model(chunk.to(self.model.device)).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+        if self.model is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        results: list = [None] * len(items)
+        windows: list[np.ndarray] = []
+        owners: list[int] = []
+        counts: list[int] = []
+        for index, item in enumerate(items):
+            wav = np.asarray(item, dtype=np.float32)
+            if wav.ndim != 1:
+                results[index] = InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}")
+                continue
+            if not np.all(np.isfinite(wav)):
+                results[index] = InvalidAudio("audio holds NaN or infinite samples")
+                continue
+            parts = self.partials(wav)
+            windows.append(parts)
+            owners.append(index)
+            counts.append(len(parts))
+        if windows:
+            embeds = self._forward(np.concatenate(windows))
+            start = 0
+            for index, count in zip(owners, counts):
+                mean = embeds[start:start + count].mean(axis=0)
+                start += count
+                results[index] = (mean / np.linalg.norm(mean, 2)).astype(np.float32)
+        return results

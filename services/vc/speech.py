@@ -1,0 +1,50 @@
+"""Reference speech: cut to the segments a VAD found, and checked to be usable."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from harmony.core.errors import InvalidRequest
+
+GAP_S = 0.05
+
+
+def parse_segments(raw: str | None) -> list[tuple[float, float]] | None:
+    """``[{"start": s, "end": e}, ...]`` (seconds) from a form field; None when absent."""
+    if raw is None or raw == "":
+        return None
+    try:
+        data: Any = json.loads(raw)
+        segments = [(float(s["start"]), float(s["end"])) for s in data]
+    except (ValueError, TypeError, KeyError):
+        raise InvalidRequest("'segments' must be a JSON list of {\"start\": seconds, \"end\": seconds}",
+                             param="segments") from None
+    for start, end in segments:
+        if not 0 <= start < end:
+            raise InvalidRequest(f"segment [{start}, {end}] is not a valid time range", param="segments")
+    return segments
+
+
+def cut_speech(audio: np.ndarray, rate: int, segments: list[tuple[float, float]] | None) -> np.ndarray:
+    """The speech in ``audio``: the segments joined with short gaps (all of it when no segments are given)."""
+    if segments is None:
+        return audio
+    gap = np.zeros(int(GAP_S * rate), dtype=np.float32)
+    parts: list[np.ndarray] = []
+    for start, end in segments:
+        piece = audio[int(start * rate): int(end * rate)]
+        if piece.size:
+            parts += [piece, gap]
+    return np.concatenate(parts[:-1]).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+
+
+def require_speech(speech: np.ndarray, rate: int, minimum_s: float, what: str = "reference") -> float:
+    seconds = len(speech) / rate
+    if seconds < minimum_s:
+        found = "no speech" if seconds == 0 else f"only {seconds:.2f} s of speech"
+        raise InvalidRequest(f"the {what} audio has {found}; at least {minimum_s:g} s of clear speech is needed",
+                             param="file", code="bad_reference")
+    return seconds
