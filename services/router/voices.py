@@ -92,11 +92,6 @@ class VoiceDirectory:
                                        v.id != language and not v.id.endswith("-" + language), v.id))
         return candidates[0]
 
-
-def _speaks(voice: VoiceInfo, language: str) -> bool:
-    base = language.split("-")[0]
-    return language in voice.languages or base in voice.languages
-
     async def default_voice(self, model_name: str, language: str) -> tuple[ServedModel, VoiceInfo, str]:
         """The voice a pipeline's tts step uses: the step's model when it speaks ``language``, else any model."""
         await self.refresh()
@@ -106,3 +101,9 @@ def _speaks(voice: VoiceInfo, language: str) -> bool:
             raise InvalidRequest(f"no voice speaks language '{language}'", param="language",
                                  code="unsupported_language")
         return self.table.models[info.model], info, language.lower()
+
+
+def _speaks(voice: VoiceInfo, language: str) -> bool:
+    base = language.split("-")[0]
+    return language in voice.languages or base in voice.languages
+
