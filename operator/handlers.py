@@ -20,7 +20,6 @@ import os
 from typing import Any
 
 import kopf
-
 from harmony_operator import names, reconcile
 from harmony_operator.kube import Kube
 from harmony_operator.settings import OperatorSettings

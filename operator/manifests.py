@@ -11,7 +11,6 @@ import hashlib
 from typing import Any
 
 import yaml
-
 from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
 from harmony_operator import names
 from harmony_operator.settings import OperatorSettings

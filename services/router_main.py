@@ -12,7 +12,6 @@ import logging
 import sys
 
 import uvicorn
-
 from harmony.core.specs import HarmonyConfig, ServerSettings
 from harmony.router.app import create_router_app
 from harmony.router.cluster import ClusterSync

@@ -23,7 +23,6 @@ from importlib import resources
 from pathlib import Path
 
 import uvicorn
-
 from harmony.core.specs import ConfigError, HarmonyConfig, NamedModel, Task, load_config, parse_config
 
 log = logging.getLogger("harmony.serve")

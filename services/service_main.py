@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
-
 from harmony.core.specs import ConfigError, NamedModel, ServerSettings
+from pydantic import ValidationError
 
 
 def load_model(path: str | Path) -> NamedModel:

@@ -21,7 +21,6 @@ from typing import BinaryIO, Literal, get_args
 
 import numpy as np
 import soxr
-
 from harmony.core.errors import InvalidAudio, InvalidRequest
 
 __all__ = [

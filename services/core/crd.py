@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-
 from harmony.core.specs import SpeechModelSpec, SpeechRouteSpec
+from pydantic import BaseModel, ConfigDict, Field
 
 GROUP = "harmony.dev"
 VERSION = "v1alpha1"

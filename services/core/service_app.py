@@ -8,14 +8,14 @@ task's own module.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-
 from harmony.core.batching import DynamicBatcher
 from harmony.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
 from harmony.core.metrics import Metrics
@@ -128,3 +128,24 @@ def create_service_app(component: str, registry: ModelRegistry, metrics: Metrics
     for router in routes:
         app.include_router(router)
     return app
+
+
+def load_backend(backends: dict[str, str], spec: NamedModel) -> Backend:
+    """Instantiate the backend class named by ``backends[spec.backend]`` ("module:Class"), unloaded."""
+    try:
+        module, cls = backends[spec.backend].split(":")
+    except KeyError:
+        raise ValueError(f"unknown {spec.task.value} backend '{spec.backend}'; known: {', '.join(backends)}") \
+            from None
+    return getattr(importlib.import_module(module), cls)(spec)
+
+
+def build_service(component: str, models: list[NamedModel], backends: dict[str, str],
+                  routes: Callable[[ModelRegistry, Metrics], APIRouter],
+                  max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
+    """A model service for ``models``: each behind its batcher, with the task's ``routes``."""
+    metrics = Metrics(component)
+    registry = ModelRegistry()
+    for spec in models:
+        registry.add(LoadedModel(spec, load_backend(backends, spec), metrics))
+    return create_service_app(component, registry, metrics, [routes(registry, metrics)], max_upload_bytes)

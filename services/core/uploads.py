@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from harmony.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from harmony.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
 
 
 class UploadLimitMiddleware:

@@ -7,7 +7,6 @@ import json
 from typing import Any, AsyncIterator
 
 import httpx
-
 from harmony.core.errors import HarmonyError, ServiceUnavailable, error_from_body
 from harmony.router.routing import ModelTable, Replica, ServedModel
 

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
-
 from harmony.core.specs import NamedModel, NamedRoute
 from harmony.router.routing import ModelTable
+from pydantic import ValidationError
 
 log = logging.getLogger("harmony.router.cluster")
 

@@ -10,7 +10,6 @@ import asyncio
 import time
 
 import httpx
-
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import Task
 from harmony.router.clients import ServiceClients

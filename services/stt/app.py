@@ -9,12 +9,11 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-
 from harmony.core.audio import decode_audio
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import HarmonyError, InvalidRequest
 from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, create_service_app
+from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel
 from harmony.core.uploads import form_file, form_str, read_form
 from harmony.stt.service import TranscribeOptions, assemble, transcribe_windows
@@ -23,14 +22,6 @@ from harmony.stt.types import SAMPLE_RATE, TranscriptionResult
 BACKENDS = {"faster-whisper": "harmony.stt.backends.faster_whisper:FasterWhisperBackend"}
 
 
-def make_backend(spec: NamedModel):
-    import importlib
-
-    try:
-        module, cls = BACKENDS[spec.backend].split(":")
-    except KeyError:
-        raise ValueError(f"unknown stt backend '{spec.backend}'; known: {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(module), cls)(spec)
 
 
 def parse_bool(value: str | None, name: str, default: bool = False) -> bool:
@@ -114,8 +105,4 @@ async def _ndjson(model: LoadedModel, audio: np.ndarray, opts: TranscribeOptions
 
 
 def create_stt_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
-    metrics = Metrics("stt")
-    registry = ModelRegistry()
-    for spec in models:
-        registry.add(LoadedModel(spec, make_backend(spec), metrics))
-    return create_service_app("stt", registry, metrics, [routes(registry, metrics)], max_upload_bytes)
+    return build_service("stt", models, BACKENDS, routes, max_upload_bytes)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import numpy as np
-
 from harmony.core.service_app import LoadedModel
 from harmony.stt.chunking import Window, fixed_windows, vad_windows
 from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, SttTask, TranscriptionResult, Word

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from typing import AsyncIterator
 
 import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
-
 from harmony.core.audio import CONTENT_TYPES, AudioFormat, StreamingEncoder, resample
 from harmony.core.errors import InvalidRequest
 from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, create_service_app
+from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel
 from harmony.tts.service import synthesize_sentences
+from pydantic import BaseModel, Field
 
 BACKENDS = {
     "piper": "harmony.tts.backends.piper:PiperBackend",
@@ -25,12 +23,6 @@ BACKENDS = {
 }
 
 
-def make_backend(spec: NamedModel):
-    try:
-        module, cls = BACKENDS[spec.backend].split(":")
-    except KeyError:
-        raise ValueError(f"unknown tts backend '{spec.backend}'; known: {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(module), cls)(spec)
 
 
 class SynthesisRequest(BaseModel):
@@ -96,8 +88,4 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
 
 
 def create_tts_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
-    metrics = Metrics("tts")
-    registry = ModelRegistry()
-    for spec in models:
-        registry.add(LoadedModel(spec, make_backend(spec), metrics))
-    return create_service_app("tts", registry, metrics, [routes(registry, metrics)], max_upload_bytes)
+    return build_service("tts", models, BACKENDS, routes, max_upload_bytes)

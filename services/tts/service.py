@@ -6,7 +6,6 @@ import asyncio
 from typing import AsyncIterator
 
 import numpy as np
-
 from harmony.core.errors import InvalidRequest
 from harmony.core.service_app import LoadedModel
 from harmony.tts.text import split_sentences

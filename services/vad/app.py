@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 import numpy as np
 from fastapi import APIRouter, Request
-
 from harmony.core.audio import decode_audio
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import HarmonyError
 from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, create_service_app
+from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel
 from harmony.core.uploads import form_file, form_str, read_form
 from harmony.vad.segments import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, parse_options, speech_segments
@@ -20,12 +18,6 @@ from harmony.vad.segments import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, parse_o
 BACKENDS = {"silero": "harmony.vad.backends.silero:SileroVadBackend"}
 
 
-def make_backend(spec: NamedModel):
-    try:
-        module, cls = BACKENDS[spec.backend].split(":")
-    except KeyError:
-        raise ValueError(f"unknown vad backend '{spec.backend}'; known: {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(module), cls)(spec)
 
 
 def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
@@ -60,8 +52,4 @@ def _answer(model: LoadedModel, audio: np.ndarray, rate: int, probs: np.ndarray,
 
 
 def create_vad_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
-    metrics = Metrics("vad")
-    registry = ModelRegistry()
-    for spec in models:
-        registry.add(LoadedModel(spec, make_backend(spec), metrics))
-    return create_service_app("vad", registry, metrics, [routes(registry, metrics)], max_upload_bytes)
+    return build_service("vad", models, BACKENDS, routes, max_upload_bytes)

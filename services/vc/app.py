@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib
 import json
 import time
 from typing import Any
@@ -12,12 +11,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-
-from harmony.core.audio import CONTENT_TYPES, AUDIO_FORMATS, decode_audio, encode_audio, resample
+from harmony.core.audio import AUDIO_FORMATS, CONTENT_TYPES, decode_audio, encode_audio, resample
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import InvalidRequest
 from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, create_service_app
+from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel, Task
 from harmony.core.uploads import form_file, form_str, read_form
 from harmony.core.weights import cache_dir
@@ -34,12 +32,6 @@ WORK_RATE = 24000          # the rate reference and source audio are decoded at
 MIN_REFERENCE_S = 1.0      # a voice needs at least this much speech
 
 
-def make_backend(spec: NamedModel):
-    try:
-        module, cls = BACKENDS[spec.backend].split(":")
-    except KeyError:
-        raise ValueError(f"unknown voice backend '{spec.backend}'; known: {', '.join(BACKENDS)}") from None
-    return getattr(importlib.import_module(module), cls)(spec)
 
 
 def _flac(audio: np.ndarray, rate: int) -> bytes:
@@ -205,11 +197,7 @@ async def _target(form, model: LoadedModel, store: VoiceStore | None) -> Any:
 
 
 def create_vc_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
-    metrics = Metrics("vc")
-    registry = ModelRegistry()
-    store: VoiceStore | None = None
-    for spec in models:
-        registry.add(LoadedModel(spec, make_backend(spec), metrics))
-        if spec.task == Task.vc and store is None:
-            store = VoiceStore(str(spec.options.get("voice_store", cache_dir() / "voices")))
-    return create_service_app("vc", registry, metrics, [routes(registry, metrics, store)], max_upload_bytes)
+    converter = next((spec for spec in models if spec.task == Task.vc), None)
+    store = VoiceStore(str(converter.options.get("voice_store", cache_dir() / "voices"))) if converter else None
+    return build_service("vc", models, BACKENDS, lambda registry, metrics: routes(registry, metrics, store),
+                         max_upload_bytes)

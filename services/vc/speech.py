@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import numpy as np
-
 from harmony.core.errors import InvalidRequest
 
 GAP_S = 0.05

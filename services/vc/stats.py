@@ -22,10 +22,9 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from harmony.core.audio import resample
 from harmony.core.errors import InvalidRequest
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KIND = "world-v1"
 ANALYSIS_RATE = 16000
@@ -35,7 +34,7 @@ F0_CEIL_HZ = 800.0
 ENVELOPE_BANDS = 36
 ENVELOPE_MIN_HZ = 100.0
 ENVELOPE_MAX_HZ = 7500.0
-CODEBOOK_SIZE = int(__import__("os").environ.get("VC_K", "32"))
+CODEBOOK_SIZE = 32
 LOUD_FRAME_PERCENTILE = 20.0   # voiced frames quieter than this percentile are left out of envelope statistics
 
 MIN_REFERENCE_SECONDS = 2.0    # a shorter reference is refused
@@ -66,6 +65,7 @@ class SpeakerStats(BaseModel):
     kind: Literal["world-v1"] = KIND
     sample_rate: int = Field(ANALYSIS_RATE, description="rate the reference was analysed at (Hz)")
     frame_period_ms: float = Field(FRAME_PERIOD_MS, gt=0)
+    f0_method: Literal["harvest", "dio"] = Field("harvest", description="WORLD F0 estimator the statistics used")
     frames: int = Field(..., ge=1, description="analysis frames in the reference")
     voiced_frames: int = Field(..., ge=1)
     voiced_fraction: float = Field(..., ge=0, le=1, description="voiced frames over non-silent frames")
@@ -218,6 +218,7 @@ def analyze_speech(audio: np.ndarray, sample_rate: int, *, f0_method: str = "har
     return SpeakerStats(
         sample_rate=fs,
         frame_period_ms=FRAME_PERIOD_MS,
+        f0_method=f0_method,
         frames=len(f0),
         voiced_frames=int(voiced.sum()),
         voiced_fraction=round(fraction, 4),

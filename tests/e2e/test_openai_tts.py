@@ -12,8 +12,8 @@ import numpy as np
 import openai
 import pytest
 import soundfile
-
 from harmony.core.audio import decode_audio
+
 from tests.speech import SENTENCES, normalize, wer
 
 TEXT = " ".join(SENTENCES[:2])

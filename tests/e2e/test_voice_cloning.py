@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
 
 import httpx
 import numpy as np
 import openai
 import pytest
 import yaml
-
 from harmony.core.audio import decode_audio
+
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes, wer
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from harmony.core.specs import parse_config
 from harmony.router.app import build_table, create_router_app
 from harmony.stt.app import create_stt_app
-from tests.servers import ServerThread, free_port
+
+from tests.servers import ServerThread
 
 CONFIG = {
     "server": {"max_upload_bytes": 5_000_000},

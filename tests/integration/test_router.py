@@ -6,9 +6,9 @@ import time
 
 import httpx
 import pytest
-
 from harmony.core.specs import parse_config
 from harmony.router.app import build_table, create_router_app
+
 from tests.integration.conftest import CONFIG
 from tests.servers import ServerThread, free_port
 from tests.speech import SENTENCES, speech_with_pauses, synthesize, wav_bytes, wer

@@ -8,7 +8,6 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-
 from harmony.core.audio import (
     CONTENT_TYPES,
     StreamingEncoder,

@@ -13,7 +13,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import pytest
-
 from harmony.core.batching import DynamicBatcher
 from harmony.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
 from harmony.core.metrics import Metrics

@@ -12,7 +12,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from harmony.core.crd import crds, openapi_to_jsonschema
 from harmony.core.specs import SpeechModelSpec
 from harmony.serve import default_config

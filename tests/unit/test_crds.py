@@ -8,7 +8,6 @@ from typing import Any, Iterator
 import kubernetes_validate
 import pytest
 import yaml
-
 from harmony.cli import main
 from harmony.core.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
 

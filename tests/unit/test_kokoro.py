@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pytest
-
 from harmony.core.audio import resample
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import NamedModel

@@ -11,7 +11,6 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-
 from harmony.core.crd import crds, openapi_to_jsonschema
 from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
 from harmony_operator import manifests, names, status

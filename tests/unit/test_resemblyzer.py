@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from harmony.core.audio import resample
 from harmony.core.errors import InvalidAudio
 from harmony.core.specs import NamedModel
 from harmony.vc.backends.resemblyzer import SAMPLE_RATE, ResemblyzerEncoder, normalize_volume
+
 from tests.speech import SENTENCES, espeak, synthesize
 
 

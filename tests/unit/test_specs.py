@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-
 from harmony.cli import main as cli_main
 from harmony.core.specs import (
     BatchingSpec,

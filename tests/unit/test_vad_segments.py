@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from harmony.core.errors import InvalidRequest
 from harmony.vad.segments import VadOptions, parse_options, speech_ranges, speech_segments
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
-
 from harmony.core.audio import AUDIO_FORMATS, CONTENT_TYPES
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import Task
 from harmony.core.uploads import form_file, form_str, read_form
 from harmony.router.pipelines import PipelineRunner, PipelineState
 from harmony.router.routes.embeddings import first_model
+from starlette.datastructures import UploadFile
 
 
 def routes(runner: PipelineRunner) -> APIRouter:

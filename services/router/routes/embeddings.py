@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-
 from harmony.core.specs import Task
 from harmony.core.uploads import form_file, form_str, read_form
 from harmony.router.clients import ServiceClients

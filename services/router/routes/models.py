@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-
 from harmony.core.errors import ModelNotFound
 from harmony.router.routing import ModelTable
 

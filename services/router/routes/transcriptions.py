@@ -7,7 +7,6 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import HarmonyError, InvalidRequest
 from harmony.core.specs import Task

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import ModelNotFound
 from harmony.core.specs import Task

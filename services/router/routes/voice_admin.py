@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
-
 from harmony.core.errors import InvalidRequest, NotFound
 from harmony.core.specs import Task
 from harmony.core.uploads import form_str, read_form
@@ -14,6 +12,7 @@ from harmony.router.clients import ServiceClients
 from harmony.router.pipelines import PipelineRunner, PipelineState
 from harmony.router.routing import ServedModel
 from harmony.router.voices import VoiceDirectory
+from starlette.datastructures import UploadFile
 
 MAX_REFERENCE_FILES = 8
 

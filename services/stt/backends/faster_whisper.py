@@ -16,7 +16,6 @@ from math import ceil
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import NamedModel
 from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, Word

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.specs import NamedModel
 from harmony.tts.types import SynthJob, VoiceInfo
 

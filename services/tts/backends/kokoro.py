@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import NamedModel
 from harmony.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of

@@ -14,7 +14,6 @@ import time
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.specs import NamedModel
 from harmony.core.weights import WeightsError
 from harmony.tts.types import SynthJob, VoiceInfo

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.specs import NamedModel
 from harmony.core.weights import WeightsError, package_dir
 

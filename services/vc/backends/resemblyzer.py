@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-
 from harmony.core.errors import InvalidAudio
 from harmony.core.specs import NamedModel
 from harmony.core.weights import WeightsError, package_dir, sha256_of

@@ -4,23 +4,28 @@ For each job the source is analysed with WORLD (F0 by Harvest, or DIO + StoneMas
 envelope; D4C aperiodicity) and resynthesised with
 
 1. F0 mapped in the log domain to the target's mean and spread:
-   ln f0' = mu_t + (sigma_t / sigma_s) * (ln f0 - mu_s), the source's mu_s and sigma_s taken from the
-   utterance itself (the spread ratio clamped to 0.5 .. 2, and scaled by ``f0_range``);
+   ln f0' = mu_t + r * (ln f0 - mu_s), r = sigma_t / sigma_s (clamped to 0.5 .. 2, times ``f0_range``),
+   mu_s and sigma_s taken from the utterance itself;
 2. the spectral envelope warped along frequency, vocal-tract-length style: the value at f is read at
-   f / alpha, so formants move by alpha. alpha is the scaling, searched on a log grid inside
-   ``warp_min`` .. ``warp_max``, that brings the source's voiced frames nearest to the target's envelope
-   codebook (see ``harmony.vc.stats``), raised to ``warp_strength``;
-3. a mild correction of the long-term envelope: ``envelope_strength`` times the smoothed difference
-   between the target's mean envelope and the warped source's, clamped to +-``envelope_max_db``;
-4. the aperiodicity kept as analysed; WORLD synthesis; the loudness (RMS) matched to the source, the
-   length kept to the sample.
+   f / alpha, so every formant moves by alpha. alpha is the scaling, searched on a log grid inside
+   ``warp_min`` .. ``warp_max`` (parabolic refinement), that brings the source's loud voiced frames
+   nearest to the target's envelope codebook (``harmony.vc.stats``), raised to ``warp_strength``;
+3. the long-term envelope corrected toward the target: ``envelope_strength`` times the (smoothed)
+   difference between the target's mean envelope and the warped source's;
+4. each voiced frame pulled toward its nearest target codebook entry by ``codebook_strength`` (a mild,
+   frame-wise timbre correction: 1.0 would replace the source's vowel colour by the target's nearest one);
+   the corrections of 3 and 4 are each clamped to +-``envelope_max_db``;
+5. the aperiodicity kept as analysed; WORLD synthesis at the job's own rate; the loudness (RMS) matched
+   to the source and the length kept to the sample.
 
-WORLD runs in C one utterance at a time, so ``run_batch`` loops over its jobs: a batch is no faster
-than its jobs one after another, the batcher only bounds the queue. The work happens at the job's own
-rate (16, 22.05, 24 kHz ...: WORLD's cost grows with the rate far less than Harvest's fixed cost).
+WORLD is C code that works on one utterance at a time, so ``run_batch`` loops over its jobs: a batch is
+no faster than its jobs one after another. Harvest dominates the cost (about 0.15 s per second of audio
+on one core) and does not get cheaper at a lower rate, so the converter works at the input's rate;
+``f0_method: dio`` is about 3x faster with slightly lower similarity (see ``bench/clone_quality.py``).
 
-Options (``spec.options``): ``f0_method`` (harvest | dio), ``frame_period_ms``, ``warp_strength``,
-``warp_min``, ``warp_max``, ``envelope_strength``, ``envelope_max_db``, ``f0_range``.
+Options (``spec.options``), defaults chosen with ``bench/clone_quality.py``: ``f0_method`` (harvest | dio),
+``frame_period_ms``, ``warp_strength``, ``warp_min``, ``warp_max``, ``envelope_strength``,
+``codebook_strength``, ``envelope_max_db``, ``f0_range``.
 A neural converter later implements the same protocol (``harmony.vc.types.VoiceConverter``).
 """
 
@@ -28,14 +33,22 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-
 from harmony.core.errors import InvalidRequest
 from harmony.core.specs import NamedModel
-from harmony.vc.stats import (F0_CEIL_HZ, F0_FLOOR_HZ, SpeakerStats, analyze_speech, frame_features, loud_voiced,
-                              nearest, world_f0)
+from harmony.vc.stats import (
+    F0_CEIL_HZ,
+    F0_FLOOR_HZ,
+    SpeakerStats,
+    analyze_speech,
+    frame_features,
+    loud_voiced,
+    nearest,
+    world_f0,
+)
 from harmony.vc.types import ConversionJob
 
 log = logging.getLogger("harmony.vc.world")
@@ -47,19 +60,42 @@ DEFAULTS: dict[str, Any] = {
     "warp_min": 0.75,
     "warp_max": 1.45,
     "envelope_strength": 1.0,
+    "codebook_strength": 0.5,
     "envelope_max_db": 9.0,
     "f0_range": 1.0,
-    "codebook_strength": 0.5,
 }
 WARP_STEPS = 48                  # log-spaced candidates between warp_min and warp_max
-MIN_SOURCE_SECONDS = 0.05        # shorter audio is returned unchanged
-MIN_SOURCE_FRAMES = 10           # loud voiced frames needed to estimate a warp (else no warp)
-MIN_F0_FRAMES = 20               # voiced frames needed to estimate the source's F0 spread (else ratio 1)
+MIN_SOURCE_SECONDS = 0.05        # shorter (or silent) audio is returned unchanged
+MIN_SOURCE_FRAMES = 10           # loud voiced frames needed to estimate a warp or a correction
+MIN_F0_FRAMES = 20               # voiced frames needed to trust the source's F0 spread (else ratio 1)
+
+
+@dataclass
+class Conversion:
+    """One converted utterance and what was done to it."""
+
+    audio: np.ndarray
+    warp: float            # formant scaling applied (1.0: none)
+    f0_ratio: float        # exp(mu_t - mu_s): the mean pitch change (1.0 when nothing was voiced)
+    voiced_fraction: float
 
 
 def _option(spec: NamedModel, key: str):
     value = spec.options.get(key, DEFAULTS[key])
-    return type(DEFAULTS[key])(value)
+    kind = type(DEFAULTS[key])
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind):
+        raise ValueError(f"{spec.name}: option {key} must be a {kind.__name__}, not {value!r}")
+    return value
+
+
+def _interpolate_rows(values: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Linear interpolation of every row of ``values`` at fractional column ``position``."""
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, values.shape[1] - 1)
+    weight = position - low
+    return values[:, low] * (1.0 - weight) + values[:, high] * weight
 
 
 class WorldConverter:
@@ -74,125 +110,116 @@ class WorldConverter:
         if self.f0_method not in ("harvest", "dio"):
             raise ValueError(f"{spec.name}: option f0_method must be harvest or dio, not '{self.f0_method}'")
         self.frame_period = _option(spec, "frame_period_ms")
+        if not 1.0 <= self.frame_period <= 20.0:
+            raise ValueError(f"{spec.name}: option frame_period_ms must be within 1 .. 20")
         self.warp_strength = _option(spec, "warp_strength")
         self.warp_min = _option(spec, "warp_min")
         self.warp_max = _option(spec, "warp_max")
         if not 0.5 <= self.warp_min <= 1.0 <= self.warp_max <= 2.0:
-            raise ValueError(f"{spec.name}: need 0.5 <= warp_min <= 1 <= warp_max <= 2")
+            raise ValueError(f"{spec.name}: options need 0.5 <= warp_min <= 1 <= warp_max <= 2")
         self.envelope_strength = _option(spec, "envelope_strength")
-        self.envelope_max_db = _option(spec, "envelope_max_db")
-        self.f0_range = _option(spec, "f0_range")
         self.codebook_strength = _option(spec, "codebook_strength")
+        self.envelope_limit = _option(spec, "envelope_max_db") / 10.0 * math.log(10.0)  # dB -> ln of power
+        self.f0_range = _option(spec, "f0_range")
         self.warps = np.exp(np.linspace(math.log(self.warp_min), math.log(self.warp_max), WARP_STEPS))
-        self.last_warps: list[float] = []   # alpha used per job of the last batch (for logs and benchmarks)
 
     def load(self) -> None:
         import pyworld  # noqa: F401  (fail at startup, not at the first request, when it is missing)
 
     def analyze(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
-        return analyze_speech(audio, sample_rate).model_dump()
+        """Speaker statistics of reference speech as JSON data; refuses unusable references (bad_reference)."""
+        return analyze_speech(audio, sample_rate, f0_method=self.f0_method).model_dump()
 
     def run_batch(self, jobs: Sequence[ConversionJob]) -> list[np.ndarray]:
         """Convert each job in turn (WORLD is C code working on one utterance at a time)."""
-        self.last_warps = []
-        out = []
-        for job in jobs:
-            audio, warp = self._convert(job)
-            self.last_warps.append(warp)
-            out.append(audio)
-        return out
+        return [self.convert(job).audio for job in jobs]
 
     # ------------------------------------------------------------------------------------------------
-    def _target(self, target: Any) -> SpeakerStats:
+    @staticmethod
+    def target_stats(target: Any) -> SpeakerStats:
         if isinstance(target, SpeakerStats):
             return target
         try:
             return SpeakerStats.model_validate(target)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (pydantic's ValidationError, or a non-mapping)
             raise InvalidRequest(f"target statistics are not WORLD speaker statistics: {exc}",
                                  param="voice", code="bad_reference") from None
 
-    def estimate_warp(self, log_sp: np.ndarray, mask: np.ndarray, fs: int, target: SpeakerStats) -> float:
-        """The frequency scaling bringing the source's loud voiced frames nearest to the target's codebook."""
-        if mask.sum() < MIN_SOURCE_FRAMES:
+    def estimate_warp(self, log_sp: np.ndarray, fs: int, target: SpeakerStats) -> float:
+        """The frequency scaling bringing ``log_sp``'s frames (ln envelopes) nearest to the target's codebook."""
+        if len(log_sp) < MIN_SOURCE_FRAMES:
             return 1.0
-        frames = log_sp[mask]
         grid = target.grid()
         codebook = np.asarray(target.envelope_codebook, dtype=np.float64)
-        costs = np.array([nearest(frame_features(frames, fs, grid, a), codebook)[0].mean() for a in self.warps])
+        costs = np.array([nearest(frame_features(log_sp, fs, grid, a), codebook)[0].mean() for a in self.warps])
         best = int(costs.argmin())
-        warp = float(self.warps[best])
-        if 0 < best < len(costs) - 1:  # parabolic refinement on the log grid
+        warp = math.log(self.warps[best])
+        if 0 < best < len(costs) - 1:  # parabola through the minimum and its neighbours, on the log grid
             c0, c1, c2 = costs[best - 1: best + 2]
-            denominator = c0 - 2.0 * c1 + c2
-            if denominator > 0:
-                step = math.log(self.warps[1] / self.warps[0])
-                warp = math.exp(math.log(warp) + 0.5 * (c0 - c2) / denominator * step)
-        return warp
+            curvature = c0 - 2.0 * c1 + c2
+            if curvature > 0:
+                warp += 0.5 * (c0 - c2) / curvature * math.log(self.warps[1] / self.warps[0])
+        return math.exp(warp)
 
-    def _convert(self, job: ConversionJob) -> tuple[np.ndarray, float]:
+    def _to_bins(self, values: np.ndarray, grid: np.ndarray, fs: int, bins: int) -> np.ndarray:
+        """Corrections sampled at ``grid`` Hz (last axis) -> every FFT bin (held flat beyond the grid)."""
+        freqs = np.linspace(0.0, fs / 2.0, bins)
+        position = np.interp(freqs, grid, np.arange(len(grid), dtype=np.float64))
+        values = np.clip(values, -self.envelope_limit, self.envelope_limit)
+        return _interpolate_rows(np.atleast_2d(values), position)
+
+    def convert(self, job: ConversionJob) -> Conversion:
         import pyworld
 
-        target = self._target(job.target)
+        target = self.target_stats(job.target)
         fs = int(job.sample_rate)
-        source = np.asarray(job.audio, dtype=np.float32).reshape(-1)
+        source = np.nan_to_num(np.asarray(job.audio, dtype=np.float32).reshape(-1))
         if len(source) < MIN_SOURCE_SECONDS * fs or float(np.max(np.abs(source))) < 1e-5:
-            return source.copy(), 1.0
+            return Conversion(source.copy(), 1.0, 1.0, 0.0)
+        if target.f0_method != self.f0_method:
+            log.debug("target statistics used %s, this converter %s", target.f0_method, self.f0_method)
         x = source.astype(np.float64)
         f0, times = world_f0(x, fs, self.f0_method, self.frame_period, F0_FLOOR_HZ, F0_CEIL_HZ)
         sp = pyworld.cheaptrick(x, f0, times, fs)
         ap = pyworld.d4c(x, f0, times, fs)
         log_sp = np.log(sp + 1e-20)
+        voiced = f0 > 0
 
         # 1. F0: log-mean and spread to the target's
-        voiced = f0 > 0
         new_f0 = np.zeros_like(f0)
+        f0_ratio = 1.0
         if voiced.any():
             log_f0 = np.log(f0[voiced])
             mu, sigma = float(log_f0.mean()), float(log_f0.std())
-            ratio = target.log_f0_std / sigma if voiced.sum() >= MIN_F0_FRAMES and sigma > 1e-3 else 1.0
-            ratio = float(np.clip(ratio, 0.5, 2.0)) * self.f0_range
-            new_f0[voiced] = np.exp(target.log_f0_mean + ratio * (log_f0 - mu))
+            spread = target.log_f0_std / sigma if voiced.sum() >= MIN_F0_FRAMES and sigma > 1e-3 else 1.0
+            spread = float(np.clip(spread, 0.5, 2.0)) * self.f0_range
+            new_f0[voiced] = np.exp(target.log_f0_mean + spread * (log_f0 - mu))
+            f0_ratio = math.exp(target.log_f0_mean - mu)
 
         # 2. vocal-tract-length warp of the envelope
         loud = loud_voiced(f0, sp)
-        warp = self.estimate_warp(log_sp, loud, fs, target) ** self.warp_strength
+        warp = self.estimate_warp(log_sp[loud], fs, target) ** self.warp_strength
         warp = float(np.clip(warp, self.warp_min, self.warp_max))
         bins = sp.shape[1]
-        freqs = np.linspace(0.0, fs / 2.0, bins)
-        position = np.clip(np.arange(bins) / warp, 0, bins - 1)
-        low = np.floor(position).astype(np.int64)
-        high = np.minimum(low + 1, bins - 1)
-        weight = position - low
-        warped = log_sp[:, low] * (1.0 - weight) + log_sp[:, high] * weight
+        envelope = _interpolate_rows(log_sp, np.clip(np.arange(bins) / warp, 0, bins - 1))
 
-        # 3. mild long-term envelope correction toward the target
+        grid = target.grid()
+        # 3. long-term envelope toward the target's mean
         if self.envelope_strength > 0 and loud.sum() >= MIN_SOURCE_FRAMES:
-            grid = target.grid()
-            current = frame_features(log_sp[loud], fs, grid, warp).mean(axis=0)
-            difference = np.asarray(target.envelope_mean) - current
-            difference -= difference.mean()
+            difference = np.asarray(target.envelope_mean) - frame_features(envelope[loud], fs, grid).mean(axis=0)
+            difference = difference - difference.mean()
             kernel = np.hanning(7)[1:-1]
-            kernel /= kernel.sum()
-            difference = np.convolve(np.pad(difference, 2, mode="edge"), kernel, mode="valid")
-            limit = self.envelope_max_db / 10.0 * math.log(10.0)   # dB -> ln of power (the envelope is power)
-            difference = np.clip(self.envelope_strength * difference, -limit, limit)
-            warped = warped + np.interp(freqs, grid, difference)[None, :]
-
+            difference = np.convolve(np.pad(difference, 2, mode="edge"), kernel / kernel.sum(), mode="valid")
+            envelope += self._to_bins(self.envelope_strength * difference, grid, fs, bins)
+        # 4. each voiced frame part of the way to its nearest target codebook entry
         if self.codebook_strength > 0 and voiced.sum() >= MIN_SOURCE_FRAMES:
-            grid = target.grid()
-            feats = frame_features(warped[voiced], fs, grid)
             codebook = np.asarray(target.envelope_codebook, dtype=np.float64)
-            index = nearest(feats, codebook)[1]
-            delta = self.codebook_strength * (codebook[index] - feats)
-            limit = self.envelope_max_db / 10.0 * math.log(10.0)
-            delta = np.clip(delta, -limit, limit)
-            position = np.interp(freqs, grid, np.arange(len(grid)))
-            lo = np.floor(position).astype(np.int64); hi = np.minimum(lo + 1, len(grid) - 1); w = position - lo
-            warped[voiced] += delta[:, lo] * (1 - w) + delta[:, hi] * w
+            features = frame_features(envelope[voiced], fs, grid)
+            nearest_entry = codebook[nearest(features, codebook)[1]]
+            envelope[voiced] += self._to_bins(self.codebook_strength * (nearest_entry - features), grid, fs, bins)
 
-        # 4. synthesis, same length and loudness as the source
-        y = pyworld.synthesize(np.ascontiguousarray(new_f0), np.ascontiguousarray(np.exp(warped)),
+        # 5. synthesis, same length and loudness as the source
+        y = pyworld.synthesize(np.ascontiguousarray(new_f0), np.ascontiguousarray(np.exp(envelope)),
                                np.ascontiguousarray(ap), fs, self.frame_period)
         y = y[: len(x)]
         if len(y) < len(x):
@@ -203,4 +230,4 @@ class WorldConverter:
         peak = float(np.max(np.abs(y)))
         if peak > 0.999:
             y *= 0.999 / peak
-        return y.astype(np.float32), warp
+        return Conversion(y.astype(np.float32), warp, f0_ratio, float(voiced.mean()))
