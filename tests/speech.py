@@ -72,18 +72,30 @@ def normalize(text: str) -> list[str]:
     return [_NUMBERS.get(w, w) for w in text.split()]
 
 
+def edit_distance(reference: list, hypothesis: list) -> int:
+    """Levenshtein distance between two token sequences."""
+    previous = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        current = [i] + [0] * len(hypothesis)
+        for j, h in enumerate(hypothesis, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1]
+
+
 def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate: word-level Levenshtein distance over the reference length."""
+    """Word error rate: word-level edit distance over the reference length."""
     ref, hyp = normalize(reference), normalize(hypothesis)
     if not ref:
         return float(bool(hyp))
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1] / len(ref)
+    return edit_distance(ref, hyp) / len(ref)
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate, ignoring spaces and punctuation (for Japanese and Chinese)."""
+    strip = functools.partial(re.sub, r"[\s、。，．,.!?！？「」]", "")
+    ref, hyp = list(strip(reference)), list(strip(hypothesis))
+    return edit_distance(ref, hyp) / max(1, len(ref))
 
 
 def espeak(text: str, language: str) -> tuple[np.ndarray, int]:

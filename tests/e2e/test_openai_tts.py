@@ -14,7 +14,7 @@ import pytest
 import soundfile
 from harmony.core.audio import decode_audio
 
-from tests.speech import SENTENCES, normalize, wer
+from tests.speech import SENTENCES, cer, normalize, wer
 
 TEXT = " ".join(SENTENCES[:2])
 
@@ -189,20 +189,6 @@ def test_voice_of_another_language_is_400(client):
     assert err.value.body["param"] == "language"
 
 
-def _cer(reference: str, hypothesis: str) -> float:
-    import re as _re
-
-    ref = _re.sub(r"[\s、。，,.！？!?]", "", reference)
-    hyp = _re.sub(r"[\s、。，,.！？!?]", "", hypothesis)
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1] / max(1, len(ref))
-
-
 def test_japanese_routes_to_kokoro_and_is_heard_in_japanese(client):
     text = "今日はとても良い天気ですね。"
     with client.audio.speech.with_streaming_response.create(
@@ -212,7 +198,7 @@ def test_japanese_routes_to_kokoro_and_is_heard_in_japanese(client):
         assert response.headers["x-sample-rate"] == "24000"
         audio = response.read()
     heard = transcribe(client, audio, "ja")
-    assert _cer(text, heard) <= 0.35, heard
+    assert cer(text, heard) <= 0.35, heard
 
 
 def test_named_kokoro_voice(client):

