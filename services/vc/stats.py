@@ -3,7 +3,8 @@
 WORLD (pyworld) splits speech into F0, a smooth spectral envelope (CheapTrick) and aperiodicity (D4C).
 A speaker is described by
 
-* the mean and standard deviation of log F0 over voiced frames (the pitch the converter maps to);
+* the mean and standard deviation of log F0 over voiced frames (the pitch the converter maps to), by
+  the same F0 estimator the converter uses (DIO + StoneMask by default, or Harvest);
 * the mean level-normalised log spectral envelope of voiced frames on a fixed mel-spaced grid
   (``ENVELOPE_MIN_HZ`` .. ``ENVELOPE_MAX_HZ``; the long-term timbre the converter equalises toward);
 * a small codebook (k-means centroids) of those per-frame envelopes: the speaker's "vowel space".
@@ -40,7 +41,8 @@ LOUD_FRAME_PERCENTILE = 20.0   # voiced frames quieter than this percentile are 
 MIN_REFERENCE_SECONDS = 2.0    # a shorter reference is refused
 MIN_VOICED_SECONDS = 1.5       # voiced speech (in runs of >= MIN_VOICED_RUN_MS) a reference must hold
 MIN_VOICED_RUN_MS = 60.0       # noise gives sporadic short "voiced" runs; vowels last longer
-MIN_VOICED_FRACTION = 0.2      # of the frames louder than the silence floor
+MIN_VOICED_FRACTION = 0.3      # of the frames louder than the silence floor (noise: 3-15 %, speech: > 50 %)
+MIN_LOG_F0_STD = 0.02          # a steady tone (hum, beep) has no intonation
 SILENCE_DB = -50.0             # frames this far below the loudest are silence
 
 
@@ -52,7 +54,8 @@ def _mel_to_hz(mel):
     return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def envelope_grid(bands: int = ENVELOPE_BANDS, low: float = ENVELOPE_MIN_HZ, high: float = ENVELOPE_MAX_HZ) -> np.ndarray:
+def envelope_grid(bands: int = ENVELOPE_BANDS, low: float = ENVELOPE_MIN_HZ,
+                  high: float = ENVELOPE_MAX_HZ) -> np.ndarray:
     """The mel-spaced frequencies (Hz) the envelope statistics are sampled at."""
     return _mel_to_hz(np.linspace(_mel(low), _mel(high), bands))
 
@@ -65,7 +68,7 @@ class SpeakerStats(BaseModel):
     kind: Literal["world-v1"] = KIND
     sample_rate: int = Field(ANALYSIS_RATE, description="rate the reference was analysed at (Hz)")
     frame_period_ms: float = Field(FRAME_PERIOD_MS, gt=0)
-    f0_method: Literal["harvest", "dio"] = Field("harvest", description="WORLD F0 estimator the statistics used")
+    f0_method: Literal["harvest", "dio"] = Field("dio", description="WORLD F0 estimator the statistics used")
     frames: int = Field(..., ge=1, description="analysis frames in the reference")
     voiced_frames: int = Field(..., ge=1)
     voiced_fraction: float = Field(..., ge=0, le=1, description="voiced frames over non-silent frames")
@@ -105,7 +108,7 @@ class SpeakerStats(BaseModel):
 # ---------------------------------------------------------------------------------------------------------
 # WORLD helpers shared with the converter
 
-def world_f0(x: np.ndarray, fs: int, method: str = "harvest", frame_period: float = FRAME_PERIOD_MS,
+def world_f0(x: np.ndarray, fs: int, method: str = "dio", frame_period: float = FRAME_PERIOD_MS,
              floor: float = F0_FLOOR_HZ, ceil: float = F0_CEIL_HZ) -> tuple[np.ndarray, np.ndarray]:
     """(F0 per frame, 0 where unvoiced; frame times) of float64 audio."""
     import pyworld
@@ -176,7 +179,7 @@ def _bad(message: str) -> InvalidRequest:
 
 # ---------------------------------------------------------------------------------------------------------
 
-def analyze_speech(audio: np.ndarray, sample_rate: int, *, f0_method: str = "harvest") -> SpeakerStats:
+def analyze_speech(audio: np.ndarray, sample_rate: int, *, f0_method: str = "dio") -> SpeakerStats:
     """Speaker statistics of reference speech (mono float at ``sample_rate``).
 
     Raises ``InvalidRequest`` (code ``bad_reference``) for a reference too short, silent, or without
@@ -211,6 +214,8 @@ def analyze_speech(audio: np.ndarray, sample_rate: int, *, f0_method: str = "har
                    f"at least {MIN_VOICED_SECONDS:.1f} s of clear speech from one speaker is needed")
 
     log_f0 = np.log(f0[voiced])
+    if float(log_f0.std()) < MIN_LOG_F0_STD:
+        raise _bad("reference has a steady pitch (a tone or hum, not speech)")
     loud = loud_voiced(f0, sp)
     grid = envelope_grid()
     features = frame_features(np.log(sp[loud] + 1e-20), fs, grid)

@@ -1,6 +1,6 @@
 """Voice conversion on the WORLD vocoder (pyworld): no weights, a few statistics of the target voice.
 
-For each job the source is analysed with WORLD (F0 by Harvest, or DIO + StoneMask; CheapTrick spectral
+For each job the source is analysed with WORLD (F0 by DIO + StoneMask, or Harvest; CheapTrick spectral
 envelope; D4C aperiodicity) and resynthesised with
 
 1. F0 mapped in the log domain to the target's mean and spread:
@@ -9,7 +9,9 @@ envelope; D4C aperiodicity) and resynthesised with
 2. the spectral envelope warped along frequency, vocal-tract-length style: the value at f is read at
    f / alpha, so every formant moves by alpha. alpha is the scaling, searched on a log grid inside
    ``warp_min`` .. ``warp_max`` (parabolic refinement), that brings the source's loud voiced frames
-   nearest to the target's envelope codebook (``harmony.vc.stats``), raised to ``warp_strength``;
+   nearest to the target's envelope codebook (``harmony.vc.stats``), with a weak prior toward
+   (target F0 / source F0) ** 0.5 that decides where the envelope evidence is flat; raised to
+   ``warp_strength``;
 3. the long-term envelope corrected toward the target: ``envelope_strength`` times the (smoothed)
    difference between the target's mean envelope and the warped source's;
 4. each voiced frame pulled toward its nearest target codebook entry by ``codebook_strength`` (a mild,
@@ -19,13 +21,15 @@ envelope; D4C aperiodicity) and resynthesised with
    to the source and the length kept to the sample.
 
 WORLD is C code that works on one utterance at a time, so ``run_batch`` loops over its jobs: a batch is
-no faster than its jobs one after another. Harvest dominates the cost (about 0.15 s per second of audio
-on one core) and does not get cheaper at a lower rate, so the converter works at the input's rate;
-``f0_method: dio`` is about 3x faster with slightly lower similarity (see ``bench/clone_quality.py``).
+no faster than its jobs one after another. The converter works at the input's rate (no resampling):
+with DIO + StoneMask the whole conversion costs about 0.05 s per second of audio on one core, Harvest
+about 0.17 s (Harvest's cost does not drop at a lower rate). Measured with ``bench/clone_quality.py`` on
+seven targets, Harvest gave the same similarity and word error rate, so ``dio`` is the default;
+statistics made by ``analyze`` use the converter's own F0 method, so the two pitch means agree.
 
 Options (``spec.options``), defaults chosen with ``bench/clone_quality.py``: ``f0_method`` (harvest | dio),
-``frame_period_ms``, ``warp_strength``, ``warp_min``, ``warp_max``, ``envelope_strength``,
-``codebook_strength``, ``envelope_max_db``, ``f0_range``.
+``frame_period_ms``, ``warp_strength``, ``warp_min``, ``warp_max``, ``warp_prior``, ``warp_prior_exponent``,
+``envelope_strength``, ``codebook_strength``, ``envelope_max_db``, ``f0_range``.
 A neural converter later implements the same protocol (``harmony.vc.types.VoiceConverter``).
 """
 
@@ -54,11 +58,13 @@ from harmony.vc.types import ConversionJob
 log = logging.getLogger("harmony.vc.world")
 
 DEFAULTS: dict[str, Any] = {
-    "f0_method": "harvest",
+    "f0_method": "dio",
     "frame_period_ms": 5.0,
     "warp_strength": 1.0,
     "warp_min": 0.75,
     "warp_max": 1.45,
+    "warp_prior": 3.0,
+    "warp_prior_exponent": 0.5,
     "envelope_strength": 1.0,
     "codebook_strength": 0.5,
     "envelope_max_db": 9.0,
@@ -117,6 +123,8 @@ class WorldConverter:
         self.warp_max = _option(spec, "warp_max")
         if not 0.5 <= self.warp_min <= 1.0 <= self.warp_max <= 2.0:
             raise ValueError(f"{spec.name}: options need 0.5 <= warp_min <= 1 <= warp_max <= 2")
+        self.warp_prior = _option(spec, "warp_prior")
+        self.warp_prior_exponent = _option(spec, "warp_prior_exponent")
         self.envelope_strength = _option(spec, "envelope_strength")
         self.codebook_strength = _option(spec, "codebook_strength")
         self.envelope_limit = _option(spec, "envelope_max_db") / 10.0 * math.log(10.0)  # dB -> ln of power
@@ -145,13 +153,22 @@ class WorldConverter:
             raise InvalidRequest(f"target statistics are not WORLD speaker statistics: {exc}",
                                  param="voice", code="bad_reference") from None
 
-    def estimate_warp(self, log_sp: np.ndarray, fs: int, target: SpeakerStats) -> float:
-        """The frequency scaling bringing ``log_sp``'s frames (ln envelopes) nearest to the target's codebook."""
+    def estimate_warp(self, log_sp: np.ndarray, fs: int, target: SpeakerStats, f0_ratio: float = 1.0) -> float:
+        """The frequency scaling bringing ``log_sp``'s frames (ln envelopes) nearest to the target's codebook.
+
+        The mean nearest-entry distance, relative to its minimum over the candidates, plus a weak prior
+        ``warp_prior * (ln alpha - warp_prior_exponent * ln f0_ratio)^2``: formants and pitch both scale
+        with the speaker's size, and where the envelope evidence is flat (short or unusual source text)
+        the prior keeps a female target from being warped down or a male one up.
+        """
         if len(log_sp) < MIN_SOURCE_FRAMES:
             return 1.0
         grid = target.grid()
         codebook = np.asarray(target.envelope_codebook, dtype=np.float64)
         costs = np.array([nearest(frame_features(log_sp, fs, grid, a), codebook)[0].mean() for a in self.warps])
+        costs = costs / max(float(costs.min()), 1e-9)
+        if self.warp_prior > 0:
+            costs = costs + self.warp_prior * (np.log(self.warps) - self.warp_prior_exponent * math.log(f0_ratio)) ** 2
         best = int(costs.argmin())
         warp = math.log(self.warps[best])
         if 0 < best < len(costs) - 1:  # parabola through the minimum and its neighbours, on the log grid
@@ -198,7 +215,7 @@ class WorldConverter:
 
         # 2. vocal-tract-length warp of the envelope
         loud = loud_voiced(f0, sp)
-        warp = self.estimate_warp(log_sp[loud], fs, target) ** self.warp_strength
+        warp = self.estimate_warp(log_sp[loud], fs, target, f0_ratio) ** self.warp_strength
         warp = float(np.clip(warp, self.warp_min, self.warp_max))
         bins = sp.shape[1]
         envelope = _interpolate_rows(log_sp, np.clip(np.arange(bins) / warp, 0, bins - 1))
