@@ -46,16 +46,24 @@ def test_piper_padded_batch_cuts_every_row_to_its_own_length(piper, whisper):
         assert wer(text, hear(whisper, audio, piper.sample_rate)) <= 0.2
 
 
+def _seconds(piper, speeds: list[float]) -> list[float]:
+    """Total duration per speed over three sentences (VITS samples its durations, so one clip varies)."""
+    texts = SENTENCES[:3]
+    jobs = [SynthJob(text, "joe", "en", speed=speed) for speed in speeds for text in texts]
+    audio = piper.run_batch(jobs)
+    return [sum(len(a) for a in audio[i * len(texts):(i + 1) * len(texts)]) / piper.sample_rate
+            for i in range(len(speeds))]
+
+
 def test_piper_speed_changes_duration(piper):
-    normal = piper.run_batch([SynthJob(SENTENCES[1], "joe", "en", speed=1.0)])[0]
-    fast = piper.run_batch([SynthJob(SENTENCES[1], "joe", "en", speed=2.0)])[0]
-    assert 0.4 < len(fast) / len(normal) < 0.7
+    normal, = _seconds(piper, [1.0])
+    fast, = _seconds(piper, [2.0])
+    assert 0.4 < fast / normal < 0.65
 
 
 def test_piper_batch_with_mixed_speeds(piper):
-    out = piper.run_batch([SynthJob(SENTENCES[0], "joe", "en", speed=1.0),
-                           SynthJob(SENTENCES[0], "joe", "en", speed=2.0)])
-    assert 0.4 < len(out[1]) / len(out[0]) < 0.7
+    normal, fast = _seconds(piper, [1.0, 2.0])
+    assert 0.4 < fast / normal < 0.65
 
 
 def test_espeak_lists_many_languages(espeak):
