@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from harmony.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
@@ -86,6 +87,33 @@ def form_str(form: FormData, name: str, default: str | None = None) -> str | Non
 def form_list(form: FormData, name: str) -> list[str]:
     values: list[Any] = form.getlist(name) + form.getlist(name + "[]")
     return [v for v in values if isinstance(v, str)]
+
+
+def parse_bool(value: str | None, name: str, default: bool = False) -> bool:
+    """A boolean form field: true/1/yes/on or false/0/no/off; anything else is a 400 naming the field."""
+    if value is None or value.strip() == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise InvalidRequest(f"'{name}' must be true or false, not '{value}'", param=name)
+
+
+def parse_number(value: str | None, name: str, default: float, lo: float, hi: float,
+                 low_inclusive: bool = True) -> float:
+    """A numeric form field within [lo, hi] (or (lo, hi] when not ``low_inclusive``); NaN and junk are 400s."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be a number, not '{value}'", param=name) from None
+    if math.isnan(number) or number > hi or number < lo or (number == lo and not low_inclusive):
+        bound = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"greater than {lo:g}"
+        raise InvalidRequest(f"'{name}' must be {bound}, not '{value}'", param=name)
+    return number
 
 
 async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:

@@ -15,36 +15,11 @@ from harmony.core.errors import HarmonyError, InvalidRequest
 from harmony.core.metrics import Metrics
 from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel
-from harmony.core.uploads import form_file, form_str, read_form
+from harmony.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
 from harmony.stt.service import TranscribeOptions, assemble, transcribe_windows
 from harmony.stt.types import SAMPLE_RATE, TranscriptionResult
 
 BACKENDS = {"faster-whisper": "harmony.stt.backends.faster_whisper:FasterWhisperBackend"}
-
-
-
-
-def parse_bool(value: str | None, name: str, default: bool = False) -> bool:
-    if value is None or value == "":
-        return default
-    lowered = value.strip().lower()
-    if lowered in ("true", "1", "yes", "on"):
-        return True
-    if lowered in ("false", "0", "no", "off"):
-        return False
-    raise InvalidRequest(f"'{name}' must be true or false, not '{value}'", param=name)
-
-
-def parse_float(value: str | None, name: str, default: float, lo: float, hi: float) -> float:
-    if value is None or value == "":
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise InvalidRequest(f"'{name}' must be a number, not '{value}'", param=name) from None
-    if not lo <= number <= hi:
-        raise InvalidRequest(f"'{name}' must be between {lo:g} and {hi:g}", param=name)
-    return number
 
 
 def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
@@ -60,7 +35,7 @@ def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
         language = form_str(form, "language") or None
         opts = TranscribeOptions(
             task=task, language=language.lower() if language else None, prompt=form_str(form, "prompt") or None,
-            temperature=parse_float(form_str(form, "temperature"), "temperature", 0.0, 0.0, 1.0),
+            temperature=parse_number(form_str(form, "temperature"), "temperature", 0.0, 0.0, 1.0),
             word_timestamps=parse_bool(form_str(form, "word_timestamps"), "word_timestamps"),
             vad_filter=parse_bool(form_str(form, "vad_filter"), "vad_filter"))
         stream = parse_bool(form_str(form, "stream"), "stream")

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from harmony.core.errors import InvalidRequest
+from harmony.core.uploads import parse_number
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
@@ -59,20 +59,8 @@ _LIMITS: dict[str, tuple[float, float, float, bool]] = {
 
 def parse_options(get: Callable[[str], str | None]) -> VadOptions:
     """VadOptions from form fields (``get(name)`` -> the raw string or None); InvalidRequest names a bad one."""
-    values: dict[str, float] = {}
-    for name, (default, lo, hi, inclusive) in _LIMITS.items():
-        raw = get(name)
-        if raw is None or raw.strip() == "":
-            values[name] = default
-            continue
-        try:
-            number = float(raw)
-        except ValueError:
-            raise InvalidRequest(f"'{name}' must be a number, not '{raw}'", param=name) from None
-        if math.isnan(number) or number > hi or number < lo or (number == lo and not inclusive):
-            bound = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"greater than {lo:g}"
-            raise InvalidRequest(f"'{name}' must be {bound}, not '{raw}'", param=name)
-        values[name] = number
+    values = {name: parse_number(get(name), name, default, lo, hi, low_inclusive=inclusive)
+              for name, (default, lo, hi, inclusive) in _LIMITS.items()}
     return VadOptions(**values)
 
 

@@ -17,9 +17,8 @@ from harmony.core.errors import InvalidRequest
 from harmony.core.metrics import Metrics
 from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
 from harmony.core.specs import NamedModel, Task
-from harmony.core.uploads import form_file, form_str, read_form
+from harmony.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
 from harmony.core.weights import cache_dir
-from harmony.stt.app import parse_bool, parse_float
 from harmony.vc.speech import cut_speech, parse_segments, require_speech
 from harmony.vc.types import ConversionJob
 from harmony.vc.voices import VoiceRecord, VoiceStore
@@ -58,7 +57,7 @@ def routes(registry: ModelRegistry, metrics: Metrics, store: VoiceStore | None) 
     async def embeddings(request: Request) -> dict[str, Any]:
         form = await read_form(request)
         model = _pick(registry, form_str(form, "model"), Task.embed)
-        minimum = parse_float(form_str(form, "min_speech_seconds"), "min_speech_seconds", 0.5, 0.0, 60.0)
+        minimum = parse_number(form_str(form, "min_speech_seconds"), "min_speech_seconds", 0.5, 0.0, 60.0)
         return_speech = parse_bool(form_str(form, "return_speech"), "return_speech")
         speech, audio_seconds = await _speech_of_files(form)
         seconds = require_speech(speech, WORK_RATE, max(minimum, 0.1))
@@ -82,7 +81,7 @@ def routes(registry: ModelRegistry, metrics: Metrics, store: VoiceStore | None) 
         if fmt not in AUDIO_FORMATS:
             raise InvalidRequest(f"'response_format' must be one of {', '.join(AUDIO_FORMATS)}",
                                  param="response_format")
-        rate = int(parse_float(form_str(form, "sample_rate"), "sample_rate", WORK_RATE, 8000, 48000))
+        rate = int(parse_number(form_str(form, "sample_rate"), "sample_rate", WORK_RATE, 8000, 48000))
         target = await _target(form, model, store)
         data, _ = await form_file(form)
         source = await asyncio.to_thread(decode_audio, data, rate)
@@ -114,7 +113,7 @@ def routes(registry: ModelRegistry, metrics: Metrics, store: VoiceStore | None) 
         record = VoiceRecord(id=store.new_id(), name=name, created_at=int(time.time()), embedding=embedding,
                              embedding_model=form_str(form, "embedding_model") or "", stats=stats,
                              converter=model.spec.name, speech_seconds=round(seconds, 3),
-                             reference_files=int(parse_float(form_str(form, "reference_files"), "reference_files",
+                             reference_files=int(parse_number(form_str(form, "reference_files"), "reference_files",
                                                              1, 1, 100)),
                              reference_sample_rate=WORK_RATE)
         flac = await asyncio.to_thread(_flac, speech, WORK_RATE)

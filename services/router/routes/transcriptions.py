@@ -10,7 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 from harmony.core.disconnect import until_disconnected
 from harmony.core.errors import HarmonyError, InvalidRequest
 from harmony.core.specs import Task
-from harmony.core.uploads import form_file, form_list, form_str, read_form
+from harmony.core.uploads import form_file, form_list, form_str, parse_bool, read_form
 from harmony.router.clients import ServiceClients
 from harmony.router.routing import ModelTable, ServedModel
 from harmony.router.transcript_formats import RESPONSE_FORMATS, render
@@ -49,7 +49,7 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     if granularities and response_format != "verbose_json":
         raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
                              param="timestamp_granularities")
-    stream = (form_str(form, "stream") or "false").lower() in ("true", "1")
+    stream = parse_bool(form_str(form, "stream"), "stream")
     data, filename = await form_file(form)
     fields = {name: value for name in PASSTHROUGH if (value := form_str(form, name))}
     if task == "translate":
