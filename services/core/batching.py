@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
@@ -22,6 +23,8 @@ from harmony.core.metrics import Metrics
 from harmony.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
+
+RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -40,7 +43,7 @@ class _Pending(Generic[In, Out]):
 class BatchStats:
     batches: int = 0
     items: int = 0
-    sizes: list[int] = field(default_factory=list)
+    sizes: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))  # the latest batches only
     dropped_cancelled: int = 0
     dropped_expired: int = 0
 

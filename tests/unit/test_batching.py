@@ -96,7 +96,7 @@ async def test_batch_closes_at_max_batch_size_and_remainder_after_delay(make_bat
     assert rec.times[0] - t0 < 0.7
     assert rec.times[1] - t0 < 0.7
     assert rec.times[2] - t0 >= 0.9
-    assert batcher.stats.sizes == [4, 4, 2]
+    assert list(batcher.stats.sizes) == [4, 4, 2]
 
 
 async def test_lone_item_runs_after_max_queue_delay(make_batcher):
