@@ -80,7 +80,7 @@ def _server(app, sock: socket.socket, drain_s: float, log_level: str) -> _Server
 
 
 async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None) -> int:
-    check_backends(config)
+    """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT."""
     from harmony.router.app import build_table, create_router_app
 
     # one service per factory: speaker embedding and voice conversion share the voice service
