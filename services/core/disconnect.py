@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, TypeVar
 
+from harmony.core.errors import HarmonyError
 from starlette.requests import Request
 
 T = TypeVar("T")
 
 
-class ClientDisconnected(Exception):
-    pass
+class ClientDisconnected(HarmonyError):
+    """The caller went away; its work was cancelled. Rendered like any error (nobody reads it), not logged as a crash."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    default_code = "client_disconnected"
 
 
 async def until_disconnected(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
@@ -23,7 +28,7 @@ async def until_disconnected(request: Request, work: Awaitable[T], poll_s: float
                 return task.result()
             if await request.is_disconnected():
                 task.cancel()
-                raise ClientDisconnected()
+                raise ClientDisconnected("the client closed the connection")
     finally:
         if not task.done():
             task.cancel()
