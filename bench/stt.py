@@ -142,8 +142,8 @@ def main() -> int:
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle)
 
-    from harmony.core.specs import ModelSource
-    from harmony.stt.weights import resolve_whisper_dir
+    from services.core.specs import ModelSource
+    from services.stt.weights import resolve_whisper_dir
 
     model_dir = str(resolve_whisper_dir(ModelSource(**MODELS[args.model]["source"])))
     print(f"# bench/stt.py  model={args.model}  instances={args.instances}  requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "

@@ -25,12 +25,12 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "serve":
-        from harmony.serve import run_serve
+        from services.serve import run_serve
 
         return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file)
     if args.command == "check-config":
-        from harmony.core.specs import ConfigError, load_config
-        from harmony.serve import check_backends
+        from services.core.specs import ConfigError, load_config
+        from services.serve import check_backends
 
         try:
             config = load_config(args.config)
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.config}: {len(config.models)} models, {len(config.routes)} routes: ok")
         return 0
     if args.command == "crds":
-        from harmony.core.crd import write_crds
+        from services.core.crd import write_crds
 
         write_crds(args.out)
         return 0

@@ -1,6 +1,6 @@
 """The router in Kubernetes: the public API, with its models from the operator's ConfigMap.
 
-    python -m harmony.router_main --models-file /etc/harmony/models.yaml --port 8000
+    python -m services.router_main --models-file /etc/harmony/models.yaml --port 8000
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import logging
 import sys
 
 import uvicorn
-from harmony.core.specs import HarmonyConfig, ServerSettings
-from harmony.router.app import create_router_app
-from harmony.router.cluster import ClusterSync
-from harmony.router.routing import ModelTable
+from services.core.specs import HarmonyConfig, ServerSettings
+from services.router.app import create_router_app
+from services.router.cluster import ClusterSync
+from services.router.routing import ModelTable
 
 
 async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str) -> None:
@@ -37,7 +37,7 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
 
 def main(argv: list[str] | None = None) -> int:
     defaults = ServerSettings()
-    parser = argparse.ArgumentParser(prog="python -m harmony.router_main", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m services.router_main", description=__doc__.split("\n")[0])
     parser.add_argument("--models-file", default="/etc/harmony/models.yaml")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8000)

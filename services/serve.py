@@ -23,21 +23,21 @@ from importlib import resources
 from pathlib import Path
 
 import uvicorn
-from harmony.core.specs import ConfigError, HarmonyConfig, NamedModel, Task, load_config, parse_config
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task, load_config, parse_config
 
 log = logging.getLogger("harmony.serve")
 
 SERVICE_FACTORIES = {
-    Task.stt: ("harmony.stt.app", "create_stt_app", "BACKENDS"),
-    Task.tts: ("harmony.tts.app", "create_tts_app", "BACKENDS"),
-    Task.vad: ("harmony.vad.app", "create_vad_app", "BACKENDS"),
-    Task.embed: ("harmony.vc.app", "create_vc_app", "BACKENDS"),
-    Task.vc: ("harmony.vc.app", "create_vc_app", "BACKENDS"),
+    Task.stt: ("services.stt.app", "create_stt_app", "BACKENDS"),
+    Task.tts: ("services.tts.app", "create_tts_app", "BACKENDS"),
+    Task.vad: ("services.vad.app", "create_vad_app", "BACKENDS"),
+    Task.embed: ("services.vc.app", "create_vc_app", "BACKENDS"),
+    Task.vc: ("services.vc.app", "create_vc_app", "BACKENDS"),
 }
 
 
 def default_config() -> HarmonyConfig:
-    text = resources.files("harmony").joinpath("defaults/serve.yaml").read_text()
+    text = resources.files("services").joinpath("defaults/serve.yaml").read_text()
     import yaml
 
     return parse_config(yaml.safe_load(text), origin="default config")
@@ -81,7 +81,7 @@ def _server(app, sock: socket.socket, drain_s: float, log_level: str) -> _Server
 
 async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None) -> int:
     """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT."""
-    from harmony.router.app import build_table, create_router_app
+    from services.router.app import build_table, create_router_app
 
     # one service per factory: speaker embedding and voice conversion share the voice service
     by_service: dict[tuple[str, str, str], list[NamedModel]] = defaultdict(list)

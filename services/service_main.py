@@ -1,6 +1,6 @@
 """One model service, on its own: what a SpeechModel's pods run in Kubernetes.
 
-    python -m harmony.service_main --model-file /etc/harmony/model.yaml --port 8080
+    python -m services.service_main --model-file /etc/harmony/model.yaml --port 8080
 
 The file holds one NamedModel (YAML), as the operator writes it into the model's
 ConfigMap. The app comes from the same factories ``harmony serve`` uses; SIGTERM
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from harmony.core.specs import ConfigError, NamedModel, ServerSettings
+from services.core.specs import ConfigError, NamedModel, ServerSettings
 from pydantic import ValidationError
 
 
@@ -37,8 +37,8 @@ def load_model(path: str | Path) -> NamedModel:
 
 def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_upload_bytes):
     """The FastAPI app of ``model``'s task, with its backend checked (ConfigError names the field)."""
-    from harmony.core.specs import HarmonyConfig
-    from harmony.serve import SERVICE_FACTORIES, check_backends
+    from services.core.specs import HarmonyConfig
+    from services.serve import SERVICE_FACTORIES, check_backends
 
     check_backends(HarmonyConfig(models=[model]))
     module, factory, _ = SERVICE_FACTORIES[model.task]
@@ -46,7 +46,7 @@ def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_up
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harmony.service_main", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m services.service_main", description=__doc__.split("\n")[0])
     parser.add_argument("--model-file", required=True, help="YAML file holding one NamedModel")
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)

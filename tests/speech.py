@@ -100,7 +100,7 @@ def cer(reference: str, hypothesis: str) -> float:
 
 def espeak(text: str, language: str) -> tuple[np.ndarray, int]:
     """Speech in any espeak-ng language (robotic, but Whisper understands it)."""
-    from harmony.tts.espeak_engine import EspeakEngine
+    from services.tts.espeak_engine import EspeakEngine
 
     engine = EspeakEngine.get()
     return engine.synthesize(text, language, words_per_minute=150), engine.sample_rate

@@ -21,7 +21,7 @@ from typing import BinaryIO, Literal, get_args
 
 import numpy as np
 import soxr
-from harmony.core.errors import InvalidAudio, InvalidRequest
+from services.core.errors import InvalidAudio, InvalidRequest
 
 __all__ = [
     "AudioFormat",

@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
-from harmony.core.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
-from harmony.core.metrics import Metrics
-from harmony.core.specs import BatchingSpec
+from services.core.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.metrics import Metrics
+from services.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
 

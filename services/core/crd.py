@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from harmony.core.specs import SpeechModelSpec, SpeechRouteSpec
+from services.core.specs import SpeechModelSpec, SpeechRouteSpec
 from pydantic import BaseModel, ConfigDict, Field
 
 GROUP = "harmony.dev"

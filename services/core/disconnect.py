@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Awaitable, TypeVar
 
-from harmony.core.errors import HarmonyError
+from services.core.errors import HarmonyError
 from starlette.requests import Request
 
 T = TypeVar("T")

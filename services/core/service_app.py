@@ -16,11 +16,11 @@ from typing import Any, Callable, Protocol
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from harmony.core.batching import DynamicBatcher
-from harmony.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
-from harmony.core.metrics import Metrics
-from harmony.core.specs import NamedModel
-from harmony.core.uploads import UploadLimitMiddleware
+from services.core.batching import DynamicBatcher
+from services.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
+from services.core.metrics import Metrics
+from services.core.specs import NamedModel
+from services.core.uploads import UploadLimitMiddleware
 
 log = logging.getLogger("harmony.service")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harmony.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
+from services.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from harmony.core.errors import HarmonyError
+from services.core.errors import HarmonyError
 
 
 class WeightsError(HarmonyError):

@@ -8,16 +8,16 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from harmony.core.errors import install_error_handlers
-from harmony.core.metrics import Metrics
-from harmony.core.specs import HarmonyConfig
-from harmony.core.uploads import UploadLimitMiddleware
-from harmony.router.clients import ServiceClients
-from harmony.router.pipelines import PipelineRunner
-from harmony.router.routes import conversions, embeddings, speech, transcriptions, vad, voice_admin
-from harmony.router.routes import models as models_routes
-from harmony.router.routing import ModelTable
-from harmony.router.voices import VoiceDirectory
+from services.core.errors import install_error_handlers
+from services.core.metrics import Metrics
+from services.core.specs import HarmonyConfig
+from services.core.uploads import UploadLimitMiddleware
+from services.router.clients import ServiceClients
+from services.router.pipelines import PipelineRunner
+from services.router.routes import conversions, embeddings, speech, transcriptions, vad, voice_admin
+from services.router.routes import models as models_routes
+from services.router.routing import ModelTable
+from services.router.voices import VoiceDirectory
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:

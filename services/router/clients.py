@@ -7,8 +7,8 @@ import json
 from typing import Any, AsyncIterator
 
 import httpx
-from harmony.core.errors import HarmonyError, ServiceUnavailable, error_from_body
-from harmony.router.routing import ModelTable, Replica, ServedModel
+from services.core.errors import HarmonyError, ServiceUnavailable, error_from_body
+from services.router.routing import ModelTable, Replica, ServedModel
 
 
 class ServiceClients:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from harmony.core.specs import NamedModel, NamedRoute
-from harmony.router.routing import ModelTable
+from services.core.specs import NamedModel, NamedRoute
+from services.router.routing import ModelTable
 from pydantic import ValidationError
 
 log = logging.getLogger("harmony.router.cluster")

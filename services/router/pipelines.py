@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-from harmony.core.errors import HarmonyError, InvalidRequest, ServiceUnavailable
-from harmony.core.specs import NamedRoute, RouteStep, Task
-from harmony.router.clients import ServiceClients
-from harmony.router.routing import ModelTable, ServedModel
-from harmony.router.voices import VoiceDirectory
+from services.core.errors import HarmonyError, InvalidRequest, ServiceUnavailable
+from services.core.specs import NamedRoute, RouteStep, Task
+from services.router.clients import ServiceClients
+from services.router.routing import ModelTable, ServedModel
+from services.router.voices import VoiceDirectory
 
 REFERENCE_MIN_SPEECH_S = 1.0
 

@@ -10,8 +10,8 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
-from harmony.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
-from harmony.core.specs import NamedModel, NamedRoute, Task
+from services.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from services.core.specs import NamedModel, NamedRoute, Task
 
 COOL_DOWN_S = 5.0
 

@@ -10,11 +10,11 @@ import asyncio
 import time
 
 import httpx
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import Task
-from harmony.router.clients import ServiceClients
-from harmony.router.routing import ModelTable, ServedModel
-from harmony.tts.types import VoiceInfo
+from services.core.errors import InvalidRequest
+from services.core.specs import Task
+from services.router.clients import ServiceClients
+from services.router.routing import ModelTable, ServedModel
+from services.tts.types import VoiceInfo
 
 # OpenAI's voice names: each means "the default voice for the requested language".
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",

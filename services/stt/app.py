@@ -9,17 +9,17 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from harmony.core.audio import decode_audio
-from harmony.core.disconnect import until_disconnected
-from harmony.core.errors import HarmonyError, InvalidRequest
-from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
-from harmony.core.specs import NamedModel
-from harmony.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
-from harmony.stt.service import TranscribeOptions, assemble, transcribe_windows
-from harmony.stt.types import SAMPLE_RATE, TranscriptionResult
+from services.core.audio import decode_audio
+from services.core.disconnect import until_disconnected
+from services.core.errors import HarmonyError, InvalidRequest
+from services.core.metrics import Metrics
+from services.core.service_app import LoadedModel, ModelRegistry, build_service
+from services.core.specs import NamedModel
+from services.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
+from services.stt.service import TranscribeOptions, assemble, transcribe_windows
+from services.stt.types import SAMPLE_RATE, TranscriptionResult
 
-BACKENDS = {"faster-whisper": "harmony.stt.backends.faster_whisper:FasterWhisperBackend"}
+BACKENDS = {"faster-whisper": "services.stt.backends.faster_whisper:FasterWhisperBackend"}
 
 
 def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from harmony.stt.types import SAMPLE_RATE, WINDOW_SECONDS
+from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 
 
 @dataclass

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import numpy as np
-from harmony.core.service_app import LoadedModel
-from harmony.stt.chunking import Window, fixed_windows, vad_windows
-from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, SttTask, TranscriptionResult, Word
+from services.core.service_app import LoadedModel
+from services.stt.chunking import Window, fixed_windows, vad_windows
+from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, SttTask, TranscriptionResult, Word
 
 
 @dataclass

@@ -8,18 +8,18 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from harmony.core.audio import CONTENT_TYPES, AudioFormat, StreamingEncoder, resample
-from harmony.core.errors import InvalidRequest
-from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
-from harmony.core.specs import NamedModel
-from harmony.tts.service import synthesize_sentences
+from services.core.audio import CONTENT_TYPES, AudioFormat, StreamingEncoder, resample
+from services.core.errors import InvalidRequest
+from services.core.metrics import Metrics
+from services.core.service_app import LoadedModel, ModelRegistry, build_service
+from services.core.specs import NamedModel
+from services.tts.service import synthesize_sentences
 from pydantic import BaseModel, Field
 
 BACKENDS = {
-    "piper": "harmony.tts.backends.piper:PiperBackend",
-    "espeak": "harmony.tts.backends.espeak:EspeakBackend",
-    "kokoro": "harmony.tts.backends.kokoro:KokoroBackend",
+    "piper": "services.tts.backends.piper:PiperBackend",
+    "espeak": "services.tts.backends.espeak:EspeakBackend",
+    "kokoro": "services.tts.backends.kokoro:KokoroBackend",
 }
 
 

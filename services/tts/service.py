@@ -6,10 +6,10 @@ import asyncio
 from typing import AsyncIterator
 
 import numpy as np
-from harmony.core.errors import InvalidRequest
-from harmony.core.service_app import LoadedModel
-from harmony.tts.text import split_sentences
-from harmony.tts.types import SynthJob
+from services.core.errors import InvalidRequest
+from services.core.service_app import LoadedModel
+from services.tts.text import split_sentences
+from services.tts.types import SynthJob
 
 
 async def synthesize_sentences(model: LoadedModel, text: str, voice: str, language: str, speed: float

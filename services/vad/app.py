@@ -6,16 +6,16 @@ import asyncio
 
 import numpy as np
 from fastapi import APIRouter, Request
-from harmony.core.audio import decode_audio
-from harmony.core.disconnect import until_disconnected
-from harmony.core.errors import HarmonyError
-from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
-from harmony.core.specs import NamedModel
-from harmony.core.uploads import form_file, form_str, read_form
-from harmony.vad.segments import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, parse_options, speech_segments
+from services.core.audio import decode_audio
+from services.core.disconnect import until_disconnected
+from services.core.errors import HarmonyError
+from services.core.metrics import Metrics
+from services.core.service_app import LoadedModel, ModelRegistry, build_service
+from services.core.specs import NamedModel
+from services.core.uploads import form_file, form_str, read_form
+from services.vad.segments import FRAME_SAMPLES, SAMPLE_RATE, VadOptions, parse_options, speech_segments
 
-BACKENDS = {"silero": "harmony.vad.backends.silero:SileroVadBackend"}
+BACKENDS = {"silero": "services.vad.backends.silero:SileroVadBackend"}
 
 
 

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from harmony.core.uploads import parse_number
+from services.core.uploads import parse_number
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512

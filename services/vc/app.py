@@ -11,21 +11,21 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from harmony.core.audio import AUDIO_FORMATS, CONTENT_TYPES, decode_audio, encode_audio, resample
-from harmony.core.disconnect import until_disconnected
-from harmony.core.errors import InvalidRequest
-from harmony.core.metrics import Metrics
-from harmony.core.service_app import LoadedModel, ModelRegistry, build_service
-from harmony.core.specs import NamedModel, Task
-from harmony.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
-from harmony.core.weights import cache_dir
-from harmony.vc.speech import cut_speech, parse_segments, require_speech
-from harmony.vc.types import ConversionJob
-from harmony.vc.voices import VoiceRecord, VoiceStore
+from services.core.audio import AUDIO_FORMATS, CONTENT_TYPES, decode_audio, encode_audio, resample
+from services.core.disconnect import until_disconnected
+from services.core.errors import InvalidRequest
+from services.core.metrics import Metrics
+from services.core.service_app import LoadedModel, ModelRegistry, build_service
+from services.core.specs import NamedModel, Task
+from services.core.uploads import form_file, form_str, parse_bool, parse_number, read_form
+from services.core.weights import cache_dir
+from services.vc.speech import cut_speech, parse_segments, require_speech
+from services.vc.types import ConversionJob
+from services.vc.voices import VoiceRecord, VoiceStore
 
 BACKENDS = {
-    "resemblyzer": "harmony.vc.backends.resemblyzer:ResemblyzerEncoder",
-    "world": "harmony.vc.backends.world:WorldConverter",
+    "resemblyzer": "services.vc.backends.resemblyzer:ResemblyzerEncoder",
+    "world": "services.vc.backends.world:WorldConverter",
 }
 WORK_RATE = 24000          # the rate reference and source audio are decoded at
 MIN_REFERENCE_S = 1.0      # a voice needs at least this much speech

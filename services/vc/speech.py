@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import numpy as np
-from harmony.core.errors import InvalidRequest
+from services.core.errors import InvalidRequest
 
 GAP_S = 0.05
 

@@ -14,7 +14,7 @@ class ConversionJob:
     """Convert ``audio`` (mono float32 at ``sample_rate``) toward a target speaker.
 
     ``target`` holds the converter's own speaker statistics of the target (for the
-    WORLD converter, ``harmony.vc.stats.SpeakerStats``); the output keeps ``sample_rate``.
+    WORLD converter, ``services.vc.stats.SpeakerStats``); the output keeps ``sample_rate``.
     """
 
     audio: np.ndarray

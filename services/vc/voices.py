@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harmony.core.errors import NotFound
+from services.core.errors import NotFound
 from pydantic import BaseModel, Field
 
 VOICE_ID = re.compile(r"^voice_[0-9a-f]{16}$")

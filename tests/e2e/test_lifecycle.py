@@ -22,7 +22,7 @@ def test_invalid_config_fails_at_start_naming_the_field(tmp_path):
     bad = {"models": [{**TINY["models"][0], "batching": {"max_batch_size": 0}}]}
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
-    result = subprocess.run([sys.executable, "-m", "harmony.cli", "serve", "--config", str(path)],
+    result = subprocess.run([sys.executable, "-m", "services.cli", "serve", "--config", str(path)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "models[0].batching.max_batch_size" in result.stderr

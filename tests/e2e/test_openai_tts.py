@@ -12,7 +12,7 @@ import numpy as np
 import openai
 import pytest
 import soundfile
-from harmony.core.audio import decode_audio
+from services.core.audio import decode_audio
 
 from tests.speech import SENTENCES, cer, normalize, wer
 

@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 import yaml
-from harmony.core.audio import decode_audio
+from services.core.audio import decode_audio
 
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes, wer

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from harmony.core.specs import parse_config
-from harmony.router.app import build_table, create_router_app
-from harmony.stt.app import create_stt_app
+from services.core.specs import parse_config
+from services.router.app import build_table, create_router_app
+from services.stt.app import create_stt_app
 
 from tests.servers import ServerThread
 

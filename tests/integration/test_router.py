@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from harmony.core.specs import parse_config
-from harmony.router.app import build_table, create_router_app
+from services.core.specs import parse_config
+from services.router.app import build_table, create_router_app
 
 from tests.integration.conftest import CONFIG
 from tests.servers import ServerThread, free_port

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harmony.core.audio import resample
-from harmony.stt.types import ChunkJob
-from harmony.tts.types import SynthJob
+from services.core.audio import resample
+from services.stt.types import ChunkJob
+from services.tts.types import SynthJob
 
 from tests import models
 from tests.speech import SENTENCES, normalize, wer

@@ -8,11 +8,11 @@ import threading
 import httpx
 import numpy as np
 import pytest
-from harmony.core.audio import resample
-from harmony.core.specs import NamedModel, parse_config
-from harmony.router.app import build_table, create_router_app
-from harmony.vad.app import create_vad_app
-from harmony.vad.backends.silero import SileroVadBackend
+from services.core.audio import resample
+from services.core.specs import NamedModel, parse_config
+from services.router.app import build_table, create_router_app
+from services.vad.app import create_vad_app
+from services.vad.backends.silero import SileroVadBackend
 
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harmony.core.errors import ModelNotFound
-from harmony.core.specs import NamedRoute, SpeechModelSpec, Task
-from harmony.router.cluster import ClusterSync
-from harmony.router.routing import ModelTable
-from harmony.serve import default_config
-from harmony.service_main import build_app, load_model
-from harmony.service_main import main as service_main
+from services.core.errors import ModelNotFound
+from services.core.specs import NamedRoute, SpeechModelSpec, Task
+from services.router.cluster import ClusterSync
+from services.router.routing import ModelTable
+from services.serve import default_config
+from services.service_main import build_app, load_model
+from services.service_main import main as service_main
 from harmony_operator import manifests, names
 
 ROUTE = NamedRoute.model_validate({"name": "transcribe-en", "task": "stt",

@@ -1,4 +1,4 @@
-"""Round trips through harmony.core.audio: decode, resample, encode, stream."""
+"""Round trips through services.core.audio: decode, resample, encode, stream."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from harmony.core.audio import (
+from services.core.audio import (
     CONTENT_TYPES,
     StreamingEncoder,
     decode_audio,
     encode_audio,
     resample,
 )
-from harmony.core.errors import InvalidAudio, InvalidRequest
+from services.core.errors import InvalidAudio, InvalidRequest
 
 SR = 24000
 DURATION = 1.5
@@ -375,7 +375,7 @@ def test_resample_same_rate_is_noop(signal):
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_decoded_length_is_capped(signal, fmt, monkeypatch):
-    import harmony.core.audio as audio
+    import services.core.audio as audio
 
     data = encode_audio(signal, SR, fmt)
     monkeypatch.setattr(audio, "MAX_DECODE_SECONDS", 1)

@@ -13,10 +13,10 @@ import time
 from typing import Any, Callable, Sequence
 
 import pytest
-from harmony.core.batching import DynamicBatcher
-from harmony.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
-from harmony.core.metrics import Metrics
-from harmony.core.specs import BatchingSpec
+from services.core.batching import DynamicBatcher
+from services.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.metrics import Metrics
+from services.core.specs import BatchingSpec
 
 
 class Recorder:

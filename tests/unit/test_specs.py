@@ -1,4 +1,4 @@
-"""Config schema (harmony.core.specs), backend checks (harmony.serve) and ``harmony check-config``.
+"""Config schema (services.core.specs), backend checks (services.serve) and ``harmony check-config``.
 
 Every failure must be a ConfigError whose message names the offending field.
 """
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from harmony.cli import main as cli_main
-from harmony.core.specs import (
+from services.cli import main as cli_main
+from services.core.specs import (
     BatchingSpec,
     ConfigError,
     HarmonyConfig,
@@ -22,7 +22,7 @@ from harmony.core.specs import (
     load_config,
     parse_config,
 )
-from harmony.serve import check_backends, default_config
+from services.serve import check_backends, default_config
 
 MODEL: dict[str, Any] = {
     "name": "whisper-tiny.en",
@@ -258,7 +258,7 @@ def test_unknown_backend_fails_check_backends():
 
 
 def test_every_task_has_a_service():
-    from harmony import serve
+    from services import serve
 
     assert set(serve.SERVICE_FACTORIES) == set(Task)
 

@@ -1,6 +1,6 @@
 """Sentence splitting for streamed synthesis."""
 
-from harmony.tts.text import split_sentences
+from services.tts.text import split_sentences
 
 
 def test_splits_on_sentence_ends_and_keeps_the_punctuation():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from harmony.core.errors import InvalidRequest
-from harmony.vad.segments import VadOptions, parse_options, speech_ranges, speech_segments
+from services.core.errors import InvalidRequest
+from services.vad.segments import VadOptions, parse_options, speech_ranges, speech_segments
 
 F = 512  # samples per frame (32 ms at 16 kHz)
 RAW = {"min_speech_duration_ms": 0, "min_silence_duration_ms": 0, "speech_pad_ms": 0}

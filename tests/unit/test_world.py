@@ -7,13 +7,13 @@ import math
 
 import numpy as np
 import pytest
-from harmony.core.audio import resample
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import NamedModel
-from harmony.tts.types import SynthJob
-from harmony.vc.backends.world import WorldConverter
-from harmony.vc.stats import SpeakerStats, analyze_speech
-from harmony.vc.types import ConversionJob, VoiceConverter
+from services.core.audio import resample
+from services.core.errors import InvalidRequest
+from services.core.specs import NamedModel
+from services.tts.types import SynthJob
+from services.vc.backends.world import WorldConverter
+from services.vc.stats import SpeakerStats, analyze_speech
+from services.vc.types import ConversionJob, VoiceConverter
 from pydantic import ValidationError
 
 from tests import models
@@ -87,7 +87,7 @@ def embed(encoder, audio: np.ndarray, rate: int) -> np.ndarray:
 
 
 def transcribe(whisper, audio: np.ndarray, rate: int) -> str:
-    from harmony.stt.types import ChunkJob
+    from services.stt.types import ChunkJob
 
     result = whisper.run_batch([ChunkJob(audio=resample(audio, rate, 16000), offset=0.0, language="en")])[0]
     return " ".join(s.text for s in result.segments)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from harmony.core.audio import AUDIO_FORMATS, CONTENT_TYPES
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import Task
-from harmony.core.uploads import form_file, form_str, read_form
-from harmony.router.pipelines import PipelineRunner, PipelineState
-from harmony.router.routes.embeddings import first_model
+from services.core.audio import AUDIO_FORMATS, CONTENT_TYPES
+from services.core.errors import InvalidRequest
+from services.core.specs import Task
+from services.core.uploads import form_file, form_str, read_form
+from services.router.pipelines import PipelineRunner, PipelineState
+from services.router.routes.embeddings import first_model
 from starlette.datastructures import UploadFile
 
 

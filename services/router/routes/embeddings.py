@@ -6,10 +6,10 @@ import json
 from typing import Any
 
 from fastapi import APIRouter, Request
-from harmony.core.specs import Task
-from harmony.core.uploads import form_file, form_str, read_form
-from harmony.router.clients import ServiceClients
-from harmony.router.routing import ModelTable
+from services.core.specs import Task
+from services.core.uploads import form_file, form_str, read_form
+from services.router.clients import ServiceClients
+from services.router.routing import ModelTable
 
 
 def first_model(table: ModelTable, task: Task, name: str | None = None):

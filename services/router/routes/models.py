@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from harmony.core.errors import ModelNotFound
-from harmony.router.routing import ModelTable
+from services.core.errors import ModelNotFound
+from services.router.routing import ModelTable
 
 
 def routes(table: ModelTable) -> APIRouter:

@@ -8,12 +8,12 @@ from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from harmony.core.audio import CONTENT_TYPES, AudioFormat
-from harmony.core.errors import HarmonyError, InvalidRequest
-from harmony.core.specs import Task
-from harmony.router.clients import ServiceClients
-from harmony.router.pipelines import PipelineRunner, PipelineState
-from harmony.router.voices import VoiceDirectory
+from services.core.audio import CONTENT_TYPES, AudioFormat
+from services.core.errors import HarmonyError, InvalidRequest
+from services.core.specs import Task
+from services.router.clients import ServiceClients
+from services.router.pipelines import PipelineRunner, PipelineState
+from services.router.voices import VoiceDirectory
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 MAX_INPUT_CHARS = 4096

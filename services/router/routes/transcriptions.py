@@ -7,14 +7,14 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
-from harmony.core.disconnect import until_disconnected
-from harmony.core.errors import HarmonyError, InvalidRequest
-from harmony.core.specs import Task
-from harmony.core.uploads import form_file, form_list, form_str, parse_bool, read_form
-from harmony.router.clients import ServiceClients
-from harmony.router.routing import ModelTable, ServedModel
-from harmony.router.transcript_formats import RESPONSE_FORMATS, render
-from harmony.stt.types import TranscriptionResult
+from services.core.disconnect import until_disconnected
+from services.core.errors import HarmonyError, InvalidRequest
+from services.core.specs import Task
+from services.core.uploads import form_file, form_list, form_str, parse_bool, read_form
+from services.router.clients import ServiceClients
+from services.router.routing import ModelTable, ServedModel
+from services.router.transcript_formats import RESPONSE_FORMATS, render
+from services.stt.types import TranscriptionResult
 
 GRANULARITIES = ("word", "segment")
 PASSTHROUGH = ("language", "prompt", "temperature", "vad_filter")

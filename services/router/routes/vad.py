@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from harmony.core.disconnect import until_disconnected
-from harmony.core.errors import ModelNotFound
-from harmony.core.specs import Task
-from harmony.core.uploads import form_file, form_str, read_form
-from harmony.router.clients import ServiceClients
-from harmony.router.routing import ModelTable, ServedModel
-from harmony.vad.segments import parse_options
+from services.core.disconnect import until_disconnected
+from services.core.errors import ModelNotFound
+from services.core.specs import Task
+from services.core.uploads import form_file, form_str, read_form
+from services.router.clients import ServiceClients
+from services.router.routing import ModelTable, ServedModel
+from services.vad.segments import parse_options
 
 
 def default_model(table: ModelTable) -> ServedModel:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from harmony.core.errors import InvalidRequest, NotFound
-from harmony.core.specs import Task
-from harmony.core.uploads import form_str, read_form
-from harmony.router.clients import ServiceClients
-from harmony.router.pipelines import PipelineRunner, PipelineState
-from harmony.router.routing import ServedModel
-from harmony.router.voices import VoiceDirectory
+from services.core.errors import InvalidRequest, NotFound
+from services.core.specs import Task
+from services.core.uploads import form_str, read_form
+from services.router.clients import ServiceClients
+from services.router.pipelines import PipelineRunner, PipelineState
+from services.router.routing import ServedModel
+from services.router.voices import VoiceDirectory
 from starlette.datastructures import UploadFile
 
 MAX_REFERENCE_FILES = 8

@@ -16,10 +16,10 @@ from math import ceil
 from typing import Sequence
 
 import numpy as np
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import NamedModel
-from harmony.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, Word
-from harmony.stt.weights import resolve_whisper_dir
+from services.core.errors import InvalidRequest
+from services.core.specs import NamedModel
+from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, Word
+from services.stt.weights import resolve_whisper_dir
 
 log = logging.getLogger("harmony.stt.whisper")
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from harmony.core.specs import NamedModel
-from harmony.tts.types import SynthJob, VoiceInfo
+from services.core.specs import NamedModel
+from services.tts.types import SynthJob, VoiceInfo
 
 BASE_WORDS_PER_MINUTE = 175
 MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's own limits
@@ -29,7 +29,7 @@ class EspeakBackend:
         self._voices: list[VoiceInfo] = []
 
     def load(self) -> None:
-        from harmony.tts.espeak_engine import EspeakEngine
+        from services.tts.espeak_engine import EspeakEngine
 
         self.engine = EspeakEngine.get()
         self.sample_rate = self.engine.sample_rate

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import NamedModel
-from harmony.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
-from harmony.tts.types import SynthJob, VoiceInfo
+from services.core.errors import InvalidRequest
+from services.core.specs import NamedModel
+from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
+from services.tts.types import SynthJob, VoiceInfo
 
 log = logging.getLogger("harmony.tts.kokoro")
 

@@ -14,9 +14,9 @@ import time
 from typing import Sequence
 
 import numpy as np
-from harmony.core.specs import NamedModel
-from harmony.core.weights import WeightsError
-from harmony.tts.types import SynthJob, VoiceInfo
+from services.core.specs import NamedModel
+from services.core.weights import WeightsError
+from services.tts.types import SynthJob, VoiceInfo
 
 log = logging.getLogger("harmony.tts.piper")
 

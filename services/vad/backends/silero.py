@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from harmony.core.specs import NamedModel
-from harmony.core.weights import WeightsError, package_dir
+from services.core.specs import NamedModel
+from services.core.weights import WeightsError, package_dir
 
 log = logging.getLogger("harmony.vad.silero")
 

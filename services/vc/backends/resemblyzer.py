@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from harmony.core.errors import InvalidAudio
-from harmony.core.specs import NamedModel
-from harmony.core.weights import WeightsError, package_dir, sha256_of
+from services.core.errors import InvalidAudio
+from services.core.specs import NamedModel
+from services.core.weights import WeightsError, package_dir, sha256_of
 
 log = logging.getLogger("harmony.vc.resemblyzer")
 

@@ -9,7 +9,7 @@ envelope; D4C aperiodicity) and resynthesised with
 2. the spectral envelope warped along frequency, vocal-tract-length style: the value at f is read at
    f / alpha, so every formant moves by alpha. alpha is the scaling, searched on a log grid inside
    ``warp_min`` .. ``warp_max`` (parabolic refinement), that brings the source's loud voiced frames
-   nearest to the target's envelope codebook (``harmony.vc.stats``), with a weak prior toward
+   nearest to the target's envelope codebook (``services.vc.stats``), with a weak prior toward
    (target F0 / source F0) ** 0.5 that decides where the envelope evidence is flat; raised to
    ``warp_strength``;
 3. the long-term envelope corrected toward the target: ``envelope_strength`` times the (smoothed)
@@ -30,7 +30,7 @@ statistics made by ``analyze`` use the converter's own F0 method, so the two pit
 Options (``spec.options``), defaults chosen with ``bench/clone_quality.py``: ``f0_method`` (harvest | dio),
 ``frame_period_ms``, ``warp_strength``, ``warp_min``, ``warp_max``, ``warp_prior``, ``warp_prior_exponent``,
 ``envelope_strength``, ``codebook_strength``, ``envelope_max_db``, ``f0_range``.
-A neural converter later implements the same protocol (``harmony.vc.types.VoiceConverter``).
+A neural converter later implements the same protocol (``services.vc.types.VoiceConverter``).
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from harmony.core.errors import InvalidRequest
-from harmony.core.specs import NamedModel
-from harmony.vc.stats import (
+from services.core.errors import InvalidRequest
+from services.core.specs import NamedModel
+from services.vc.stats import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
     SpeakerStats,
@@ -53,7 +53,7 @@ from harmony.vc.stats import (
     nearest,
     world_f0,
 )
-from harmony.vc.types import ConversionJob
+from services.vc.types import ConversionJob
 
 log = logging.getLogger("harmony.vc.world")
 

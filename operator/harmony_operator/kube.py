@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from harmony_operator.names import API_VERSION, MODELS, ROUTES
+from .names import API_VERSION, MODELS, ROUTES
 
 # kind -> (API prefix, plural); every kind the operator touches is namespaced.
 RESOURCES: dict[str, tuple[str, str]] = {

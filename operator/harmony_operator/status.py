@@ -6,7 +6,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from harmony_operator import names
+from . import names
 
 
 def now() -> str:

@@ -11,9 +11,9 @@ import hashlib
 from typing import Any
 
 import yaml
-from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
-from harmony_operator import names
-from harmony_operator.settings import OperatorSettings
+from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from . import names
+from .settings import OperatorSettings
 
 CONFIG_DIR = "/etc/harmony"
 CACHE_DIR = "/var/cache/harmony"
@@ -34,7 +34,7 @@ def spec_dump(spec: SpeechModelSpec | SpeechRouteSpec, exclude: set[str] | None 
 
 
 def model_file(name: str, spec: SpeechModelSpec) -> str:
-    """The YAML file ``python -m harmony.service_main --model-file`` reads: one NamedModel."""
+    """The YAML file ``python -m services.service_main --model-file`` reads: one NamedModel."""
     return yaml.safe_dump({"name": name, **spec_dump(spec, _SCALING_FIELDS)}, sort_keys=False)
 
 
@@ -77,7 +77,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "name": "model",
         "image": image_for(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["python", "-m", "harmony.service_main"],
+        "command": ["python", "-m", "services.service_main"],
         "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT)],
         "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
         "env": [

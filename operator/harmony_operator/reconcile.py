@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from harmony.core.specs import NamedModel, NamedRoute, SpeechModelSpec
-from harmony_operator import manifests, names, status
-from harmony_operator.kube import Kube, KubeError
-from harmony_operator.settings import OperatorSettings
+from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
+from . import manifests, names, status
+from .kube import Kube, KubeError
+from .settings import OperatorSettings
 from pydantic import ValidationError
 
 log = logging.getLogger("harmony.operator")

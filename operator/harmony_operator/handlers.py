@@ -20,9 +20,9 @@ import os
 from typing import Any
 
 import kopf
-from harmony_operator import names, reconcile
-from harmony_operator.kube import Kube
-from harmony_operator.settings import OperatorSettings
+from . import names, reconcile
+from .kube import Kube
+from .settings import OperatorSettings
 
 _INTERVAL = OperatorSettings.from_env().reconcile_interval_s
 MODEL = (names.GROUP, names.VERSION, names.MODELS)

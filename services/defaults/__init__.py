@@ -1,0 +1,1 @@
+"""The embedded default config of ``harmony serve`` (serve.yaml), shipped as package data."""
