@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 from . import names
 from .settings import OperatorSettings
 
@@ -230,14 +231,14 @@ def model_children(name: str, namespace: str, spec: SpeechModelSpec,
 
 
 def router_config(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> str:
-    """The router's models file: every model with its endpoint, and every route (sorted: stable output)."""
-    data = {
-        "models": [{"name": m.name, "endpoint": names.endpoint(m.name, namespace),
-                    "spec": spec_dump(m, exclude={"name"})} for m in sorted(models, key=lambda m: m.name)],
-        "routes": [{"name": r.name, "spec": spec_dump(r, exclude={"name"})}
-                   for r in sorted(routes, key=lambda r: r.name)],
-    }
-    return yaml.safe_dump(data, sort_keys=False)
+    """The router's models file (:class:`RouterModels`): every model with its endpoint, and every route."""
+    table = RouterModels(
+        models=[RouterModelEntry(name=m.name, endpoint=names.endpoint(m.name, namespace),
+                                 spec=SpeechModelSpec.model_validate(m.model_dump(exclude={"name"})))
+                for m in models],
+        routes=[RouterRouteEntry(name=r.name, spec=SpeechRouteSpec.model_validate(r.model_dump(exclude={"name"})))
+                for r in routes])
+    return table.to_yaml()
 
 
 def router_configmap(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import kopf
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
+from services.core.wire import SpeechModelStatus
 from . import manifests, names, status
 from .kube import Kube, KubeError
 from .settings import OperatorSettings
@@ -45,13 +46,19 @@ def _deleting(body: dict[str, Any]) -> bool:
     return bool(body.get("metadata", {}).get("deletionTimestamp"))
 
 
+def write_status(ctx: Context, kind: str, body: dict[str, Any], new: status.Status) -> None:
+    """Patch the status subresource of ``body`` (a SpeechModel or SpeechRoute), unless nothing changed."""
+    if not status.same(body.get("status"), new):
+        meta = body["metadata"]
+        ctx.kube.patch(kind, meta["namespace"], meta["name"], {"status": status.dump(new)}, subresource="status")
+
+
 def write_model_status(ctx: Context, body: dict[str, Any], deployment: dict[str, Any] | None,
-                       problem: status.Problem | None = None) -> dict[str, Any]:
+                       problem: status.Problem | None = None) -> SpeechModelStatus:
     meta = body["metadata"]
     new = status.model_status(meta["name"], meta["namespace"], deployment, body.get("status"), status.now(),
                               meta.get("generation"), problem)
-    if not status.same(body.get("status"), new):
-        ctx.kube.patch("SpeechModel", meta["namespace"], meta["name"], {"status": new}, subresource="status")
+    write_status(ctx, "SpeechModel", body, new)
     return new
 
 
@@ -60,7 +67,7 @@ def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.Temp
 
 
 def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any] | None = None,
-                    retry: int = 0) -> dict[str, Any] | None:
+                    retry: int = 0) -> SpeechModelStatus | None:
     """Create or patch everything the SpeechModel owns, then write its status.
 
     ``old_spec`` (on an update) lets the patches remove fields the new spec dropped.
@@ -184,8 +191,7 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
             route, missing, problem = _route_state(item, existing, public)
             meta = item["metadata"]
             new = status.route_status(missing, item.get("status"), status.now(), meta.get("generation"), problem)
-            if not status.same(item.get("status"), new):
-                ctx.kube.patch("SpeechRoute", namespace, meta["name"], {"status": new}, subresource="status")
+            write_status(ctx, "SpeechRoute", item, new)
             if route is not None and not missing:
                 routes.append(route)
         ctx.kube.apply(manifests.router_configmap(namespace, models, routes))

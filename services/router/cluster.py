@@ -1,6 +1,7 @@
 """Keep the router's model table in sync with the operator's ConfigMap (mounted as a file).
 
-The file (``harmony-router-models``, key ``models.yaml``) lists every SpeechModel
+The file (``harmony-router-models``, key ``models.yaml``) is a
+:class:`services.core.wire.RouterModels`, written by the operator: every SpeechModel
 with its spec and endpoint URL, and every ready SpeechRoute::
 
     models:
@@ -20,10 +21,10 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 from services.core.specs import NamedModel, NamedRoute
+from services.core.wire import RouterModels
 from services.router.routing import ModelTable
 from pydantic import ValidationError
 
@@ -32,16 +33,19 @@ log = logging.getLogger("harmony.router.cluster")
 
 @dataclass(frozen=True)
 class ClusterModels:
+    """The models file resolved for the table: each model with its endpoint URL, and the routes."""
+
     models: list[tuple[NamedModel, str]]  # spec, endpoint URL
     routes: list[NamedRoute]
 
+    @classmethod
+    def from_wire(cls, wire: RouterModels) -> "ClusterModels":
+        return cls([(entry.named(), entry.endpoint) for entry in wire.models], [entry.named() for entry in wire.routes])
 
-def parse_models(data: Any) -> ClusterModels:
-    data = data or {}
-    models = [(NamedModel.model_validate({**(m.get("spec") or {}), "name": m["name"]}), str(m["endpoint"]))
-              for m in data.get("models") or []]
-    routes = [NamedRoute.model_validate({**(r.get("spec") or {}), "name": r["name"]}) for r in data.get("routes") or []]
-    return ClusterModels(models, routes)
+
+def parse_models(text: str) -> ClusterModels:
+    """Parse the file the operator wrote; raises yaml.YAMLError or pydantic.ValidationError for a bad one."""
+    return ClusterModels.from_wire(RouterModels.from_yaml(text))
 
 
 def apply(table: ModelTable, state: ClusterModels) -> None:
@@ -82,8 +86,8 @@ class ClusterSync:
         if digest == self._digest:
             return False
         try:
-            state = parse_models(yaml.safe_load(text))
-        except (yaml.YAMLError, ValidationError, KeyError, TypeError, AttributeError) as exc:
+            state = parse_models(text)
+        except (yaml.YAMLError, ValidationError) as exc:
             log.error("ignoring %s, which is not a valid models file: %s", self.path, exc)
             self._digest = digest
             return False

@@ -11,8 +11,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 from services.core.crd import crds, openapi_to_jsonschema
-from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+from services.core.wire import RouterModels, SpeechModelStatus, SpeechRouteStatus
+from services.router import cluster
+from services.router.routing import ModelTable
 from harmony_operator import manifests, names, status
 from harmony_operator.kube import merge_patch, path
 from harmony_operator.settings import OperatorSettings
@@ -256,6 +260,42 @@ def test_router_config_lists_models_with_endpoints_and_routes() -> None:
     assert SpeechRouteSpec.model_validate(data["routes"][0]["spec"]).steps[0].model == "whisper-tiny.en"
 
 
+def test_router_config_round_trips_into_the_router_table() -> None:
+    models = [NamedModel.model_validate({**example(CPU)["spec"], "name": "whisper-tiny.en"}),
+              NamedModel.model_validate({**example(GPU)["spec"], "name": "whisper-base"})]
+    route = NamedRoute.model_validate({**example("speechroute.yaml")["spec"], "name": "english-transcription"})
+    text = manifests.router_config("speech", models, [route])
+
+    wire = RouterModels.from_yaml(text)
+    assert [(m.name, m.endpoint) for m in wire.models] == \
+        [(m.name, names.endpoint(m.name, "speech")) for m in sorted(models, key=lambda m: m.name)]
+    assert wire.to_yaml() == text  # the operator's output is the contract's own rendering
+    assert [m.named() for m in wire.models] == sorted(models, key=lambda m: m.name)
+    assert [r.named() for r in wire.routes] == [route]
+
+    table = ModelTable()
+    cluster.apply(table, cluster.parse_models(text))
+    assert set(table.models) == {"whisper-base", "whisper-tiny.en"}
+    assert table.models["whisper-base"].spec == models[1]
+    assert [r.url for r in table.models["whisper-tiny.en"].replicas] == [names.endpoint("whisper-tiny.en", "speech")]
+    assert table.routes["english-transcription"] == route
+    for alias in models[1].aliases:
+        assert table.resolve(alias, Task.stt).name == "whisper-base"
+
+    cluster.apply(table, cluster.parse_models(manifests.router_config("speech", models[:1], [])))
+    assert set(table.models) == {"whisper-tiny.en"} and table.routes == {}
+
+
+def test_router_models_file_rejects_bad_entries() -> None:
+    bad = ["models: [{name: broken}]\n",  # no endpoint, no spec
+           "models: [{name: Bad Name, endpoint: http://x, spec: {task: stt, backend: b, source: {package: p}}}]\n",
+           "models: {}\nsurprise: 1\n", "- a list\n"]
+    for text in bad:
+        with pytest.raises(ValidationError):
+            cluster.parse_models(text)
+    assert cluster.parse_models("") == cluster.ClusterModels([], [])
+
+
 # --- status ------------------------------------------------------------------------------------
 
 def deployment_with(replicas: int, ready: int, updated: int, conditions: list[dict[str, Any]] | None = None
@@ -264,17 +304,17 @@ def deployment_with(replicas: int, ready: int, updated: int, conditions: list[di
                                                        "updatedReplicas": updated, "conditions": conditions or []}}
 
 
-def conditions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    return {c["type"]: (c["status"], c["reason"]) for c in result["conditions"]}
+def conditions(result: SpeechModelStatus | SpeechRouteStatus) -> dict[str, tuple[str, str]]:
+    return {c.type: (c.status, c.reason) for c in result.conditions}
 
 
 def test_status_ready_and_stable() -> None:
     result = status.model_status("whisper-base", "speech", deployment_with(2, 2, 2), None, "2026-01-01T00:00:00Z", 3)
     assert conditions(result) == {"Ready": ("True", "MinimumReplicasReady"),
                                   "Progressing": ("False", "RolloutComplete"), "Degraded": ("False", "AsExpected")}
-    assert (result["readyReplicas"], result["replicas"], result["observedGeneration"]) == (2, 2, 3)
-    assert result["endpoint"] == names.endpoint("whisper-base", "speech")
-    assert result["selector"] == names.selector_string("whisper-base")
+    assert (result.readyReplicas, result.replicas, result.observedGeneration) == (2, 2, 3)
+    assert result.endpoint == names.endpoint("whisper-base", "speech")
+    assert result.selector == names.selector_string("whisper-base")
 
 
 def test_status_loading_rolling_and_stalled() -> None:
@@ -300,26 +340,32 @@ def test_status_validates_against_the_crd_schema() -> None:
     schema = openapi_to_jsonschema(crds()["speechmodels.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
                                    ["properties"]["status"])
     jsonschema.Draft4Validator(schema).validate(
-        status.model_status("m", "s", deployment_with(1, 1, 1), None, "2026-01-01T00:00:00Z", 1))
+        status.dump(status.model_status("m", "s", deployment_with(1, 1, 1), None, "2026-01-01T00:00:00Z", 1)))
     route_schema = openapi_to_jsonschema(crds()["speechroutes.yaml"]["spec"]["versions"][0]["schema"][
         "openAPIV3Schema"]["properties"]["status"])
-    jsonschema.Draft4Validator(route_schema).validate(status.route_status(["x"], None, "2026-01-01T00:00:00Z"))
+    jsonschema.Draft4Validator(route_schema).validate(
+        status.dump(status.route_status(["x"], None, "2026-01-01T00:00:00Z")))
 
 
 def test_transition_time_moves_only_on_a_change() -> None:
     first = status.model_status("m", "s", deployment_with(1, 0, 1), None, "2026-01-01T00:00:00Z")
     second = status.model_status("m", "s", deployment_with(1, 0, 1), first, "2026-01-01T00:05:00Z")
-    assert second["conditions"] == first["conditions"] and status.same(first, second)
+    assert second.conditions == first.conditions and status.same(first, second)
     third = status.model_status("m", "s", deployment_with(1, 1, 1), second, "2026-01-01T00:09:00Z")
-    ready = next(c for c in third["conditions"] if c["type"] == "Ready")
-    assert ready["lastTransitionTime"] == "2026-01-01T00:09:00Z" and not status.same(second, third)
+    ready = next(c for c in third.conditions if c.type == "Ready")
+    assert ready.lastTransitionTime == "2026-01-01T00:09:00Z" and not status.same(second, third)
+    # The previous status as the API returns it: JSON, compared field by field but for the times.
+    stored = status.dump(second)
+    assert status.same(stored, second) and not status.same(stored, third)
+    fourth = status.model_status("m", "s", deployment_with(1, 1, 1), status.dump(third), "2026-01-01T00:12:00Z")
+    assert fourth.conditions == third.conditions
 
 
 def test_route_status() -> None:
     missing = status.route_status(["whisper-small"], None, "2026-01-01T00:00:00Z")
-    assert missing["missingModels"] == ["whisper-small"]
+    assert missing.missingModels == ["whisper-small"]
     assert conditions(missing) == {"Ready": ("False", "MissingModel")}
-    assert "whisper-small" in missing["conditions"][0]["message"]
+    assert "whisper-small" in missing.conditions[0].message
     assert conditions(status.route_status([], missing, "2026-01-01T00:01:00Z")) == {"Ready": ("True", "ModelsExist")}
 
 
