@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
 
+    commands.add_parser("backends", help="list the installed backends (built-in and plugins) with their task, "
+                                         "languages and devices")
+
     crds = commands.add_parser("crds", help="print the Kubernetes CRDs (SpeechModel, SpeechRoute)")
     crds.add_argument("--out", metavar="DIR", help="write one YAML file per CRD into DIR instead")
 
@@ -30,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file)
     if args.command == "check-config":
         from services.core.specs import ConfigError, load_config
-        from services.serve import check_backends
+        from services.model_services import check_backends
 
         try:
             config = load_config(args.config)
@@ -40,12 +43,33 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"{args.config}: {len(config.models)} models, {len(config.routes)} routes: ok")
         return 0
+    if args.command == "backends":
+        return print_backends()
     if args.command == "crds":
         from services.core.crd import write_crds
 
         write_crds(args.out)
         return 0
     return 1
+
+
+def print_backends() -> int:
+    """One line per installed backend: name, task, languages, devices, and the distribution that registered it."""
+    from services.core.backends import BackendRegistry
+    from services.core.specs import ConfigError
+
+    try:
+        backends = BackendRegistry.installed().all()
+    except ConfigError as exc:
+        print(f"harmony: {exc}", file=sys.stderr)
+        return 2
+    rows = [("BACKEND", "TASK", "LANGUAGES", "DEVICES", "PACKAGE", "DESCRIPTION")]
+    rows += [(b.name, b.task.value, ",".join(b.languages) or "from the model", ",".join(b.devices),
+              b.distribution, b.description) for b in backends]
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[5])
+    return 0
 
 
 if __name__ == "__main__":

@@ -13,27 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
 import socket
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import uvicorn
-from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task, load_config, parse_config
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, load_config, parse_config
+from services.model_services import ModelService, check_backends, service_for
+
+__all__ = ["check_backends", "default_config", "run_serve", "serve"]
 
 log = logging.getLogger("harmony.serve")
-
-SERVICE_FACTORIES = {
-    Task.stt: ("services.stt.app", "create_stt_app", "BACKENDS"),
-    Task.tts: ("services.tts.app", "create_tts_app", "BACKENDS"),
-    Task.vad: ("services.vad.app", "create_vad_app", "BACKENDS"),
-    Task.embed: ("services.vc.app", "create_vc_app", "BACKENDS"),
-    Task.vc: ("services.vc.app", "create_vc_app", "BACKENDS"),
-}
 
 
 def default_config() -> HarmonyConfig:
@@ -41,19 +36,6 @@ def default_config() -> HarmonyConfig:
     import yaml
 
     return parse_config(yaml.safe_load(text), origin="default config")
-
-
-def check_backends(config: HarmonyConfig) -> None:
-    """Fail at start, naming the field, for a task or backend this build cannot serve."""
-    for index, model in enumerate(config.models):
-        if model.task not in SERVICE_FACTORIES:
-            raise ConfigError(f"models[{index}].task: no service for task '{model.task.value}' in this build "
-                              f"(available: {', '.join(t.value for t in SERVICE_FACTORIES)})")
-        module, _, table = SERVICE_FACTORIES[model.task]
-        backends = getattr(importlib.import_module(module), table)
-        if model.backend not in backends:
-            raise ConfigError(f"models[{index}].backend: unknown {model.task.value} backend '{model.backend}' "
-                              f"(available: {', '.join(backends)})")
 
 
 class _Server(uvicorn.Server):
@@ -79,30 +61,41 @@ def _server(app, sock: socket.socket, drain_s: float, log_level: str) -> _Server
     return _Server(config)
 
 
+@dataclass
+class RunningService:
+    name: str
+    server: _Server
+    sock: socket.socket
+    url: str
+
+
+def start_model_services(config: HarmonyConfig, log_level: str) -> list[RunningService]:
+    """One app per model service (speaker embedding and voice conversion share one), each on a loopback port."""
+    by_service: dict[ModelService, list[NamedModel]] = defaultdict(list)
+    for model in config.models:
+        by_service[service_for(model.task)].append(model)
+    running = []
+    for service, models in by_service.items():
+        app = service.create_app(models, config.server.max_upload_bytes)
+        sock = _loopback_socket()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        running.append(RunningService(service.name, _server(app, sock, config.server.drain_timeout_s, log_level),
+                                      sock, url))
+    return running
+
+
+def endpoints_of(config: HarmonyConfig, running: list[RunningService]) -> dict[str, list[str]]:
+    urls = {r.name: r.url for r in running}
+    return {model.name: [urls[service_for(model.task).name]] for model in config.models}
+
+
 async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None) -> int:
     """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT."""
     from services.router.app import build_table, create_router_app
 
-    # one service per factory: speaker embedding and voice conversion share the voice service
-    by_service: dict[tuple[str, str, str], list[NamedModel]] = defaultdict(list)
-    for model in config.models:
-        by_service[SERVICE_FACTORIES[model.task]].append(model)
-
-    services: list[tuple[str, _Server, socket.socket]] = []
-    endpoints: dict[str, list[str]] = {}
-    service_urls: dict[str, str] = {}
-    for (module, factory, _), models in by_service.items():
-        service_name = module.split(".")[1]
-        app = getattr(importlib.import_module(module), factory)(models, config.server.max_upload_bytes)
-        sock = _loopback_socket()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        for model in models:
-            endpoints[model.name] = [url]
-        services.append((service_name, _server(app, sock, config.server.drain_timeout_s, log_level), sock))
-        service_urls[service_name] = url
-
+    services = start_model_services(config, log_level)
     router_sock = _loopback_socket(config.server.host, config.server.port)
-    router_app = create_router_app(config, build_table(config, endpoints))
+    router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
     router = _server(router_app, router_sock, config.server.drain_timeout_s, log_level)
 
     stop = asyncio.Event()
@@ -111,39 +104,38 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
         loop.add_signal_handler(sig, stop.set)
 
     host, port = router_sock.getsockname()[:2]
-    shown_host = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    public = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
     router_task = asyncio.create_task(router.serve(sockets=[router_sock]), name="router")
-    service_tasks = [asyncio.create_task(s.serve(sockets=[sock]), name=f"service-{name}")
-                     for name, s, sock in services]
-    print(f"Harmony is starting: http://{shown_host}:{port}/v1 (loading models...)", flush=True)
-
-    async def announce_ready() -> None:
-        while not (router.started and all(s.started for _, s, _ in services)):
-            await asyncio.sleep(0.05)
-        print(f"Harmony is ready: http://{shown_host}:{port}/v1 "
-              f"(models: {', '.join(m.name for m in config.models)})", flush=True)
-        for task, url in service_urls.items():
-            print(f"  {task} service: {url}", flush=True)
-        if ready_file:
-            ready_file.write_text(f"http://{shown_host}:{port}\n")
-
-    ready_task = asyncio.create_task(announce_ready())
-    everything = [router_task, *service_tasks]
+    service_tasks = [asyncio.create_task(s.server.serve(sockets=[s.sock]), name=f"service-{s.name}")
+                     for s in services]
+    print(f"Harmony is starting: {public}/v1 (loading models...)", flush=True)
+    ready_task = asyncio.create_task(_announce_ready(config, router, services, public, ready_file))
     stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([stopper, *everything], return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait([stopper, router_task, *service_tasks], return_when=asyncio.FIRST_COMPLETED)
     crashed = [t for t in done if t is not stopper]
     ready_task.cancel()
 
     print("Harmony is stopping: draining in-flight requests...", flush=True)
     router.should_exit = True
     await asyncio.gather(router_task, return_exceptions=True)
-    for _, server, _ in services:
-        server.should_exit = True
+    for service in services:
+        service.server.should_exit = True
     await asyncio.gather(*service_tasks, return_exceptions=True)
     stopper.cancel()
     print("Harmony stopped.", flush=True)
     failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
     return 1 if crashed and failed else 0
+
+
+async def _announce_ready(config: HarmonyConfig, router: _Server, services: list[RunningService], public: str,
+                          ready_file: Path | None) -> None:
+    while not (router.started and all(s.server.started for s in services)):
+        await asyncio.sleep(0.05)
+    print(f"Harmony is ready: {public}/v1 (models: {', '.join(m.name for m in config.models)})", flush=True)
+    for service in services:
+        print(f"  {service.name} service: {service.url}", flush=True)
+    if ready_file:
+        ready_file.write_text(f"{public}\n")
 
 
 def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,

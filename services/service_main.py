@@ -10,7 +10,6 @@ lets in-flight requests finish (``--drain-timeout``) before the process exits.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
@@ -38,11 +37,10 @@ def load_model(path: str | Path) -> NamedModel:
 def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_upload_bytes):
     """The FastAPI app of ``model``'s task, with its backend checked (ConfigError names the field)."""
     from services.core.specs import HarmonyConfig
-    from services.serve import SERVICE_FACTORIES, check_backends
+    from services.model_services import check_backends, service_for
 
     check_backends(HarmonyConfig(models=[model]))
-    module, factory, _ = SERVICE_FACTORIES[model.task]
-    return getattr(importlib.import_module(module), factory)([model], max_upload_bytes)
+    return service_for(model.task).create_app([model], max_upload_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:

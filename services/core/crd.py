@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import yaml
 from services.core.specs import SpeechModelSpec, SpeechRouteSpec
+from services.core.wire import SpeechModelStatus, SpeechRouteStatus
 from pydantic import BaseModel, ConfigDict, Field
 
 GROUP = "harmony.dev"
@@ -28,42 +29,6 @@ CATEGORY = "harmony"
 # JSON-schema keywords that are value validations and survive unchanged.
 _KEEP = {"type", "description", "enum", "pattern", "minimum", "maximum", "minLength", "maxLength",
          "minItems", "maxItems", "format", "required", "uniqueItems", "default", "nullable"}
-
-
-class Condition(BaseModel):
-    """A status condition in the Kubernetes convention."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: str = Field(..., description="Ready, Progressing or Degraded")
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(..., description="one CamelCase word, e.g. MinimumReplicasReady, MissingModel")
-    message: str = ""
-    lastTransitionTime: str = Field(..., json_schema_extra={"format": "date-time"})
-    observedGeneration: int | None = None
-
-
-class SpeechModelStatus(BaseModel):
-    """Written by the operator."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    replicas: int = Field(0, description="pods of the model service (scale subresource)")
-    readyReplicas: int = Field(0, description="pods that passed /readyz")
-    selector: str = Field("", description="label selector of the pods (scale subresource)")
-    endpoint: str = Field("", description="URL of the model service inside the cluster")
-    observedGeneration: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
-
-
-class SpeechRouteStatus(BaseModel):
-    """Written by the operator."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    missingModels: list[str] = Field(default_factory=list, description="steps' models that do not exist")
-    observedGeneration: int | None = None
-    conditions: list[Condition] = Field(default_factory=list)
 
 
 def structural(schema: dict[str, Any], keep_top_defaults: bool = False) -> dict[str, Any]:

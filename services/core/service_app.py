@@ -8,40 +8,33 @@ task's own module.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any, Callable, Protocol
+from typing import Any, Generic, Sequence, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from services.core.backends import BackendRegistry
 from services.core.batching import DynamicBatcher
 from services.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
 from services.core.metrics import Metrics
-from services.core.specs import NamedModel
+from services.core.protocols import Backend, SttBackend, verify
+from services.core.specs import NamedModel, Task
 from services.core.uploads import UploadLimitMiddleware
 
 log = logging.getLogger("harmony.service")
 
 
-class Backend(Protocol):
-    """What every backend offers, whatever its task: load once, then run batches (blocking, in a worker thread)."""
-
-    name: str
-    task: str
-
-    def load(self) -> None: ...
-
-    def run_batch(self, items: list[Any]) -> list[Any]: ...
+B = TypeVar("B", bound=Backend)
 
 
-class LoadedModel:
-    """One model of a service: its spec, its backend and its batcher."""
+class LoadedModel(Generic[B]):
+    """One model of a service: its spec, its backend (typed by its task's protocol) and its batcher."""
 
-    def __init__(self, spec: NamedModel, backend: Backend, metrics: Metrics) -> None:
+    def __init__(self, spec: NamedModel, backend: B, metrics: Metrics) -> None:
         self.spec = spec
-        self.backend = backend
+        self.backend: B = backend
         self.metrics = metrics
         self.batcher: DynamicBatcher = DynamicBatcher(spec.name, backend.run_batch, spec.batching, metrics)
         self.ready = False
@@ -51,6 +44,7 @@ class LoadedModel:
         started = time.monotonic()
         try:
             await asyncio.to_thread(self.backend.load)
+            verify(self.backend, self.spec.task)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("loading %s failed", self.spec.name)
@@ -60,24 +54,27 @@ class LoadedModel:
         self.ready = True
 
     def describe(self) -> dict[str, Any]:
+        languages = self.backend.languages if isinstance(self.backend, SttBackend) else self.spec.languages
         return {"id": self.spec.name, "object": "model", "owned_by": "harmony", "task": self.spec.task.value,
                 "backend": self.spec.backend, "aliases": self.spec.aliases, "ready": self.ready,
-                "languages": getattr(self.backend, "languages", self.spec.languages)}
+                "languages": languages}
 
 
-class ModelRegistry:
+class ModelRegistry(Generic[B]):
+    """The models of one task in a service, by name and alias."""
+
     def __init__(self) -> None:
-        self.models: dict[str, LoadedModel] = {}
+        self.models: dict[str, LoadedModel[B]] = {}
 
-    def add(self, model: LoadedModel) -> None:
+    def add(self, model: LoadedModel[B]) -> None:
         self.models[model.spec.name] = model
         for alias in model.spec.aliases:
             self.models.setdefault(alias, model)
 
-    def unique(self) -> list[LoadedModel]:
+    def unique(self) -> list[LoadedModel[B]]:
         return list({id(m): m for m in self.models.values()}.values())
 
-    def get(self, name: str | None) -> LoadedModel:
+    def get(self, name: str | None) -> LoadedModel[B]:
         if not name:
             models = self.unique()
             if len(models) == 1:
@@ -95,16 +92,19 @@ class ModelRegistry:
         return model
 
 
-def create_service_app(component: str, registry: ModelRegistry, metrics: Metrics, routes: list[APIRouter],
-                       max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
+def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]], metrics: Metrics,
+                       routes: list[APIRouter], max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
+    """The service app: ``registries`` (one per task served) loaded at start-up, ``routes`` for the task's API."""
+    models = [m for registry in registries for m in registry.unique()]
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.gather(*(m.load() for m in registry.unique()))
+        await asyncio.gather(*(m.load() for m in models))
         yield
-        await asyncio.gather(*(m.batcher.stop() for m in registry.unique()))
+        await asyncio.gather(*(m.batcher.stop() for m in models))
 
     app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan)
-    app.state.registry = registry
+    app.state.models = {m.spec.name: m for m in models}
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
@@ -116,36 +116,26 @@ def create_service_app(component: str, registry: ModelRegistry, metrics: Metrics
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        models = {m.spec.name: ("ready" if m.ready else (m.error or "loading")) for m in registry.unique()}
-        ready = all(m.ready for m in registry.unique())
-        return JSONResponse({"status": "ready" if ready else "not ready", "models": models},
+        states = {m.spec.name: ("ready" if m.ready else (m.error or "loading")) for m in models}
+        ready = all(m.ready for m in models)
+        return JSONResponse({"status": "ready" if ready else "not ready", "models": states},
                             status_code=200 if ready else 503)
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [m.describe() for m in registry.unique()]}
+        return {"object": "list", "data": [m.describe() for m in models]}
 
     for router in routes:
         app.include_router(router)
     return app
 
 
-def load_backend(backends: dict[str, str], spec: NamedModel) -> Backend:
-    """Instantiate the backend class named by ``backends[spec.backend]`` ("module:Class"), unloaded."""
-    try:
-        module, cls = backends[spec.backend].split(":")
-    except KeyError:
-        raise ValueError(f"unknown {spec.task.value} backend '{spec.backend}'; known: {', '.join(backends)}") \
-            from None
-    return getattr(importlib.import_module(module), cls)(spec)
-
-
-def build_service(component: str, models: list[NamedModel], backends: dict[str, str],
-                  routes: Callable[[ModelRegistry, Metrics], APIRouter],
-                  max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
-    """A model service for ``models``: each behind its batcher, with the task's ``routes``."""
-    metrics = Metrics(component)
-    registry = ModelRegistry()
+def load_models(task: Task, models: list[NamedModel], metrics: Metrics,
+                backends: BackendRegistry | None = None) -> ModelRegistry[Any]:
+    """A registry of ``models`` of ``task``, each with its installed backend (not loaded yet) and batcher."""
+    backends = backends or BackendRegistry.installed()
+    registry: ModelRegistry[Any] = ModelRegistry()
     for spec in models:
-        registry.add(LoadedModel(spec, load_backend(backends, spec), metrics))
-    return create_service_app(component, registry, metrics, [routes(registry, metrics)], max_upload_bytes)
+        if spec.task == task:
+            registry.add(LoadedModel(spec, backends.get(spec.backend, task).create(spec), metrics))
+    return registry

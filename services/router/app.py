@@ -58,8 +58,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
     app.state.voices = VoiceDirectory(table, clients)
     app.state.pipelines = PipelineRunner(table, clients, app.state.voices)
     app.include_router(speech.routes(app.state.voices, clients, app.state.pipelines))
-    app.include_router(voice_admin.routes(app.state.pipelines, clients, app.state.voices))
-    app.include_router(embeddings.routes(table, clients))
+    app.include_router(voice_admin.routes(app.state.pipelines, clients))
+    app.include_router(embeddings.routes(app.state.pipelines))
     app.include_router(conversions.routes(app.state.pipelines))
     app.include_router(vad.routes(table, clients))
 

@@ -1,150 +1,202 @@
 """The SpeechRoute runner: a pipeline of model steps (vad, embed, tts, vc) declared in config, not code.
 
-Each step calls the service of the model the route names for it. A step whose output
-the request already carries is skipped (a registered voice has its embedding and
-speaker statistics, so VAD and embedding are skipped). A failed step fails the
-request with a message naming the step.
+Each step kind lives in a registry (``STEP_KINDS``) and declares what it needs from the
+pipeline state (any one of ``needs``) and what it adds to it (``adds``). One generic rule
+decides whether a step runs: it is skipped when everything it adds is already known (a
+registered voice needs no VAD or embedding) or when nothing it needs is there. A failed
+step fails the request with a message naming the step.
+
+The reference recording crosses the network once: the vad step sends it to the VAD
+service, which answers the speech cut out of it (FLAC); embed and vc get only that.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from services.core.errors import HarmonyError, InvalidRequest, ServiceUnavailable
 from services.core.specs import NamedRoute, RouteStep, Task
+from services.core.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
+                                VadResult)
 from services.router.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
 from services.router.voices import VoiceDirectory
 
 REFERENCE_MIN_SPEECH_S = 1.0
+WORK_RATE = 24000  # the rate the reference speech travels at (the voice service's working rate)
+
+Upload = tuple[str, bytes]  # (filename, encoded audio)
 
 
 @dataclass
 class PipelineState:
-    """What flows between the steps. Each step reads what it needs and adds its output."""
+    """What flows between the steps. A field is known when it is not None."""
 
-    references: list[tuple[str, bytes]] = field(default_factory=list)   # (filename, audio) of the target
-    segments: list[list[dict]] | None = None                            # vad: speech per reference file
-    embedding: list[float] | None = None                                # embed: the target's embedding
+    references: list[Upload] | None = None   # the target speaker's recordings, as uploaded
+    speech: list[Upload] | None = None       # vad: the speech of each reference, cut out (FLAC)
+    speech_seconds: float | None = None
+    voice_id: str | None = None              # a registered voice: its profile is in the voice store
+    embedding: list[float] | None = None     # embed: the target's speaker embedding
     embedding_model: str | None = None
-    speech_flac: bytes | None = None                                    # embed: the cleaned reference speech
-    speech_seconds: float = 0.0
-    voice_id: str | None = None                                         # a registered voice (profile known)
-    text: str = ""
+    text: str | None = None                  # what to say
+    source: Upload | None = None             # tts (or the request): speech to convert
+    output: bytes | None = None              # vc: the converted audio
+    # request options
     language: str | None = None
     speed: float = 1.0
-    source_audio: bytes | None = None                                   # tts: speech to convert (wav)
-    source_rate: int | None = None
-    tts_voice: str | None = None
     response_format: str = "mp3"
     sample_rate: int | None = None
-    output: bytes | None = None                                         # vc: the converted audio
     steps_run: list[str] = field(default_factory=list)
     steps_skipped: list[str] = field(default_factory=list)
 
+    def known(self, name: str) -> bool:
+        return getattr(self, name) is not None
 
-StepFn = Callable[[PipelineState, ServedModel], Awaitable[None]]
+
+@dataclass(frozen=True)
+class StepContext:
+    clients: ServiceClients
+    voices: VoiceDirectory
+
+
+StepFn = Callable[[StepContext, PipelineState, ServedModel], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StepKind:
+    task: Task
+    needs: tuple[str, ...]   # the step runs when any of these is known...
+    adds: tuple[str, ...]    # ...and not all of these are
+    run: StepFn
+
+    def skip(self, state: PipelineState) -> bool:
+        return all(state.known(f) for f in self.adds) or not any(state.known(f) for f in self.needs)
+
+
+STEP_KINDS: dict[Task, StepKind] = {}
+
+
+def step_kind(task: Task, needs: tuple[str, ...], adds: tuple[str, ...]) -> Callable[[StepFn], StepFn]:
+    """Register the step kind of ``task`` (one per task)."""
+    def register(fn: StepFn) -> StepFn:
+        STEP_KINDS[task] = StepKind(task, needs, adds, fn)
+        return fn
+    return register
+
+
+def _files(name: str, uploads: list[Upload]) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [(name, (filename, data, "application/octet-stream")) for filename, data in uploads]
+
+
+@step_kind(Task.vad, needs=("references",), adds=("speech",))
+async def vad_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
+    params = VadParams(model=model.name, return_speech=True, speech_sample_rate=WORK_RATE).form()
+    speech, seconds = [], 0.0
+    for filename, data in state.references or []:
+        response = await ctx.clients.post(model, "/v1/audio/vad", data=params, files=_files("file", [(filename, data)]))
+        result = VadResult.model_validate_json(response.content)
+        seconds += result.speech_seconds
+        if result.speech is not None and result.segments:
+            speech.append((f"{filename}.flac", base64.b64decode(result.speech.data)))
+    state.speech, state.speech_seconds = speech, seconds
+
+
+@step_kind(Task.embed, needs=("speech", "references"), adds=("embedding",))
+async def embed_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
+    params = EmbeddingParams(model=model.name, min_speech_seconds=REFERENCE_MIN_SPEECH_S)
+    response = await ctx.clients.post(model, "/v1/audio/embeddings", data=params.form(),
+                                      files=_files("file", target_speech(state)))
+    result = EmbeddingResult.model_validate_json(response.content)
+    state.embedding, state.embedding_model = result.data[0].embedding, model.name
+    state.speech_seconds = result.speech_seconds
+
+
+@step_kind(Task.tts, needs=("text",), adds=("source",))
+async def tts_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
+    served, voice, language = await ctx.voices.default_voice(model.name, state.language or "en")
+    request = SynthesisRequest(model=served.name, input=state.text or "", voice=voice.backend_voice,
+                               language=language, speed=state.speed, response_format="wav")
+    async with ctx.clients.stream(served, "/v1/audio/speech", json=request.model_dump()) as response:
+        state.source = ("source.wav", await response.aread())
+    state.sample_rate = state.sample_rate or voice.sample_rate
+
+
+@step_kind(Task.vc, needs=("source",), adds=("output",))
+async def vc_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
+    assert state.source is not None
+    params = ConversionParams(model=model.name, voice=state.voice_id, response_format=state.response_format,
+                              sample_rate=state.sample_rate or WORK_RATE)
+    files = _files("file", [state.source])
+    if not state.voice_id:
+        files += _files("reference", target_speech(state))
+    state.output = (await ctx.clients.post(model, "/v1/audio/conversions", data=params.form(), files=files)).content
+
+
+def target_speech(state: PipelineState) -> list[Upload]:
+    """The target speaker's speech: what VAD cut out, or the recordings themselves on a route without vad."""
+    uploads = state.speech if state.speech is not None else state.references
+    if not uploads:
+        raise InvalidRequest("the reference audio has no speech; at least 1 s of clear speech is needed",
+                             param="file", code="bad_reference")
+    return uploads
 
 
 class PipelineRunner:
     def __init__(self, table: ModelTable, clients: ServiceClients, voices: VoiceDirectory) -> None:
         self.table = table
-        self.clients = clients
-        self.voices = voices
-        self.handlers: dict[Task, StepFn] = {Task.vad: self.vad, Task.embed: self.embed, Task.tts: self.tts,
-                                             Task.vc: self.vc}
+        self.context = StepContext(clients, voices)
 
-    # which route
-    def clone_route(self, name: str | None = None) -> NamedRoute:
-        routes = list(self.table.routes.values())
-        if name and name in self.table.routes:
-            return self.table.routes[name]
-        for route in routes:
-            if route.task == Task.tts and any(s.task == Task.vc for s in route.steps):
-                return route
-        raise InvalidRequest("voice cloning is not configured: no SpeechRoute with a vc step", param="voice",
-                             code="cloning_unavailable")
+    def route(self, task: Task, name: str | None = None, model: str | None = None) -> NamedRoute:
+        """The route ``name`` (or the first declared route of ``task``), with ``model`` in its ``task`` step.
 
-    def step_model(self, route: NamedRoute, task: Task) -> ServedModel | None:
+        With no route of ``task`` declared, a one-step route on ``model`` (or the first model of the task).
+        """
+        route = self.table.route_for(task, name)
+        if route is None:
+            served = self.table.resolve(model, task) if model else self.table.first_of(task)
+            return NamedRoute(name=served.name, task=task, steps=[RouteStep(name=task.value, task=task,
+                                                                            model=served.name)])
+        if model and model != route.name:
+            served = self.table.resolve(model, task)
+            steps = [s.model_copy(update={"model": served.name}) if s.task == task else s for s in route.steps]
+            route = route.model_copy(update={"steps": steps})
+        return route
+
+    def step_model(self, route: NamedRoute, task: Task) -> ServedModel:
         step = next((s for s in route.steps if s.task == task), None)
-        return self.table.models.get(step.model) if step else None
+        model = self.table.models.get(step.model) if step else None
+        if model is None:
+            raise InvalidRequest(f"route '{route.name}' has no {task.value} step that is served", param="model")
+        return model
 
-    # running
     async def run(self, route: NamedRoute, state: PipelineState, until: Task | None = None) -> PipelineState:
         for step in route.steps:
-            if self._skip(step, state):
+            kind = STEP_KINDS[step.task]
+            if kind.skip(state):
                 state.steps_skipped.append(step.name)
             else:
-                await self._run_step(route, step, state)
+                await self._run_step(route, step, kind, state)
                 state.steps_run.append(step.name)
             if until is not None and step.task == until:
                 break
         return state
 
-    def _skip(self, step: RouteStep, state: PipelineState) -> bool:
-        if step.task == Task.vad:
-            return state.voice_id is not None or state.segments is not None or not state.references
-        if step.task == Task.embed:
-            return state.voice_id is not None or state.embedding is not None or not state.references
-        if step.task == Task.tts:
-            return state.source_audio is not None or not state.text
-        if step.task == Task.vc:
-            return state.output is not None or state.source_audio is None
-        return False
-
-    async def _run_step(self, route: NamedRoute, step: RouteStep, state: PipelineState) -> None:
+    async def _run_step(self, route: NamedRoute, step: RouteStep, kind: StepKind, state: PipelineState) -> None:
         model = self.table.models.get(step.model)
         if model is None:
             raise ServiceUnavailable(f"{route.name}: step '{step.name}' names model '{step.model}', which is not "
                                      "served")
         try:
-            await self.handlers[step.task](state, model)
+            await kind.run(self.context, state, model)
         except HarmonyError as exc:
             exc.message = f"{route.name}: step '{step.name}' ({step.model}) failed: {exc.message}"
             exc.args = (exc.message,)
             raise
 
-    # the steps
-    async def vad(self, state: PipelineState, model: ServedModel) -> None:
-        segments = []
-        for filename, data in state.references:
-            response = await self.clients.post(model, "/v1/audio/vad", data={"model": model.name},
-                                               files={"file": (filename, data, "application/octet-stream")})
-            segments.append(response.json()["segments"])
-        state.segments = segments
 
-    async def embed(self, state: PipelineState, model: ServedModel) -> None:
-        files = [("file", (name, data, "application/octet-stream")) for name, data in state.references]
-        fields = {"model": model.name, "return_speech": "true",
-                  "min_speech_seconds": str(REFERENCE_MIN_SPEECH_S)}
-        if state.segments is not None:
-            fields["segments"] = json.dumps(state.segments)
-        body = (await self.clients.post(model, "/v1/audio/embeddings", data=fields, files=files)).json()
-        state.embedding = body["data"][0]["embedding"]
-        state.embedding_model = model.name
-        state.speech_flac = base64.b64decode(body["speech"]["data"])
-        state.speech_seconds = body["speech_seconds"]
+def steps_headers(route: NamedRoute, state: PipelineState) -> dict[str, str]:
+    return {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(state.steps_run),
+            "X-Harmony-Steps-Skipped": ",".join(state.steps_skipped)}
 
-    async def tts(self, state: PipelineState, model: ServedModel) -> None:
-        served, voice, language = await self.voices.default_voice(model.name, state.language or "en")
-        payload = {"model": served.name, "input": state.text, "voice": voice.backend_voice, "language": language,
-                   "speed": state.speed, "response_format": "wav"}
-        async with self.clients.stream(served, "/v1/audio/speech", json=payload) as response:
-            state.source_audio = await response.aread()
-        state.source_rate = voice.sample_rate
-        state.tts_voice = voice.id
-
-    async def vc(self, state: PipelineState, model: ServedModel) -> None:
-        fields: dict[str, Any] = {"model": model.name, "response_format": state.response_format,
-                                  "sample_rate": str(state.sample_rate or state.source_rate or 24000)}
-        files = [("file", ("source.wav", state.source_audio, "audio/wav"))]
-        if state.voice_id:
-            fields["voice"] = state.voice_id
-        elif state.speech_flac is not None:
-            files.append(("reference", ("reference.flac", state.speech_flac, "audio/flac")))
-        else:
-            raise InvalidRequest("no target voice: give a registered voice or reference audio", param="voice")
-        state.output = (await self.clients.post(model, "/v1/audio/conversions", data=fields, files=files)).content

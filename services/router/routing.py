@@ -86,6 +86,20 @@ class ModelTable:
                                  f"endpoint ({task.value})", param=param, code="model_task_mismatch")
         return model
 
+    def first_of(self, task: Task) -> ServedModel:
+        """The first model of ``task`` in the table (the default when a request names none)."""
+        model = next((m for m in self.models.values() if m.task == task), None)
+        if model is None:
+            raise ModelNotFound(f"no {task.value} model is served", param="model")
+        return model
+
+    def route_for(self, task: Task, name: str | None = None) -> NamedRoute | None:
+        """The route ``name`` when it is a route of ``task``, else the first route of ``task`` declared."""
+        named = self.routes.get(name or "")
+        if named is not None and named.task == task:
+            return named
+        return next((r for r in self.routes.values() if r.task == task), None)
+
     def pick(self, model: ServedModel, exclude: set[str] = frozenset()) -> Replica:
         candidates = [r for r in model.replicas if r.available and r.url not in exclude]
         if not candidates:

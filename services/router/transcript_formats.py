@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from services.stt.types import TranscriptionResult
+from services.core.wire import TranscriptionResult
 
 RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
 

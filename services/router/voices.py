@@ -14,7 +14,7 @@ from services.core.errors import InvalidRequest
 from services.core.specs import Task
 from services.router.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
-from services.tts.types import VoiceInfo
+from services.core.wire import VoiceInfo
 
 # OpenAI's voice names: each means "the default voice for the requested language".
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",

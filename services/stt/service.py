@@ -16,7 +16,8 @@ from typing import AsyncIterator
 import numpy as np
 from services.core.service_app import LoadedModel
 from services.stt.chunking import Window, fixed_windows, vad_windows
-from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, SttTask, TranscriptionResult, Word
+from services.core.wire import Segment, SttTask, TranscriptionResult, Word
+from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 
 
 @dataclass

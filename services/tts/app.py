@@ -6,44 +6,24 @@ import asyncio
 from typing import AsyncIterator
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
-from services.core.audio import CONTENT_TYPES, AudioFormat, StreamingEncoder, resample
+from services.core.audio import CONTENT_TYPES, StreamingEncoder, resample
 from services.core.errors import InvalidRequest
 from services.core.metrics import Metrics
-from services.core.service_app import LoadedModel, ModelRegistry, build_service
-from services.core.specs import NamedModel
+from services.core.protocols import TtsBackend
+from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.specs import NamedModel, Task
+from services.core.wire import SynthesisRequest, VoiceList
 from services.tts.service import synthesize_sentences
-from pydantic import BaseModel, Field
-
-BACKENDS = {
-    "piper": "services.tts.backends.piper:PiperBackend",
-    "espeak": "services.tts.backends.espeak:EspeakBackend",
-    "kokoro": "services.tts.backends.kokoro:KokoroBackend",
-}
 
 
-
-
-class SynthesisRequest(BaseModel):
-    """What the router sends a TTS service: a concrete model and the backend's own voice id."""
-
-    model: str
-    input: str = Field(..., min_length=1, max_length=4096)
-    voice: str
-    language: str = "en"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
-    response_format: AudioFormat = "mp3"
-    sample_rate: int | None = Field(None, ge=8000, le=48000)
-
-
-def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
+def routes(registry: ModelRegistry[TtsBackend], metrics: Metrics) -> APIRouter:
     api = APIRouter()
 
     @api.get("/v1/audio/voices")
-    async def voices() -> dict:
-        data = [v.model_dump() for m in registry.unique() if m.ready for v in m.backend.voices()]
-        return {"object": "list", "data": data}
+    async def voices() -> VoiceList:
+        return VoiceList(data=[v for m in registry.unique() if m.ready for v in m.backend.voices()])
 
     @api.post("/v1/audio/speech")
     async def speech(body: SynthesisRequest) -> StreamingResponse:
@@ -61,7 +41,8 @@ def routes(registry: ModelRegistry, metrics: Metrics) -> APIRouter:
     return api
 
 
-async def _encoded(model: LoadedModel, body: SynthesisRequest, rate: int, metrics: Metrics) -> AsyncIterator[bytes]:
+async def _encoded(model: LoadedModel[TtsBackend], body: SynthesisRequest, rate: int,
+                   metrics: Metrics) -> AsyncIterator[bytes]:
     encoder = StreamingEncoder(body.response_format, rate)
     native = model.backend.sample_rate
     seconds = 0.0
@@ -87,5 +68,7 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
             yield chunk
 
 
-def create_tts_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024):
-    return build_service("tts", models, BACKENDS, routes, max_upload_bytes)
+def create_tts_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
+    metrics = Metrics("tts")
+    registry: ModelRegistry[TtsBackend] = load_models(Task.tts, models, metrics)
+    return create_service_app("tts", [registry], metrics, [routes(registry, metrics)], max_upload_bytes)

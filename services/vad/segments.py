@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
-from services.core.uploads import parse_number
+import numpy as np
+from services.core.wire import VadParams
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512
 MIN_SILENCE_AT_MAX_SPEECH_MS = 98
+GAP_S = 0.05  # silence put between the pieces of speech that cut_speech joins
 
 
 @dataclass(frozen=True)
@@ -37,31 +39,26 @@ class VadOptions:
     max_speech_duration_s: float = math.inf
     neg_threshold: float | None = None
 
-    def form_fields(self) -> dict[str, str]:
-        """The options as multipart fields (what the router forwards to the service)."""
-        fields = {"threshold": repr(self.threshold), "min_speech_duration_ms": repr(self.min_speech_duration_ms),
-                  "min_silence_duration_ms": repr(self.min_silence_duration_ms),
-                  "speech_pad_ms": repr(self.speech_pad_ms)}
-        if math.isfinite(self.max_speech_duration_s):
-            fields["max_speech_duration_s"] = repr(self.max_speech_duration_s)
-        return fields
+
+def options_of(params: VadParams) -> VadOptions:
+    """The segmentation options of a request (``max_speech_duration_s`` unset: no limit)."""
+    return VadOptions(threshold=params.threshold, min_speech_duration_ms=params.min_speech_duration_ms,
+                      min_silence_duration_ms=params.min_silence_duration_ms, speech_pad_ms=params.speech_pad_ms,
+                      max_speech_duration_s=params.max_speech_duration_s or math.inf)
 
 
-# name: (default, low, high, inclusive low)
-_LIMITS: dict[str, tuple[float, float, float, bool]] = {
-    "threshold": (0.5, 0.0, 1.0, True),
-    "min_speech_duration_ms": (250, 0.0, 3_600_000.0, True),
-    "min_silence_duration_ms": (100, 0.0, 3_600_000.0, True),
-    "speech_pad_ms": (30, 0.0, 60_000.0, True),
-    "max_speech_duration_s": (math.inf, 0.0, math.inf, False),
-}
+def cut_speech(audio: np.ndarray, rate: int, segments: list[tuple[float, float]] | None) -> np.ndarray:
+    """The speech in ``audio``: the segments joined with short gaps (all of it when no segments are given)."""
+    if segments is None:
+        return audio
+    return join_speech([audio[int(start * rate): int(end * rate)] for start, end in segments], rate)
 
 
-def parse_options(get: Callable[[str], str | None]) -> VadOptions:
-    """VadOptions from form fields (``get(name)`` -> the raw string or None); InvalidRequest names a bad one."""
-    values = {name: parse_number(get(name), name, default, lo, hi, low_inclusive=inclusive)
-              for name, (default, lo, hi, inclusive) in _LIMITS.items()}
-    return VadOptions(**values)
+def join_speech(pieces: list[np.ndarray], rate: int) -> np.ndarray:
+    """Pieces of speech joined with ``GAP_S`` of silence between them (empty pieces left out)."""
+    gap = np.zeros(int(GAP_S * rate), dtype=np.float32)
+    parts = [p for piece in pieces if piece.size for p in (piece, gap)]
+    return np.concatenate(parts[:-1]).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
 
 def speech_ranges(probs: Sequence[float], num_samples: int | None = None, *, threshold: float = 0.5,

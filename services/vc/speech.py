@@ -8,9 +8,6 @@ from typing import Any
 import numpy as np
 from services.core.errors import InvalidRequest
 
-GAP_S = 0.05
-
-
 def parse_segments(raw: str | None) -> list[tuple[float, float]] | None:
     """``[{"start": s, "end": e}, ...]`` (seconds) from a form field; None when absent."""
     if raw is None or raw == "":
@@ -25,19 +22,6 @@ def parse_segments(raw: str | None) -> list[tuple[float, float]] | None:
         if not 0 <= start < end:
             raise InvalidRequest(f"segment [{start}, {end}] is not a valid time range", param="segments")
     return segments
-
-
-def cut_speech(audio: np.ndarray, rate: int, segments: list[tuple[float, float]] | None) -> np.ndarray:
-    """The speech in ``audio``: the segments joined with short gaps (all of it when no segments are given)."""
-    if segments is None:
-        return audio
-    gap = np.zeros(int(GAP_S * rate), dtype=np.float32)
-    parts: list[np.ndarray] = []
-    for start, end in segments:
-        piece = audio[int(start * rate): int(end * rate)]
-        if piece.size:
-            parts += [piece, gap]
-    return np.concatenate(parts[:-1]).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
 
 def require_speech(speech: np.ndarray, rate: int, minimum_s: float, what: str = "reference") -> float:

@@ -19,27 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from services.core.errors import NotFound
-from pydantic import BaseModel, Field
+from services.core.wire import RegisteredVoice
 
 VOICE_ID = re.compile(r"^voice_[0-9a-f]{16}$")
 
 
-class VoiceRecord(BaseModel):
-    id: str
-    object: str = "voice"
-    name: str = Field(..., min_length=1, max_length=128)
-    created_at: int
-    embedding: list[float]
-    embedding_model: str
-    stats: dict[str, Any]
-    converter: str
-    speech_seconds: float
-    reference_files: int = 1
-    reference_sample_rate: int
+class VoiceRecord(RegisteredVoice):
+    """A stored voice: what the API shows, and the converter's speaker statistics."""
 
-    def public(self) -> dict[str, Any]:
+    stats: dict[str, Any]
+
+    def public(self) -> RegisteredVoice:
         """What the API shows: everything but the (large) statistics."""
-        return self.model_dump(exclude={"stats"})
+        return RegisteredVoice.model_validate(self.model_dump(exclude={"stats"}))
 
 
 class VoiceStore:

@@ -88,7 +88,7 @@ def test_requests_balance_across_replicas_and_skip_a_dead_one(router, stt_servic
 
 def test_client_that_goes_away_is_dropped_not_computed(stt_service):
     """A queued request whose client disconnects never reaches the model."""
-    model = stt_service.server.config.app.state.registry.models["whisper-tiny.en"]
+    model = stt_service.server.config.app.state.models["whisper-tiny.en"]
     stats = model.batcher.stats
     long_audio = wav_bytes(*speech_with_pauses(SENTENCES * 2, pause_s=1.0))
     items_before, dropped_before = stats.items, stats.dropped_cancelled

@@ -258,9 +258,24 @@ def test_unknown_backend_fails_check_backends():
 
 
 def test_every_task_has_a_service():
-    from services import serve
+    from services.model_services import MODEL_SERVICES, service_for
 
-    assert set(serve.SERVICE_FACTORIES) == set(Task)
+    assert {task for service in MODEL_SERVICES for task in service.tasks} == set(Task)
+    assert service_for(Task.embed) is service_for(Task.vc)  # one voice service holds both
+
+
+def test_every_builtin_backend_is_an_entry_point_of_its_task():
+    from services.core.backends import BackendRegistry
+
+    backends = {b.name: b.task for b in BackendRegistry.installed().all()}
+    assert {"faster-whisper": Task.stt, "piper": Task.tts, "espeak": Task.tts, "kokoro": Task.tts,
+            "silero": Task.vad, "resemblyzer": Task.embed, "world": Task.vc}.items() <= backends.items()
+
+
+def test_backend_of_the_wrong_task_names_the_field_and_the_right_ones():
+    config = parse_config(config_with(dict(copy.deepcopy(MODEL), backend="piper")))
+    with pytest.raises(ConfigError, match=r"^models\[0\]\.backend: backend 'piper' serves task 'tts', not 'stt'"):
+        check_backends(config)
 
 
 def test_check_backends_reports_the_failing_index():

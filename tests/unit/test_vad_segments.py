@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from services.core.errors import InvalidRequest
-from services.vad.segments import VadOptions, parse_options, speech_ranges, speech_segments
+from services.core.wire import VadParams
+from services.vad.segments import VadOptions, options_of, speech_ranges, speech_segments
 
 F = 512  # samples per frame (32 ms at 16 kHz)
 RAW = {"min_speech_duration_ms": 0, "min_silence_duration_ms": 0, "speech_pad_ms": 0}
@@ -102,18 +103,18 @@ def test_max_speech_duration_without_a_pause_cuts_hard():
 
 
 def test_parse_options_defaults_and_errors():
-    assert parse_options(lambda name: None) == VadOptions()
+    assert options_of(VadParams.from_form({})) == VadOptions()
     fields = {"threshold": "0.7", "min_speech_duration_ms": "100", "min_silence_duration_ms": "50",
               "speech_pad_ms": "0", "max_speech_duration_s": "20"}
-    options = parse_options(fields.get)
-    assert options == VadOptions(0.7, 100, 50, 0, 20.0)
-    assert parse_options(options.form_fields().get) == options
-    assert "max_speech_duration_s" not in VadOptions().form_fields()
+    params = VadParams.from_form(fields)
+    assert options_of(params) == VadOptions(0.7, 100, 50, 0, 20.0)
+    assert VadParams.from_form(params.form()) == params  # what the router sends is what the service reads
+    assert "max_speech_duration_s" not in VadParams().form()
     for name, bad in [("threshold", "1.5"), ("threshold", "loud"), ("threshold", "nan"), ("speech_pad_ms", "-1"),
                       ("min_speech_duration_ms", "x"), ("min_silence_duration_ms", "-5"),
                       ("max_speech_duration_s", "0")]:
         with pytest.raises(InvalidRequest) as err:
-            parse_options({name: bad}.get)
+            VadParams.from_form({name: bad})
         assert err.value.param == name
 
 

@@ -1,16 +1,17 @@
-"""POST /v1/audio/conversions: speech converted toward a target voice (registered voice or reference audio)."""
+"""POST /v1/audio/conversions: speech converted toward a target voice, through the conversion route."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from services.core.audio import AUDIO_FORMATS, CONTENT_TYPES
+from services.core.audio import CONTENT_TYPES
+from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest
 from services.core.specs import Task
-from services.core.uploads import form_file, form_str, read_form
-from services.router.pipelines import PipelineRunner, PipelineState
-from services.router.routes.embeddings import first_model
-from starlette.datastructures import UploadFile
+from services.core.uploads import read_form
+from services.core.wire import ConversionParams
+from services.router.pipelines import PipelineRunner, PipelineState, steps_headers
+from services.router.routes.uploads import optional_files, uploaded_files
 
 
 def routes(runner: PipelineRunner) -> APIRouter:
@@ -19,28 +20,17 @@ def routes(runner: PipelineRunner) -> APIRouter:
     @api.post("/v1/audio/conversions")
     async def conversions(request: Request) -> Response:
         form = await read_form(request)
-        fmt = form_str(form, "response_format", "wav") or "wav"
-        if fmt not in AUDIO_FORMATS:
-            raise InvalidRequest(f"'response_format' must be one of {', '.join(AUDIO_FORMATS)}",
-                                 param="response_format")
-        rate = form_str(form, "sample_rate")
-        if rate is not None and not (rate.isdigit() and 8000 <= int(rate) <= 48000):
-            raise InvalidRequest("'sample_rate' must be an integer from 8000 to 48000", param="sample_rate")
-        data, _ = await form_file(form)
-        voice = form_str(form, "voice")
-        reference = form.get("reference")
-        if not voice and not isinstance(reference, UploadFile):
+        params = ConversionParams.from_form(form)
+        source = (await uploaded_files(form, ("file",), max_files=1))[0]
+        references = await optional_files(form, ("reference",))
+        if not params.voice and not references:
             raise InvalidRequest("give the target as 'voice' (a registered voice id) or 'reference' (audio)",
                                  param="voice", code="missing_required_parameter")
-        route = runner.clone_route()
-        model_name = form_str(form, "model")
-        vc_model = first_model(runner.table, Task.vc, model_name) if model_name else runner.step_model(route, Task.vc)
-        state = PipelineState(source_audio=data, response_format=fmt, sample_rate=int(rate) if rate else None,
-                              voice_id=voice or None)
-        if not voice:
-            state.references = [(reference.filename or "reference", await reference.read())]
-            await runner.run(route, state, until=Task.embed)
-        await runner.vc(state, vc_model)
-        return Response(state.output, media_type=CONTENT_TYPES[fmt])
+        route = runner.route(Task.vc, params.model, model=params.model)
+        state = PipelineState(source=source, voice_id=params.voice, references=references,
+                              response_format=params.response_format, sample_rate=params.sample_rate)
+        await until_disconnected(request, runner.run(route, state))
+        return Response(state.output, media_type=CONTENT_TYPES[params.response_format],
+                        headers=steps_headers(route, state))
 
     return api

@@ -12,7 +12,9 @@ from services.core.audio import CONTENT_TYPES, AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
 from services.router.clients import ServiceClients
-from services.router.pipelines import PipelineRunner, PipelineState
+from services.core.wire import RegisteredVoiceList, SynthesisRequest
+from services.router.pipelines import PipelineRunner, PipelineState, steps_headers
+from services.router.routes.voice_admin import store_model
 from services.router.voices import VoiceDirectory
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -66,9 +68,10 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
         if body.voice.startswith("voice_") or body.reference_audio:
             return await _clone(body, runner)
         model, voice, language = await voices.choose(body.model, body.voice, body.language)
-        payload = {"model": model.name, "input": body.input, "voice": voice.backend_voice, "language": language,
-                   "speed": body.speed, "response_format": body.response_format, "sample_rate": body.sample_rate}
-        upstream = clients.stream(model, "/v1/audio/speech", json=payload)
+        payload = SynthesisRequest(model=model.name, input=body.input, voice=voice.backend_voice, language=language,
+                                   speed=body.speed, response_format=body.response_format,
+                                   sample_rate=body.sample_rate)
+        upstream = clients.stream(model, "/v1/audio/speech", json=payload.model_dump())
         response = await upstream.__aenter__()  # errors before the first byte become proper HTTP errors
         headers = {"X-Harmony-Voice": voice.id, "X-Harmony-Model": model.name,
                    "X-Sample-Rate": response.headers.get("x-sample-rate", "")}
@@ -83,24 +86,19 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
 async def _registered(runner: PipelineRunner, clients: ServiceClients) -> list[dict]:
     """Registered (cloned) voices, from the voice store of the clone route's vc model."""
     try:
-        route = runner.clone_route()
-    except InvalidRequest:
-        return []
-    model = runner.step_model(route, Task.vc)
-    if model is None:
-        return []
-    try:
-        records = (await clients.get(model, "/v1/voices")).json()["data"]
+        route_name, model = store_model(runner)
+        response = await clients.get(model, "/v1/voices")
     except HarmonyError:
         return []
-    return [{"id": r["id"], "object": "voice", "name": r["name"], "model": route.name, "backend": "clone",
-             "languages": [], "created_at": r["created_at"], "speech_seconds": r["speech_seconds"],
+    records = RegisteredVoiceList.model_validate_json(response.content).data
+    return [{"id": r.id, "object": "voice", "name": r.name, "model": route_name, "backend": "clone",
+             "languages": [], "created_at": r.created_at, "speech_seconds": r.speech_seconds,
              "neural": False} for r in records]
 
 
 async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
     """Speech in a registered voice, or in the voice of reference audio sent with the request."""
-    route = runner.clone_route(body.model)
+    route = runner.route(Task.tts, body.model)
     state = PipelineState(text=body.input, language=body.language, speed=body.speed,
                           response_format=body.response_format, sample_rate=body.sample_rate)
     if body.voice.startswith("voice_"):
@@ -115,8 +113,7 @@ async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
             raise InvalidRequest("'reference_audio' is empty", param="reference_audio")
         state.references = [("reference", reference)]
     await runner.run(route, state)
-    headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(state.steps_run),
-               "X-Harmony-Steps-Skipped": ",".join(state.steps_skipped)}
+    headers = steps_headers(route, state)
     if body.stream_format == "sse":
         events = [{"type": "speech.audio.delta", "audio": base64.b64encode(state.output or b"").decode()},
                   {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}]

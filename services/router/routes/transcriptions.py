@@ -7,17 +7,18 @@ from typing import AsyncIterator
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from pydantic import TypeAdapter
 from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
-from services.core.uploads import form_file, form_list, form_str, parse_bool, read_form
+from services.core.uploads import form_file, form_list, form_str, read_form
+from services.core.wire import DoneEvent, SegmentEvent, SttEvent, TranscriptionParams, TranscriptionResult
 from services.router.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
 from services.router.transcript_formats import RESPONSE_FORMATS, render
-from services.stt.types import TranscriptionResult
 
 GRANULARITIES = ("word", "segment")
-PASSTHROUGH = ("language", "prompt", "temperature", "vad_filter")
+STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
 
 
 def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
@@ -49,15 +50,14 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     if granularities and response_format != "verbose_json":
         raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
                              param="timestamp_granularities")
-    stream = parse_bool(form_str(form, "stream"), "stream")
-    data, filename = await form_file(form)
-    fields = {name: value for name in PASSTHROUGH if (value := form_str(form, name))}
+    params = TranscriptionParams.from_form(form).model_copy(update={
+        "model": model.name, "task": task, "word_timestamps": "word" in granularities})
     if task == "translate":
-        fields.pop("language", None)
-    fields.update(model=model.name, task=task, word_timestamps=str("word" in granularities).lower())
+        params.language = None
+    data, filename = await form_file(form)
+    fields = params.form()
     files = {"file": (filename, data, "application/octet-stream")}
-    if stream:
-        fields["stream"] = "true"
+    if params.stream:
         return StreamingResponse(_sse(clients, model, fields, files), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
     response = await until_disconnected(
@@ -77,15 +77,14 @@ async def _sse(clients: ServiceClients, model: ServedModel, fields: dict, files:
             async for line in response.aiter_lines():
                 if not line.strip():
                     continue
-                message = json.loads(line)
-                if message["type"] == "segment":
-                    yield _event({"type": "transcript.text.delta", "delta": message["segment"]["text"]})
-                elif message["type"] == "done":
-                    result = message["result"]
-                    yield _event({"type": "transcript.text.done", "text": result["text"],
-                                  "usage": {"type": "duration", "seconds": result["duration"]}})
-                elif message["type"] == "error":
-                    yield _event({"type": "error", "error": message["error"]})
+                event = STT_EVENT.validate_json(line)
+                if isinstance(event, SegmentEvent):
+                    yield _event({"type": "transcript.text.delta", "delta": event.segment.text})
+                elif isinstance(event, DoneEvent):
+                    yield _event({"type": "transcript.text.done", "text": event.result.text,
+                                  "usage": {"type": "duration", "seconds": event.result.duration}})
+                else:
+                    yield _event({"type": "error", "error": event.error})
                     return
     except HarmonyError as exc:
         yield _event({"type": "error", **exc.to_body()})

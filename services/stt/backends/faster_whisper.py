@@ -17,8 +17,9 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel
-from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult, Segment, Word
+from services.core.specs import NamedModel, Task
+from services.core.wire import Segment, Word
+from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 from services.stt.weights import resolve_whisper_dir
 
 log = logging.getLogger("harmony.stt.whisper")
@@ -43,7 +44,8 @@ def _pick_device(device: str) -> str:
 class FasterWhisperBackend:
     """A Whisper model in CTranslate2 with batched decoding of windows from many requests."""
 
-    task = "stt"
+    task = Task.stt
+    devices = ("cpu", "cuda")
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec

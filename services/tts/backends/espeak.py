@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from services.core.specs import NamedModel
-from services.tts.types import SynthJob, VoiceInfo
+from services.core.specs import NamedModel, Task
+from services.core.wire import VoiceInfo
+from services.tts.types import SynthJob
 
 BASE_WORDS_PER_MINUTE = 175
 MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's own limits
@@ -19,7 +20,10 @@ EXTRA_CODES = {"cmn": ["zh"], "nb": ["no"], "yue": ["zh-yue"]}
 
 
 class EspeakBackend:
-    task = "tts"
+    """espeak-ng formant synthesis: every language it speaks, through libespeak-ng."""
+
+    task = Task.tts
+    devices = ("cpu",)
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec

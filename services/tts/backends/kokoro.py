@@ -32,9 +32,10 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel
+from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
-from services.tts.types import SynthJob, VoiceInfo
+from services.core.wire import VoiceInfo
+from services.tts.types import SynthJob
 
 log = logging.getLogger("harmony.tts.kokoro")
 
@@ -175,7 +176,9 @@ def trim(audio: np.ndarray, lead: int, tail: int) -> np.ndarray:
 class KokoroBackend:
     """Kokoro-82M Japanese voices; one ONNX run per sentence (the graph takes batch 1), jobs in turn."""
 
-    task = "tts"
+    task = Task.tts
+    devices = ("cpu", "cuda")
+    languages = ("ja",)
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec

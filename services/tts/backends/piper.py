@@ -14,9 +14,10 @@ import time
 from typing import Sequence
 
 import numpy as np
-from services.core.specs import NamedModel
+from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
-from services.tts.types import SynthJob, VoiceInfo
+from services.core.wire import VoiceInfo
+from services.tts.types import SynthJob
 
 log = logging.getLogger("harmony.tts.piper")
 
@@ -44,7 +45,10 @@ def resolve_voice_files(spec: NamedModel) -> tuple[str, str, str, list[str]]:
 
 
 class PiperBackend:
-    task = "tts"
+    """Piper VITS voices (ONNX): padded batches cut to each row's exact length."""
+
+    task = Task.tts
+    devices = ("cpu", "cuda")
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from services.core.specs import NamedModel
+from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir
 
 log = logging.getLogger("harmony.vad.silero")
@@ -54,7 +54,8 @@ def resolve_model_file(spec: NamedModel) -> Path:
 class SileroVadBackend:
     """Per-frame speech probabilities for whole utterances, many utterances per session call."""
 
-    task = "vad"
+    task = Task.vad
+    devices = ("cpu",)
     sample_rate = SAMPLE_RATE
     frame_samples = FRAME
 

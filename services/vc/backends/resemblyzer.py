@@ -33,7 +33,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidAudio
-from services.core.specs import NamedModel
+from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir, sha256_of
 
 log = logging.getLogger("harmony.vc.resemblyzer")
@@ -82,7 +82,8 @@ def normalize_volume(wav: np.ndarray) -> np.ndarray:
 class ResemblyzerEncoder:
     """The GE2E speaker encoder of Resemblyzer; the partial windows of a whole batch go through one pass."""
 
-    task = "embed"
+    task = Task.embed
+    devices = ("cpu", "cuda")
     sample_rate = SAMPLE_RATE
 
     def __init__(self, spec: NamedModel) -> None:

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel
+from services.core.specs import NamedModel, Task
 from services.vc.stats import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -107,7 +107,8 @@ def _interpolate_rows(values: np.ndarray, position: np.ndarray) -> np.ndarray:
 class WorldConverter:
     """Statistics-based voice conversion with the WORLD vocoder (the ``world`` vc backend)."""
 
-    task = "vc"
+    task = Task.vc
+    devices = ("cpu",)
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec

@@ -1,0 +1,117 @@
+"""One protocol per task: what a backend of that task offers its service, and nothing more.
+
+A service holds its models as ``LoadedModel[<protocol>]`` and calls only what the
+protocol names, so any class that implements it (a built-in one, or a plugin's
+registered under the ``harmony.backends`` entry points) serves without a change to
+the service. Every method but ``load`` runs in a worker thread, on a batch; a backend
+knows its model and nothing of HTTP. ``verify`` checks a loaded backend against its
+task's protocol, so a plugin that misses a member fails at load with the member's name.
+
+Attributes such as ``sample_rate`` may be set by ``load()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from services.core.specs import NamedModel, Task
+from services.core.wire import SttTask, VoiceInfo
+from services.stt.types import ChunkJob, ChunkResult
+from services.tts.types import SynthJob
+from services.vc.types import ConversionJob
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers: built from its spec, loaded once, then batches (blocking)."""
+
+    task: ClassVar[Task | str]
+
+    def __init__(self, spec: NamedModel) -> None: ...
+
+    def load(self) -> None: ...
+
+
+@runtime_checkable
+class SttBackend(Backend, Protocol):
+    """Speech-to-text: 30-second windows of 16-kHz audio -> segments with timestamps."""
+
+    @property
+    def languages(self) -> list[str]: ...
+
+    def check_request(self, task: SttTask, language: str | None) -> None:
+        """Raise InvalidRequest (400) for a task or language this model cannot do, before any audio is decoded."""
+
+    def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]: ...
+
+
+@runtime_checkable
+class TtsBackend(Backend, Protocol):
+    """Text-to-speech: one sentence per job -> mono float32 audio at ``sample_rate``."""
+
+    sample_rate: int
+
+    def voices(self) -> list[VoiceInfo]: ...
+
+    def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class VadBackend(Backend, Protocol):
+    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``."""
+
+    sample_rate: int
+    frame_samples: int
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class SpeakerEncoder(Backend, Protocol):
+    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item."""
+
+    sample_rate: int
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class VoiceConverter(Backend, Protocol):
+    """Voice conversion: speech toward a target speaker, described by the converter's own statistics."""
+
+    def analyze(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        """Speaker statistics of reference speech, as JSON-able data (what ``ConversionJob.target`` takes)."""
+
+    def run_batch(self, jobs: Sequence[ConversionJob]) -> list[np.ndarray]: ...
+
+
+PROTOCOLS: dict[Task, type[Backend]] = {
+    Task.stt: SttBackend,
+    Task.tts: TtsBackend,
+    Task.vad: VadBackend,
+    Task.embed: SpeakerEncoder,
+    Task.vc: VoiceConverter,
+}
+
+
+class BackendContractError(TypeError):
+    """A loaded backend that does not implement its task's protocol."""
+
+
+def verify(backend: Any, task: Task) -> None:
+    """Raise BackendContractError naming the members ``backend`` lacks for ``task``'s protocol."""
+    protocol = PROTOCOLS[task]
+    if isinstance(backend, protocol):
+        return
+    members = [m for m in _members(protocol) if not hasattr(backend, m)]
+    raise BackendContractError(f"{type(backend).__name__} does not implement {protocol.__name__}: "
+                               f"missing {', '.join(members) or '?'}")
+
+
+def _members(protocol: type) -> list[str]:
+    names: set[str] = set()
+    for klass in protocol.__mro__:
+        if getattr(klass, "_is_protocol", False) and klass is not Protocol:
+            names |= {n for n in vars(klass) if not n.startswith("_")} | set(getattr(klass, "__annotations__", {}))
+    return sorted(names)

@@ -1,0 +1,380 @@
+"""Every contract that crosses a process, defined once; both sides import it from here.
+
+- router <-> model services: the requests the router sends (JSON bodies, multipart
+  fields) and the answers it reads back;
+- operator -> router: the model table the operator writes into the router's ConfigMap;
+- operator -> Kubernetes API: the status of SpeechModel and SpeechRoute resources
+  (the CRDs' status schemas are generated from these classes).
+
+Multipart forms carry scalars as strings: ``FormFields.form()`` renders a request for
+httpx, ``FormFields.from_form()`` parses and validates it on the service, and a bad
+field is a 400 that names it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from services.core.audio import AudioFormat
+from services.core.errors import InvalidRequest
+from services.core.specs import ModelName, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+
+# ---------------------------------------------------------------------------- multipart helper
+
+
+class FormFields(BaseModel):
+    """Base of every multipart contract: scalar fields only, rendered as strings."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    def form(self) -> dict[str, str]:
+        """The fields as multipart strings (None left out), for httpx's ``data=``."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(mode="json", exclude_none=True).items():
+            out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return out
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, Any]):
+        """Parse the plain (non-file) fields of ``form``; an invalid one is a 400 naming it."""
+        data = {}
+        for name in cls.model_fields:
+            value = form.get(name)
+            if value is None or (isinstance(value, str) and value.strip() == ""):
+                continue
+            if not isinstance(value, str):
+                raise InvalidRequest(f"'{name}' must be a plain field, not a file", param=name)
+            data[name] = value.strip()
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            name = str(error["loc"][0]) if error["loc"] else None
+            raw = data.get(name or "", "")
+            message = error["msg"].removeprefix("Value error, ")
+            raise InvalidRequest(f"'{name}': {message}, not '{raw}'" if name else message, param=name) from None
+
+
+# ---------------------------------------------------------------------------- speech-to-text
+
+SttTask = Literal["transcribe", "translate"]
+
+
+class TranscriptionParams(FormFields):
+    """Router -> STT service: the fields beside ``file`` on ``POST /v1/audio/transcriptions``."""
+
+    model: str | None = None
+    task: SttTask = "transcribe"
+    language: str | None = Field(None, max_length=16)
+    prompt: str | None = None
+    temperature: float = Field(0.0, ge=0.0, le=1.0)
+    word_timestamps: bool = False
+    vad_filter: bool = False
+    stream: bool = False
+
+    @field_validator("language")
+    @classmethod
+    def _lower(cls, value: str | None) -> str | None:
+        return value.lower() if value else None
+
+
+class Word(BaseModel):
+    word: str
+    start: float
+    end: float
+    probability: float = 0.0
+
+
+class Segment(BaseModel):
+    id: int = 0
+    seek: int = 0
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = []
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[Word] | None = None
+
+
+class TranscriptionResult(BaseModel):
+    """STT service -> router: the whole result; the router renders it in the requested response_format."""
+
+    model: str
+    task: SttTask
+    language: str
+    language_probability: float
+    duration: float
+    text: str
+    segments: list[Segment]
+    words: list[Word] | None = None
+
+
+class SegmentEvent(BaseModel):
+    """STT stream (NDJSON): one decoded segment, as soon as its window is done."""
+
+    type: Literal["segment"] = "segment"
+    segment: Segment
+    language: str
+
+
+class DoneEvent(BaseModel):
+    """STT stream: the last line of a stream that succeeded."""
+
+    type: Literal["done"] = "done"
+    result: TranscriptionResult
+
+
+class ErrorEvent(BaseModel):
+    """STT stream: the last line of a stream that failed after it started."""
+
+    type: Literal["error"] = "error"
+    status: int
+    error: dict[str, Any]
+
+
+SttEvent = SegmentEvent | DoneEvent | ErrorEvent
+
+
+# ---------------------------------------------------------------------------- text-to-speech
+
+
+class SynthesisRequest(BaseModel):
+    """Router -> TTS service (``POST /v1/audio/speech``, JSON): a concrete model and the backend's own voice id."""
+
+    model: str
+    input: str = Field(..., min_length=1, max_length=4096)
+    voice: str
+    language: str = "en"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    response_format: AudioFormat = "mp3"
+    sample_rate: int | None = Field(None, ge=8000, le=48000)
+
+
+class VoiceInfo(BaseModel):
+    """TTS service -> router: a voice as the API lists it."""
+
+    id: str                    # public voice id, unique across the engine
+    name: str
+    model: str                 # the SpeechModel that speaks it
+    backend: str
+    languages: list[str]
+    sample_rate: int
+    backend_voice: str         # the id the backend itself uses
+    neural: bool = True
+
+
+class VoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VoiceInfo]
+
+
+# ---------------------------------------------------------------------------- voice activity detection
+
+
+class VadParams(FormFields):
+    """Router -> VAD service: the fields beside ``file`` on ``POST /v1/audio/vad`` (Silero's options)."""
+
+    model: str | None = None
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    min_speech_duration_ms: float = Field(250, ge=0.0, le=3_600_000.0)
+    min_silence_duration_ms: float = Field(100, ge=0.0, le=3_600_000.0)
+    speech_pad_ms: float = Field(30, ge=0.0, le=60_000.0)
+    max_speech_duration_s: float | None = Field(None, gt=0.0)
+    return_speech: bool = Field(False, description="also answer the speech cut out of the audio (FLAC)")
+    speech_sample_rate: int = Field(24000, ge=8000, le=48000, description="rate of the returned speech")
+
+
+class SpeechSegment(BaseModel):
+    start: float
+    end: float
+
+
+class EncodedAudio(BaseModel):
+    """Audio inside a JSON answer: base64 of an encoded file."""
+
+    format: Literal["flac", "wav"] = "flac"
+    sample_rate: int
+    data: str
+
+
+class VadResult(BaseModel):
+    """VAD service -> router."""
+
+    object: Literal["vad"] = "vad"
+    model: str
+    duration: float
+    segments: list[SpeechSegment]
+    speech_seconds: float
+    speech: EncodedAudio | None = None
+
+
+# ---------------------------------------------------------------------------- speaker embedding
+
+
+class EmbeddingParams(FormFields):
+    """Router -> voice service: fields beside one or more ``file`` on ``POST /v1/audio/embeddings``.
+
+    ``segments`` (JSON: one list of ``{"start", "end"}`` per file) restricts each file to its speech.
+    """
+
+    model: str | None = None
+    min_speech_seconds: float = Field(0.5, ge=0.0, le=60.0)
+    segments: str | None = None
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int = 0
+    embedding: list[float]
+
+
+class EmbeddingResult(BaseModel):
+    """Voice service -> router."""
+
+    object: Literal["list"] = "list"
+    model: str
+    speech_seconds: float
+    data: list[EmbeddingData]
+
+
+# ---------------------------------------------------------------------------- voice conversion and the voice store
+
+
+class ConversionParams(FormFields):
+    """Router -> voice service: fields beside ``file`` (and ``reference``) on ``POST /v1/audio/conversions``."""
+
+    model: str | None = None
+    voice: str | None = None
+    response_format: AudioFormat = "wav"
+    sample_rate: int = Field(24000, ge=8000, le=48000)
+
+
+class VoiceRegistration(FormFields):
+    """Router -> voice service: fields beside ``reference`` (the cleaned speech) on ``POST /v1/voices``."""
+
+    model: str | None = None
+    name: str = Field(..., min_length=1, max_length=128)
+    embedding: str = Field(..., description="JSON list of numbers")
+    embedding_model: str = ""
+    reference_files: int = Field(1, ge=1, le=100)
+
+
+class RegisteredVoice(BaseModel):
+    """Voice service -> router: a registered voice as the API shows it (its statistics stay in the store)."""
+
+    id: str
+    object: Literal["voice"] = "voice"
+    name: str
+    created_at: int
+    embedding: list[float]
+    embedding_model: str
+    converter: str
+    speech_seconds: float
+    reference_files: int = 1
+    reference_sample_rate: int
+
+
+class RegisteredVoiceList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[RegisteredVoice]
+
+
+class VoiceDeleted(BaseModel):
+    id: str
+    object: Literal["voice.deleted"] = "voice.deleted"
+    deleted: bool = True
+
+
+# ---------------------------------------------------------------------------- operator -> router
+
+
+class RouterModelEntry(BaseModel):
+    """One SpeechModel in the router's model table: its spec and the URL of its Service."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: ModelName
+    endpoint: str
+    spec: SpeechModelSpec
+
+    def named(self) -> NamedModel:
+        return NamedModel.model_validate({**self.spec.model_dump(by_alias=True), "name": self.name})
+
+
+class RouterRouteEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: ModelName
+    spec: SpeechRouteSpec
+
+    def named(self) -> NamedRoute:
+        return NamedRoute.model_validate({**self.spec.model_dump(by_alias=True), "name": self.name})
+
+
+class RouterModels(BaseModel):
+    """The file ``models.yaml`` of the router's ConfigMap: written by the operator, read by the router."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[RouterModelEntry] = Field(default_factory=list)
+    routes: list[RouterRouteEntry] = Field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        """Only what differs from the defaults, Kubernetes field names, sorted by name (stable output)."""
+        data = {
+            "models": [{"name": m.name, "endpoint": m.endpoint,
+                        "spec": m.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+                       for m in sorted(self.models, key=lambda m: m.name)],
+            "routes": [{"name": r.name, "spec": r.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+                       for r in sorted(self.routes, key=lambda r: r.name)],
+        }
+        return yaml.safe_dump(data, sort_keys=False)
+
+    @classmethod
+    def from_yaml(cls, text: str) -> "RouterModels":
+        """Parse the file; raises yaml.YAMLError or pydantic.ValidationError for a bad one."""
+        return cls.model_validate(yaml.safe_load(text) or {})
+
+
+# ---------------------------------------------------------------------------- operator -> Kubernetes API (status)
+
+
+class Condition(BaseModel):
+    """A status condition in the Kubernetes convention."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: str = Field(..., description="Ready, Progressing or Degraded")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(..., description="one CamelCase word, e.g. MinimumReplicasReady, MissingModel")
+    message: str = ""
+    lastTransitionTime: str = Field(..., json_schema_extra={"format": "date-time"})
+    observedGeneration: int | None = None
+
+
+class SpeechModelStatus(BaseModel):
+    """Written by the operator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replicas: int = Field(0, description="pods of the model service (scale subresource)")
+    readyReplicas: int = Field(0, description="pods that passed /readyz")
+    selector: str = Field("", description="label selector of the pods (scale subresource)")
+    endpoint: str = Field("", description="URL of the model service inside the cluster")
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class SpeechRouteStatus(BaseModel):
+    """Written by the operator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    missingModels: list[str] = Field(default_factory=list, description="steps' models that do not exist")
+    observedGeneration: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)

@@ -1,0 +1,49 @@
+"""Which model service serves each task: the one table ``harmony serve`` and ``service_main`` build apps from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from fastapi import FastAPI
+from services.core.backends import BackendRegistry
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
+from services.stt.app import create_stt_app
+from services.tts.app import create_tts_app
+from services.vad.app import create_vad_app
+from services.vc.app import create_vc_app
+
+
+@dataclass(frozen=True)
+class ModelService:
+    """One kind of model service: its name, the tasks it serves, and its app factory."""
+
+    name: str
+    tasks: tuple[Task, ...]
+    create_app: Callable[[list[NamedModel], int], FastAPI]
+
+
+MODEL_SERVICES: tuple[ModelService, ...] = (
+    ModelService("stt", (Task.stt,), create_stt_app),
+    ModelService("tts", (Task.tts,), create_tts_app),
+    ModelService("vad", (Task.vad,), create_vad_app),
+    # speaker embedding and voice conversion share one service, so registration can store what both produce
+    ModelService("vc", (Task.embed, Task.vc), create_vc_app),
+)
+
+
+def service_for(task: Task) -> ModelService:
+    for service in MODEL_SERVICES:
+        if task in service.tasks:
+            return service
+    raise ConfigError(f"no service for task '{task.value}' in this build")
+
+
+def check_backends(config: HarmonyConfig, backends: BackendRegistry | None = None) -> None:
+    """Fail at start, naming the field, for a task or backend this installation cannot serve."""
+    for index, model in enumerate(config.models):
+        try:
+            service_for(model.task)
+        except ConfigError as exc:
+            raise ConfigError(f"models[{index}].task: {exc}") from None
+    (backends or BackendRegistry.installed()).check(config)
