@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import BinaryIO, Literal, get_args
+from typing import Any, BinaryIO, Callable, Literal, get_args
 
 import numpy as np
 import soxr
@@ -333,62 +333,92 @@ def _decode_pyav(source, sample_rate: int) -> np.ndarray:
     return out
 
 
-def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 16000) -> np.ndarray:
-    """Any container OpenAI accepts (wav, flac, mp3, ogg/opus, ogg/vorbis,
-    m4a/aac/mp4, webm, mpeg/mpga) -> mono float32 at ``sample_rate``, values
-    in [-1, 1]. Multi-channel audio is downmixed by averaging.
+def _path_input(data: str | os.PathLike) -> tuple[bytes, Callable[[], Any]]:
+    """(first four bytes, a function giving the decoders their input) for a path.
 
-    Raises InvalidAudio with a clear message for undecodable data, for empty
-    input, and for audio with zero samples. A path that cannot be read raises
+    Raises InvalidAudio for an empty file; a path that cannot be read raises
     the usual OSError.
     """
-    sample_rate = _check_rate(sample_rate)
+    path = os.fspath(data)
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    if os.path.getsize(path) == 0:
+        raise InvalidAudio("The audio file is empty.")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
 
-    head: bytes
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        if isinstance(path, bytes):
-            path = os.fsdecode(path)
-        if os.path.getsize(path) == 0:
-            raise InvalidAudio("The audio file is empty.")
-        with open(path, "rb") as fh:
-            head = fh.read(4)
+    def source():
+        return path
 
-        def source():
-            return path
+    return head, source
+
+
+def _read_bytes(data: bytes | bytearray | memoryview | BinaryIO) -> bytes:
+    """The whole content of a bytes-like object or of a binary file object.
+
+    Raises InvalidAudio for a text-mode file object and for empty input,
+    TypeError for anything else.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+    elif hasattr(data, "read"):
+        raw = data.read()
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise InvalidAudio("The audio file must be read in binary mode.")
+        raw = bytes(raw)
     else:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            raw = bytes(data)
-        elif hasattr(data, "read"):
-            raw = data.read()
-            if not isinstance(raw, (bytes, bytearray, memoryview)):
-                raise InvalidAudio("The audio file must be read in binary mode.")
-            raw = bytes(raw)
-        else:
-            raise TypeError(f"decode_audio() cannot read {type(data).__name__}")
-        if not raw:
-            raise InvalidAudio("The audio file is empty.")
-        head = raw[:4]
+        raise TypeError(f"decode_audio() cannot read {type(data).__name__}")
+    if not raw:
+        raise InvalidAudio("The audio file is empty.")
+    return raw
 
-        def source():
-            return io.BytesIO(raw)
 
-    no_samples = False
-    if head in _SOUNDFILE_MAGIC:
-        try:
-            return _decode_soundfile(source(), sample_rate)
-        except InvalidAudio:
-            raise
-        except _NoSamples:
-            # Possibly a header with an unknown length (streamed FLAC/WAV):
-            # let FFmpeg have a look before calling it empty.
-            no_samples = True
-        except Exception:  # noqa: BLE001 - libsndfile refused; FFmpeg may not
-            pass
+def _open_input(data: bytes | str | os.PathLike | BinaryIO) -> tuple[bytes, Callable[[], Any]]:
+    """(first four bytes, a function giving a fresh decoder input on each call)
+    for a path, bytes or a binary file object; see ``_path_input`` and
+    ``_read_bytes`` for the errors. Bytes and file objects never touch the
+    file system.
+    """
+    if isinstance(data, (str, os.PathLike)):
+        return _path_input(data)
+    raw = _read_bytes(data)
+
+    def source():
+        return io.BytesIO(raw)
+
+    return raw[:4], source
+
+
+def _try_soundfile(source: Callable[[], Any], sample_rate: int) -> tuple[np.ndarray | None, bool]:
+    """libsndfile's attempt at ``source()``, as (samples, no_samples).
+
+    (samples, False) when it decoded; (None, True) when it understood the
+    container but found no samples, possibly a header with an unknown length
+    (streamed FLAC/WAV) that FFmpeg should have a look at before the input is
+    called empty; (None, False) when it refused the data (FFmpeg may not).
+    InvalidAudio (audio too long) is raised as is.
+    """
+    try:
+        return _decode_soundfile(source(), sample_rate), False
+    except InvalidAudio:
+        raise
+    except _NoSamples:
+        return None, True
+    except Exception:  # noqa: BLE001 - libsndfile refused; FFmpeg may not
+        return None, False
+
+
+def _decode_with_pyav(source: Callable[[], Any], sample_rate: int, no_samples: bool) -> np.ndarray:
+    """FFmpeg's (PyAV's) decoding of ``source()``, every failure raised as InvalidAudio.
+
+    ``no_samples``: libsndfile already found the container empty, so an
+    InvalidAudio from FFmpeg is reported as "no audio samples" instead
+    (except for audio that is too long).
+    """
     try:
         return _decode_pyav(source(), sample_rate)
     except _NoSamples:
-        no_samples = True
+        pass
     except _TooLong:
         raise
     except InvalidAudio:
@@ -400,6 +430,28 @@ def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 
     except Exception as exc:  # noqa: BLE001 - any other decoder failure is bad input
         raise InvalidAudio(f"Could not decode audio: {exc}") from None
     raise InvalidAudio("The audio file contains no audio samples.")
+
+
+def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 16000) -> np.ndarray:
+    """Any container OpenAI accepts (wav, flac, mp3, ogg/opus, ogg/vorbis,
+    m4a/aac/mp4, webm, mpeg/mpga) -> mono float32 at ``sample_rate``, values
+    in [-1, 1]. Multi-channel audio is downmixed by averaging.
+
+    Inputs whose magic bytes libsndfile understands are tried with it first;
+    everything else, and whatever it refuses or finds empty, goes to FFmpeg.
+
+    Raises InvalidAudio with a clear message for undecodable data, for empty
+    input, and for audio with zero samples. A path that cannot be read raises
+    the usual OSError.
+    """
+    sample_rate = _check_rate(sample_rate)
+    head, source = _open_input(data)
+    no_samples = False
+    if head in _SOUNDFILE_MAGIC:
+        samples, no_samples = _try_soundfile(source, sample_rate)
+        if samples is not None:
+            return samples
+    return _decode_with_pyav(source, sample_rate, no_samples)
 
 
 # --------------------------------------------------------------------------- encoding

@@ -187,6 +187,10 @@ class WorldConverter:
         return _interpolate_rows(np.atleast_2d(values), position)
 
     def convert(self, job: ConversionJob) -> Conversion:
+        """One job converted toward its target statistics (steps 1 .. 5 of the module docstring).
+
+        Audio shorter than ``MIN_SOURCE_SECONDS`` or silent is returned unchanged.
+        """
         import pyworld
 
         target = self.target_stats(job.target)
@@ -200,10 +204,24 @@ class WorldConverter:
         f0, times = world_f0(x, fs, self.f0_method, self.frame_period, F0_FLOOR_HZ, F0_CEIL_HZ)
         sp = pyworld.cheaptrick(x, f0, times, fs)
         ap = pyworld.d4c(x, f0, times, fs)
-        log_sp = np.log(sp + 1e-20)
         voiced = f0 > 0
+        loud = loud_voiced(f0, sp)
 
-        # 1. F0: log-mean and spread to the target's
+        new_f0, f0_ratio = self.map_f0(f0, target)
+        warp, envelope = self.warp_envelope(np.log(sp + 1e-20), loud, fs, target, f0_ratio)
+        grid = target.grid()
+        self.correct_long_term(envelope, loud, fs, target, grid)
+        self.pull_to_codebook(envelope, voiced, fs, target, grid)
+        y = self.synthesize(new_f0, envelope, ap, x, fs)
+        return Conversion(y.astype(np.float32), warp, f0_ratio, float(voiced.mean()))
+
+    def map_f0(self, f0: np.ndarray, target: SpeakerStats) -> tuple[np.ndarray, float]:
+        """Step 1: (new F0, mean pitch ratio), the voiced frames' log-F0 mean and spread moved to the target's.
+
+        Unvoiced frames stay 0; with no voiced frame the ratio is 1.0, and with fewer than
+        ``MIN_F0_FRAMES`` (or no spread) the spread is kept as is (times ``f0_range``).
+        """
+        voiced = f0 > 0
         new_f0 = np.zeros_like(f0)
         f0_ratio = 1.0
         if voiced.any():
@@ -213,31 +231,46 @@ class WorldConverter:
             spread = float(np.clip(spread, 0.5, 2.0)) * self.f0_range
             new_f0[voiced] = np.exp(target.log_f0_mean + spread * (log_f0 - mu))
             f0_ratio = math.exp(target.log_f0_mean - mu)
+        return new_f0, f0_ratio
 
-        # 2. vocal-tract-length warp of the envelope
-        loud = loud_voiced(f0, sp)
+    def warp_envelope(self, log_sp: np.ndarray, loud: np.ndarray, fs: int, target: SpeakerStats,
+                      f0_ratio: float) -> tuple[float, np.ndarray]:
+        """Step 2: (warp, warped ln envelope), the vocal-tract-length scaling estimated on the ``loud`` frames,
+        raised to ``warp_strength`` and clamped to ``warp_min`` .. ``warp_max``."""
         warp = self.estimate_warp(log_sp[loud], fs, target, f0_ratio) ** self.warp_strength
         warp = float(np.clip(warp, self.warp_min, self.warp_max))
-        bins = sp.shape[1]
-        envelope = _interpolate_rows(log_sp, np.clip(np.arange(bins) / warp, 0, bins - 1))
+        bins = log_sp.shape[1]
+        return warp, _interpolate_rows(log_sp, np.clip(np.arange(bins) / warp, 0, bins - 1))
 
-        grid = target.grid()
-        # 3. long-term envelope toward the target's mean
+    def correct_long_term(self, envelope: np.ndarray, loud: np.ndarray, fs: int, target: SpeakerStats,
+                          grid: np.ndarray) -> None:
+        """Step 3, in place: ``envelope`` moved toward the target's mean envelope by ``envelope_strength``
+        times the smoothed, mean-free difference measured on the ``loud`` frames (skipped with fewer than
+        ``MIN_SOURCE_FRAMES`` of them)."""
         if self.envelope_strength > 0 and loud.sum() >= MIN_SOURCE_FRAMES:
             difference = np.asarray(target.envelope_mean) - frame_features(envelope[loud], fs, grid).mean(axis=0)
             difference = difference - difference.mean()
             kernel = np.hanning(7)[1:-1]
             difference = np.convolve(np.pad(difference, 2, mode="edge"), kernel / kernel.sum(), mode="valid")
-            envelope += self._to_bins(self.envelope_strength * difference, grid, fs, bins)
-        # 4. each voiced frame part of the way to its nearest target codebook entry
+            envelope += self._to_bins(self.envelope_strength * difference, grid, fs, envelope.shape[1])
+
+    def pull_to_codebook(self, envelope: np.ndarray, voiced: np.ndarray, fs: int, target: SpeakerStats,
+                         grid: np.ndarray) -> None:
+        """Step 4, in place: each ``voiced`` frame of ``envelope`` moved ``codebook_strength`` of the way to its
+        nearest target codebook entry (skipped with fewer than ``MIN_SOURCE_FRAMES`` voiced frames)."""
         if self.codebook_strength > 0 and voiced.sum() >= MIN_SOURCE_FRAMES:
             codebook = np.asarray(target.envelope_codebook, dtype=np.float64)
             features = frame_features(envelope[voiced], fs, grid)
             nearest_entry = codebook[nearest(features, codebook)[1]]
-            envelope[voiced] += self._to_bins(self.codebook_strength * (nearest_entry - features), grid, fs, bins)
+            correction = self.codebook_strength * (nearest_entry - features)
+            envelope[voiced] += self._to_bins(correction, grid, fs, envelope.shape[1])
 
-        # 5. synthesis, same length and loudness as the source
-        y = pyworld.synthesize(np.ascontiguousarray(new_f0), np.ascontiguousarray(np.exp(envelope)),
+    def synthesize(self, f0: np.ndarray, envelope: np.ndarray, ap: np.ndarray, x: np.ndarray, fs: int) -> np.ndarray:
+        """Step 5: WORLD synthesis from F0, ln envelope and aperiodicity, with the length and RMS of the
+        source ``x``, scaled down if needed to peak at 0.999."""
+        import pyworld
+
+        y = pyworld.synthesize(np.ascontiguousarray(f0), np.ascontiguousarray(np.exp(envelope)),
                                np.ascontiguousarray(ap), fs, self.frame_period)
         y = y[: len(x)]
         if len(y) < len(x):
@@ -248,4 +281,4 @@ class WorldConverter:
         peak = float(np.max(np.abs(y)))
         if peak > 0.999:
             y *= 0.999 / peak
-        return Conversion(y.astype(np.float32), warp, f0_ratio, float(voiced.mean()))
+        return y
