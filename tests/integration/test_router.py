@@ -10,7 +10,7 @@ from services.core.specs import parse_config
 from services.router.app import build_table, create_router_app
 
 from tests.integration.conftest import CONFIG
-from tests.servers import ServerThread, free_port
+from tests.servers import ServerThread, dead_url
 from tests.speech import SENTENCES, speech_with_pauses, synthesize, wav_bytes, wer
 
 
@@ -65,9 +65,8 @@ def test_chunked_upload_over_the_limit_is_413(router):
 
 def test_service_down_is_503_naming_the_model():
     config = parse_config(CONFIG)
-    dead = f"http://127.0.0.1:{free_port()}"
-    table = build_table(config, {m.name: [dead] for m in config.models})
-    with ServerThread(create_router_app(config, table)) as router:
+    with dead_url() as dead, ServerThread(create_router_app(
+            config, build_table(config, {m.name: [dead] for m in config.models}))) as router:
         error = assert_openai_error(transcribe(router.url, wav_bytes(*synthesize("Hello."))), 503)
         assert "whisper-base" in error["message"]
         assert httpx.get(router.url + "/readyz").status_code == 503
@@ -75,15 +74,19 @@ def test_service_down_is_503_naming_the_model():
 
 def test_requests_balance_across_replicas_and_skip_a_dead_one(router, stt_service):
     config = parse_config(CONFIG)
-    dead = f"http://127.0.0.1:{free_port()}"
-    table = build_table(config, {m.name: [dead, stt_service.url] for m in config.models})
+    with dead_url() as dead:
+        table = build_table(config, {m.name: [dead, stt_service.url] for m in config.models})
+        _balance_and_skip(config, table, dead, stt_service.url)
+
+
+def _balance_and_skip(config, table, dead: str, live: str) -> None:
     with ServerThread(create_router_app(config, table)) as second:
         for _ in range(2):
             response = transcribe(second.url, wav_bytes(*synthesize(SENTENCES[0])))
             assert response.status_code == 200, response.text
         replicas = {r.url: r for r in table.models["whisper-base"].replicas}
         assert not replicas[dead].available  # cooling down after the refused connection
-        assert replicas[stt_service.url].in_flight == 0
+        assert replicas[live].in_flight == 0
 
 
 def test_client_that_goes_away_is_dropped_not_computed(stt_service):
