@@ -120,9 +120,12 @@ def test_conversion_endpoint_with_voice_and_with_reference(harmony, client, voic
     by_voice = httpx.post(harmony.url + "/v1/audio/conversions", data={"voice": voice["id"]},
                           files={"file": ("s.wav", source)}, timeout=120)
     assert by_voice.status_code == 200, by_voice.text
+    assert by_voice.headers["x-harmony-pipeline"] == "voice-conversion"
+    assert by_voice.headers["x-harmony-steps-run"] == "vc"  # a registered voice: no VAD
     by_reference = httpx.post(harmony.url + "/v1/audio/conversions", data={"response_format": "flac"},
                               files={"file": ("s.wav", source), "reference": ("r.wav", target)}, timeout=120)
     assert by_reference.status_code == 200, by_reference.text
+    assert by_reference.headers["x-harmony-steps-run"] == "vad,vc"
     reference = embed(harmony, target)
     before = embed(harmony, source) @ reference
     for converted in (by_voice.content, by_reference.content):
