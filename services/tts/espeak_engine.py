@@ -1,6 +1,10 @@
 """libespeak-ng (from the espeakng-loader wheel) through ctypes: every language espeak-ng speaks.
 
 libespeak-ng keeps global state, so one process-wide engine serialises calls with a lock.
+
+espeak-ng varies its speech at random (its generator is seeded from the clock when it
+starts): the same text gives slightly different audio each time. ``synthesize(...,
+seed=N)`` reseeds it first, so that call's audio is always the same.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class EspeakEngine:
                                           ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
         self.lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        self.lib.espeak_ng_SetRandSeed.restype = None
         data = espeakng_loader.get_data_path()
         rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(Path(data).parent).encode(), 0)
         if rate <= 0:
@@ -76,9 +82,12 @@ class EspeakEngine:
             index += 1
         return out
 
-    def synthesize(self, text: str, voice: str, words_per_minute: int = 175) -> np.ndarray:
+    def synthesize(self, text: str, voice: str, words_per_minute: int = 175, seed: int | None = None) -> np.ndarray:
+        """Speech for ``text``; with a ``seed``, the same audio on every call (else espeak-ng's own randomness)."""
         data = text.encode("utf-8") + b"\0"
         with self.lock:
+            if seed is not None:
+                self.lib.espeak_ng_SetRandSeed(int(seed))
             if self.lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
                 raise ValueError(f"espeak-ng has no voice '{voice}'")
             self.lib.espeak_SetParameter(RATE_PARAM, int(words_per_minute), 0)

@@ -1,13 +1,29 @@
+from pathlib import Path
+
 import pytest
+import yaml
 from openai import OpenAI
 
 from tests.harmony_process import HarmonyProcess
+from tests.models import SEED
+
+SAMPLING_BACKENDS = {"piper", "espeak"}
 
 
 @pytest.fixture(scope="session")
-def harmony():
-    """`harmony serve` with the embedded default config, as the README starts it."""
-    process = HarmonyProcess().start()
+def harmony(tmp_path_factory):
+    """`harmony serve` with the embedded default config, as the README starts it, but with seeded synthesis.
+
+    Piper and espeak-ng sample (durations, noise, variation): with ``options.seed`` the same
+    text gives the same audio in every run, so durations and what Whisper hears are stable.
+    """
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "services/defaults/serve.yaml").read_text())
+    for model in config["models"]:
+        if model["backend"] in SAMPLING_BACKENDS:
+            model["options"] = {**model.get("options", {}), "seed": SEED}
+    path = tmp_path_factory.mktemp("harmony") / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    process = HarmonyProcess(config=str(path)).start()
     yield process
     assert process.stop() == 0, process.output()
 

@@ -2,6 +2,10 @@
 
 libespeak-ng is one global engine per process, so sentences run one after another
 under its lock; at a real-time factor near 0.002 that is never the bottleneck.
+
+espeak-ng varies its speech at random. ``options: {seed: N}`` in the model spec
+reseeds it before every sentence, so the same text always gives the same audio;
+without it (the default) espeak-ng's clock-seeded variation is kept.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class EspeakBackend:
         self.engine = None
         self.sample_rate = 22050
         self._voices: list[VoiceInfo] = []
+        seed = spec.options.get("seed")
+        self.seed: int | None = None if seed is None else int(seed)
 
     def load(self) -> None:
         from services.tts.espeak_engine import EspeakEngine
@@ -60,5 +66,5 @@ class EspeakBackend:
         out = []
         for job in jobs:
             wpm = int(min(MAX_WPM, max(MIN_WPM, BASE_WORDS_PER_MINUTE * job.speed)))
-            out.append(self.engine.synthesize(job.text, job.voice, words_per_minute=wpm))
+            out.append(self.engine.synthesize(job.text, job.voice, words_per_minute=wpm, seed=self.seed))
         return out

@@ -3,10 +3,25 @@
 The voice's ONNX graph is patched in memory (piper's own ``add_alignment_output``)
 to expose each phoneme's length in frames, so every row of a padded batch is cut to
 its exact length: sum(frames) * hop_length samples.
+
+VITS samples: its stochastic duration predictor draws noise (scaled by ``noise_w``)
+and its flow draws noise (scaled by ``noise_scale``). In the exported graph both are
+``RandomNormalLike`` nodes, seeded once per session, so a sentence's durations and
+sound depended on everything the session ran before and on the batch it ran in.
+Here both become graph inputs (``duration_noise``, ``flow_noise``) that this backend
+fills row by row, each row from its own generator:
+
+- ``options: {seed: N}`` in the model spec: the generator of a row is derived from N
+  and the row's phoneme ids, so the same sentence with the same voice always gives
+  the same audio, whatever it is batched with, whatever ran before, in any process.
+- no seed (the default): each row draws fresh entropy, so speech varies from one
+  request to the next as Piper's own runtime does; a row is still independent of
+  the other rows of its batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -57,6 +72,9 @@ class PiperBackend:
         self.sample_rate = 22050
         self.voice_id = ""
         self.languages: list[str] = []
+        seed = spec.options.get("seed")
+        self.seed: int | None = None if seed is None else int(seed)
+        self.noise_channels: dict[str, int] = {}
 
     def load(self) -> None:
         import onnxruntime
@@ -76,8 +94,8 @@ class PiperBackend:
             1, (os.cpu_count() or 1) // self.spec.batching.instances)
         with open(config_path, encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
-        session = onnxruntime.InferenceSession(_patched_model_bytes(model_path), sess_options=options,
-                                               providers=providers)
+        model_bytes, self.noise_channels = _patched_model_bytes(model_path)
+        session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
         self.voice = PiperVoice(session=session, config=config)
         outputs = [o.name for o in self.voice.session.get_outputs()]
         if len(outputs) < 2:
@@ -121,9 +139,18 @@ class PiperBackend:
         args = {"input": ids, "input_lengths": lengths, "scales": scales}
         if config.num_speakers > 1:
             args["sid"] = np.full(len(rows), config.default_speaker_id or 0, dtype=np.int64)
-        audio, frames = self.voice.session.run(None, args)[:2]
+        seeds = [self._row_seed(row) for row in rows]
+        # a first guess of the output length in frames; a longer output runs again with noise long enough
+        frames_guess = int(np.ceil(longest * 6 * config.length_scale / speed)) + 16
+        while True:
+            args.update(self._noise(seeds, rows, longest, frames_guess))
+            audio, frames = self.voice.session.run(None, args)[:2]
+            frames = frames.reshape(len(rows), -1)
+            needed = max(int(frames[i, : len(row)].sum()) for i, row in enumerate(rows))
+            if "flow_noise" not in self.noise_channels or needed <= frames_guess:
+                break
+            frames_guess = needed  # the flow noise was repeated past its end: draw it long enough
         audio = audio.reshape(len(rows), -1)
-        frames = frames.reshape(len(rows), -1)
         out = []
         for i, row in enumerate(rows):
             n = int(frames[i, : len(row)].sum()) * self.hop_length
@@ -132,11 +159,85 @@ class PiperBackend:
             out.append(np.clip(clip / peak if peak > 1.0 else clip, -1.0, 1.0))
         return out
 
+    def _row_seed(self, row: list[int]) -> np.random.SeedSequence:
+        if self.seed is None:
+            return np.random.SeedSequence()
+        digest = hashlib.sha256(np.asarray(row, dtype="<i8").tobytes()).digest()
+        return np.random.SeedSequence([self.seed, *np.frombuffer(digest, dtype="<u4").tolist()])
 
-def _patched_model_bytes(model_path: str) -> bytes:
+    def _noise(self, seeds: list[np.random.SeedSequence], rows: list[list[int]], longest: int,
+               frames: int) -> dict[str, np.ndarray]:
+        """Standard normal noise for the graph's noise inputs, each row from its own generators.
+
+        A row's stream is drawn time step by time step, so its first n steps are the same
+        whatever length is drawn: padding and a longer redraw do not change them.
+        """
+        out = {}
+        for name, channels in self.noise_channels.items():
+            steps = longest if name == "duration_noise" else frames
+            noise = np.zeros((len(rows), channels, steps), dtype=np.float32)
+            for i, seed in enumerate(seeds):
+                stream = np.random.SeedSequence(seed.entropy, spawn_key=(0 if name == "duration_noise" else 1,))
+                generator = np.random.default_rng(stream)
+                n = len(rows[i]) if name == "duration_noise" else steps
+                noise[i, :, :n] = generator.standard_normal((n, channels), dtype=np.float32).T
+            out[name] = noise
+        return out
+
+
+def _patched_model_bytes(model_path: str) -> tuple[bytes, dict[str, int]]:
+    """The voice's graph with phoneme durations as an output and its noise as inputs (input name -> channels)."""
     import onnx
     from piper.patch_voice_with_alignment import add_alignment_output
 
     model = onnx.load(model_path)
     add_alignment_output(model)
-    return model.SerializeToString()
+    noise = _noise_as_inputs(model)
+    return model.SerializeToString(), noise
+
+
+def _noise_as_inputs(model) -> dict[str, int]:
+    """Replace each ``RandomNormalLike`` node by a graph input of shape [batch, channels, steps].
+
+    The input is tiled when it is shorter than the tensor it stands for (so a short
+    guess never fails) and sliced to that tensor's shape.
+    """
+    from onnx import TensorProto, helper, shape_inference
+
+    shapes = {v.name: v.type.tensor_type.shape for v in shape_inference.infer_shapes(model).graph.value_info}
+    graph = model.graph
+    channels: dict[str, int] = {}
+    for position in reversed(range(len(graph.node))):
+        node = graph.node[position]
+        if node.op_type != "RandomNormalLike":
+            continue
+        if any(a.name in ("mean", "scale") for a in node.attribute):
+            raise WeightsError(f"Piper voice: {node.name} draws noise with a mean or scale; not supported")
+        like, output = node.input[0], node.output[0]
+        if "/dp/" in node.name:  # the stochastic duration predictor: randn(batch, 2, phonemes)
+            name, width = "duration_noise", 2
+        else:  # the flow: randn_like(m_p), [batch, inter_channels, frames]
+            name = "flow_noise"
+            dims = shapes.get(like)
+            width = dims.dim[1].dim_value if dims is not None and len(dims.dim) == 3 else 0
+        if not width or name in channels:
+            raise WeightsError(f"Piper voice: unexpected noise node {node.name}")
+        channels[name] = width
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch_size", width, name + "_steps"]))
+        p = f"/harmony/{name}/"
+        replacement = [
+            helper.make_node("Shape", [like], [p + "like_shape"]),
+            helper.make_node("Shape", [name], [p + "shape"]),
+            helper.make_node("Constant", [], [p + "one"], value=helper.make_tensor(p + "one", TensorProto.INT64, [1], [1])),
+            helper.make_node("Constant", [], [p + "zeros"],
+                             value=helper.make_tensor(p + "zeros", TensorProto.INT64, [3], [0, 0, 0])),
+            helper.make_node("Add", [p + "like_shape", p + "shape"], [p + "sum"]),
+            helper.make_node("Sub", [p + "sum", p + "one"], [p + "sum_1"]),
+            helper.make_node("Div", [p + "sum_1", p + "shape"], [p + "repeats"]),  # ceil(like / shape)
+            helper.make_node("Tile", [name, p + "repeats"], [p + "tiled"]),
+            helper.make_node("Slice", [p + "tiled", p + "zeros", p + "like_shape"], [output]),
+        ]
+        del graph.node[position]
+        for offset, new in enumerate(replacement):
+            graph.node.insert(position + offset, new)
+    return channels
