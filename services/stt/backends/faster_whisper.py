@@ -116,72 +116,70 @@ class FasterWhisperBackend:
         return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
 
     def _run_group(self, jobs: Sequence[ChunkJob], temperature: float) -> list[ChunkResult]:
-        from faster_whisper.transcribe import get_compression_ratio, get_suppressed_tokens
+        """One batched encode, language detection and generate over windows that share a temperature."""
+        features = self._features(jobs)
+        encoder_output = self.model.encode(features)
+        languages = self._languages(jobs, encoder_output)
+        tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
+        outputs = self._generate(jobs, tokenizers, encoder_output, temperature)
+        per_job_segments, segment_sizes = [], []
+        for job, tokenizer, output in zip(jobs, tokenizers, outputs):
+            segments, segment_size = self._segments(job, tokenizer, output)
+            per_job_segments.append(segments)
+            segment_sizes.append(segment_size)
+        self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
+        return [ChunkResult(language=lang, language_probability=prob,
+                            segments=[_segment(s, temperature) for s in segments])
+                for (lang, prob), segments in zip(languages, per_job_segments)]
+
+    def _languages(self, jobs: Sequence[ChunkJob], encoder_output) -> list[tuple[str, float]]:
+        """(language, probability) per window: the one asked for, or the one Whisper detects."""
+        if not (self.multilingual and any(job.language is None for job in jobs)):
+            return [(job.language or "en", 1.0) for job in jobs]
+        detected = self.model.model.detect_language(encoder_output)
+        return [(job.language, 1.0) if job.language else (probs[0][0][2:-2], float(probs[0][1]))
+                for job, probs in zip(jobs, detected)]
+
+    def _generate(self, jobs: Sequence[ChunkJob], tokenizers: list, encoder_output, temperature: float) -> list:
+        from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self.model
-        features = self._features(jobs)
-        encoder_output = model.encode(features)
-
-        languages: list[tuple[str, float]] = []
-        if self.multilingual and any(job.language is None for job in jobs):
-            detected = model.model.detect_language(encoder_output)
-            for job, probs in zip(jobs, detected):
-                token, prob = probs[0]
-                languages.append((job.language, 1.0) if job.language else (token[2:-2], float(prob)))
-        else:
-            languages = [(job.language or "en", 1.0) for job in jobs]
-
-        tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
         prompts = []
         for job, tokenizer in zip(jobs, tokenizers):
             previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
             prompts.append(model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=False))
-        suppress = get_suppressed_tokens(tokenizers[0], [-1])
-        outputs = model.model.generate(
+        return model.model.generate(
             encoder_output, prompts, beam_size=self.beam_size, max_length=model.max_length,
-            suppress_blank=True, suppress_tokens=suppress, return_scores=True, return_no_speech_prob=True,
-            sampling_temperature=temperature, sampling_topk=0 if temperature > 0 else 1,
+            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]), return_scores=True,
+            return_no_speech_prob=True, sampling_temperature=temperature,
+            sampling_topk=0 if temperature > 0 else 1,
         )
 
-        per_job_segments: list[list[dict]] = []
-        segment_sizes: list[int] = []
-        for job, tokenizer, output in zip(jobs, tokenizers, outputs):
-            tokens = output.sequences_ids[0]
-            seq_len = len(tokens)
-            avg_logprob = output.scores[0] * (seq_len ** 1.0) / (seq_len + 1)
-            duration = len(job.audio) / SAMPLE_RATE
-            segment_size = int(ceil(duration) * model.frames_per_second)
-            segment_sizes.append(segment_size)
-            seek = int(job.offset * model.frames_per_second)
-            silent = output.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
-            pieces = [] if silent else model._split_segments_by_timestamps(
-                tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
-                segment_duration=duration, seek=seek)[0]
-            if not silent:
-                pieces += self._unfinished_tail(tokenizer, tokens, pieces, job.offset, duration, seek)
-            segments = []
-            for piece in pieces:
-                text = tokenizer.decode(piece["tokens"])
-                if not text.strip():
-                    continue
+    def _segments(self, job: ChunkJob, tokenizer, output) -> tuple[list[dict], int]:
+        """The decoded segments of one window (none when Whisper judges it silent), and its size in frames."""
+        from faster_whisper.transcribe import get_compression_ratio
+
+        model = self.model
+        tokens = output.sequences_ids[0]
+        avg_logprob = output.scores[0] * (len(tokens) ** 1.0) / (len(tokens) + 1)
+        duration = len(job.audio) / SAMPLE_RATE
+        segment_size = int(ceil(duration) * model.frames_per_second)
+        seek = int(job.offset * model.frames_per_second)
+        if output.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD:
+            return [], segment_size
+        pieces = model._split_segments_by_timestamps(
+            tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
+            segment_duration=duration, seek=seek)[0]
+        pieces += self._unfinished_tail(tokenizer, tokens, pieces, job.offset, duration, seek)
+        segments = []
+        for piece in pieces:
+            text = tokenizer.decode(piece["tokens"])
+            if text.strip():
                 segments.append(dict(seek=seek, start=piece["start"], end=min(piece["end"], job.offset + duration),
                                      tokens=piece["tokens"], text=text, avg_logprob=avg_logprob,
                                      no_speech_prob=output.no_speech_prob,
                                      compression_ratio=get_compression_ratio(text)))
-            per_job_segments.append(segments)
-
-        self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
-
-        results = []
-        for (lang, prob), segments in zip(languages, per_job_segments):
-            results.append(ChunkResult(
-                language=lang, language_probability=prob,
-                segments=[Segment(seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
-                                  tokens=s["tokens"], temperature=temperature, avg_logprob=s["avg_logprob"],
-                                  compression_ratio=s["compression_ratio"], no_speech_prob=s["no_speech_prob"],
-                                  words=[Word(**w) for w in s["words"]] if "words" in s else None)
-                          for s in segments]))
-        return results
+        return segments, segment_size
 
     def _unfinished_tail(self, tokenizer, tokens: list[int], pieces: list[dict], offset: float, duration: float,
                          seek: int) -> list[dict]:
@@ -216,3 +214,10 @@ class FasterWhisperBackend:
             self.model.add_word_timestamps(
                 [per_job_segments[i] for i in indexes], tokenizers[indexes[0]], output,
                 [segment_sizes[i] for i in indexes], PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0)
+
+
+def _segment(s: dict, temperature: float) -> Segment:
+    return Segment(seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
+                   tokens=s["tokens"], temperature=temperature, avg_logprob=s["avg_logprob"],
+                   compression_ratio=s["compression_ratio"], no_speech_prob=s["no_speech_prob"],
+                   words=[Word(**w) for w in s["words"]] if "words" in s else None)
