@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from services.core.specs import SpeechModelSpec, SpeechRouteSpec
 from services.core.wire import SpeechModelStatus, SpeechRouteStatus
-from pydantic import BaseModel, ConfigDict, Field
 
 GROUP = "harmony.dev"
 VERSION = "v1alpha1"

@@ -1,0 +1,59 @@
+"""The backend registry (entry points) and the task protocols a loaded backend must implement."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+from services.core.backends import ENTRY_POINT_GROUP, BackendError, BackendRegistry, _info
+from services.core.protocols import PROTOCOLS, BackendContractError, VadBackend, verify
+from services.core.specs import Task
+from services.vad.backends.silero import SileroVadBackend
+
+
+def entry(name: str, value: str) -> EntryPoint:
+    return EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+
+
+def test_an_entry_point_becomes_a_backend_of_its_declared_task():
+    info = _info(entry("my-silero", "services.vad.backends.silero:SileroVadBackend"))
+    assert (info.name, info.task, info.factory, info.devices) == ("my-silero", Task.vad, SileroVadBackend, ("cpu",))
+    assert info.description.startswith("Per-frame speech probabilities")
+    registry = BackendRegistry([info])
+    assert registry.get("my-silero", Task.vad) is info
+    assert registry.names(Task.vad) == ["my-silero"] and registry.names(Task.stt) == []
+
+
+def test_a_broken_plugin_names_itself():
+    with pytest.raises(BackendError, match=r"backend 'ghost' \(no_such_module:Thing\) cannot be imported"):
+        _info(entry("ghost", "no_such_module:Thing"))
+    with pytest.raises(BackendError, match=r"backend 'taskless' .* declares no valid 'task'"):
+        _info(entry("taskless", "services.core.backends:BackendRegistry"))
+
+
+def test_unknown_or_mistasked_backend_names_the_field_and_the_choices():
+    registry = BackendRegistry.installed()
+    with pytest.raises(BackendError, match=r"^models\[2\]\.backend: unknown vad backend 'silero-x' "
+                                           r"\(installed vad backends: .*silero"):
+        registry.get("silero-x", Task.vad, field="models[2].backend")
+    with pytest.raises(BackendError, match=r"backend 'silero' serves task 'vad', not 'tts'"):
+        registry.get("silero", Task.tts)
+
+
+def test_every_task_has_a_protocol():
+    assert set(PROTOCOLS) == set(Task)
+
+
+def test_a_backend_missing_members_of_its_protocol_fails_naming_them():
+    class HalfVad:
+        task = Task.vad
+        sample_rate = 16000
+
+        def __init__(self, spec) -> None: ...
+
+        def load(self) -> None: ...
+
+    with pytest.raises(BackendContractError, match="HalfVad does not implement VadBackend: missing "
+                                                   "frame_samples, run_batch"):
+        verify(HalfVad(None), Task.vad)
+    assert isinstance(SileroVadBackend.__new__(SileroVadBackend), VadBackend)
