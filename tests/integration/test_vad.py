@@ -15,7 +15,7 @@ from services.vad.app import create_vad_app
 from services.vad.backends.silero import SileroVadBackend
 
 from tests.servers import ServerThread
-from tests.speech import SENTENCES, silence, synthesize, wav_bytes
+from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes
 
 SPEC = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"},
         "batching": {"max_batch_size": 8, "max_queue_delay_ms": 50}}
@@ -33,15 +33,6 @@ def backend():
     model = SileroVadBackend(NamedModel(**SPEC))
     model.load()
     return model
-
-
-def loud_span(audio: np.ndarray, rate: int) -> tuple[float, float]:
-    """Start and end (seconds) of the first and last 10-ms frame above -40 dBFS."""
-    hop = rate // 100
-    frames = audio[: len(audio) // hop * hop].reshape(-1, hop)
-    level = 20 * np.log10(np.sqrt((frames ** 2).mean(axis=1)) + 1e-10)
-    loud = np.flatnonzero(level > -40)
-    return loud[0] * hop / rate, (loud[-1] + 1) * hop / rate
 
 
 @pytest.fixture(scope="module")
