@@ -32,6 +32,9 @@ class Backend(Protocol):
 
     def load(self) -> None: ...
 
+    def run_batch(self, items: Any) -> list[Any]:
+        """One batch from the dynamic batcher (blocking, in a worker thread); the task's protocol types it."""
+
 
 @runtime_checkable
 class SttBackend(Backend, Protocol):
@@ -86,7 +89,7 @@ class VoiceConverter(Backend, Protocol):
     def run_batch(self, jobs: Sequence[ConversionJob]) -> list[np.ndarray]: ...
 
 
-PROTOCOLS: dict[Task, type[Backend]] = {
+PROTOCOLS: dict[Task, type] = {
     Task.stt: SttBackend,
     Task.tts: TtsBackend,
     Task.vad: VadBackend,

@@ -82,10 +82,10 @@ class ModelRegistry(Generic[B]):
             else:
                 raise ModelNotFound("'model' is required: this service serves "
                                     + ", ".join(m.spec.name for m in models), param="model")
+        elif name in self.models:
+            model = self.models[name]
         else:
-            model = self.models.get(name)
-            if model is None:
-                raise ModelNotFound(f"model '{name}' is not served here", param="model")
+            raise ModelNotFound(f"model '{name}' is not served here", param="model")
         if not model.ready:
             raise ServiceUnavailable(f"model '{model.spec.name}' is not loaded yet" +
                                      (f" (load failed: {model.error})" if model.error else ""))

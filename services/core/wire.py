@@ -13,7 +13,7 @@ field is a 400 that names it.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -37,7 +37,7 @@ class FormFields(BaseModel):
         return out
 
     @classmethod
-    def from_form(cls, form: Mapping[str, Any]):
+    def from_form(cls, form: Mapping[str, Any]) -> Self:
         """Parse the plain (non-file) fields of ``form``; an invalid one is a 400 naming it."""
         data = {}
         for name in cls.model_fields:
@@ -51,10 +51,10 @@ class FormFields(BaseModel):
             return cls.model_validate(data)
         except ValidationError as exc:
             error = exc.errors()[0]
-            name = str(error["loc"][0]) if error["loc"] else None
-            raw = data.get(name or "", "")
+            field = str(error["loc"][0]) if error["loc"] else None
+            raw = data.get(field or "", "")
             message = error["msg"].removeprefix("Value error, ")
-            raise InvalidRequest(f"'{name}': {message}, not '{raw}'" if name else message, param=name) from None
+            raise InvalidRequest(f"'{field}': {message}, not '{raw}'" if field else message, param=field) from None
 
 
 # ---------------------------------------------------------------------------- speech-to-text

@@ -16,6 +16,7 @@ import base64
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
+from services.core.audio import AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest, ServiceUnavailable
 from services.core.specs import NamedRoute, RouteStep, Task
 from services.core.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
@@ -46,7 +47,7 @@ class PipelineState:
     # request options
     language: str | None = None
     speed: float = 1.0
-    response_format: str = "mp3"
+    response_format: AudioFormat = "mp3"
     sample_rate: int | None = None
     steps_run: list[str] = field(default_factory=list)
     steps_skipped: list[str] = field(default_factory=list)

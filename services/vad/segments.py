@@ -61,7 +61,7 @@ def join_speech(pieces: list[np.ndarray], rate: int) -> np.ndarray:
     return np.concatenate(parts[:-1]).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
 
-def speech_ranges(probs: Sequence[float], num_samples: int | None = None, *, threshold: float = 0.5,
+def speech_ranges(probs: Sequence[float] | np.ndarray, num_samples: int | None = None, *, threshold: float = 0.5,
                   min_speech_duration_ms: float = 250, min_silence_duration_ms: float = 100,
                   speech_pad_ms: float = 30, max_speech_duration_s: float = math.inf,
                   neg_threshold: float | None = None, sample_rate: int = SAMPLE_RATE,
@@ -137,8 +137,9 @@ def _pad(ranges: list[tuple[int, int]], pad: float, num_samples: int) -> list[tu
     return list(zip(starts, ends))
 
 
-def speech_segments(probs: Sequence[float], num_samples: int | None = None, options: VadOptions = VadOptions(),
-                    sample_rate: int = SAMPLE_RATE, frame_samples: int = FRAME_SAMPLES) -> list[dict[str, float]]:
+def speech_segments(probs: Sequence[float] | np.ndarray, num_samples: int | None = None,
+                    options: VadOptions = VadOptions(), sample_rate: int = SAMPLE_RATE,
+                    frame_samples: int = FRAME_SAMPLES) -> list[dict[str, float]]:
     """Speech as ``[{"start": seconds, "end": seconds}, ...]`` (millisecond resolution)."""
     ranges = speech_ranges(probs, num_samples, threshold=options.threshold,
                            min_speech_duration_ms=options.min_speech_duration_ms,
