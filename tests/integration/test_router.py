@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -85,25 +86,47 @@ def _balance_and_skip(config, table, dead: str, live: str) -> None:
             response = transcribe(second.url, wav_bytes(*synthesize(SENTENCES[0])))
             assert response.status_code == 200, response.text
         replicas = {r.url: r for r in table.models["whisper-base"].replicas}
-        assert not replicas[dead].available  # cooling down after the refused connection
+        assert replicas[dead].down_until > 0  # marked down after the refused connection (its cool-down is 5 s)
         assert replicas[live].in_flight == 0
 
 
 def test_client_that_goes_away_is_dropped_not_computed(stt_service):
-    """A queued request whose client disconnects never reaches the model."""
-    model = stt_service.server.config.app.state.models["whisper-tiny.en"]
-    stats = model.batcher.stats
-    long_audio = wav_bytes(*speech_with_pauses(SENTENCES * 2, pause_s=1.0))
-    items_before, dropped_before = stats.items, stats.dropped_cancelled
-    import threading
+    """A queued request whose client disconnects never reaches the model.
 
+    The model's only worker is held (a gate in front of the real backend) while the short request queues
+    and its client gives up, so the order of events does not depend on how fast this machine is.
+    """
+    app = stt_service.server.config.app
+    model = app.state.models["whisper-tiny.en"]
+    stats, real = model.batcher.stats, model.batcher.run_batch
+    gate, entered = threading.Event(), threading.Event()
+
+    def gated(items):
+        entered.set()
+        gate.wait(120)
+        return real(items)
+
+    def client_errors() -> float:
+        labels = {"component": "stt", "model": "whisper-tiny.en", "outcome": "error"}
+        return app.state.metrics.registry.get_sample_value("harmony_requests_total", labels) or 0.0
+
+    long_audio = wav_bytes(*speech_with_pauses(SENTENCES * 2, pause_s=1.0))
+    items_before, dropped_before, errors_before = stats.items, stats.dropped_cancelled, client_errors()
+    model.batcher.run_batch = gated
     busy = threading.Thread(target=lambda: transcribe(stt_service.url, long_audio, model="whisper-tiny.en"))
-    busy.start()
-    time.sleep(0.4)  # the long request now occupies the worker
-    with pytest.raises(httpx.TimeoutException):
-        transcribe(stt_service.url, wav_bytes(*synthesize(SENTENCES[1])), model="whisper-tiny.en", timeout=0.3)
-    busy.join()
-    time.sleep(1.0)
+    try:
+        busy.start()
+        assert entered.wait(60)  # the long request's first window now holds the worker
+        with pytest.raises(httpx.TimeoutException):
+            transcribe(stt_service.url, wav_bytes(*synthesize(SENTENCES[1])), model="whisper-tiny.en", timeout=0.3)
+        deadline = time.monotonic() + 60
+        while client_errors() == errors_before and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the service has seen the client go and cancelled its queued item
+        assert client_errors() > errors_before
+    finally:
+        gate.set()
+        busy.join(180)
+        model.batcher.run_batch = real
     long_windows = 3  # 51 s of audio: two windows, plus at most one re-decoded tail
     assert stats.items - items_before <= long_windows
     assert stats.dropped_cancelled - dropped_before >= 1
