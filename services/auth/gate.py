@@ -92,5 +92,9 @@ class Gate:
         except Exception:  # noqa: BLE001 - the response is gone; say so loudly rather than crash the server
             log.exception("could not record usage or audit for request %s", record.request_id)
 
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.dispose()
+
     async def afinish(self, record: RequestRecord) -> None:
         await asyncio.to_thread(self.finish, record)

@@ -63,6 +63,7 @@ class RequestRecord:
     content_type: str = ""
     sample_rate: int | None = None
     body_bytes: int = 0
+    finished: bool = False
     extra_headers: dict[str, str] = field(default_factory=dict)
 
 

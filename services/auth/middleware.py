@@ -68,7 +68,9 @@ class AuthAuditMiddleware:
             await self._call(scope, receive, send, record)
         finally:
             _current.reset(token)
-            await self.gate.afinish(record)
+            if not record.finished:
+                record.finished = True
+                await self.gate.afinish(record)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         async def watched(message: Message) -> None:
@@ -85,6 +87,9 @@ class AuthAuditMiddleware:
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 record.body_bytes += len(message.get("body", b""))
+                if not message.get("more_body", False) and not record.finished:
+                    record.finished = True  # usage is charged before the client sees the end of the response
+                    await self.gate.afinish(record)
             elif message["type"] == "websocket.accept":
                 record.status = 101
             await send(message)

@@ -31,6 +31,13 @@ def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> Model
     return table
 
 
+def _install_gate(app: FastAPI, gate: Gate) -> None:
+    app.add_middleware(AuthAuditMiddleware, gate=gate)  # outside the upload limit: refuses before a body is read
+    app.state.gate = gate
+    if gate.required:
+        app.include_router(admin.routes(gate))
+
+
 def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None) -> FastAPI:
     """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
     and writes the audit trail."""
@@ -42,18 +49,14 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     async def lifespan(app: FastAPI):
         yield
         await clients.aclose()
-        if gate.db is not None:
-            gate.db.dispose()
+        gate.close()
 
     app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan)
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
-    app.add_middleware(AuthAuditMiddleware, gate=gate)  # outermost: refuses before a body is read
-    app.state.gate = gate
-    if gate.required:
-        app.include_router(admin.routes(gate))
+    _install_gate(app, gate)
 
     @app.middleware("http")
     async def count_requests(request, call_next):
