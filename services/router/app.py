@@ -77,6 +77,11 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.include_router(conversions.routes(app.state.pipelines))
     app.include_router(vad.routes(table, clients))
 
+    _health_routes(app, table, clients)
+    return app
+
+
+def _health_routes(app: FastAPI, table: ModelTable, clients: ServiceClients) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -98,5 +103,3 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
         ok = bool(states) and all(s == "ready" for s in states.values())
         return JSONResponse({"status": "ready" if ok else "not ready", "models": states},
                             status_code=200 if ok else 503)
-
-    return app
