@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
+    serve.add_argument("--require-auth", action="store_true",
+                       help="every API request needs an API key (harmony keys create); same as auth.required")
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
@@ -26,11 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     crds = commands.add_parser("crds", help="print the Kubernetes CRDs (SpeechModel, SpeechRoute)")
     crds.add_argument("--out", metavar="DIR", help="write one YAML file per CRD into DIR instead")
 
+    from services.keys_cli import add_commands
+
+    add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         from services.serve import run_serve
 
-        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file)
+        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth)
+    if args.command in ("keys", "db"):
+        from services.keys_cli import run_db, run_keys
+
+        return run_keys(args) if args.command == "keys" else run_db(args)
     if args.command == "check-config":
         from services.core.specs import ConfigError, load_config
         from services.model_services import check_backends

@@ -12,7 +12,7 @@ import logging
 import sys
 
 import uvicorn
-from services.core.specs import HarmonyConfig, ServerSettings
+from services.core.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.router.app import create_router_app
 from services.router.cluster import ClusterSync
 from services.router.routing import ModelTable
@@ -46,11 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--service-timeout", type=float, default=defaults.service_timeout_s)
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout_s)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--require-auth", action="store_true", help="every API request needs an API key")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: $HARMONY_DATABASE_URL, else SQLite)")
+    parser.add_argument("--audit", default="stdout", choices=["stdout", "file", "database", "none"])
+    parser.add_argument("--audit-file", help="the file of --audit file")
     args = parser.parse_args(argv)
 
     config = HarmonyConfig(server=ServerSettings(
         host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
-        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout))
+        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout),
+        auth=AuthSettings(required=args.require_auth), database=DatabaseSettings(url=args.database_url),
+        audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level))
     return 0

@@ -132,6 +132,8 @@ async def _announce_ready(config: HarmonyConfig, router: _Server, services: list
     while not (router.started and all(s.server.started for s in services)):
         await asyncio.sleep(0.05)
     print(f"Harmony is ready: {public}/v1 (models: {', '.join(m.name for m in config.models)})", flush=True)
+    if config.auth.required:
+        print("  API keys required: create one with `harmony keys create --name NAME` (same --config)", flush=True)
     for service in services:
         print(f"  {service.name} service: {service.url}", flush=True)
     if ready_file:
@@ -139,13 +141,15 @@ async def _announce_ready(config: HarmonyConfig, router: _Server, services: list
 
 
 def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,
-              ready_file: str | None = None) -> int:
+              ready_file: str | None = None, require_auth: bool = False) -> int:
     try:
         config = load_config(config_path) if config_path else default_config()
         if host is not None:
             config.server.host = host
         if port is not None:
             config.server.port = port
+        if require_auth:
+            config.auth.required = True
         check_backends(config)
     except ConfigError as exc:
         print(f"harmony: {exc}", file=sys.stderr)

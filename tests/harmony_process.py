@@ -14,7 +14,7 @@ from tests.servers import free_port
 
 
 class HarmonyProcess:
-    def __init__(self, config: str | None = None, timeout: float = 180.0) -> None:
+    def __init__(self, config: str | None = None, timeout: float = 180.0, extra_args: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_file = Path(tempfile.mkdtemp()) / "ready"
@@ -22,12 +22,14 @@ class HarmonyProcess:
         self.config = config
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
+        self.extra_args = extra_args or []
 
     def start(self) -> "HarmonyProcess":
         args = [sys.executable, "-m", "services.cli", "serve", "--port", str(self.port),
                 "--ready-file", str(self.ready_file), "--log-level", "warning"]
         if self.config:
             args += ["--config", self.config]
+        args += self.extra_args
         self._log_handle = open(self.log, "wb")
         self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
         deadline = time.monotonic() + self.timeout

@@ -156,10 +156,36 @@ class ServerSettings(Strict):
     drain_timeout_s: float = Field(60.0, ge=0, description="how long SIGTERM waits for in-flight requests")
 
 
+class DatabaseSettings(Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db; "
+                                               "default: $HARMONY_DATABASE_URL, else SQLite in data_dir")
+
+
+class AuthSettings(Strict):
+    required: bool = Field(False, description="every API request needs an API key (harmony serve --require-auth)")
+
+
+class AuditSettings(Strict):
+    sink: Literal["stdout", "file", "database", "none"] = Field(
+        "stdout", description="where the one JSON line per request goes")
+    path: str | None = Field(None, description="the file of sink 'file' (appended to)")
+
+    @model_validator(mode="after")
+    def _path_for_file(self) -> "AuditSettings":
+        if self.sink == "file" and not self.path:
+            raise ValueError("audit sink 'file' needs 'path'")
+        return self
+
+
 class HarmonyConfig(Strict):
     """The config file of ``harmony serve``."""
 
     server: ServerSettings = Field(default_factory=ServerSettings)
+    data_dir: str | None = Field(None, description="where the engine keeps its state (default: $HARMONY_DATA_DIR, "
+                                                   "else $XDG_DATA_HOME/harmony or ~/.local/share/harmony)")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
     models: list[NamedModel] = Field(default_factory=list)
     routes: list[NamedRoute] = Field(default_factory=list)
 

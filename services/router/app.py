@@ -8,13 +8,15 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from services.auth.gate import Gate
+from services.auth.middleware import AuthAuditMiddleware
 from services.core.errors import install_error_handlers
 from services.core.metrics import Metrics
 from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
 from services.router.clients import ServiceClients
 from services.router.pipelines import PipelineRunner
-from services.router.routes import conversions, embeddings, speech, transcriptions, vad, voice_admin
+from services.router.routes import admin, conversions, embeddings, speech, transcriptions, vad, voice_admin
 from services.router.routes import models as models_routes
 from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
@@ -29,7 +31,17 @@ def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> Model
     return table
 
 
-def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
+def _install_gate(app: FastAPI, gate: Gate) -> None:
+    app.add_middleware(AuthAuditMiddleware, gate=gate)  # outside the upload limit: refuses before a body is read
+    app.state.gate = gate
+    if gate.required:
+        app.include_router(admin.routes(gate))
+
+
+def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None) -> FastAPI:
+    """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
+    and writes the audit trail."""
+    gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
 
@@ -37,12 +49,14 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
     async def lifespan(app: FastAPI):
         yield
         await clients.aclose()
+        gate.close()
 
     app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan)
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
+    _install_gate(app, gate)
 
     @app.middleware("http")
     async def count_requests(request, call_next):
@@ -63,6 +77,11 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
     app.include_router(conversions.routes(app.state.pipelines))
     app.include_router(vad.routes(table, clients))
 
+    _health_routes(app, table, clients)
+    return app
+
+
+def _health_routes(app: FastAPI, table: ModelTable, clients: ServiceClients) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -84,5 +103,3 @@ def create_router_app(config: HarmonyConfig, table: ModelTable) -> FastAPI:
         ok = bool(states) and all(s == "ready" for s in states.values())
         return JSONResponse({"status": "ready" if ok else "not ready", "models": states},
                             status_code=200 if ok else 503)
-
-    return app

@@ -159,6 +159,7 @@ class PipelineRunner:
             served = self.table.resolve(model, task) if model else self.table.first_of(task)
             return NamedRoute(name=served.name, task=task, steps=[RouteStep(name=task.value, task=task,
                                                                             model=served.name)])
+        self.table.check_allowed(route.name)
         if model and model != route.name:
             served = self.table.resolve(model, task)
             steps = [s.model_copy(update={"model": served.name}) if s.task == task else s for s in route.steps]

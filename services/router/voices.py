@@ -67,6 +67,7 @@ class VoiceDirectory:
             if not _speaks(info, lang):
                 raise InvalidRequest(f"voice '{voice}' speaks {', '.join(info.languages)}, not '{lang}'",
                                      param="language", code="unsupported_language")
+            self.table.check_allowed(model_name, info.model)
             return self.table.models[info.model], info, lang
         if voice in OPENAI_VOICES:
             lang = (language or "en").lower()
@@ -77,6 +78,7 @@ class VoiceDirectory:
             if explicit_model and info.model != requested.name:
                 raise InvalidRequest(f"model '{requested.name}' does not speak '{lang}'", param="language",
                                      code="unsupported_language")
+            self.table.check_allowed(model_name, info.model)
             return self.table.models[info.model], info, lang
         valid = sorted(OPENAI_VOICES) + sorted(self.voices)
         raise InvalidRequest(f"unknown voice '{voice}'. Valid voices: {', '.join(valid)}", param="voice",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from services.auth.guard import check_voice
 from services.core.audio import CONTENT_TYPES
 from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest
@@ -26,6 +27,8 @@ def routes(runner: PipelineRunner) -> APIRouter:
         if not params.voice and not references:
             raise InvalidRequest("give the target as 'voice' (a registered voice id) or 'reference' (audio)",
                                  param="voice", code="missing_required_parameter")
+        if params.voice:
+            await check_voice(params.voice)
         route = runner.route(Task.vc, params.model, model=params.model)
         state = PipelineState(source=source, voice_id=params.voice, references=references,
                               response_format=params.response_format, sample_rate=params.sample_rate)

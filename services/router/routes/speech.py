@@ -8,6 +8,7 @@ from typing import Any, AsyncIterator, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from services.auth.guard import check_voice, note_usage, visible_voices
 from services.core.audio import CONTENT_TYPES, AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
@@ -65,6 +66,7 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
     @api.post("/v1/audio/speech")
     async def speech(request: Request) -> Response:
         body = await _parse(request)
+        note_usage(characters=len(body.input))
         if body.voice.startswith("voice_") or body.reference_audio:
             return await _clone(body, runner)
         model, voice, language = await voices.choose(body.model, body.voice, body.language)
@@ -91,6 +93,8 @@ async def _registered(runner: PipelineRunner, clients: ServiceClients) -> list[d
     except HarmonyError:
         return []
     records = RegisteredVoiceList.model_validate_json(response.content).data
+    mine = await visible_voices([r.id for r in records])
+    records = [r for r in records if r.id in mine]
     return [{"id": r.id, "object": "voice", "name": r.name, "model": route_name, "backend": "clone",
              "languages": [], "created_at": r.created_at, "speech_seconds": r.speech_seconds,
              "neural": False} for r in records]
@@ -102,6 +106,7 @@ async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
     state = PipelineState(text=body.input, language=body.language, speed=body.speed,
                           response_format=body.response_format, sample_rate=body.sample_rate)
     if body.voice.startswith("voice_"):
+        await check_voice(body.voice)
         state.voice_id = body.voice
     else:
         try:

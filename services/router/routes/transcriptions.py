@@ -8,6 +8,7 @@ from typing import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import TypeAdapter
+from services.auth.guard import note_usage
 from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
@@ -63,6 +64,7 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     response = await until_disconnected(
         request, clients.post(model, "/v1/audio/transcriptions", data=fields, files=files))
     result = TranscriptionResult.model_validate(response.json())
+    note_usage(audio_seconds_in=result.duration)
     return render(result, response_format, granularities)
 
 
@@ -81,6 +83,7 @@ async def _sse(clients: ServiceClients, model: ServedModel, fields: dict, files:
                 if isinstance(event, SegmentEvent):
                     yield _event({"type": "transcript.text.delta", "delta": event.segment.text})
                 elif isinstance(event, DoneEvent):
+                    note_usage(audio_seconds_in=event.result.duration)
                     yield _event({"type": "transcript.text.done", "text": event.result.text,
                                   "usage": {"type": "duration", "seconds": event.result.duration}})
                 else:

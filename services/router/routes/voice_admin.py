@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request
+from services.auth.guard import check_voice, claim_voice, forget_voice
 from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest, NotFound
 from services.core.specs import Task
@@ -43,11 +44,14 @@ def routes(runner: PipelineRunner, clients: ServiceClients) -> APIRouter:
                                    embedding_model=state.embedding_model or "", reference_files=len(references))
         files = [("reference", (f, data, "audio/flac")) for f, data in target_speech(state)]
         response = await clients.post(vc_model, "/v1/voices", data=fields.form(), files=files)
-        return {**RegisteredVoice.model_validate_json(response.content).model_dump(), "model": route_name}
+        voice = RegisteredVoice.model_validate_json(response.content)
+        await claim_voice(voice.id)  # the voice belongs to the key that registered it
+        return {**voice.model_dump(), "model": route_name}
 
     @api.get("/v1/audio/voices/{voice_id}")
     async def get_voice(voice_id: str) -> dict:
         _check_id(voice_id)
+        await check_voice(voice_id)
         route_name, vc_model = store_model(runner)
         response = await clients.get(vc_model, f"/v1/voices/{voice_id}")
         return {**RegisteredVoice.model_validate_json(response.content).model_dump(), "model": route_name}
@@ -55,7 +59,9 @@ def routes(runner: PipelineRunner, clients: ServiceClients) -> APIRouter:
     @api.delete("/v1/audio/voices/{voice_id}")
     async def delete_voice(voice_id: str) -> VoiceDeleted:
         _check_id(voice_id)
+        await check_voice(voice_id)
         response = await clients.delete(store_model(runner)[1], f"/v1/voices/{voice_id}")
+        await forget_voice(voice_id)
         return VoiceDeleted.model_validate_json(response.content)
 
     return api

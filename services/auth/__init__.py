@@ -1,0 +1,1 @@
+"""API keys, per-key limits and quotas, and the audit trail of the router."""

@@ -1,0 +1,140 @@
+"""What one request may do, checked where the router learns it: the key (set by the middleware for the
+request's task), the model it names (checked by the model table when it resolves a public name), and
+the registered voices it touches. Handlers also note the request's usage here for the audit line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from services.auth.keys import ApiKey
+from services.core.errors import HarmonyError, NotFound
+
+if TYPE_CHECKING:
+    from services.auth.gate import Gate
+
+
+class Unauthorized(HarmonyError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+
+
+class Forbidden(HarmonyError):
+    status_code = 403
+    error_type = "permission_error"
+    default_code = "permission_denied"
+
+
+class RateLimited(HarmonyError):
+    status_code = 429
+    error_type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class QuotaExhausted(HarmonyError):
+    status_code = 429
+    error_type = "insufficient_quota"
+    default_code = "insufficient_quota"
+
+
+@dataclass
+class RequestRecord:
+    """One request as the audit trail sees it: never its audio or text, only their sizes."""
+
+    request_id: str
+    method: str
+    route: str
+    client: str | None
+    started: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    gate: "Gate | None" = None
+    key: ApiKey | None = None
+    model: str | None = None
+    status: int = 0
+    audio_seconds_in: float | None = None
+    audio_seconds_out: float | None = None
+    characters: int | None = None
+    queue_ms: float | None = None
+    compute_ms: float | None = None
+    content_type: str = ""
+    sample_rate: int | None = None
+    body_bytes: int = 0
+    finished: bool = False
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+_current: ContextVar[RequestRecord | None] = ContextVar("harmony_request", default=None)
+
+
+def current() -> RequestRecord | None:
+    return _current.get()
+
+
+def note_usage(**values: Any) -> None:
+    """Handlers tell the audit trail what they learned: audio_seconds_in, characters, queue_ms, ..."""
+    record = _current.get()
+    if record is not None:
+        for name, value in values.items():
+            if value is not None:
+                setattr(record, name, value)
+
+
+def check_model(canonical: dict[str, str], requested: str, served: str | None = None) -> None:
+    """403 model_not_allowed when the request's key may not use ``requested`` (or the model that serves it).
+
+    A key's allowed list names public models, aliases or SpeechRoutes; a name and its aliases are one model.
+    """
+    record = _current.get()
+    if record is None:
+        return
+    if record.model is None:
+        record.model = requested
+    key = record.key
+    if key is None or not key.models:
+        return
+    allowed = set(key.models) | {canonical.get(name, name) for name in key.models}
+    for name in (requested, served):
+        if name is not None and name not in allowed and canonical.get(name, name) not in allowed:
+            raise Forbidden(f"this API key may not use model '{name}' (allowed: {', '.join(key.models)})",
+                            param="model", code="model_not_allowed")
+
+
+def _voice_gate() -> tuple[ApiKey, "Gate"] | None:
+    record = _current.get()
+    if record is None or record.key is None or record.gate is None:
+        return None
+    return record.key, record.gate
+
+
+async def check_voice(voice_id: str) -> None:
+    """404 unless the request's key registered this voice (admin keys see every voice)."""
+    found = _voice_gate()
+    if found is None or found[0].admin:
+        return
+    key, gate = found
+    if await asyncio.to_thread(gate.owners.owner, voice_id) != key.id:
+        raise NotFound(f"no registered voice '{voice_id}'", param="voice", code="voice_not_found")
+
+
+async def claim_voice(voice_id: str) -> None:
+    found = _voice_gate()
+    if found is not None:
+        await asyncio.to_thread(found[1].owners.set, voice_id, found[0].id)
+
+
+async def forget_voice(voice_id: str) -> None:
+    found = _voice_gate()
+    if found is not None:
+        await asyncio.to_thread(found[1].owners.forget, voice_id)
+
+
+async def visible_voices(voice_ids: list[str]) -> set[str]:
+    """The registered voices the request's key may see."""
+    found = _voice_gate()
+    if found is None or found[0].admin:
+        return set(voice_ids)
+    return set(voice_ids) & await asyncio.to_thread(found[1].owners.of, found[0].id)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the engine's database, shipped inside the package."""

@@ -1,0 +1,74 @@
+"""The tables, in SQLAlchemy Core. The migrations in ``migrations/versions`` create exactly these
+(tests/unit/test_store.py compares them); change both together, with a new migration."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table
+
+metadata = MetaData()
+
+# Autoincrementing 64-bit ids: SQLite only autoincrements INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True),            # public id, e.g. key_3f9a...
+    Column("name", String(128), nullable=False),
+    Column("owner", String(128), nullable=False, server_default=""),
+    Column("prefix", String(16), nullable=False),          # first characters of the key, to recognise it
+    Column("key_hash", String(64), nullable=False, unique=True),  # SHA-256 hex of the whole key
+    Column("models", JSON, nullable=False),                # allowed public model / SpeechRoute names; [] = all
+    Column("routes", JSON, nullable=False),                # allowed API paths; [] = all
+    Column("rpm", Integer, nullable=True),                 # requests per minute; null = unlimited
+    Column("audio_seconds_per_day", Float, nullable=True),
+    Column("audio_seconds_per_month", Float, nullable=True),
+    Column("admin", Boolean, nullable=False, server_default="0"),
+    Column("created_at", Float, nullable=False),           # Unix seconds, UTC
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+)
+
+rate_windows = Table(
+    "rate_windows", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("window", BigInteger, primary_key=True),        # Unix minute: floor(time / 60)
+    Column("count", Integer, nullable=False),
+)
+
+usage_daily = Table(
+    "usage_daily", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("day", String(10), primary_key=True),           # YYYY-MM-DD, UTC; a month is a prefix range
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),
+    Column("audio_seconds_in", Float, nullable=False),
+    Column("audio_seconds_out", Float, nullable=False),
+    Column("characters", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("time", Float, nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("key_id", String(32), nullable=True),
+    Column("method", String(8), nullable=False),
+    Column("route", String(256), nullable=False),
+    Column("model", String(128), nullable=True),
+    Column("status", Integer, nullable=False),
+    Column("audio_seconds_in", Float, nullable=True),
+    Column("audio_seconds_out", Float, nullable=True),
+    Column("characters", Integer, nullable=True),
+    Column("queue_ms", Float, nullable=True),
+    Column("compute_ms", Float, nullable=True),
+    Column("duration_ms", Float, nullable=False),
+    Column("client", String(64), nullable=True),
+    Index("ix_audit_log_key_time", "key_id", "time"),
+)
+
+voice_owners = Table(
+    "voice_owners", metadata,
+    Column("voice_id", String(64), primary_key=True),
+    Column("key_id", String(32), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+)
