@@ -15,7 +15,7 @@ class ClientDisconnected(HarmonyError):
     """The caller went away; its work was cancelled. Rendered like any error (nobody reads it), not logged as a crash."""
 
     status_code = 499
-    error_type = "client_closed_request"
+    error_type = "invalid_request_error"
     default_code = "client_disconnected"
 
 

@@ -1,4 +1,24 @@
-"""Typed errors, rendered once in OpenAI's error shape by every app."""
+"""Typed errors, rendered once in OpenAI's error shape by every app.
+
+The error ``type`` follows the HTTP status, one table for every app (``OPENAI_TYPES``), with only
+the types OpenAI's API answers:
+
+=====================================  ==========================  ==========================================
+status                                 type                        examples (code)
+=====================================  ==========================  ==========================================
+400, 404, 405, 409, 413, 415, 422,     ``invalid_request_error``   invalid_value, invalid_audio, model_not_found,
+any other 4xx                                                      file_too_large
+401                                    ``authentication_error``    invalid_api_key
+403                                    ``permission_error``
+429                                    ``rate_limit_error``        queue_full (with Retry-After)
+500, 502, 503, 504, any other 5xx      ``server_error``            inference_failed, upstream_error,
+                                                                   model_unavailable, timeout
+=====================================  ==========================  ==========================================
+
+The ``code`` tells the cases apart. A deterministic failure (any 4xx except 408, 409 and 429) also
+carries ``x-should-retry: false``, which the openai SDKs obey: sending the same request again cannot
+succeed. An error a model service answered keeps its status, type and code through the router.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +31,22 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("harmony.errors")
+
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
+RETRYABLE_4XX = frozenset({408, 409, 429})
+
+
+def openai_type(status: int) -> str:
+    """The OpenAI error type of an HTTP status (the table in this module's docstring)."""
+    return OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+
+
+def error_headers(status: int, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """``headers`` plus ``x-should-retry: false`` for a deterministic failure."""
+    out = dict(headers or {})
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        out.setdefault("x-should-retry", "false")
+    return out
 
 
 class HarmonyError(Exception):
@@ -28,6 +64,9 @@ class HarmonyError(Exception):
 
     def to_body(self) -> dict[str, Any]:
         return error_body(self.message, self.error_type, self.param, self.code)
+
+    def response_headers(self) -> dict[str, str]:
+        return error_headers(self.status_code, self.headers)
 
 
 class InvalidRequest(HarmonyError):
@@ -65,13 +104,13 @@ class QueueFull(HarmonyError):
 
 class ServiceUnavailable(HarmonyError):
     status_code = 503
-    error_type = "service_unavailable"
+    error_type = "server_error"
     default_code = "model_unavailable"
 
 
 class RequestTimeout(HarmonyError):
     status_code = 504
-    error_type = "timeout_error"
+    error_type = "server_error"
     default_code = "timeout"
 
 
@@ -81,43 +120,49 @@ class InferenceError(HarmonyError):
     default_code = "inference_failed"
 
 
+class UpstreamError(HarmonyError):
+    """A model service's connection broke, or it answered something that is not its contract."""
+
+    status_code = 502
+    error_type = "server_error"
+    default_code = "upstream_error"
+
+
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
 
+_BY_STATUS: dict[int, type[HarmonyError]] = {
+    400: InvalidRequest, 404: NotFound, 413: PayloadTooLarge, 429: QueueFull, 500: InferenceError,
+    502: UpstreamError, 503: ServiceUnavailable, 504: RequestTimeout}
+
+
 def error_from_body(status_code: int, body: Any, headers: Any = None) -> HarmonyError:
-    """Rebuild a typed error from a model service's OpenAI-shaped error answer."""
+    """Rebuild a typed error from a model service's OpenAI-shaped error answer: status, type and code kept."""
     err = body.get("error", {}) if isinstance(body, dict) else {}
     if not isinstance(err, dict):
         err = {}
     code = err.get("code")
     message = err.get("message") or f"model service answered {status_code}"
-    cls: type[HarmonyError] = {
-        400: InvalidAudio if code == "invalid_audio" else InvalidRequest,
-        404: ModelNotFound if code == "model_not_found" else NotFound,
-        413: PayloadTooLarge,
-        429: QueueFull,
-        503: ServiceUnavailable,
-        504: RequestTimeout,
-    }.get(status_code, InferenceError)
+    status = status_code if 400 <= status_code < 600 else 502
+    cls = _BY_STATUS.get(status, HarmonyError)
+    if code == "invalid_audio":
+        cls = InvalidAudio
+    elif code == "model_not_found":
+        cls = ModelNotFound
     exc = cls(message, param=err.get("param"), code=code)
-    if cls is InferenceError or (cls is InvalidRequest and status_code != 400):
-        exc.status_code = status_code if status_code >= 400 else 502
+    exc.status_code = status
+    exc.error_type = openai_type(status)
     retry_after = headers.get("retry-after") if headers is not None else None
     if retry_after:
         exc.headers = {"Retry-After": retry_after}
     return exc
 
 
-_STATUS_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "invalid_request_error", 405: "invalid_request_error", 413: "invalid_request_error",
-                 429: "rate_limit_error"}
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HarmonyError)
     async def _harmony(_: Request, exc: HarmonyError) -> JSONResponse:
-        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.response_headers())
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -125,13 +170,13 @@ def install_error_handlers(app: FastAPI) -> None:
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else str(first["msg"])
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400,
+                            headers=error_headers(400))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = _STATUS_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error")
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return JSONResponse(error_body(str(exc.detail), openai_type(exc.status_code)), status_code=exc.status_code,
+                            headers=error_headers(exc.status_code, getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

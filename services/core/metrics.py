@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# every outcome an HTTP request can have: label values come from this fixed set only
+OUTCOMES = ("ok", "client_error", "cancelled", "rate_limited", "server_error", "unavailable", "timeout")
+UNMATCHED = "unmatched"  # the route label of a request no route took (404s, bodies refused before routing)
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    special = {429: "rate_limited", 499: "cancelled", 503: "unavailable", 504: "timeout"}
+    return special.get(status, "client_error" if status < 500 else "server_error")
 
 
 class Metrics:
@@ -23,8 +37,11 @@ class Metrics:
                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
         self.inference_time = Histogram("harmony_inference_seconds", "Time a batch took to run", ["model"],
                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.request_time = Histogram("harmony_request_seconds", "End-to-end request time", ["component", "model"],
-                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.http_requests = Counter("harmony_http_requests_total", "HTTP requests by route template and outcome",
+                                     ["component", "route", "outcome"], registry=r)
+        self.request_time = Histogram("harmony_request_seconds", "End-to-end HTTP request time, body included, "
+                                      "by route template", ["component", "route"], buckets=LATENCY_BUCKETS,
+                                      registry=r)
         self.audio_seconds = Counter("harmony_audio_seconds_total", "Seconds of audio processed", ["model"],
                                      registry=r)
         self.model_load_time = Gauge("harmony_model_load_seconds", "Time taken to load a model", ["model"],
@@ -42,3 +59,33 @@ class Metrics:
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
         return api
+
+
+class RequestMetrics:
+    """ASGI middleware: every request counted by route template (never the raw path, so labels stay bounded)
+    and outcome, and its time observed when the response has ended (a streamed body included)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or UNMATCHED
+            component = self.metrics.component
+            self.metrics.http_requests.labels(component, route, outcome_of(status)).inc()
+            self.metrics.request_time.labels(component, route).observe(time.perf_counter() - started)

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from services.core.backends import BackendRegistry
 from services.core.batching import DynamicBatcher
 from services.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
-from services.core.metrics import Metrics
+from services.core.metrics import Metrics, RequestMetrics
 from services.core.protocols import Backend, SttBackend, verify
 from services.core.specs import NamedModel, Task
 from services.core.uploads import UploadLimitMiddleware
@@ -108,6 +108,7 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(metrics.router())
 
     @app.get("/healthz", include_in_schema=False)

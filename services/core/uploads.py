@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from services.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body
+from services.core.disconnect import ClientDisconnected
+from services.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -29,7 +30,7 @@ class UploadLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
             await _send_too_large(send, self.max_bytes)
             return
         seen = 0
@@ -55,9 +56,10 @@ async def _send_too_large(send: Send, max_bytes: int) -> None:
     import json
 
     body = json.dumps(_too_large(max_bytes).to_body()).encode()
+    extra = [(k.encode(), v.encode()) for k, v in error_headers(413).items()]
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *extra]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -71,6 +73,8 @@ async def read_form(request: Request, max_fields: int = 64, max_files: int = 16)
         raise InvalidRequest(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
     except StarletteHTTPException as exc:
         raise InvalidRequest(f"malformed request body: {exc.detail}", code="invalid_multipart") from None
+    except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing to log as a crash
+        raise ClientDisconnected("the client closed the connection during the upload") from None
     except HarmonyError:
         raise
 

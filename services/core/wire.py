@@ -13,6 +13,7 @@ field is a 400 that names it.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, Mapping, Self
 
 import yaml
@@ -142,6 +143,15 @@ SttEvent = SegmentEvent | DoneEvent | ErrorEvent
 
 # ---------------------------------------------------------------------------- text-to-speech
 
+_UNSPEAKABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def speakable(text: str) -> str:
+    """``text`` with control characters (NUL, escape, C1 controls) made spaces: no synthesizer can speak them,
+    and some (Piper's phonemizer) fail on a NUL. Tabs and line breaks stay."""
+    return _UNSPEAKABLE.sub(" ", text)
+
+
 
 class SynthesisRequest(BaseModel):
     """Router -> TTS service (``POST /v1/audio/speech``, JSON): a concrete model and the backend's own voice id."""
@@ -153,6 +163,14 @@ class SynthesisRequest(BaseModel):
     speed: float = Field(1.0, ge=0.25, le=4.0)
     response_format: AudioFormat = "mp3"
     sample_rate: int | None = Field(None, ge=8000, le=48000)
+
+    @field_validator("input")
+    @classmethod
+    def _speakable(cls, value: str) -> str:
+        value = speakable(value)
+        if not value.strip():
+            raise ValueError("input has nothing to speak")
+        return value
 
 
 class VoiceInfo(BaseModel):

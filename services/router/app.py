@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
 from services.core.errors import install_error_handlers
-from services.core.metrics import Metrics
+from services.core.metrics import Metrics, RequestMetrics
 from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
 from services.router.clients import ServiceClients
@@ -57,14 +57,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
     _install_gate(app, gate)
-
-    @app.middleware("http")
-    async def count_requests(request, call_next):
-        response = await call_next(request)
-        if request.url.path.startswith("/v1/"):
-            outcome = "ok" if response.status_code < 400 else str(response.status_code)
-            metrics.requests.labels("router", request.url.path, outcome).inc()
-        return response
+    app.add_middleware(RequestMetrics, metrics=metrics)
 
     app.include_router(metrics.router())
     app.include_router(models_routes.routes(table))

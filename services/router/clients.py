@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import httpx
-from services.core.errors import HarmonyError, ServiceUnavailable, error_from_body
+from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.router.routing import ModelTable, Replica, ServedModel
 
 
@@ -63,12 +63,19 @@ class ServiceClients:
                             f"model '{model.name}' is unavailable: its service cannot be reached") from None
                     continue
                 except httpx.TimeoutException:
-                    raise HarmonyError(f"model '{model.name}' did not answer in time") from None
+                    raise _timeout(model) from None
+                except httpx.TransportError as exc:
+                    raise _broken(model, exc) from None
             raise_for_error(response)
             return response
 
     @contextlib.asynccontextmanager
     async def stream(self, model: ServedModel, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+        """A streamed answer; the replica counts as in flight, and the connection stays checked out, until exit.
+
+        Transport failures while the body is read (inside the ``async with``) become typed errors too:
+        504 for a timeout, 502 for a connection that broke.
+        """
         async with self._replica(model, set()) as replica:
             try:
                 async with self.client(replica.url).stream("POST", path, **kwargs) as response:
@@ -80,6 +87,29 @@ class ServiceClients:
                 ModelTable.mark_down(replica)
                 raise ServiceUnavailable(f"model '{model.name}' is unavailable: its service cannot be reached") \
                     from None
+            except httpx.TimeoutException:
+                raise _timeout(model) from None
+            except httpx.TransportError as exc:
+                raise _broken(model, exc) from None
+
+
+@contextlib.contextmanager
+def transport_errors(model: ServedModel) -> Iterator[None]:
+    """Reading a streamed answer outside ``stream``'s block: a timeout is a 504, a broken connection a 502."""
+    try:
+        yield
+    except httpx.TimeoutException:
+        raise _timeout(model) from None
+    except httpx.TransportError as exc:
+        raise _broken(model, exc) from None
+
+
+def _timeout(model: ServedModel) -> RequestTimeout:
+    return RequestTimeout(f"model '{model.name}' did not answer in time")
+
+
+def _broken(model: ServedModel, exc: Exception) -> UpstreamError:
+    return UpstreamError(f"the connection to model '{model.name}' broke: {type(exc).__name__}")
 
 
 def raise_for_error(response: httpx.Response) -> None:
@@ -87,6 +117,6 @@ def raise_for_error(response: httpx.Response) -> None:
         return
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         body = {"error": {"message": response.text[:500]}}
     raise error_from_body(response.status_code, body, response.headers)

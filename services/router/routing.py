@@ -2,11 +2,17 @@
 
 Balancing is least-outstanding-requests with round-robin between equals; a replica
 that refused a connection sits out for a short cool-down.
+
+Snapshots: OpenAI's clients may send a dated snapshot of a model name (``gpt-4o-mini-tts-2025-03-20``,
+``tts-1-1106``). A name that is not served but is an *alias* followed by ``-YYYY-MM-DD`` or a
+four-digit ``-MMDD`` suffix resolves as that alias. Model names themselves get no such rule, so a
+typo in a real model's name stays a 404.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +21,7 @@ from services.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailab
 from services.core.specs import NamedModel, NamedRoute, Task
 
 COOL_DOWN_S = 5.0
+SNAPSHOT = re.compile(r"^(?P<alias>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 @dataclass
@@ -73,10 +80,19 @@ class ModelTable:
                 public.setdefault(alias, model.name)
         self._public = public
 
+    def lookup(self, public_name: str) -> str | None:
+        """The model a public name (model, alias, or dated snapshot of an alias) stands for."""
+        name = self._public.get(public_name)
+        if name is None and (match := SNAPSHOT.match(public_name)):
+            alias = match["alias"]
+            if self._public.get(alias, alias) != alias:  # an alias, not a model's own name
+                name = self._public[alias]
+        return name
+
     def resolve(self, public_name: str | None, task: Task, param: str = "model") -> ServedModel:
         if not public_name:
             raise InvalidRequest("'model' is required", param=param, code="missing_required_parameter")
-        name = self._public.get(public_name)
+        name = self.lookup(public_name)
         if name is None:
             served = sorted(n for n, m in self._public.items() if self.models[m].task == task)
             raise ModelNotFound(f"The model '{public_name}' does not exist. Models for this endpoint: "

@@ -46,16 +46,35 @@ def to_vtt(result: TranscriptionResult) -> str:
     return "\n".join(lines)
 
 
+AUDIO_TOKENS_PER_SECOND = 50  # Whisper's encoder: one position per 20 ms of audio (1500 per 30-second window)
+
+
+def token_usage(result: TranscriptionResult) -> dict[str, Any]:
+    """Usage of a streamed transcription, shaped as the SDK types ``transcript.text.done`` (``type: tokens``):
+    input tokens are the audio's encoder positions, output tokens the text tokens Whisper decoded."""
+    audio_tokens = math.ceil(result.duration * AUDIO_TOKENS_PER_SECOND)
+    output_tokens = sum(len(s.tokens) for s in result.segments)
+    return {"type": "tokens", "input_tokens": audio_tokens, "output_tokens": output_tokens,
+            "total_tokens": audio_tokens + output_tokens, "input_token_details": {"audio_tokens": audio_tokens}}
+
+
+def duration_usage(result: TranscriptionResult) -> dict[str, Any]:
+    """Usage of a whole transcription, as OpenAI's whisper-1 answers it: whole seconds, rounded up."""
+    return {"type": "duration", "seconds": math.ceil(result.duration)}
+
+
 def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> dict[str, Any]:
+    # a translation's text is English, and so is the language OpenAI reports for it
+    language = "english" if result.task == "translate" else LANGUAGE_NAMES.get(result.language, result.language)
     body: dict[str, Any] = {
-        "task": result.task, "language": LANGUAGE_NAMES.get(result.language, result.language),
+        "task": result.task, "language": language,
         "duration": result.duration, "text": result.text,
     }
     if segments:
         body["segments"] = [s.model_dump(exclude={"words"}) for s in result.segments]
     if words:
         body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in (result.words or [])]
-    body["usage"] = {"type": "duration", "seconds": math.ceil(result.duration)}
+    body["usage"] = duration_usage(result)
     return body
 
 
@@ -69,4 +88,4 @@ def render(result: TranscriptionResult, response_format: str, granularities: lis
     if response_format == "verbose_json":
         return JSONResponse(to_verbose(result, "word" in granularities,
                                        "segment" in granularities or not granularities))
-    return JSONResponse({"text": result.text, "usage": {"type": "duration", "seconds": math.ceil(result.duration)}})
+    return JSONResponse({"text": result.text, "usage": duration_usage(result)})

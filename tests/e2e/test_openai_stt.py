@@ -87,6 +87,26 @@ def test_streaming_sends_deltas_then_done(client, speech):
     assert len(deltas) >= 2 and len(done) == 1 and events[-1].type == "transcript.text.done"
     assert "".join(deltas).strip() == done[0].text
     assert wer(" ".join(TEXTS), done[0].text) <= 0.1
+    usage = done[0].usage  # the SDK types it as token usage
+    assert usage.type == "tokens" and usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.input_tokens >= 50 * 10 and usage.output_tokens > 10
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-transcribe", "gpt-4o-mini-transcribe"])
+def test_openai_transcribe_model_names_are_served(client, speech, model):
+    result = client.audio.transcriptions.create(model=model, file=("speech.wav", speech[0]))
+    assert wer(" ".join(TEXTS), result.text) <= 0.1, result.text
+
+
+def test_streamed_errors_before_the_first_event_keep_their_status(client, speech):
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(model="whisper-1", file=("s.mp3", b"\x00\x01 not audio" * 100),
+                                           stream=True)
+    assert err.value.body["code"] == "invalid_audio" and err.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.audio.transcriptions.create(model="whisper-tiny.en", file=("s.wav", speech[0]), language="de",
+                                           stream=True)
+    assert err.value.body["param"] == "language"
 
 
 def test_translation_to_english(client):
@@ -94,6 +114,9 @@ def test_translation_to_english(client):
     result = client.audio.translations.create(model="whisper-1", file=("de.wav", wav_bytes(audio, rate)))
     words = set(normalize(result.text))
     assert len(GERMAN_IN_ENGLISH & words) >= 3, result.text
+    verbose = client.audio.translations.create(model="whisper-1", file=("de.wav", wav_bytes(audio, rate)),
+                                               response_format="verbose_json")
+    assert verbose.language == "english"
 
 
 @pytest.mark.parametrize("fmt", ["text", "srt", "vtt", "verbose_json"])

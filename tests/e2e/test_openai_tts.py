@@ -51,13 +51,13 @@ def test_native_sample_rate_in_the_file(client, fmt, rate):
         assert container.streams.audio[0].rate == rate  # Ogg Opus always decodes at 48 kHz
 
 
-def test_pcm_is_raw_16_bit_mono_at_the_voice_rate(client):
+def test_pcm_is_raw_16_bit_mono_at_openai_24_khz(client):
     with client.audio.speech.with_streaming_response.create(model="tts-1", voice="alloy", input=SENTENCES[0],
                                                             response_format="pcm") as response:
         assert response.headers["content-type"] == "audio/pcm"
         rate = int(response.headers["x-sample-rate"])
         raw = response.read()
-    assert rate == 22050 and len(raw) % 2 == 0
+    assert rate == 24000 and len(raw) % 2 == 0  # OpenAI's pcm rate, whatever the voice's
     samples = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
     assert 1.5 < len(samples) / rate < 6.0
     wav = io.BytesIO()
@@ -205,3 +205,21 @@ def test_named_kokoro_voice(client):
     audio = client.audio.speech.create(model="kokoro-ja", voice="kokoro-jm_kumo", input="おはようございます。",
                                        response_format="flac").content
     assert 0.5 < len(decode_audio(audio, 16000)) / 16000 < 5.0
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini-tts-2025-03-20", "tts-1-1106", "tts-1-hd-1106"])
+def test_dated_snapshots_of_openai_names_are_served(client, model):
+    audio = client.audio.speech.create(model=model, voice="alloy", input=SENTENCES[0], response_format="wav").content
+    assert wer(SENTENCES[0], transcribe(client, audio)) <= 0.2
+    assert client.models.retrieve(model).id == model
+
+
+def test_nul_in_input_is_spoken_around_not_a_500(client):
+    audio = client.audio.speech.create(model="tts-1", voice="alloy", input="Hello\x00 world.",
+                                       response_format="wav").content
+    assert len(decode_audio(audio, 16000)) / 16000 > 0.5
+
+
+def test_deterministic_errors_are_not_retried(harmony):
+    response = httpx.post(harmony.url + "/v1/audio/speech", json={"model": "tts-9", "voice": "alloy", "input": "x"})
+    assert response.status_code == 404 and response.headers["x-should-retry"] == "false"

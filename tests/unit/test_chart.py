@@ -108,7 +108,7 @@ def test_catalog_renders_the_embedded_defaults_as_speech_models(helm: Path, tmp_
         spec = SpeechModelSpec.model_validate(model["spec"])
         expected = defaults[model["metadata"]["name"]]
         assert spec.model_dump(exclude=cluster_only) == expected.model_dump(exclude=cluster_only | {"name"})
-    assert defaults["whisper-base"].aliases == ["whisper-1"]
+    assert defaults["whisper-base"].aliases == ["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"]
 
     one = find(render(helm, tmp_path, {"catalog": {"enabled": True,
                                                    "models": {"whisper-base": {"enabled": False}}}}), "SpeechModel")

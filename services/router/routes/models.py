@@ -18,9 +18,12 @@ def routes(table: ModelTable) -> APIRouter:
 
     @api.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict[str, Any]:
-        for entry in table.public_entries():
-            if entry["id"] == model_id:
-                return entry
+        entries = {entry["id"]: entry for entry in table.public_entries()}
+        if model_id in entries:
+            return entries[model_id]
+        name = table.lookup(model_id)  # a dated snapshot of an alias
+        if name is not None:
+            return {**entries[name], "id": model_id, "alias_of": name}
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
 
     return api

@@ -6,20 +6,25 @@ import base64
 import json
 from typing import Any, AsyncIterator, Literal
 
+import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from services.auth.guard import check_voice, note_usage, visible_voices
 from services.core.audio import CONTENT_TYPES, AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
 from services.router.clients import ServiceClients
-from services.core.wire import RegisteredVoiceList, SynthesisRequest
+from services.core.wire import RegisteredVoiceList, SynthesisRequest, speakable
+from services.router.clients import transport_errors
+from services.router.relay import RelayResponse, Upstream
+from services.router.routing import ServedModel
 from services.router.pipelines import PipelineRunner, PipelineState, steps_headers
 from services.router.routes.voice_admin import store_model
 from services.router.voices import VoiceDirectory
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_INPUT_CHARS = 4096
+OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz, 16-bit, mono: what its clients play it at
 
 
 class SpeechRequest(BaseModel):
@@ -46,11 +51,18 @@ class SpeechRequest(BaseModel):
     @field_validator("input")
     @classmethod
     def _input_length(cls, value: str) -> str:
+        value = speakable(value)
         if not value.strip():
             raise ValueError("input must not be empty")
         if len(value) > MAX_INPUT_CHARS:
             raise ValueError(f"input is {len(value)} characters; the maximum is {MAX_INPUT_CHARS}")
         return value
+
+    @model_validator(mode="after")
+    def _pcm_rate(self) -> "SpeechRequest":
+        if self.response_format == "pcm" and self.sample_rate is None:
+            self.sample_rate = OPENAI_PCM_RATE
+        return self
 
 
 def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunner) -> APIRouter:
@@ -73,14 +85,14 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
         payload = SynthesisRequest(model=model.name, input=body.input, voice=voice.backend_voice, language=language,
                                    speed=body.speed, response_format=body.response_format,
                                    sample_rate=body.sample_rate)
-        upstream = clients.stream(model, "/v1/audio/speech", json=payload.model_dump())
-        response = await upstream.__aenter__()  # errors before the first byte become proper HTTP errors
+        upstream = Upstream()  # opened first: errors before the first byte become proper HTTP errors
+        response = await upstream.open(clients.stream(model, "/v1/audio/speech", json=payload.model_dump()))
         headers = {"X-Harmony-Voice": voice.id, "X-Harmony-Model": model.name,
                    "X-Sample-Rate": response.headers.get("x-sample-rate", "")}
         if body.stream_format == "sse":
-            return StreamingResponse(_sse(upstream, response), media_type="text/event-stream", headers=headers)
-        return StreamingResponse(_relay(upstream, response), media_type=CONTENT_TYPES[body.response_format],
-                                 headers=headers)
+            return RelayResponse(_sse(model, response), upstream, media_type="text/event-stream", headers=headers)
+        return RelayResponse(_relay(model, response), upstream, media_type=CONTENT_TYPES[body.response_format],
+                             headers=headers)
 
     return api
 
@@ -132,6 +144,8 @@ async def _parse(request: Request) -> SpeechRequest:
         data = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise InvalidRequest("the body must be JSON", code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_json")
     try:
@@ -144,26 +158,22 @@ async def _parse(request: Request) -> SpeechRequest:
         raise InvalidRequest(f"{param}: {message}" if param else message, param=param, code=code) from None
 
 
-async def _relay(upstream, response) -> AsyncIterator[bytes]:
-    try:
+async def _relay(model: ServedModel, response: httpx.Response) -> AsyncIterator[bytes]:
+    """The audio as it comes; a failure after the first byte cuts the body (the client sees it incomplete)."""
+    with transport_errors(model):
         async for chunk in response.aiter_raw():
             yield chunk
-    finally:
-        await upstream.__aexit__(None, None, None)
 
 
-async def _sse(upstream, response) -> AsyncIterator[bytes]:
-    """OpenAI's speech events: speech.audio.delta (base64 audio), then speech.audio.done."""
-    total = 0
+async def _sse(model: ServedModel, response: httpx.Response) -> AsyncIterator[bytes]:
+    """OpenAI's speech events: speech.audio.delta (base64 audio), then speech.audio.done, or an error event."""
     try:
-        async for chunk in response.aiter_raw():
-            if chunk:
-                total += len(chunk)
-                event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
-                yield f"data: {json.dumps(event)}\n\n".encode()
+        with transport_errors(model):
+            async for chunk in response.aiter_raw():
+                if chunk:
+                    event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
+                    yield f"data: {json.dumps(event)}\n\n".encode()
         done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
         yield f"data: {json.dumps(done)}\n\n".encode()
     except HarmonyError as exc:
         yield f"data: {json.dumps({'type': 'error', **exc.to_body()})}\n\n".encode()
-    finally:
-        await upstream.__aexit__(None, None, None)

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from typing import AsyncIterator
 
+import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
-from pydantic import TypeAdapter
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
 from services.auth.guard import note_usage
 from services.core.disconnect import until_disconnected
-from services.core.errors import HarmonyError, InvalidRequest
+from services.core.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
 from services.core.specs import Task
 from services.core.uploads import form_file, form_list, form_str, read_form
-from services.core.wire import DoneEvent, SegmentEvent, SttEvent, TranscriptionParams, TranscriptionResult
-from services.router.clients import ServiceClients
+from services.core.wire import (DoneEvent, ErrorEvent, SegmentEvent, SttEvent, TranscriptionParams,
+                                TranscriptionResult)
+from services.router.clients import ServiceClients, transport_errors
+from services.router.relay import RelayResponse, Upstream
 from services.router.routing import ModelTable, ServedModel
-from services.router.transcript_formats import RESPONSE_FORMATS, render
+from services.router.transcript_formats import RESPONSE_FORMATS, render, token_usage
 
 GRANULARITIES = ("word", "segment")
 STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
@@ -59,8 +62,7 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     fields = params.form()
     files = {"file": (filename, data, "application/octet-stream")}
     if params.stream:
-        return StreamingResponse(_sse(clients, model, fields, files), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return await _stream(clients, model, fields, files)
     response = await until_disconnected(
         request, clients.post(model, "/v1/audio/transcriptions", data=fields, files=files))
     result = TranscriptionResult.model_validate(response.json())
@@ -72,22 +74,52 @@ def _event(payload: dict) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-async def _sse(clients: ServiceClients, model: ServedModel, fields: dict, files: dict) -> AsyncIterator[bytes]:
-    """Server-sent events in OpenAI's shape: transcript.text.delta per segment, then transcript.text.done."""
+async def _stream(clients: ServiceClients, model: ServedModel, fields: dict, files: dict) -> Response:
+    """Ask the STT service and wait for its first line before answering: an error up to then (the service's
+    HTTP error, or an error as its first line) is answered with its own status and OpenAI body."""
+    upstream = Upstream()
+    response = await upstream.open(clients.stream(model, "/v1/audio/transcriptions", data=fields, files=files))
     try:
-        async with clients.stream(model, "/v1/audio/transcriptions", data=fields, files=files) as response:
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                event = STT_EVENT.validate_json(line)
-                if isinstance(event, SegmentEvent):
-                    yield _event({"type": "transcript.text.delta", "delta": event.segment.text})
-                elif isinstance(event, DoneEvent):
-                    note_usage(audio_seconds_in=event.result.duration)
-                    yield _event({"type": "transcript.text.done", "text": event.result.text,
-                                  "usage": {"type": "duration", "seconds": event.result.duration}})
-                else:
-                    yield _event({"type": "error", "error": event.error})
-                    return
+        lines = _events(model, response)
+        first = await anext(lines, None)
+        if first is None:
+            raise UpstreamError(f"model '{model.name}' ended the stream without a result")
+        if isinstance(first, ErrorEvent):
+            raise error_from_body(first.status, {"error": first.error})
+    except BaseException:
+        await upstream.aclose()
+        raise
+    return RelayResponse(_sse(model, first, lines), upstream, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache"})
+
+
+async def _events(model: ServedModel, response: httpx.Response) -> AsyncIterator[SttEvent]:
+    with transport_errors(model):
+        async for line in response.aiter_lines():
+            if line.strip():
+                try:
+                    yield STT_EVENT.validate_json(line)
+                except ValidationError:
+                    raise UpstreamError(f"model '{model.name}' sent an event that is not its contract") from None
+
+
+async def _sse(model: ServedModel, first: SttEvent | None, rest: AsyncIterator[SttEvent]) -> AsyncIterator[bytes]:
+    """Server-sent events in OpenAI's shape: transcript.text.delta per segment, then transcript.text.done;
+    a failure after the stream began is an ``error`` event, and so is a stream that ends without a result."""
+    try:
+        event = first
+        while event is not None:
+            if isinstance(event, SegmentEvent):
+                yield _event({"type": "transcript.text.delta", "delta": event.segment.text})
+            elif isinstance(event, DoneEvent):
+                note_usage(audio_seconds_in=event.result.duration)
+                yield _event({"type": "transcript.text.done", "text": event.result.text,
+                              "usage": token_usage(event.result)})
+                return
+            else:
+                yield _event({"type": "error", "error": event.error})
+                return
+            event = await anext(rest, None)
+        raise UpstreamError(f"model '{model.name}' ended the stream without a result")
     except HarmonyError as exc:
         yield _event({"type": "error", **exc.to_body()})
