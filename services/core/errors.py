@@ -10,7 +10,8 @@ status                                 type                        examples (cod
 any other 4xx                                                      file_too_large
 401                                    ``authentication_error``    invalid_api_key
 403                                    ``permission_error``
-429                                    ``rate_limit_error``        queue_full (with Retry-After)
+429                                    ``rate_limit_error``        queue_full, rate_limit_exceeded (Retry-After)
+429 (an API key's quota is spent)      ``insufficient_quota``      insufficient_quota (as OpenAI answers it)
 500, 502, 503, 504, any other 5xx      ``server_error``            inference_failed, upstream_error,
                                                                    model_unavailable, timeout
 =====================================  ==========================  ==========================================
