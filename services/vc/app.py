@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from services.core.errors import InvalidRequest
 from services.core.metrics import Metrics
 from services.core.protocols import SpeakerEncoder, VoiceConverter
 from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.specs import HarmonyConfig, NamedModel, Task
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
 from services.core.uploads import form_file, read_form
 from services.core.weights import cache_dir
 from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
@@ -173,7 +174,11 @@ def open_voice_store(spec: NamedModel, config: HarmonyConfig | None = None) -> V
     """The engine's database (``database.url``, $HARMONY_DATABASE_URL, else SQLite in the data directory)
     and object store; voices of the old directory layout (``options.voice_store``) are imported once."""
     config = config or HarmonyConfig()
-    objects = open_object_store(object_store_settings(config.object_store, spec.options), config.data_dir)
+    settings = object_store_settings(config.object_store, spec.options)
+    if not settings.url and os.environ.get("HARMONY_OBJECT_STORE_REQUIRED", "").lower() in ("1", "true"):
+        raise ConfigError("registered voices need an object store that outlives this pod: set voices.objectStore.url "
+                          "in the Helm chart ($HARMONY_OBJECT_STORE_URL, e.g. s3://bucket/voices)")
+    objects = open_object_store(settings, config.data_dir)
     store = VoiceStore(open_database(config), objects)
     store.import_directory(str(spec.options.get("voice_store", cache_dir() / "voices")))
     store.sweep_orphans()

@@ -212,3 +212,15 @@ def test_voice_service_opens_the_shared_database_and_imports_old_voices(tmp_path
         assert json.loads((old / voice.id / "voice.json").read_text())["id"] == voice.id  # left as it was
     finally:
         store.db.dispose()
+
+
+def test_voice_service_in_a_pod_refuses_an_ephemeral_object_store(tmp_path, monkeypatch):
+    from services.core.specs import ConfigError
+    from services.vc.app import open_voice_store
+
+    monkeypatch.delenv("HARMONY_OBJECT_STORE_URL", raising=False)
+    monkeypatch.setenv("HARMONY_OBJECT_STORE_REQUIRED", "true")  # the operator sets it on vc pods
+    spec = NamedModel.model_validate({"name": "world-vc", "task": "vc", "backend": "world",
+                                      "source": {"package": "pyworld-prebuilt"}})
+    with pytest.raises(ConfigError, match="voices.objectStore.url"):
+        open_voice_store(spec, HarmonyConfig(data_dir=str(tmp_path)))
