@@ -20,14 +20,21 @@ class ModelService:
 
     name: str
     tasks: tuple[Task, ...]
-    create_app: Callable[[list[NamedModel], int], FastAPI]
+    create_app: Callable[[list[NamedModel], int, HarmonyConfig | None], FastAPI]
+
+
+def _without_config(factory: Callable[[list[NamedModel], int], FastAPI]
+                    ) -> Callable[[list[NamedModel], int, HarmonyConfig | None], FastAPI]:
+    """A service that keeps no state of its own needs only its models."""
+    return lambda models, max_upload_bytes, _config: factory(models, max_upload_bytes)
 
 
 MODEL_SERVICES: tuple[ModelService, ...] = (
-    ModelService("stt", (Task.stt,), create_stt_app),
-    ModelService("tts", (Task.tts,), create_tts_app),
-    ModelService("vad", (Task.vad,), create_vad_app),
-    # speaker embedding and voice conversion share one service, so registration can store what both produce
+    ModelService("stt", (Task.stt,), _without_config(create_stt_app)),
+    ModelService("tts", (Task.tts,), _without_config(create_tts_app)),
+    ModelService("vad", (Task.vad,), _without_config(create_vad_app)),
+    # speaker embedding and voice conversion share one service, so registration can store what both produce;
+    # it keeps the registered voices in the engine's database and object store (the config says where)
     ModelService("vc", (Task.embed, Task.vc), create_vc_app),
 )
 

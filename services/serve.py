@@ -76,7 +76,7 @@ def start_model_services(config: HarmonyConfig, log_level: str) -> list[RunningS
         by_service[service_for(model.task)].append(model)
     running = []
     for service, models in by_service.items():
-        app = service.create_app(models, config.server.max_upload_bytes)
+        app = service.create_app(models, config.server.max_upload_bytes, config)
         sock = _loopback_socket()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         running.append(RunningService(service.name, _server(app, sock, config.server.drain_timeout_s, log_level),

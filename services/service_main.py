@@ -40,7 +40,7 @@ def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_up
     from services.model_services import check_backends, service_for
 
     check_backends(HarmonyConfig(models=[model]))
-    return service_for(model.task).create_app([model], max_upload_bytes)
+    return service_for(model.task).create_app([model], max_upload_bytes, None)  # state: $HARMONY_* settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,9 @@
-"""Databases for the store tests: a SQLite file, or a fresh database on an embedded PostgreSQL."""
+"""Databases and object stores for the store tests: a SQLite file, or a fresh database on an embedded
+PostgreSQL; a directory, or a fresh bucket on moto's S3 server."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 
@@ -43,3 +45,59 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'harmony.db'}"
     return request.getfixturevalue("postgres").new_database()
+
+
+class MotoS3:
+    """moto's S3-compatible server (``moto[server]``) on a free loopback port, for the whole session."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        from tests.servers import free_port
+
+        self.port = free_port()
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        self.endpoint_url = f"http://127.0.0.1:{self.port}"
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint_url, region_name="us-east-1")
+
+    def new_bucket(self) -> str:
+        """An empty bucket of its own: tests never see each other's objects."""
+        name = "t-" + secrets.token_hex(6)
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    credentials = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                   "AWS_DEFAULT_REGION": "us-east-1"}
+    saved = {name: os.environ.get(name) for name in credentials}
+    os.environ.update(credentials)  # boto3's standard chain, as a deployment gives it
+    server = MotoS3()
+    yield server
+    server.stop()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(params=["directory", "s3"])
+def object_store_settings(request, tmp_path):
+    """Where a test's objects go: a directory, or an S3 bucket (both as the config says them)."""
+    from services.core.specs import ObjectStoreSettings
+
+    if request.param == "directory":
+        return ObjectStoreSettings(url=str(tmp_path / "objects"))
+    server = request.getfixturevalue("s3_server")
+    return ObjectStoreSettings(url=f"s3://{server.new_bucket()}/harmony", endpoint_url=server.endpoint_url,
+                               region="us-east-1")

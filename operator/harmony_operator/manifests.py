@@ -11,7 +11,7 @@ import hashlib
 from typing import Any
 
 import yaml
-from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 from . import names
 from .settings import OperatorSettings
@@ -73,7 +73,29 @@ def image_for(spec: SpeechModelSpec, settings: OperatorSettings) -> str:
     return settings.cuda_image if spec.resources.gpu else settings.image
 
 
+def state_env(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The voice service's state lives outside the pod: the database URL from a Secret, the object
+    store's place, and its credentials from a Secret. It refuses to start without an object store
+    (HARMONY_OBJECT_STORE_REQUIRED) rather than keep voices in the pod's emptyDir."""
+    if spec.task != Task.vc:
+        return {}
+    env: list[dict[str, Any]] = [{"name": "HARMONY_OBJECT_STORE_REQUIRED", "value": "true"}]
+    if settings.database_secret:
+        env.append({"name": "HARMONY_DATABASE_URL", "valueFrom": {"secretKeyRef": {
+            "name": settings.database_secret, "key": settings.database_secret_key}}})
+    for variable, value in (("HARMONY_OBJECT_STORE_URL", settings.object_store_url),
+                            ("HARMONY_OBJECT_STORE_ENDPOINT_URL", settings.object_store_endpoint_url),
+                            ("HARMONY_OBJECT_STORE_REGION", settings.object_store_region)):
+        if value:
+            env.append({"name": variable, "value": value})
+    out: dict[str, Any] = {"env": env}
+    if settings.object_store_secret:
+        out["envFrom"] = [{"secretRef": {"name": settings.object_store_secret}}]
+    return out
+
+
 def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    state = state_env(spec, settings)
     container = {
         "name": "model",
         "image": image_for(spec, settings),
@@ -85,7 +107,9 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
             {"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR},
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
+            *state.get("env", []),
         ],
+        **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
         "resources": _resources(spec),
         # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.
         "startupProbe": _probe("/healthz", 10, 90),

@@ -21,6 +21,14 @@ class OperatorSettings:
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
     retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
     retry_max_delay_s: float = 300.0
+    # Where the voice service (task vc) keeps registered voices: the engine's database (a Secret's key
+    # holding its URL) and an S3-compatible bucket (credentials: a Secret of AWS_* variables).
+    database_secret: str = ""                  # Secret name; empty: no database URL is passed on
+    database_secret_key: str = "url"
+    object_store_url: str = ""                 # s3://bucket/prefix
+    object_store_endpoint_url: str = ""
+    object_store_region: str = ""
+    object_store_secret: str = ""              # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
 
     def retry_delay(self, retry: int) -> float:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
@@ -44,4 +52,10 @@ class OperatorSettings:
             reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),
             retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),
             retry_max_delay_s=float(get("HARMONY_RETRY_MAX_DELAY_S", str(defaults.retry_max_delay_s))),
+            database_secret=get("HARMONY_DATABASE_SECRET", ""),
+            database_secret_key=get("HARMONY_DATABASE_SECRET_KEY", defaults.database_secret_key),
+            object_store_url=get("HARMONY_OBJECT_STORE_URL", ""),
+            object_store_endpoint_url=get("HARMONY_OBJECT_STORE_ENDPOINT_URL", ""),
+            object_store_region=get("HARMONY_OBJECT_STORE_REGION", ""),
+            object_store_secret=get("HARMONY_OBJECT_STORE_SECRET", ""),
         )

@@ -161,6 +161,14 @@ class DatabaseSettings(Strict):
                                                "default: $HARMONY_DATABASE_URL, else SQLite in data_dir")
 
 
+class ObjectStoreSettings(Strict):
+    url: str | None = Field(None, description="where blobs (a registered voice's reference speech) go: s3://bucket/prefix "
+                                              "for an S3-compatible bucket, or a directory; default: "
+                                              "$HARMONY_OBJECT_STORE_URL, else <data_dir>/objects")
+    endpoint_url: str | None = Field(None, description="S3 endpoint of a non-AWS store (MinIO, Ceph, R2...)")
+    region: str | None = Field(None, description="S3 region (default: boto3's, e.g. $AWS_REGION)")
+
+
 class AuthSettings(Strict):
     required: bool = Field(False, description="every API request needs an API key (harmony serve --require-auth)")
 
@@ -184,6 +192,7 @@ class HarmonyConfig(Strict):
     data_dir: str | None = Field(None, description="where the engine keeps its state (default: $HARMONY_DATA_DIR, "
                                                    "else $XDG_DATA_HOME/harmony or ~/.local/share/harmony)")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    object_store: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     models: list[NamedModel] = Field(default_factory=list)

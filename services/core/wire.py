@@ -280,6 +280,7 @@ class VoiceRegistration(FormFields):
     embedding: str = Field(..., description="JSON list of numbers")
     embedding_model: str = ""
     reference_files: int = Field(1, ge=1, le=100)
+    owner_key_id: str | None = Field(None, max_length=32, description="the API key that registers the voice")
 
 
 class RegisteredVoice(BaseModel):

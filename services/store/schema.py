@@ -72,3 +72,29 @@ voice_owners = Table(
     Column("key_id", String(32), nullable=False, index=True),
     Column("created_at", Float, nullable=False),
 )
+
+# Registered voices (the voice service): the record here, the reference speech in the object store
+# under ``reference_key``. Written object first, then row; deleted row first, then object.
+voices = Table(
+    "voices", metadata,
+    Column("id", String(64), primary_key=True),            # voice_<16 hex>
+    Column("name", String(128), nullable=False),
+    Column("created_at", BigInteger, nullable=False),      # Unix seconds, UTC
+    Column("owner_key_id", String(32), nullable=True, index=True),  # the API key that registered it, if any
+    Column("embedding", JSON, nullable=False),             # speaker embedding, a list of floats
+    Column("embedding_model", String(128), nullable=False),
+    Column("converter", String(128), nullable=False),      # the vc model whose statistics these are
+    Column("stats", JSON, nullable=False),                 # the converter's speaker statistics
+    Column("speech_seconds", Float, nullable=False),
+    Column("reference_files", Integer, nullable=False),
+    Column("reference_sample_rate", Integer, nullable=False),
+    Column("reference_key", String(256), nullable=False),  # object-store key of the reference speech (FLAC)
+)
+
+# Directories of voices imported from the old layout (``options.voice_store``), so each is imported once.
+voice_imports = Table(
+    "voice_imports", metadata,
+    Column("source", String(512), primary_key=True),
+    Column("imported_at", Float, nullable=False),
+    Column("voices", Integer, nullable=False),
+)

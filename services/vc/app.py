@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import os
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ from services.core.errors import InvalidRequest
 from services.core.metrics import Metrics
 from services.core.protocols import SpeakerEncoder, VoiceConverter
 from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.specs import NamedModel, Task
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
 from services.core.uploads import form_file, read_form
 from services.core.weights import cache_dir
 from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
@@ -24,8 +26,12 @@ from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams
 from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech
 from services.vc.types import ConversionJob
+from services.store.db import open_database
+from services.store.objects import object_store_settings, open_object_store
 from services.vc.voices import VoiceRecord, VoiceStore
 from starlette.datastructures import FormData, UploadFile
+
+log = logging.getLogger("harmony.vc")
 
 WORK_RATE = 24000          # the rate reference and source audio are decoded at
 MIN_REFERENCE_S = 1.0      # a voice needs at least this much speech
@@ -93,7 +99,7 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -
         record = VoiceRecord(id=store.new_id(), name=params.name, created_at=int(time.time()), embedding=embedding,
                              embedding_model=params.embedding_model, stats=stats, converter=model.spec.name,
                              speech_seconds=round(seconds, 3), reference_files=params.reference_files,
-                             reference_sample_rate=WORK_RATE)
+                             reference_sample_rate=WORK_RATE, owner_key_id=params.owner_key_id or None)
         flac = await asyncio.to_thread(encode_audio, speech, WORK_RATE, "flac")
         await asyncio.to_thread(store.add, record, flac)
         return record.public()
@@ -164,12 +170,29 @@ async def _target(form: FormData, params: ConversionParams, model: LoadedModel[V
     return await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
 
 
-def create_vc_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
+def open_voice_store(spec: NamedModel, config: HarmonyConfig | None = None) -> VoiceStore:
+    """The engine's database (``database.url``, $HARMONY_DATABASE_URL, else SQLite in the data directory)
+    and object store; voices of the old directory layout (``options.voice_store``) are imported once."""
+    config = config or HarmonyConfig()
+    settings = object_store_settings(config.object_store, spec.options)
+    if not settings.url and os.environ.get("HARMONY_OBJECT_STORE_REQUIRED", "").lower() in ("1", "true"):
+        raise ConfigError("registered voices need an object store that outlives this pod: set voices.objectStore.url "
+                          "in the Helm chart ($HARMONY_OBJECT_STORE_URL, e.g. s3://bucket/voices)")
+    objects = open_object_store(settings, config.data_dir)
+    store = VoiceStore(open_database(config), objects)
+    store.import_directory(str(spec.options.get("voice_store", cache_dir() / "voices")))
+    store.sweep_orphans()
+    log.info("registered voices: records in %s, speech in %s", store.db, objects.url)
+    return store
+
+
+def create_vc_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024,
+                  config: HarmonyConfig | None = None) -> FastAPI:
     metrics = Metrics("vc")
     encoders: ModelRegistry[SpeakerEncoder] = load_models(Task.embed, models, metrics)
     converters: ModelRegistry[VoiceConverter] = load_models(Task.vc, models, metrics)
     first = next((spec for spec in models if spec.task == Task.vc), None)
-    store = VoiceStore(str(first.options.get("voice_store", cache_dir() / "voices"))) if first else None
+    store = open_voice_store(first, config) if first else None
     routes = [embedding_routes(encoders, metrics), conversion_routes(converters, metrics, store)]
     if store is not None:
         routes.append(store_routes(converters, store))

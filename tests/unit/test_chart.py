@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import copy
 import re
 import subprocess
 import sys
@@ -15,7 +17,7 @@ import yaml
 from services.core.crd import crds, openapi_to_jsonschema
 from services.core.specs import SpeechModelSpec
 from services.serve import default_config
-from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE
+from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, OperatorSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "harmony"
@@ -189,3 +191,65 @@ def test_pods_match_the_image_user(helm: Path, tmp_path: Path) -> None:
         for container in pod["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_api_keys_on_by_default_with_the_database_url_from_a_secret(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path)
+    router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--require-auth" in router["args"]
+    assert env_of(router)["HARMONY_DATABASE_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "harmony-database", "key": "url"}}  # a Secret the user creates
+    assert not find(objects, "Secret")
+    operator = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(operator)["HARMONY_DATABASE_SECRET"]["value"] == "harmony-database"
+
+    created = render(helm, tmp_path, {"database": {"url": "postgresql://h:pw@pg:5432/harmony"},
+                                      "auth": {"required": False}})
+    secret = find(created, "Secret", "harmony-database")[0]
+    kubernetes_validate.validate(secret, "1.33", strict=True)
+    assert base64.b64decode(secret["data"]["url"]).decode() == "postgresql://h:pw@pg:5432/harmony"
+    router = find(created, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--require-auth" not in router["args"]
+    assert env_of(router)["HARMONY_DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "harmony-database"
+
+    mine = render(helm, tmp_path, {"database": {"existingSecret": "pg-app", "secretKey": "uri"}})
+    router = find(mine, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(router)["HARMONY_DATABASE_URL"]["valueFrom"] == {"secretKeyRef": {"name": "pg-app", "key": "uri"}}
+
+
+STORE = {"voices": {"objectStore": {"url": "s3://voices/harmony", "endpointUrl": "http://minio.storage:9000",
+                                    "region": "eu-west-1"}}}
+
+
+@pytest.mark.parametrize("credentials, secret", [({"existingSecret": "s3-creds"}, "s3-creds"),
+                                                 ({"accessKeyId": "AK", "secretAccessKey": "SK"},
+                                                  "harmony-object-store")], ids=["existing", "created"])
+def test_voice_object_store_reaches_the_operator(helm: Path, tmp_path: Path, credentials: dict[str, str],
+                                                 secret: str) -> None:
+    values = copy.deepcopy(STORE)
+    values["voices"]["objectStore"].update(credentials)
+    run(helm, "lint", "--strict", str(CHART), "--values", _write(tmp_path, values))
+    objects = render(helm, tmp_path, values)
+    operator = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {name: e["value"] for name, e in env_of(operator).items()}
+    assert env["HARMONY_OBJECT_STORE_URL"] == "s3://voices/harmony"
+    assert env["HARMONY_OBJECT_STORE_ENDPOINT_URL"] == "http://minio.storage:9000"
+    assert env["HARMONY_OBJECT_STORE_REGION"] == "eu-west-1" and env["HARMONY_OBJECT_STORE_SECRET"] == secret
+    created = find(objects, "Secret")
+    if "accessKeyId" in credentials:
+        kubernetes_validate.validate(created[0], "1.33", strict=True)
+        assert base64.b64decode(created[0]["data"]["AWS_SECRET_ACCESS_KEY"]).decode() == "SK"
+    else:
+        assert not created
+    settings = OperatorSettings.from_env(env)  # what the operator makes of it
+    assert (settings.object_store_url, settings.object_store_secret) == ("s3://voices/harmony", secret)
+
+
+def _write(tmp_path: Path, values: dict[str, Any]) -> str:
+    path = tmp_path / "lint-values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return str(path)

@@ -144,6 +144,25 @@ def test_pod_is_locked_down_and_probed() -> None:
     assert {"/etc/harmony", "/var/cache/harmony", "/tmp"} <= mounts
 
 
+def test_voice_service_gets_its_database_and_object_store_from_secrets() -> None:
+    settings = OperatorSettings.from_env({
+        "HARMONY_DATABASE_SECRET": "harmony-database", "HARMONY_OBJECT_STORE_URL": "s3://voices/harmony",
+        "HARMONY_OBJECT_STORE_ENDPOINT_URL": "http://minio.storage:9000", "HARMONY_OBJECT_STORE_SECRET": "s3-creds"})
+    vc = SpeechModelSpec.model_validate({"task": "vc", "backend": "world", "source": {"package": "pyworld-prebuilt"}})
+    deployment = manifests.deployment("world-vc", "speech", vc, settings)
+    kubernetes_validate.validate(deployment, "1.33", strict=True)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HARMONY_DATABASE_URL"]["valueFrom"] == {"secretKeyRef": {"name": "harmony-database", "key": "url"}}
+    assert env["HARMONY_OBJECT_STORE_URL"]["value"] == "s3://voices/harmony"
+    assert env["HARMONY_OBJECT_STORE_ENDPOINT_URL"]["value"] == "http://minio.storage:9000"
+    assert env["HARMONY_OBJECT_STORE_REQUIRED"]["value"] == "true"  # never voices in the pod's emptyDir
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    other = manifests.deployment("whisper-tiny.en", "speech", spec_of(CPU), settings)["spec"]["template"]["spec"]
+    assert "envFrom" not in other["containers"][0]
+    assert not {"HARMONY_DATABASE_URL", "HARMONY_OBJECT_STORE_URL"} & {e["name"] for e in other["containers"][0]["env"]}
+
+
 def test_model_file_is_what_service_main_reads() -> None:
     spec = spec_of(GPU)
     configmap = manifests.model_configmap("whisper-base", "speech", spec)

@@ -33,6 +33,24 @@ app.kubernetes.io/name: harmony-router
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
+{{/* The Secret holding the database URL: the one the chart creates from database.url, or database.existingSecret. */}}
+{{- define "harmony.databaseSecret" -}}
+{{- if .Values.database.url -}}
+{{- printf "%s-database" (include "harmony.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- required "database.existingSecret or database.url is required: the router keeps API keys in the database" .Values.database.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the object store's AWS_* credentials, if any. */}}
+{{- define "harmony.objectStoreSecret" -}}
+{{- if .Values.voices.objectStore.accessKeyId -}}
+{{- printf "%s-object-store" (include "harmony.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- .Values.voices.objectStore.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "harmony.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}

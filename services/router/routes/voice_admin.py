@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request
-from services.auth.guard import check_voice, claim_voice, forget_voice
+from services.auth.guard import check_voice, claim_voice, current, forget_voice
 from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest, NotFound
 from services.core.specs import Task
@@ -40,8 +40,10 @@ def routes(runner: PipelineRunner, clients: ServiceClients) -> APIRouter:
         route_name, vc_model = store_model(runner)
         state = PipelineState(references=references)
         await until_disconnected(request, runner.run(runner.route(Task.tts), state, until=Task.embed))
+        record = current()
         fields = VoiceRegistration(model=vc_model.name, name=name, embedding=json.dumps(state.embedding),
-                                   embedding_model=state.embedding_model or "", reference_files=len(references))
+                                   embedding_model=state.embedding_model or "", reference_files=len(references),
+                                   owner_key_id=record.key.id if record and record.key else None)
         files = [("reference", (f, data, "audio/flac")) for f, data in target_speech(state)]
         response = await clients.post(vc_model, "/v1/voices", data=fields.form(), files=files)
         voice = RegisteredVoice.model_validate_json(response.content)

@@ -1,0 +1,166 @@
+"""Object stores for blobs the database should not hold (a registered voice's reference speech).
+
+Two implementations of one small protocol: a directory (the default, under the data directory)
+and an S3-compatible bucket (``s3://bucket/prefix``; AWS, MinIO, Ceph, R2...). Credentials for S3
+come from boto3's standard chain: ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (and
+``AWS_SESSION_TOKEN``), a profile, or the pod's workload identity.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from services.core.specs import ObjectStoreSettings
+
+KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+class ObjectMissing(KeyError):
+    """No object under this key."""
+
+
+class ObjectStore(Protocol):
+    """Whole objects under ``/``-separated keys. ``put`` is atomic: a reader sees all of it or nothing."""
+
+    url: str
+
+    def put(self, key: str, data: bytes) -> None: ...
+
+    def get(self, key: str) -> bytes:
+        """The object's bytes; ``ObjectMissing`` if there is none."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing happens if there is none."""
+        ...
+
+    def keys(self, prefix: str = "") -> dict[str, float]:
+        """The keys that start with ``prefix``, each with its last change (Unix seconds)."""
+        ...
+
+
+def _check(key: str) -> str:
+    if not KEY.match(key) or any(part in (".", "..") for part in key.split("/")):
+        raise ValueError(f"bad object key {key!r}")
+    return key
+
+
+class DirectoryObjectStore:
+    """Files under a directory: written to a temporary file beside the target, then renamed into place."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.url = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check(key)
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, staging = tempfile.mkstemp(prefix=".incoming-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(staging, path)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        path.unlink(missing_ok=True)
+        for parent in path.parents:  # drop directories left empty, up to the root
+            if parent == self.root or not parent.is_relative_to(self.root):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+    def keys(self, prefix: str = "") -> dict[str, float]:
+        found = {p.relative_to(self.root).as_posix(): p for p in self.root.rglob("*") if p.is_file()}
+        return {k: p.stat().st_mtime for k, p in sorted(found.items())
+                if k.startswith(prefix) and not k.rsplit("/", 1)[-1].startswith(".")}
+
+
+class S3ObjectStore:
+    """An S3-compatible bucket, under an optional key prefix. boto3 is imported only when one is used."""
+
+    def __init__(self, url: str, endpoint_url: str | None = None, region: str | None = None,
+                 client: Any = None) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme != "s3" or not parsed.netloc:
+            raise ValueError(f"an S3 object store URL looks like s3://bucket/prefix, not {url!r}")
+        self.url, self.bucket = url, parsed.netloc
+        self.prefix = parsed.path.strip("/") + "/" if parsed.path.strip("/") else ""
+        if client is None:
+            import boto3
+
+            client = boto3.client("s3", endpoint_url=endpoint_url or None, region_name=region or None)
+        self.client = client
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.prefix + _check(key), Body=data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + _check(key))
+        except self.client.exceptions.NoSuchKey:
+            raise ObjectMissing(key) from None
+        return response["Body"].read()
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.prefix + _check(key))
+
+    def keys(self, prefix: str = "") -> dict[str, float]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+        return {item["Key"][len(self.prefix):]: item["LastModified"].timestamp()
+                for page in pages for item in page.get("Contents", [])}
+
+
+def object_store_settings(configured: ObjectStoreSettings | None = None,
+                          options: dict[str, Any] | None = None) -> ObjectStoreSettings:
+    """A vc model's ``options.object_store_url`` (``_endpoint_url``, ``_region``), else the config's
+    ``object_store``, else $HARMONY_OBJECT_STORE_URL (``_ENDPOINT_URL``, ``_REGION``)."""
+    options = options or {}
+    if options.get("object_store_url"):
+        return ObjectStoreSettings(url=str(options["object_store_url"]),
+                                   endpoint_url=options.get("object_store_endpoint_url") or None,
+                                   region=options.get("object_store_region") or None)
+    if configured is not None and configured.url:
+        return configured
+    env = os.environ
+    return ObjectStoreSettings(url=env.get("HARMONY_OBJECT_STORE_URL") or None,
+                               endpoint_url=env.get("HARMONY_OBJECT_STORE_ENDPOINT_URL") or None,
+                               region=env.get("HARMONY_OBJECT_STORE_REGION") or None)
+
+
+def open_object_store(settings: ObjectStoreSettings | None = None, data_dir: str | None = None) -> ObjectStore:
+    """The configured store: ``s3://...`` is a bucket, a path (or ``file://`` URL) a directory;
+    nothing configured: ``<data dir>/objects``."""
+    from services.store.paths import data_dir as default_data_dir
+
+    url = settings.url if settings else None
+    if not url:
+        return DirectoryObjectStore(default_data_dir(data_dir) / "objects")
+    if url.startswith("s3://"):
+        assert settings is not None
+        return S3ObjectStore(url, settings.endpoint_url, settings.region)
+    if url.startswith("file://"):
+        url = urlparse(url).path
+    return DirectoryObjectStore(url)
