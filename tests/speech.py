@@ -124,3 +124,18 @@ def espeak(text: str, language: str) -> tuple[np.ndarray, int]:
 
     engine = EspeakEngine.get()
     return engine.synthesize(text, language, words_per_minute=150, seed=SEED), engine.sample_rate
+
+
+def white_noise(seconds: float, rate: int = 16000, level: float = 0.05, seed: int = 0) -> np.ndarray:
+    """Gaussian white noise at ``level`` RMS; the same samples for the same seed."""
+    return (np.random.default_rng(seed).standard_normal(int(seconds * rate)) * level).astype(np.float32)
+
+
+def narrowband_noise(seconds: float, rate: int = 8000, peak: float = 0.6, seed: int = 0) -> np.ndarray:
+    """What a GSM call carries when nobody speaks: noise in the telephone band (300-3400 Hz) at 8 kHz."""
+    noise = np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    spectrum = np.fft.rfft(noise)
+    freqs = np.fft.rfftfreq(len(noise), 1 / rate)
+    spectrum[(freqs < 300) | (freqs > 3400)] = 0
+    band = np.fft.irfft(spectrum, len(noise))
+    return (band / np.abs(band).max() * peak).astype(np.float32)

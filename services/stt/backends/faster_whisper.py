@@ -4,6 +4,31 @@
 runs them through one batched encoder pass, one batched language detection and
 one batched ``generate`` call: the windows of different requests decode
 together, each with its own prompt (language, task, initial prompt).
+
+Whisper's guards against hallucinated text (services/stt/guards.py), as sequential
+faster-whisper has them, batched: after the batch is decoded at temperature 0,
+only the windows that failed a guard are decoded again, as a smaller batch at the
+next temperature (sampling, best of ``best_of``), up to 1.0; when all fail, the
+best decode is kept. A silent window (no-speech probability over its threshold and
+average log-probability under ``log_prob_threshold``) gives no text. A request's
+``temperature`` > 0 starts its window's ladder there.
+
+``options`` of the SpeechModel (faster-whisper's defaults; ``none`` turns one off):
+
+- ``beam_size`` (1): beam search width at temperature 0.
+- ``compression_ratio_threshold`` (2.4): text whose gzip compression ratio is higher is
+  too repetitive: fall back.
+- ``log_prob_threshold`` (-1.0): an average log-probability per token below this: fall back.
+- ``no_speech_threshold`` (0.6): a window with a higher no-speech probability and an
+  average log-probability below ``log_prob_threshold`` is silent (no text).
+- ``temperature_increment_on_fallback`` (0.2): the ladder's step; ``none`` (or 0) decodes
+  once, at the request's temperature.
+- ``best_of`` (5): sampled hypotheses per window at temperature > 0; the best is kept.
+- ``seed`` (unset): seeds CTranslate2's sampling. CTranslate2 has one random generator per
+  worker thread, seeded from the process-wide seed when first used and never again, so a
+  given input gives a given output only for a fresh model given the same requests in the
+  same order and batches; sampled windows of concurrent requests depend on their batch.
+- ``cpu_threads`` (cores / ``batching.instances``).
 """
 
 from __future__ import annotations
@@ -19,13 +44,12 @@ import numpy as np
 from services.core.errors import InvalidRequest
 from services.core.specs import NamedModel, Task
 from services.core.wire import Segment, Word
+from services.stt.guards import Decode, Guards, compression_ratio
 from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 from services.stt.weights import resolve_whisper_dir
 
 log = logging.getLogger("harmony.stt.whisper")
 
-NO_SPEECH_THRESHOLD = 0.6
-LOGPROB_THRESHOLD = -1.0
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
 
@@ -53,6 +77,8 @@ class FasterWhisperBackend:
         self.model = None
         self.multilingual = False
         self.beam_size = int(spec.options.get("beam_size", 1))
+        self.guards = Guards.from_options(spec.options)
+        self.device = "cpu"
         self._lock = threading.Lock()
         self.load_seconds = 0.0
 
@@ -63,6 +89,10 @@ class FasterWhisperBackend:
         started = time.monotonic()
         path = resolve_whisper_dir(self.spec.source)
         device = _pick_device(self.spec.device)
+        if "seed" in self.spec.options:  # CTranslate2's sampling (temperature fallback): one seed per process
+            import ctranslate2
+
+            ctranslate2.set_random_seed(int(self.spec.options["seed"]))
         compute_type = self.spec.compute_type
         if compute_type == "default":
             compute_type = "int8" if device == "cpu" else "float16"
@@ -95,14 +125,21 @@ class FasterWhisperBackend:
 
     # inference
     def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
-        by_temperature: dict[float, list[int]] = {}
-        for index, job in enumerate(jobs):
-            by_temperature.setdefault(job.temperature, []).append(index)
-        results: list[ChunkResult | None] = [None] * len(jobs)
-        for temperature, indexes in by_temperature.items():
-            for index, result in zip(indexes, self._run_group([jobs[i] for i in indexes], temperature)):
-                results[index] = result
-        return results  # type: ignore[return-value]
+        """One batched encode and language detection, then batched decoding with Whisper's guards."""
+        features = self._features(jobs)
+        encoder_output = self.model.encode(features)
+        languages = self._languages(jobs, encoder_output)
+        tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
+        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output)
+        per_job_segments, segment_sizes = [], []
+        for job, tokenizer, decode in zip(jobs, tokenizers, decodes):
+            segments, segment_size = self._segments(job, tokenizer, decode)
+            per_job_segments.append(segments)
+            segment_sizes.append(segment_size)
+        self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
+        return [ChunkResult(language=lang, language_probability=prob,
+                            segments=[_segment(s, decode.temperature) for s in segments])
+                for (lang, prob), decode, segments in zip(languages, decodes, per_job_segments)]
 
     def _features(self, jobs: Sequence[ChunkJob]) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
@@ -115,23 +152,6 @@ class FasterWhisperBackend:
 
         return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
 
-    def _run_group(self, jobs: Sequence[ChunkJob], temperature: float) -> list[ChunkResult]:
-        """One batched encode, language detection and generate over windows that share a temperature."""
-        features = self._features(jobs)
-        encoder_output = self.model.encode(features)
-        languages = self._languages(jobs, encoder_output)
-        tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
-        outputs = self._generate(jobs, tokenizers, encoder_output, temperature)
-        per_job_segments, segment_sizes = [], []
-        for job, tokenizer, output in zip(jobs, tokenizers, outputs):
-            segments, segment_size = self._segments(job, tokenizer, output)
-            per_job_segments.append(segments)
-            segment_sizes.append(segment_size)
-        self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
-        return [ChunkResult(language=lang, language_probability=prob,
-                            segments=[_segment(s, temperature) for s in segments])
-                for (lang, prob), segments in zip(languages, per_job_segments)]
-
     def _languages(self, jobs: Sequence[ChunkJob], encoder_output) -> list[tuple[str, float]]:
         """(language, probability) per window: the one asked for, or the one Whisper detects."""
         if not (self.multilingual and any(job.language is None for job in jobs)):
@@ -139,6 +159,41 @@ class FasterWhisperBackend:
         detected = self.model.model.detect_language(encoder_output)
         return [(job.language, 1.0) if job.language else (probs[0][0][2:-2], float(probs[0][1]))
                 for job, probs in zip(jobs, detected)]
+
+    def _decode_with_fallback(self, jobs: Sequence[ChunkJob], tokenizers: list, features: np.ndarray,
+                              encoder_output) -> list[Decode]:
+        """Every window at the first temperature of its ladder, in one batch; then only the windows that
+        failed a guard, again as one (smaller) batch per next temperature, until each passes or its ladder
+        ends. Returns the decode each window keeps."""
+        ladders = [self.guards.temperatures(job.temperature) for job in jobs]
+        tried: list[list[Decode]] = [[] for _ in jobs]
+        pending, step = list(range(len(jobs))), 0
+        while pending:
+            by_temperature: dict[float, list[int]] = {}
+            for i in pending:
+                by_temperature.setdefault(ladders[i][step], []).append(i)
+            for temperature, indexes in by_temperature.items():
+                subset = self._encoded_subset(features, encoder_output, indexes, len(jobs))
+                outputs = self._generate([jobs[i] for i in indexes], [tokenizers[i] for i in indexes], subset,
+                                         temperature)
+                for i, output in zip(indexes, outputs):
+                    tried[i].append(_decode(tokenizers[i], output, temperature))
+            step += 1
+            pending = [i for i in pending if step < len(ladders[i]) and self.guards.needs_fallback(tried[i][-1])]
+            if pending:
+                log.debug("%s: %d of %d windows fall back to temperature %s", self.name, len(pending), len(jobs),
+                          sorted({ladders[i][step] for i in pending}))
+        return [self.guards.choose(decodes) for decodes in tried]
+
+    def _encoded_subset(self, features: np.ndarray, encoder_output, indexes: list[int], total: int):
+        """The encoder output of some of the windows: sliced on the CPU, encoded again elsewhere."""
+        if len(indexes) == total:
+            return encoder_output
+        if self.device == "cpu":
+            import ctranslate2
+
+            return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[indexes]))
+        return self.model.encode(features[indexes])
 
     def _generate(self, jobs: Sequence[ChunkJob], tokenizers: list, encoder_output, temperature: float) -> list:
         from faster_whisper.transcribe import get_suppressed_tokens
@@ -148,24 +203,25 @@ class FasterWhisperBackend:
         for job, tokenizer in zip(jobs, tokenizers):
             previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
             prompts.append(model.get_prompt(tokenizer, previous_tokens=previous, without_timestamps=False))
+        if temperature > 0:  # sampling, best of N (as faster-whisper)
+            search = dict(beam_size=1, num_hypotheses=self.guards.best_of, sampling_topk=0,
+                          sampling_temperature=temperature)
+        else:
+            search = dict(beam_size=self.beam_size)
         return model.model.generate(
-            encoder_output, prompts, beam_size=self.beam_size, max_length=model.max_length,
-            suppress_blank=True, suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]), return_scores=True,
-            return_no_speech_prob=True, sampling_temperature=temperature,
-            sampling_topk=0 if temperature > 0 else 1,
-        )
+            encoder_output, prompts, max_length=model.max_length, suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]), return_scores=True,
+            return_no_speech_prob=True, **search)
 
-    def _segments(self, job: ChunkJob, tokenizer, output) -> tuple[list[dict], int]:
+    def _segments(self, job: ChunkJob, tokenizer, decode: Decode) -> tuple[list[dict], int]:
         """The decoded segments of one window (none when Whisper judges it silent), and its size in frames."""
-        from faster_whisper.transcribe import get_compression_ratio
-
         model = self.model
+        output = decode.output
         tokens = output.sequences_ids[0]
-        avg_logprob = output.scores[0] * (len(tokens) ** 1.0) / (len(tokens) + 1)
         duration = len(job.audio) / SAMPLE_RATE
         segment_size = int(ceil(duration) * model.frames_per_second)
         seek = int(job.offset * model.frames_per_second)
-        if output.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD:
+        if self.guards.is_silent(decode.no_speech_prob, decode.avg_logprob):
             return [], segment_size
         pieces = model._split_segments_by_timestamps(
             tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
@@ -176,9 +232,9 @@ class FasterWhisperBackend:
             text = tokenizer.decode(piece["tokens"])
             if text.strip():
                 segments.append(dict(seek=seek, start=piece["start"], end=min(piece["end"], job.offset + duration),
-                                     tokens=piece["tokens"], text=text, avg_logprob=avg_logprob,
-                                     no_speech_prob=output.no_speech_prob,
-                                     compression_ratio=get_compression_ratio(text)))
+                                     tokens=piece["tokens"], text=text, avg_logprob=decode.avg_logprob,
+                                     no_speech_prob=decode.no_speech_prob,
+                                     compression_ratio=decode.compression_ratio))
         return segments, segment_size
 
     def _unfinished_tail(self, tokenizer, tokens: list[int], pieces: list[dict], offset: float, duration: float,
@@ -214,6 +270,14 @@ class FasterWhisperBackend:
             self.model.add_word_timestamps(
                 [per_job_segments[i] for i in indexes], tokenizers[indexes[0]], output,
                 [segment_sizes[i] for i in indexes], PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0)
+
+
+def _decode(tokenizer, output, temperature: float) -> Decode:
+    """A window's decode with what the guards judge: average log-probability and compression ratio of its text."""
+    tokens = output.sequences_ids[0]
+    avg_logprob = output.scores[0] * (len(tokens) ** 1.0) / (len(tokens) + 1)  # length_penalty 1, as generated
+    text = tokenizer.decode(tokens).strip()
+    return Decode(output, avg_logprob, temperature, compression_ratio(text), output.no_speech_prob)
 
 
 def _segment(s: dict, temperature: float) -> Segment:
