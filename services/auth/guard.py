@@ -83,6 +83,14 @@ def note_usage(**values: Any) -> None:
                 setattr(record, name, value)
 
 
+def add_timing(queue_ms: float, compute_ms: float) -> None:
+    """Add a model service's queue and compute time (its answer's headers) to the request's audit line."""
+    record = _current.get()
+    if record is not None:
+        record.queue_ms = (record.queue_ms or 0.0) + queue_ms
+        record.compute_ms = (record.compute_ms or 0.0) + compute_ms
+
+
 def check_model(canonical: dict[str, str], requested: str, served: str | None = None) -> None:
     """403 model_not_allowed when the request's key may not use ``requested`` (or the model that serves it).
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Sequence, TypeVar
 
+from services.core import timing
 from services.core.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.metrics import Metrics
 from services.core.specs import BatchingSpec
@@ -37,6 +38,8 @@ class _Pending(Generic[In, Out]):
     enqueued: float
     deadline: float
     priority: int = 0
+    queue_s: float = 0.0     # set when its batch starts: how long it waited
+    compute_s: float = 0.0   # set when its batch ends: how long the batch took
 
 
 @dataclass
@@ -123,7 +126,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._set_depth()
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+            result = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+            timing.record(pending.queue_s, pending.compute_s)
+            return result
         except TimeoutError:
             future.cancel()
             raise RequestTimeout(f"request to {self.name} timed out after {self.spec.timeout_s:g} s") from None
@@ -187,8 +192,9 @@ class DynamicBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for p in batch:
+            p.queue_s = started - p.enqueued
             if self.metrics:
-                self.metrics.queue_wait.labels(self.name).observe(started - p.enqueued)
+                self.metrics.queue_wait.labels(self.name).observe(p.queue_s)
         try:
             results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
             if len(results) != len(batch):
@@ -197,6 +203,8 @@ class DynamicBatcher(Generic[In, Out]):
             log.exception("batch of %d for %s failed", len(batch), self.name)
             results = [exc] * len(batch)
         elapsed = time.monotonic() - started
+        for p in batch:
+            p.compute_s = elapsed
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
         self.stats.batches += 1
         self.stats.items += len(batch)

@@ -21,6 +21,7 @@ from services.core.errors import ModelNotFound, ServiceUnavailable, install_erro
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.protocols import Backend, SttBackend, verify
 from services.core.specs import NamedModel, Task
+from services.core.timing import TimingHeaders
 from services.core.uploads import UploadLimitMiddleware
 
 log = logging.getLogger("harmony.service")
@@ -109,6 +110,7 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     install_error_handlers(app)
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(TimingHeaders)
     app.include_router(metrics.router())
 
     @app.get("/healthz", include_in_schema=False)

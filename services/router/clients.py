@@ -7,7 +7,9 @@ import json
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
+from services.auth.guard import add_timing
 from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
+from services.core.timing import from_headers
 from services.router.routing import ModelTable, Replica, ServedModel
 
 
@@ -66,6 +68,7 @@ class ServiceClients:
                     raise _timeout(model) from None
                 except httpx.TransportError as exc:
                     raise _broken(model, exc) from None
+            _note_timing(response)
             raise_for_error(response)
             return response
 
@@ -79,6 +82,7 @@ class ServiceClients:
         async with self._replica(model, set()) as replica:
             try:
                 async with self.client(replica.url).stream("POST", path, **kwargs) as response:
+                    _note_timing(response)
                     if response.status_code >= 400:
                         await response.aread()
                         raise_for_error(response)
@@ -110,6 +114,13 @@ def _timeout(model: ServedModel) -> RequestTimeout:
 
 def _broken(model: ServedModel, exc: Exception) -> UpstreamError:
     return UpstreamError(f"the connection to model '{model.name}' broke: {type(exc).__name__}")
+
+
+def _note_timing(response: httpx.Response) -> None:
+    """The service's queue and compute time of this call, into the request's audit line."""
+    spent = from_headers(response.headers)
+    if spent is not None:
+        add_timing(*spent)
 
 
 def raise_for_error(response: httpx.Response) -> None:

@@ -191,5 +191,7 @@ def test_audit_lines_are_json_without_content(harmony, admin):
     assert entry["key_id"] == admin["id"] and entry["route"] == "/v1/audio/speech" and entry["status"] == 200
     assert entry["model"] == "tts-1" and entry["characters"] == len(SECRET_TEXT)
     assert 1.0 < entry["audio_seconds_out"] < 10 and entry["client"] == "127.0.0.1"
+    # the TTS service's own account of the first sentence: time queued, time synthesizing
+    assert entry["queue_ms"] >= 0 and entry["compute_ms"] > 0
     assert any(e["status"] == 401 and e["key_id"] is None for e in entries)
     assert SECRET_TEXT not in output and admin["key"] not in output

@@ -382,3 +382,18 @@ async def test_waiting_items_are_shared_between_idle_instances(make_batcher):
     assert sorted(len(b) for b in recorder.batches) == [2, 2]
     gate.set()
     assert await asyncio.gather(*tasks) == [0, 2, 4, 6]
+
+
+async def test_a_request_learns_its_queue_and_compute_time(make_batcher):
+    from services.core import timing
+
+    rec = Recorder(sleep_s=0.05)
+    batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=0)
+    spent = timing.RequestTiming()
+    token = timing._timing.set(spent)
+    try:
+        assert await batcher.submit(1) == 2
+        assert await batcher.submit(2) == 4
+    finally:
+        timing._timing.reset(token)
+    assert spent.queue_s >= 0 and spent.compute_s >= 0.1  # two batches of at least 50 ms each
