@@ -5,6 +5,7 @@ the registered voices it touches. Handlers also note the request's usage here fo
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -118,8 +119,16 @@ def _voice_gate() -> tuple[ApiKey, "Gate"] | None:
     return record.key, record.gate
 
 
+VOICE_ID = re.compile(r"voice_[A-Za-z0-9_.-]{1,64}")
+
+
 async def check_voice(voice_id: str) -> None:
-    """404 unless the request's key registered this voice (admin keys see every voice)."""
+    """404 unless the request's key registered this voice (admin keys see every voice).
+
+    An id no store could have made (control characters, slashes, spaces: things that would reach a model
+    service's URL) is no registered voice, whoever asks."""
+    if not VOICE_ID.fullmatch(voice_id):
+        raise NotFound(f"no registered voice {voice_id!r}", param="voice", code="voice_not_found")
     found = _voice_gate()
     if found is None or found[0].admin:
         return

@@ -48,6 +48,8 @@ CONTENT_TYPES: dict[str, str] = {
 # Decoded audio longer than this is refused: a small, highly compressed upload
 # (e.g. hours of FLAC silence) must not be able to exhaust memory.
 MAX_DECODE_SECONDS = 4 * 3600
+# No audio codec samples below this; a header claiming less (say 1 Hz) would make hours of "audio" of a few KB.
+MIN_SOURCE_RATE = 1000
 
 # Inputs whose magic bytes libsndfile understands; everything else goes to FFmpeg.
 _SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM")
@@ -227,6 +229,8 @@ class _Collector:
     def add(self, mono: np.ndarray, rate: int) -> None:
         if mono.size == 0:
             return
+        if rate < MIN_SOURCE_RATE:
+            raise InvalidAudio(f"The audio claims a sample rate of {rate} Hz; the minimum is {MIN_SOURCE_RATE} Hz.")
         if rate != self.src_rate:
             self._finish_segment()
             self.src_rate = rate

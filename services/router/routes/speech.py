@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import unicodedata
 from typing import Any, AsyncIterator, Literal
 
 import httpx
@@ -52,7 +53,7 @@ class SpeechRequest(BaseModel):
     @classmethod
     def _input_length(cls, value: str) -> str:
         value = speakable(value)
-        if not value.strip():
+        if not any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in value):
             raise ValueError("input must not be empty")
         if len(value) > MAX_INPUT_CHARS:
             raise ValueError(f"input is {len(value)} characters; the maximum is {MAX_INPUT_CHARS}")
@@ -148,6 +149,7 @@ async def _parse(request: Request) -> SpeechRequest:
         raise InvalidRequest("the body is nested too deeply", code="invalid_json") from None
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_json")
+    _check_unicode(data)
     try:
         return SpeechRequest.model_validate(data)
     except ValidationError as exc:
@@ -156,6 +158,17 @@ async def _parse(request: Request) -> SpeechRequest:
         message = error["msg"].removeprefix("Value error, ")
         code = "missing_required_parameter" if error["type"] == "missing" else "invalid_value"
         raise InvalidRequest(f"{param}: {message}" if param else message, param=param, code=code) from None
+
+
+def _check_unicode(data: dict) -> None:
+    """A lone surrogate (``"\\ud800"``) is valid JSON but no text: it could not be sent on, nor spoken."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest("the body holds a lone UTF-16 surrogate escape: not valid Unicode text",
+                             code="invalid_json") from None
+    except RecursionError:
+        raise InvalidRequest("the body is nested too deeply", code="invalid_json") from None
 
 
 async def _relay(model: ServedModel, response: httpx.Response) -> AsyncIterator[bytes]:
