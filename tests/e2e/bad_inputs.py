@@ -7,7 +7,6 @@ A case is ``(id, method, path, build, statuses)``: ``build()`` returns the keywo
 from __future__ import annotations
 
 import io
-import json
 import struct
 import wave
 import zipfile
