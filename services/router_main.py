@@ -11,7 +11,7 @@ import contextlib
 import logging
 import sys
 
-import uvicorn
+from services.core.http_server import add_connection_arguments, build_server, connection_settings
 from services.core.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.router.app import create_router_app
 from services.router.cluster import ClusterSync
@@ -23,9 +23,7 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
     sync = ClusterSync(table, models_file, poll_s)
     sync.reload()
     app = create_router_app(config, table)
-    server = uvicorn.Server(uvicorn.Config(
-        app, host=config.server.host, port=config.server.port, log_level=log_level, access_log=False,
-        timeout_graceful_shutdown=config.server.drain_timeout_s or None, timeout_keep_alive=30))
+    server = build_server(app, config.server, log_level)
     watcher = asyncio.create_task(sync.run(), name="cluster-sync")
     try:
         await server.serve()
@@ -45,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
     parser.add_argument("--service-timeout", type=float, default=defaults.service_timeout_s)
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout_s)
+    add_connection_arguments(parser, defaults)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--require-auth", action="store_true", help="every API request needs an API key")
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $HARMONY_DATABASE_URL, else SQLite)")
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config = HarmonyConfig(server=ServerSettings(
         host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
-        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout),
+        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout, **connection_settings(args)),
         auth=AuthSettings(required=args.require_auth), database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

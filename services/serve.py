@@ -1,29 +1,34 @@
 """``harmony serve``: the router and every model service on one machine.
 
-One process, one event loop, several uvicorn servers: each model service listens
-on its own loopback port and the router reaches it over HTTP, exactly as it does
-in Kubernetes, so the embedded default and a cluster run the same code paths.
-One process (rather than one per service) keeps start-up and memory small on a
-laptop, and inference already runs in worker threads that release the GIL
-(CTranslate2, ONNX Runtime). SIGTERM or SIGINT stops the router's intake, lets
-in-flight requests finish (``server.drain_timeout_s``), then stops the services.
+One process, one event loop, several uvicorn servers: the router listens on its TCP port; each
+model service listens on a Unix domain socket in a private directory (0700, sockets 0600, removed
+at exit), so only the router (and the engine's own user) can reach it, never another local user or
+process that skips the router's checks. The router reaches the services over HTTP, exactly as it
+does in Kubernetes (where they listen on TCP), so both run the same code paths. One process (rather
+than one per service) keeps start-up and memory small on a laptop, and inference already runs in
+worker threads that release the GIL (CTranslate2, ONNX Runtime). SIGTERM or SIGINT stops the
+router's intake, lets in-flight requests finish (``server.drain_timeout_s``), then stops the services.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import uvicorn
-from services.core.specs import ConfigError, HarmonyConfig, NamedModel, load_config, parse_config
+from services.core.http_server import build_server, tcp_socket, unix_socket
+from services.core.service_url import unix_url
+from services.core.specs import ConfigError, HarmonyConfig, NamedModel, ServerSettings, load_config, parse_config
 from services.model_services import ModelService, check_backends, service_for
 
 __all__ = ["check_backends", "default_config", "run_serve", "serve"]
@@ -38,49 +43,39 @@ def default_config() -> HarmonyConfig:
     return parse_config(yaml.safe_load(text), origin="default config")
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to ``serve``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
+def _server(app, settings: ServerSettings, log_level: str) -> uvicorn.Server:
+    return build_server(app, settings, log_level, handle_signals=False)
 
 
-def _loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.set_inheritable(True)
-    return sock
-
-
-def _server(app, sock: socket.socket, drain_s: float, log_level: str) -> _Server:
-    config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=drain_s or None,
-                            access_log=False, lifespan="on", timeout_keep_alive=30)
-    return _Server(config)
+def private_socket_dir() -> str:
+    """A fresh directory only this user can enter (mkdtemp: 0700), in $XDG_RUNTIME_DIR when there is one."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    where = runtime if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK) else None
+    path = tempfile.mkdtemp(prefix="harmony-", dir=where)
+    os.chmod(path, 0o700)
+    return path
 
 
 @dataclass
 class RunningService:
     name: str
-    server: _Server
+    server: uvicorn.Server
     sock: socket.socket
     url: str
 
 
-def start_model_services(config: HarmonyConfig, log_level: str) -> list[RunningService]:
-    """One app per model service (speaker embedding and voice conversion share one), each on a loopback port."""
+def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str) -> list[RunningService]:
+    """One app per model service (speaker embedding and voice conversion share one), each on a Unix socket
+    ``<socket_dir>/<service>.sock``."""
     by_service: dict[ModelService, list[NamedModel]] = defaultdict(list)
     for model in config.models:
         by_service[service_for(model.task)].append(model)
     running = []
     for service, models in by_service.items():
         app = service.create_app(models, config.server.max_upload_bytes, config)
-        sock = _loopback_socket()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        running.append(RunningService(service.name, _server(app, sock, config.server.drain_timeout_s, log_level),
-                                      sock, url))
+        path = os.path.join(socket_dir, f"{service.name}.sock")
+        running.append(RunningService(service.name, _server(app, config.server, log_level), unix_socket(path),
+                                      unix_url(path)))
     return running
 
 
@@ -91,12 +86,21 @@ def endpoints_of(config: HarmonyConfig, running: list[RunningService]) -> dict[s
 
 async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None) -> int:
     """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT."""
+    socket_dir = private_socket_dir()
+    try:
+        return await _serve(config, log_level, ready_file, socket_dir)
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+async def _serve(config: HarmonyConfig, log_level: str, ready_file: Path | None, socket_dir: str) -> int:
     from services.router.app import build_table, create_router_app
 
-    services = start_model_services(config, log_level)
-    router_sock = _loopback_socket(config.server.host, config.server.port)
+    services = start_model_services(config, log_level, socket_dir)
+    log.debug("model services listen on Unix sockets in %s", socket_dir)
+    router_sock = tcp_socket(config.server.host, config.server.port)
     router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
-    router = _server(router_app, router_sock, config.server.drain_timeout_s, log_level)
+    router = _server(router_app, config.server, log_level)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,15 +131,13 @@ async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path
     return 1 if crashed and failed else 0
 
 
-async def _announce_ready(config: HarmonyConfig, router: _Server, services: list[RunningService], public: str,
+async def _announce_ready(config: HarmonyConfig, router: uvicorn.Server, services: list[RunningService], public: str,
                           ready_file: Path | None) -> None:
     while not (router.started and all(s.server.started for s in services)):
         await asyncio.sleep(0.05)
     print(f"Harmony is ready: {public}/v1 (models: {', '.join(m.name for m in config.models)})", flush=True)
     if config.auth.required:
         print("  API keys required: create one with `harmony keys create --name NAME` (same --config)", flush=True)
-    for service in services:
-        print(f"  {service.name} service: {service.url}", flush=True)
     if ready_file:
         ready_file.write_text(f"{public}\n")
 

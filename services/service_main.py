@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 from services.core.specs import ConfigError, NamedModel, ServerSettings
+from services.core.http_server import add_connection_arguments, build_server, connection_settings
 from pydantic import ValidationError
 
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-upload-bytes", type=int, default=ServerSettings().max_upload_bytes)
     parser.add_argument("--drain-timeout", type=float, default=ServerSettings().drain_timeout_s,
                         help="seconds SIGTERM waits for in-flight requests")
+    add_connection_arguments(parser, ServerSettings())
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
@@ -60,10 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"harmony: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-                timeout_graceful_shutdown=args.drain_timeout or None, timeout_keep_alive=30)
+    settings = ServerSettings(host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
+                              drain_timeout_s=args.drain_timeout, **connection_settings(args))
+    build_server(app, settings, args.log_level).run()
     return 0
 
 

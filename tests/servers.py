@@ -8,7 +8,8 @@ import threading
 import time
 
 import httpx
-import uvicorn
+from services.core.http_server import build_server
+from services.core.specs import ServerSettings
 
 
 def free_port() -> int:
@@ -27,12 +28,13 @@ def dead_url():
 
 
 class ServerThread:
-    def __init__(self, app, port: int | None = None) -> None:
+    """``app`` served as the engine serves it (``services/core/http_server.build_server``), with ``settings``."""
+
+    def __init__(self, app, port: int | None = None, settings: ServerSettings | None = None) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.server.capture_signals = _no_signals  # type: ignore[method-assign]
+        self.server = build_server(app, settings or ServerSettings(), "warning", handle_signals=False,
+                                   host="127.0.0.1", port=self.port)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> "ServerThread":
@@ -47,18 +49,6 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-class _NoSignals:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _no_signals():
-    return _NoSignals()
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> None:

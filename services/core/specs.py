@@ -154,6 +154,18 @@ class ServerSettings(Strict):
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest accepted upload (OpenAI: 25 MB)")
     service_timeout_s: float = Field(900.0, gt=0, description="router's timeout for a call to a model service")
     drain_timeout_s: float = Field(60.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection that has not sent a whole request "
+                                                                    "head this long after it opened (or after its "
+                                                                    "first byte, on a kept-alive one) is closed")
+    body_timeout_s: float = Field(30.0, gt=0, le=3600, description="longest wait for the next part of a request "
+                                                                  "body; then 400 request_body_timeout and close")
+    body_min_bytes_per_s: float = Field(1024.0, ge=0, description="a body must also average this rate: it gets "
+                                                                  "body_timeout_s plus 1 s per this many bytes "
+                                                                  "received (0: no minimum rate)")
+    max_connections: int = Field(1024, ge=1, description="open connections per server; a connection opened past "
+                                                          "it is answered 503 and closed")
+    backlog: int = Field(2048, ge=1, description="connections the kernel queues before they are accepted")
+    keep_alive_s: float = Field(30.0, gt=0, description="how long an idle kept-alive connection stays open")
 
 
 class DatabaseSettings(Strict):

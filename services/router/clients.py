@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 from services.auth.guard import add_timing
 from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
+from services.core.service_url import async_client
 from services.core.timing import from_headers
 from services.router.routing import ModelTable, Replica, ServedModel
 
@@ -22,8 +23,8 @@ class ServiceClients:
     def client(self, base_url: str) -> httpx.AsyncClient:
         client = self._clients.get(base_url)
         if client is None:
-            client = httpx.AsyncClient(base_url=base_url, timeout=self.timeout,
-                                       limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+            client = async_client(base_url, self.timeout,
+                                  httpx.Limits(max_connections=256, max_keepalive_connections=64))
             self._clients[base_url] = client
         return client
 
