@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from services.core.service_url import unix_url
+
 from tests.servers import free_port
 
 
@@ -39,6 +41,17 @@ class HarmonyProcess:
                 raise RuntimeError(f"harmony serve did not become ready:\n{self.output()}")
             time.sleep(0.1)
         return self
+
+    def service_url(self, name: str) -> str:
+        """The ``unix:`` URL of one of the model services (``stt``, ``tts``, ``vad``, ``vc``), found among the
+        process's own Unix sockets: the log does not print them."""
+        return unix_url(next(path for path in self.unix_sockets() if os.path.basename(path) == f"{name}.sock"))
+
+    def unix_sockets(self) -> set[str]:
+        """The paths of the process's Unix sockets (the listening ones, and connections accepted on them)."""
+        import psutil
+
+        return {c.laddr for c in psutil.Process(self.proc.pid).net_connections(kind="unix") if c.laddr}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -60,7 +60,8 @@ class AuthAuditMiddleware:
         token = _current.set(record)
         try:
             try:
-                await asyncio.to_thread(self.gate.admit, record, presented_key(scope))
+                if self.gate.required:  # a database round trip, off the event loop (without auth: nothing to do)
+                    await asyncio.to_thread(self.gate.admit, record, presented_key(scope))
             except HarmonyError as exc:
                 record.status = exc.status_code
                 await _refuse(scope, send, exc, record)

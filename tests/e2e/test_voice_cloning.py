@@ -10,6 +10,7 @@ import openai
 import pytest
 import yaml
 from services.core.audio import decode_audio
+from services.core.service_url import sync_client
 
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes, wer
@@ -195,14 +196,10 @@ def test_voice_survives_a_restart_and_can_be_deleted(harmony, client, tmp_path):
         assert second.stop() == 0
 
 
-def service_url(harmony, name: str) -> str:
-    """The loopback URL of one of harmony serve's model services, as its start-up lines print it."""
-    line = next(line for line in harmony.output().splitlines() if line.strip().startswith(f"{name} service: "))
-    return line.split(": ", 1)[1].strip()
-
-
 def audio_seconds(url: str, model: str) -> float:
-    for line in httpx.get(url + "/metrics").text.splitlines():
+    with sync_client(url) as service:
+        text = service.get("/metrics").text
+    for line in text.splitlines():
         if line.startswith("harmony_audio_seconds_total{") and f'model="{model}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
@@ -212,7 +209,7 @@ def test_the_reference_recording_crosses_the_network_once(harmony):
     """Only the VAD service hears the whole recording; the speaker encoder gets the speech VAD cut out of it."""
     speech, rate = synthesize(" ".join(SENTENCES[:3]))
     reference = np.concatenate([silence(3.0, rate), speech, silence(3.0, rate)])
-    vad, voice = service_url(harmony, "vad"), service_url(harmony, "vc")
+    vad, voice = harmony.service_url("vad"), harmony.service_url("vc")
     heard_before, embedded_before = audio_seconds(vad, "silero-vad"), audio_seconds(voice, "resemblyzer")
     body = {"model": "tts-1", "voice": "alloy", "input": "Hello there.", "response_format": "wav",
             "reference_audio": base64.b64encode(wav_bytes(reference, rate)).decode()}
