@@ -72,11 +72,16 @@ _over_limit_warning = _Throttled()
 
 
 class HarmonyProtocol(H11Protocol):
-    """``uvicorn.Config(http=functools.partial(HarmonyProtocol, limits=...))``."""
+    """``uvicorn.Config(http=HarmonyProtocol.with_limits(...))``."""
 
-    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+    limits = ConnectionLimits()
+
+    @classmethod
+    def with_limits(cls, limits: ConnectionLimits) -> type["HarmonyProtocol"]:
+        return type(cls.__name__, (cls,), {"limits": limits})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.limits = limits
         self._head_timer: asyncio.TimerHandle | None = None
         self._over_limit = False
         self._inner_app = self.app

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import os
 import socket
 from typing import Iterator
@@ -40,9 +39,9 @@ def build_server(app, settings: ServerSettings, log_level: str = "info", *, hand
     config = uvicorn.Config(
         BodyTimeouts(app, settings.body_timeout_s, settings.body_min_bytes_per_s),
         host=host if host is not None else settings.host, port=port if port is not None else settings.port,
-        http=functools.partial(HarmonyProtocol, limits=limits), interface="asgi3", lifespan="on",
-        log_level=log_level, access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=settings.drain_timeout_s or None)
+        http=HarmonyProtocol.with_limits(limits), interface="asgi3", lifespan="on", log_level=log_level,
+        access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=settings.drain_timeout_s or None)  # type: ignore[arg-type]  # floats work
     return uvicorn.Server(config) if handle_signals else _NoSignalServer(config)
 
 

@@ -165,7 +165,7 @@ class ServerSettings(Strict):
     max_connections: int = Field(1024, ge=1, description="open connections per server; a connection opened past "
                                                           "it is answered 503 and closed")
     backlog: int = Field(2048, ge=1, description="connections the kernel queues before they are accepted")
-    keep_alive_s: float = Field(30.0, gt=0, description="how long an idle kept-alive connection stays open")
+    keep_alive_s: int = Field(30, ge=1, description="seconds an idle kept-alive connection stays open")
 
 
 class DatabaseSettings(Strict):
