@@ -8,7 +8,7 @@ import threading
 import time
 
 import httpx
-from services.core.http_server import build_server
+from services.core.http_server import build_server, tcp_socket
 from services.core.specs import ServerSettings
 
 
@@ -28,14 +28,15 @@ def dead_url():
 
 
 class ServerThread:
-    """``app`` served as the engine serves it (``services/core/http_server.build_server``), with ``settings``."""
+    """``app`` served as ``harmony serve`` serves its router (``services/core/http_server``), with ``settings``."""
 
     def __init__(self, app, port: int | None = None, settings: ServerSettings | None = None) -> None:
-        self.port = port or free_port()
+        self.app = app
+        self.sock = tcp_socket("127.0.0.1", port or 0)
+        self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = build_server(app, settings or ServerSettings(), "warning", handle_signals=False,
-                                   host="127.0.0.1", port=self.port)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.server = build_server(app, settings or ServerSettings(), "warning", handle_signals=False)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()
@@ -49,6 +50,7 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+        self.sock.close()
 
 
 def wait_ready(url: str, timeout: float = 120.0) -> None:

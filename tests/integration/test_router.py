@@ -96,7 +96,7 @@ def test_client_that_goes_away_is_dropped_not_computed(stt_service):
     The model's only worker is held (a gate in front of the real backend) while the short request queues
     and its client gives up, so the order of events does not depend on how fast this machine is.
     """
-    app = stt_service.server.config.app
+    app = stt_service.app
     model = app.state.models["whisper-tiny.en"]
     stats, real = model.batcher.stats, model.batcher.run_batch
     gate, entered = threading.Event(), threading.Event()
