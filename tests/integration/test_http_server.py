@@ -215,3 +215,19 @@ def test_tcp_nodelay_on_the_routers_connections_to_services(service):
 def test_listening_sockets_are_made_for_tcp():
     with tcp_socket() as sock:
         assert sock.proto == socket.IPPROTO_TCP and nodelay(sock)
+
+
+def test_the_routers_clients_send_a_multipart_form_in_one_write(service):
+    """httpx streams a form as dozens of small writes; with TCP_NODELAY each would be a packet of its own."""
+    async def sent_stream() -> object:
+        clients = ServiceClients(ModelTable())
+        try:
+            response = await clients.client(service.url).post(
+                "/v1/audio/vad", files={"file": ("a.wav", wav_bytes(silence(0.5, 16000), 16000), "audio/wav")},
+                data={"threshold": "0.5"})
+            assert response.status_code == 200, response.text
+            return response.request.stream
+        finally:
+            await clients.aclose()
+
+    assert isinstance(asyncio.run(sent_stream()), httpx.ByteStream)
