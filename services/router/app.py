@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
+from services.core.disconnect import CancelOnDisconnect
 from services.core.errors import install_error_handlers
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.specs import HarmonyConfig
@@ -55,6 +56,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)
+    app.add_middleware(CancelOnDisconnect)  # innermost: a client that leaves cancels the route's work
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)

@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from services.core.audio import decode_audio
-from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError
 from services.core.metrics import Metrics
 from services.core.protocols import SttBackend
@@ -39,7 +38,7 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
         if params.stream:
             return StreamingResponse(_ndjson(model, audio, opts, metrics), media_type="application/x-ndjson")
         try:
-            result = await until_disconnected(request, _collect(model, audio, opts))
+            result = await _collect(model, audio, opts)
         except HarmonyError:
             metrics.count_request(model.spec.name, "error")
             raise

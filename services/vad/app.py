@@ -8,7 +8,6 @@ import base64
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from services.core.audio import decode_audio, encode_audio, resample
-from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError
 from services.core.metrics import Metrics
 from services.core.protocols import VadBackend
@@ -32,7 +31,7 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         audio = await asyncio.to_thread(decode_audio, data, rate)
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / rate)
         try:
-            probs = await until_disconnected(request, model.batcher.submit(audio))
+            probs = await model.batcher.submit(audio)
         except HarmonyError:
             metrics.count_request(model.spec.name, "error")
             raise

@@ -13,7 +13,6 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from services.core.audio import CONTENT_TYPES, decode_audio, encode_audio, resample
-from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest
 from services.core.metrics import Metrics
 from services.core.protocols import SpeakerEncoder, VoiceConverter
@@ -48,7 +47,7 @@ def embedding_routes(encoders: ModelRegistry[SpeakerEncoder], metrics: Metrics) 
         speech, audio_seconds = await speech_of_files(form, "file", parse_per_file_segments(params.segments))
         seconds = require_speech(speech, WORK_RATE, max(params.min_speech_seconds, 0.1))
         speech = await asyncio.to_thread(resample, speech, WORK_RATE, model.backend.sample_rate)
-        embedding = await until_disconnected(request, model.batcher.submit(speech))
+        embedding = await model.batcher.submit(speech)
         metrics.count_request(model.spec.name, "ok")
         metrics.audio_seconds.labels(model.spec.name).inc(audio_seconds)
         return EmbeddingResult(model=model.spec.name, speech_seconds=round(seconds, 3),
@@ -70,8 +69,8 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
         data, _ = await form_file(form)
         rate = params.sample_rate
         source = await asyncio.to_thread(decode_audio, data, rate)
-        converted = await until_disconnected(request, model.batcher.submit(
-            ConversionJob(audio=source, sample_rate=rate, target=target)))
+        converted = await model.batcher.submit(
+            ConversionJob(audio=source, sample_rate=rate, target=target))
         encoded = await asyncio.to_thread(encode_audio, converted, rate, params.response_format)
         metrics.count_request(model.spec.name, "ok")
         metrics.audio_seconds.labels(model.spec.name).inc(len(source) / rate)
