@@ -15,6 +15,7 @@ from services.core.errors import install_error_handlers
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
+from services.router.admission import ClientDeadline
 from services.router.clients import ServiceClients
 from services.router.pipelines import PipelineRunner
 from services.router.routes import admin, conversions, embeddings, speech, transcriptions, vad, voice_admin
@@ -57,6 +58,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.clients = clients
     install_error_handlers(app)
     app.add_middleware(CancelOnDisconnect)  # innermost: a client that leaves cancels the route's work
+    app.add_middleware(ClientDeadline)  # how long the client will wait, for admission and the model services
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)
