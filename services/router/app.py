@@ -11,6 +11,8 @@ from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
 from services.core.errors import install_error_handlers
+from services.core.logs import quiet_http_client_logs
+from services.core.methods import AllowedMethods
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
@@ -41,6 +43,7 @@ def _install_gate(app: FastAPI, gate: Gate) -> None:
 def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None) -> FastAPI:
     """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
     and writes the audit trail."""
+    quiet_http_client_logs()  # the calls to the services are not news: one INFO line each would flood the log
     gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
@@ -55,6 +58,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)
+    app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)
