@@ -66,8 +66,8 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
         form = await read_form(request)
         params = ConversionParams.from_form(form)
         model = converters.get(params.model)
-        target = await _target(form, params, model, store)
         data, _ = await form_file(form)
+        target = await _target(form, params, model, store)
         rate = params.sample_rate
         source = await asyncio.to_thread(decode_audio, data, rate)
         converted = await until_disconnected(request, model.batcher.submit(
