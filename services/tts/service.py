@@ -8,13 +8,14 @@ from typing import AsyncIterator
 import numpy as np
 from services.core.errors import InvalidRequest
 from services.core.service_app import LoadedModel
+from services.core.wire import has_words
 from services.tts.text import split_sentences
 from services.tts.types import SynthJob
 
 
 async def synthesize_sentences(model: LoadedModel, text: str, voice: str, language: str, speed: float
                                ) -> AsyncIterator[np.ndarray]:
-    sentences = split_sentences(text)
+    sentences = [s for s in split_sentences(text) if has_words(s)]  # "!!!" alone would be a blip, or nothing
     if not sentences:
         raise InvalidRequest("'input' has no text to speak", param="input")
     batcher = model.batcher

@@ -21,7 +21,7 @@ from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
 from services.core.uploads import form_file, read_form
 from services.core.weights import cache_dir
 from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
-                                RegisteredVoiceList, VoiceDeleted, VoiceRegistration)
+                                RegisteredVoiceList, VoiceDeleted, VoiceRegistration, parse_embedding)
 from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech
 from services.vc.types import ConversionJob
@@ -65,8 +65,8 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
         form = await read_form(request)
         params = ConversionParams.from_form(form)
         model = converters.get(params.model)
-        target = await _target(form, params, model, store)
         data, _ = await form_file(form)
+        target = await _target(form, params, model, store)
         rate = params.sample_rate
         source = await asyncio.to_thread(decode_audio, data, rate)
         converted = await model.batcher.submit(
@@ -80,7 +80,8 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
     return api
 
 
-def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -> APIRouter:
+def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore,
+                 encoders: ModelRegistry[SpeakerEncoder] | None = None) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/voices")
@@ -88,12 +89,9 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -
         form = await read_form(request)
         params = VoiceRegistration.from_form(form)
         model = converters.get(params.model)
-        try:
-            embedding = [float(x) for x in json.loads(params.embedding)]
-        except (ValueError, TypeError):
-            raise InvalidRequest("'embedding' must be a JSON list of numbers", param="embedding") from None
+        embedding = checked_embedding(params, encoders)
         speech, _ = await speech_of_files(form, "reference")
-        seconds = require_speech(speech, WORK_RATE, MIN_REFERENCE_S)
+        seconds = require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
         stats = await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
         record = VoiceRecord(id=store.new_id(), name=params.name, created_at=int(time.time()), embedding=embedding,
                              embedding_model=params.embedding_model, stats=stats, converter=model.spec.name,
@@ -119,6 +117,18 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -
     return api
 
 
+def checked_embedding(params: VoiceRegistration, encoders: ModelRegistry[SpeakerEncoder] | None) -> list[float]:
+    """The registration's embedding: finite numbers, as many as its encoder makes when that encoder is served here
+    (an encoder's optional ``embedding_size``); a wrong one would make every later use of the voice fail."""
+    embedding = parse_embedding(params.embedding)
+    encoder = encoders.models.get(params.embedding_model) if encoders and params.embedding_model else None
+    size = getattr(encoder.backend, "embedding_size", None) if encoder else None
+    if size is not None and len(embedding) != size:
+        raise InvalidRequest(f"'embedding' has {len(embedding)} values; '{params.embedding_model}' makes "
+                             f"embeddings of {size}", param="embedding")
+    return embedding
+
+
 def parse_per_file_segments(raw: str | None) -> list[Any] | None:
     """``segments``: one JSON list of ``{"start", "end"}`` per file (a single list for a single file)."""
     if not raw:
@@ -127,8 +137,8 @@ def parse_per_file_segments(raw: str | None) -> list[Any] | None:
         data = json.loads(raw)
     except ValueError:
         raise InvalidRequest("'segments' must be JSON", param="segments") from None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = [data]
+    if data == [] or (isinstance(data, list) and isinstance(data[0], dict)):
+        data = [data]  # one file's segments (none: a file without speech)
     if not isinstance(data, list):
         raise InvalidRequest("'segments' must hold one list of segments per file", param="segments")
     return [parse_segments(json.dumps(d)) for d in data]
@@ -165,7 +175,7 @@ async def _target(form: FormData, params: ConversionParams, model: LoadedModel[V
         raise InvalidRequest("give the target as 'voice' (a registered voice id) or 'reference' (audio)",
                              param="voice", code="missing_required_parameter")
     speech, _ = await speech_of_files(form, "reference")
-    require_speech(speech, WORK_RATE, MIN_REFERENCE_S)
+    require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
     return await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
 
 
@@ -194,5 +204,5 @@ def create_vc_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 
     store = open_voice_store(first, config) if first else None
     routes = [embedding_routes(encoders, metrics), conversion_routes(converters, metrics, store)]
     if store is not None:
-        routes.append(store_routes(converters, store))
+        routes.append(store_routes(converters, store, encoders))
     return create_service_app("vc", [encoders, converters], metrics, routes, max_upload_bytes)

@@ -29,7 +29,7 @@ def routes(runner: PipelineRunner) -> APIRouter:
         if params.voice:
             await check_voice(params.voice)
         route = runner.route(Task.vc, params.model, model=params.model)
-        state = PipelineState(source=source, voice_id=params.voice, references=references,
+        state = PipelineState(source=source, voice_id=params.voice, references=references, reference_param="reference",
                               response_format=params.response_format, sample_rate=params.sample_rate)
         await runner.run(route, state)
         return Response(state.output, media_type=CONTENT_TYPES[params.response_format],
