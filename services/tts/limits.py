@@ -45,9 +45,14 @@ def estimate(backend: object, sentences: list[str], voice: str, speed: float, li
 
 
 async def check_work(model: LoadedModel, sentences: list[str], voice: str, speed: float) -> float:
-    """The request's estimated seconds of speech; InputTooLong (400) past the model's limit."""
+    """The request's estimated seconds of speech; InputTooLong (400) past the model's limit, and 400
+    ``nothing_to_speak`` when the voice has no phoneme for any of it (emoji or Latin letters to Kokoro)."""
     limit = model.spec.limits.speech_seconds()
     total, counted = await asyncio.to_thread(estimate, model.backend, sentences, voice, speed, limit)
+    if total <= 0:
+        raise InvalidRequest(f"'input' has nothing model '{model.spec.name}' can speak: its text normalisation "
+                             f"leaves no phoneme (a voice of another language may read it)", param="input",
+                             code="nothing_to_speak")
     if total <= limit:
         return total
     chars = sum(len(s) for s in sentences[:counted])

@@ -70,7 +70,7 @@ class EspeakBackend:
         """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
         clauses = self.engine.phonemes(text, voice)
         wpm = min(MAX_WPM, max(MIN_WPM, BASE_WORDS_PER_MINUTE * speed))
-        seconds = sum(SECONDS_PER_CLAUSE + SECONDS_PER_PHONEME * len(c.strip()) for c in clauses)
+        seconds = sum(SECONDS_PER_CLAUSE + SECONDS_PER_PHONEME * len(c.strip()) for c in clauses if c.strip())
         return seconds * BASE_WORDS_PER_MINUTE / wpm
 
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]:
