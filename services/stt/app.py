@@ -33,7 +33,8 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
                                  vad_filter=params.vad_filter)
         data, _ = await form_file(form)
         model.backend.check_request(opts.task, opts.language)
-        audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE)
+        audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE,
+                                        max_seconds=model.spec.limits.audio_seconds(Task.stt))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / SAMPLE_RATE)
         if params.stream:
             return StreamingResponse(_ndjson(model, audio, opts, metrics), media_type="application/x-ndjson")

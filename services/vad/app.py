@@ -28,7 +28,7 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         model = registry.get(params.model)
         data, _ = await form_file(form)
         rate = model.backend.sample_rate
-        audio = await asyncio.to_thread(decode_audio, data, rate)
+        audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=model.spec.limits.audio_seconds(Task.vad))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / rate)
         try:
             probs = await model.batcher.submit(audio)

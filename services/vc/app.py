@@ -44,7 +44,8 @@ def embedding_routes(encoders: ModelRegistry[SpeakerEncoder], metrics: Metrics) 
         form = await read_form(request)
         params = EmbeddingParams.from_form(form)
         model = encoders.get(params.model)
-        speech, audio_seconds = await speech_of_files(form, "file", parse_per_file_segments(params.segments))
+        speech, audio_seconds = await speech_of_files(form, "file", parse_per_file_segments(params.segments),
+                                                      max_seconds=model.spec.limits.audio_seconds(Task.embed))
         seconds = require_speech(speech, WORK_RATE, max(params.min_speech_seconds, 0.1))
         speech = await asyncio.to_thread(resample, speech, WORK_RATE, model.backend.sample_rate)
         embedding = await model.batcher.submit(speech)
@@ -68,7 +69,7 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
         data, _ = await form_file(form)
         target = await _target(form, params, model, store)
         rate = params.sample_rate
-        source = await asyncio.to_thread(decode_audio, data, rate)
+        source = await asyncio.to_thread(decode_audio, data, rate, max_seconds=model.spec.limits.audio_seconds(Task.vc))
         converted = await model.batcher.submit(
             ConversionJob(audio=source, sample_rate=rate, target=target))
         encoded = await asyncio.to_thread(encode_audio, converted, rate, params.response_format)
@@ -90,7 +91,7 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore,
         params = VoiceRegistration.from_form(form)
         model = converters.get(params.model)
         embedding = checked_embedding(params, encoders)
-        speech, _ = await speech_of_files(form, "reference")
+        speech, _ = await speech_of_files(form, "reference", max_seconds=model.spec.limits.audio_seconds(Task.vc))
         seconds = require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
         stats = await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
         record = VoiceRecord(id=store.new_id(), name=params.name, created_at=int(time.time()), embedding=embedding,
@@ -144,8 +145,10 @@ def parse_per_file_segments(raw: str | None) -> list[Any] | None:
     return [parse_segments(json.dumps(d)) for d in data]
 
 
-async def speech_of_files(form: FormData, key: str, segments: list[Any] | None = None) -> tuple[np.ndarray, float]:
-    """Every file uploaded as ``key`` at the working rate, cut to its ``segments`` (one list per file), joined."""
+async def speech_of_files(form: FormData, key: str, segments: list[Any] | None = None, *,
+                          max_seconds: float | None = None) -> tuple[np.ndarray, float]:
+    """Every file uploaded as ``key`` at the working rate, cut to its ``segments`` (one list per file), joined;
+    all the files together decode to at most ``max_seconds`` (AudioTooLong past it)."""
     files = [f for f in form.getlist(key) if isinstance(f, UploadFile)]
     if not files:
         raise InvalidRequest(f"'{key}' is required: upload the audio as a file field", param=key,
@@ -154,7 +157,8 @@ async def speech_of_files(form: FormData, key: str, segments: list[Any] | None =
         raise InvalidRequest("'segments' must hold one list of segments per file", param="segments")
     pieces, total = [], 0.0
     for upload, cut in zip(files, segments or [None] * len(files)):
-        audio = await asyncio.to_thread(decode_audio, await upload.read(), WORK_RATE)
+        left = None if max_seconds is None else max(max_seconds - total, 1.0 / WORK_RATE)
+        audio = await asyncio.to_thread(decode_audio, await upload.read(), WORK_RATE, max_seconds=left, param=key)
         total += len(audio) / WORK_RATE
         pieces.append(cut_speech(audio, WORK_RATE, cut))
     return join_speech(pieces, WORK_RATE), total
@@ -174,7 +178,7 @@ async def _target(form: FormData, params: ConversionParams, model: LoadedModel[V
     if form.get("reference") is None:
         raise InvalidRequest("give the target as 'voice' (a registered voice id) or 'reference' (audio)",
                              param="voice", code="missing_required_parameter")
-    speech, _ = await speech_of_files(form, "reference")
+    speech, _ = await speech_of_files(form, "reference", max_seconds=model.spec.limits.audio_seconds(Task.vc))
     require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
     return await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
 
