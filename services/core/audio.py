@@ -26,6 +26,7 @@ from services.core.errors import InvalidAudio, InvalidRequest
 __all__ = [
     "AudioFormat",
     "AUDIO_FORMATS",
+    "AudioTooLong",
     "CONTENT_TYPES",
     "StreamingEncoder",
     "decode_audio",
@@ -45,11 +46,14 @@ CONTENT_TYPES: dict[str, str] = {
     "pcm": "audio/pcm",  # raw signed 16-bit little-endian mono, no header
 }
 
-# Decoded audio longer than this is refused: a small, highly compressed upload
-# (e.g. hours of FLAC silence) must not be able to exhaust memory.
+# Decoded audio longer than this is refused whatever the caller allows: a small, highly compressed upload
+# (e.g. hours of FLAC silence) must not be able to exhaust memory. Services pass a smaller per-request
+# limit (a model's ``limits.max_audio_seconds``); either is enforced while decoding, never after.
 MAX_DECODE_SECONDS = 4 * 3600
-# No audio codec samples below this; a header claiming less (say 1 Hz) would make hours of "audio" of a few KB.
-MIN_SOURCE_RATE = 1000
+# The sample rates a header may claim. Below 4 kHz no speech codec samples (a header claiming 1 Hz would
+# make a few KB into hours of "audio"); above 384 kHz no audio interface records.
+MIN_SOURCE_RATE = 4000
+MAX_SOURCE_RATE = 384_000
 
 # Inputs whose magic bytes libsndfile understands; everything else goes to FFmpeg.
 _SOUNDFILE_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"FORM")
@@ -196,17 +200,31 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     return np.asarray(soxr.resample(np.ascontiguousarray(x), src_rate, dst_rate, quality="HQ"), dtype=np.float32)
 
 
-class _TooLong(InvalidAudio):
-    """Decoded audio would exceed MAX_DECODE_SECONDS."""
+class AudioTooLong(InvalidAudio):
+    """The decoded audio is longer than the request may be (counted on the decoded stream, never from a header)."""
+
+    default_code = "audio_too_long"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.4g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.4g} min"
+    return f"{seconds:.4g} s"
 
 
 class _Collector:
     """Accumulates decoded mono chunks, resampling each rate segment to the
-    target rate on the fly so memory stays proportional to the output."""
+    target rate on the fly so memory stays proportional to the output.
 
-    def __init__(self, dst_rate: int) -> None:
+    The duration is the count of decoded samples, never a header's claim; decoding stops
+    at the first chunk past ``max_seconds``."""
+
+    def __init__(self, dst_rate: int, max_seconds: float = MAX_DECODE_SECONDS) -> None:
         self.dst_rate = dst_rate
-        self.max_samples = int(MAX_DECODE_SECONDS * dst_rate)
+        self.max_seconds = max_seconds
+        self.max_samples = int(max_seconds * dst_rate)
         self.parts: list[np.ndarray] = []
         self.total = 0
         self.src_rate: int | None = None
@@ -217,9 +235,10 @@ class _Collector:
             self.parts.append(np.asarray(y, dtype=np.float32))
             self.total += y.size
             if self.total > self.max_samples:
-                raise _TooLong(
-                    f"Audio is longer than the supported maximum of {MAX_DECODE_SECONDS // 3600} hours."
-                )
+                raise AudioTooLong(
+                    f"The audio is longer than this request may be: decoding stopped after "
+                    f"{_duration(self.total / self.dst_rate)} (measured on the decoded audio), and the limit is "
+                    f"{_duration(self.max_seconds)}. Split the recording into shorter files.")
 
     def _finish_segment(self) -> None:
         if self.stream is not None:
@@ -229,8 +248,7 @@ class _Collector:
     def add(self, mono: np.ndarray, rate: int) -> None:
         if mono.size == 0:
             return
-        if rate < MIN_SOURCE_RATE:
-            raise InvalidAudio(f"The audio claims a sample rate of {rate} Hz; the minimum is {MIN_SOURCE_RATE} Hz.")
+        _check_source_rate(rate)
         if rate != self.src_rate:
             self._finish_segment()
             self.src_rate = rate
@@ -254,18 +272,26 @@ class _Collector:
 # --------------------------------------------------------------------------- decoding
 
 
+def _check_source_rate(rate: int) -> None:
+    if not MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE:
+        raise InvalidAudio(f"The audio claims a sample rate of {rate} Hz; a rate from {MIN_SOURCE_RATE} to "
+                           f"{MAX_SOURCE_RATE} Hz is required (the file's header is wrong or the file is not audio).",
+                           code="invalid_sample_rate")
+
+
 class _NoSamples(Exception):
     """The container was understood but holds no audio samples."""
 
 
-def _decode_soundfile(source, sample_rate: int) -> np.ndarray:
+def _decode_soundfile(source, sample_rate: int, max_seconds: float) -> np.ndarray:
     import soundfile as sf
 
-    collector = _Collector(sample_rate)
+    collector = _Collector(sample_rate, max_seconds)
     with sf.SoundFile(source) as f:
         rate = int(f.samplerate)
         if rate <= 0 or f.channels <= 0:
             raise ValueError("bad stream parameters")
+        _check_source_rate(rate)  # refused before a sample is read
         while True:
             # Bounded blocks: the frame count in a (streamed or broken) header
             # can be bogus, so never let soundfile size one huge array from it.
@@ -292,10 +318,10 @@ def _frame_to_mono(frame) -> np.ndarray:
     return arr.mean(axis=0, dtype=np.float32) if arr.shape[0] > 1 else arr[0]
 
 
-def _decode_pyav(source, sample_rate: int) -> np.ndarray:
+def _decode_pyav(source, sample_rate: int, max_seconds: float) -> np.ndarray:
     import av
 
-    collector = _Collector(sample_rate)
+    collector = _Collector(sample_rate, max_seconds)
     try:
         container = av.open(source, mode="r", metadata_errors="ignore")
     except av.FFmpegError as exc:
@@ -393,17 +419,18 @@ def _open_input(data: bytes | str | os.PathLike | BinaryIO) -> tuple[bytes, Call
     return raw[:4], source
 
 
-def _try_soundfile(source: Callable[[], Any], sample_rate: int) -> tuple[np.ndarray | None, bool]:
+def _try_soundfile(source: Callable[[], Any], sample_rate: int, max_seconds: float
+                   ) -> tuple[np.ndarray | None, bool]:
     """libsndfile's attempt at ``source()``, as (samples, no_samples).
 
     (samples, False) when it decoded; (None, True) when it understood the
     container but found no samples, possibly a header with an unknown length
     (streamed FLAC/WAV) that FFmpeg should have a look at before the input is
     called empty; (None, False) when it refused the data (FFmpeg may not).
-    InvalidAudio (audio too long) is raised as is.
+    InvalidAudio (audio too long, an impossible sample rate) is raised as is.
     """
     try:
-        return _decode_soundfile(source(), sample_rate), False
+        return _decode_soundfile(source(), sample_rate, max_seconds), False
     except InvalidAudio:
         raise
     except _NoSamples:
@@ -412,7 +439,8 @@ def _try_soundfile(source: Callable[[], Any], sample_rate: int) -> tuple[np.ndar
         return None, False
 
 
-def _decode_with_pyav(source: Callable[[], Any], sample_rate: int, no_samples: bool) -> np.ndarray:
+def _decode_with_pyav(source: Callable[[], Any], sample_rate: int, no_samples: bool, max_seconds: float
+                      ) -> np.ndarray:
     """FFmpeg's (PyAV's) decoding of ``source()``, every failure raised as InvalidAudio.
 
     ``no_samples``: libsndfile already found the container empty, so an
@@ -420,10 +448,10 @@ def _decode_with_pyav(source: Callable[[], Any], sample_rate: int, no_samples: b
     (except for audio that is too long).
     """
     try:
-        return _decode_pyav(source(), sample_rate)
+        return _decode_pyav(source(), sample_rate, max_seconds)
     except _NoSamples:
         pass
-    except _TooLong:
+    except AudioTooLong:
         raise
     except InvalidAudio:
         if no_samples:
@@ -436,7 +464,8 @@ def _decode_with_pyav(source: Callable[[], Any], sample_rate: int, no_samples: b
     raise InvalidAudio("The audio file contains no audio samples.")
 
 
-def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 16000) -> np.ndarray:
+def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 16000, *,
+                 max_seconds: float | None = None, param: str = "file") -> np.ndarray:
     """Any container OpenAI accepts (wav, flac, mp3, ogg/opus, ogg/vorbis,
     m4a/aac/mp4, webm, mpeg/mpga) -> mono float32 at ``sample_rate``, values
     in [-1, 1]. Multi-channel audio is downmixed by averaging.
@@ -444,18 +473,26 @@ def decode_audio(data: bytes | str | os.PathLike | BinaryIO, sample_rate: int = 
     Inputs whose magic bytes libsndfile understands are tried with it first;
     everything else, and whatever it refuses or finds empty, goes to FFmpeg.
 
-    Raises InvalidAudio with a clear message for undecodable data, for empty
-    input, and for audio with zero samples. A path that cannot be read raises
-    the usual OSError.
+    Raises InvalidAudio (naming ``param``, the form field) with a clear message for
+    undecodable data, for empty input, for audio with zero samples and for a header
+    claiming a sample rate outside 4 kHz .. 384 kHz; AudioTooLong as soon as the decoded
+    audio passes ``max_seconds`` (at most MAX_DECODE_SECONDS): the length is counted
+    on the decoded samples, never taken from a header, and decoding stops there.
+    A path that cannot be read raises the usual OSError.
     """
     sample_rate = _check_rate(sample_rate)
-    head, source = _open_input(data)
-    no_samples = False
-    if head in _SOUNDFILE_MAGIC:
-        samples, no_samples = _try_soundfile(source, sample_rate)
-        if samples is not None:
-            return samples
-    return _decode_with_pyav(source, sample_rate, no_samples)
+    limit = float(MAX_DECODE_SECONDS if max_seconds is None else min(max_seconds, MAX_DECODE_SECONDS))
+    try:
+        head, source = _open_input(data)
+        no_samples = False
+        if head in _SOUNDFILE_MAGIC:
+            samples, no_samples = _try_soundfile(source, sample_rate, limit)
+            if samples is not None:
+                return samples
+        return _decode_with_pyav(source, sample_rate, no_samples, limit)
+    except InvalidAudio as exc:
+        exc.param = exc.param or param
+        raise
 
 
 # --------------------------------------------------------------------------- encoding

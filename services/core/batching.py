@@ -108,12 +108,10 @@ class DynamicBatcher(Generic[In, Out]):
             raise ServiceUnavailable(f"model {self.name} is shutting down")
         if self._task is None:
             self.start()
-        now = time.monotonic()
-        deadline = deadline if deadline is not None else now + self.spec.timeout_s
+        deadline = self._deadline(deadline)
+        if not wait_for_space:
+            self._admit(deadline, priority)
         if len(self._queue) >= self.spec.max_queue_size:
-            if not wait_for_space:
-                raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
-                                headers={"Retry-After": str(self.retry_after_s())})
             async with self._space:
                 try:
                     await asyncio.wait_for(self._space.wait_for(lambda: len(self._queue) < self.spec.max_queue_size),
@@ -131,10 +129,31 @@ class DynamicBatcher(Generic[In, Out]):
             return result
         except TimeoutError:
             future.cancel()
-            raise RequestTimeout(f"request to {self.name} timed out after {self.spec.timeout_s:g} s") from None
+            raise RequestTimeout(f"request to {self.name} did not finish before its deadline") from None
         except asyncio.CancelledError:
             future.cancel()  # the caller went away: the loop drops it before computing
             raise
+
+    def _deadline(self, given: float | None) -> float:
+        """The earliest of: ``given``, the model's timeout from now, and the caller's deadline for the request."""
+        deadline = given if given is not None else time.monotonic() + self.spec.timeout_s
+        caller = timing.deadline()
+        return min(deadline, caller) if caller is not None else deadline
+
+    def _admit(self, deadline: float, priority: int) -> None:
+        """A new request is refused (429) when the queue is full, or when it could not start before its deadline
+        (judged by the items that would go before it, from how long batches take lately)."""
+        if len(self._queue) >= self.spec.max_queue_size:
+            raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
+                            headers={"Retry-After": str(self.retry_after_s())})
+        if deadline <= time.monotonic():
+            raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
+        ahead = sum(1 for p in self._queue if p.priority <= priority)
+        wait_s = math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds
+        if time.monotonic() + wait_s > deadline:
+            raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
+                            "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
+                            code="deadline_unreachable")
 
     # the batching loop
     async def _loop(self) -> None:

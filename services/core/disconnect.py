@@ -1,14 +1,25 @@
-"""Run a coroutine on behalf of an HTTP request, cancelling it when the client goes away."""
+"""Stop a request's work when its client goes away, whatever the work is awaiting.
+
+``CancelOnDisconnect`` is a pure ASGI middleware. Once the request's body has been read it
+listens on the connection itself; when the client disconnects before the response has ended,
+it cancels the task that runs the route. Everything the route awaits is cancelled with it: a
+batcher's future (the item is dropped before it is computed), an httpx call to a model service
+(which closes that connection, so the service cancels its own work the same way), a streamed
+body. Work already inside a running batch finishes that batch, and nothing more.
+
+A request cancelled before its response started is recorded by the middlewares outside this
+one as a 499 (nobody reads it: the client has gone), so metrics and the audit trail show it as
+cancelled rather than as a server error.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, TypeVar
+import contextlib
+import json
 
 from services.core.errors import HarmonyError
-from starlette.requests import Request
-
-T = TypeVar("T")
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class ClientDisconnected(HarmonyError):
@@ -19,16 +30,79 @@ class ClientDisconnected(HarmonyError):
     default_code = "client_disconnected"
 
 
-async def until_disconnected(request: Request, work: Awaitable[T], poll_s: float = 0.1) -> T:
-    task = asyncio.ensure_future(work)
-    try:
+class _Exchange:
+    """One request's view of its connection: the body read so far, the disconnect, the response's progress."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self.body_read = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.response_started = False
+        self.response_ended = False
+
+    async def receive(self) -> Message:
+        """The app's receive: the body as it arrives; after it, only the disconnect (which this exchange hears)."""
+        if self.body_read.is_set():
+            await self.disconnected.wait()
+            return {"type": "http.disconnect"}
+        message = await self._receive()
+        if message["type"] == "http.disconnect":
+            self.disconnected.set()
+        elif not message.get("more_body", False):
+            self.body_read.set()
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.response_ended = True
+        await self._send(message)
+
+    async def watch(self) -> None:
+        """Return when the client disconnects before the response has ended (never returns otherwise)."""
+        await self.body_read.wait()
         while True:
-            done, _ = await asyncio.wait({task}, timeout=poll_s)
-            if done:
-                return task.result()
-            if await request.is_disconnected():
-                task.cancel()
-                raise ClientDisconnected("the client closed the connection")
-    finally:
-        if not task.done():
-            task.cancel()
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+                if not self.response_ended:
+                    return
+                await asyncio.Event().wait()  # answered in full: the app is finishing its own work
+
+
+class CancelOnDisconnect:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(receive, send)
+        work = asyncio.ensure_future(self.app(scope, exchange.receive, exchange.send))
+        watcher = asyncio.ensure_future(exchange.watch())
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if work.done():
+                work.result()
+                return
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await work
+            if not exchange.response_started:
+                await _record_cancelled(send)
+        finally:
+            watcher.cancel()
+            if not work.done():
+                work.cancel()
+
+
+async def _record_cancelled(send: Send) -> None:
+    """A 499 for the middlewares outside (metrics, audit); the server drops it, the connection being closed."""
+    body = json.dumps(ClientDisconnected("the client closed the connection").to_body()).encode()
+    with contextlib.suppress(OSError):
+        await send({"type": "http.response.start", "status": 499,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": body})

@@ -170,7 +170,8 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
         param = ".".join(loc) or None
-        message = f"{param}: {first['msg']}" if param else str(first["msg"])
+        text = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        message = f"{param}: {text}" if param else text
         return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400,
                             headers=error_headers(400))
 

@@ -72,7 +72,10 @@ class VadBackend(Backend, Protocol):
 
 @runtime_checkable
 class SpeakerEncoder(Backend, Protocol):
-    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item."""
+    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item.
+
+    An encoder may name its ``embedding_size`` (optional): the voice service then refuses a voice registered
+    with an embedding of another length."""
 
     sample_rate: int
 

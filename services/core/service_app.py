@@ -17,7 +17,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from services.core.backends import BackendRegistry
 from services.core.batching import DynamicBatcher
+from services.core.disconnect import CancelOnDisconnect
 from services.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
+from services.core.methods import AllowedMethods
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.protocols import Backend, SttBackend, verify
 from services.core.specs import NamedModel, Task
@@ -108,6 +110,8 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app.state.models = {m.spec.name: m for m in models}
     app.state.metrics = metrics
     install_error_handlers(app)
+    app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
+    app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(TimingHeaders)

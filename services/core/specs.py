@@ -57,6 +57,36 @@ class BatchingSpec(Strict):
                                                        "worker (Triton's instance count)")
 
 
+# Defaults of LimitsSpec.max_audio_seconds, per task: Whisper's windows and Silero VAD are cheap per second;
+# speaker embeddings and WORLD conversion only ever need minutes (a conversion is answered whole).
+DEFAULT_MAX_AUDIO_SECONDS = {"stt": 2 * 3600.0, "vad": 3600.0, "embed": 600.0, "vc": 600.0}
+DEFAULT_MAX_SPEECH_SECONDS = 360.0
+
+
+class LimitsSpec(Strict):
+    """Bounds on the work one request may ask of a model, checked before the work is done (400 when passed)."""
+
+    max_audio_seconds: float | None = Field(
+        None, gt=0, le=4 * 3600, description="longest input audio of one request, counted on the decoded samples "
+        "(never a header's claim) while decoding, which stops there (stt, vad, embed, vc); default per task: stt "
+        "7200, vad 3600, embed 600, vc 600")
+    max_speech_seconds: float | None = Field(
+        None, gt=0, le=86_400, description="tts: most speech one request may make, estimated from its phonemes "
+        "(after text normalisation, at the request's speed) before anything is synthesized; default 360")
+    skip_silence: bool = Field(True, description="stt: 30-second windows with no sound (nothing above -60 dBFS) "
+                                                 "are never decoded; silence costs nothing and gives no text")
+
+    def audio_seconds(self, task: "Task | str") -> float:
+        """The effective input-audio limit of a model of ``task``."""
+        if self.max_audio_seconds is not None:
+            return self.max_audio_seconds
+        return DEFAULT_MAX_AUDIO_SECONDS.get(Task(task).value, DEFAULT_MAX_AUDIO_SECONDS["stt"])
+
+    def speech_seconds(self) -> float:
+        """The effective synthesis limit (tts)."""
+        return self.max_speech_seconds if self.max_speech_seconds is not None else DEFAULT_MAX_SPEECH_SECONDS
+
+
 class AutoscalingSpec(Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
@@ -103,6 +133,7 @@ class SpeechModelSpec(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("default", description="e.g. int8, float16, float32; default picks per device")
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
     replicas: int = Field(1, ge=0)
     autoscaling: AutoscalingSpec | None = None
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)

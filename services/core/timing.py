@@ -3,12 +3,15 @@
 The batcher adds each item's queue wait and its batch's compute time to the request's
 ``RequestTiming`` (a context variable, so tasks a handler starts share it); the
 ``TimingHeaders`` middleware answers the totals so far as response headers, and the router
-adds them to the request's audit line. A streamed answer's headers leave with its first
+adds them to the request's audit line. The router also says how long the request may still take
+(``x-harmony-deadline-s``); the batcher holds every item of the request to that deadline. A streamed answer's headers leave with its first
 chunk, so they hold the time of what was computed before it (the first sentence of speech).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -16,12 +19,31 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
+DEADLINE_HEADER = b"x-harmony-deadline-s"  # seconds the caller (the router) still gives this request
 
 
 @dataclass
 class RequestTiming:
     queue_s: float = 0.0
     compute_s: float = 0.0
+    deadline: float | None = None  # time.monotonic() by which the caller wants the answer, if it said
+
+
+def deadline() -> float | None:
+    """The current request's deadline (monotonic seconds), when its caller gave one."""
+    timing = _timing.get()
+    return timing.deadline if timing is not None else None
+
+
+def _deadline_of(scope: Scope) -> float | None:
+    for name, value in scope.get("headers", ()):
+        if name == DEADLINE_HEADER:
+            try:
+                seconds = float(value)
+            except ValueError:
+                return None
+            return time.monotonic() + seconds if math.isfinite(seconds) and seconds >= 0 else None
+    return None
 
 
 _timing: ContextVar[RequestTiming | None] = ContextVar("harmony_request_timing", default=None)
@@ -45,7 +67,7 @@ class TimingHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        timing = RequestTiming()
+        timing = RequestTiming(deadline=_deadline_of(scope))
         token = _timing.set(timing)
 
         async def sending(message: Message) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 from services.core.disconnect import ClientDisconnected
 from services.core.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
@@ -79,8 +79,19 @@ async def read_form(request: Request, max_fields: int = 64, max_files: int = 16)
         raise
 
 
+def single(form: Mapping[str, Any], name: str) -> Any:
+    """The one value of the single-valued field ``name`` (None when absent); sent twice, it is a 400 naming it
+    (a multipart form may repeat a field, and silently taking one of them would hide the client's mistake)."""
+    getlist = getattr(form, "getlist", None)
+    values = getlist(name) if getlist is not None else ([form[name]] if name in form else [])
+    if len(values) > 1:
+        raise InvalidRequest(f"'{name}' was sent {len(values)} times; send it once", param=name,
+                             code="duplicate_parameter")
+    return values[0] if values else None
+
+
 def form_str(form: FormData, name: str, default: str | None = None) -> str | None:
-    value = form.get(name)
+    value = single(form, name)
     if value is None:
         return default
     if isinstance(value, UploadFile):
@@ -121,7 +132,7 @@ def parse_number(value: str | None, name: str, default: float, lo: float, hi: fl
 
 
 async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:
-    value = form.get(name)
+    value = single(form, name)
     if value is None:
         raise InvalidRequest(f"'{name}' is required: upload the audio as a file field", param=name,
                              code="missing_required_parameter")
@@ -131,4 +142,4 @@ async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:
     return data, value.filename or "audio"
 
 
-__all__ = ["UploadLimitMiddleware", "read_form", "form_str", "form_list", "form_file", "error_body"]
+__all__ = ["UploadLimitMiddleware", "read_form", "single", "form_str", "form_list", "form_file", "error_body"]

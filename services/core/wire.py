@@ -14,13 +14,39 @@ field is a 400 that names it.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Mapping, Self
+import unicodedata
+from typing import Annotated, Any, Literal, Mapping, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 from services.core.audio import AudioFormat
 from services.core.errors import InvalidRequest
+from services.core.uploads import single
 from services.core.specs import ModelName, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
+
+# ---------------------------------------------------------------------------- numbers in JSON bodies
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+"""A float that is a number: NaN and infinities refused (JSON has neither, Python's parser takes both)."""
+JsonFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A JSON number field: an int or a float, finite; never a boolean (``true`` is not 1.0) nor a string."""
+JsonInt = Annotated[int, Field(strict=True)]
+"""A JSON integer field: never a boolean, a float nor a string."""
+
+MAX_EMBEDDING_SIZE = 8192
+EMBEDDING: TypeAdapter[list[float]] = TypeAdapter(list[JsonFloat])
+
+
+def parse_embedding(raw: str, param: str = "embedding") -> list[float]:
+    """A speaker embedding sent as a JSON list of finite numbers (1 to ``MAX_EMBEDDING_SIZE`` of them); else a 400."""
+    try:
+        values = EMBEDDING.validate_json(raw)
+    except ValidationError:
+        raise InvalidRequest(f"'{param}' must be a JSON list of finite numbers", param=param) from None
+    if not 0 < len(values) <= MAX_EMBEDDING_SIZE:
+        raise InvalidRequest(f"'{param}' must hold 1 to {MAX_EMBEDDING_SIZE} numbers, not {len(values)}", param=param)
+    return values
+
 
 # ---------------------------------------------------------------------------- multipart helper
 
@@ -42,7 +68,7 @@ class FormFields(BaseModel):
         """Parse the plain (non-file) fields of ``form``; an invalid one is a 400 naming it."""
         data = {}
         for name in cls.model_fields:
-            value = form.get(name)
+            value = single(form, name)
             if value is None or (isinstance(value, str) and value.strip() == ""):
                 continue
             if not isinstance(value, str):
@@ -152,24 +178,31 @@ def speakable(text: str) -> str:
     return _UNSPEAKABLE.sub(" ", text)
 
 
+def has_words(text: str) -> bool:
+    """Whether ``text`` holds anything to speak: a letter, a digit or a symbol ($, %, +, an emoji). Punctuation,
+    spaces, marks, control and format characters alone (``...!!!???``) are silence: no synthesizer says them."""
+    return any(unicodedata.category(ch)[0] in "LNS" for ch in text)
+
 
 class SynthesisRequest(BaseModel):
     """Router -> TTS service (``POST /v1/audio/speech``, JSON): a concrete model and the backend's own voice id."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     model: str
     input: str = Field(..., min_length=1, max_length=4096)
     voice: str
     language: str = "en"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: JsonFloat = Field(1.0, ge=0.25, le=4.0)
     response_format: AudioFormat = "mp3"
-    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    sample_rate: JsonInt | None = Field(None, ge=8000, le=48000)
 
     @field_validator("input")
     @classmethod
     def _speakable(cls, value: str) -> str:
         value = speakable(value)
-        if not value.strip():
-            raise ValueError("input has nothing to speak")
+        if not has_words(value):
+            raise ValueError("input has nothing to speak: no letters, digits or symbols, only punctuation or spaces")
         return value
 
 
@@ -290,10 +323,10 @@ class RegisteredVoice(BaseModel):
     object: Literal["voice"] = "voice"
     name: str
     created_at: int
-    embedding: list[float]
+    embedding: list[FiniteFloat]
     embedding_model: str
     converter: str
-    speech_seconds: float
+    speech_seconds: FiniteFloat
     reference_files: int = 1
     reference_sample_rate: int
 

@@ -10,10 +10,14 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
+from services.core.disconnect import CancelOnDisconnect
 from services.core.errors import install_error_handlers
+from services.core.logs import quiet_http_client_logs
+from services.core.methods import AllowedMethods
 from services.core.metrics import Metrics, RequestMetrics
 from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
+from services.router.admission import ClientDeadline
 from services.router.clients import ServiceClients
 from services.router.pipelines import PipelineRunner
 from services.router.routes import admin, conversions, embeddings, speech, transcriptions, vad, voice_admin
@@ -41,6 +45,7 @@ def _install_gate(app: FastAPI, gate: Gate) -> None:
 def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None) -> FastAPI:
     """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
     and writes the audit trail."""
+    quiet_http_client_logs()  # the calls to the services are not news: one INFO line each would flood the log
     gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
@@ -55,6 +60,9 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)
+    app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
+    app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
+    app.add_middleware(ClientDeadline)  # how long the client will wait, for admission and the model services
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)

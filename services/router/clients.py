@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any, AsyncIterator, Iterator
 
 import httpx
@@ -11,20 +12,26 @@ from services.auth.guard import add_timing
 from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.core.service_url import async_client
 from services.core.timing import from_headers
+from services.router.admission import admit, deadline_header, observe
 from services.router.routing import ModelTable, Replica, ServedModel
+
+
+POOL_SIZE = 4096  # connections per service URL: above any model's admission limit, so calls never queue here
 
 
 class ServiceClients:
     def __init__(self, table: ModelTable, timeout_s: float = 900.0) -> None:
         self.table = table
-        self.timeout = httpx.Timeout(timeout_s, connect=5.0)
+        self.timeout_s = timeout_s
+        # never wait long for a pooled connection: admission control bounds how many calls are made at once
+        self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
         self._clients: dict[str, httpx.AsyncClient] = {}
 
     def client(self, base_url: str) -> httpx.AsyncClient:
         client = self._clients.get(base_url)
         if client is None:
             client = async_client(base_url, self.timeout,
-                                  httpx.Limits(max_connections=256, max_keepalive_connections=64))
+                                  httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=64))
             self._clients[base_url] = client
         return client
 
@@ -42,6 +49,20 @@ class ServiceClients:
         finally:
             replica.in_flight -= 1
 
+    @contextlib.asynccontextmanager
+    async def _admitted(self, method: str, model: ServedModel, kwargs: dict[str, Any]) -> AsyncIterator[None]:
+        """A model call (POST) is admitted first, carries the client's deadline, and is timed for Retry-After."""
+        if method != "POST":
+            yield
+            return
+        admit(model)
+        kwargs["headers"] = {**(kwargs.get("headers") or {}), **deadline_header(self.timeout_s)}
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            observe(model, time.monotonic() - started)
+
     async def get(self, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
         return await self.request("GET", model, path, **kwargs)
 
@@ -53,6 +74,10 @@ class ServiceClients:
 
     async def request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
         """Call a replica of ``model``; a replica that cannot be reached is skipped for the next one."""
+        async with self._admitted(method, model, kwargs):
+            return await self._request(method, model, path, **kwargs)
+
+    async def _request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
         tried: set[str] = set()
         while True:
             async with self._replica(model, tried) as replica:
@@ -80,7 +105,7 @@ class ServiceClients:
         Transport failures while the body is read (inside the ``async with``) become typed errors too:
         504 for a timeout, 502 for a connection that broke.
         """
-        async with self._replica(model, set()) as replica:
+        async with self._admitted("POST", model, kwargs), self._replica(model, set()) as replica:
             try:
                 async with self.client(replica.url).stream("POST", path, **kwargs) as response:
                     _note_timing(response)

@@ -36,6 +36,7 @@ class PipelineState:
     """What flows between the steps. A field is known when it is not None."""
 
     references: list[Upload] | None = None   # the target speaker's recordings, as uploaded
+    reference_param: str = "file"            # the request field they came in: errors about them name it
     speech: list[Upload] | None = None       # vad: the speech of each reference, cut out (FLAC)
     speech_seconds: float | None = None
     voice_id: str | None = None              # a registered voice: its profile is in the voice store
@@ -139,8 +140,9 @@ def target_speech(state: PipelineState) -> list[Upload]:
     """The target speaker's speech: what VAD cut out, or the recordings themselves on a route without vad."""
     uploads = state.speech if state.speech is not None else state.references
     if not uploads:
-        raise InvalidRequest("the reference audio has no speech; at least 1 s of clear speech is needed",
-                             param="file", code="bad_reference")
+        raise InvalidRequest(f"no speech found in the audio ('{state.reference_param}'); at least "
+                             f"{REFERENCE_MIN_SPEECH_S:g} s of clear speech is needed", param=state.reference_param,
+                             code="bad_reference")
     return uploads
 
 
@@ -193,6 +195,9 @@ class PipelineRunner:
         try:
             await kind.run(self.context, state, model)
         except HarmonyError as exc:
+            if exc.code == "bad_reference":  # the services name their own fields; the client sent this one
+                exc.message = exc.message.replace(f"('{exc.param}')", f"('{state.reference_param}')")
+                exc.param = state.reference_param
             exc.message = f"{route.name}: step '{step.name}' ({step.model}) failed: {exc.message}"
             exc.args = (exc.message,)
             raise

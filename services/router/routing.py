@@ -39,6 +39,7 @@ class Replica:
 class ServedModel:
     spec: NamedModel
     replicas: list[Replica] = field(default_factory=list)
+    recent_request_s: float = 1.0  # how long its requests take lately (Retry-After of a refusal)
 
     @property
     def name(self) -> str:

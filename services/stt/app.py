@@ -9,7 +9,6 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
 from services.core.audio import decode_audio
-from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError
 from services.core.metrics import Metrics
 from services.core.protocols import SttBackend
@@ -34,12 +33,13 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
                                  vad_filter=params.vad_filter)
         data, _ = await form_file(form)
         model.backend.check_request(opts.task, opts.language)
-        audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE)
+        audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE,
+                                        max_seconds=model.spec.limits.audio_seconds(Task.stt))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / SAMPLE_RATE)
         if params.stream:
             return StreamingResponse(_ndjson(model, audio, opts, metrics), media_type="application/x-ndjson")
         try:
-            result = await until_disconnected(request, _collect(model, audio, opts))
+            result = await _collect(model, audio, opts)
         except HarmonyError:
             metrics.count_request(model.spec.name, "error")
             raise

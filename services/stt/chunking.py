@@ -2,7 +2,9 @@
 
 With ``vad_filter`` the windows are built from Silero VAD speech regions (silence
 between them is skipped). Without it, long audio is cut at the quietest 100 ms
-near each 30 s boundary so that words are rarely split.
+near each 30 s boundary so that words are rarely split, and ``audible`` drops the
+windows with no sound in them: Whisper never decodes silence (which costs a full
+window each and is where it hallucinates).
 """
 
 from __future__ import annotations
@@ -62,3 +64,26 @@ def vad_windows(audio: np.ndarray, window_s: float = WINDOW_SECONDS) -> list[Win
             start = windows[-1].end
         windows.append(Window(start, end))
     return windows
+
+
+SILENCE_DBFS = -60.0     # a 100 ms frame quieter than this (RMS) holds no speech, however quiet the recording
+MIN_SOUND_FRAMES = 2     # ...and a window needs this many louder frames to be worth decoding
+
+
+def audible(audio: np.ndarray, windows: list[Window]) -> list[Window]:
+    """The windows with sound in them: at least ``MIN_SOUND_FRAMES`` frames of 100 ms above ``SILENCE_DBFS``.
+
+    An energy gate, vectorised over the whole request (milliseconds for an hour of audio): twenty minutes
+    of digital silence become no window at all, so nothing is decoded and the text is empty.
+    """
+    frame = SAMPLE_RATE // 10
+    threshold = 10.0 ** (SILENCE_DBFS / 20.0)
+    out = []
+    for window in windows:
+        part = audio[window.start:window.end]
+        frames = max(1, len(part) // frame)
+        usable = part[: frames * frame] if len(part) >= frame else part
+        rms = np.sqrt(np.square(usable.reshape(frames, -1), dtype=np.float64).mean(axis=1))
+        if int((rms > threshold).sum()) >= min(MIN_SOUND_FRAMES, frames):
+            out.append(window)
+    return out

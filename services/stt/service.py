@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import numpy as np
+from services.core.errors import RequestTimeout
 from services.core.service_app import LoadedModel
-from services.stt.chunking import Window, fixed_windows, vad_windows
+from services.stt.chunking import Window, audible, fixed_windows, vad_windows
 from services.core.wire import Segment, SttTask, TranscriptionResult, Word
 from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 
@@ -38,6 +39,8 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
         windows = await asyncio.to_thread(vad_windows, audio)
     else:
         windows = fixed_windows(audio)
+        if model.spec.limits.skip_silence:
+            windows = audible(audio, windows)  # silent windows are never decoded
     if not windows:
         return
 
@@ -49,14 +52,17 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
     batcher = model.batcher
 
     async def run(window: Window, language: str | None, prompt: str | None, admitted: bool) -> ChunkResult:
-        result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted,
-                                      priority=1 if admitted else 0)
-        tail = _unheard_tail(audio, window, result)
-        if tail is not None:  # Whisper stopped early: decode the rest of the window, as sequential seeking would
-            extra = await batcher.submit(job(tail, language or result.language, None), deadline=deadline,
-                                         wait_for_space=True)
-            result.segments.extend(extra.segments)
-        return result
+        try:
+            result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted,
+                                          priority=1 if admitted else 0)
+            tail = _unheard_tail(audio, window, result)
+            if tail is not None:  # Whisper stopped early: decode the rest of the window, as sequential seeking would
+                extra = await batcher.submit(job(tail, language or result.language, None), deadline=deadline,
+                                             wait_for_space=True)
+                result.segments.extend(extra.segments)
+            return result
+        except RequestTimeout:
+            raise _past_deadline(model, audio, len(windows)) from None
 
     first = await run(windows[0], opts.language, opts.prompt, admitted=False)
     yield first
@@ -74,6 +80,13 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
     finally:
         for task in in_flight:
             task.cancel()
+
+
+def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:
+    return RequestTimeout(
+        f"the transcription by '{model.spec.name}' passed its deadline of {model.spec.batching.timeout_s:g} s "
+        f"(batching.timeout_s) before its {windows} windows ({len(audio) / SAMPLE_RATE:.0f} s of audio) were "
+        f"decoded; send shorter audio")
 
 
 MIN_TAIL_S = 1.0

@@ -20,6 +20,7 @@ ESPEAK_CHARS_UTF8 = 1
 POS_CHARACTER = 1
 EE_OK = 0
 RATE_PARAM = 1  # espeakRATE, words per minute
+PHONEMES_IPA = 0x02  # espeak_TextToPhonemes: phonemes as IPA (UTF-8)
 
 _SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
@@ -47,6 +48,8 @@ class EspeakEngine:
         self.lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.lib.espeak_ng_SetRandSeed.restype = None
+        self.lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        self.lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
         data = espeakng_loader.get_data_path()
         rate = self.lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, str(Path(data).parent).encode(), 0)
         if rate <= 0:
@@ -81,6 +84,20 @@ class EspeakEngine:
             out.append(((voice.identifier or b"").decode(), language))
             index += 1
         return out
+
+    def phonemes(self, text: str, voice: str) -> list[str]:
+        """espeak-ng's phonemes of ``text`` in ``voice``, one string (IPA) per clause; nothing is synthesized."""
+        buffer = ctypes.create_string_buffer(text.encode("utf-8") + b"\0")
+        pointer = ctypes.c_void_p(ctypes.addressof(buffer))
+        clauses: list[str] = []
+        with self.lock:
+            if self.lib.espeak_SetVoiceByName(voice.encode()) != EE_OK:
+                raise ValueError(f"espeak-ng has no voice '{voice}'")
+            while pointer.value:
+                out = self.lib.espeak_TextToPhonemes(ctypes.byref(pointer), ESPEAK_CHARS_UTF8, PHONEMES_IPA)
+                if out:
+                    clauses.append(out.decode("utf-8", errors="replace"))
+        return clauses
 
     def synthesize(self, text: str, voice: str, words_per_minute: int = 175, seed: int | None = None) -> np.ndarray:
         """Speech for ``text``; with a ``seed``, the same audio on every call (else espeak-ng's own randomness)."""

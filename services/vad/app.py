@@ -8,7 +8,6 @@ import base64
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from services.core.audio import decode_audio, encode_audio, resample
-from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError
 from services.core.metrics import Metrics
 from services.core.protocols import VadBackend
@@ -29,10 +28,10 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         model = registry.get(params.model)
         data, _ = await form_file(form)
         rate = model.backend.sample_rate
-        audio = await asyncio.to_thread(decode_audio, data, rate)
+        audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=model.spec.limits.audio_seconds(Task.vad))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / rate)
         try:
-            probs = await until_disconnected(request, model.batcher.submit(audio))
+            probs = await model.batcher.submit(audio)
         except HarmonyError:
             metrics.count_request(model.spec.name, "error")
             raise

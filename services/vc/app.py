@@ -13,7 +13,6 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from services.core.audio import CONTENT_TYPES, decode_audio, encode_audio, resample
-from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest
 from services.core.metrics import Metrics
 from services.core.protocols import SpeakerEncoder, VoiceConverter
@@ -22,7 +21,7 @@ from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
 from services.core.uploads import form_file, read_form
 from services.core.weights import cache_dir
 from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
-                                RegisteredVoiceList, VoiceDeleted, VoiceRegistration)
+                                RegisteredVoiceList, VoiceDeleted, VoiceRegistration, parse_embedding)
 from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech
 from services.vc.types import ConversionJob
@@ -45,10 +44,11 @@ def embedding_routes(encoders: ModelRegistry[SpeakerEncoder], metrics: Metrics) 
         form = await read_form(request)
         params = EmbeddingParams.from_form(form)
         model = encoders.get(params.model)
-        speech, audio_seconds = await speech_of_files(form, "file", parse_per_file_segments(params.segments))
+        speech, audio_seconds = await speech_of_files(form, "file", parse_per_file_segments(params.segments),
+                                                      max_seconds=model.spec.limits.audio_seconds(Task.embed))
         seconds = require_speech(speech, WORK_RATE, max(params.min_speech_seconds, 0.1))
         speech = await asyncio.to_thread(resample, speech, WORK_RATE, model.backend.sample_rate)
-        embedding = await until_disconnected(request, model.batcher.submit(speech))
+        embedding = await model.batcher.submit(speech)
         metrics.count_request(model.spec.name, "ok")
         metrics.audio_seconds.labels(model.spec.name).inc(audio_seconds)
         return EmbeddingResult(model=model.spec.name, speech_seconds=round(seconds, 3),
@@ -66,12 +66,12 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
         form = await read_form(request)
         params = ConversionParams.from_form(form)
         model = converters.get(params.model)
-        target = await _target(form, params, model, store)
         data, _ = await form_file(form)
+        target = await _target(form, params, model, store)
         rate = params.sample_rate
-        source = await asyncio.to_thread(decode_audio, data, rate)
-        converted = await until_disconnected(request, model.batcher.submit(
-            ConversionJob(audio=source, sample_rate=rate, target=target)))
+        source = await asyncio.to_thread(decode_audio, data, rate, max_seconds=model.spec.limits.audio_seconds(Task.vc))
+        converted = await model.batcher.submit(
+            ConversionJob(audio=source, sample_rate=rate, target=target))
         encoded = await asyncio.to_thread(encode_audio, converted, rate, params.response_format)
         metrics.count_request(model.spec.name, "ok")
         metrics.audio_seconds.labels(model.spec.name).inc(len(source) / rate)
@@ -81,7 +81,8 @@ def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metric
     return api
 
 
-def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -> APIRouter:
+def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore,
+                 encoders: ModelRegistry[SpeakerEncoder] | None = None) -> APIRouter:
     api = APIRouter()
 
     @api.post("/v1/voices")
@@ -89,12 +90,9 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -
         form = await read_form(request)
         params = VoiceRegistration.from_form(form)
         model = converters.get(params.model)
-        try:
-            embedding = [float(x) for x in json.loads(params.embedding)]
-        except (ValueError, TypeError):
-            raise InvalidRequest("'embedding' must be a JSON list of numbers", param="embedding") from None
-        speech, _ = await speech_of_files(form, "reference")
-        seconds = require_speech(speech, WORK_RATE, MIN_REFERENCE_S)
+        embedding = checked_embedding(params, encoders)
+        speech, _ = await speech_of_files(form, "reference", max_seconds=model.spec.limits.audio_seconds(Task.vc))
+        seconds = require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
         stats = await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
         record = VoiceRecord(id=store.new_id(), name=params.name, created_at=int(time.time()), embedding=embedding,
                              embedding_model=params.embedding_model, stats=stats, converter=model.spec.name,
@@ -120,6 +118,18 @@ def store_routes(converters: ModelRegistry[VoiceConverter], store: VoiceStore) -
     return api
 
 
+def checked_embedding(params: VoiceRegistration, encoders: ModelRegistry[SpeakerEncoder] | None) -> list[float]:
+    """The registration's embedding: finite numbers, as many as its encoder makes when that encoder is served here
+    (an encoder's optional ``embedding_size``); a wrong one would make every later use of the voice fail."""
+    embedding = parse_embedding(params.embedding)
+    encoder = encoders.models.get(params.embedding_model) if encoders and params.embedding_model else None
+    size = getattr(encoder.backend, "embedding_size", None) if encoder else None
+    if size is not None and len(embedding) != size:
+        raise InvalidRequest(f"'embedding' has {len(embedding)} values; '{params.embedding_model}' makes "
+                             f"embeddings of {size}", param="embedding")
+    return embedding
+
+
 def parse_per_file_segments(raw: str | None) -> list[Any] | None:
     """``segments``: one JSON list of ``{"start", "end"}`` per file (a single list for a single file)."""
     if not raw:
@@ -128,15 +138,17 @@ def parse_per_file_segments(raw: str | None) -> list[Any] | None:
         data = json.loads(raw)
     except ValueError:
         raise InvalidRequest("'segments' must be JSON", param="segments") from None
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = [data]
+    if data == [] or (isinstance(data, list) and isinstance(data[0], dict)):
+        data = [data]  # one file's segments (none: a file without speech)
     if not isinstance(data, list):
         raise InvalidRequest("'segments' must hold one list of segments per file", param="segments")
     return [parse_segments(json.dumps(d)) for d in data]
 
 
-async def speech_of_files(form: FormData, key: str, segments: list[Any] | None = None) -> tuple[np.ndarray, float]:
-    """Every file uploaded as ``key`` at the working rate, cut to its ``segments`` (one list per file), joined."""
+async def speech_of_files(form: FormData, key: str, segments: list[Any] | None = None, *,
+                          max_seconds: float | None = None) -> tuple[np.ndarray, float]:
+    """Every file uploaded as ``key`` at the working rate, cut to its ``segments`` (one list per file), joined;
+    all the files together decode to at most ``max_seconds`` (AudioTooLong past it)."""
     files = [f for f in form.getlist(key) if isinstance(f, UploadFile)]
     if not files:
         raise InvalidRequest(f"'{key}' is required: upload the audio as a file field", param=key,
@@ -145,7 +157,8 @@ async def speech_of_files(form: FormData, key: str, segments: list[Any] | None =
         raise InvalidRequest("'segments' must hold one list of segments per file", param="segments")
     pieces, total = [], 0.0
     for upload, cut in zip(files, segments or [None] * len(files)):
-        audio = await asyncio.to_thread(decode_audio, await upload.read(), WORK_RATE)
+        left = None if max_seconds is None else max(max_seconds - total, 1.0 / WORK_RATE)
+        audio = await asyncio.to_thread(decode_audio, await upload.read(), WORK_RATE, max_seconds=left, param=key)
         total += len(audio) / WORK_RATE
         pieces.append(cut_speech(audio, WORK_RATE, cut))
     return join_speech(pieces, WORK_RATE), total
@@ -165,8 +178,8 @@ async def _target(form: FormData, params: ConversionParams, model: LoadedModel[V
     if form.get("reference") is None:
         raise InvalidRequest("give the target as 'voice' (a registered voice id) or 'reference' (audio)",
                              param="voice", code="missing_required_parameter")
-    speech, _ = await speech_of_files(form, "reference")
-    require_speech(speech, WORK_RATE, MIN_REFERENCE_S)
+    speech, _ = await speech_of_files(form, "reference", max_seconds=model.spec.limits.audio_seconds(Task.vc))
+    require_speech(speech, WORK_RATE, MIN_REFERENCE_S, param="reference")
     return await asyncio.to_thread(model.backend.analyze, speech, WORK_RATE)
 
 
@@ -195,5 +208,5 @@ def create_vc_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 
     store = open_voice_store(first, config) if first else None
     routes = [embedding_routes(encoders, metrics), conversion_routes(converters, metrics, store)]
     if store is not None:
-        routes.append(store_routes(converters, store))
+        routes.append(store_routes(converters, store, encoders))
     return create_service_app("vc", [encoders, converters], metrics, routes, max_upload_bytes)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -89,7 +90,11 @@ class VoiceStore:
             row = conn.execute(select(voices).where(voices.c.id == voice_id)).mappings().first()
         if row is None:
             raise _not_found(voice_id)
-        return _record(row)
+        try:
+            return _record(row)
+        except ValueError as exc:
+            raise NotFound(f"voice '{voice_id}' cannot be used: its stored record is corrupt ({_first_error(exc)}); "
+                           "delete it and register it again", param="voice", code="voice_corrupt") from None
 
     def reference(self, voice_id: str) -> bytes:
         with self.db.engine.connect() as conn:
@@ -113,7 +118,7 @@ class VoiceStore:
     def list(self) -> list[VoiceRecord]:
         with self.db.engine.connect() as conn:
             rows = conn.execute(select(voices).order_by(voices.c.created_at, voices.c.id)).mappings().all()
-        return [_record(row) for row in rows]
+        return [record for record in map(_readable, rows) if record is not None]
 
     def sweep_orphans(self, older_than_s: float = 3600.0) -> list[str]:
         """Objects under ``voices/`` that no row names (a crash between the two writes), removed once
@@ -173,6 +178,22 @@ class VoiceStore:
         except IntegrityError:  # imported concurrently by another replica
             return 0
         return 1
+
+
+def _readable(row: Any) -> VoiceRecord | None:
+    """The row's record, or None (logged) for a corrupt one: one bad row must not hide every other voice."""
+    try:
+        return _record(row)
+    except ValueError as exc:
+        log.warning("skipped voice %s: its stored record is corrupt (%s)", row["id"], _first_error(exc))
+        return None
+
+
+def _first_error(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError):
+        error = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
+    return str(exc)
 
 
 def _record(row: Any) -> VoiceRecord:

@@ -38,10 +38,11 @@ CLIPS = {
 
 
 @contextlib.contextmanager
-def service(models: list[str], **options):
+def service(models: list[str], limits: dict | None = None, **options):
     config = parse_config({"models": [
         {"name": name, "task": "stt", "backend": "faster-whisper", **SOURCES[name],
-         "options": {"seed": SEED, **options}, "batching": {"max_batch_size": 8, "max_queue_delay_ms": 50}}
+         "options": {"seed": SEED, **options}, "batching": {"max_batch_size": 8, "max_queue_delay_ms": 50},
+         "limits": limits or {}}
         for name in models]})
     with ServerThread(create_stt_app(config.models)) as server:
         yield server
@@ -49,7 +50,8 @@ def service(models: list[str], **options):
 
 @pytest.fixture(scope="module")
 def unguarded():
-    with service(list(SOURCES), **OFF) as server:
+    # silence is skipped before Whisper by default (tests/integration/test_bounded_cost.py); here Whisper hears it
+    with service(list(SOURCES), limits={"skip_silence": False}, **OFF) as server:
         yield server
 
 
@@ -67,14 +69,14 @@ def test_noise_and_silence_give_no_text(clip, unguarded):
     audio, rate = make()
     raw = transcribe(unguarded.url, "whisper-base", audio, rate, language=language)
     assert len(raw["text"]) > 100, raw["text"]  # the hallucination the guards are for
-    with service(["whisper-base"]) as guarded:
+    with service(["whisper-base"], limits={"skip_silence": False}) as guarded:  # the guards alone
         body = transcribe(guarded.url, "whisper-base", audio, rate, language=language)
     assert len(body["text"]) <= 3, body["text"]  # nothing, or a lone "." / "you"
     assert len(body["segments"]) <= 1
 
 
 def test_tiny_en_gives_no_text_for_noise_and_silence():
-    with service(["whisper-tiny.en"]) as guarded:
+    with service(["whisper-tiny.en"], limits={"skip_silence": False}) as guarded:  # the guards alone
         for clip, (make, _) in CLIPS.items():
             body = transcribe(guarded.url, "whisper-tiny.en", *make())
             assert len(body["text"]) <= 3, (clip, body["text"])

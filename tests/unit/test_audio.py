@@ -379,4 +379,37 @@ def test_decoded_length_is_capped(signal, fmt, monkeypatch):
 
     data = encode_audio(signal, SR, fmt)
     monkeypatch.setattr(audio, "MAX_DECODE_SECONDS", 1)
-    assert "longer" in assert_invalid_audio(data).message
+    with pytest.raises(audio.AudioTooLong) as info:
+        decode_audio(data)
+    assert info.value.status_code == 400 and info.value.code == "audio_too_long" and info.value.param == "file"
+    assert "longer" in info.value.message
+
+
+def _flac_silence(seconds: float, rate: int) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(int(seconds * rate), dtype=np.int16), rate, format="FLAC")
+    return buffer.getvalue()
+
+
+def test_max_seconds_stops_decoding_at_the_limit():
+    import services.core.audio as audio
+
+    with pytest.raises(audio.AudioTooLong) as info:
+        decode_audio(_flac_silence(600, 8000), 16000, max_seconds=30)
+    assert "30 s" in info.value.message and info.value.param == "file"
+    assert decode_audio(_flac_silence(20, 8000), 16000, max_seconds=30).size == 20 * 16000
+
+
+@pytest.mark.parametrize("rate", [3999, 384_001])
+def test_header_rates_outside_4_to_384_khz_are_refused(rate):
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(100, dtype=np.int16), 8000, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    data[24:28] = rate.to_bytes(4, "little")  # the fmt chunk's sample rate
+    with pytest.raises(InvalidAudio) as info:
+        decode_audio(bytes(data), param="reference")
+    assert info.value.code == "invalid_sample_rate" and info.value.param == "reference"

@@ -223,7 +223,8 @@ async def test_item_expired_while_queued_is_never_computed(make_batcher):
     assert await asyncio.wait_for(first, timeout=5) == "aa"
     assert await asyncio.wait_for(batcher.submit("b"), timeout=5) == "bb"
     assert rec.seen == ["a", "b"]
-    assert batcher.stats.dropped_cancelled + batcher.stats.dropped_expired == 2
+    # "late" was queued and dropped; "already-late" was refused before it was queued
+    assert batcher.stats.dropped_cancelled + batcher.stats.dropped_expired == 1
     assert batcher.depth == 0
 
 
@@ -397,3 +398,34 @@ async def test_a_request_learns_its_queue_and_compute_time(make_batcher):
     finally:
         timing._timing.reset(token)
     assert spent.queue_s >= 0 and spent.compute_s >= 0.1  # two batches of at least 50 ms each
+
+
+# deadlines the caller gives
+
+
+async def test_a_request_that_cannot_start_before_its_callers_deadline_is_refused_at_once(make_batcher):
+    from services.core import timing
+
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
+    running = asyncio.create_task(batcher.submit("a"))
+    await wait_until(rec.started.is_set)
+    queued = [asyncio.create_task(batcher.submit(x)) for x in "bcd"]
+    await wait_until(lambda: batcher.depth == 3)
+
+    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 0.5))
+    try:
+        with pytest.raises(QueueFull) as refused:  # three batches ahead, about a second each
+            await batcher.submit("hurried")
+        assert refused.value.code == "deadline_unreachable" and refused.value.headers["Retry-After"]
+        # a continuation of an admitted request is not refused: it waits, up to the same deadline
+        with pytest.raises(RequestTimeout):
+            await batcher.submit("continued", wait_for_space=True)
+    finally:
+        timing._timing.reset(token)
+    patient = asyncio.create_task(batcher.submit("patient"))  # no deadline of its own: the model's timeout
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, *queued, patient), timeout=10) == \
+        ["aa", "bb", "cc", "dd", "patientpatient"]
+    assert "hurried" not in rec.seen and "continued" not in rec.seen

@@ -11,18 +11,19 @@ from services.auth.expiry import parse_expires
 from services.auth.gate import Gate
 from services.auth.limits import usage_summary
 from services.core.errors import InvalidRequest, NotFound
+from services.core.wire import JsonFloat, JsonInt
 
 
 class KeyRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(..., min_length=1, max_length=128)
     owner: str = Field("", max_length=128)
     models: list[str] = Field(default_factory=list)
     routes: list[str] = Field(default_factory=list)
-    rpm: int | None = Field(None, ge=0)
-    audio_seconds_per_day: float | None = Field(None, ge=0)
-    audio_seconds_per_month: float | None = Field(None, ge=0)
+    rpm: JsonInt | None = Field(None, ge=0)
+    audio_seconds_per_day: JsonFloat | None = Field(None, ge=0)
+    audio_seconds_per_month: JsonFloat | None = Field(None, ge=0)
     expires: str | None = Field(None, description="a date, a time or a duration such as 30d")
     admin: bool = False
 

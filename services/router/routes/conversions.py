@@ -6,7 +6,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from services.auth.guard import check_voice
 from services.core.audio import CONTENT_TYPES
-from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest
 from services.core.specs import Task
 from services.core.uploads import read_form
@@ -30,9 +29,9 @@ def routes(runner: PipelineRunner) -> APIRouter:
         if params.voice:
             await check_voice(params.voice)
         route = runner.route(Task.vc, params.model, model=params.model)
-        state = PipelineState(source=source, voice_id=params.voice, references=references,
+        state = PipelineState(source=source, voice_id=params.voice, references=references, reference_param="reference",
                               response_format=params.response_format, sample_rate=params.sample_rate)
-        await until_disconnected(request, runner.run(route, state))
+        await runner.run(route, state)
         return Response(state.output, media_type=CONTENT_TYPES[params.response_format],
                         headers=steps_headers(route, state))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from services.core.disconnect import until_disconnected
 from services.core.specs import Task
 from services.core.uploads import form_str, read_form
 from services.router.pipelines import PipelineRunner, PipelineState
@@ -20,7 +19,7 @@ def routes(runner: PipelineRunner) -> APIRouter:
         name = form_str(form, "model")
         route = runner.route(Task.embed, name, model=name)
         state = PipelineState(references=await uploaded_files(form, ("file",), max_files=1))
-        await until_disconnected(request, runner.run(route, state))
+        await runner.run(route, state)
         return {"object": "list", "model": runner.step_model(route, Task.embed).name,
                 "data": [{"object": "embedding", "index": 0, "embedding": state.embedding}],
                 "usage": {"speech_seconds": state.speech_seconds}}

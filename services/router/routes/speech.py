@@ -15,7 +15,7 @@ from services.core.audio import CONTENT_TYPES, AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
 from services.router.clients import ServiceClients
-from services.core.wire import RegisteredVoiceList, SynthesisRequest, speakable
+from services.core.wire import JsonFloat, JsonInt, RegisteredVoiceList, SynthesisRequest, has_words, speakable
 from services.router.clients import transport_errors
 from services.router.relay import RelayResponse, Upstream
 from services.router.routing import ServedModel
@@ -31,17 +31,17 @@ OPENAI_PCM_RATE = 24000  # OpenAI's pcm is 24 kHz, 16-bit, mono: what its client
 class SpeechRequest(BaseModel):
     """OpenAI's request body, plus two documented extensions: ``language`` and ``sample_rate``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     model: str = Field(..., min_length=1)
     input: str
     voice: str
     response_format: AudioFormat = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: JsonFloat = Field(1.0, ge=0.25, le=4.0)
     instructions: str | None = None  # accepted; no backend here can follow free-form instructions
     stream_format: Literal["audio", "sse"] = "audio"
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]+)*$")
-    sample_rate: int | None = Field(None, ge=8000, le=48000)
+    sample_rate: JsonInt | None = Field(None, ge=8000, le=48000)
     reference_audio: str | None = Field(None, description="extension: base64 audio of the voice to clone")
 
     @field_validator("voice", mode="before")
@@ -55,6 +55,8 @@ class SpeechRequest(BaseModel):
         value = speakable(value)
         if not any(not ch.isspace() and unicodedata.category(ch) != "Cf" for ch in value):
             raise ValueError("input must not be empty")
+        if not has_words(value):
+            raise ValueError("input has nothing to speak: no letters, digits or symbols, only punctuation")
         if len(value) > MAX_INPUT_CHARS:
             raise ValueError(f"input is {len(value)} characters; the maximum is {MAX_INPUT_CHARS}")
         return value
@@ -129,7 +131,7 @@ async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
                 from None
         if not reference:
             raise InvalidRequest("'reference_audio' is empty", param="reference_audio")
-        state.references = [("reference", reference)]
+        state.references, state.reference_param = [("reference", reference)], "reference_audio"
     await runner.run(route, state)
     headers = steps_headers(route, state)
     if body.stream_format == "sse":

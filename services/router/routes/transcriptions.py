@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 from services.auth.guard import note_usage
-from services.core.disconnect import until_disconnected
 from services.core.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
 from services.core.specs import Task
 from services.core.uploads import form_file, form_list, form_str, read_form
@@ -63,8 +62,7 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     files = {"file": (filename, data, "application/octet-stream")}
     if params.stream:
         return await _stream(clients, model, fields, files)
-    response = await until_disconnected(
-        request, clients.post(model, "/v1/audio/transcriptions", data=fields, files=files))
+    response = await clients.post(model, "/v1/audio/transcriptions", data=fields, files=files)
     result = TranscriptionResult.model_validate(response.json())
     note_usage(audio_seconds_in=result.duration)
     return render(result, response_format, granularities)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from services.auth.guard import note_usage
-from services.core.disconnect import until_disconnected
 from services.core.specs import Task
 from services.core.uploads import form_file, read_form
 from services.core.wire import VadParams, VadResult
@@ -24,7 +23,7 @@ def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
         data, filename = await form_file(form)
         fields = params.model_copy(update={"model": model.name}).form()
         files = {"file": (filename, data, "application/octet-stream")}
-        response = await until_disconnected(request, clients.post(model, "/v1/audio/vad", data=fields, files=files))
+        response = await clients.post(model, "/v1/audio/vad", data=fields, files=files)
         result = VadResult.model_validate_json(response.content)
         note_usage(audio_seconds_in=result.duration)
         return result

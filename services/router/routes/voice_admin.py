@@ -6,7 +6,6 @@ import json
 
 from fastapi import APIRouter, Request
 from services.auth.guard import check_voice, claim_voice, current, forget_voice
-from services.core.disconnect import until_disconnected
 from services.core.errors import InvalidRequest, NotFound
 from services.core.specs import Task
 from services.core.uploads import form_str, read_form
@@ -39,7 +38,7 @@ def routes(runner: PipelineRunner, clients: ServiceClients) -> APIRouter:
         references = await uploaded_files(form, REFERENCE_KEYS, MAX_REFERENCE_FILES)
         route_name, vc_model = store_model(runner)
         state = PipelineState(references=references)
-        await until_disconnected(request, runner.run(runner.route(Task.tts), state, until=Task.embed))
+        await runner.run(runner.route(Task.tts), state, until=Task.embed)
         record = current()
         fields = VoiceRegistration(model=vc_model.name, name=name, embedding=json.dumps(state.embedding),
                                    embedding_model=state.embedding_model or "", reference_files=len(references),

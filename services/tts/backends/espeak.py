@@ -21,6 +21,10 @@ BASE_WORDS_PER_MINUTE = 175
 MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's own limits
 # ISO 639-1 codes for espeak-ng languages named otherwise, so that language=zh or no finds them
 EXTRA_CODES = {"cmn": ["zh"], "nb": ["no"], "yue": ["zh-yue"]}
+# Speech per phoneme and per clause (its pause) at 175 words a minute, measured on English sentences, on
+# "A. A. ..." and on emoji names (within 25 %): what ``speech_seconds`` estimates a request's work from
+SECONDS_PER_PHONEME = 0.05
+SECONDS_PER_CLAUSE = 0.15
 
 
 class EspeakBackend:
@@ -61,6 +65,13 @@ class EspeakBackend:
 
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
+
+    def speech_seconds(self, text: str, voice: str, speed: float = 1.0) -> float:
+        """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
+        clauses = self.engine.phonemes(text, voice)
+        wpm = min(MAX_WPM, max(MIN_WPM, BASE_WORDS_PER_MINUTE * speed))
+        seconds = sum(SECONDS_PER_CLAUSE + SECONDS_PER_PHONEME * len(c.strip()) for c in clauses if c.strip())
+        return seconds * BASE_WORDS_PER_MINUTE / wpm
 
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]:
         out = []

