@@ -70,11 +70,15 @@ def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str)
     by_service: dict[ModelService, list[NamedModel]] = defaultdict(list)
     for model in config.models:
         by_service[service_for(model.task)].append(model)
+    from services.router.clients import POOL_SIZE
+
+    # The router is a service's only client, and its pool bounds the connections: never refuse one it may open.
+    settings = config.server.model_copy(update={"max_connections": max(config.server.max_connections, POOL_SIZE)})
     running = []
     for service, models in by_service.items():
         app = service.create_app(models, config.server.max_upload_bytes, config)
         path = os.path.join(socket_dir, f"{service.name}.sock")
-        running.append(RunningService(service.name, _server(app, config.server, log_level), unix_socket(path),
+        running.append(RunningService(service.name, _server(app, settings, log_level), unix_socket(path),
                                       unix_url(path)))
     return running
 

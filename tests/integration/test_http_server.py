@@ -163,9 +163,9 @@ def test_malformed_http_gets_400_in_openai_shape(service):
             assert headers["x-should-retry"] == "false"
 
 
-def test_past_the_connection_limit_a_request_gets_503_in_openai_shape(vad_app):
+def test_past_the_connection_limit_a_request_gets_503_in_openai_shape():
     settings = ServerSettings(max_connections=2, header_timeout_s=60)
-    with ServerThread(vad_app, settings=settings) as server:
+    with ServerThread(create_vad_app([NamedModel(**SPEC)]), settings=settings) as server:  # its own app and model
         held = [connect(server) for _ in range(2)]
         try:
             time.sleep(0.2)  # the server has accepted both
