@@ -48,9 +48,12 @@ def _server(app, settings: ServerSettings, log_level: str) -> uvicorn.Server:
 
 
 def private_socket_dir() -> str:
-    """A fresh directory only this user can enter (mkdtemp: 0700), in $XDG_RUNTIME_DIR when there is one."""
+    """A fresh directory only this user can enter (mkdtemp: 0700), in $XDG_RUNTIME_DIR when there is one,
+    else the temporary directory; /tmp where that path is too long for a socket (about 100 bytes)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    where = runtime if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK) else None
+    where = runtime if runtime and os.path.isdir(runtime) and os.access(runtime, os.W_OK) else tempfile.gettempdir()
+    if len(os.path.join(where, "harmony-XXXXXXXX", "stt.sock")) > 100:
+        where = "/tmp"
     path = tempfile.mkdtemp(prefix="harmony-", dir=where)
     os.chmod(path, 0o700)
     return path

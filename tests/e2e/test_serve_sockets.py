@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
 import httpx
 import psutil
 import pytest
 import yaml
 from services.core.service_url import socket_path, sync_client
+from services.serve import private_socket_dir
 
 from tests.harmony_process import HarmonyProcess
 from tests.speech import silence, wav_bytes
@@ -60,3 +62,16 @@ def test_the_socket_directory_is_removed_at_exit(tmp_path):
     assert os.path.isdir(directory)
     assert process.stop() == 0, process.output()
     assert not os.path.exists(directory)
+
+
+def test_the_socket_directory_is_private_and_short_enough_for_a_socket_path(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / ("x" * 120)))  # not there: the temporary directory
+    monkeypatch.setenv("TMPDIR", str(tmp_path / ("long" * 30)))
+    os.makedirs(os.environ["TMPDIR"])
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read $TMPDIR again
+    path = private_socket_dir()
+    try:
+        assert len(os.path.join(path, "stt.sock")) <= 107
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o700
+    finally:
+        os.rmdir(path)
