@@ -25,6 +25,7 @@ from services.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
 
+START_WITHIN = 0.5  # a new request must be able to start within this share of its time left: the rest is its work
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -141,8 +142,9 @@ class DynamicBatcher(Generic[In, Out]):
         return min(deadline, caller) if caller is not None else deadline
 
     def _admit(self, deadline: float, priority: int) -> None:
-        """A new request is refused (429) when the queue is full, or when it could not start before its deadline
-        (judged by the items that would go before it, from how long batches take lately)."""
+        """A new request is refused (429) when the queue is full, or when it could not start within half the time
+        left to its deadline, the other half being for its own work (judged by the items that would go before it,
+        from how long batches take lately)."""
         if len(self._queue) >= self.spec.max_queue_size:
             raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
                             headers={"Retry-After": str(self.retry_after_s())})
@@ -150,7 +152,7 @@ class DynamicBatcher(Generic[In, Out]):
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
         ahead = sum(1 for p in self._queue if p.priority <= priority)
         wait_s = math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds
-        if time.monotonic() + wait_s > deadline:
+        if wait_s > (deadline - time.monotonic()) * START_WITHIN:
             raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
                             "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
                             code="deadline_unreachable")

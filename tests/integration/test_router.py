@@ -106,9 +106,9 @@ def test_client_that_goes_away_is_dropped_not_computed(stt_service):
         gate.wait(120)
         return real(items)
 
-    def client_errors() -> float:
-        labels = {"component": "stt", "model": "whisper-tiny.en", "outcome": "error"}
-        return app.state.metrics.registry.get_sample_value("harmony_requests_total", labels) or 0.0
+    def client_errors() -> float:  # requests the service cancelled because their client left
+        labels = {"component": "stt", "route": "/v1/audio/transcriptions", "outcome": "cancelled"}
+        return app.state.metrics.registry.get_sample_value("harmony_http_requests_total", labels) or 0.0
 
     long_audio = wav_bytes(*speech_with_pauses(SENTENCES * 2, pause_s=1.0))
     items_before, dropped_before, errors_before = stats.items, stats.dropped_cancelled, client_errors()
