@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
+from services.core.onnx_options import session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.wire import VoiceInfo
@@ -212,9 +213,9 @@ class KokoroBackend:
             providers.insert(0, "CUDAExecutionProvider")
         elif self.spec.device == "cuda":
             raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
-        options = onnxruntime.SessionOptions()
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
-        options.intra_op_num_threads = int(threads) or max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        options = session_options(self.spec, int(threads) or max(1, (os.cpu_count() or 1) //
+                                                                 self.spec.batching.instances))
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
         names = {i.name for i in self.session.get_inputs()}
         if names != {"tokens", "style", "speed"}:
