@@ -1,20 +1,18 @@
-"""Memory that work freed goes back to the operating system: glibc's malloc tuned and trimmed.
+"""Memory that work freed goes back to the operating system: glibc's malloc arenas trimmed.
 
-Measured (bench/memory.py, docs/architecture.md "Memory"): every new input shape made ONNX
-Runtime's CPU arena grow to the largest tensors seen, and what the arena (or any other library)
-freed stayed in glibc's heaps: glibc raises its mmap threshold each time a large block is freed,
-so the next large tensors come from the heap of the worker thread's arena, and freed heap
-memory in the middle of an arena is only returned by ``malloc_trim``. So a process serving
-models:
+Measured (bench/memory.py, docs/architecture.md "Memory"): what the inference libraries free
+(CTranslate2, torch, ONNX Runtime without its arena, numpy) stays in glibc's heaps. glibc raises
+its mmap threshold each time a large block is freed (up to 32 MiB), so later large tensors come
+from the heap of the worker thread's malloc arena, one arena per thread that ever allocated, and
+free memory in the middle of a heap goes back to the OS only through ``malloc_trim``. So a
+process serving models runs ``MemoryTrimmer``: a daemon thread that calls ``malloc_trim(0)``
+every ``interval_s`` seconds, returning the free pages of every arena. (A fixed, low mmap
+threshold gives memory back too, but maps and faults in every large tensor of every run:
+Piper took 1.8x as long.)
 
-- ``tune_allocator()`` once at start: a fixed mmap threshold (blocks of at least 1 MiB are their
-  own mappings and are unmapped when freed) instead of glibc's sliding one;
-- ``MemoryTrimmer``: a daemon thread that calls ``malloc_trim(0)`` every ``interval_s`` seconds
-  (a few milliseconds each), returning the free pages of every arena.
-
-``HARMONY_RELEASE_MEMORY=0`` turns both off (and lets ONNX Runtime keep its arena, see
+``HARMONY_RELEASE_MEMORY=0`` turns it off (and lets ONNX Runtime keep its arena, see
 ``services/core/onnx_options.py``): the behaviour before, for comparison. Elsewhere than on
-glibc (macOS, musl) both do nothing.
+glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ import threading
 log = logging.getLogger("harmony.memory")
 
 ENV = "HARMONY_RELEASE_MEMORY"
-M_MMAP_THRESHOLD = -3          # mallopt parameter numbers of glibc's malloc.h
-MMAP_THRESHOLD = 1 << 20       # 1 MiB: larger blocks are mapped on their own and unmapped when freed
 TRIM_INTERVAL_S = 1.0
 
 
@@ -45,14 +41,6 @@ def _glibc() -> ctypes.CDLL | None:
         return ctypes.CDLL("libc.so.6")
     except OSError:
         return None
-
-
-def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD) -> bool:
-    """Fix glibc's mmap threshold; True when it was set (glibc, and release enabled)."""
-    libc = _glibc()
-    if libc is None or not enabled():
-        return False
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold)))
 
 
 def trim() -> bool:
@@ -91,8 +79,7 @@ class MemoryTrimmer:
 
 
 def release_memory_at_start() -> MemoryTrimmer:
-    """What a serving process calls once before loading models: the tuned allocator and the trimmer."""
-    tuned = tune_allocator()
+    """What a serving process calls once, before loading models: the trimmer, started."""
     trimmer = MemoryTrimmer().start()
-    log.debug("memory release: allocator tuned %s, trimmer %s", tuned, trimmer.running)
+    log.debug("memory release: trimmer %s", "running" if trimmer.running else "off")
     return trimmer
