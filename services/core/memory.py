@@ -1,7 +1,7 @@
 """Memory that work freed goes back to the operating system: glibc's malloc arenas trimmed.
 
 Measured (bench/memory.py, docs/architecture.md "Memory"): what the inference libraries free
-(CTranslate2, torch, ONNX Runtime without its arena, numpy) stays in glibc's heaps. glibc raises
+(CTranslate2, torch, numpy, ONNX Runtime's shrunk arenas) stays in glibc's heaps. glibc raises
 its mmap threshold each time a large block is freed (up to 32 MiB), so later large tensors come
 from the heap of the worker thread's malloc arena, one arena per thread that ever allocated, and
 free memory in the middle of a heap goes back to the OS only through ``malloc_trim``. So a
@@ -10,7 +10,7 @@ every ``interval_s`` seconds, returning the free pages of every arena. (A fixed,
 threshold gives memory back too, but maps and faults in every large tensor of every run:
 Piper took 1.8x as long.)
 
-``HARMONY_RELEASE_MEMORY=0`` turns it off (and lets ONNX Runtime keep its arena, see
+``HARMONY_RELEASE_MEMORY=0`` turns it off (and ONNX Runtime's arenas are no longer shrunk, see
 ``services/core/onnx_options.py``): the behaviour before, for comparison. Elsewhere than on
 glibc (macOS, musl) it does nothing.
 """

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
-from services.core.onnx_options import session_options
+from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.wire import VoiceInfo
@@ -186,6 +186,7 @@ class KokoroBackend:
         self.name = spec.name
         self.sample_rate = SAMPLE_RATE
         self.session = None
+        self.run_options = None
         self.packs: dict[str, np.ndarray] = {}
         self.vocab: dict[str, int] = {}
         self.g2p = None
@@ -217,6 +218,7 @@ class KokoroBackend:
         options = session_options(self.spec, int(threads) or max(1, (os.cpu_count() or 1) //
                                                                  self.spec.batching.instances))
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
         names = {i.name for i in self.session.get_inputs()}
         if names != {"tokens", "style", "speed"}:
             raise WeightsError(f"{model_path} is not a Kokoro v1.0 export (inputs {sorted(names)})")
@@ -264,7 +266,7 @@ class KokoroBackend:
                 "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
                 "style": style,
                 "speed": np.array([speed], dtype=np.float32),
-            })[0]
+            }, self.run_options)[0]
             clip = trim(np.asarray(audio, dtype=np.float32).reshape(-1), lead, tail)
             if clip.size:
                 clips.extend([clip, gap])

@@ -29,7 +29,7 @@ import time
 from typing import Sequence
 
 import numpy as np
-from services.core.onnx_options import session_options
+from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
 from services.core.wire import VoiceInfo
@@ -76,6 +76,7 @@ class PiperBackend:
         seed = spec.options.get("seed")
         self.seed: int | None = None if seed is None else int(seed)
         self.noise_channels: dict[str, int] = {}
+        self.run_options = None
 
     def load(self) -> None:
         import onnxruntime
@@ -97,6 +98,7 @@ class PiperBackend:
         model_bytes, self.noise_channels = _patched_model_bytes(model_path)
         session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
         self.voice = PiperVoice(session=session, config=config)
+        self.run_options = run_options(self.spec, session)  # the arena shrinks after each run
         outputs = [o.name for o in self.voice.session.get_outputs()]
         if len(outputs) < 2:
             raise WeightsError(f"Piper voice {model_path} exposes no phoneme durations; cannot batch it")
@@ -144,7 +146,7 @@ class PiperBackend:
         frames_guess = int(np.ceil(longest * 6 * config.length_scale / speed)) + 16
         while True:
             args.update(self._noise(seeds, rows, longest, frames_guess))
-            audio, frames = self.voice.session.run(None, args)[:2]
+            audio, frames = self.voice.session.run(None, args, self.run_options)[:2]
             frames = frames.reshape(len(rows), -1)
             needed = max(int(frames[i, : len(row)].sum()) for i, row in enumerate(rows))
             if "flow_noise" not in self.noise_channels or needed <= frames_guess:
