@@ -33,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     add_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
+        from services.core.memory import release_memory_at_start
         from services.serve import run_serve
 
+        release_memory_at_start()  # before any model loads: freed memory goes back to the OS
         return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth)
     if args.command in ("keys", "db"):
         from services.keys_cli import run_db, run_keys

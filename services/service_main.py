@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
+    from services.core.memory import release_memory_at_start
+
+    release_memory_at_start()  # before the model loads: freed memory goes back to the OS
     try:
         app = build_app(load_model(args.model_file), args.max_upload_bytes)
     except ConfigError as exc:

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.errors import InvalidRequest
+from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.wire import VoiceInfo
@@ -250,6 +251,7 @@ class KokoroBackend:
         self.name = spec.name
         self.sample_rate = SAMPLE_RATE
         self.session = None
+        self.run_options = None
         self.packs: dict[str, np.ndarray] = {}
         self.vocab: dict[str, int] = {}
         self.g2p = None
@@ -277,10 +279,11 @@ class KokoroBackend:
             providers.insert(0, "CUDAExecutionProvider")
         elif self.spec.device == "cuda":
             raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
-        options = onnxruntime.SessionOptions()
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
-        options.intra_op_num_threads = int(threads) or max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        options = session_options(self.spec, int(threads) or max(1, (os.cpu_count() or 1) //
+                                                                 self.spec.batching.instances))
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
         names = {i.name for i in self.session.get_inputs()}
         if names != {"tokens", "style", "speed"}:
             raise WeightsError(f"{model_path} is not a Kokoro v1.0 export (inputs {sorted(names)})")
@@ -334,7 +337,7 @@ class KokoroBackend:
                 "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
                 "style": style,
                 "speed": np.array([speed], dtype=np.float32),
-            })[0]
+            }, self.run_options)[0]
             clip = trim(np.asarray(audio, dtype=np.float32).reshape(-1), lead, tail)
             if clip.size:
                 clips.extend([clip, gap])

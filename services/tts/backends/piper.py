@@ -29,6 +29,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
 from services.core.wire import VoiceInfo
@@ -80,6 +81,7 @@ class PiperBackend:
         seed = spec.options.get("seed")
         self.seed: int | None = None if seed is None else int(seed)
         self.noise_channels: dict[str, int] = {}
+        self.run_options = None
 
     def load(self) -> None:
         import onnxruntime
@@ -94,14 +96,14 @@ class PiperBackend:
             providers.insert(0, "CUDAExecutionProvider")
         elif self.spec.device == "cuda":
             raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = int(self.spec.options.get("cpu_threads", 0)) or max(
-            1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        options = session_options(self.spec, int(self.spec.options.get("cpu_threads", 0)) or max(
+            1, (os.cpu_count() or 1) // self.spec.batching.instances))
         with open(config_path, encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
         model_bytes, self.noise_channels = _patched_model_bytes(model_path)
         session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
         self.voice = PiperVoice(session=session, config=config)
+        self.run_options = run_options(self.spec, session)  # the arena shrinks after each run
         outputs = [o.name for o in self.voice.session.get_outputs()]
         if len(outputs) < 2:
             raise WeightsError(f"Piper voice {model_path} exposes no phoneme durations; cannot batch it")
@@ -155,7 +157,7 @@ class PiperBackend:
         frames_guess = int(np.ceil(longest * 6 * config.length_scale / speed)) + 16
         while True:
             args.update(self._noise(seeds, rows, longest, frames_guess))
-            audio, frames = self.voice.session.run(None, args)[:2]
+            audio, frames = self.voice.session.run(None, args, self.run_options)[:2]
             frames = frames.reshape(len(rows), -1)
             needed = max(int(frames[i, : len(row)].sum()) for i, row in enumerate(rows))
             if "flow_noise" not in self.noise_channels or needed <= frames_guess:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from services.core.onnx_options import session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir
 
@@ -74,9 +75,7 @@ class SileroVadBackend:
         self.path = resolve_model_file(self.spec)
         threads = int(self.spec.options.get("cpu_threads", 0)) or \
             max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
+        options = session_options(self.spec, threads, inter_op_threads=1, shrinkable=False)
         self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                             providers=["CPUExecutionProvider"])
         names = {i.name for i in self.session.get_inputs()}
