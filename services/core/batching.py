@@ -70,6 +70,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._task: asyncio.Task | None = None
         self._closing = False
         self._recent_batch_seconds = 1.0
+        self._recent_wait_s = 0.0  # how long items waited in the queue lately (measured, contention included)
 
     # lifecycle
     def start(self) -> None:
@@ -111,7 +112,7 @@ class DynamicBatcher(Generic[In, Out]):
             self.start()
         deadline = self._deadline(deadline)
         if not wait_for_space:
-            self._admit(deadline, priority)
+            self._admit(deadline)
         if len(self._queue) >= self.spec.max_queue_size:
             async with self._space:
                 try:
@@ -141,17 +142,20 @@ class DynamicBatcher(Generic[In, Out]):
         caller = timing.deadline()
         return min(deadline, caller) if caller is not None else deadline
 
-    def _admit(self, deadline: float, priority: int) -> None:
+    def _admit(self, deadline: float) -> None:
         """A new request is refused (429) when the queue is full, or when it could not start within half the time
-        left to its deadline, the other half being for its own work (judged by the items that would go before it,
-        from how long batches take lately)."""
+        left to its deadline, the other half being for its own work. The wait is judged by everything queued (a
+        new request's later parts queue behind the later parts of requests already running), from how long batches
+        take lately, and by how long items have actually waited lately while the queue is not empty."""
         if len(self._queue) >= self.spec.max_queue_size:
             raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
                             headers={"Retry-After": str(self.retry_after_s())})
         if deadline <= time.monotonic():
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
-        ahead = sum(1 for p in self._queue if p.priority <= priority)
+        ahead = len(self._queue)
         wait_s = math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds
+        if ahead:
+            wait_s = max(wait_s, self._recent_wait_s)
         if wait_s > (deadline - time.monotonic()) * START_WITHIN:
             raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
                             "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
@@ -216,6 +220,7 @@ class DynamicBatcher(Generic[In, Out]):
             p.queue_s = started - p.enqueued
             if self.metrics:
                 self.metrics.queue_wait.labels(self.name).observe(p.queue_s)
+        self._recent_wait_s = 0.8 * self._recent_wait_s + 0.2 * max(p.queue_s for p in batch)
         try:
             results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
             if len(results) != len(batch):

@@ -84,8 +84,8 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
 
 def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:
     return RequestTimeout(
-        f"the transcription by '{model.spec.name}' passed its deadline of {model.spec.batching.timeout_s:g} s "
-        f"(batching.timeout_s) before its {windows} windows ({len(audio) / SAMPLE_RATE:.0f} s of audio) were "
+        f"the transcription by '{model.spec.name}' passed its deadline (the client's, or "
+        f"batching.timeout_s = {model.spec.batching.timeout_s:g} s) before its {windows} windows ({len(audio) / SAMPLE_RATE:.0f} s of audio) were "
         f"decoded; send shorter audio")
 
 

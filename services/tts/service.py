@@ -34,8 +34,8 @@ async def synthesize_sentences(model: LoadedModel, text: str, voice: str, langua
                                         wait_for_space=admitted, priority=1 if admitted else 0)
         except RequestTimeout:
             raise RequestTimeout(
-                f"the synthesis by '{model.spec.name}' passed its deadline of {model.spec.batching.timeout_s:g} s "
-                f"(batching.timeout_s) before its {len(sentences)} sentences were spoken; send shorter text") from None
+                f"the synthesis by '{model.spec.name}' passed its deadline (the client's, or "
+                f"batching.timeout_s = {model.spec.batching.timeout_s:g} s) before its {len(sentences)} sentences were spoken; send shorter text") from None
 
     def submit(sentence: str, admitted: bool) -> asyncio.Future:
         return asyncio.ensure_future(one(sentence, admitted))
