@@ -25,7 +25,7 @@ from services.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
 
-START_WITHIN = 0.5  # a new request must be able to start within this share of its time left: the rest is its work
+START_WITHIN = 0.5  # a new request's wait plus one batch of its own must fit in this share of its time left
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -71,6 +71,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._closing = False
         self._recent_batch_seconds = 1.0
         self._recent_wait_s = 0.0  # how long items waited in the queue lately (measured, contention included)
+        self._recent_elapsed_s = 0.0  # how long one batch took lately, from start to end
 
     # lifecycle
     def start(self) -> None:
@@ -143,8 +144,9 @@ class DynamicBatcher(Generic[In, Out]):
         return min(deadline, caller) if caller is not None else deadline
 
     def _admit(self, deadline: float) -> None:
-        """A new request is refused (429) when the queue is full, or when it could not start within half the time
-        left to its deadline, the other half being for its own work. The wait is judged by everything queued (a
+        """A new request is refused (429) when the queue is full, or when its wait plus one batch of its own would
+        take more than half the time left to its deadline (the rest is margin for its other parts and for
+        contention that has not shown yet). The wait is judged by everything queued (a
         new request's later parts queue behind the later parts of requests already running), from how long batches
         take lately, and by how long items have actually waited lately while the queue is not empty."""
         if len(self._queue) >= self.spec.max_queue_size:
@@ -156,7 +158,7 @@ class DynamicBatcher(Generic[In, Out]):
         wait_s = math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds
         if ahead:
             wait_s = max(wait_s, self._recent_wait_s)
-        if wait_s > (deadline - time.monotonic()) * START_WITHIN:
+        if wait_s + self._recent_elapsed_s > (deadline - time.monotonic()) * START_WITHIN:
             raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
                             "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
                             code="deadline_unreachable")
@@ -232,6 +234,7 @@ class DynamicBatcher(Generic[In, Out]):
         for p in batch:
             p.compute_s = elapsed
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
+        self._recent_elapsed_s = 0.8 * self._recent_elapsed_s + 0.2 * elapsed
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.sizes.append(len(batch))
