@@ -155,9 +155,9 @@ class DynamicBatcher(Generic[In, Out]):
         if deadline <= time.monotonic():
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
         ahead = len(self._queue)
-        wait_s = math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds
-        if ahead:
-            wait_s = max(wait_s, self._recent_wait_s)
+        if not ahead:
+            return  # an idle model takes any request (and so keeps learning how long batches take)
+        wait_s = max(math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds, self._recent_wait_s)
         if wait_s + self._recent_elapsed_s > (deadline - time.monotonic()) * START_WITHIN:
             raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
                             "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
