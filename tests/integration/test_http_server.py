@@ -143,7 +143,16 @@ def test_a_body_that_trickles_in_is_cut_by_the_minimum_rate(service):
             except (BrokenPipeError, ConnectionResetError):
                 break
         assert sent < len(body) // 10
-        assert_openai_error(answer, 400, "request_body_timeout")
+        sock.settimeout(MARGIN)
+        reset = False
+        try:  # the answer may come in several segments, or be waiting behind the write that failed
+            answer += read_all(sock)
+        except ConnectionResetError:
+            reset = True
+        if answer or not reset:
+            assert_openai_error(answer, 400, "request_body_timeout")
+        # else: the server answered and closed while a trickled byte sat unread in its buffer, so the kernel reset
+        # the connection and dropped the answer before it was read: the body was still cut (asserted above)
 
 
 def test_a_whole_request_is_answered_and_the_connection_kept(service):
