@@ -6,14 +6,12 @@ Each test names what it was before the fix.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import re
 import secrets
 import time
-import wave
 
 import httpx
 import numpy as np
@@ -31,6 +29,7 @@ from services.vc.app import create_vc_app
 from services.vc.voices import reference_key
 
 from tests.servers import ServerThread, wait_ready
+from tests.speech import wav_bytes
 
 RATE = 16000
 SENTENCE = "Hello there, this is a test of a voice that speaks for a little while."
@@ -75,13 +74,7 @@ def stack(tmp_path_factory):
 
 
 def wav(audio: np.ndarray, rate: int = RATE) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
+    return wav_bytes(audio, rate)
 
 
 SILENCE = wav(np.zeros(3 * RATE))
