@@ -5,6 +5,13 @@ Items wait in a bounded queue. A batch closes at ``max_batch_size`` items or
 runs in a worker thread, never on the event loop. Every item carries a deadline;
 items whose caller went away (cancelled future) or whose deadline passed are
 dropped before computing. A full queue refuses new work with ``QueueFull`` (429).
+
+Admission reserves a request's whole work: a request of many parts (the windows of a
+transcription, the sentences of a speech) announces them with ``reserve`` and is admitted only
+when everything already admitted plus all of its own parts can be done before its deadline, at
+the rate batches have run lately. Waiting items run by priority class, then earliest deadline
+first: the later parts of an admitted request go before the parts of requests admitted after it,
+so admitted work finishes instead of being overtaken by newcomers until its deadline passes.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from services.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
 
-START_WITHIN = 0.5  # a new request's wait plus one batch of its own must fit in this share of its time left
+FINISH_WITHIN = 0.7  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -39,8 +46,46 @@ class _Pending(Generic[In, Out]):
     enqueued: float
     deadline: float
     priority: int = 0
+    seq: int = 0             # arrival order: first in, first out among equal deadlines
+    units: float = 1.0       # its share of work (a window, seconds of speech), for the admission estimate
+    caller: timing.RequestTiming | None = None  # the request's own deadline, which a streamed answer renews
     queue_s: float = 0.0     # set when its batch starts: how long it waited
     compute_s: float = 0.0   # set when its batch ends: how long the batch took
+
+    def due(self) -> float:
+        """When it must be done: the earlier of its own deadline and its caller's (which may move later)."""
+        caller = self.caller.deadline if self.caller is not None else None
+        return self.deadline if caller is None else min(self.deadline, caller)
+
+
+class Reservation:
+    """The work a request announced when it was admitted: counted ahead of newcomers until done or released.
+
+    Use as a context manager; its parts go through ``submit`` (never refused for lack of room: they wait for it,
+    up to the request's deadline). Leaving the block releases what was not done (the request ended early)."""
+
+    def __init__(self, batcher: "DynamicBatcher", units: float, deadline: float) -> None:
+        self.batcher = batcher
+        self.remaining = units
+        self.deadline = deadline
+
+    async def submit(self, item, *, units: float = 1.0, priority: int = 0):
+        return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=priority,
+                                         units=units, reservation=self)
+
+    def consume(self, units: float) -> None:
+        done = min(units, self.remaining)
+        self.remaining -= done
+        self.batcher._outstanding -= done
+
+    def release(self) -> None:
+        self.consume(self.remaining)
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -70,8 +115,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._task: asyncio.Task | None = None
         self._closing = False
         self._recent_batch_seconds = 1.0
-        self._recent_wait_s = 0.0  # how long items waited in the queue lately (measured, contention included)
-        self._recent_elapsed_s = 0.0  # how long one batch took lately, from start to end
+        self._recent_unit_s = 1.0  # seconds of this model's time one unit of work took lately (throughput)
+        self._outstanding = 0.0  # units admitted and not done: reserved parts, and single items queued or running
+        self._seq = 0
 
     # lifecycle
     def start(self) -> None:
@@ -92,75 +138,110 @@ class DynamicBatcher(Generic[In, Out]):
     def depth(self) -> int:
         return len(self._queue)
 
-    def retry_after_s(self) -> int:
-        batches_ahead = max(1, math.ceil(self.depth / self.spec.max_batch_size))
-        return max(1, math.ceil(batches_ahead * self._recent_batch_seconds))
+    @property
+    def outstanding(self) -> float:
+        """Units of work admitted and not yet done."""
+        return self._outstanding
+
+    def retry_after_s(self, excess_s: float | None = None) -> int:
+        """Seconds until the work ahead has drained enough: ``excess_s`` when the caller knows it."""
+        if excess_s is None:
+            excess_s = max(math.ceil(self.depth / self.spec.max_batch_size) * self._recent_batch_seconds,
+                           self._outstanding * self._recent_unit_s)
+        return max(1, math.ceil(excess_s))
+
+    def reserve(self, units: float, *, deadline: float | None = None) -> Reservation:
+        """Admit a request of ``units`` of work (raises QueueFull (429) when it cannot finish before its
+        deadline behind the work already admitted) and hold its place until its parts are done."""
+        if self._closing:
+            raise ServiceUnavailable(f"model {self.name} is shutting down")
+        deadline = self._own_deadline(deadline)
+        self._admit(self._due(deadline), units)
+        self._outstanding += units
+        return Reservation(self, units, deadline)
 
     # submission
     async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False,
-                     priority: int = 0) -> Out:
+                     priority: int = 0, units: float = 1.0, reservation: Reservation | None = None) -> Out:
         """Queue one item and wait for its result.
 
-        ``wait_for_space=False`` (a new request) raises QueueFull when the queue is full;
-        ``True`` (the continuation of a request already admitted) waits for room instead.
-        Lower ``priority`` values go first (first in, first out within a priority): a request's
-        first sentence or window can overtake the later parts of requests already running.
-        Cancelling the awaiting task drops the item from the queue.
+        ``wait_for_space=False`` (a new request of one item) is admitted first: QueueFull (429) when the queue
+        is full or the work ahead would keep it past its deadline; ``True`` (a part of a request already
+        admitted; see ``reserve``) waits for room instead. Lower ``priority`` values go first; within a
+        priority, the earliest deadline, then first in, first out. Cancelling the awaiting task drops the item.
         """
         if self._closing:
             raise ServiceUnavailable(f"model {self.name} is shutting down")
         if self._task is None:
             self.start()
-        deadline = self._deadline(deadline)
+        deadline = self._own_deadline(deadline)
         if not wait_for_space:
-            self._admit(deadline)
+            self._admit(self._due(deadline), units)
+        if reservation is None:
+            self._outstanding += units
+        try:
+            return await self._queued(item, deadline, priority, units)
+        finally:
+            if reservation is None:
+                self._outstanding -= units
+            else:
+                reservation.consume(units)
+
+    async def _queued(self, item: In, deadline: float, priority: int, units: float) -> Out:
+        pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority,
+                           units=units, caller=timing.current())
         if len(self._queue) >= self.spec.max_queue_size:
             async with self._space:
                 try:
                     await asyncio.wait_for(self._space.wait_for(lambda: len(self._queue) < self.spec.max_queue_size),
-                                           timeout=max(0.0, deadline - time.monotonic()))
+                                           timeout=max(0.0, pending.due() - time.monotonic()))
                 except TimeoutError:
                     raise RequestTimeout(f"request to {self.name} timed out waiting for queue space") from None
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        pending = _Pending(item, future, time.monotonic(), deadline, priority)
+        self._seq += 1
+        pending.seq, pending.enqueued = self._seq, time.monotonic()
         self._queue.append(pending)
         self._set_depth()
         self._wakeup.set()
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
+            while not pending.future.done():  # the deadline may move later while it waits (a streamed answer)
+                await asyncio.wait([pending.future], timeout=max(0.0, pending.due() - time.monotonic()))
+                if not pending.future.done() and pending.due() <= time.monotonic():
+                    raise RequestTimeout(f"request to {self.name} did not finish before its deadline")
+            result = pending.future.result()
             timing.record(pending.queue_s, pending.compute_s)
             return result
-        except TimeoutError:
-            future.cancel()
-            raise RequestTimeout(f"request to {self.name} did not finish before its deadline") from None
-        except asyncio.CancelledError:
-            future.cancel()  # the caller went away: the loop drops it before computing
+        except BaseException:
+            pending.future.cancel()  # the caller went away or gave up: the loop drops it before computing
             raise
 
-    def _deadline(self, given: float | None) -> float:
-        """The earliest of: ``given``, the model's timeout from now, and the caller's deadline for the request."""
-        deadline = given if given is not None else time.monotonic() + self.spec.timeout_s
+    def _own_deadline(self, given: float | None) -> float:
+        """``given``, or the model's timeout from now."""
+        return given if given is not None else time.monotonic() + self.spec.timeout_s
+
+    @staticmethod
+    def _due(deadline: float) -> float:
+        """The earlier of ``deadline`` and the current request's own deadline, as its caller gave it."""
         caller = timing.deadline()
         return min(deadline, caller) if caller is not None else deadline
 
-    def _admit(self, deadline: float) -> None:
-        """A new request is refused (429) when the queue is full, or when its wait plus one batch of its own would
-        take more than half the time left to its deadline (the rest is margin for its other parts and for
-        contention that has not shown yet). The wait is judged by everything queued (a
-        new request's later parts queue behind the later parts of requests already running), from how long batches
-        take lately, and by how long items have actually waited lately while the queue is not empty."""
+    def _admit(self, deadline: float, units: float) -> None:
+        """A new request is refused (429) when the queue is full, or when the work admitted before it plus its own
+        would take more than FINISH_WITHIN of the time left to its deadline, at the rate units of work have been
+        done lately (the rest is margin for contention that has not shown yet)."""
         if len(self._queue) >= self.spec.max_queue_size:
             raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
                             headers={"Retry-After": str(self.retry_after_s())})
         if deadline <= time.monotonic():
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
-        ahead = len(self._queue)
-        if not ahead:
-            return  # an idle model takes any request (and so keeps learning how long batches take)
-        wait_s = max(math.ceil(ahead / self.spec.max_batch_size) * self._recent_batch_seconds, self._recent_wait_s)
-        if wait_s + self._recent_elapsed_s > (deadline - time.monotonic()) * START_WITHIN:
-            raise QueueFull(f"model {self.name} cannot start this request before its deadline (about {wait_s:.0f} s "
-                            "of queued work ahead); retry later", headers={"Retry-After": str(self.retry_after_s())},
+        if self._outstanding <= 0:
+            return  # an idle model takes any request (and so keeps learning how long its work takes)
+        ahead_s = self._outstanding * self._recent_unit_s
+        need_s = ahead_s + units * self._recent_unit_s
+        allowed_s = (deadline - time.monotonic()) * FINISH_WITHIN
+        if need_s > allowed_s:
+            raise QueueFull(f"model {self.name} cannot finish this request before its deadline (about {ahead_s:.0f} s "
+                            "of admitted work ahead); retry later",
+                            headers={"Retry-After": str(self.retry_after_s(need_s - allowed_s))},
                             code="deadline_unreachable")
 
     # the batching loop
@@ -222,7 +303,6 @@ class DynamicBatcher(Generic[In, Out]):
             p.queue_s = started - p.enqueued
             if self.metrics:
                 self.metrics.queue_wait.labels(self.name).observe(p.queue_s)
-        self._recent_wait_s = 0.8 * self._recent_wait_s + 0.2 * max(p.queue_s for p in batch)
         try:
             results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
             if len(results) != len(batch):
@@ -234,7 +314,8 @@ class DynamicBatcher(Generic[In, Out]):
         for p in batch:
             p.compute_s = elapsed
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
-        self._recent_elapsed_s = 0.8 * self._recent_elapsed_s + 0.2 * elapsed
+        units = sum(p.units for p in batch) or 1.0
+        self._recent_unit_s = 0.8 * self._recent_unit_s + 0.2 * elapsed / units / self.spec.instances
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.sizes.append(len(batch))
@@ -260,12 +341,12 @@ class DynamicBatcher(Generic[In, Out]):
         for p in self._queue:
             if p.future.cancelled() or p.future.done():
                 self.stats.dropped_cancelled += 1
-            elif p.deadline <= now:
+            elif p.due() <= now:
                 self.stats.dropped_expired += 1
                 p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
             else:
                 live.append(p)
-        ordered = sorted(live, key=lambda p: p.priority)  # stable: FIFO within a priority
+        ordered = sorted(live, key=lambda p: (p.priority, p.due(), p.seq))
         batch = ordered[: min(self.spec.max_batch_size, limit or self.spec.max_batch_size)]
         taken = {id(p) for p in batch}
         self._queue = [p for p in live if id(p) not in taken]

@@ -4,7 +4,9 @@ The batcher adds each item's queue wait and its batch's compute time to the requ
 ``RequestTiming`` (a context variable, so tasks a handler starts share it); the
 ``TimingHeaders`` middleware answers the totals so far as response headers, and the router
 adds them to the request's audit line. The router also says how long the request may still take
-(``x-harmony-deadline-s``); the batcher holds every item of the request to that deadline. A streamed answer's headers leave with its first
+(``x-harmony-deadline-s``); the batcher holds every item of the request to that deadline. A client reads a
+streamed answer as it comes and waits that long for each part (an HTTP client's read timeout), so each
+part sent moves the deadline of the parts still to come. A streamed answer's headers leave with its first
 chunk, so they hold the time of what was computed before it (the first sentence of speech).
 """
 
@@ -27,6 +29,17 @@ class RequestTiming:
     queue_s: float = 0.0
     compute_s: float = 0.0
     deadline: float | None = None  # time.monotonic() by which the caller wants the answer, if it said
+    span: float | None = None  # the seconds it gave: a streamed answer's deadline moves on by this with each part
+
+    def renew(self) -> None:
+        """A part of a streamed answer left: its caller, reading as it comes, waits ``span`` for the next."""
+        if self.span is not None and self.deadline is not None:
+            self.deadline = max(self.deadline, time.monotonic() + self.span)
+
+
+def current() -> RequestTiming | None:
+    """The current request's timing, if a TimingHeaders middleware made one."""
+    return _timing.get()
 
 
 def deadline() -> float | None:
@@ -35,15 +48,20 @@ def deadline() -> float | None:
     return timing.deadline if timing is not None else None
 
 
-def _deadline_of(scope: Scope) -> float | None:
+def _span_of(scope: Scope) -> float | None:
     for name, value in scope.get("headers", ()):
         if name == DEADLINE_HEADER:
-            try:
-                seconds = float(value)
-            except ValueError:
-                return None
-            return time.monotonic() + seconds if math.isfinite(seconds) and seconds >= 0 else None
+            return header_seconds(value)
     return None
+
+
+def header_seconds(value: bytes) -> float | None:
+    """A header's number of seconds; None when it is not a finite number >= 0."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 _timing: ContextVar[RequestTiming | None] = ContextVar("harmony_request_timing", default=None)
@@ -67,7 +85,8 @@ class TimingHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        timing = RequestTiming(deadline=_deadline_of(scope))
+        span = _span_of(scope)
+        timing = RequestTiming(deadline=None if span is None else time.monotonic() + span, span=span)
         token = _timing.set(timing)
 
         async def sending(message: Message) -> None:
@@ -76,6 +95,8 @@ class TimingHeaders:
                                       (QUEUE_HEADER.encode(), f"{timing.queue_s * 1000:.1f}".encode()),
                                       (COMPUTE_HEADER.encode(), f"{timing.compute_s * 1000:.1f}".encode())]
             await send(message)
+            if message["type"] == "http.response.body" and message.get("more_body"):
+                timing.renew()
 
         try:
             await self.app(scope, receive, sending)

@@ -21,6 +21,7 @@ import time
 from contextvars import ContextVar
 
 from services.core.errors import QueueFull
+from services.core.timing import header_seconds
 from services.router.routing import ServedModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -80,11 +81,8 @@ def deadline_header(cap_s: float) -> dict[str, str]:
 def _client_timeout(scope: Scope) -> float | None:
     for name, value in scope.get("headers", ()):
         if name in CLIENT_TIMEOUT_HEADERS:
-            try:
-                seconds = float(value)
-            except ValueError:
-                continue
-            if math.isfinite(seconds) and seconds > 0:
+            seconds = header_seconds(value)
+            if seconds:  # 0 says nothing
                 return max(seconds, MIN_TIMEOUT_S)
     return None
 

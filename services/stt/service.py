@@ -1,8 +1,9 @@
 """Transcription of whole requests on top of the chunk batcher.
 
-A request is cut into windows; its first window goes through the batcher alone
-(it settles the language when none was given), the rest follow in a sliding
-window of concurrent submissions, so windows of many requests share batches.
+A request is cut into windows and admitted as a whole (all its windows reserved in the
+batcher); its first window goes through the batcher alone (it settles the language when none
+was given), the rest follow in a sliding window of concurrent submissions, so windows of many
+requests share batches.
 Results come back in order, window by window, which is what streaming sends.
 """
 
@@ -15,6 +16,7 @@ from typing import AsyncIterator
 
 import numpy as np
 from services.core.errors import RequestTimeout
+from services.core.in_order import in_order
 from services.core.service_app import LoadedModel
 from services.stt.chunking import Window, audible, fixed_windows, vad_windows
 from services.core.wire import Segment, SttTask, TranscriptionResult, Word
@@ -49,37 +51,25 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
                         language=language, prompt=prompt, temperature=opts.temperature,
                         word_timestamps=opts.word_timestamps)
 
-    batcher = model.batcher
+    # the whole request is admitted at once: every window counted ahead of later requests (429 if it cannot finish)
+    with model.batcher.reserve(len(windows), deadline=deadline) as work:
+        async def run(window: Window, language: str | None, prompt: str | None) -> ChunkResult:
+            try:
+                result = await work.submit(job(window, language, prompt))
+                tail = _unheard_tail(audio, window, result)
+                if tail is not None:  # Whisper stopped early: decode the rest, as sequential seeking would
+                    extra = await work.submit(job(tail, language or result.language, None))
+                    result.segments.extend(extra.segments)
+                return result
+            except RequestTimeout:
+                raise _past_deadline(model, audio, len(windows)) from None
 
-    async def run(window: Window, language: str | None, prompt: str | None, admitted: bool) -> ChunkResult:
-        try:
-            result = await batcher.submit(job(window, language, prompt), deadline=deadline, wait_for_space=admitted,
-                                          priority=1 if admitted else 0)
-            tail = _unheard_tail(audio, window, result)
-            if tail is not None:  # Whisper stopped early: decode the rest of the window, as sequential seeking would
-                extra = await batcher.submit(job(tail, language or result.language, None), deadline=deadline,
-                                             wait_for_space=True)
-                result.segments.extend(extra.segments)
-            return result
-        except RequestTimeout:
-            raise _past_deadline(model, audio, len(windows)) from None
-
-    first = await run(windows[0], opts.language, opts.prompt, admitted=False)
-    yield first
-    language = opts.language or first.language
-    rest = windows[1:]
-    in_flight: list[asyncio.Task] = []
-    limit = max(1, model.spec.batching.max_batch_size)
-    try:
-        next_index = 0
-        while next_index < len(rest) or in_flight:
-            while next_index < len(rest) and len(in_flight) < limit:
-                in_flight.append(asyncio.ensure_future(run(rest[next_index], language, None, admitted=True)))
-                next_index += 1
-            yield await in_flight.pop(0)
-    finally:
-        for task in in_flight:
-            task.cancel()
+        first = await run(windows[0], opts.language, opts.prompt)
+        yield first
+        language = opts.language or first.language
+        async for result in in_order(windows[1:], lambda w: run(w, language, None),
+                                     max(1, model.spec.batching.max_batch_size)):
+            yield result
 
 
 def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:

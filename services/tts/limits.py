@@ -31,30 +31,31 @@ class InputTooLong(InvalidRequest):
     default_code = "input_too_long"
 
 
-def estimate(backend: object, sentences: list[str], voice: str, speed: float, limit: float) -> tuple[float, int]:
-    """(estimated seconds, sentences counted): stops at the first sentence that takes the sum past ``limit``."""
-    total = 0.0
-    for count, sentence in enumerate(sentences, start=1):
+def estimate(backend: object, sentences: list[str], voice: str, speed: float, limit: float) -> list[float]:
+    """Estimated seconds of each sentence; stops at the first sentence that takes the sum past ``limit``."""
+    seconds: list[float] = []
+    for sentence in sentences:
         if isinstance(backend, SpeechEstimator):
-            total += backend.speech_seconds(sentence, voice, speed)
+            seconds.append(backend.speech_seconds(sentence, voice, speed))
         else:
-            total += len(sentence) / FALLBACK_CHARS_PER_SECOND / speed
-        if total > limit:
-            return total, count
-    return total, len(sentences)
+            seconds.append(len(sentence) / FALLBACK_CHARS_PER_SECOND / speed)
+        if sum(seconds) > limit:
+            break
+    return seconds
 
 
-async def check_work(model: LoadedModel, sentences: list[str], voice: str, speed: float) -> float:
-    """The request's estimated seconds of speech; InputTooLong (400) past the model's limit, and 400
+async def check_work(model: LoadedModel, sentences: list[str], voice: str, speed: float) -> list[float]:
+    """The estimated seconds of speech of each sentence; InputTooLong (400) past the model's limit, and 400
     ``nothing_to_speak`` when the voice has no phoneme for any of it (emoji or Latin letters to Kokoro)."""
     limit = model.spec.limits.speech_seconds()
-    total, counted = await asyncio.to_thread(estimate, model.backend, sentences, voice, speed, limit)
+    seconds = await asyncio.to_thread(estimate, model.backend, sentences, voice, speed, limit)
+    total, counted = sum(seconds), len(seconds)
     if total <= 0:
         raise InvalidRequest(f"'input' has nothing model '{model.spec.name}' can speak: its text normalisation "
                              f"leaves no phoneme (a voice of another language may read it)", param="input",
                              code="nothing_to_speak")
     if total <= limit:
-        return total
+        return seconds
     chars = sum(len(s) for s in sentences[:counted])
     fits = max(1, int(chars * limit / total * 0.9))
     part = "it" if counted == len(sentences) else f"its first {counted} of {len(sentences)} sentences"

@@ -214,8 +214,8 @@ async def test_item_expired_while_queued_is_never_computed(make_batcher):
     first = asyncio.create_task(batcher.submit("a"))
     await wait_until(rec.started.is_set)  # the worker is busy with "a"
 
-    with pytest.raises(RequestTimeout):
-        await batcher.submit("late", deadline=time.monotonic() + 0.1)
+    with pytest.raises(RequestTimeout):  # a part of an admitted request: queued, then past its deadline
+        await batcher.submit("late", deadline=time.monotonic() + 0.1, wait_for_space=True)
     with pytest.raises(RequestTimeout):
         await batcher.submit("already-late", deadline=time.monotonic() - 1)
 
@@ -429,3 +429,91 @@ async def test_a_request_that_cannot_start_before_its_callers_deadline_is_refuse
     assert await asyncio.wait_for(asyncio.gather(running, *queued, patient), timeout=10) == \
         ["aa", "bb", "cc", "dd", "patientpatient"]
     assert "hurried" not in rec.seen and "continued" not in rec.seen
+
+
+# reservations: a request of many parts is admitted as a whole
+
+
+async def test_an_admitted_requests_later_parts_go_before_a_newcomers(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
+    running = asyncio.create_task(batcher.submit("x"))
+    await wait_until(rec.started.is_set)
+    with batcher.reserve(2) as admitted:
+        first = asyncio.create_task(admitted.submit("a1"))
+        await wait_until(lambda: batcher.depth == 1)
+        await asyncio.sleep(0.01)  # the newcomer arrives later, so its deadline is later
+        newcomer = asyncio.create_task(batcher.submit("b1", wait_for_space=True))
+        await wait_until(lambda: batcher.depth == 2)
+        second = asyncio.create_task(admitted.submit("a2"))  # queued last, but due first
+        await wait_until(lambda: batcher.depth == 3)
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(running, first, second, newcomer), timeout=10)
+    assert rec.seen == ["x", "a1", "a2", "b1"]
+
+
+async def test_reserved_work_counts_ahead_of_a_newcomer_before_it_is_queued(make_batcher):
+    from services.core import timing
+
+    batcher = make_batcher(Recorder(), max_batch_size=1, max_queue_delay_ms=0, timeout_s=600)
+    assert await batcher.submit(1) == 2  # the model has run: about 1 s a unit is its guess until it learns
+    batcher._recent_unit_s = 1.0  # as if a unit took a second lately
+    reservation = batcher.reserve(20)  # 20 s of admitted work, nothing of it queued yet
+    assert batcher.depth == 0 and batcher.outstanding == 20
+    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 10))
+    try:
+        with pytest.raises(QueueFull) as refused:
+            batcher.reserve(1)
+        assert refused.value.code == "deadline_unreachable"
+        assert int(refused.value.headers["Retry-After"]) >= 10  # 21 s of work against 7 s allowed
+        reservation.release()  # the request ended early: its place is given back
+        assert batcher.outstanding == 0
+        with batcher.reserve(1) as hurried:
+            assert await hurried.submit(3) == 6
+    finally:
+        timing._timing.reset(token)
+    assert batcher.outstanding == 0
+
+
+async def test_a_reservation_is_released_as_its_parts_finish_fail_or_are_abandoned(make_batcher):
+    def half_fail(items):
+        return [ValueError("bad") if item < 0 else item for item in items]
+
+    batcher = make_batcher(Recorder(result=half_fail), max_batch_size=4, max_queue_delay_ms=0)
+    with batcher.reserve(3) as work:
+        assert await work.submit(5) == 5
+        assert batcher.outstanding == 2
+        with pytest.raises(ValueError):
+            await work.submit(-1)
+        assert batcher.outstanding == 1
+        # a part beyond what was reserved (a window's tail) never takes the count below zero
+        assert await work.submit(7) == 7 and await work.submit(8) == 8
+        assert batcher.outstanding == 0
+    with batcher.reserve(5):
+        assert batcher.outstanding == 5  # leaving early (the client went away) gives back what was not done
+    assert batcher.outstanding == 0
+
+
+async def test_a_streamed_answers_parts_follow_its_renewed_deadline(make_batcher):
+    """Each part of a streamed answer that leaves gives its caller (who reads as it comes) a new read timeout:
+    a part queued before that is held to the new deadline, not the first one."""
+    from services.core import timing
+
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
+    running = asyncio.create_task(batcher.submit("x"))
+    await wait_until(rec.started.is_set)
+    streamed = timing.RequestTiming(deadline=time.monotonic() + 0.5, span=0.5)
+    token = timing._timing.set(streamed)
+    try:
+        part = asyncio.create_task(batcher.submit("p", wait_for_space=True))
+    finally:
+        timing._timing.reset(token)
+    for _ in range(4):  # 0.8 s: past the first deadline, never past a renewed one
+        await asyncio.sleep(0.2)
+        streamed.renew()
+    assert not part.done()
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, part), timeout=10) == ["xx", "pp"]
