@@ -48,6 +48,7 @@ class Tally:
     sent: int = 0
     ok: int = 0
     refused: int = 0
+    refused_late: int = 0  # 429s that came after more than a second (shed from a queue, not refused at the door)
     bad_expected: int = 0
     bad_other: int = 0
     server_errors: int = 0
@@ -138,6 +139,7 @@ def _classify(tally: Tally, response: httpx.Response, expected_bad: tuple[int, .
         tally.latencies.append(seconds)
     elif status == 429:
         tally.refused += 1
+        tally.refused_late += seconds > 1.0
     elif status < 500:
         tally.bad_other += 1
         tally.samples.append(f"{status}: {response.text[:160]}")
@@ -207,13 +209,15 @@ def report(tallies: dict[str, Tally], rss_start: float, rss_end: float, after_s:
     for kind in sorted(tallies):
         t = tallies[kind]
         _row(kind, t)
-        for name in ("sent", "ok", "refused", "bad_expected", "bad_other", "server_errors", "lost", "abandoned"):
+        for name in ("sent", "ok", "refused", "refused_late", "bad_expected", "bad_other", "server_errors", "lost",
+                     "abandoned"):
             setattr(total, name, getattr(total, name) + getattr(t, name))
         total.latencies += t.latencies
         total.samples += t.samples
     print("-" * len(head))
     _row("total", total)
-    print(f"\nRSS after warm-up {rss_start:.0f} MB, at the end {rss_end:.0f} MB ({rss_end / rss_start:.2f}x)")
+    print(f"\n429s after more than a second (shed from a queue): {total.refused_late} of {total.refused}")
+    print(f"RSS after warm-up {rss_start:.0f} MB, at the end {rss_end:.0f} MB ({rss_end / rss_start:.2f}x)")
     print(f"a transcription sent after the soak took {after_s:.2f} s")
     for sample in total.samples[:10]:
         print("  unexpected:", sample)

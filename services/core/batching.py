@@ -12,6 +12,8 @@ when everything already admitted plus all of its own parts can be done before it
 the rate batches have run lately. Waiting items run by priority class, then earliest deadline
 first: the later parts of an admitted request go before the parts of requests admitted after it,
 so admitted work finishes instead of being overtaken by newcomers until its deadline passes.
+A queued item that could no longer finish before its deadline even if it started now (the
+estimate was wrong: contention came in a burst) is refused then (429), never computed late.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from services.core.specs import BatchingSpec
 
 log = logging.getLogger("harmony.batching")
 
-FINISH_WITHIN = 0.7  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
+FINISH_WITHIN = 0.5  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
+RECENT_RATES = 10  # the latest batches' seconds per unit of work, for a cautious estimate of the next ones
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -95,6 +98,7 @@ class BatchStats:
     sizes: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_BATCHES))  # the latest batches only
     dropped_cancelled: int = 0
     dropped_expired: int = 0
+    shed: int = 0  # refused (429) while still queued: it could no longer finish before its deadline
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -116,6 +120,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._closing = False
         self._recent_batch_seconds = 1.0
         self._recent_unit_s = 1.0  # seconds of this model's time one unit of work took lately (throughput)
+        self._unit_times: deque[float] = deque(maxlen=RECENT_RATES)
+        self._recent_elapsed_s = 0.0  # how long one batch took lately, from start to end
         self._outstanding = 0.0  # units admitted and not done: reserved parts, and single items queued or running
         self._seq = 0
 
@@ -139,6 +145,15 @@ class DynamicBatcher(Generic[In, Out]):
         return len(self._queue)
 
     @property
+    def unit_s(self) -> float:
+        """Seconds one unit of work takes, cautiously: the recent average, or the slower batches of late (the
+        machine is shared: other models' batches slow this one's down in bursts)."""
+        if not self._unit_times:
+            return self._recent_unit_s
+        recent = sorted(self._unit_times)
+        return max(self._recent_unit_s, recent[int(0.8 * (len(recent) - 1))])
+
+    @property
     def outstanding(self) -> float:
         """Units of work admitted and not yet done."""
         return self._outstanding
@@ -147,7 +162,7 @@ class DynamicBatcher(Generic[In, Out]):
         """Seconds until the work ahead has drained enough: ``excess_s`` when the caller knows it."""
         if excess_s is None:
             excess_s = max(math.ceil(self.depth / self.spec.max_batch_size) * self._recent_batch_seconds,
-                           self._outstanding * self._recent_unit_s)
+                           self._outstanding * self.unit_s)
         return max(1, math.ceil(excess_s))
 
     def reserve(self, units: float, *, deadline: float | None = None) -> Reservation:
@@ -235,8 +250,8 @@ class DynamicBatcher(Generic[In, Out]):
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
         if self._outstanding <= 0:
             return  # an idle model takes any request (and so keeps learning how long its work takes)
-        ahead_s = self._outstanding * self._recent_unit_s
-        need_s = ahead_s + units * self._recent_unit_s
+        ahead_s = self._outstanding * self.unit_s
+        need_s = ahead_s + units * self.unit_s
         allowed_s = (deadline - time.monotonic()) * FINISH_WITHIN
         if need_s > allowed_s:
             raise QueueFull(f"model {self.name} cannot finish this request before its deadline (about {ahead_s:.0f} s "
@@ -316,6 +331,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
         units = sum(p.units for p in batch) or 1.0
         self._recent_unit_s = 0.8 * self._recent_unit_s + 0.2 * elapsed / units / self.spec.instances
+        self._unit_times.append(elapsed / units / self.spec.instances)
+        self._recent_elapsed_s = 0.8 * self._recent_elapsed_s + 0.2 * elapsed
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.sizes.append(len(batch))
@@ -344,6 +361,11 @@ class DynamicBatcher(Generic[In, Out]):
             elif p.due() <= now:
                 self.stats.dropped_expired += 1
                 p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
+            elif p.due() < now + self._recent_elapsed_s:
+                self.stats.shed += 1  # computing it would only make it late: refuse it now, and save the work
+                p.future.set_exception(QueueFull(
+                    f"model {self.name} is overloaded: this request can no longer finish before its deadline; "
+                    "retry later", headers={"Retry-After": str(self.retry_after_s())}, code="deadline_unreachable"))
             else:
                 live.append(p)
         ordered = sorted(live, key=lambda p: (p.priority, p.due(), p.seq))

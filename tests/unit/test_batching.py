@@ -517,3 +517,21 @@ async def test_a_streamed_answers_parts_follow_its_renewed_deadline(make_batcher
     assert not part.done()
     gate.set()
     assert await asyncio.wait_for(asyncio.gather(running, part), timeout=10) == ["xx", "pp"]
+
+
+async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_computed(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
+    running = asyncio.create_task(batcher.submit("x"))
+    await wait_until(rec.started.is_set)
+    late = asyncio.create_task(batcher.submit("p", deadline=time.monotonic() + 2, wait_for_space=True))
+    on_time = asyncio.create_task(batcher.submit("q", wait_for_space=True))  # the model's 60 s
+    await wait_until(lambda: batcher.depth == 2)
+    batcher._recent_elapsed_s = 5.0  # batches take 5 s lately: "p" cannot be done in 2
+    gate.set()
+    with pytest.raises(QueueFull) as refused:
+        await asyncio.wait_for(late, timeout=10)
+    assert refused.value.code == "deadline_unreachable" and int(refused.value.headers["Retry-After"]) >= 1
+    assert await asyncio.wait_for(asyncio.gather(running, on_time), timeout=10) == ["xx", "qq"]
+    assert rec.seen == ["x", "q"] and batcher.stats.shed == 1
