@@ -67,19 +67,20 @@ class Reservation:
     Use as a context manager; its parts go through ``submit`` (never refused for lack of room: they wait for it,
     up to the request's deadline). Leaving the block releases what was not done (the request ended early)."""
 
-    def __init__(self, batcher: "DynamicBatcher", units: float, deadline: float) -> None:
+    def __init__(self, batcher: "DynamicBatcher", units: float, deadline: float, priority: int) -> None:
         self.batcher = batcher
         self.remaining = units
         self.deadline = deadline
+        self.priority = priority
 
-    async def submit(self, item, *, units: float = 1.0, priority: int = 0):
-        return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=priority,
+    async def submit(self, item, *, units: float = 1.0):
+        return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=self.priority,
                                          units=units, reservation=self)
 
     def consume(self, units: float) -> None:
         done = min(units, self.remaining)
         self.remaining -= done
-        self.batcher._outstanding -= done
+        self.batcher._count(self.priority, -done)
 
     def release(self) -> None:
         self.consume(self.remaining)
@@ -122,7 +123,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._recent_unit_s = 1.0  # seconds of this model's time one unit of work took lately (throughput)
         self._unit_times: deque[float] = deque(maxlen=RECENT_RATES)
         self._recent_elapsed_s = 0.0  # how long one batch took lately, from start to end
-        self._outstanding = 0.0  # units admitted and not done: reserved parts, and single items queued or running
+        self._outstanding: dict[int, float] = {}  # by priority, units admitted and not done: reserved parts, and
+        # single items queued or running
         self._seq = 0
 
     # lifecycle
@@ -156,24 +158,32 @@ class DynamicBatcher(Generic[In, Out]):
     @property
     def outstanding(self) -> float:
         """Units of work admitted and not yet done."""
-        return self._outstanding
+        return sum(self._outstanding.values())
+
+    def _count(self, priority: int, units: float) -> None:
+        self._outstanding[priority] = self._outstanding.get(priority, 0.0) + units
+
+    def _ahead(self, priority: int) -> float:
+        """Units admitted and not done that go before work of ``priority``."""
+        return sum(units for p, units in self._outstanding.items() if p <= priority)
 
     def retry_after_s(self, excess_s: float | None = None) -> int:
         """Seconds until the work ahead has drained enough: ``excess_s`` when the caller knows it."""
         if excess_s is None:
             excess_s = max(math.ceil(self.depth / self.spec.max_batch_size) * self._recent_batch_seconds,
-                           self._outstanding * self.unit_s)
+                           self.outstanding * self.unit_s)
         return max(1, math.ceil(excess_s))
 
-    def reserve(self, units: float, *, deadline: float | None = None) -> Reservation:
+    def reserve(self, units: float, *, deadline: float | None = None, priority: int = 0) -> Reservation:
         """Admit a request of ``units`` of work (raises QueueFull (429) when it cannot finish before its
         deadline behind the work already admitted) and hold its place until its parts are done."""
         if self._closing:
             raise ServiceUnavailable(f"model {self.name} is shutting down")
         deadline = self._own_deadline(deadline)
-        self._admit(self._due(deadline), units)
-        self._outstanding += units
-        return Reservation(self, units, deadline)
+        priority = max(priority, timing.priority())
+        self._admit(self._due(deadline), units, priority)
+        self._count(priority, units)
+        return Reservation(self, units, deadline, priority)
 
     # submission
     async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False,
@@ -190,21 +200,22 @@ class DynamicBatcher(Generic[In, Out]):
         if self._task is None:
             self.start()
         deadline = self._own_deadline(deadline)
+        priority = max(priority, timing.priority())
         if not wait_for_space:
-            self._admit(self._due(deadline), units)
+            self._admit(self._due(deadline), units, priority)
         if reservation is None:
-            self._outstanding += units
+            self._count(priority, units)
         try:
             return await self._queued(item, deadline, priority, units)
         finally:
             if reservation is None:
-                self._outstanding -= units
+                self._count(priority, -units)
             else:
                 reservation.consume(units)
 
     async def _queued(self, item: In, deadline: float, priority: int, units: float) -> Out:
-        pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority,
-                           units=units, caller=timing.current())
+        pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority, units=units,
+                           caller=timing.current())
         if len(self._queue) >= self.spec.max_queue_size:
             async with self._space:
                 try:
@@ -239,7 +250,7 @@ class DynamicBatcher(Generic[In, Out]):
         caller = timing.deadline()
         return min(deadline, caller) if caller is not None else deadline
 
-    def _admit(self, deadline: float, units: float) -> None:
+    def _admit(self, deadline: float, units: float, priority: int) -> None:
         """A new request is refused (429) when the queue is full, or when the work admitted before it plus its own
         would take more than FINISH_WITHIN of the time left to its deadline, at the rate units of work have been
         done lately (the rest is margin for contention that has not shown yet)."""
@@ -248,9 +259,10 @@ class DynamicBatcher(Generic[In, Out]):
                             headers={"Retry-After": str(self.retry_after_s())})
         if deadline <= time.monotonic():
             raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
-        if self._outstanding <= 0:
+        ahead = self._ahead(priority)
+        if ahead <= 0:
             return  # an idle model takes any request (and so keeps learning how long its work takes)
-        ahead_s = self._outstanding * self.unit_s
+        ahead_s = ahead * self.unit_s
         need_s = ahead_s + units * self.unit_s
         allowed_s = (deadline - time.monotonic()) * FINISH_WITHIN
         if need_s > allowed_s:

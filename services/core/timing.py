@@ -22,6 +22,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
 DEADLINE_HEADER = b"x-harmony-deadline-s"  # seconds the caller (the router) still gives this request
+PRIORITY_HEADER = "x-harmony-priority"  # "batch": run after every interactive request (batch jobs, bulk work)
+PRIORITIES = {"batch": 1}  # batcher priorities by the header's value; interactive work is 0
 
 
 @dataclass
@@ -30,6 +32,7 @@ class RequestTiming:
     compute_s: float = 0.0
     deadline: float | None = None  # time.monotonic() by which the caller wants the answer, if it said
     span: float | None = None  # the seconds it gave: a streamed answer's deadline moves on by this with each part
+    priority: int = 0  # the batcher's priority for its items (lower goes first)
 
     def renew(self) -> None:
         """A part of a streamed answer left: its caller, reading as it comes, waits ``span`` for the next."""
@@ -53,6 +56,22 @@ def _span_of(scope: Scope) -> float | None:
         if name == DEADLINE_HEADER:
             return header_seconds(value)
     return None
+
+
+def priority_of(scope: Scope) -> str | None:
+    """The request's ``X-Harmony-Priority``, when it names a known priority."""
+    wanted = PRIORITY_HEADER.encode()
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            text = value.decode("latin-1").strip().lower()
+            return text if text in PRIORITIES else None
+    return None
+
+
+def priority() -> int:
+    """The current request's priority in the batchers (0 unless it asked for ``batch``)."""
+    timing = _timing.get()
+    return timing.priority if timing is not None else 0
 
 
 def header_seconds(value: bytes) -> float | None:
@@ -86,7 +105,8 @@ class TimingHeaders:
             await self.app(scope, receive, send)
             return
         span = _span_of(scope)
-        timing = RequestTiming(deadline=None if span is None else time.monotonic() + span, span=span)
+        timing = RequestTiming(deadline=None if span is None else time.monotonic() + span, span=span,
+                               priority=PRIORITIES.get(priority_of(scope) or "", 0))
         token = _timing.set(timing)
 
         async def sending(message: Message) -> None:

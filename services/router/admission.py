@@ -21,7 +21,7 @@ import time
 from contextvars import ContextVar
 
 from services.core.errors import QueueFull
-from services.core.timing import header_seconds
+from services.core.timing import PRIORITY_HEADER, header_seconds, priority_of
 from services.router.routing import ServedModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,6 +30,7 @@ DEADLINE_HEADER = "x-harmony-deadline-s"
 MIN_TIMEOUT_S = 0.1
 
 _deadline: ContextVar[float | None] = ContextVar("harmony_client_deadline", default=None)
+_priority: ContextVar[str | None] = ContextVar("harmony_client_priority", default=None)
 
 
 def replica_capacity(model: ServedModel) -> int:
@@ -69,13 +70,17 @@ def observe(model: ServedModel, seconds: float) -> None:
 
 
 def deadline_header(cap_s: float) -> dict[str, str]:
-    """The header telling a model service how long this request may still take: the client's deadline, if it
-    gave one, capped at ``cap_s`` (the router's timeout for a model call)."""
+    """The headers telling a model service how long this request may still take (the client's deadline, if it
+    gave one, capped at ``cap_s``, the router's timeout for a model call) and its priority, if it is not normal."""
     remaining = cap_s
     deadline = _deadline.get()
     if deadline is not None:
         remaining = min(remaining, deadline - time.monotonic())
-    return {DEADLINE_HEADER: f"{max(remaining, 0.0):.3f}"}
+    headers = {DEADLINE_HEADER: f"{max(remaining, 0.0):.3f}"}
+    priority = _priority.get()
+    if priority is not None:
+        headers[PRIORITY_HEADER] = priority
+    return headers
 
 
 def _client_timeout(scope: Scope) -> float | None:
@@ -88,18 +93,22 @@ def _client_timeout(scope: Scope) -> float | None:
 
 
 class ClientDeadline:
-    """ASGI middleware: the deadline a client announced, for every model call made on its behalf."""
+    """ASGI middleware: the deadline and the priority a client announced, for every model call made on its
+    behalf."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = _client_timeout(scope) if scope["type"] == "http" else None
-        if timeout is None:
+        priority = priority_of(scope) if scope["type"] == "http" else None
+        if timeout is None and priority is None:
             await self.app(scope, receive, send)
             return
-        token = _deadline.set(time.monotonic() + timeout)
+        token = _deadline.set(None if timeout is None else time.monotonic() + timeout)
+        ranked = _priority.set(priority)
         try:
             await self.app(scope, receive, send)
         finally:
+            _priority.reset(ranked)
             _deadline.reset(token)

@@ -535,3 +535,43 @@ async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_co
     assert refused.value.code == "deadline_unreachable" and int(refused.value.headers["Retry-After"]) >= 1
     assert await asyncio.wait_for(asyncio.gather(running, on_time), timeout=10) == ["xx", "qq"]
     assert rec.seen == ["x", "q"] and batcher.stats.shed == 1
+
+
+async def test_batch_priority_work_runs_after_interactive_work_and_never_delays_its_admission(make_batcher):
+    """A request marked ``X-Harmony-Priority: batch`` queues behind interactive work, and the batch work
+    admitted does not count against an interactive request's deadline."""
+    from services.core import timing
+
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=600)
+    running = asyncio.create_task(batcher.submit("x"))
+    await wait_until(rec.started.is_set)
+    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
+    try:
+        bulk = batcher.reserve(50)  # fifty seconds of batch work, at the 1 s a unit guessed
+        bulk_parts = [asyncio.create_task(bulk.submit(f"b{i}")) for i in range(3)]
+    finally:
+        timing._timing.reset(token)
+    await wait_until(lambda: batcher.depth == 3)
+    hurried = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 10))
+    try:
+        with batcher.reserve(1) as interactive:  # 1 unit running + 1 of its own fits in 5 s; the 50 do not count
+            part = asyncio.create_task(interactive.submit("i"))
+            await wait_until(lambda: batcher.depth == 4)
+            gate.set()
+            await asyncio.wait_for(asyncio.gather(running, part, *bulk_parts), timeout=10)
+    finally:
+        timing._timing.reset(hurried)
+    bulk.release()
+    assert rec.seen == ["x", "i", "b0", "b1", "b2"] and batcher.outstanding == 0
+
+
+def test_the_priority_header_names_a_known_priority_or_nothing():
+    from services.core.timing import priority_of
+
+    def scope(value: bytes) -> dict:
+        return {"headers": [(b"x-harmony-priority", value)]}
+
+    assert priority_of(scope(b"batch")) == "batch" and priority_of(scope(b" Batch ")) == "batch"
+    assert priority_of(scope(b"urgent")) is None and priority_of({"headers": []}) is None
