@@ -7,6 +7,10 @@ batcher's future (the item is dropped before it is computed), an httpx call to a
 (which closes that connection, so the service cancels its own work the same way), a streamed
 body. Work already inside a running batch finishes that batch, and nothing more.
 
+A request without a body (``GET``, ``HEAD``, ``OPTIONS`` and no ``Content-Length`` or
+``Transfer-Encoding``) is passed straight through: its route never reads a body, so the listener
+would never start, and the two tasks cost about 40 us of the router's time per request.
+
 A request cancelled before its response started is recorded by the middlewares outside this
 one as a 499 (nobody reads it: the client has gone), so metrics and the audit trail show it as
 cancelled rather than as a server error.
@@ -77,7 +81,7 @@ class CancelOnDisconnect:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or _bodiless(scope):
             await self.app(scope, receive, send)
             return
         exchange = _Exchange(receive, send)
@@ -97,6 +101,16 @@ class CancelOnDisconnect:
             watcher.cancel()
             if not work.done():
                 work.cancel()
+
+
+BODILESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _bodiless(scope: Scope) -> bool:
+    """A request that carries no body, whose route (reading none) would never hear the disconnect here."""
+    if scope["method"] not in BODILESS_METHODS:
+        return False
+    return not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
 
 
 async def _record_cancelled(send: Send) -> None:

@@ -1,7 +1,7 @@
 """Where a model service listens, as one URL string: ``http://host:port`` (Kubernetes) or
 ``unix:/path/to/stt.sock`` (``harmony serve``: a Unix socket only the engine's user can open).
 
-Parsed here alone; the router's clients are made by ``async_client``.
+Parsed here alone; the router's clients are ``services/core/service_client.py``.
 """
 
 from __future__ import annotations
@@ -21,30 +21,8 @@ def socket_path(url: str) -> str | None:
     return url[len(UNIX):] if url.startswith(UNIX) else None
 
 
-class ServiceTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport, sending a body of known length (a multipart form held in memory) in one write.
-
-    httpx streams a multipart form as dozens of small pieces (each field's header, value, boundary), one
-    write each: with TCP_NODELAY each is a packet of its own, and the service parses each as it comes.
-    """
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not isinstance(request.stream, httpx.ByteStream) and "content-length" in request.headers:
-            await request.aread()
-        return await super().handle_async_request(request)
-
-
-def async_client(url: str, timeout: httpx.Timeout, limits: httpx.Limits) -> httpx.AsyncClient:
-    """A pooled client for the service at ``url`` (requests name paths only: ``client.get("/readyz")``)."""
-    path = socket_path(url)
-    if path is None:
-        return httpx.AsyncClient(base_url=url, timeout=timeout, transport=ServiceTransport(limits=limits))
-    transport = ServiceTransport(uds=path, limits=limits)
-    return httpx.AsyncClient(base_url=UNIX_BASE_URL, transport=transport, timeout=timeout, trust_env=False)
-
-
 def sync_client(url: str, timeout: float = 30.0) -> httpx.Client:
-    """The same, blocking (tools, tests, benchmarks)."""
+    """A blocking httpx client for the service at ``url`` (tools, tests, benchmarks)."""
     path = socket_path(url)
     if path is None:
         return httpx.Client(base_url=url, timeout=timeout)

@@ -10,7 +10,7 @@ from typing import Any, AsyncIterator, Iterator
 import httpx
 from services.auth.guard import add_timing
 from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
-from services.core.service_url import async_client
+from services.core.service_client import ServiceClient
 from services.core.timing import from_headers
 from services.router.admission import admit, deadline_header, observe
 from services.router.routing import ModelTable, Replica, ServedModel
@@ -25,13 +25,13 @@ class ServiceClients:
         self.timeout_s = timeout_s
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
         self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
-        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._clients: dict[str, ServiceClient] = {}
 
-    def client(self, base_url: str) -> httpx.AsyncClient:
+    def client(self, base_url: str) -> ServiceClient:
         client = self._clients.get(base_url)
         if client is None:
-            client = async_client(base_url, self.timeout,
-                                  httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=64))
+            client = ServiceClient(base_url, self.timeout,
+                                   httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=64))
             self._clients[base_url] = client
         return client
 

@@ -171,14 +171,13 @@ def test_done_event_usage_is_what_the_sdk_types(stack):
 
 def _wait_released(stack, model: str) -> None:
     replica = stack.table.models[model].replicas[0]
-    pool = stack.clients.client(replica.url)._transport._pool
+    client = stack.clients.client(replica.url)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        busy = [c for c in pool.connections if not (c.is_idle() or c.is_closed())]
-        if replica.in_flight == 0 and not busy and not pool._requests:
+        if replica.in_flight == 0 and client.connections_in_use == 0:
             return
         time.sleep(0.05)
-    raise AssertionError(f"in flight {replica.in_flight}, busy connections {busy}, requests {pool._requests}")
+    raise AssertionError(f"in flight {replica.in_flight}, busy connections {client.connections_in_use}")
 
 
 def _leave_after_headers(url: str, path: str, body: bytes, content_type: str, wait: bool = True) -> bytes:
