@@ -52,6 +52,7 @@ class _Pending(Generic[In, Out]):
     seq: int = 0             # arrival order: first in, first out among equal deadlines
     units: float = 1.0       # its share of work (a window, seconds of speech), for the admission estimate
     caller: timing.RequestTiming | None = None  # the request's own deadline, which a streamed answer renews
+    started: bool = False    # its batch is computing: its result is awaited (up to its own deadline), never dropped
     queue_s: float = 0.0     # set when its batch starts: how long it waited
     compute_s: float = 0.0   # set when its batch ends: how long the batch took
 
@@ -59,6 +60,11 @@ class _Pending(Generic[In, Out]):
         """When it must be done: the earlier of its own deadline and its caller's (which may move later)."""
         caller = self.caller.deadline if self.caller is not None else None
         return self.deadline if caller is None else min(self.deadline, caller)
+
+    def wait_limit(self) -> float:
+        """How long its submitter waits: while queued, until it is due; once its batch computes, the work is
+        spent and the answer moments away, so until its own deadline (the model's timeout: a hung backend)."""
+        return self.deadline if self.started else self.due()
 
 
 class Reservation:
@@ -230,8 +236,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._wakeup.set()
         try:
             while not pending.future.done():  # the deadline may move later while it waits (a streamed answer)
-                await asyncio.wait([pending.future], timeout=max(0.0, pending.due() - time.monotonic()))
-                if not pending.future.done() and pending.due() <= time.monotonic():
+                await asyncio.wait([pending.future], timeout=max(0.0, pending.wait_limit() - time.monotonic()))
+                if not pending.future.done() and pending.wait_limit() <= time.monotonic():
                     raise RequestTimeout(f"request to {self.name} did not finish before its deadline")
             result = pending.future.result()
             timing.record(pending.queue_s, pending.compute_s)
@@ -327,6 +333,7 @@ class DynamicBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for p in batch:
+            p.started = True
             p.queue_s = started - p.enqueued
             if self.metrics:
                 self.metrics.queue_wait.labels(self.name).observe(p.queue_s)

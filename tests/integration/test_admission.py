@@ -77,7 +77,7 @@ def test_a_burst_at_four_times_capacity_is_answered_or_refused_at_once(engine):
     assert len(completed) >= CAPACITY, statuses
     assert len(refused) >= CAPACITY, statuses  # at least the part past the router's limit
     for seconds, response in refused:
-        assert seconds < 3.0, f"a refusal took {seconds:.1f} s"  # typically a few ms; 3 s covers a noisy machine
+        assert seconds < 5.0, f"a refusal took {seconds:.1f} s"  # typically a few ms; 5 s covers a loaded machine
         assert int(response.headers["retry-after"]) >= 1
         assert response.json()["error"]["type"] == "rate_limit_error"
     for response in completed:

@@ -575,3 +575,23 @@ def test_the_priority_header_names_a_known_priority_or_nothing():
 
     assert priority_of(scope(b"batch")) == "batch" and priority_of(scope(b" Batch ")) == "batch"
     assert priority_of(scope(b"urgent")) is None and priority_of({"headers": []}) is None
+
+
+async def test_an_item_whose_batch_is_computing_gets_its_result_though_its_deadline_passes(make_batcher):
+    """Once its batch runs, the work is spent and the answer moments away: it is awaited, not turned into a 504
+    (a client that left cancels it anyway)."""
+    from services.core import timing
+
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
+    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 0.3))
+    try:
+        task = asyncio.create_task(batcher.submit("a"))
+    finally:
+        timing._timing.reset(token)
+    await wait_until(rec.started.is_set)
+    await asyncio.sleep(0.5)  # past its deadline, still computing
+    assert not task.done()
+    gate.set()
+    assert await asyncio.wait_for(task, timeout=10) == "aa"
