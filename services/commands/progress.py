@@ -24,16 +24,13 @@ class Units:
     items: str
     work: str
     rate: str
-    hours: bool = False  # work is audio seconds, shown in hours
+    seconds: bool = False  # work is audio seconds, shown as h:mm:ss
 
     def amount(self, value: float) -> str:
-        return f"{value / 3600:.2f}" if self.hours else f"{int(value)}"
-
-    def total_suffix(self) -> str:
-        return " h" if self.hours else ""
+        return clock(value) if self.seconds else f"{int(value)}"
 
 
-AUDIO = Units(items="files", work="audio", rate="audio s/s", hours=True)
+AUDIO = Units(items="files", work="audio", rate="audio s/s", seconds=True)
 TEXT = Units(items="paragraphs", work="characters", rate="chars/s")
 
 
@@ -68,7 +65,7 @@ class Tracker:
     def stats(self) -> str:
         u = self.units
         parts = [f"{u.items} {self.items_done}/{self.items_total}",
-                 f"{u.work} {u.amount(self.work_done)}/{u.amount(self.work_total)}{u.total_suffix()}"]
+                 f"{u.work} {u.amount(self.work_done)}/{u.amount(self.work_total)}"]
         rate = self.throughput()
         if rate > 0:
             parts.append(f"{rate:.1f} {u.rate}")

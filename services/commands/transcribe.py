@@ -12,7 +12,7 @@ from services.commands.inputs import BadPaths, Input, find_inputs
 from services.commands.jobs import Job, print_summary, run_jobs
 from services.commands.media import duration_seconds, upload_of
 from services.commands.outputs import output_paths, write_atomically
-from services.commands.progress import AUDIO, Tracker
+from services.commands.progress import AUDIO, Tracker, clock
 
 # --format -> (the API's response_format, the result's extension)
 FORMATS = {"txt": ("text", ".txt"), "srt": ("srt", ".srt"), "vtt": ("vtt", ".vtt"), "json": ("json", ".json"),
@@ -65,7 +65,7 @@ async def _transcribe(args: argparse.Namespace, inputs: list[Input], base_url: s
         jobs = await _jobs(args, inputs, client)
         with Tracker(AUDIO, items_total=len(jobs), work_total=sum(j.work for j in jobs)) as tracker:
             outcome = await run_jobs(jobs, args.jobs, tracker)
-    work = f"{outcome.work_done / 3600:.2f} h of audio ({outcome.rate():.1f} audio s/s)"
+    work = f"{clock(outcome.work_done)} of audio ({outcome.rate():.1f} audio s/s)"
     return print_summary(outcome, "files", "transcribed", work)
 
 
