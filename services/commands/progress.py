@@ -21,6 +21,7 @@ def clock(seconds: float) -> str:
 @dataclass
 class Units:
     """How a run counts: ``items`` ("files"), the work of each item, its rate, and how work amounts print."""
+    verb: str  # the bar's label: "transcribing"
     items: str
     work: str
     rate: str
@@ -30,8 +31,8 @@ class Units:
         return clock(value) if self.seconds else f"{int(value)}"
 
 
-AUDIO = Units(items="files", work="audio", rate="audio s/s", seconds=True)
-TEXT = Units(items="paragraphs", work="characters", rate="chars/s")
+AUDIO = Units(verb="transcribing", items="files", work="audio", rate="audio s/s", seconds=True)
+TEXT = Units(verb="speaking", items="paragraphs", work="characters", rate="chars/s")
 
 
 @dataclass
@@ -49,7 +50,7 @@ class Tracker:
     def __post_init__(self) -> None:
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
                                  TimeElapsedColumn(), console=self.console)
-        self.task = self.progress.add_task(self.units.items, total=max(self.work_total, 1e-9), stats=self.stats())
+        self.task = self.progress.add_task(self.units.verb, total=max(self.work_total, 1e-9), stats=self.stats())
 
     def __enter__(self) -> "Tracker":
         self.progress.start()
@@ -77,6 +78,6 @@ class Tracker:
         self.work_done += work
         if not skipped:
             self.work_done_now += work
+        self.progress.update(self.task, completed=self.work_done, stats=self.stats())
         if line:
             self.progress.console.print(line, highlight=False)
-        self.progress.update(self.task, completed=self.work_done, stats=self.stats())

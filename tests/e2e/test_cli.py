@@ -80,7 +80,8 @@ def test_transcribe_a_folder_to_srt_then_resume(harmony, shows):
     assert first.returncode == 0, first.stdout + first.stderr
     assert "transcribed 2, skipped 0 (already done), failed 0 of 2 files" in first.stdout
     for path, text in ((shows / "one.srt", ONE), (shows / "season2" / "two.srt", TWO)):
-        audio, rate = decode_audio(str(path.with_suffix(".wav" if path.stem == "one" else ".mp3")), 16000)
+        rate = 16000
+        audio = decode_audio(str(path.with_suffix(".wav" if path.stem == "one" else ".mp3")), rate)
         cues = srt_cues(path.read_text())
         start, end = loud_span(audio, rate)
         assert cues and wer(text, " ".join(c[2] for c in cues)) <= 0.15, path.read_text()
