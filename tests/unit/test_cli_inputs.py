@@ -76,3 +76,24 @@ def test_bad_paths_exit_2(tmp_path, capsys):
     (tmp_path / "empty.txt").write_text("\n\n")
     assert main(["speak", str(tmp_path / "empty.txt"), "--server", "http://127.0.0.1:9"]) == 2
     assert "no text to speak" in capsys.readouterr().err
+
+
+def test_lengths_are_read_from_the_container_and_large_files_sent_as_opus(tmp_path):
+    import numpy as np
+
+    from services.commands.media import duration_seconds, upload_of
+    from services.core.audio import decode_audio, encode_audio
+    from tests.speech import write_wav
+
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050)).astype(np.float32)
+    wav = tmp_path / "tone.wav"
+    write_wav(wav, tone, 22050)
+    (tmp_path / "tone.mp3").write_bytes(encode_audio(tone, 22050, "mp3"))
+    assert abs(duration_seconds(wav) - 3.0) < 0.01 and abs(duration_seconds(tmp_path / "tone.mp3") - 3.0) < 0.1
+    assert duration_seconds(touch(tmp_path / "junk.mp3")) == 0.0
+    assert upload_of(wav, wav.stat().st_size) == ("tone.wav", wav.read_bytes())
+    name, data = upload_of(wav, wav.stat().st_size - 1)
+    assert name == "tone.ogg" and data[:4] == b"OggS" and len(data) < wav.stat().st_size / 4
+    assert abs(len(decode_audio(data, 16000)) / 16000 - 3.0) < 0.1
+    with pytest.raises(ValueError, match="too large even as 16 kHz Opus"):
+        upload_of(wav, 100)
