@@ -43,6 +43,8 @@ def describe_error(exc: BaseException) -> str:
         error = body.get("error", body) if isinstance(body, dict) else {}
         message = error.get("message") if isinstance(error, dict) else None
         return f"HTTP {exc.status_code}: {message or exc.message}"
+    if isinstance(exc, openai.APITimeoutError):
+        return "the request timed out"
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         return f"cannot reach the server: {cause or exc}"
@@ -58,7 +60,7 @@ async def _one(job: Job, limit: asyncio.Semaphore, tracker: Tracker, outcome: Ou
         except Exception as exc:  # one failed item is reported; the others go on
             message = describe_error(exc)
             outcome.failed.append((job.label, message))
-            tracker.finished(0.0, line=f"[red]failed[/red] {escape(job.label)}: {escape(message)}")
+            tracker.finished(0.0, failed=True, line=f"[red]failed[/red] {escape(job.label)}: {escape(message)}")
             return
     outcome.done += 1
     outcome.work_done += job.work

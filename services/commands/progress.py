@@ -43,6 +43,7 @@ class Tracker:
     work_total: float
     console: Console = field(default_factory=lambda: Console(stderr=True))
     items_done: int = 0
+    items_failed: int = 0
     work_done: float = 0.0
     work_done_now: float = 0.0
     started: float = field(default_factory=time.monotonic)
@@ -65,7 +66,8 @@ class Tracker:
 
     def stats(self) -> str:
         u = self.units
-        parts = [f"{u.items} {self.items_done}/{self.items_total}",
+        failed = f" ({self.items_failed} failed)" if self.items_failed else ""
+        parts = [f"{u.items} {self.items_done}/{self.items_total}{failed}",
                  f"{u.work} {u.amount(self.work_done)}/{u.amount(self.work_total)}"]
         rate = self.throughput()
         if rate > 0:
@@ -73,8 +75,9 @@ class Tracker:
             parts.append(f"ETA {clock(max(self.work_total - self.work_done, 0.0) / rate)}")
         return " | ".join(parts)
 
-    def finished(self, work: float, *, skipped: bool = False, line: str | None = None) -> None:
+    def finished(self, work: float, *, skipped: bool = False, failed: bool = False, line: str | None = None) -> None:
         self.items_done += 1
+        self.items_failed += failed
         self.work_done += work
         if not skipped:
             self.work_done_now += work

@@ -92,7 +92,7 @@ async def _speak(args: argparse.Namespace, texts: list[str], folder: Path, base_
     async with async_client(base_url, api_key) as client:
         jobs = _jobs(args, texts, folder, client)
         with Tracker(TEXT, items_total=len(jobs), work_total=sum(j.work for j in jobs)) as tracker:
-            outcome = await run_jobs(jobs, args.jobs, tracker, display=lambda path: str(path))
+            outcome = await run_jobs(jobs, args.jobs, tracker)
     work = f"{int(outcome.work_done)} characters ({outcome.rate():.0f} chars/s)"
     return print_summary(outcome, "paragraphs", "spoke", work)
 
