@@ -107,9 +107,9 @@ def submit(client: OpenAI, args: argparse.Namespace) -> int:
 
 def describe(batch) -> list[str]:
     counts = batch.request_counts
+    completed, failed, total = (counts.completed, counts.failed, counts.total) if counts else (0, 0, 0)
     lines = [f"{batch.id}  {batch.status}  {batch.endpoint}",
-             f"  requests: {counts.completed if counts else 0} completed, {counts.failed if counts else 0} failed, "
-             f"{counts.total if counts else 0} in all"]
+             f"  requests: {completed} completed, {failed} failed, {total} in all"]
     for name in ("created_at", "in_progress_at", "finalizing_at", "completed_at", "failed_at", "cancelled_at",
                  "expired_at", "expires_at"):
         value = getattr(batch, name, None)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from services.commands.embedded import embedded_engine
 
@@ -45,13 +46,13 @@ def server_url(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
         yield api_base(url), args.api_key or EMBEDDED_KEY
 
 
-def async_client(base_url: str, api_key: str) -> "AsyncOpenAI":
+def async_client(base_url: str, api_key: str) -> AsyncOpenAI:
     from openai import AsyncOpenAI
 
     return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES)
 
 
-def sync_client(base_url: str, api_key: str, http_client=None) -> "OpenAI":
+def sync_client(base_url: str, api_key: str, http_client=None) -> OpenAI:
     from openai import OpenAI
 
     return OpenAI(base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import AsyncIterator, Iterable
 
 from services.commands.inputs import Input
 

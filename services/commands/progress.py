@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 
 def clock(seconds: float) -> str:
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
@@ -53,7 +53,7 @@ class Tracker:
                                  TimeElapsedColumn(), console=self.console)
         self.task = self.progress.add_task(self.units.verb, total=max(self.work_total, 1e-9), stats=self.stats())
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         self.progress.start()
         return self
 
