@@ -28,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     crds = commands.add_parser("crds", help="print the Kubernetes CRDs (SpeechModel, SpeechRoute)")
     crds.add_argument("--out", metavar="DIR", help="write one YAML file per CRD into DIR instead")
 
+    from services.commands import NAMES, add_commands as add_client_commands, run_command
     from services.keys_cli import add_commands
 
     add_commands(commands)
+    add_client_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in NAMES:
+        return run_command(args)
     if args.command == "serve":
         from services.core.memory import release_memory_at_start
         from services.serve import run_serve

