@@ -73,7 +73,7 @@ def _form_value(name: str, value: Any) -> list[tuple[str, str]]:
     raise InvalidRequest(f"'{name}' must be a string, a number, a boolean or a list of them", param=name)
 
 
-def transcription_form(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+def transcription_form(body: dict[str, Any]) -> tuple[str, dict[str, str | list[str]]]:
     """A transcription body's audio file id and its other fields as form fields (pure)."""
     file_id = body.get("file")
     if not isinstance(file_id, str) or not file_id.startswith("file-"):
@@ -81,8 +81,13 @@ def transcription_form(body: dict[str, Any]) -> tuple[str, list[tuple[str, str]]
                              "POST /v1/files, purpose user_data)", param="file", code="invalid_value")
     if body.get("stream") not in (None, False, "false"):
         raise InvalidRequest("'stream' is not available in a batch", param="stream")
-    fields = [pair for name, value in body.items() if name != "file" and value is not None
-              for pair in _form_value(name, value)]
+    fields: dict[str, str | list[str]] = {}
+    for name, value in body.items():
+        if name != "file" and value is not None:
+            for key, text in _form_value(name, value):
+                previous = fields.get(key)
+                fields[key] = text if previous is None else [*([previous] if isinstance(previous, str)
+                                                                else previous), text]
     return file_id, fields
 
 
@@ -99,6 +104,12 @@ class Dispatcher:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def ready(self) -> bool:
+        try:
+            return (await self.client.get("/readyz", timeout=5.0)).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     async def run(self, item: Item) -> Outcome:
         token = _item_key.set(item.owner_key_id)
@@ -132,7 +143,7 @@ class Dispatcher:
         if record.purpose not in ("user_data", "batch"):
             raise InvalidRequest(f"file {file_id} has purpose '{record.purpose}', not user_data", param="file")
         files = {"file": (record.filename, data, "application/octet-stream")}
-        return await self.client.post(item.endpoint, data=fields, files=files, headers=headers)  # type: ignore[arg-type]
+        return await self.client.post(item.endpoint, data=fields, files=files, headers=headers)
 
     def _speech(self, item: Item, response: httpx.Response, request_id: str) -> Outcome:
         """Store the audio as a file (purpose batch_output, an id that the same request always gets: a request run

@@ -37,6 +37,7 @@ class BatchRunner:
         self.running: dict[tuple[str, int], asyncio.Task] = {}
         self.tasks: list[asyncio.Task] = []
         self.last_reclaim = 0.0
+        self.ready = False
 
     def _open(self) -> None:
         """The database and the parts that use it (in a thread: it may migrate the schema)."""
@@ -100,13 +101,20 @@ class BatchRunner:
             log.info("batch %s %s", row.id, await asyncio.to_thread(self.finalizer.finalize, row, self.id))
             busy = True
         room = self.settings.concurrency - len(self.running)
-        if room > 0:
+        if room > 0 and await self._engine_ready():
             for item in await asyncio.to_thread(self.queue.claim, self.id, room):
                 key = (item.batch_id, item.line)
                 self.running[key] = asyncio.create_task(self._run(item), name=f"batch-item-{item.line}")
                 busy = True
         await self._reclaim()
         return busy and len(self.running) < self.settings.concurrency
+
+    async def _engine_ready(self) -> bool:
+        """Whether the models have come up since the router started (requests sent before would fail for want of
+        them, not for what they ask)."""
+        if not self.ready:
+            self.ready = await self.dispatcher.ready()
+        return self.ready
 
     async def _run(self, item: Item) -> None:
         try:
@@ -129,7 +137,8 @@ class BatchRunner:
         line = output_line(item.custom_id, response=outcome.response.model_dump(mode="json"))
         row = outcome.file_row
         also = None if row is None else (lambda conn: self.area.files.insert_row(conn, row))
-        self.queue.finish(self.id, item, line, outcome.failed, outcome.audio_seconds, also)
+        seconds = outcome.audio_seconds if outcome.audio_seconds is not None else item.audio_seconds
+        self.queue.finish(self.id, item, line, outcome.failed, seconds, also)  # a failed request's audio is done too
 
     async def _reclaim(self) -> None:
         now = time.time()
