@@ -53,14 +53,25 @@ class Gate:
         if not secret:
             raise Unauthorized("You didn't provide an API key. Send it as 'Authorization: Bearer KEY' "
                                "(or the X-API-Key header).")
-        key = self.keys.verify(secret)
+        self._admit(record, self.keys.verify(secret), per_minute=True)
+
+    def admit_key(self, record: RequestRecord, key_id: str | None) -> None:
+        """Admit a request the engine makes for the key ``key_id`` (a batch's request, run in-process): the key
+        must still be active, and its routes, models and quotas hold; its per-minute rate does not (a batch's
+        requests are paced by the runner, not the client)."""
+        if not self.required or self.keys is None:
+            return
+        self._admit(record, self.keys.get(key_id) if key_id else None, per_minute=False)
+
+    def _admit(self, record: RequestRecord, key: ApiKey | None, per_minute: bool) -> None:
+        assert self.limits is not None
         state = key.state(self.clock()) if key else "unknown"
         if key is None or state != "active":
             reason = {"expired": "has expired", "revoked": "has been revoked"}.get(state, "is not valid")
             raise Unauthorized(f"Incorrect API key provided: the key {reason}.")
         record.key = key
         self._check_route(key, record.route)
-        if key.rpm is not None:
+        if key.rpm is not None and per_minute:
             rate = self.limits.hit(key.id, key.rpm)
             record.extra_headers.update(rate.headers())
             if not rate.allowed:

@@ -19,6 +19,9 @@ from services.auth.guard import RequestRecord, _current
 from services.core.errors import HarmonyError
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
+# Set in the ASGI scope (never from a header: no client can forge it) on the requests the batch runner makes in
+# process: {"key_id": the batch's API key or None}.
+BATCH_SCOPE = "harmony.batch"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -60,7 +63,9 @@ class AuthAuditMiddleware:
         token = _current.set(record)
         try:
             try:
-                if self.gate.required:  # a database round trip, off the event loop (without auth: nothing to do)
+                if self.gate.required and BATCH_SCOPE in scope:  # a batch's request, made by the engine itself
+                    await asyncio.to_thread(self.gate.admit_key, record, scope[BATCH_SCOPE].get("key_id"))
+                elif self.gate.required:  # a database round trip, off the event loop (without auth: nothing to do)
                     await asyncio.to_thread(self.gate.admit, record, presented_key(scope))
             except HarmonyError as exc:
                 record.status = exc.status_code

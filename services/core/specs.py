@@ -228,6 +228,26 @@ class AuditSettings(Strict):
         return self
 
 
+class FilesSettings(Strict):
+    max_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest file POST /v1/files accepts (413 past it)")
+    expires_after_s: int = Field(30 * 86400, ge=60, description="an uploaded file (and a batch's output and error "
+                                                               "files) is deleted this long after it was made, "
+                                                               "unless the upload asks for another expires_after")
+    reclaim_interval_s: float = Field(300.0, gt=0, description="how often expired files, and batches past "
+                                                               "batches.retention_s, are deleted")
+
+
+class BatchSettings(Strict):
+    concurrency: int = Field(16, ge=1, le=1024, description="batch items one router runs at once (at the models' "
+                                                            "lowest priority, behind every interactive request)")
+    lease_s: float = Field(60.0, gt=0, description="an item a router took is another router's after this long "
+                                                   "without a renewal (a router that died)")
+    max_lines: int = Field(50000, ge=1, description="most requests in one batch's input file (OpenAI: 50,000)")
+    retention_s: int = Field(30 * 86400, ge=60, description="a finished batch's record is deleted this long after "
+                                                           "it finished")
+    poll_s: float = Field(1.0, gt=0, description="how often an idle runner looks for new work")
+
+
 class HarmonyConfig(Strict):
     """The config file of ``harmony serve``."""
 
@@ -238,6 +258,8 @@ class HarmonyConfig(Strict):
     object_store: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
+    batches: BatchSettings = Field(default_factory=BatchSettings)
     models: list[NamedModel] = Field(default_factory=list)
     routes: list[NamedRoute] = Field(default_factory=list)
 

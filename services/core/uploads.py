@@ -18,20 +18,23 @@ class UploadLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413 before they are read into memory.
 
     A declared Content-Length over the limit is refused at once; a body without
-    one (chunked) is counted as it arrives and cut off at the limit.
+    one (chunked) is counted as it arrives and cut off at the limit. ``path_limits`` gives
+    some paths a limit of their own (``POST /v1/files``: ``files.max_bytes``).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > self.max_bytes:
-            await _send_too_large(send, self.max_bytes)
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            await _send_too_large(send, limit)
             return
         seen = 0
 
@@ -40,8 +43,8 @@ class UploadLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _too_large(self.max_bytes)
+                if seen > limit:
+                    raise _too_large(limit)
             return message
 
         await self.app(scope, counted, send)

@@ -20,7 +20,10 @@ from services.core.uploads import UploadLimitMiddleware
 from services.router.admission import ClientDeadline
 from services.router.clients import ServiceClients
 from services.router.pipelines import PipelineRunner
-from services.router.routes import admin, conversions, embeddings, speech, transcriptions, vad, voice_admin
+from services.batches.area import BatchArea
+from services.batches.runner import BatchRunner
+from services.router.routes import (admin, batches, conversions, embeddings, files, speech, transcriptions, vad,
+                                    voice_admin)
 from services.router.routes import models as models_routes
 from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
@@ -49,11 +52,16 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
+    area = BatchArea(config, gate.db)
+    runner = BatchRunner(area)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        runner.start(app)  # the router's own app, in process: a batch's requests take its every check
         yield
+        await runner.stop()
         await clients.aclose()
+        area.close()
         gate.close()
 
     app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan)
@@ -63,7 +71,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
     app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
     app.add_middleware(ClientDeadline)  # how long the client will wait, for admission and the model services
-    app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes)
+    app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes,
+                       path_limits={"/v1/files": config.files.max_bytes})
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)
 
@@ -77,6 +86,9 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.include_router(embeddings.routes(app.state.pipelines))
     app.include_router(conversions.routes(app.state.pipelines))
     app.include_router(vad.routes(table, clients))
+    app.include_router(files.routes(area))
+    app.include_router(batches.routes(area, runner.wake))
+    app.state.batch_runner = runner
 
     _health_routes(app, table, clients)
     return app

@@ -98,3 +98,72 @@ voice_imports = Table(
     Column("imported_at", Float, nullable=False),
     Column("voices", Integer, nullable=False),
 )
+
+# Files of the Files API (OpenAI's shape): the record here, the bytes in the object store under ``object_key``.
+# Written object first, then row; deleted row first, then object (a crash between leaves an object the reclaimer
+# finds by its missing row, never a row without its bytes).
+files = Table(
+    "files", metadata,
+    Column("id", String(64), primary_key=True),            # file-<24 hex>
+    Column("filename", String(512), nullable=False),
+    Column("purpose", String(32), nullable=False),         # batch, user_data, batch_output
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),      # Unix seconds, UTC
+    Column("expires_at", BigInteger, nullable=True),
+    Column("owner_key_id", String(32), nullable=True),     # the API key that made it, if any
+    Column("object_key", String(256), nullable=False),
+    Index("ix_files_owner_created", "owner_key_id", "created_at"),
+    Index("ix_files_expires_at", "expires_at"),
+)
+
+# Batches of the Batch API: one row each; its counters move in the same transaction as the item they count.
+batches = Table(
+    "batches", metadata,
+    Column("id", String(64), primary_key=True),            # batch_<24 hex>
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner_key_id", String(32), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    Column("errors", JSON, nullable=True),                 # OpenAI's errors object of a failed validation
+    Column("output_file_id", String(64), nullable=True),
+    Column("error_file_id", String(64), nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger, nullable=True),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("finalizing_at", BigInteger, nullable=True),
+    Column("completed_at", BigInteger, nullable=True),
+    Column("failed_at", BigInteger, nullable=True),
+    Column("expired_at", BigInteger, nullable=True),
+    Column("cancelling_at", BigInteger, nullable=True),
+    Column("cancelled_at", BigInteger, nullable=True),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("completed", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("audio_seconds_total", Float, nullable=True),
+    Column("audio_seconds_done", Float, nullable=False, server_default="0"),
+    Column("version", Integer, nullable=False, server_default="0"),   # bumped by every change (progress events)
+    Column("lease_owner", String(64), nullable=True),      # the router validating or finalizing it
+    Column("lease_until", Float, nullable=True),
+    Index("ix_batches_status", "status"),
+    Index("ix_batches_owner_created", "owner_key_id", "created_at"),
+)
+
+# One row per request line of a batch; ``status`` pending -> running (leased) -> completed | failed. The output
+# line is stored with the status that reports it, in one transaction: a request is reported once.
+batch_items = Table(
+    "batch_items", metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),             # 1-based line of the input file
+    Column("custom_id", String(512), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_try_at", Float, nullable=False, server_default="0"),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_until", Float, nullable=True),
+    Column("audio_seconds", Float, nullable=True),         # the input audio's (transcriptions) or output's (speech)
+    Column("result", JSON, nullable=True),                 # the output or error line
+    Index("ix_batch_items_status", "batch_id", "status", "next_try_at"),
+)
