@@ -36,6 +36,7 @@ log = logging.getLogger("harmony.batching")
 
 FINISH_WITHIN = 0.5  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
 RECENT_RATES = 10  # the latest batches' seconds per unit of work, for a cautious estimate of the next ones
+QUIET_S = 0.25  # batch-priority work starts only once interactive work has been quiet this long (process-wide)
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -65,6 +66,34 @@ class _Pending(Generic[In, Out]):
         """How long its submitter waits: while queued, until it is due; once its batch computes, the work is
         spent and the answer moments away, so until its own deadline (the model's timeout: a hung backend)."""
         return self.deadline if self.started else self.due()
+
+
+class InteractiveActivity:
+    """Interactive items in flight in this process, in every batcher, and when the last one ended.
+
+    Batch-priority work (``X-Harmony-Priority: batch``) starts only in the quiet between them: the models of one
+    process share its cores, so a batch item computing beside an interactive one slows it down, and one that
+    starts just before an interactive item arrives makes it wait (a batch is never interrupted)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last_end = -math.inf
+
+    def begin(self) -> None:
+        self.in_flight += 1
+
+    def end(self) -> None:
+        self.in_flight -= 1
+        self.last_end = time.monotonic()
+
+    def quiet_in(self) -> float:
+        """Seconds until batch-priority work may start; 0 when it may now."""
+        if self.in_flight > 0:
+            return QUIET_S
+        return max(0.0, self.last_end + QUIET_S - time.monotonic())
+
+
+INTERACTIVE = InteractiveActivity()
 
 
 class Reservation:
@@ -234,6 +263,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue.append(pending)
         self._set_depth()
         self._wakeup.set()
+        interactive = priority <= 0
+        if interactive:
+            INTERACTIVE.begin()
         try:
             while not pending.future.done():  # the deadline may move later while it waits (a streamed answer)
                 await asyncio.wait([pending.future], timeout=max(0.0, pending.wait_limit() - time.monotonic()))
@@ -245,6 +277,9 @@ class DynamicBatcher(Generic[In, Out]):
         except BaseException:
             pending.future.cancel()  # the caller went away or gave up: the loop drops it before computing
             raise
+        finally:
+            if interactive:
+                INTERACTIVE.end()
 
     def _own_deadline(self, given: float | None) -> float:
         """``given``, or the model's timeout from now."""
@@ -323,11 +358,28 @@ class DynamicBatcher(Generic[In, Out]):
                     await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
                 except TimeoutError:
                     break
+            if await self._hold_batch_work():
+                continue
             share = max(1, free_instances())
             batch = self._take_batch(max(1, math.ceil(len(self._live()) / share)))
             await self._notify_space()
             if batch:
                 return batch
+
+    async def _hold_batch_work(self) -> bool:
+        """True (after a wait) when only batch-priority items wait and interactive work is not quiet yet."""
+        live = self._live()
+        if self._closing or not live or any(p.priority <= 0 for p in live):
+            return False
+        delay = INTERACTIVE.quiet_in()
+        if delay <= 0:
+            return False
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
+        except TimeoutError:
+            pass
+        return True
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
@@ -388,6 +440,8 @@ class DynamicBatcher(Generic[In, Out]):
             else:
                 live.append(p)
         ordered = sorted(live, key=lambda p: (p.priority, p.due(), p.seq))
+        ordered = [p for p in ordered if p.priority == ordered[0].priority] if ordered else ordered  # one priority
+        # a batch: batch-priority items never ride along with interactive ones (they would make that batch longer)
         batch = ordered[: min(self.spec.max_batch_size, limit or self.spec.max_batch_size)]
         taken = {id(p) for p in batch}
         self._queue = [p for p in live if id(p) not in taken]

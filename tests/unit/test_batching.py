@@ -595,3 +595,29 @@ async def test_an_item_whose_batch_is_computing_gets_its_result_though_its_deadl
     assert not task.done()
     gate.set()
     assert await asyncio.wait_for(task, timeout=10) == "aa"
+
+
+async def test_batch_priority_work_waits_for_interactive_work_on_any_model_to_be_quiet(make_batcher):
+    """The models of a process share its cores: batch work starts only once no interactive item is in flight in
+    any batcher, and none ended in the last QUIET_S."""
+    from services.core import timing
+    from services.core.batching import INTERACTIVE, QUIET_S
+
+    gate = threading.Event()
+    interactive_rec = Recorder(gate=gate)
+    other_model = make_batcher(interactive_rec, gate=gate, name="interactive-model", max_queue_delay_ms=0)
+    bulk_rec = Recorder()
+    bulk_model = make_batcher(bulk_rec, name="bulk-model", max_queue_delay_ms=0)
+    running = asyncio.create_task(other_model.submit("i"))
+    await wait_until(interactive_rec.started.is_set)
+    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
+    try:
+        bulk = asyncio.create_task(bulk_model.submit("b"))
+    finally:
+        timing._timing.reset(token)
+    await asyncio.sleep(3 * QUIET_S)
+    assert bulk_rec.batches == []  # the interactive item is still computing on the other model
+    gate.set()
+    assert await asyncio.wait_for(running, timeout=10) == "ii"
+    assert await asyncio.wait_for(bulk, timeout=10) == "bb"
+    assert bulk_rec.times[0] >= INTERACTIVE.last_end + QUIET_S * 0.99  # it started only after the quiet
