@@ -22,6 +22,7 @@ import asyncio
 import logging
 import math
 import time
+import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -69,26 +70,20 @@ class _Pending(Generic[In, Out]):
 
 
 class InteractiveActivity:
-    """Interactive items in flight in this process, in every batcher, and when the last one ended.
+    """Whether interactive work is in flight in this process, in any batcher, and when the last of it ended.
 
-    Batch-priority work (``X-Harmony-Priority: batch``) starts only in the quiet between them: the models of one
-    process share its cores, so a batch item computing beside an interactive one slows it down, and one that
-    starts just before an interactive item arrives makes it wait (a batch is never interrupted)."""
+    Batch-priority work (``X-Harmony-Priority: batch``) starts only in the quiet between interactive work: the
+    models of one process share its cores, so a batch item computing beside an interactive one slows it down,
+    and one that starts just before an interactive item arrives makes it wait (a batch is never interrupted).
+    Derived from the batchers' own state (queued and computing items), so nothing can leak a count."""
 
     def __init__(self) -> None:
-        self.in_flight = 0
+        self.batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()
         self.last_end = -math.inf
-
-    def begin(self) -> None:
-        self.in_flight += 1
-
-    def end(self) -> None:
-        self.in_flight -= 1
-        self.last_end = time.monotonic()
 
     def quiet_in(self) -> float:
         """Seconds until batch-priority work may start; 0 when it may now."""
-        if self.in_flight > 0:
+        if any(b.interactive_in_flight() for b in list(self.batchers)):
             return QUIET_S
         return max(0.0, self.last_end + QUIET_S - time.monotonic())
 
@@ -161,6 +156,9 @@ class DynamicBatcher(Generic[In, Out]):
         self._outstanding: dict[int, float] = {}  # by priority, units admitted and not done: reserved parts, and
         # single items queued or running
         self._seq = 0
+        self._background_running = 0  # batch-priority batches computing (at most one at a time)
+        self._interactive_running = 0  # interactive batches computing
+        INTERACTIVE.batchers.add(self)
 
     # lifecycle
     def start(self) -> None:
@@ -263,9 +261,6 @@ class DynamicBatcher(Generic[In, Out]):
         self._queue.append(pending)
         self._set_depth()
         self._wakeup.set()
-        interactive = priority <= 0
-        if interactive:
-            INTERACTIVE.begin()
         try:
             while not pending.future.done():  # the deadline may move later while it waits (a streamed answer)
                 await asyncio.wait([pending.future], timeout=max(0.0, pending.wait_limit() - time.monotonic()))
@@ -277,9 +272,6 @@ class DynamicBatcher(Generic[In, Out]):
         except BaseException:
             pending.future.cancel()  # the caller went away or gave up: the loop drops it before computing
             raise
-        finally:
-            if interactive:
-                INTERACTIVE.end()
 
     def _own_deadline(self, given: float | None) -> float:
         """``given``, or the model's timeout from now."""
@@ -360,10 +352,14 @@ class DynamicBatcher(Generic[In, Out]):
                     break
             if await self._hold_batch_work():
                 continue
-            share = max(1, free_instances())
-            batch = self._take_batch(max(1, math.ceil(len(self._live()) / share)))
+            live = self._live()
+            share = max(1, free_instances()) if any(p.priority <= 0 for p in live) else 1  # background: one batch
+            batch = self._take_batch(max(1, math.ceil(len(live) / share)))
             await self._notify_space()
             if batch:
+                background = batch[0].priority > 0
+                self._background_running += background  # counted from now: the next turn of the loop sees it
+                self._interactive_running += not background
                 return batch
 
     async def _hold_batch_work(self) -> bool:
@@ -372,8 +368,9 @@ class DynamicBatcher(Generic[In, Out]):
         if self._closing or not live or any(p.priority <= 0 for p in live):
             return False
         delay = INTERACTIVE.quiet_in()
-        if delay <= 0:
+        if delay <= 0 and not self._background_running:
             return False
+        delay = delay or QUIET_S  # one batch of it at a time: its end wakes this loop
         self._wakeup.clear()
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
@@ -382,6 +379,24 @@ class DynamicBatcher(Generic[In, Out]):
         return True
 
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
+        background = batch[0].priority > 0  # counted as running since _next_batch took it
+        try:
+            await self._compute(batch)
+        finally:
+            self._background_running -= background
+            self._interactive_running -= not background
+            if background:
+                self._wakeup.set()  # the next batch of it may start
+            else:
+                INTERACTIVE.last_end = time.monotonic()
+
+    def interactive_in_flight(self) -> bool:
+        """Interactive items queued or computing here (a batcher whose loop is not running holds none)."""
+        if self._task is None or self._task.done():
+            return False
+        return self._interactive_running > 0 or any(p.priority <= 0 and not p.future.done() for p in self._queue)
+
+    async def _compute(self, batch: list[_Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         for p in batch:
@@ -442,7 +457,8 @@ class DynamicBatcher(Generic[In, Out]):
         ordered = sorted(live, key=lambda p: (p.priority, p.due(), p.seq))
         ordered = [p for p in ordered if p.priority == ordered[0].priority] if ordered else ordered  # one priority
         # a batch: batch-priority items never ride along with interactive ones (they would make that batch longer)
-        batch = ordered[: min(self.spec.max_batch_size, limit or self.spec.max_batch_size)]
+        size = self.spec.max_batch_size if not ordered or ordered[0].priority <= 0 else self.spec.background_size()
+        batch = ordered[: min(size, limit or size)]
         taken = {id(p) for p in batch}
         self._queue = [p for p in live if id(p) not in taken]
         self._set_depth()

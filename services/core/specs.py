@@ -55,6 +55,13 @@ class BatchingSpec(Strict):
     timeout_s: float = Field(600.0, gt=0, le=86_400, description="per-request deadline, queueing included")
     instances: int = Field(1, ge=1, le=64, description="batches that may run at once, each on its own model "
                                                        "worker (Triton's instance count)")
+    background_batch_size: int | None = Field(
+        None, ge=1, le=256, description="largest batch of batch-priority work (X-Harmony-Priority: batch), which "
+        "runs one batch at a time, in the quiet between interactive requests; a batch is never interrupted, so "
+        "this bounds an interactive request's wait behind one. Default: a quarter of max_batch_size")
+
+    def background_size(self) -> int:
+        return self.background_batch_size or max(1, self.max_batch_size // 4)
 
 
 # Defaults of LimitsSpec.max_audio_seconds, per task: Whisper's windows and Silero VAD are cheap per second;
