@@ -156,7 +156,6 @@ class DynamicBatcher(Generic[In, Out]):
         self._outstanding: dict[int, float] = {}  # by priority, units admitted and not done: reserved parts, and
         # single items queued or running
         self._seq = 0
-        self._background_running = 0  # batch-priority batches computing (at most one at a time)
         self._interactive_running = 0  # interactive batches computing
         INTERACTIVE.batchers.add(self)
 
@@ -353,13 +352,11 @@ class DynamicBatcher(Generic[In, Out]):
             if await self._hold_batch_work():
                 continue
             live = self._live()
-            share = max(1, free_instances()) if any(p.priority <= 0 for p in live) else 1  # background: one batch
+            share = max(1, free_instances())
             batch = self._take_batch(max(1, math.ceil(len(live) / share)))
             await self._notify_space()
             if batch:
-                background = batch[0].priority > 0
-                self._background_running += background  # counted from now: the next turn of the loop sees it
-                self._interactive_running += not background
+                self._interactive_running += batch[0].priority <= 0  # counted from now, not from when it starts
                 return batch
 
     async def _hold_batch_work(self) -> bool:
@@ -368,9 +365,8 @@ class DynamicBatcher(Generic[In, Out]):
         if self._closing or not live or any(p.priority <= 0 for p in live):
             return False
         delay = INTERACTIVE.quiet_in()
-        if delay <= 0 and not self._background_running:
+        if delay <= 0:
             return False
-        delay = delay or QUIET_S  # one batch of it at a time: its end wakes this loop
         self._wakeup.clear()
         try:
             await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
@@ -383,7 +379,6 @@ class DynamicBatcher(Generic[In, Out]):
         try:
             await self._compute(batch)
         finally:
-            self._background_running -= background
             self._interactive_running -= not background
             if background:
                 self._wakeup.set()  # the next batch of it may start

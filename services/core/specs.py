@@ -57,11 +57,11 @@ class BatchingSpec(Strict):
                                                        "worker (Triton's instance count)")
     background_batch_size: int | None = Field(
         None, ge=1, le=256, description="largest batch of batch-priority work (X-Harmony-Priority: batch), which "
-        "runs one batch at a time, in the quiet between interactive requests; a batch is never interrupted, so "
-        "this bounds an interactive request's wait behind one. Default: a quarter of max_batch_size")
+        "runs only in the quiet between interactive requests; a batch is never interrupted, so this bounds an "
+        "interactive request's wait behind one. Default: half of max_batch_size")
 
     def background_size(self) -> int:
-        return self.background_batch_size or max(1, self.max_batch_size // 4)
+        return self.background_batch_size or max(1, self.max_batch_size // 2)
 
 
 # Defaults of LimitsSpec.max_audio_seconds, per task: Whisper's windows and Silero VAD are cheap per second;
