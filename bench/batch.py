@@ -1,6 +1,6 @@
 """The Batch API against interactive requests, side by side in one run of `harmony serve` (Whisper tiny.en).
 
-    python -m bench.batch [--clips 16] [--concurrency 4] [--probes 30]
+    python -m bench.batch [--clips 16] [--concurrency 16] [--probes 30]
 
 1. Throughput: N short clips (one sentence each, tests/speech.py) sent as N concurrent interactive
    transcriptions, then the same N as one batch (upload, create, wait for completed): wall times and their ratio
@@ -129,7 +129,7 @@ async def run(url: str, args) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--concurrency", type=int, default=4, help="the runner's batches.concurrency")
+    parser.add_argument("--concurrency", type=int, default=16, help="the runner's batches.concurrency")
     parser.add_argument("--probes", type=int, default=30, help="interactive requests per latency measurement")
     args = parser.parse_args(argv)
     harmony = HarmonyProcess(config=config_file(args.concurrency), timeout=600).start()
