@@ -157,6 +157,7 @@ class DynamicBatcher(Generic[In, Out]):
         # single items queued or running
         self._seq = 0
         self._interactive_running = 0  # interactive batches computing
+        self._running_items = 0  # items computing, any priority
         INTERACTIVE.batchers.add(self)
 
     # lifecycle
@@ -248,10 +249,10 @@ class DynamicBatcher(Generic[In, Out]):
     async def _queued(self, item: In, deadline: float, priority: int, units: float) -> Out:
         pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority, units=units,
                            caller=timing.current())
-        if len(self._queue) >= self.spec.max_queue_size:
+        if self._queue_full():
             async with self._space:
                 try:
-                    await asyncio.wait_for(self._space.wait_for(lambda: len(self._queue) < self.spec.max_queue_size),
+                    await asyncio.wait_for(self._space.wait_for(lambda: not self._queue_full()),
                                            timeout=max(0.0, pending.due() - time.monotonic()))
                 except TimeoutError:
                     raise RequestTimeout(f"request to {self.name} timed out waiting for queue space") from None
@@ -286,7 +287,7 @@ class DynamicBatcher(Generic[In, Out]):
         """A new request is refused (429) when the queue is full, or when the work admitted before it plus its own
         would take more than FINISH_WITHIN of the time left to its deadline, at the rate units of work have been
         done lately (the rest is margin for contention that has not shown yet)."""
-        if len(self._queue) >= self.spec.max_queue_size:
+        if self._queue_full():
             raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
                             headers={"Retry-After": str(self.retry_after_s())})
         if deadline <= time.monotonic():
@@ -357,6 +358,7 @@ class DynamicBatcher(Generic[In, Out]):
             await self._notify_space()
             if batch:
                 self._interactive_running += batch[0].priority <= 0  # counted from now, not from when it starts
+                self._running_items += len(batch)
                 return batch
 
     async def _hold_batch_work(self) -> bool:
@@ -380,10 +382,18 @@ class DynamicBatcher(Generic[In, Out]):
             await self._compute(batch)
         finally:
             self._interactive_running -= not background
+            self._running_items -= len(batch)
             if background:
                 self._wakeup.set()  # the next batch of it may start
             else:
                 INTERACTIVE.last_end = time.monotonic()
+
+    def _queue_full(self) -> bool:
+        """The model holds ``max_queue_size + max_batch_size x instances`` items, queued or computing (what the
+        router counts per replica): a burst that arrives before the first batch closes fits, and so does one
+        that arrives while smaller batches compute."""
+        capacity = self.spec.max_queue_size + self.spec.max_batch_size * self.spec.instances
+        return len(self._queue) + self._running_items >= capacity
 
     def interactive_in_flight(self) -> bool:
         """Interactive items queued or computing here (a batcher whose loop is not running holds none)."""

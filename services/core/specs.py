@@ -51,7 +51,8 @@ class BatchingSpec(Strict):
 
     max_batch_size: int = Field(8, ge=1, le=256, description="a batch closes at this many items")
     max_queue_delay_ms: float = Field(10.0, ge=0, le=10_000, description="...or this long after its first item arrived")
-    max_queue_size: int = Field(64, ge=1, le=100_000, description="items waiting beyond this are refused with 429")
+    max_queue_size: int = Field(64, ge=1, le=100_000, description="items waiting beyond this, besides "
+                                "max_batch_size x instances computing or about to, are refused with 429")
     timeout_s: float = Field(600.0, gt=0, le=86_400, description="per-request deadline, queueing included")
     instances: int = Field(1, ge=1, le=64, description="batches that may run at once, each on its own model "
                                                        "worker (Triton's instance count)")
