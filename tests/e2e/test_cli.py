@@ -207,15 +207,28 @@ def test_batch_of_uploaded_clips_submit_status_results(harmony, tmp_path):
         assert wer(text, output[name]["response"]["body"]["text"]) <= 0.15, output[name]
 
 
+def embedded_socket(stderr: str) -> str:
+    """The embedded engine's router socket, from the line the command prints once the engine is ready."""
+    return re.search(r"embedded engine ready at unix:(\S+)", stderr).group(1)
+
+
+def nothing_listens_on(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        return not os.path.exists(path) and sock.connect_ex(path) != 0
+
+
 @pytest.mark.slow
-def test_without_a_server_the_embedded_engine_runs_and_stops(tmp_path):
+def test_without_a_server_the_embedded_engine_runs_in_process_and_stops(tmp_path):
     write_wav(tmp_path / "one.wav", *clip(ONE))
-    done = run_cli("transcribe", str(tmp_path / "one.wav"), "--model", "whisper-tiny.en")
+    data = tmp_path / "data"
+    done = run_cli("transcribe", str(tmp_path / "one.wav"), "--model", "whisper-tiny.en",
+                   env=cli_env(HARMONY_DATA_DIR=str(data)))
     assert done.returncode == 0, done.stdout + done.stderr
     assert wer(ONE, (tmp_path / "one.txt").read_text()) <= 0.15
-    port = int(re.search(r"embedded engine ready at http://[\w.]+:(\d+)", done.stderr).group(1))
-    with socket.socket() as sock:  # the engine has stopped: nothing listens on its port any more
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert nothing_listens_on(embedded_socket(done.stderr))  # the engine has stopped and removed its socket
+    engine_log = (data / "embedded.log").read_text()
+    assert "Harmony is ready: unix:" in engine_log and "Harmony stopped." in engine_log, engine_log
+    assert "Harmony is" not in done.stdout + done.stderr and " INFO " not in done.stderr  # the log stays off the terminal
 
 
 @pytest.mark.slow
@@ -227,18 +240,18 @@ def test_ctrl_c_stops_the_embedded_engine(tmp_path):
     write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(tmp_path / "long.wav"),
                                 "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=cli_env(), text=True)
+                               env=cli_env(HARMONY_DATA_DIR=str(tmp_path / "data")), text=True)
     seen = ""
     while "embedded engine ready at" not in seen:
         line = process.stderr.readline()
         assert line, seen
         seen += line
-    port = int(re.search(r"ready at http://[\w.]+:(\d+)", seen).group(1))
-    engine = psutil.Process(process.pid).children()
+    router = embedded_socket(seen)
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert not children  # the engine runs in the command's own process
+    assert os.path.exists(router) and not nothing_listens_on(router)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "interrupted" in out
-    assert engine and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert nothing_listens_on(router) and not os.path.exists(os.path.dirname(router))
     assert not (tmp_path / "long.txt").exists()
