@@ -8,6 +8,11 @@ does in Kubernetes (where they listen on TCP), so both run the same code paths. 
 than one per service) keeps start-up and memory small on a laptop, and inference already runs in
 worker threads that release the GIL (CTranslate2, ONNX Runtime). SIGTERM or SIGINT stops the
 router's intake, lets in-flight requests finish (``server.drain_timeout_s``), then stops the services.
+
+The same engine runs inside another program (``harmony transcribe`` without a server:
+``services/commands/embedded.py``) with a ``Hosting``: stopped by an event rather than by signals (which only a
+main thread may handle), its router on a Unix socket in the same private directory, its messages and uvicorn's
+logs sent to logging.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import socket
 import sys
 import tempfile
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -31,7 +37,7 @@ from services.core.service_url import unix_url
 from services.core.specs import ConfigError, HarmonyConfig, NamedModel, ServerSettings, load_config, parse_config
 from services.model_services import ModelService, check_backends, service_for
 
-__all__ = ["check_backends", "default_config", "run_serve", "serve"]
+__all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
 
 log = logging.getLogger("harmony.serve")
 
@@ -43,8 +49,26 @@ def default_config() -> HarmonyConfig:
     return parse_config(yaml.safe_load(text), origin="default config")
 
 
-def _server(app, settings: ServerSettings, log_level: str) -> uvicorn.Server:
-    return build_server(app, settings, log_level, handle_signals=False)
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+@dataclass
+class Hosting:
+    """How ``serve`` runs. The defaults are ``harmony serve``'s: SIGTERM and SIGINT stop it (so it must run on the
+    main thread), the router listens on the config's host and port, messages are printed, uvicorn logs to stderr."""
+
+    ready_file: Path | None = None                      # the router's URL is written here once every model is loaded
+    stop: asyncio.Event | None = None                   # set it to stop the engine; no signal handler is installed
+    router_on_unix_socket: bool = False                 # ``<socket dir>/router.sock``: reachable by this user alone
+    on_ready: Callable[[str], None] | None = None       # called with the router's URL once every model is loaded
+    say: Callable[[str], None] = field(default=_say)    # the starting/ready/stopping messages
+    uvicorn_log_handlers: bool = True                   # False: uvicorn's logs go to the root logger's handlers
+
+
+def _server(app, settings: ServerSettings, log_level: str, hosting: Hosting) -> uvicorn.Server:
+    return build_server(app, settings, log_level, handle_signals=False,
+                        own_log_handlers=hosting.uvicorn_log_handlers)
 
 
 def private_socket_dir() -> str:
@@ -67,7 +91,8 @@ class RunningService:
     url: str
 
 
-def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str) -> list[RunningService]:
+def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str,
+                         hosting: Hosting | None = None) -> list[RunningService]:
     """One app per model service (speaker embedding and voice conversion share one), each on a Unix socket
     ``<socket_dir>/<service>.sock``."""
     by_service: dict[ModelService, list[NamedModel]] = defaultdict(list)
@@ -81,8 +106,8 @@ def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str)
     for service, models in by_service.items():
         app = service.create_app(models, config.server.max_upload_bytes, config)
         path = os.path.join(socket_dir, f"{service.name}.sock")
-        running.append(RunningService(service.name, _server(app, settings, log_level), unix_socket(path),
-                                      unix_url(path)))
+        running.append(RunningService(service.name, _server(app, settings, log_level, hosting or Hosting()),
+                                      unix_socket(path), unix_url(path)))
     return running
 
 
@@ -91,62 +116,84 @@ def endpoints_of(config: HarmonyConfig, running: list[RunningService]) -> dict[s
     return {model.name: [urls[service_for(model.task).name]] for model in config.models}
 
 
-async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None) -> int:
-    """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT."""
+async def serve(config: HarmonyConfig, log_level: str = "info", ready_file: Path | None = None,
+                hosting: Hosting | None = None) -> int:
+    """Run everything in ``config`` (already checked by ``check_backends``) until SIGTERM or SIGINT (or, with a
+    ``hosting`` that has one, until its ``stop`` event is set)."""
+    hosting = hosting or Hosting(ready_file=ready_file)
     socket_dir = private_socket_dir()
     try:
-        return await _serve(config, log_level, ready_file, socket_dir)
+        return await _serve(config, log_level, hosting, socket_dir)
     finally:
         shutil.rmtree(socket_dir, ignore_errors=True)
 
 
-async def _serve(config: HarmonyConfig, log_level: str, ready_file: Path | None, socket_dir: str) -> int:
-    from services.router.app import build_table, create_router_app
+def _router_listener(config: HarmonyConfig, hosting: Hosting, socket_dir: str) -> tuple[socket.socket, str]:
+    """The router's socket and its public URL: the config's host and port, or a Unix socket beside the services'."""
+    if hosting.router_on_unix_socket:
+        path = os.path.join(socket_dir, "router.sock")
+        return unix_socket(path), unix_url(path)
+    sock = tcp_socket(config.server.host, config.server.port)
+    host, port = sock.getsockname()[:2]
+    return sock, f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
 
-    services = start_model_services(config, log_level, socket_dir)
-    log.debug("model services listen on Unix sockets in %s", socket_dir)
-    router_sock = tcp_socket(config.server.host, config.server.port)
-    router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
-    router = _server(router_app, config.server, log_level)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+def _stop_event(hosting: Hosting) -> asyncio.Event:
+    if hosting.stop is not None:
+        return hosting.stop
+    stop, loop = asyncio.Event(), asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    return stop
 
-    host, port = router_sock.getsockname()[:2]
-    public = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
+
+async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket_dir: str) -> int:
+    from services.router.app import build_table, create_router_app
+
+    services = start_model_services(config, log_level, socket_dir, hosting)
+    log.debug("model services listen on Unix sockets in %s", socket_dir)
+    router_sock, public = _router_listener(config, hosting, socket_dir)
+    router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
+    router = _server(router_app, config.server, log_level, hosting)
+    stop = _stop_event(hosting)
+
     router_task = asyncio.create_task(router.serve(sockets=[router_sock]), name="router")
     service_tasks = [asyncio.create_task(s.server.serve(sockets=[s.sock]), name=f"service-{s.name}")
                      for s in services]
-    print(f"Harmony is starting: {public}/v1 (loading models...)", flush=True)
-    ready_task = asyncio.create_task(_announce_ready(config, router, services, public, ready_file))
+    hosting.say(f"Harmony is starting: {_api(public)} (loading models...)")
+    ready_task = asyncio.create_task(_announce_ready(config, router, services, public, hosting))
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, router_task, *service_tasks], return_when=asyncio.FIRST_COMPLETED)
     crashed = [t for t in done if t is not stopper]
     ready_task.cancel()
 
-    print("Harmony is stopping: draining in-flight requests...", flush=True)
+    hosting.say("Harmony is stopping: draining in-flight requests...")
     router.should_exit = True
     await asyncio.gather(router_task, return_exceptions=True)
     for service in services:
         service.server.should_exit = True
     await asyncio.gather(*service_tasks, return_exceptions=True)
     stopper.cancel()
-    print("Harmony stopped.", flush=True)
+    hosting.say("Harmony stopped.")
     failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
     return 1 if crashed and failed else 0
 
 
+def _api(public: str) -> str:
+    return public + "/v1" if public.startswith("http") else public
+
+
 async def _announce_ready(config: HarmonyConfig, router: uvicorn.Server, services: list[RunningService], public: str,
-                          ready_file: Path | None) -> None:
+                          hosting: Hosting) -> None:
     while not (router.started and all(s.server.started for s in services)):
         await asyncio.sleep(0.05)
-    print(f"Harmony is ready: {public}/v1 (models: {', '.join(m.name for m in config.models)})", flush=True)
+    hosting.say(f"Harmony is ready: {_api(public)} (models: {', '.join(m.name for m in config.models)})")
     if config.auth.required:
-        print("  API keys required: create one with `harmony keys create --name NAME` (same --config)", flush=True)
-    if ready_file:
-        ready_file.write_text(f"{public}\n")
+        hosting.say("  API keys required: create one with `harmony keys create --name NAME` (same --config)")
+    if hosting.ready_file:
+        hosting.ready_file.write_text(f"{public}\n")
+    if hosting.on_ready:
+        hosting.on_ready(public)
 
 
 def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,

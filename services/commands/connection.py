@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from services.commands.embedded import embedded_engine
+from services.core.service_url import UNIX_BASE_URL, socket_path
 
 if TYPE_CHECKING:  # the SDK is imported when a command runs, not for every `harmony` command
     from openai import AsyncOpenAI, OpenAI
@@ -31,14 +32,18 @@ def add_server_arguments(parser: argparse.ArgumentParser, *, embedded: bool = Tr
 
 
 def api_base(server: str) -> str:
-    """The SDK's base URL: the server's URL with ``/v1`` (added when the user gave the bare server)."""
+    """The SDK's base URL: the server's URL with ``/v1`` (added when the user gave the bare server); a ``unix:``
+    URL (the embedded engine's socket) as it is."""
+    if socket_path(server) is not None:
+        return server
     server = server.rstrip("/")
     return server if server.endswith("/v1") else server + "/v1"
 
 
 @contextlib.contextmanager
 def server_url(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
-    """The API's base URL and key: the server given, or an embedded engine that lives as long as the block."""
+    """The API's base URL and key: the server given, or an embedded engine that lives as long as the block (its
+    URL is ``unix:/.../router.sock``, which ``async_client`` understands)."""
     if args.server:
         yield api_base(args.server), args.api_key or "none"
         return
@@ -47,9 +52,18 @@ def server_url(args: argparse.Namespace) -> Iterator[tuple[str, str]]:
 
 
 def async_client(base_url: str, api_key: str) -> AsyncOpenAI:
+    """The SDK's client for ``base_url``: an HTTP URL, or ``unix:/path`` (requests go over that Unix socket)."""
     from openai import AsyncOpenAI
 
-    return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES)
+    path, http_client = socket_path(base_url), None
+    if path is not None:
+        import httpx
+
+        base_url = UNIX_BASE_URL + "/v1"
+        http_client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path), trust_env=False,
+                                        timeout=REQUEST_TIMEOUT_S)
+    return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES,
+                       http_client=http_client)
 
 
 def sync_client(base_url: str, api_key: str, http_client=None) -> OpenAI:

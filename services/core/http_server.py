@@ -31,9 +31,10 @@ class _NoSignalServer(uvicorn.Server):
 
 
 def build_server(app, settings: ServerSettings, log_level: str = "info", *, handle_signals: bool = True,
-                 host: str | None = None, port: int | None = None) -> uvicorn.Server:
+                 host: str | None = None, port: int | None = None, own_log_handlers: bool = True) -> uvicorn.Server:
     """A uvicorn server for ``app``; ``serve()`` listens on ``host``/``port`` (default: the settings'),
-    ``serve(sockets=[...])`` on sockets made by ``tcp_socket`` or ``unix_socket``."""
+    ``serve(sockets=[...])`` on sockets made by ``tcp_socket`` or ``unix_socket``. With ``own_log_handlers``
+    uvicorn's loggers write to stderr (its default); without, they go to the root logger's handlers."""
     raise_open_files_limit()
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections)
     config = uvicorn.Config(
@@ -41,7 +42,8 @@ def build_server(app, settings: ServerSettings, log_level: str = "info", *, hand
         host=host if host is not None else settings.host, port=port if port is not None else settings.port,
         http=HarmonyProtocol.with_limits(limits), interface="asgi3", lifespan="on", log_level=log_level,
         access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=settings.drain_timeout_s or None)  # type: ignore[arg-type]  # floats work
+        timeout_graceful_shutdown=settings.drain_timeout_s or None,  # type: ignore[arg-type]  # floats work
+        **({} if own_log_handlers else {"log_config": None}))
     return uvicorn.Server(config) if handle_signals else _NoSignalServer(config)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import pty
 import re
@@ -13,9 +15,10 @@ import sys
 import numpy as np
 import psutil
 import pytest
+import soundfile
 
 from services.core.audio import decode_audio, encode_audio
-from tests.speech import SENTENCES, loud_span, silence, synthesize, wer, write_wav
+from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes, wer, write_wav
 
 ONE, TWO = SENTENCES[0], SENTENCES[3]
 
@@ -138,15 +141,94 @@ def test_speak_a_script_one_file_per_paragraph(harmony, tmp_path):
     assert again.returncode == 0 and "spoke 1, skipped 1" in again.stdout, again.stdout + again.stderr
 
 
+def write_jsonl(path, lines: list[dict]):
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def jsonl_by_custom_id(path) -> dict[str, dict]:
+    return {line["custom_id"]: line for line in map(json.loads, path.read_text().splitlines())}
+
+
+def test_batch_submit_wait_out_speaks_each_line_into_an_audio_file(harmony, tmp_path):
+    texts = {"intro": ONE, "outro": TWO}
+    lines = [{"custom_id": name, "method": "POST", "url": "/v1/audio/speech",
+              "body": {"model": "tts-1", "voice": "alloy", "input": text, "response_format": fmt}}
+             for (name, text), fmt in zip(texts.items(), ("mp3", "wav"))]
+    out = tmp_path / "results"
+    done = run_cli("batch", "submit", str(write_jsonl(tmp_path / "lines.jsonl", lines)), "--endpoint",
+                   "/v1/audio/speech", "--wait", "--interval", "0.5", "--out", str(out),
+                   env=cli_env(HARMONY_SERVER=harmony.url))
+    assert done.returncode == 0, done.stdout + done.stderr
+    batch_id = done.stdout.split()[0]
+    assert batch_id.startswith("batch_") and "completed" in done.stderr, done.stdout + done.stderr
+    output = jsonl_by_custom_id(out / f"{batch_id}_output.jsonl")
+    assert set(output) == set(texts) and not (out / f"{batch_id}_errors.jsonl").exists()
+    for name, fmt in (("intro", "MP3"), ("outro", "WAV")):
+        body = output[name]["response"]["body"]
+        assert output[name]["response"]["status_code"] == 200 and body["file_id"].startswith("file-")
+        info = soundfile.info(io.BytesIO((out / f"{name}.{fmt.lower()}").read_bytes()))
+        assert info.format == fmt and info.duration > 1.0
+        assert wer(texts[name], client_transcript(harmony, out / f"{name}.{fmt.lower()}")) <= 0.2
+
+
+def client_transcript(harmony, path) -> str:
+    from openai import OpenAI
+
+    with OpenAI(base_url=harmony.url + "/v1", api_key="none", max_retries=0, timeout=120) as client:
+        return client.audio.transcriptions.create(model="whisper-1", file=path, language="en").text
+
+
+def test_batch_of_uploaded_clips_submit_status_results(harmony, tmp_path):
+    from openai import OpenAI
+
+    texts = {"clip-one": ONE, "clip-two": TWO}
+    with OpenAI(base_url=harmony.url + "/v1", api_key="none", max_retries=0, timeout=120) as client:
+        ids = {name: client.files.create(file=(f"{name}.wav", wav_bytes(*clip(text))), purpose="user_data").id
+               for name, text in texts.items()}
+    lines = [{"custom_id": name, "method": "POST", "url": "/v1/audio/transcriptions",
+              "body": {"model": "whisper-1", "file": ids[name], "language": "en"}} for name in texts]
+    env = cli_env(HARMONY_SERVER=harmony.url)
+    submitted = run_cli("batch", "submit", str(write_jsonl(tmp_path / "clips.jsonl", lines)), "--endpoint",
+                        "/v1/audio/transcriptions", "--wait", "--interval", "0.5", env=env)
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    batch_id = submitted.stdout.split()[0]
+    status = run_cli("batch", "status", batch_id, env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert f"{batch_id}  completed  /v1/audio/transcriptions" in status.stdout
+    assert "requests: 2 completed, 0 failed, 2 in all" in status.stdout and "output_file_id: file-" in status.stdout
+    out = tmp_path / "results"
+    fetched = run_cli("batch", "results", batch_id, "--out", str(out), env=env)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    output = jsonl_by_custom_id(out / f"{batch_id}_output.jsonl")
+    assert set(output) == set(texts)
+    for name, text in texts.items():
+        assert output[name]["response"]["status_code"] == 200
+        assert wer(text, output[name]["response"]["body"]["text"]) <= 0.15, output[name]
+
+
+def embedded_socket(stderr: str) -> str:
+    """The embedded engine's router socket, from the line the command prints once the engine is ready."""
+    return re.search(r"embedded engine ready at unix:(\S+)", stderr).group(1)
+
+
+def nothing_listens_on(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        return not os.path.exists(path) and sock.connect_ex(path) != 0
+
+
 @pytest.mark.slow
-def test_without_a_server_the_embedded_engine_runs_and_stops(tmp_path):
+def test_without_a_server_the_embedded_engine_runs_in_process_and_stops(tmp_path):
     write_wav(tmp_path / "one.wav", *clip(ONE))
-    done = run_cli("transcribe", str(tmp_path / "one.wav"), "--model", "whisper-tiny.en")
+    data = tmp_path / "data"
+    done = run_cli("transcribe", str(tmp_path / "one.wav"), "--model", "whisper-tiny.en",
+                   env=cli_env(HARMONY_DATA_DIR=str(data)))
     assert done.returncode == 0, done.stdout + done.stderr
     assert wer(ONE, (tmp_path / "one.txt").read_text()) <= 0.15
-    port = int(re.search(r"embedded engine ready at http://[\w.]+:(\d+)", done.stderr).group(1))
-    with socket.socket() as sock:  # the engine has stopped: nothing listens on its port any more
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert nothing_listens_on(embedded_socket(done.stderr))  # the engine has stopped and removed its socket
+    engine_log = (data / "embedded.log").read_text()
+    assert "Harmony is ready: unix:" in engine_log and "Harmony stopped." in engine_log, engine_log
+    assert "Harmony is" not in done.stdout + done.stderr and " INFO " not in done.stderr  # the log stays off the terminal
 
 
 @pytest.mark.slow
@@ -158,18 +240,18 @@ def test_ctrl_c_stops_the_embedded_engine(tmp_path):
     write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(tmp_path / "long.wav"),
                                 "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=cli_env(), text=True)
+                               env=cli_env(HARMONY_DATA_DIR=str(tmp_path / "data")), text=True)
     seen = ""
     while "embedded engine ready at" not in seen:
         line = process.stderr.readline()
         assert line, seen
         seen += line
-    port = int(re.search(r"ready at http://[\w.]+:(\d+)", seen).group(1))
-    engine = psutil.Process(process.pid).children()
+    router = embedded_socket(seen)
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert not children  # the engine runs in the command's own process
+    assert os.path.exists(router) and not nothing_listens_on(router)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "interrupted" in out
-    assert engine and not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
-    with socket.socket() as sock:
-        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    assert nothing_listens_on(router) and not os.path.exists(os.path.dirname(router))
     assert not (tmp_path / "long.txt").exists()
