@@ -34,13 +34,13 @@ average log-probability under ``log_prob_threshold``) gives no text. A request's
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from math import ceil
 from typing import Sequence
 
 import numpy as np
+from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidRequest
 from services.core.specs import NamedModel, Task
 from services.core.wire import Segment, Word
@@ -98,7 +98,7 @@ class FasterWhisperBackend:
             compute_type = "int8" if device == "cpu" else "float16"
         instances = self.spec.batching.instances
         # each concurrently running batch gets its own CTranslate2 worker and an equal share of the cores
-        threads = int(self.spec.options.get("cpu_threads", 0)) or max(1, (os.cpu_count() or 1) // instances)
+        threads = threads_per_instance(self.spec.options, instances)
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
                                   num_workers=instances, local_files_only=True)
         self.multilingual = self.model.model.is_multilingual

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidRequest
 from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
@@ -280,8 +280,8 @@ class KokoroBackend:
         elif self.spec.device == "cuda":
             raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
-        options = session_options(self.spec, int(threads) or max(1, (os.cpu_count() or 1) //
-                                                                 self.spec.batching.instances))
+        options = session_options(self.spec, threads_per_instance({"cpu_threads": threads},
+                                                                  self.spec.batching.instances))
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
         self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
         names = {i.name for i in self.session.get_inputs()}

@@ -29,6 +29,7 @@ import time
 from typing import Sequence
 
 import numpy as np
+from services.core.cpus import threads_per_instance
 from services.core.onnx_options import run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
@@ -96,8 +97,7 @@ class PiperBackend:
             providers.insert(0, "CUDAExecutionProvider")
         elif self.spec.device == "cuda":
             raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
-        options = session_options(self.spec, int(self.spec.options.get("cpu_threads", 0)) or max(
-            1, (os.cpu_count() or 1) // self.spec.batching.instances))
+        options = session_options(self.spec, threads_per_instance(self.spec.options, self.spec.batching.instances))
         with open(config_path, encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
         model_bytes, self.noise_channels = _patched_model_bytes(model_path)

@@ -19,12 +19,12 @@ probabilities equal the single-stream ones.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from services.core.cpus import threads_per_instance
 from services.core.onnx_options import session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir
@@ -73,8 +73,7 @@ class SileroVadBackend:
 
         started = time.monotonic()
         self.path = resolve_model_file(self.spec)
-        threads = int(self.spec.options.get("cpu_threads", 0)) or \
-            max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+        threads = threads_per_instance(self.spec.options, self.spec.batching.instances)
         options = session_options(self.spec, threads, inter_op_threads=1, shrinkable=False)
         self.session = ort.InferenceSession(str(self.path), sess_options=options,
                                             providers=["CPUExecutionProvider"])

@@ -25,13 +25,13 @@ windows per forward pass, default 256).
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidAudio
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir, sha256_of
@@ -121,8 +121,7 @@ class ResemblyzerEncoder:
         device = _pick_device(self.spec.device)
         if device == "cpu":
             # each concurrently running batch gets an equal share of the cores (torch's pool is process-wide)
-            threads = int(self.spec.options.get("cpu_threads", 0)) or \
-                max(1, (os.cpu_count() or 1) // self.spec.batching.instances)
+            threads = threads_per_instance(self.spec.options, self.spec.batching.instances)
             torch.set_num_threads(threads)
         model = VoiceEncoder(device=device, verbose=False, weights_fpath=path)
         model.eval()
