@@ -12,12 +12,27 @@ which ``services/core/memory.py`` trims.
 Model options: ``cpu_mem_arena`` (default true) and ``arena_shrinkage`` (default: on unless
 ``HARMONY_RELEASE_MEMORY=0``). Shrinking applies to sessions on the CPU provider alone, and
 not to Silero VAD (one run per 32-ms frame, tensors of a few KB: its memory stays flat).
+
+Execution providers (``providers``): onnxruntime's CUDA provider when the model's device is ``cuda``
+or ``auto`` and the installed onnxruntime has it (``onnxruntime-gpu``, in the CUDA image), else the
+CPU provider; ``device: cuda`` without it is an error, not a silent fall back. The choice is logged
+with the providers the session really got (``log_providers``). Options ``cuda_device`` (default 0)
+and ``cudnn_conv_algo_search`` (default HEURISTIC: EXHAUSTIVE benchmarks every new input shape, and
+speech of varying length makes every shape new).
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from services.core import memory
 from services.core.specs import NamedModel
+from services.core.weights import WeightsError
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+log = logging.getLogger("harmony.onnx")
 
 SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
 
@@ -67,3 +82,50 @@ def run_options(spec: NamedModel, session):
     options = onnxruntime.RunOptions()
     options.add_run_config_entry(SHRINK_KEY, "cpu:0")
     return options
+
+
+_preloaded: list[bool] = []
+
+
+def preload_cuda() -> None:
+    """Load the CUDA and cuDNN libraries of onnxruntime-gpu's ``[cuda,cudnn]`` extras (or torch's) once, so
+    the CUDA provider finds them whatever CUDA the image itself carries (onnxruntime >= 1.21)."""
+    if _preloaded:
+        return
+    _preloaded.append(True)
+    try:
+        import onnxruntime
+
+        preload = getattr(onnxruntime, "preload_dlls", None)
+        if preload is not None:
+            preload()
+    except Exception:  # noqa: BLE001 - the session then reports what is missing, and log_providers says it
+        log.warning("onnxruntime could not preload the CUDA libraries", exc_info=True)
+
+
+def providers(spec: NamedModel, available: list[str] | None = None) -> list[Any]:
+    """The session's providers for ``spec``: CUDA (with its options) then CPU, or CPU alone."""
+    if available is None:
+        import onnxruntime
+
+        available = list(onnxruntime.get_available_providers())
+    if spec.device == "cpu" or CUDA not in available:
+        if spec.device == "cuda":
+            raise WeightsError(f"model {spec.name}: device 'cuda' asked for, but onnxruntime has no {CUDA} here "
+                               "(the CUDA image installs onnxruntime-gpu)")
+        return [CPU]
+    preload_cuda()
+    options = {"device_id": int(spec.options.get("cuda_device", 0)),
+               "cudnn_conv_algo_search": str(spec.options.get("cudnn_conv_algo_search", "HEURISTIC"))}
+    return [(CUDA, options), CPU]
+
+
+def log_providers(spec: NamedModel, session) -> str:
+    """Log (and return) the provider the session runs on; ``device: cuda`` that ended on the CPU is an error."""
+    got = session.get_providers()
+    first = got[0] if got else CPU
+    if spec.device == "cuda" and first != CUDA:
+        raise WeightsError(f"model {spec.name}: device 'cuda' asked for, but the session runs on {first} "
+                           "(no GPU visible, or CUDA libraries missing)")
+    log.info("model %s runs on %s (device %s)", spec.name, first, spec.device)
+    return first

@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidRequest
-from services.core.onnx_options import run_options, session_options
+from services.core.onnx_options import log_providers, providers, run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.wire import VoiceInfo
@@ -274,15 +274,12 @@ class KokoroBackend:
             raise WeightsError(f"Kokoro has no voice {', '.join(sorted(unknown))}; it has {', '.join(sorted(packs))}")
         self.packs = {name: pack for name, pack in sorted(packs.items()) if not wanted or name in wanted}
 
-        providers = ["CPUExecutionProvider"]
-        if self.spec.device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif self.spec.device == "cuda":
-            raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
+        chosen = providers(self.spec)
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
         options = session_options(self.spec, threads_per_instance({"cpu_threads": threads},
                                                                   self.spec.batching.instances))
-        self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=chosen)
+        log_providers(self.spec, self.session)
         self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
         names = {i.name for i in self.session.get_inputs()}
         if names != {"tokens", "style", "speed"}:

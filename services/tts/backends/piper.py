@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.cpus import threads_per_instance
-from services.core.onnx_options import run_options, session_options
+from services.core.onnx_options import log_providers, providers, run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
 from services.core.wire import VoiceInfo
@@ -92,16 +92,13 @@ class PiperBackend:
         started = time.monotonic()
         model_path, config_path, self.voice_id, languages = resolve_voice_files(self.spec)
         self.languages = list(self.spec.languages) or languages
-        providers = ["CPUExecutionProvider"]
-        if self.spec.device in ("cuda", "auto") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        elif self.spec.device == "cuda":
-            raise WeightsError("device 'cuda' asked for, but onnxruntime has no CUDAExecutionProvider here")
+        chosen = providers(self.spec)
         options = session_options(self.spec, threads_per_instance(self.spec.options, self.spec.batching.instances))
         with open(config_path, encoding="utf-8") as handle:
             config = PiperConfig.from_dict(json.load(handle))
         model_bytes, self.noise_channels = _patched_model_bytes(model_path)
-        session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=providers)
+        session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=chosen)
+        log_providers(self.spec, session)
         self.voice = PiperVoice(session=session, config=config)
         self.run_options = run_options(self.spec, session)  # the arena shrinks after each run
         outputs = [o.name for o in self.voice.session.get_outputs()]

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.cpus import threads_per_instance
-from services.core.onnx_options import session_options
+from services.core.onnx_options import log_providers, providers, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir
 
@@ -56,7 +56,7 @@ class SileroVadBackend:
     """Per-frame speech probabilities for whole utterances, many utterances per session call."""
 
     task = Task.vad
-    devices = ("cpu",)
+    devices = ("cpu", "cuda")
     sample_rate = SAMPLE_RATE
     frame_samples = FRAME
 
@@ -75,8 +75,8 @@ class SileroVadBackend:
         self.path = resolve_model_file(self.spec)
         threads = threads_per_instance(self.spec.options, self.spec.batching.instances)
         options = session_options(self.spec, threads, inter_op_threads=1, shrinkable=False)
-        self.session = ort.InferenceSession(str(self.path), sess_options=options,
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers(self.spec))
+        log_providers(self.spec, self.session)
         names = {i.name for i in self.session.get_inputs()}
         if names != {"input", "state", "sr"}:
             raise WeightsError(f"{self.path.name} is not a Silero VAD v5/v6 model (inputs: {sorted(names)})")
