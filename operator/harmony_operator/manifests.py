@@ -94,6 +94,53 @@ def state_env(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, An
     return out
 
 
+def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The operator's variables, the voice service's state, then the spec's own ``env`` (which override).
+
+    ``HARMONY_CPU_REQUEST`` (the CPU request, rounded up, from the downward API) sizes the thread pools
+    of a pod without a CPU limit (services/core/cpus.py); a limit is read from the cgroup."""
+    env: list[dict[str, Any]] = [
+        {"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR},
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if spec.resources.cpu:
+        env.append({"name": "HARMONY_CPU_REQUEST", "valueFrom": {"resourceFieldRef": {
+            "containerName": "model", "resource": "requests.cpu", "divisor": "1"}}})
+    env += state
+    own = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.env]
+    overridden = {e["name"] for e in own}
+    return [e for e in env if e["name"] not in overridden] + own
+
+
+def volume_mounts(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """The model file, the cache (or the spec's volume at its path), /tmp, then the spec's volumes."""
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    if not any(v.mount_path.rstrip("/") == CACHE_DIR for v in spec.volumes):
+        mounts.append({"name": "cache", "mountPath": CACHE_DIR})
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    for v in spec.volumes:
+        mount = {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only}
+        mounts.append({**mount, "subPath": v.sub_path} if v.sub_path else mount)
+    return mounts
+
+
+def volumes(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Weights on a PersistentVolumeClaim or in an OCI image (an image volume), beside the operator's own."""
+    out: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names.child_name(name)}}]
+    if not any(v.mount_path.rstrip("/") == CACHE_DIR for v in spec.volumes):
+        out.append({"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}})
+    out.append({"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}})
+    for v in spec.volumes:
+        if v.claim_name:
+            out.append({"name": v.name, "persistentVolumeClaim": {"claimName": v.claim_name,
+                                                                  "readOnly": v.read_only}})
+        else:
+            image = {"reference": v.image, **({"pullPolicy": v.image_pull_policy} if v.image_pull_policy else {})}
+            out.append({"name": v.name, "image": image})
+    return out
+
+
 def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
     state = state_env(spec, settings)
     container = {
@@ -103,12 +150,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "command": ["python", "-m", "services.service_main"],
         "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT)],
         "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
-        "env": [
-            {"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR},
-            {"name": "HOME", "value": "/tmp"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-            *state.get("env", []),
-        ],
+        "env": container_env(spec, state.get("env", [])),
         **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
         "resources": _resources(spec),
         # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.
@@ -121,11 +163,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
             "runAsNonRoot": True,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "cache", "mountPath": CACHE_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": volume_mounts(spec),
     }
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
@@ -134,11 +172,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],
-        "volumes": [
-            {"name": "config", "configMap": {"name": names.child_name(name)}},
-            {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}},
-        ],
+        "volumes": volumes(name, spec, settings),
     }
     optional = {
         "serviceAccountName": settings.service_account or None,

@@ -129,6 +129,56 @@ class Toleration(Strict):
     toleration_seconds: int | None = Field(None, alias="tolerationSeconds", ge=0)
 
 
+# Paths and volume names of the model pods that the operator itself mounts (operator/harmony_operator/manifests.py).
+RESERVED_VOLUMES = {"config", "cache", "tmp"}
+RESERVED_MOUNTS = {"/etc/harmony", "/tmp"}
+CACHE_MOUNT = "/var/cache/harmony"
+
+
+# A volume of the model's pods: ``source.path`` then points inside its ``mount_path``. A claim mounted at
+# /var/cache/harmony replaces the model cache (an emptyDir by default): one cache shared by the replicas.
+class ModelVolume(Strict):
+    """A volume of the model's pods (Kubernetes only): weights on a PersistentVolumeClaim or in an OCI image."""
+
+    name: str = Field(..., min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                      description="volume name in the pod")
+    mount_path: str = Field(..., pattern=r"^/[^:]*$", description="where the container sees it, e.g. /models")
+    claim_name: str | None = Field(None, min_length=1, description="a PersistentVolumeClaim of the namespace "
+                                   "(ReadOnlyMany or ReadWriteMany for more than one replica)")
+    image: str | None = Field(None, min_length=1, description="an OCI image (or artifact) mounted read-only: the "
+                              "Kubernetes image volume source (ImageVolume, Kubernetes 1.33+)")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="of the image volume (Kubernetes' default: Always for :latest, else IfNotPresent)")
+    sub_path: str | None = Field(None, pattern=r"^[^/].*$", description="a path inside the volume to mount instead "
+                                                                       "of its root")
+    read_only: bool = Field(True, description="mounted read-only (image volumes always are)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelVolume":
+        if (self.claim_name is None) == (self.image is None):
+            raise ValueError("set exactly one of 'claim_name' or 'image'")
+        if self.image is None and self.image_pull_policy is not None:
+            raise ValueError("'image_pull_policy' goes with 'image'")
+        if self.image is not None and not self.read_only:
+            raise ValueError("an image volume is read-only")
+        return self
+
+
+class EnvVar(Strict):
+    """An environment variable of the model's container (Kubernetes only), in Kubernetes' shape."""
+
+    name: str = Field(..., min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(None, alias="valueFrom", description="a Kubernetes EnvVarSource as is "
+                                              "(secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)")
+
+    @model_validator(mode="after")
+    def _value_or_ref(self) -> "EnvVar":
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("set 'value' or 'valueFrom', not both")
+        return self
+
+
 class SpeechModelSpec(Strict):
     """A model served by one batching microservice."""
 
@@ -153,6 +203,25 @@ class SpeechModelSpec(Strict):
     affinity: dict[str, Any] | None = Field(None, description="pod affinity, a Kubernetes Affinity object as is")
     runtime_class_name: str | None = Field(None, description="pod runtimeClassName, e.g. nvidia")
     priority_class_name: str | None = Field(None, description="pod priorityClassName")
+    volumes: list[ModelVolume] = Field(default_factory=list, description="volumes mounted into the model's pods: "
+                                       "weights on a PersistentVolumeClaim or in an OCI image, a shared model cache")
+    env: list[EnvVar] = Field(default_factory=list, description="more environment variables of the model's "
+                              "container (after the operator's own, so a name here overrides)")
+
+    @field_validator("volumes")
+    @classmethod
+    def _volumes_apart(cls, value: list[ModelVolume]) -> list[ModelVolume]:
+        names, mounts = [v.name for v in value], [v.mount_path.rstrip("/") or "/" for v in value]
+        for volume, mount in zip(value, mounts):
+            if volume.name in RESERVED_VOLUMES:
+                raise ValueError(f"volume name '{volume.name}' is the operator's ({', '.join(sorted(RESERVED_VOLUMES))})")
+            if mount in RESERVED_MOUNTS or mount == "/":
+                raise ValueError(f"mount_path '{volume.mount_path}' is the operator's")
+            if mount == CACHE_MOUNT and volume.claim_name is None:
+                raise ValueError(f"the model cache ({CACHE_MOUNT}) can only be replaced by a claim")
+        if len(set(names)) != len(names) or len(set(mounts)) != len(mounts):
+            raise ValueError("volume names and mount paths must be unique")
+        return value
 
     @field_validator("languages")
     @classmethod
