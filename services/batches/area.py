@@ -6,9 +6,10 @@ import threading
 from functools import cached_property
 
 from services.batches.files import FileStore, Owner
+from services.core.errors import ServiceUnavailable
 from services.core.specs import HarmonyConfig
 from services.store.db import Database, open_database
-from services.store.objects import ObjectStore, object_store_settings, open_object_store
+from services.store.objects import ObjectStore, missing_required_store, object_store_settings, open_object_store
 
 
 class BatchArea:
@@ -25,8 +26,15 @@ class BatchArea:
                 self._db = open_database(self.config)
             return self._db
 
+    def missing_object_store(self) -> str | None:
+        """Why the Files and Batch API cannot run here (a pod without a shared object store), or None."""
+        return missing_required_store(object_store_settings(self.config.object_store), "files and batches")
+
     @cached_property
     def objects(self) -> ObjectStore:
+        missing = self.missing_object_store()
+        if missing:
+            raise ServiceUnavailable(missing, code="object_store_missing")
         return open_object_store(object_store_settings(self.config.object_store), self.config.data_dir)
 
     @cached_property

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 import httpx
@@ -57,7 +58,11 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        runner.start(app)  # the router's own app, in process: a batch's requests take its every check
+        missing = area.missing_object_store()
+        if missing:
+            logging.getLogger("harmony.batches").warning("the batch runner does not run: %s", missing)
+        else:
+            runner.start(app)  # the router's own app, in process: a batch's requests take its every check
         yield
         await runner.stop()
         await clients.aclose()

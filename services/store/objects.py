@@ -164,3 +164,12 @@ def open_object_store(settings: ObjectStoreSettings | None = None, data_dir: str
     if url.startswith("file://"):
         url = urlparse(url).path
     return DirectoryObjectStore(url)
+
+
+def missing_required_store(settings: ObjectStoreSettings, what: str) -> str | None:
+    """A message when no object store is configured but one is required ($HARMONY_OBJECT_STORE_REQUIRED, which
+    Kubernetes pods get: a directory there is the pod's own emptyDir, lost with it and unseen by other replicas)."""
+    if settings.url or os.environ.get("HARMONY_OBJECT_STORE_REQUIRED", "").lower() not in ("1", "true"):
+        return None
+    return (f"{what} need an object store that outlives this pod: set voices.objectStore.url in the Helm chart "
+            "($HARMONY_OBJECT_STORE_URL, e.g. s3://bucket/harmony)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import time
 from typing import Any
 
@@ -26,7 +25,7 @@ from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech
 from services.vc.types import ConversionJob
 from services.store.db import open_database
-from services.store.objects import object_store_settings, open_object_store
+from services.store.objects import missing_required_store, object_store_settings, open_object_store
 from services.vc.voices import VoiceRecord, VoiceStore
 from starlette.datastructures import FormData, UploadFile
 
@@ -188,9 +187,9 @@ def open_voice_store(spec: NamedModel, config: HarmonyConfig | None = None) -> V
     and object store; voices of the old directory layout (``options.voice_store``) are imported once."""
     config = config or HarmonyConfig()
     settings = object_store_settings(config.object_store, spec.options)
-    if not settings.url and os.environ.get("HARMONY_OBJECT_STORE_REQUIRED", "").lower() in ("1", "true"):
-        raise ConfigError("registered voices need an object store that outlives this pod: set voices.objectStore.url "
-                          "in the Helm chart ($HARMONY_OBJECT_STORE_URL, e.g. s3://bucket/voices)")
+    missing = missing_required_store(settings, "registered voices")
+    if missing:
+        raise ConfigError(missing)
     objects = open_object_store(settings, config.data_dir)
     store = VoiceStore(open_database(config), objects)
     store.import_directory(str(spec.options.get("voice_store", cache_dir() / "voices")))
