@@ -353,6 +353,8 @@ class RouterModelEntry(BaseModel):
     name: ModelName
     endpoint: str
     spec: SpeechModelSpec
+    ready_replicas: int | None = Field(None, ge=0, description="set for a model that scales to zero: 0 means the "
+                                       "router holds its requests until a replica is ready")
 
     def named(self) -> NamedModel:
         return NamedModel.model_validate({**self.spec.model_dump(by_alias=True), "name": self.name})
