@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.core.specs import AutoscalingSpec
+from services.core.wire import LAST_REQUEST_ANNOTATION
 
-LAST_REQUEST = "harmony.dev/last-request"     # on the SpeechModel, written by the router
+LAST_REQUEST = LAST_REQUEST_ANNOTATION       # on the SpeechModel, written by the router
 SCALED_TO_ZERO_AT = "harmony.dev/scaled-to-zero-at"  # on the Deployment, written by the operator
 WOKEN_AT = "harmony.dev/woken-at"             # on the Deployment, written by the operator
 

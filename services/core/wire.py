@@ -345,6 +345,11 @@ class VoiceDeleted(BaseModel):
 # ---------------------------------------------------------------------------- operator -> router
 
 
+LAST_REQUEST_ANNOTATION = "harmony.dev/last-request"
+"""Router -> operator: on a SpeechModel that scales to zero, when it was last asked for (RFC 3339, UTC). Written at
+once when the router holds a request for a model with no ready replica (the wake-up call), else every few seconds."""
+
+
 class RouterModelEntry(BaseModel):
     """One SpeechModel in the router's model table: its spec and the URL of its Service."""
 
