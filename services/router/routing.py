@@ -60,7 +60,8 @@ class ModelTable:
         self._public: dict[str, str] = {}
         self._turn = itertools.count()
         self.created = int(time.time())
-        self._ready: dict[str, asyncio.Event] = {}  # models someone waits on for a first ready replica
+        # models someone waits on for a first ready replica: the waiters' loop and event
+        self._ready: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
 
     def set_model(self, spec: NamedModel, urls: list[str]) -> None:
         """``urls``: the model's ready replicas (none: its requests wait in ``wait_ready`` until some are set)."""
@@ -73,10 +74,12 @@ class ModelTable:
 
     def notify_ready(self, name: str) -> None:
         """The hook of whatever learns readiness (the operator's ConfigMap, an EndpointSlice watch): ``name`` may
-        have a ready replica now; its waiters look again."""
-        event = self._ready.pop(name, None)
-        if event is not None:
-            event.set()
+        have a ready replica now; its waiters look again. Safe from any thread (a watch may run in its own)."""
+        waiting = self._ready.pop(name, None)
+        if waiting is not None:
+            loop, event = waiting
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(event.set)
 
     async def wait_ready(self, name: str, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until model ``name`` has a replica; False when it has none by then (or
@@ -91,8 +94,8 @@ class ModelTable:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            event = self._ready.setdefault(name, asyncio.Event())
-            with contextlib.suppress(asyncio.TimeoutError):
+            _, event = self._ready.setdefault(name, (asyncio.get_running_loop(), asyncio.Event()))
+            with contextlib.suppress(asyncio.TimeoutError):  # looked at again each second, woken or not
                 await asyncio.wait_for(event.wait(), min(left, 1.0))
 
     def remove_model(self, name: str) -> None:
