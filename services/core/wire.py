@@ -387,6 +387,7 @@ class RouterModels(BaseModel):
         """Only what differs from the defaults, Kubernetes field names, sorted by name (stable output)."""
         data = {
             "models": [{"name": m.name, "endpoint": m.endpoint,
+                        **({} if m.ready_replicas is None else {"ready_replicas": m.ready_replicas}),
                         "spec": m.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
                        for m in sorted(self.models, key=lambda m: m.name)],
             "routes": [{"name": r.name, "spec": r.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
