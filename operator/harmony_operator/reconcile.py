@@ -155,7 +155,8 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
         spec = parse_model(body.get("spec"))
     except ValidationError:
         return None
-    if _deleting(body) or not idle.manages_zero(spec.autoscaling):
+    autoscaling = spec.autoscaling
+    if _deleting(body) or autoscaling is None or not idle.manages_zero(autoscaling):
         return None
     deployment = ctx.kube.get("Deployment", namespace, names.child_name(name))
     if deployment is None:
@@ -163,7 +164,7 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
     now = time.time() if now is None else now
     times = idle.Times.of(body, deployment)
     replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
-    target = idle.decide(spec.autoscaling, replicas, times, now)
+    target = idle.decide(autoscaling, replicas, times, now)
     if target is None:
         if times.active_since is None:
             ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.first_seen_patch(now))
