@@ -252,3 +252,33 @@ def test_in_flight_requests_gauge_counts_admitted_requests() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [0, 1, 2, 0, 0]
+
+
+def test_the_waker_reports_each_new_request_once() -> None:
+    from services.router.wake import ModelWaker
+
+    calls: list[tuple[str, float]] = []
+
+    async def report(name: str, at: float) -> None:
+        calls.append((name, at))
+
+    async def scenario() -> list[int]:
+        waker = ModelWaker(report, report_interval_s=3600)
+        seen = []
+        waker.touch("cold")
+        await waker.flush()
+        seen.append(len(calls))
+        await waker.flush()  # nothing new
+        seen.append(len(calls))
+        await asyncio.sleep(0.01)
+        waker.wake("cold")  # reported at once, without waiting for the periodic flush
+        for _ in range(100):
+            if len(calls) == 2:
+                break
+            await asyncio.sleep(0.01)
+        seen.append(len(calls))
+        await waker.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == [1, 1, 2]
+    assert calls[1][1] > calls[0][1]
