@@ -7,6 +7,8 @@
   patch on 409), write its status, rewrite the router's ConfigMap.
 - SpeechModel deleted: Kubernetes garbage-collects its children (ownerReferences);
   the router's ConfigMap forgets it.
+- A SpeechModel with ``min_replicas: 0``: woken when the router writes its last-request
+  annotation, put to zero after ``scale_to_zero_after`` without requests (a timer).
 - SpeechRoute created, updated, deleted, or a timer tick: check its steps' models,
   write its status, rewrite the router's ConfigMap.
 - A child deleted by someone: recreated. A Deployment changed: the owner's status
@@ -20,11 +22,12 @@ import os
 from typing import Any
 
 import kopf
-from . import names, reconcile
+from . import idle, names, reconcile
 from .kube import Kube
 from .settings import OperatorSettings
 
 _INTERVAL = OperatorSettings.from_env().reconcile_interval_s
+_SCALE_CHECK = OperatorSettings.from_env().scale_check_interval_s
 MODEL = (names.GROUP, names.VERSION, names.MODELS)
 ROUTE = (names.GROUP, names.VERSION, names.ROUTES)
 MANAGED = {names.MANAGED_BY: names.OPERATOR}
@@ -45,7 +48,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Progress and diff-base in our own annotations: the status schema stays strict.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.GROUP, key="last-handled-configuration")
+        prefix=names.GROUP, key="last-handled-configuration",
+        # The router's report of a model's last request is no change to handle (see model_asked_for).
+        ignored_fields=[("metadata", "annotations", idle.LAST_REQUEST)])
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     # No watching of CRDs (cluster-scoped, beyond the chart's namespaced RBAC): the CRDs are
     # installed before the operator starts, and API discovery at start-up finds them.
@@ -84,6 +89,28 @@ def model_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> Non
 @kopf.timer(*MODEL, interval=_INTERVAL, initial_delay=_INTERVAL)
 def model_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     reconcile.reconcile_model(memo.ctx, dict(body))
+
+
+def _scales_to_zero(spec: kopf.Spec, **_: Any) -> bool:
+    autoscaling = spec.get("autoscaling") or {}
+    return autoscaling.get("min_replicas") == 0 and autoscaling.get("engine", "hpa") == "hpa"
+
+
+def _asked_for(spec: kopf.Spec, annotations: kopf.Annotations, **_: Any) -> bool:
+    return _scales_to_zero(spec) and idle.LAST_REQUEST in annotations
+
+
+@kopf.timer(*MODEL, interval=_SCALE_CHECK, initial_delay=_SCALE_CHECK, when=_scales_to_zero)
+def model_idle_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A model that scales to zero: back to zero after scale_to_zero_after without requests."""
+    reconcile.scale_to_zero_pass(memo.ctx, dict(body))
+
+
+@kopf.on.event(*MODEL, when=_asked_for)
+def model_asked_for(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The router wrote harmony.dev/last-request: a model at zero wakes now, not at the next tick."""
+    if type != "DELETED":
+        reconcile.scale_to_zero_pass(memo.ctx, dict(body))
 
 
 @kopf.on.create(*ROUTE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import kopf
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
 from services.core.wire import SpeechModelStatus
-from . import manifests, names, status
+from . import idle, manifests, names, status
 from .kube import Kube, KubeError
 from .settings import OperatorSettings
 from pydantic import ValidationError
@@ -109,8 +110,7 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
             applied = ctx.kube.apply(child, before, patch_body=patch_body)
             if child["kind"] == "Deployment":
                 deployment = applied
-        if spec.autoscaling is None:
-            ctx.kube.delete("HorizontalPodAutoscaler", namespace, names.child_name(name))
+        _delete_unwanted_autoscalers(ctx, name, namespace, spec)
     except KubeError as exc:
         try:
             write_model_status(ctx, body, deployment, status.Problem("ApplyFailed", str(exc)))
@@ -120,16 +120,59 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
     return write_model_status(ctx, body, deployment)
 
 
+def _delete_unwanted_autoscalers(ctx: Context, name: str, namespace: str, spec: SpeechModelSpec) -> None:
+    """No autoscaling, or the other engine: its HPA or ScaledObject goes (a 404 is fine: KEDA may not be there)."""
+    if manifests.hpa(name, namespace, spec) is None:
+        ctx.kube.delete("HorizontalPodAutoscaler", namespace, names.child_name(name))
+    if manifests.scaled_object(name, namespace, spec, ctx.settings) is None:
+        ctx.kube.delete("ScaledObject", namespace, names.child_name(name))
+
+
 def refresh_model_status(ctx: Context, namespace: str, model: str, deployment: dict[str, Any]) -> None:
-    """A Deployment of ours changed (pods became ready, a rollout stalled): mirror it in the owner's status."""
+    """A Deployment of ours changed (pods became ready, a rollout stalled): mirror it in the owner's status.
+
+    A model that scales to zero also tells the router when it gains its first ready replica or loses its last."""
     owner = ctx.kube.get("SpeechModel", namespace, model)
     if owner is None or _deleting(owner):
         return
     try:
-        parse_model(owner.get("spec"))
+        spec = parse_model(owner.get("spec"))
     except ValidationError:
         return  # its status says InvalidSpec; leave that
-    write_model_status(ctx, owner, deployment)
+    before = int((owner.get("status") or {}).get("readyReplicas") or 0)
+    after = write_model_status(ctx, owner, deployment).readyReplicas
+    if spec.autoscaling and spec.autoscaling.scales_to_zero and (before == 0) != (after == 0):
+        sync_namespace(ctx, namespace)
+
+
+def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = None) -> int | None:
+    """Wake a model at zero that was asked for, or put an idle one to zero (``engine: hpa``; see :mod:`idle`).
+
+    Returns the Deployment's new replica count, None when it was left alone. Idempotent."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    try:
+        spec = parse_model(body.get("spec"))
+    except ValidationError:
+        return None
+    autoscaling = spec.autoscaling
+    if _deleting(body) or autoscaling is None or not idle.manages_zero(autoscaling):
+        return None
+    deployment = ctx.kube.get("Deployment", namespace, names.child_name(name))
+    if deployment is None:
+        return None
+    now = time.time() if now is None else now
+    times = idle.Times.of(body, deployment)
+    replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+    target = idle.decide(autoscaling, replicas, times, now)
+    if target is None:
+        if times.active_since is None:
+            ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.first_seen_patch(now))
+        return None
+    log.info("SpeechModel %s/%s: %s", namespace, name, "woken by a request" if target else "idle: scaled to zero")
+    deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.scale_patch(target, now))
+    write_model_status(ctx, body, deployment)
+    return target
 
 
 def on_child_gone(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
@@ -182,7 +225,9 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
     Serialised per namespace, and always from a fresh listing, so the last writer is right.
     """
     with ctx.namespace_lock(namespace):
-        models, existing = _named_models(ctx.kube.list("SpeechModel", namespace))
+        items = ctx.kube.list("SpeechModel", namespace)
+        models, existing = _named_models(items)
+        ready = {i["metadata"]["name"]: int((i.get("status") or {}).get("readyReplicas") or 0) for i in items}
         public = {n for m in models for n in (m.name, *m.aliases)}
         routes = []
         for item in ctx.kube.list("SpeechRoute", namespace):
@@ -194,7 +239,7 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
             write_status(ctx, "SpeechRoute", item, new)
             if route is not None and not missing:
                 routes.append(route)
-        ctx.kube.apply(manifests.router_configmap(namespace, models, routes))
+        ctx.kube.apply(manifests.router_configmap(namespace, models, routes, ready))
 
 
 def sync_namespace_or_retry(ctx: Context, namespace: str, retry: int = 0) -> None:

@@ -149,7 +149,12 @@ def test_keda_and_ingress_profiles(rendered) -> None:
     keda = rendered["keda-values.yaml"]
     (monitor,) = find(keda, "ServiceMonitor")  # the router and every model
     assert monitor["spec"]["selector"]["matchExpressions"][0]["values"] == ["harmony-router", "harmony-model"]
-    scaled = {m["metadata"]["name"]: m["spec"].get("autoscaling") for m in find(keda, "SpeechModel")}
-    assert scaled["whisper-tiny.en"]["target_queue_depth"] == 8
+    scaled = {m["metadata"]["name"]: SpeechModelSpec.model_validate(m["spec"]).autoscaling
+              for m in find(keda, "SpeechModel")}
+    assert scaled["whisper-tiny.en"].engine == scaled["piper-en-joe"].engine == "keda"
+    assert scaled["piper-en-joe"].min_replicas == 0
+    operator = next(d for d in find(keda, "Deployment") if d["metadata"]["name"].endswith("-operator"))
+    env = {e["name"]: e.get("value") for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HARMONY_PROMETHEUS_URL"] == "http://prometheus-operated.monitoring.svc:9090"
     (ingress,) = find(rendered["ingress-values.yaml"], "Ingress")
     assert ingress["spec"]["tls"][0]["hosts"] == ["speech.example.com"]

@@ -111,6 +111,10 @@ rules:
   - apiGroups: [autoscaling]
     resources: [horizontalpodautoscalers]
     verbs: [list, watch, create, patch, delete]
+  # autoscaling.engine: keda (a ScaledObject per model, deleted when the engine changes; a 404 when KEDA is absent)
+  - apiGroups: [keda.sh]
+    resources: [scaledobjects]
+    verbs: [create, patch, delete]
   - apiGroups: [""]
     resources: [events]
     verbs: [create]
