@@ -2,15 +2,16 @@
 
     kopf run --standalone -m harmony_operator.handlers --namespace harmony   # or -A
 
-- SpeechModel created, resumed, updated, or a timer tick: apply its ConfigMap,
+- SpeechModel created, resumed, updated, or the periodic pass (resync.py): apply its ConfigMap,
   Service, Deployment, PodDisruptionBudget and HorizontalPodAutoscaler (create, or
   patch on 409), write its status, rewrite the router's ConfigMap.
 - SpeechModel deleted: Kubernetes garbage-collects its children (ownerReferences);
-  the router's ConfigMap forgets it.
-- SpeechRoute created, updated, deleted, or a timer tick: check its steps' models,
-  write its status, rewrite the router's ConfigMap.
-- A child deleted by someone: recreated. A Deployment changed: the owner's status
-  follows (ready replicas, stalled rollouts).
+  the router's ConfigMap forgets it. No finalizer unless HARMONY_FINALIZERS is on (then
+  the finalizer deletes the children itself), so uninstalling never hangs.
+- SpeechRoute created, updated, deleted, or the periodic pass: check its steps' models (there,
+  of the step's task, Ready), write its status, rewrite the router's ConfigMap.
+- A child deleted by someone: recreated. A child edited by someone: repaired at that
+  event. A Deployment changed: the owner's status follows (ready replicas, rollouts).
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 import kopf
 from . import names, reconcile
 from .kube import Kube
+from .resync import Resync
 from .settings import OperatorSettings
 
-_INTERVAL = OperatorSettings.from_env().reconcile_interval_s
 MODEL = (names.GROUP, names.VERSION, names.MODELS)
 ROUTE = (names.GROUP, names.VERSION, names.ROUTES)
 MANAGED = {names.MANAGED_BY: names.OPERATOR}
@@ -52,10 +53,13 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
+    memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s)
+    memo.resync.start()
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.stop()
     memo.ctx.kube.close()
 
 
@@ -66,45 +70,52 @@ def _namespace(body: kopf.Body) -> str:
 @kopf.on.create(*MODEL)
 @kopf.on.resume(*MODEL)
 def model_created(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body), retry=retry)
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+    try:
+        reconcile.reconcile_model(memo.ctx, dict(body), retry=retry)
+    finally:  # a model with a conflict or an invalid spec leaves the router too
+        reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
 
 
 @kopf.on.update(*MODEL)
 def model_updated(body: kopf.Body, old: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body), (old or {}).get("spec"), retry=retry)
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+    try:
+        reconcile.reconcile_model(memo.ctx, dict(body), (old or {}).get("spec"), retry=retry)
+    finally:
+        reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
 
 
-@kopf.on.delete(*MODEL)
-def model_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+def _finalizers_on(memo: kopf.Memo, **_: Any) -> bool:
+    return bool(memo.ctx.settings.finalizers)
 
 
-@kopf.timer(*MODEL, interval=_INTERVAL, initial_delay=_INTERVAL)
-def model_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body))
+@kopf.on.delete(*MODEL, when=_finalizers_on)
+def model_finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    reconcile.finalize_model(memo.ctx, dict(body), retry)
 
 
+@kopf.on.event(*MODEL)
+@kopf.on.event(*ROUTE)
+def seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Its namespace joins the periodic pass. Without a finalizer, a deleted object is just gone:
+    the router's ConfigMap forgets it."""
+    memo.resync.namespaces.add(_namespace(body))
+    if type == "DELETED":
+        reconcile.sync_namespace(memo.ctx, _namespace(body))
+
+
+@kopf.on.delete(*ROUTE, when=_finalizers_on, id="route_finalize")
 @kopf.on.create(*ROUTE)
 @kopf.on.resume(*ROUTE)
 @kopf.on.update(*ROUTE)
-@kopf.on.delete(*ROUTE)
 def route_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
-
-
-@kopf.timer(*ROUTE, interval=_INTERVAL, initial_delay=_INTERVAL)
-def route_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile.sync_namespace(memo.ctx, _namespace(body))
 
 
 def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         reconcile.on_child_gone(memo.ctx, _namespace(body), dict(body))
-    elif body.get("kind") == "Deployment" and names.MODEL_LABEL in body["metadata"].get("labels", {}):
-        reconcile.refresh_model_status(memo.ctx, _namespace(body), body["metadata"]["labels"][names.MODEL_LABEL],
-                                       dict(body))
+    else:
+        reconcile.on_child_event(memo.ctx, _namespace(body), dict(body))
 
 
 for _group, _version, _plural in CHILDREN:
