@@ -138,12 +138,18 @@ def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
         assert resource not in ("secrets", "pods", "customresourcedefinitions", "namespaces")
     assert granted["harmony.dev", "speechmodels"] == {"get", "list", "watch", "patch"}
     assert granted["harmony.dev", "speechmodels/status"] == {"patch"}
-    assert granted["apps", "deployments"] == {"list", "watch", "create", "patch"}
-    assert granted["autoscaling", "horizontalpodautoscalers"] == {"list", "watch", "create", "patch", "delete"}
+    # get: the operator reads an object before patching it, and leaves one that is not its own.
+    assert granted["apps", "deployments"] == {"get", "list", "watch", "create", "patch"}
+    assert granted["autoscaling", "horizontalpodautoscalers"] == {"get", "list", "watch", "create", "patch", "delete"}
     assert granted["", "events"] == {"create"}
     for binding in find(objects, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-operator", "namespace": "speech"}]
         assert binding["roleRef"]["name"] == "harmony-operator"
+
+    # Finalizers (off by default) delete the children themselves: only then may the operator delete them.
+    finalizing = rules(find(render(helm, tmp_path, {"operator": {"finalizers": True}}), "Role")[0])
+    assert finalizing["apps", "deployments"] == {"get", "list", "watch", "create", "patch", "delete"}
+    assert finalizing["", "services"] == finalizing["", "configmaps"] == finalizing["apps", "deployments"]
 
     wide = render(helm, tmp_path, {"operator": {"clusterWide": True}})
     assert not find(wide, "Role") and rules(find(wide, "ClusterRole")[0]) == granted

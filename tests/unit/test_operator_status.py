@@ -171,3 +171,9 @@ def test_alias_conflicts_name_both_sides_and_the_winner() -> None:
     found = aliases.conflicts([named("a", "b"), named("b")])
     assert set(found) == {"a", "b"} and "serves it from b" in found["a"]
     assert aliases.conflicts([named("a", "x", "x"), named("b", "y")]) == {}
+
+
+def test_finalizers_are_off_unless_asked_for() -> None:
+    assert OperatorSettings.from_env({}).finalizers is False
+    assert OperatorSettings.from_env({"HARMONY_FINALIZERS": "true"}).finalizers is True
+    assert OperatorSettings.from_env({"HARMONY_FINALIZERS": "false"}).finalizers is False
