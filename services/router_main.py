@@ -16,21 +16,33 @@ from services.core.specs import AuditSettings, AuthSettings, DatabaseSettings, H
 from services.router.app import create_router_app
 from services.router.cluster import ClusterSync
 from services.router.routing import ModelTable
+from services.router.wake import ModelWaker, SpeechModelAnnotator
 
 
-async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str) -> None:
+async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str,
+                wake_models: bool = False) -> None:
     table = ModelTable()
     sync = ClusterSync(table, models_file, poll_s)
     sync.reload()
-    app = create_router_app(config, table)
+    # Scale from zero: report requests for models that scale to zero on their SpeechModels (the service account's
+    # one right: patch SpeechModels in this namespace).
+    annotator = SpeechModelAnnotator.in_cluster() if wake_models else None
+    waker = ModelWaker(annotator) if annotator else None
+    app = create_router_app(config, table, waker=waker)
     server = build_server(app, config.server, log_level)
-    watcher = asyncio.create_task(sync.run(), name="cluster-sync")
+    tasks = [asyncio.create_task(sync.run(), name="cluster-sync")]
+    if waker:
+        tasks.append(asyncio.create_task(waker.run(), name="wake-reports"))
     try:
         await server.serve()
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if waker and annotator:
+            await waker.aclose()
+            await annotator.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $HARMONY_DATABASE_URL, else SQLite)")
     parser.add_argument("--audit", default="stdout", choices=["stdout", "file", "database", "none"])
     parser.add_argument("--audit-file", help="the file of --audit file")
+    parser.add_argument("--wake-models", action="store_true",
+                        help="report requests for models that scale to zero to the operator (SpeechModel annotation "
+                             "harmony.dev/last-request), so it wakes them and knows when they are idle")
     args = parser.parse_args(argv)
 
     config = HarmonyConfig(server=ServerSettings(
@@ -57,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         auth=AuthSettings(required=args.require_auth), database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level))
+    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models))
     return 0
 
 

@@ -8,6 +8,10 @@
 - SpeechModel deleted: Kubernetes garbage-collects its children (ownerReferences);
   the router's ConfigMap forgets it. No finalizer unless HARMONY_FINALIZERS is on (then
   the finalizer deletes the children itself), so uninstalling never hangs.
+- A SpeechModel with ``min_replicas: 0`` (engine hpa): woken when the router writes its
+  last-request annotation (an event handler), put to zero after ``scale_to_zero_after``
+  without requests (checked by the periodic pass every ``scale_check_interval_s``; no kopf
+  timer, which would put a finalizer on the model).
 - SpeechRoute created, updated, deleted, or the periodic pass: check its steps' models (there,
   of the step's task, Ready), write its status, rewrite the router's ConfigMap.
 - A child deleted by someone: recreated. A child edited by someone: repaired at that
@@ -21,7 +25,7 @@ import os
 from typing import Any
 
 import kopf
-from . import names, reconcile
+from . import idle, names, reconcile
 from .kube import Kube
 from .resync import Resync
 from .settings import OperatorSettings
@@ -46,14 +50,17 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Progress and diff-base in our own annotations: the status schema stays strict.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.GROUP, key="last-handled-configuration")
+        prefix=names.GROUP, key="last-handled-configuration",
+        # The router's report of a model's last request is no change to handle (see model_asked_for).
+        ignored_fields=[("metadata", "annotations", idle.LAST_REQUEST)])
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     # No watching of CRDs (cluster-scoped, beyond the chart's namespaced RBAC): the CRDs are
     # installed before the operator starts, and API discovery at start-up finds them.
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
-    memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s)
+    memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
+                         memo.ctx.settings.scale_check_interval_s)
     memo.resync.start()
 
 
@@ -101,6 +108,18 @@ def seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     memo.resync.namespaces.add(_namespace(body))
     if type == "DELETED":
         reconcile.sync_namespace(memo.ctx, _namespace(body))
+
+
+def _asked_for(spec: kopf.Spec, annotations: kopf.Annotations, **_: Any) -> bool:
+    return idle.wants_zero(spec) and idle.LAST_REQUEST in annotations
+
+
+@kopf.on.event(*MODEL, when=_asked_for)
+def model_asked_for(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The router wrote harmony.dev/last-request: a model at zero wakes now, not at the next check.
+    (An event handler puts no finalizer on the model; the idle check runs in the periodic pass.)"""
+    if type != "DELETED":
+        reconcile.scale_to_zero_pass(memo.ctx, dict(body))
 
 
 @kopf.on.delete(*ROUTE, when=_finalizers_on, id="route_finalize")

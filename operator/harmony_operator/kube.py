@@ -22,6 +22,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     "SpeechModel": (f"/apis/{API_VERSION}", MODELS),
     "SpeechRoute": (f"/apis/{API_VERSION}", ROUTES),
 }

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
-from . import names
+from . import autoscaling, names
 from .settings import OperatorSettings
 
 CONFIG_DIR = "/etc/harmony"
@@ -198,49 +198,47 @@ def service(name: str, namespace: str) -> dict[str, Any]:
                                 "protocol": "TCP"}]}}
 
 
-def quantity(value: float) -> str:
-    """4 -> '4', 2.5 -> '2500m' (a Kubernetes quantity)."""
-    return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
+quantity = autoscaling.quantity
 
 
 def hpa_metrics(spec: SpeechModelSpec) -> list[dict[str, Any]]:
-    """CPU utilization by default; the per-pod ``harmony_queue_depth`` when target_queue_depth is set.
-
-    The queue-depth metric reaches the HPA through a custom-metrics adapter (e.g.
-    prometheus-adapter); CPU stays in the list beside it only when set explicitly.
-    """
-    a = spec.autoscaling
-    assert a is not None
-    metrics = []
-    if a.target_queue_depth is not None:
-        metrics.append({"type": "Pods", "pods": {
-            "metric": {"name": "harmony_queue_depth"},
-            "target": {"type": "AverageValue", "averageValue": quantity(a.target_queue_depth)}}})
-    cpu_explicit = "target_cpu_utilization" in a.model_fields_set
-    if a.target_cpu_utilization is not None and (a.target_queue_depth is None or cpu_explicit):
-        metrics.append({"type": "Resource", "resource": {
-            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
-    return metrics
+    """CPU utilization by default; the per-pod ``harmony_in_flight_requests`` and/or ``harmony_queue_depth`` when
+    their targets are set (through a custom-metrics adapter, e.g. prometheus-adapter: the chart ships its rule);
+    CPU stays beside them only when set explicitly."""
+    assert spec.autoscaling is not None
+    return autoscaling.hpa_metrics(spec.autoscaling)
 
 
 def hpa(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any] | None:
+    """The HPA of ``engine: hpa`` (None without autoscaling, or with KEDA, whose ScaledObject makes its own)."""
     a = spec.autoscaling
-    if a is None:
+    if a is None or a.engine != "hpa":
         return None
     body: dict[str, Any] = {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
         "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": names.child_name(name)},
-            # 0 needs the HPAScaleToZero feature gate, which most clusters lack: 1 is the floor.
+            # 0 needs the HPAScaleToZero feature gate, which most clusters lack: 1 is the floor, and the operator
+            # moves the Deployment between 0 and 1 itself (harmony_operator.idle); the HPA leaves 0 alone.
             "minReplicas": max(1, a.min_replicas),
             "maxReplicas": max(a.max_replicas, 1),
+            "behavior": autoscaling.behavior(a),
         },
     }
     metrics = hpa_metrics(spec)
     if metrics:
         body["spec"]["metrics"] = metrics
     return body
+
+
+def scaled_object(name: str, namespace: str, spec: SpeechModelSpec,
+                  settings: OperatorSettings) -> dict[str, Any] | None:
+    """The KEDA ScaledObject of ``engine: keda`` (None otherwise)."""
+    a = spec.autoscaling
+    if a is None or a.engine != "keda":
+        return None
+    return autoscaling.scaled_object(name, namespace, a, names.labels(name), settings.prometheus_url)
 
 
 def pdb(name: str, namespace: str) -> dict[str, Any]:
@@ -255,25 +253,31 @@ def model_children(name: str, namespace: str, spec: SpeechModelSpec,
     """Everything a SpeechModel owns, in the order to apply it (config before the pods that mount it)."""
     children = [model_configmap(name, namespace, spec), service(name, namespace),
                 deployment(name, namespace, spec, settings), pdb(name, namespace)]
-    autoscaler = hpa(name, namespace, spec)
-    if autoscaler:
-        children.append(autoscaler)
+    for autoscaler in (hpa(name, namespace, spec), scaled_object(name, namespace, spec, settings)):
+        if autoscaler:
+            children.append(autoscaler)
     return children
 
 
-def router_config(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> str:
-    """The router's models file (:class:`RouterModels`): every model with its endpoint, and every route."""
+def router_config(namespace: str, models: list[NamedModel], routes: list[NamedRoute],
+                  ready: dict[str, int] | None = None) -> str:
+    """The router's models file (:class:`RouterModels`): every model with its endpoint (and, for one that scales
+    to zero, its ready replicas from ``ready``), and every route."""
+    ready = ready or {}
     table = RouterModels(
         models=[RouterModelEntry(name=m.name, endpoint=names.endpoint(m.name, namespace),
-                                 spec=SpeechModelSpec.model_validate(m.model_dump(exclude={"name"})))
+                                 spec=SpeechModelSpec.model_validate(m.model_dump(exclude={"name"})),
+                                 ready_replicas=ready.get(m.name) if m.autoscaling and m.autoscaling.scales_to_zero
+                                 else None)
                 for m in models],
         routes=[RouterRouteEntry(name=r.name, spec=SpeechRouteSpec.model_validate(r.model_dump(exclude={"name"})))
                 for r in routes])
     return table.to_yaml()
 
 
-def router_configmap(namespace: str, models: list[NamedModel], routes: list[NamedRoute]) -> dict[str, Any]:
+def router_configmap(namespace: str, models: list[NamedModel], routes: list[NamedRoute],
+                     ready: dict[str, int] | None = None) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": "harmony-router", "app.kubernetes.io/component": "router-config",
               "app.kubernetes.io/part-of": "harmony", names.MANAGED_BY: names.OPERATOR}
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(names.ROUTER_CONFIGMAP, namespace, labels),
-            "data": {names.ROUTER_CONFIG_KEY: router_config(namespace, models, routes)}}
+            "data": {names.ROUTER_CONFIG_KEY: router_config(namespace, models, routes, ready)}}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import kopf
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
 from services.core.wire import SpeechModelStatus
-from . import aliases, drift, manifests, names, ownership, status
+from . import aliases, drift, idle, manifests, names, ownership, status
 from .kube import Kube, KubeError, NotOwned, Owns
 from .settings import OperatorSettings
 from pydantic import ValidationError
@@ -167,29 +168,40 @@ def _apply_children(ctx: Context, spec: SpeechModelSpec, children: list[dict[str
         ctx.applied[(child["kind"], meta["namespace"], meta["name"])] = patch_body
         if child["kind"] == "Deployment":
             deployment = applied
-    if spec.autoscaling is None:
-        meta = children[0]["metadata"]
-        ctx.kube.delete_owned("HorizontalPodAutoscaler", meta["namespace"], meta["name"], owns)
-        ctx.applied.pop(("HorizontalPodAutoscaler", meta["namespace"], meta["name"]), None)
+    _delete_unwanted_autoscalers(ctx, children, owns)
     return deployment
+
+
+def _delete_unwanted_autoscalers(ctx: Context, children: list[dict[str, Any]], owns: Owns) -> None:
+    """No autoscaling, or the other engine: its HPA or ScaledObject goes, if it is ours (absent is fine:
+    KEDA may not be installed)."""
+    meta, wanted = children[0]["metadata"], {c["kind"] for c in children}
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+        if kind not in wanted:
+            ctx.kube.delete_owned(kind, meta["namespace"], meta["name"], owns)
+            ctx.applied.pop((kind, meta["namespace"], meta["name"]), None)
 
 
 def refresh_model_status(ctx: Context, namespace: str, model: str, deployment: dict[str, Any]) -> None:
     """A Deployment of ours changed (pods became ready, a rollout stalled): mirror it in the owner's status.
 
     An apply problem (ApplyFailed, NameConflict) stays: only a successful apply clears it. When
-    the model's readiness changes, the routes that use it are checked again.
+    the model's readiness changes, the routes that use it are checked again; a model that scales
+    to zero also tells the router when it gains its first ready replica or loses its last.
     """
     owner = ctx.kube.get("SpeechModel", namespace, model)
     if owner is None or _deleting(owner) or not _owner_check(owner)(deployment):
         return
     try:
-        parse_model(owner.get("spec"))
+        spec = parse_model(owner.get("spec"))
     except ValidationError:
         return  # its status says InvalidSpec; leave that
     was_ready = status.ready_state(owner.get("status"))[0]
+    before = int((owner.get("status") or {}).get("readyReplicas") or 0)
     new = write_model_status(ctx, owner, deployment, applied=False)
-    if status.ready_state(new)[0] != was_ready:
+    zero = bool(spec.autoscaling and spec.autoscaling.scales_to_zero)
+    woke_or_slept = zero and (before == 0) != (new.readyReplicas == 0)
+    if status.ready_state(new)[0] != was_ready or woke_or_slept:
         sync_namespace(ctx, namespace)
 
 
@@ -211,6 +223,36 @@ def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
         return
     log.info("%s %s/%s was edited: repairing it", child.get("kind"), namespace, meta.get("name"))
     reconcile_model(ctx, owner)
+
+
+def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = None) -> int | None:
+    """Wake a model at zero that was asked for, or put an idle one to zero (``engine: hpa``; see :mod:`idle`).
+
+    Returns the Deployment's new replica count, None when it was left alone. Idempotent."""
+    meta = body["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    try:
+        spec = parse_model(body.get("spec"))
+    except ValidationError:
+        return None
+    autoscaling = spec.autoscaling
+    if _deleting(body) or autoscaling is None or not idle.manages_zero(autoscaling):
+        return None
+    deployment = ctx.kube.get("Deployment", namespace, names.child_name(name))
+    if deployment is None or not _owner_check(body)(deployment):
+        return None  # not there yet, or someone else's (its status says NameConflict)
+    now = time.time() if now is None else now
+    times = idle.Times.of(body, deployment)
+    replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+    target = idle.decide(autoscaling, replicas, times, now)
+    if target is None:
+        if times.active_since is None:
+            ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.first_seen_patch(now))
+        return None
+    log.info("SpeechModel %s/%s: %s", namespace, name, "woken by a request" if target else "idle: scaled to zero")
+    deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.scale_patch(target, now))
+    write_model_status(ctx, body, deployment, applied=False)  # an apply problem stays until an apply succeeds
+    return target
 
 
 def on_child_gone(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
@@ -236,7 +278,8 @@ def finalize_model(ctx: Context, body: dict[str, Any], retry: int = 0) -> None:
     owns = _owner_check(body)
     try:
         sync_namespace(ctx, namespace)
-        for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ConfigMap"):
+        for kind in ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "Service",
+                     "ConfigMap"):
             ctx.kube.delete_owned(kind, namespace, child, owns)
             ctx.applied.pop((kind, namespace, child), None)
     except KubeError as exc:
@@ -316,7 +359,9 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
     A ``harmony-router-models`` ConfigMap that is not the operator's is left alone (NotOwned).
     """
     with ctx.namespace_lock(namespace):
-        models, existing = _named_models(ctx.kube.list("SpeechModel", namespace))
+        items = ctx.kube.list("SpeechModel", namespace)
+        models, existing = _named_models(items)
+        ready = {i["metadata"]["name"]: int((i.get("status") or {}).get("readyReplicas") or 0) for i in items}
         _report_alias_conflicts(ctx, models, existing)
         valid = {m.name: m for m in models}
         public = {n for m in models for n in (m.name, *m.aliases)}
@@ -328,7 +373,7 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
             write_status(ctx, "SpeechRoute", item, new)
             if route is not None:
                 routes.append(route)
-        configmap = manifests.router_configmap(namespace, models, routes)
+        configmap = manifests.router_configmap(namespace, models, routes, ready)
         ctx.kube.apply(configmap)
         ctx.applied[("ConfigMap", namespace, names.ROUTER_CONFIGMAP)] = configmap
 

@@ -4,18 +4,25 @@ It replaces kopf timers, which put a finalizer on every object they run for (and
 the hang of `helm uninstall`, which removes the operator first). Events do the real work
 (an edited or deleted child is repaired at its event); this pass is the safety net for a
 missed one, and it keeps statuses fresh.
+
+The same thread runs the idle check of models that scale to zero (``min_replicas: 0``,
+engine hpa) more often, every ``scale_check_interval_s``: one put to zero after
+``scale_to_zero_after`` without requests (waking one is the event handler's job, at once).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import Callable
 
 import kopf
-from . import reconcile
+from . import idle, reconcile
 from .kube import KubeError
 
 log = logging.getLogger("harmony.operator")
+Job = Callable[[reconcile.Context, str], None]
 
 
 def resync_namespace(ctx: reconcile.Context, namespace: str) -> None:
@@ -28,11 +35,24 @@ def resync_namespace(ctx: reconcile.Context, namespace: str) -> None:
     reconcile.sync_namespace(ctx, namespace)
 
 
-class Resync:
-    """A daemon thread that runs :func:`resync_namespace` for each seen namespace every ``interval_s``."""
+def scale_check_namespace(ctx: reconcile.Context, namespace: str) -> None:
+    """The idle check (:func:`reconcile.scale_to_zero_pass`) of each SpeechModel of ``namespace`` that scales
+    to zero with the HPA engine (each failure logged, none stopping the rest)."""
+    for item in ctx.kube.list("SpeechModel", namespace):
+        if not idle.wants_zero(item.get("spec")):
+            continue
+        try:
+            reconcile.scale_to_zero_pass(ctx, item)
+        except KubeError as exc:
+            log.warning("idle check: SpeechModel %s/%s: %s", namespace, item["metadata"]["name"], exc)
 
-    def __init__(self, ctx: reconcile.Context, interval_s: float) -> None:
-        self.ctx, self.interval_s = ctx, interval_s
+
+class Resync:
+    """A daemon thread that, for each seen namespace, runs :func:`resync_namespace` every ``interval_s``
+    and :func:`scale_check_namespace` every ``scale_check_s`` (None: never)."""
+
+    def __init__(self, ctx: reconcile.Context, interval_s: float, scale_check_s: float | None = None) -> None:
+        self.ctx, self.interval_s, self.scale_check_s = ctx, interval_s, scale_check_s
         self.namespaces: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harmony-resync", daemon=True)
@@ -45,9 +65,18 @@ class Resync:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            for namespace in sorted(self.namespaces):
-                try:
-                    resync_namespace(self.ctx, namespace)
-                except Exception:  # noqa: BLE001 - the pass must outlive any one failure
-                    log.exception("periodic pass over namespace %s failed", namespace)
+        periods: dict[Job, float] = {resync_namespace: self.interval_s}
+        if self.scale_check_s:
+            periods[scale_check_namespace] = self.scale_check_s
+        due = {job: time.monotonic() + period for job, period in periods.items()}
+        while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
+            for job in [job for job, at in due.items() if at <= time.monotonic()]:
+                self._each_namespace(job)
+                due[job] = time.monotonic() + periods[job]
+
+    def _each_namespace(self, job: Job) -> None:
+        for namespace in sorted(self.namespaces):
+            try:
+                job(self.ctx, namespace)
+            except Exception:  # noqa: BLE001 - the pass must outlive any one failure
+                log.exception("periodic pass (%s) over namespace %s failed", job.__name__, namespace)

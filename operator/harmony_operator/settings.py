@@ -33,6 +33,9 @@ class OperatorSettings:
     object_store_endpoint_url: str = ""
     object_store_region: str = ""
     object_store_secret: str = ""              # Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
+    # Where KEDA's Prometheus trigger (autoscaling.engine: keda) reads harmony_in_flight_requests.
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    scale_check_interval_s: float = 15.0       # how often idle scale-to-zero models are checked
 
     def retry_delay(self, retry: int) -> float:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
@@ -63,4 +66,6 @@ class OperatorSettings:
             object_store_endpoint_url=get("HARMONY_OBJECT_STORE_ENDPOINT_URL", ""),
             object_store_region=get("HARMONY_OBJECT_STORE_REGION", ""),
             object_store_secret=get("HARMONY_OBJECT_STORE_SECRET", ""),
+            prometheus_url=get("HARMONY_PROMETHEUS_URL", defaults.prometheus_url),
+            scale_check_interval_s=float(get("HARMONY_SCALE_CHECK_INTERVAL_S", str(defaults.scale_check_interval_s))),
         )

@@ -12,7 +12,7 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 from services.core.wire import Condition, SpeechModelStatus, SpeechRouteStatus
-from . import names
+from . import idle, names
 
 Status = Union[SpeechModelStatus, SpeechRouteStatus]
 # A previous status: typed (from a builder here) or as the API returned it (a dict).
@@ -94,7 +94,10 @@ def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None
             return False, problem.reason, problem.message
         return False, "DeploymentMissing", "the model service is not deployed yet"
     if desired == 0:
-        return False, "ScaledToZero", "spec.replicas is 0"
+        # Scaled to zero for want of requests (autoscaling min_replicas 0) is a ready state: a request wakes it.
+        woken_by_request = idle.idle_message(deployment)
+        return (True, "ScaledToZero", woken_by_request) if woken_by_request else \
+            (False, "ScaledToZero", "spec.replicas is 0")
     if ready > 0:
         return True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready"
     return False, "NoReadyReplicas", (f"0/{desired} replicas ready (loading the model, or failing: "

@@ -102,6 +102,8 @@ class Reservation:
         self.remaining = units
         self.deadline = deadline
         self.priority = priority
+        self._open = True
+        batcher._request_in_flight(+1)
 
     async def submit(self, item, *, units: float = 1.0):
         return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=self.priority,
@@ -114,6 +116,9 @@ class Reservation:
 
     def release(self) -> None:
         self.consume(self.remaining)
+        if self._open:
+            self._open = False
+            self.batcher._request_in_flight(-1)
 
     def __enter__(self) -> "Reservation":
         return self
@@ -158,6 +163,8 @@ class DynamicBatcher(Generic[In, Out]):
         self._seq = 0
         self._interactive_running = 0  # interactive batches computing
         self._running_items = 0  # items computing, any priority
+        self.requests_in_flight = 0  # requests admitted and not yet answered (a reservation, or a single item)
+        self._request_in_flight(0)  # the series exists from the start: an autoscaler reads 0, not "no data"
         INTERACTIVE.batchers.add(self)
 
     # lifecycle
@@ -238,11 +245,13 @@ class DynamicBatcher(Generic[In, Out]):
             self._admit(self._due(deadline), units, priority)
         if reservation is None:
             self._count(priority, units)
+            self._request_in_flight(+1)
         try:
             return await self._queued(item, deadline, priority, units)
         finally:
             if reservation is None:
                 self._count(priority, -units)
+                self._request_in_flight(-1)
             else:
                 reservation.consume(units)
 
@@ -472,6 +481,12 @@ class DynamicBatcher(Generic[In, Out]):
     async def _notify_space(self) -> None:
         async with self._space:
             self._space.notify_all()
+
+    def _request_in_flight(self, change: int) -> None:
+        """A request admitted (+1) or answered (-1): the gauge the autoscalers read."""
+        self.requests_in_flight += change
+        if self.metrics:
+            self.metrics.in_flight.labels(self.name).set(self.requests_in_flight)
 
     def _set_depth(self) -> None:
         if self.metrics:

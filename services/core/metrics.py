@@ -31,6 +31,10 @@ class Metrics:
                                 ["component", "model", "outcome"], registry=r)
         self.queue_depth = Gauge("harmony_queue_depth", "Items waiting in a model's batch queue",
                                  ["model"], registry=r)
+        self.in_flight = Gauge("harmony_in_flight_requests", "Requests a model has admitted and not yet answered "
+                               "(the per-pod autoscaling metric)", ["model"], registry=r)
+        self.held = Gauge("harmony_router_held_requests", "Requests the router holds for a model with no ready "
+                          "replica (scale from zero)", ["model"], registry=r)
         self.batch_size = Histogram("harmony_batch_size", "Items per batch run", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram("harmony_queue_wait_seconds", "Time an item waited before its batch ran",

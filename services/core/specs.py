@@ -119,12 +119,30 @@ class AutoscalingSpec(Strict):
     max_replicas: int = Field(1, ge=1)
     target_cpu_utilization: int | None = Field(70, ge=1, le=100, description="percent of requested CPU")
     target_queue_depth: float | None = Field(None, gt=0, description="per-pod harmony_queue_depth through a metrics adapter")
+    target_in_flight: float | None = Field(
+        None, gt=0, description="per-pod harmony_in_flight_requests (requests admitted, not yet answered) through a "
+        "metrics adapter, or KEDA's Prometheus trigger")
+    engine: Literal["hpa", "keda"] = Field(
+        "hpa", description="hpa: a HorizontalPodAutoscaler (and the operator scales to and from zero); keda: a KEDA "
+        "ScaledObject on harmony_in_flight_requests")
+    scale_to_zero_after: int = Field(
+        300, ge=1, description="with min_replicas 0: seconds without requests before the model goes to zero replicas")
+    hold_timeout_s: float = Field(
+        300.0, gt=0, description="with no ready replica: how long the router holds a request while a replica starts "
+        "(then 503 with Retry-After)")
+    scale_up_stabilization_s: int = Field(0, ge=0, le=3600, description="HPA behavior: scale-up stabilization window")
+    scale_down_stabilization_s: int = Field(
+        300, ge=0, le=3600, description="HPA behavior: scale-down stabilization window")
 
     @model_validator(mode="after")
     def _bounds(self) -> "AutoscalingSpec":
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
         return self
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.min_replicas == 0
 
 
 class ResourcesSpec(Strict):

@@ -345,6 +345,11 @@ class VoiceDeleted(BaseModel):
 # ---------------------------------------------------------------------------- operator -> router
 
 
+LAST_REQUEST_ANNOTATION = "harmony.dev/last-request"
+"""Router -> operator: on a SpeechModel that scales to zero, when it was last asked for (RFC 3339, UTC). Written at
+once when the router holds a request for a model with no ready replica (the wake-up call), else every few seconds."""
+
+
 class RouterModelEntry(BaseModel):
     """One SpeechModel in the router's model table: its spec and the URL of its Service."""
 
@@ -353,6 +358,8 @@ class RouterModelEntry(BaseModel):
     name: ModelName
     endpoint: str
     spec: SpeechModelSpec
+    ready_replicas: int | None = Field(None, ge=0, description="set for a model that scales to zero: 0 means the "
+                                       "router holds its requests until a replica is ready")
 
     def named(self) -> NamedModel:
         return NamedModel.model_validate({**self.spec.model_dump(by_alias=True), "name": self.name})
@@ -380,6 +387,7 @@ class RouterModels(BaseModel):
         """Only what differs from the defaults, Kubernetes field names, sorted by name (stable output)."""
         data = {
             "models": [{"name": m.name, "endpoint": m.endpoint,
+                        **({} if m.ready_replicas is None else {"ready_replicas": m.ready_replicas}),
                         "spec": m.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
                        for m in sorted(self.models, key=lambda m: m.name)],
             "routes": [{"name": r.name, "spec": r.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}

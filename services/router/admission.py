@@ -49,7 +49,14 @@ def capacity(model: ServedModel) -> int:
 
 
 def in_flight(model: ServedModel) -> int:
-    return sum(r.in_flight for r in model.replicas)
+    """Requests at the model's replicas, and those held for it while a first replica starts."""
+    return sum(r.in_flight for r in model.replicas) + model.held
+
+
+def client_remaining_s() -> float | None:
+    """Seconds left of the deadline the client announced (None: it announced none)."""
+    deadline = _deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
 
 
 def admit(model: ServedModel) -> None:

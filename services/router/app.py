@@ -19,6 +19,7 @@ from services.core.specs import HarmonyConfig
 from services.core.uploads import UploadLimitMiddleware
 from services.router.admission import ClientDeadline
 from services.router.clients import ServiceClients
+from services.router.hold import ColdStarts
 from services.router.pipelines import PipelineRunner
 from services.batches.area import BatchArea
 from services.batches.runner import BatchRunner
@@ -27,6 +28,7 @@ from services.router.routes import (admin, batches, conversions, embeddings, fil
 from services.router.routes import models as models_routes
 from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
+from services.router.wake import Waker
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:
@@ -45,13 +47,15 @@ def _install_gate(app: FastAPI, gate: Gate) -> None:
         app.include_router(admin.routes(gate))
 
 
-def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None) -> FastAPI:
+def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None,
+                      waker: Waker | None = None) -> FastAPI:
     """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
-    and writes the audit trail."""
+    and writes the audit trail; ``waker`` (in Kubernetes) asks the operator to wake models scaled to zero."""
     quiet_http_client_logs()  # the calls to the services are not news: one INFO line each would flood the log
     gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
-    clients = ServiceClients(table, timeout_s=config.server.service_timeout_s)
+    clients = ServiceClients(table, timeout_s=config.server.service_timeout_s,
+                             cold=ColdStarts(table, waker, metrics))
     area = BatchArea(config, gate.db)
     runner = BatchRunner(area)
 
@@ -111,8 +115,11 @@ def _health_routes(app: FastAPI, table: ModelTable, clients: ServiceClients) -> 
 
         states = {}
         for name, model in table.models.items():
+            if not model.replicas and model.spec.autoscaling and model.spec.autoscaling.scales_to_zero:
+                states[name] = "scaled to zero"  # a request wakes it
+                continue
             results = await asyncio.gather(*(ready(r.url) for r in model.replicas))
             states[name] = "ready" if any(results) else "not ready"
-        ok = bool(states) and all(s == "ready" for s in states.values())
+        ok = bool(states) and all(s != "not ready" for s in states.values())
         return JSONResponse({"status": "ready" if ok else "not ready", "models": states},
                             status_code=200 if ok else 503)

@@ -13,6 +13,7 @@ from services.core.errors import RequestTimeout, ServiceUnavailable, UpstreamErr
 from services.core.service_client import ServiceClient
 from services.core.timing import from_headers
 from services.router.admission import admit, deadline_header, observe
+from services.router.hold import ColdStarts
 from services.router.routing import ModelTable, Replica, ServedModel
 
 
@@ -20,9 +21,10 @@ POOL_SIZE = 4096  # connections per service URL: above any model's admission lim
 
 
 class ServiceClients:
-    def __init__(self, table: ModelTable, timeout_s: float = 900.0) -> None:
+    def __init__(self, table: ModelTable, timeout_s: float = 900.0, cold: ColdStarts | None = None) -> None:
         self.table = table
         self.timeout_s = timeout_s
+        self.cold = cold or ColdStarts(table)  # model calls to a model with no ready replica wait for one
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
         self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
         self._clients: dict[str, ServiceClient] = {}
@@ -73,8 +75,11 @@ class ServiceClients:
         return await self.request("POST", model, path, **kwargs)
 
     async def request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
-        """Call a replica of ``model``; a replica that cannot be reached is skipped for the next one."""
+        """Call a replica of ``model``; a replica that cannot be reached is skipped for the next one. A model call
+        (POST) to a model with no ready replica waits for one (scale from zero)."""
         async with self._admitted(method, model, kwargs):
+            if method == "POST":
+                model = await self.cold.ready(model)
             return await self._request(method, model, path, **kwargs)
 
     async def _request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
@@ -105,7 +110,8 @@ class ServiceClients:
         Transport failures while the body is read (inside the ``async with``) become typed errors too:
         504 for a timeout, 502 for a connection that broke.
         """
-        async with self._admitted("POST", model, kwargs), self._replica(model, set()) as replica:
+        # (admitted first; then, for a model with no ready replica, held until one is ready)
+        async with self._admitted("POST", model, kwargs), self._replica(await self.cold.ready(model), set()) as replica:
             try:
                 async with self.client(replica.url).stream("POST", path, **kwargs) as response:
                     _note_timing(response)

@@ -35,12 +35,14 @@ log = logging.getLogger("harmony.router.cluster")
 class ClusterModels:
     """The models file resolved for the table: each model with its endpoint URL, and the routes."""
 
-    models: list[tuple[NamedModel, str]]  # spec, endpoint URL
+    models: list[tuple[NamedModel, str]]  # spec, endpoint URL ("": no ready replica)
     routes: list[NamedRoute]
 
     @classmethod
     def from_wire(cls, wire: RouterModels) -> "ClusterModels":
-        return cls([(entry.named(), entry.endpoint) for entry in wire.models], [entry.named() for entry in wire.routes])
+        # A model that scales to zero with no ready replica gets no URL: its requests wait for one.
+        return cls([(entry.named(), "" if entry.ready_replicas == 0 else entry.endpoint) for entry in wire.models],
+                   [entry.named() for entry in wire.routes])
 
 
 def parse_models(text: str) -> ClusterModels:
@@ -55,7 +57,7 @@ def apply(table: ModelTable, state: ClusterModels) -> None:
         if name not in wanted:
             table.remove_model(name)
     for spec, url in state.models:
-        table.set_model(spec, [url])
+        table.set_model(spec, [url] if url else [])
     routes = {route.name for route in state.routes}
     for name in list(table.routes):
         if name not in routes:

@@ -11,6 +11,8 @@ typo in a real model's name stays a 404.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import re
 import time
@@ -40,6 +42,7 @@ class ServedModel:
     spec: NamedModel
     replicas: list[Replica] = field(default_factory=list)
     recent_request_s: float = 1.0  # how long its requests take lately (Retry-After of a refusal)
+    held: int = 0  # requests waiting for a first ready replica (scale from zero)
 
     @property
     def name(self) -> str:
@@ -57,12 +60,43 @@ class ModelTable:
         self._public: dict[str, str] = {}
         self._turn = itertools.count()
         self.created = int(time.time())
+        # models someone waits on for a first ready replica: the waiters' loop and event
+        self._ready: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
 
     def set_model(self, spec: NamedModel, urls: list[str]) -> None:
+        """``urls``: the model's ready replicas (none: its requests wait in ``wait_ready`` until some are set)."""
         old = self.models.get(spec.name)
         known = {r.url: r for r in old.replicas} if old else {}
         self.models[spec.name] = ServedModel(spec, [known.get(u) or Replica(u) for u in urls])
         self._reindex()
+        if urls:
+            self.notify_ready(spec.name)
+
+    def notify_ready(self, name: str) -> None:
+        """The hook of whatever learns readiness (the operator's ConfigMap, an EndpointSlice watch): ``name`` may
+        have a ready replica now; its waiters look again. Safe from any thread (a watch may run in its own)."""
+        waiting = self._ready.pop(name, None)
+        if waiting is not None:
+            loop, event = waiting
+            with contextlib.suppress(RuntimeError):  # that loop has closed: nobody waits any more
+                loop.call_soon_threadsafe(event.set)
+
+    async def wait_ready(self, name: str, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until model ``name`` has a replica; False when it has none by then (or
+        the model went away)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            model = self.models.get(name)
+            if model is None:
+                return False
+            if model.replicas:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            _, event = self._ready.setdefault(name, (asyncio.get_running_loop(), asyncio.Event()))
+            with contextlib.suppress(asyncio.TimeoutError):  # looked at again each second, woken or not
+                await asyncio.wait_for(event.wait(), min(left, 1.0))
 
     def remove_model(self, name: str) -> None:
         self.models.pop(name, None)

@@ -18,6 +18,7 @@ import yaml
 
 os.environ.setdefault("HARMONY_RECONCILE_INTERVAL_S", "300")  # the periodic pass: never, in a test
 os.environ.setdefault("HARMONY_RETRY_BASE_DELAY_S", "0.2")
+os.environ.setdefault("HARMONY_SCALE_CHECK_INTERVAL_S", "0.5")  # the idle check of models that scale to zero
 
 GROUP_VERSION = "harmony.dev/v1alpha1"
 

@@ -25,7 +25,7 @@ CUSTOM = {"harmony.dev", "monitoring.coreos.com"}  # kinds kubernetes-validate c
 
 EVERYTHING = {
     "catalog": {"enabled": True},
-    "metrics": {"serviceMonitor": {"enabled": True}},
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusAdapter": {"rules": True}},
     "router": {"ingress": {"enabled": True, "className": "nginx",
                            "tls": [{"secretName": "harmony-tls", "hosts": ["harmony.example.com"]}]}},
     "operator": {"watchNamespaces": ["speech", "speech-gpu"]},
@@ -129,7 +129,7 @@ def rules(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
 
 def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
     objects = render(helm, tmp_path, EVERYTHING)
-    roles = find(objects, "Role")
+    roles = find(objects, "Role", "harmony-operator")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["speech", "speech-gpu"]
     assert not find(objects, "ClusterRole") and not find(objects, "ClusterRoleBinding")
     granted = rules(roles[0])
@@ -142,7 +142,7 @@ def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
     assert granted["apps", "deployments"] == {"get", "list", "watch", "create", "patch"}
     assert granted["autoscaling", "horizontalpodautoscalers"] == {"get", "list", "watch", "create", "patch", "delete"}
     assert granted["", "events"] == {"create"}
-    for binding in find(objects, "RoleBinding"):
+    for binding in find(objects, "RoleBinding", "harmony-operator"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-operator", "namespace": "speech"}]
         assert binding["roleRef"]["name"] == "harmony-operator"
 
@@ -152,7 +152,7 @@ def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
     assert finalizing["", "services"] == finalizing["", "configmaps"] == finalizing["apps", "deployments"]
 
     wide = render(helm, tmp_path, {"operator": {"clusterWide": True}})
-    assert not find(wide, "Role") and rules(find(wide, "ClusterRole")[0]) == granted
+    assert not find(wide, "Role", "harmony-operator") and rules(find(wide, "ClusterRole")[0]) == granted
     operator = find(wide, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
     assert operator["args"] == ["--all-namespaces"]
 
@@ -178,7 +178,7 @@ def test_router_mounts_the_operator_configmap(helm: Path, tmp_path: Path) -> Non
     assert "--models-file=/etc/harmony/models.yaml" in container["args"]
     volume = next(v for v in pod["volumes"] if v["name"] == "models")
     assert volume["configMap"] == {"name": "harmony-router-models", "optional": True}
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True  # router.wakeModels: see test_router_may_only_wake_models
     ingress = find(objects, "Ingress")[0]
     assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "harmony-router"
     monitor = find(objects, "ServiceMonitor")[0]
@@ -259,3 +259,46 @@ def _write(tmp_path: Path, values: dict[str, Any]) -> str:
     path = tmp_path / "lint-values.yaml"
     path.write_text(yaml.safe_dump(values))
     return str(path)
+
+
+def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
+    """Scale from zero: the router's one API right is patch on SpeechModels of its namespace; without
+    router.wakeModels it has none and no token."""
+    objects = render(helm, tmp_path)
+    role = find(objects, "Role", "harmony-router-wake")[0]
+    assert role["metadata"]["namespace"] == "speech"
+    assert rules(role) == {("harmony.dev", "speechmodels"): {"patch"}}
+    binding = find(objects, "RoleBinding", "harmony-router-wake")[0]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-router", "namespace": "speech"}]
+    router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
+    assert "--wake-models" in router["containers"][0]["args"]
+
+    off = render(helm, tmp_path, {"router": {"wakeModels": False}})
+    assert not find(off, "Role", "harmony-router-wake") and not find(off, "RoleBinding", "harmony-router-wake")
+    router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
+    assert router["automountServiceAccountToken"] is False
+    assert "--wake-models" not in router["containers"][0]["args"]
+
+
+def test_operator_may_manage_keda_scaled_objects_and_knows_prometheus(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, {"autoscaling": {"prometheusUrl": "http://prom.mon:9090"}})
+    granted = rules(find(objects, "Role", "harmony-operator")[0])
+    # get: the operator reads an object before it patches or deletes it (only its own)
+    assert granted["keda.sh", "scaledobjects"] == {"get", "create", "patch", "delete"}
+    operator = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in operator["env"]}
+    assert env["HARMONY_PROMETHEUS_URL"] == "http://prom.mon:9090"
+    assert float(env["HARMONY_SCALE_CHECK_INTERVAL_S"]) > 0
+
+
+def test_prometheus_adapter_rules_serve_the_autoscaling_metrics(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path, EVERYTHING)
+    configmap = find(objects, "ConfigMap", "harmony-prometheus-adapter")[0]
+    config = yaml.safe_load(configmap["data"]["config.yaml"])
+    names = [rule["name"]["as"] for rule in config["rules"]]
+    assert names == ["harmony_in_flight_requests", "harmony_queue_depth"]
+    for rule in config["rules"]:
+        assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
+        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+        assert "<<.Series>>" in rule["metricsQuery"]
+    assert not find(render(helm, tmp_path), "ConfigMap", "harmony-prometheus-adapter")

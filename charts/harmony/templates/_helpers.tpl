@@ -111,6 +111,11 @@ rules:
   - apiGroups: [autoscaling]
     resources: [horizontalpodautoscalers]
     verbs: [get, list, watch, create, patch, delete]
+  # autoscaling.engine: keda (a ScaledObject per model, read to check it is ours, deleted when the engine
+  # changes; a 404 when KEDA is absent)
+  - apiGroups: [keda.sh]
+    resources: [scaledobjects]
+    verbs: [get, create, patch, delete]
   - apiGroups: [""]
     resources: [events]
     verbs: [create]
