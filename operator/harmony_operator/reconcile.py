@@ -1,7 +1,7 @@
 """What the handlers do: apply a SpeechModel's children, write status, keep the router's ConfigMap in sync.
 
 Every function here is idempotent (create, or patch on 409), so kopf may call it on
-create, update, resume, a timer tick or a deleted child alike.
+create, update, resume, the periodic pass or a deleted child alike.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
     ``old_spec`` (on an update) lets the patches remove fields the new spec dropped.
     Invalid specs are permanent errors (status Degraded InvalidSpec). An object under a
     child's name that is not the model's is a NameConflict: nothing at all is applied
-    (checked again at the next change or timer tick). API errors are temporary (status
+    (checked again at the next change or periodic pass). API errors are temporary (status
     Degraded ApplyFailed, retried with backoff).
     """
     if _deleting(body):
