@@ -2,17 +2,20 @@
 
     kopf run --standalone -m harmony_operator.handlers --namespace harmony   # or -A
 
-- SpeechModel created, resumed, updated, or a timer tick: apply its ConfigMap,
+- SpeechModel created, resumed, updated, or the periodic pass (resync.py): apply its ConfigMap,
   Service, Deployment, PodDisruptionBudget and HorizontalPodAutoscaler (create, or
   patch on 409), write its status, rewrite the router's ConfigMap.
 - SpeechModel deleted: Kubernetes garbage-collects its children (ownerReferences);
-  the router's ConfigMap forgets it.
-- A SpeechModel with ``min_replicas: 0``: woken when the router writes its last-request
-  annotation, put to zero after ``scale_to_zero_after`` without requests (a timer).
-- SpeechRoute created, updated, deleted, or a timer tick: check its steps' models,
-  write its status, rewrite the router's ConfigMap.
-- A child deleted by someone: recreated. A Deployment changed: the owner's status
-  follows (ready replicas, stalled rollouts).
+  the router's ConfigMap forgets it. No finalizer unless HARMONY_FINALIZERS is on (then
+  the finalizer deletes the children itself), so uninstalling never hangs.
+- A SpeechModel with ``min_replicas: 0`` (engine hpa): woken when the router writes its
+  last-request annotation (an event handler), put to zero after ``scale_to_zero_after``
+  without requests (checked by the periodic pass every ``scale_check_interval_s``; no kopf
+  timer, which would put a finalizer on the model).
+- SpeechRoute created, updated, deleted, or the periodic pass: check its steps' models (there,
+  of the step's task, Ready), write its status, rewrite the router's ConfigMap.
+- A child deleted by someone: recreated. A child edited by someone: repaired at that
+  event. A Deployment changed: the owner's status follows (ready replicas, rollouts).
 """
 
 from __future__ import annotations
@@ -24,10 +27,9 @@ from typing import Any
 import kopf
 from . import idle, names, reconcile
 from .kube import Kube
+from .resync import Resync
 from .settings import OperatorSettings
 
-_INTERVAL = OperatorSettings.from_env().reconcile_interval_s
-_SCALE_CHECK = OperatorSettings.from_env().scale_check_interval_s
 MODEL = (names.GROUP, names.VERSION, names.MODELS)
 ROUTE = (names.GROUP, names.VERSION, names.ROUTES)
 MANAGED = {names.MANAGED_BY: names.OPERATOR}
@@ -57,10 +59,14 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
+    memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
+                         memo.ctx.settings.scale_check_interval_s)
+    memo.resync.start()
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync.stop()
     memo.ctx.kube.close()
 
 
@@ -71,67 +77,64 @@ def _namespace(body: kopf.Body) -> str:
 @kopf.on.create(*MODEL)
 @kopf.on.resume(*MODEL)
 def model_created(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body), retry=retry)
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+    try:
+        reconcile.reconcile_model(memo.ctx, dict(body), retry=retry)
+    finally:  # a model with a conflict or an invalid spec leaves the router too
+        reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
 
 
 @kopf.on.update(*MODEL)
 def model_updated(body: kopf.Body, old: Any, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body), (old or {}).get("spec"), retry=retry)
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+    try:
+        reconcile.reconcile_model(memo.ctx, dict(body), (old or {}).get("spec"), retry=retry)
+    finally:
+        reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
 
 
-@kopf.on.delete(*MODEL)
-def model_deleted(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
-    reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
+def _finalizers_on(memo: kopf.Memo, **_: Any) -> bool:
+    return bool(memo.ctx.settings.finalizers)
 
 
-@kopf.timer(*MODEL, interval=_INTERVAL, initial_delay=_INTERVAL)
-def model_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile.reconcile_model(memo.ctx, dict(body))
+@kopf.on.delete(*MODEL, when=_finalizers_on)
+def model_finalize(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
+    reconcile.finalize_model(memo.ctx, dict(body), retry)
 
 
-def _scales_to_zero(spec: kopf.Spec, **_: Any) -> bool:
-    autoscaling = spec.get("autoscaling") or {}
-    return autoscaling.get("min_replicas") == 0 and autoscaling.get("engine", "hpa") == "hpa"
+@kopf.on.event(*MODEL)
+@kopf.on.event(*ROUTE)
+def seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Its namespace joins the periodic pass. Without a finalizer, a deleted object is just gone:
+    the router's ConfigMap forgets it."""
+    memo.resync.namespaces.add(_namespace(body))
+    if type == "DELETED":
+        reconcile.sync_namespace(memo.ctx, _namespace(body))
 
 
 def _asked_for(spec: kopf.Spec, annotations: kopf.Annotations, **_: Any) -> bool:
-    return _scales_to_zero(spec) and idle.LAST_REQUEST in annotations
-
-
-@kopf.timer(*MODEL, interval=_SCALE_CHECK, initial_delay=_SCALE_CHECK, when=_scales_to_zero)
-def model_idle_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """A model that scales to zero: back to zero after scale_to_zero_after without requests."""
-    reconcile.scale_to_zero_pass(memo.ctx, dict(body))
+    return idle.wants_zero(spec) and idle.LAST_REQUEST in annotations
 
 
 @kopf.on.event(*MODEL, when=_asked_for)
 def model_asked_for(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The router wrote harmony.dev/last-request: a model at zero wakes now, not at the next tick."""
+    """The router wrote harmony.dev/last-request: a model at zero wakes now, not at the next check.
+    (An event handler puts no finalizer on the model; the idle check runs in the periodic pass.)"""
     if type != "DELETED":
         reconcile.scale_to_zero_pass(memo.ctx, dict(body))
 
 
+@kopf.on.delete(*ROUTE, when=_finalizers_on, id="route_finalize")
 @kopf.on.create(*ROUTE)
 @kopf.on.resume(*ROUTE)
 @kopf.on.update(*ROUTE)
-@kopf.on.delete(*ROUTE)
 def route_changed(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> None:
     reconcile.sync_namespace_or_retry(memo.ctx, _namespace(body), retry)
-
-
-@kopf.timer(*ROUTE, interval=_INTERVAL, initial_delay=_INTERVAL)
-def route_tick(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    reconcile.sync_namespace(memo.ctx, _namespace(body))
 
 
 def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if type == "DELETED":
         reconcile.on_child_gone(memo.ctx, _namespace(body), dict(body))
-    elif body.get("kind") == "Deployment" and names.MODEL_LABEL in body["metadata"].get("labels", {}):
-        reconcile.refresh_model_status(memo.ctx, _namespace(body), body["metadata"]["labels"][names.MODEL_LABEL],
-                                       dict(body))
+    else:
+        reconcile.on_child_event(memo.ctx, _namespace(body), dict(body))
 
 
 for _group, _version, _plural in CHILDREN:

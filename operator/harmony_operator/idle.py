@@ -71,6 +71,12 @@ def manages_zero(a: AutoscalingSpec | None) -> bool:
     return a is not None and a.scales_to_zero and a.engine == "hpa"
 
 
+def wants_zero(spec: Any) -> bool:
+    """The same test on a raw spec (a dict as the API stores it), before any parsing: cheap, for filters."""
+    autoscaling = (spec or {}).get("autoscaling") or {}
+    return autoscaling.get("min_replicas") == 0 and autoscaling.get("engine", "hpa") == "hpa"
+
+
 def decide(a: AutoscalingSpec, replicas: int, times: Times, now: float) -> int | None:
     """The Deployment's new replica count (1: wake, 0: idle), or None to leave it."""
     if replicas == 0:

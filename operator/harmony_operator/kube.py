@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .names import API_VERSION, MODELS, ROUTES
+from .ownership import describe, managed
 
 # kind -> (API prefix, plural); every kind the operator touches is namespaced.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -35,6 +36,18 @@ class KubeError(Exception):
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
+
+
+class NotOwned(KubeError):
+    """An object is there under the name, but it is not the operator's: it was left untouched."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__(409, f"{describe(obj)} already exists and is not ours: left untouched")
+        self.obj = obj
+
+
+Owns = Callable[[dict[str, Any]], bool]
+_UNKNOWN: dict[str, Any] = {}
 
 
 def path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
@@ -134,15 +147,32 @@ class Kube:
         return True
 
     def apply(self, obj: dict[str, Any], previous: dict[str, Any] | None = None,
-              patch_body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Create ``obj``; if it exists (409), patch it into ``patch_body`` (default ``obj``).
+              patch_body: dict[str, Any] | None = None, owns: Owns = managed,
+              existing: dict[str, Any] | None = _UNKNOWN) -> dict[str, Any]:
+        """Create ``obj``; if it exists and ``owns`` it, patch it into ``patch_body`` (default ``obj``).
 
         ``previous``, what the last apply wanted, turns fields dropped since into removals.
+        ``existing`` (when the caller has just read it; None: not there) saves a request. An
+        object that is not ours (by default: not labelled managed-by harmony-operator) raises
+        :class:`NotOwned` and is neither patched nor adopted.
         """
-        try:
-            return self.create(obj)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
         meta = obj["metadata"]
+        if existing is _UNKNOWN or existing is None:
+            try:
+                return self.create(obj)
+            except KubeError as exc:
+                if exc.status != 409:
+                    raise
+            existing = self.get(obj["kind"], meta["namespace"], meta["name"])
+            if existing is None:
+                raise KubeError(409, f"{obj['kind']} {meta['name']} was deleted while being created")
+        if not owns(existing):
+            raise NotOwned(existing)
         return self.patch(obj["kind"], meta["namespace"], meta["name"], merge_patch(previous, patch_body or obj))
+
+    def delete_owned(self, kind: str, namespace: str, name: str, owns: Owns = managed) -> bool:
+        """Delete the object if it is there and ours; a foreign one is left alone (False)."""
+        found = self.get(kind, namespace, name)
+        if found is None or not owns(found):
+            return False
+        return self.delete(kind, namespace, name)

@@ -21,6 +21,12 @@ CACHE_DIR = "/var/cache/harmony"
 RUN_AS = 10001  # the image's user (docker/Dockerfile)
 GPU = "nvidia.com/gpu"
 
+# Loading weights can take minutes: the startup probe allows STARTUP_PERIOD_S x STARTUP_FAILURES (15
+# min). The rollout's progress deadline outlasts it, plus time to pull the image and pass readiness,
+# so a slow but healthy start is never reported as ProgressDeadlineExceeded.
+STARTUP_PERIOD_S, STARTUP_FAILURES = 10, 90
+PROGRESS_DEADLINE_S = STARTUP_PERIOD_S * STARTUP_FAILURES + 600
+
 # Fields the model service does not read: changing them must not restart its pods.
 _SCALING_FIELDS = {"replicas", "autoscaling"}
 
@@ -154,7 +160,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
         "resources": _resources(spec),
         # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.
-        "startupProbe": _probe("/healthz", 10, 90),
+        "startupProbe": _probe("/healthz", STARTUP_PERIOD_S, STARTUP_FAILURES),
         "livenessProbe": _probe("/healthz", 15, 4, timeout=5),
         "readinessProbe": _probe("/readyz", 5, 3),
         "securityContext": {
@@ -200,6 +206,7 @@ def deployment(name: str, namespace: str, spec: SpeechModelSpec, settings: Opera
         "spec": {
             "replicas": max(1, spec.autoscaling.min_replicas) if spec.autoscaling else spec.replicas,
             "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
             "selector": {"matchLabels": names.selector_labels(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {

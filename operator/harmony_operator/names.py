@@ -22,6 +22,19 @@ SERVICE_PORT = 8080
 
 _DNS1035_MAX = 63
 
+# Model names whose children would take the name of something the chart (release ``harmony``) or
+# the operator itself makes: ``harmony-router`` (router Service, Deployment, PDB),
+# ``harmony-operator``, ``harmony-router-models`` (the router's ConfigMap).
+RESERVED_MODEL_NAMES = frozenset({"router", "operator", "router-models"})
+
+
+def reserved(model: str) -> str | None:
+    """Why ``model`` may not be a SpeechModel name (None: it may)."""
+    if model in RESERVED_MODEL_NAMES or child_name(model) == ROUTER_CONFIGMAP:
+        return (f"the name '{model}' is reserved: its objects would be named {child_name(model)}, "
+                "a name the Helm chart or the operator uses")
+    return None
+
 
 def child_name(model: str) -> str:
     """DNS-1035 name of the Deployment, Service, ConfigMap, HPA and PDB of a model.

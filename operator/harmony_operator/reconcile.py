@@ -1,7 +1,7 @@
 """What the handlers do: apply a SpeechModel's children, write status, keep the router's ConfigMap in sync.
 
 Every function here is idempotent (create, or patch on 409), so kopf may call it on
-create, update, resume, a timer tick or a deleted child alike.
+create, update, resume, the periodic pass or a deleted child alike.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 import kopf
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
 from services.core.wire import SpeechModelStatus
-from . import idle, manifests, names, status
-from .kube import Kube, KubeError
+from . import aliases, drift, idle, manifests, names, ownership, status
+from .kube import Kube, KubeError, NotOwned, Owns
 from .settings import OperatorSettings
 from pydantic import ValidationError
 
@@ -30,6 +30,9 @@ class Context:
     kube: Kube
     settings: OperatorSettings
     _locks: dict[str, threading.Lock] = field(default_factory=lambda: defaultdict(threading.Lock))
+    # (kind, namespace, name) -> what the operator last sent: an event of an object that no
+    # longer holds it (edited by hand) triggers a repair at once.
+    applied: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
 
     def namespace_lock(self, namespace: str) -> threading.Lock:
         return self._locks[namespace]
@@ -55,10 +58,10 @@ def write_status(ctx: Context, kind: str, body: dict[str, Any], new: status.Stat
 
 
 def write_model_status(ctx: Context, body: dict[str, Any], deployment: dict[str, Any] | None,
-                       problem: status.Problem | None = None) -> SpeechModelStatus:
+                       problem: status.Problem | None = None, applied: bool = True) -> SpeechModelStatus:
     meta = body["metadata"]
     new = status.model_status(meta["name"], meta["namespace"], deployment, body.get("status"), status.now(),
-                              meta.get("generation"), problem)
+                              meta.get("generation"), problem, applied)
     write_status(ctx, "SpeechModel", body, new)
     return new
 
@@ -67,50 +70,75 @@ def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.Temp
     return kopf.TemporaryError(f"{what}: {exc}", delay=ctx.settings.retry_delay(retry))
 
 
+def kubernetes_problem(name: str, spec: SpeechModelSpec) -> status.Problem | None:
+    """What the CRD's rules refuse but an object stored before them may hold, and reserved names."""
+    why = names.reserved(name)
+    if why:
+        return status.Problem("NameConflict", why, cause="ReservedName")
+    if spec.device == "cuda" and not spec.resources.gpu:
+        return status.Problem("InvalidSpec", "spec.device is cuda but spec.resources.gpu is 0: the pod would "
+                                             "see no GPU")
+    return None
+
+
+def _parsed(ctx: Context, body: dict[str, Any]) -> SpeechModelSpec:
+    """The valid spec, or its status says why not (InvalidSpec, NameConflict) and kopf gives up until a change."""
+    name = body["metadata"]["name"]
+    try:
+        spec = parse_model(body.get("spec"))
+        problem = kubernetes_problem(name, spec)
+    except ValidationError as exc:
+        problem = status.Problem("InvalidSpec", validation_message(exc))
+    if problem is not None:
+        write_model_status(ctx, body, None, problem)
+        raise kopf.PermanentError(f"SpeechModel {name}: {problem.reason}: {problem.message}")
+    return spec
+
+
+def _previous_children(ctx: Context, name: str, namespace: str, old_spec: dict[str, Any] | None
+                       ) -> dict[str, dict[str, Any]]:
+    if old_spec is None:
+        return {}
+    try:
+        return {c["kind"]: c for c in manifests.model_children(name, namespace, parse_model(old_spec), ctx.settings)}
+    except ValidationError:
+        return {}  # the old spec was invalid: nothing of it was applied
+
+
+def _owner_check(body: dict[str, Any]) -> Owns:
+    meta = body["metadata"]
+    return lambda obj: ownership.owned_by(obj, meta.get("uid"), meta["name"])
+
+
 def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any] | None = None,
                     retry: int = 0) -> SpeechModelStatus | None:
     """Create or patch everything the SpeechModel owns, then write its status.
 
     ``old_spec`` (on an update) lets the patches remove fields the new spec dropped.
-    Invalid specs are permanent errors (status Degraded InvalidSpec); API errors are
-    temporary (status Degraded ApplyFailed, retried with backoff).
+    Invalid specs are permanent errors (status Degraded InvalidSpec). An object under a
+    child's name that is not the model's is a NameConflict: nothing at all is applied
+    (checked again at the next change or periodic pass). API errors are temporary (status
+    Degraded ApplyFailed, retried with backoff).
     """
     if _deleting(body):
         return None
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
-    try:
-        spec = parse_model(body.get("spec"))
-    except ValidationError as exc:
-        message = validation_message(exc)
-        write_model_status(ctx, body, None, status.Problem("InvalidSpec", message))
-        raise kopf.PermanentError(f"invalid SpeechModel {name}: {message}") from None
-
-    previous: dict[str, dict[str, Any]] = {}
-    if old_spec is not None:
-        try:
-            previous = {c["kind"]: c for c in manifests.model_children(name, namespace, parse_model(old_spec),
-                                                                       ctx.settings)}
-        except ValidationError:
-            pass  # the old spec was invalid: nothing of it was applied
-
+    spec = _parsed(ctx, body)
     children = manifests.model_children(name, namespace, spec, ctx.settings)
     kopf.adopt(children, owner=body)
+    owns = _owner_check(body)
     deployment = None
     try:
-        for child in children:
-            patch_body, before = child, previous.get(child["kind"])
-            if child["kind"] == "Deployment" and spec.autoscaling:
-                # The HPA owns replicas: set once at creation, never patched (nor removed).
-                patch_body = copy.deepcopy(child)
-                patch_body["spec"].pop("replicas", None)
-                if before:
-                    before = copy.deepcopy(before)
-                    before["spec"].pop("replicas", None)
-            applied = ctx.kube.apply(child, before, patch_body=patch_body)
-            if child["kind"] == "Deployment":
-                deployment = applied
-        _delete_unwanted_autoscalers(ctx, name, namespace, spec)
+        existing = {c["kind"]: ctx.kube.get(c["kind"], namespace, c["metadata"]["name"]) for c in children}
+        foreign = [obj for obj in existing.values() if obj is not None and not owns(obj)]
+        if foreign:
+            raise NotOwned(foreign[0])
+        deployment = _apply_children(ctx, spec, children, _previous_children(ctx, name, namespace, old_spec),
+                                     existing, owns)
+    except NotOwned as exc:
+        write_model_status(ctx, body, None, status.Problem("NameConflict", exc.message))
+        raise kopf.PermanentError(f"SpeechModel {name}: {exc.message}") from None
     except KubeError as exc:
         try:
             write_model_status(ctx, body, deployment, status.Problem("ApplyFailed", str(exc)))
@@ -120,29 +148,81 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
     return write_model_status(ctx, body, deployment)
 
 
-def _delete_unwanted_autoscalers(ctx: Context, name: str, namespace: str, spec: SpeechModelSpec) -> None:
-    """No autoscaling, or the other engine: its HPA or ScaledObject goes (a 404 is fine: KEDA may not be there)."""
-    if manifests.hpa(name, namespace, spec) is None:
-        ctx.kube.delete("HorizontalPodAutoscaler", namespace, names.child_name(name))
-    if manifests.scaled_object(name, namespace, spec, ctx.settings) is None:
-        ctx.kube.delete("ScaledObject", namespace, names.child_name(name))
+def _apply_children(ctx: Context, spec: SpeechModelSpec, children: list[dict[str, Any]],
+                    previous: dict[str, dict[str, Any]], existing: dict[str, dict[str, Any] | None],
+                    owns: Owns) -> dict[str, Any] | None:
+    """Create or patch each child (all checked to be ours, or absent); the Deployment as applied."""
+    deployment = None
+    for child in children:
+        meta = child["metadata"]
+        patch_body, before = child, previous.get(child["kind"])
+        if child["kind"] == "Deployment" and spec.autoscaling:
+            # The HPA owns replicas: set once at creation, never patched (nor removed).
+            patch_body = copy.deepcopy(child)
+            patch_body["spec"].pop("replicas", None)
+            if before:
+                before = copy.deepcopy(before)
+                before["spec"].pop("replicas", None)
+        before = drift.with_removals(before, patch_body, existing[child["kind"]])
+        applied = ctx.kube.apply(child, before, patch_body=patch_body, owns=owns, existing=existing[child["kind"]])
+        ctx.applied[(child["kind"], meta["namespace"], meta["name"])] = patch_body
+        if child["kind"] == "Deployment":
+            deployment = applied
+    _delete_unwanted_autoscalers(ctx, children, owns)
+    return deployment
+
+
+def _delete_unwanted_autoscalers(ctx: Context, children: list[dict[str, Any]], owns: Owns) -> None:
+    """No autoscaling, or the other engine: its HPA or ScaledObject goes, if it is ours (absent is fine:
+    KEDA may not be installed)."""
+    meta, wanted = children[0]["metadata"], {c["kind"] for c in children}
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+        if kind not in wanted:
+            ctx.kube.delete_owned(kind, meta["namespace"], meta["name"], owns)
+            ctx.applied.pop((kind, meta["namespace"], meta["name"]), None)
 
 
 def refresh_model_status(ctx: Context, namespace: str, model: str, deployment: dict[str, Any]) -> None:
     """A Deployment of ours changed (pods became ready, a rollout stalled): mirror it in the owner's status.
 
-    A model that scales to zero also tells the router when it gains its first ready replica or loses its last."""
+    An apply problem (ApplyFailed, NameConflict) stays: only a successful apply clears it. When
+    the model's readiness changes, the routes that use it are checked again; a model that scales
+    to zero also tells the router when it gains its first ready replica or loses its last.
+    """
     owner = ctx.kube.get("SpeechModel", namespace, model)
-    if owner is None or _deleting(owner):
+    if owner is None or _deleting(owner) or not _owner_check(owner)(deployment):
         return
     try:
         spec = parse_model(owner.get("spec"))
     except ValidationError:
         return  # its status says InvalidSpec; leave that
+    was_ready = status.ready_state(owner.get("status"))[0]
     before = int((owner.get("status") or {}).get("readyReplicas") or 0)
-    after = write_model_status(ctx, owner, deployment).readyReplicas
-    if spec.autoscaling and spec.autoscaling.scales_to_zero and (before == 0) != (after == 0):
+    new = write_model_status(ctx, owner, deployment, applied=False)
+    zero = bool(spec.autoscaling and spec.autoscaling.scales_to_zero)
+    woke_or_slept = zero and (before == 0) != (new.readyReplicas == 0)
+    if status.ready_state(new)[0] != was_ready or woke_or_slept:
         sync_namespace(ctx, namespace)
+
+
+def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
+    """A child of ours changed: mirror a Deployment in its owner's status; repair one edited by hand."""
+    meta = child.get("metadata", {})
+    model = (meta.get("labels") or {}).get(names.MODEL_LABEL)
+    if child.get("kind") == "Deployment" and model:
+        refresh_model_status(ctx, namespace, model, child)
+    desired = ctx.applied.get((child.get("kind", ""), namespace, meta.get("name", "")))
+    if desired is None or not drift.child_drifted(desired, child):
+        return
+    if meta.get("name") == names.ROUTER_CONFIGMAP:
+        log.info("ConfigMap %s/%s was edited: rewriting it", namespace, meta.get("name"))
+        sync_namespace(ctx, namespace)
+        return
+    owner = ctx.kube.get("SpeechModel", namespace, model) if model else None
+    if owner is None or _deleting(owner) or not _owner_check(owner)(child):
+        return
+    log.info("%s %s/%s was edited: repairing it", child.get("kind"), namespace, meta.get("name"))
+    reconcile_model(ctx, owner)
 
 
 def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = None) -> int | None:
@@ -159,8 +239,8 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
     if _deleting(body) or autoscaling is None or not idle.manages_zero(autoscaling):
         return None
     deployment = ctx.kube.get("Deployment", namespace, names.child_name(name))
-    if deployment is None:
-        return None
+    if deployment is None or not _owner_check(body)(deployment):
+        return None  # not there yet, or someone else's (its status says NameConflict)
     now = time.time() if now is None else now
     times = idle.Times.of(body, deployment)
     replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
@@ -171,7 +251,7 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
         return None
     log.info("SpeechModel %s/%s: %s", namespace, name, "woken by a request" if target else "idle: scaled to zero")
     deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.scale_patch(target, now))
-    write_model_status(ctx, body, deployment)
+    write_model_status(ctx, body, deployment, applied=False)  # an apply problem stays until an apply succeeds
     return target
 
 
@@ -185,61 +265,117 @@ def on_child_gone(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
     if not model:
         return
     owner = ctx.kube.get("SpeechModel", namespace, model)
-    if owner is None or _deleting(owner):
+    if owner is None or _deleting(owner) or not _owner_check(owner)(child):
         return
     log.info("%s %s/%s was deleted: recreating it", child.get("kind"), namespace, meta.get("name"))
     reconcile_model(ctx, owner)
 
 
-def _named_models(items: list[dict[str, Any]]) -> tuple[list[NamedModel], set[str]]:
-    """Valid models (for the router) and every existing model name (for the routes' check)."""
-    valid, existing = [], set()
+def finalize_model(ctx: Context, body: dict[str, Any], retry: int = 0) -> None:
+    """With finalizers on: the router forgets the model, then its children go (pods first), ours only."""
+    meta = body["metadata"]
+    namespace, child = meta["namespace"], names.child_name(meta["name"])
+    owns = _owner_check(body)
+    try:
+        sync_namespace(ctx, namespace)
+        for kind in ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "Service",
+                     "ConfigMap"):
+            ctx.kube.delete_owned(kind, namespace, child, owns)
+            ctx.applied.pop((kind, namespace, child), None)
+    except KubeError as exc:
+        raise _temporary(ctx, retry, f"cleaning up after SpeechModel {meta['name']} failed", exc) from None
+
+
+def _named_models(items: list[dict[str, Any]]) -> tuple[list[NamedModel], dict[str, dict[str, Any]]]:
+    """Valid models (for the router) and every existing model by name (for the routes' check)."""
+    valid, existing = [], {}
     for item in items:
         if _deleting(item):
             continue
         name = item["metadata"]["name"]
-        existing.add(name)
+        existing[name] = item
         try:
-            valid.append(NamedModel.model_validate({**(item.get("spec") or {}), "name": name}))
+            model = NamedModel.model_validate({**(item.get("spec") or {}), "name": name})
         except ValidationError:
             continue  # its own status says InvalidSpec
+        conflict = next((c for c in status.previous_conditions(item.get("status")) if c.type == "NameConflict"), None)
+        if kubernetes_problem(name, model) is None and (conflict is None or conflict.status != "True"):
+            valid.append(model)  # one whose objects are someone else's is not served: its Service is not ours
     return valid, existing
 
 
-def _route_state(item: dict[str, Any], existing: set[str], public: set[str]
-                 ) -> tuple[NamedRoute | None, list[str], status.Problem | None]:
-    name = item["metadata"]["name"]
+def _step_problems(route: NamedRoute, existing: dict[str, dict[str, Any]], valid: dict[str, NamedModel]
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """Steps' missing models, steps whose model is of another task, and steps whose model is not Ready."""
+    missing, wrong_task, unready = set(), [], []
+    for step in route.steps:
+        if step.model not in existing:
+            missing.add(step.model)
+            continue
+        model = valid.get(step.model)
+        if model is not None and model.task != step.task:
+            wrong_task.append(f"step '{step.name}' (task {step.task.value}) names SpeechModel {step.model} "
+                              f"of task {model.task.value}")
+        ready, reason = status.ready_state(existing[step.model].get("status"))
+        if model is None or not ready:
+            unready.append(f"{step.name} (SpeechModel {step.model}: {reason if model else 'InvalidSpec'})")
+    return sorted(missing), wrong_task, unready
+
+
+def _route_state(item: dict[str, Any], existing: dict[str, dict[str, Any]], valid: dict[str, NamedModel],
+                 public: set[str]) -> tuple[NamedRoute | None, status.SpeechRouteStatus]:
+    """The route for the router (None: it may not be served) and its new status."""
+    name, meta = item["metadata"]["name"], item["metadata"]
     try:
         route = NamedRoute.model_validate({**(item.get("spec") or {}), "name": name})
     except ValidationError as exc:
-        return None, [], status.Problem("InvalidSpec", validation_message(exc))
-    missing = sorted({step.model for step in route.steps if step.model not in existing})
+        new = status.route_status([], item.get("status"), status.now(), meta.get("generation"),
+                                  status.Problem("InvalidSpec", validation_message(exc)))
+        return None, new
+    missing, wrong_task, unready = _step_problems(route, existing, valid)
+    problem = None
     if name in public:
-        return None, missing, status.Problem("NameConflict", f"'{name}' is already a SpeechModel name or alias")
-    return route, missing, None
+        problem = status.Problem("NameConflict", f"'{name}' is already a SpeechModel name or alias")
+    elif wrong_task and not missing:
+        problem = status.Problem("TaskMismatch", "; ".join(wrong_task))
+    new = status.route_status(missing, item.get("status"), status.now(), meta.get("generation"), problem, unready)
+    return (route if problem is None and not missing else None), new
+
+
+def _report_alias_conflicts(ctx: Context, models: list[NamedModel], existing: dict[str, dict[str, Any]]) -> None:
+    """An alias claimed by two SpeechModels (or one's alias that is another's name): a condition on both."""
+    conflicts = aliases.conflicts(models)
+    for model in models:
+        item = existing[model.name]
+        new = status.with_alias_conflict(item.get("status"), conflicts.get(model.name), status.now())
+        if new is not None:
+            write_status(ctx, "SpeechModel", item, new)
 
 
 def sync_namespace(ctx: Context, namespace: str) -> None:
     """Rewrite the router's ConfigMap from every SpeechModel and SpeechRoute, and each route's status.
 
     Serialised per namespace, and always from a fresh listing, so the last writer is right.
+    A ``harmony-router-models`` ConfigMap that is not the operator's is left alone (NotOwned).
     """
     with ctx.namespace_lock(namespace):
         items = ctx.kube.list("SpeechModel", namespace)
         models, existing = _named_models(items)
         ready = {i["metadata"]["name"]: int((i.get("status") or {}).get("readyReplicas") or 0) for i in items}
+        _report_alias_conflicts(ctx, models, existing)
+        valid = {m.name: m for m in models}
         public = {n for m in models for n in (m.name, *m.aliases)}
         routes = []
         for item in ctx.kube.list("SpeechRoute", namespace):
             if _deleting(item):
                 continue
-            route, missing, problem = _route_state(item, existing, public)
-            meta = item["metadata"]
-            new = status.route_status(missing, item.get("status"), status.now(), meta.get("generation"), problem)
+            route, new = _route_state(item, existing, valid, public)
             write_status(ctx, "SpeechRoute", item, new)
-            if route is not None and not missing:
+            if route is not None:
                 routes.append(route)
-        ctx.kube.apply(manifests.router_configmap(namespace, models, routes, ready))
+        configmap = manifests.router_configmap(namespace, models, routes, ready)
+        ctx.kube.apply(configmap)
+        ctx.applied[("ConfigMap", namespace, names.ROUTER_CONFIGMAP)] = configmap
 
 
 def sync_namespace_or_retry(ctx: Context, namespace: str, retry: int = 0) -> None:

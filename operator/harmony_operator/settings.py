@@ -21,6 +21,10 @@ class OperatorSettings:
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
     retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
     retry_max_delay_s: float = 300.0
+    # Finalizers on SpeechModels/SpeechRoutes: off, so `helm uninstall` (which removes the operator
+    # first) never leaves them hanging in Terminating; on, deleting one waits for the operator to
+    # delete its children and update the router.
+    finalizers: bool = False
     # Where the voice service (task vc) keeps registered voices: the engine's database (a Secret's key
     # holding its URL) and an S3-compatible bucket (credentials: a Secret of AWS_* variables).
     database_secret: str = ""                  # Secret name; empty: no database URL is passed on
@@ -55,6 +59,7 @@ class OperatorSettings:
             reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),
             retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),
             retry_max_delay_s=float(get("HARMONY_RETRY_MAX_DELAY_S", str(defaults.retry_max_delay_s))),
+            finalizers=get("HARMONY_FINALIZERS", "false").strip().lower() in ("1", "true", "yes", "on"),
             database_secret=get("HARMONY_DATABASE_SECRET", ""),
             database_secret_key=get("HARMONY_DATABASE_SECRET_KEY", defaults.database_secret_key),
             object_store_url=get("HARMONY_OBJECT_STORE_URL", ""),

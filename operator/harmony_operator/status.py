@@ -30,6 +30,7 @@ class Problem:
 
     reason: str   # CamelCase, e.g. ApplyFailed, InvalidSpec
     message: str
+    cause: str = ""  # NameConflict: the NameConflict condition's reason (default ObjectNotOwned)
 
 
 def dump(status: Status) -> dict[str, Any]:
@@ -60,6 +61,12 @@ def condition(kind: str, ok: bool, reason: str, message: str, previous: list[Con
                      observedGeneration=generation)
 
 
+# Degraded reasons that only an apply sets or clears (a Deployment event must not clear them).
+APPLY_REASONS = frozenset({"ApplyFailed", "NameConflict", "InvalidSpec"})
+# Conditions another writer owns, carried over as they are (sync_namespace sets AliasConflict).
+CARRIED = ("AliasConflict",)
+
+
 def _deployment_condition(deployment: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in deployment.get("status", {}).get("conditions") or [] if c.get("type") == kind), {})
 
@@ -71,9 +78,20 @@ def _counts(deployment: dict[str, Any] | None) -> tuple[int, int, int, int]:
             int(status.get("readyReplicas") or 0), int(status.get("updatedReplicas") or 0))
 
 
-def _ready(name: str, deployment: dict[str, Any] | None) -> State:
+def unobserved(deployment: dict[str, Any] | None) -> str | None:
+    """Why the Deployment's status does not yet describe its spec (None: it does, or cannot be told)."""
+    generation = ((deployment or {}).get("metadata") or {}).get("generation")
+    observed = (deployment or {}).get("status", {}).get("observedGeneration")
+    if generation is None or (observed is not None and observed >= generation):
+        return None
+    return f"the Deployment controller has not yet seen generation {generation} (observed: {observed})"
+
+
+def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None) -> State:
     desired, _, ready, _ = _counts(deployment)
     if deployment is None:
+        if problem is not None:
+            return False, problem.reason, problem.message
         return False, "DeploymentMissing", "the model service is not deployed yet"
     if desired == 0:
         # Scaled to zero for want of requests (autoscaling min_replicas 0) is a ready state: a request wakes it.
@@ -86,51 +104,114 @@ def _ready(name: str, deployment: dict[str, Any] | None) -> State:
                                       f"see the pods of {names.child_name(name)})")
 
 
-def _progressing(deployment: dict[str, Any] | None) -> State:
+def _progressing(deployment: dict[str, Any] | None, problem: Problem | None) -> State:
     desired, replicas, ready, updated = _counts(deployment)
     if deployment is None:
+        if problem is not None:
+            return False, problem.reason, "nothing is applied until this is resolved"
         return True, "Creating", "creating the model service"
+    pending = unobserved(deployment)
+    if pending:
+        return True, "RolloutPending", pending
+    stalled = _deployment_condition(deployment, "Progressing")
+    if stalled.get("status") == "False":
+        return False, stalled.get("reason") or "ProgressDeadlineExceeded", stalled.get("message", "")
     if updated < desired or ready < desired or replicas > desired:
         return True, "RollingOut", f"{updated} updated, {ready} ready, {replicas} total of {desired}"
     return False, "RolloutComplete", f"{ready}/{desired} replicas ready"
 
 
 def _degraded(deployment: dict[str, Any] | None, problem: Problem | None) -> State:
-    desired, _, ready, updated = _counts(deployment)
-    stalled = _deployment_condition(deployment or {}, "Progressing")
+    """Something is wrong, not merely in progress: a rollout that loads weights is not Degraded."""
     if problem is not None:
         return True, problem.reason, problem.message
-    if stalled.get("reason") == "ProgressDeadlineExceeded":
-        return True, "ProgressDeadlineExceeded", stalled.get("message", "the rollout stalled")
-    if deployment is not None and desired > 0 and ready == 0 and updated >= desired and \
-            _deployment_condition(deployment, "Available").get("status") == "False":
-        return True, "ReplicasUnavailable", "no replica is ready"
+    if deployment is None or unobserved(deployment):
+        return False, "AsExpected", ""
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure.get("status") == "True":
+        return True, "ReplicaFailure", f"{failure.get('reason') or 'FailedCreate'}: {failure.get('message', '')}"
+    stalled = _deployment_condition(deployment, "Progressing")
+    if stalled.get("status") == "False" and stalled.get("reason") == "ProgressDeadlineExceeded":
+        return True, "ProgressDeadlineExceeded", stalled.get("message") or "the rollout stalled"
     return False, "AsExpected", ""
 
 
+def _kept_problem(before: list[Condition]) -> Problem | None:
+    """The apply problem a previous status reports (kept when no apply ran)."""
+    degraded = next((c for c in before if c.type == "Degraded"), None)
+    if degraded is not None and degraded.status == "True" and degraded.reason in APPLY_REASONS:
+        cause = next((c.reason for c in before if c.type == "NameConflict" and c.status == "True"), "")
+        return Problem(degraded.reason, degraded.message, cause)
+    return None
+
+
 def model_status(name: str, namespace: str, deployment: dict[str, Any] | None, previous: Previous,
-                 at: str, generation: int | None = None, problem: Problem | None = None) -> SpeechModelStatus:
-    """The SpeechModel's status from its Deployment (None: not there yet) and an apply problem, if any."""
+                 at: str, generation: int | None = None, problem: Problem | None = None,
+                 applied: bool = True) -> SpeechModelStatus:
+    """The SpeechModel's status from its Deployment (None: not there, or not ours) and an apply problem.
+
+    ``applied``: an apply just ran, and ``problem`` is its outcome. Otherwise (a Deployment
+    event) the previous apply problem, if any, stays: only a successful apply clears it.
+    A NameConflict problem also sets a ``NameConflict`` condition naming the object.
+    """
     before = previous_conditions(previous)
-    states = (("Ready", _ready(name, deployment)), ("Progressing", _progressing(deployment)),
-              ("Degraded", _degraded(deployment, problem)))
+    if not applied:
+        problem = _kept_problem(before)
+    states = [("Ready", _ready(name, deployment, problem)), ("Progressing", _progressing(deployment, problem)),
+              ("Degraded", _degraded(deployment, problem))]
+    if problem is not None and problem.reason == "NameConflict":
+        states.append(("NameConflict", (True, problem.cause or "ObjectNotOwned", problem.message)))
+    conditions = [condition(kind, *state, before, at, generation) for kind, state in states]
+    conditions += [c for c in before if c.type in CARRIED]
     _, replicas, ready, _ = _counts(deployment)
     return SpeechModelStatus(
         replicas=replicas, readyReplicas=ready, selector=names.selector_string(name),
-        endpoint=names.endpoint(name, namespace), observedGeneration=generation,
-        conditions=[condition(kind, *state, before, at, generation) for kind, state in states])
+        endpoint=names.endpoint(name, namespace), observedGeneration=generation, conditions=conditions)
+
+
+def with_alias_conflict(previous: Previous, message: str | None, at: str) -> SpeechModelStatus | None:
+    """The previous model status with its ``AliasConflict`` condition set (message) or gone (None).
+
+    None when there is no valid previous status to amend (the model's first apply writes one).
+    """
+    try:
+        current = previous if isinstance(previous, SpeechModelStatus) else \
+            SpeechModelStatus.model_validate(previous or {})
+    except ValidationError:
+        return None
+    if not current.conditions:
+        return None
+    kept = [c for c in current.conditions if c.type != "AliasConflict"]
+    if message is not None:
+        kept.append(condition("AliasConflict", True, "DuplicateAlias", message, current.conditions, at,
+                              current.observedGeneration))
+    return current.model_copy(update={"conditions": kept})
+
+
+def ready_state(previous: Previous) -> tuple[bool, str]:
+    """Whether a SpeechModel's status says Ready, and the reason (for the routes that use it)."""
+    ready = next((c for c in previous_conditions(previous) if c.type == "Ready"), None)
+    if ready is None:
+        return False, "NoStatus"
+    return ready.status == "True", ready.reason
 
 
 def route_status(missing: list[str], previous: Previous, at: str, generation: int | None = None,
-                 problem: Problem | None = None) -> SpeechRouteStatus:
-    """Ready when every step names an existing SpeechModel; MissingModel names those that do not."""
+                 problem: Problem | None = None, unready: list[str] | None = None) -> SpeechRouteStatus:
+    """Ready when every step names an existing SpeechModel of its task, and each of them is Ready.
+
+    ``unready``: ``"step (SpeechModel model: Reason)"`` for each step whose model is not Ready.
+    """
+    unready = list(unready or [])
     if problem is not None:
         ready: State = (False, problem.reason, problem.message)
     elif missing:
         ready = (False, "MissingModel", "steps name SpeechModels that do not exist: " + ", ".join(missing))
+    elif unready:
+        ready = (False, "StepNotReady", "steps whose SpeechModel is not ready: " + ", ".join(unready))
     else:
-        ready = (True, "ModelsExist", "every step's SpeechModel exists")
-    return SpeechRouteStatus(missingModels=missing, observedGeneration=generation,
+        ready = (True, "StepsReady", "every step's SpeechModel exists and is ready")
+    return SpeechRouteStatus(missingModels=missing, unreadySteps=unready, observedGeneration=generation,
                              conditions=[condition("Ready", *ready, previous_conditions(previous), at, generation)])
 
 

@@ -185,8 +185,10 @@ def speech_model_crd() -> dict[str, Any]:
     }, [
         {"name": "Task", "type": "string", "jsonPath": ".spec.task"},
         {"name": "Backend", "type": "string", "jsonPath": ".spec.backend"},
-        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+        {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ])

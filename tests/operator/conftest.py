@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 import yaml
 
-os.environ.setdefault("HARMONY_RECONCILE_INTERVAL_S", "300")  # read when the handlers are imported
+os.environ.setdefault("HARMONY_RECONCILE_INTERVAL_S", "300")  # the periodic pass: never, in a test
 os.environ.setdefault("HARMONY_RETRY_BASE_DELAY_S", "0.2")
 os.environ.setdefault("HARMONY_SCALE_CHECK_INTERVAL_S", "0.5")  # the idle check of models that scale to zero
 

@@ -71,6 +71,9 @@ async def test_an_idle_model_goes_to_zero_and_a_request_wakes_it(cluster: Any, a
         await eventually(lambda: replicas()(cluster) == 0, 30, "scaled to zero")
         annotations = stored(cluster, DEPLOYMENTS, CHILD)["metadata"]["annotations"]
         assert idle.SCALED_TO_ZERO_AT in annotations
+        # The idle check runs in the operator's periodic-pass thread, not a kopf timer: no finalizer on the model
+        # (so uninstalling the chart, which removes the operator first, cannot hang on it).
+        assert not stored(cluster, MODELS, NAME)["metadata"].get("finalizers")
         await pods_ready(api, 0)
         await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready").get("reason") == "ScaledToZero",
                          what="status ScaledToZero")

@@ -138,12 +138,18 @@ def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
         assert resource not in ("secrets", "pods", "customresourcedefinitions", "namespaces")
     assert granted["harmony.dev", "speechmodels"] == {"get", "list", "watch", "patch"}
     assert granted["harmony.dev", "speechmodels/status"] == {"patch"}
-    assert granted["apps", "deployments"] == {"list", "watch", "create", "patch"}
-    assert granted["autoscaling", "horizontalpodautoscalers"] == {"list", "watch", "create", "patch", "delete"}
+    # get: the operator reads an object before patching it, and leaves one that is not its own.
+    assert granted["apps", "deployments"] == {"get", "list", "watch", "create", "patch"}
+    assert granted["autoscaling", "horizontalpodautoscalers"] == {"get", "list", "watch", "create", "patch", "delete"}
     assert granted["", "events"] == {"create"}
     for binding in find(objects, "RoleBinding", "harmony-operator"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-operator", "namespace": "speech"}]
         assert binding["roleRef"]["name"] == "harmony-operator"
+
+    # Finalizers (off by default) delete the children themselves: only then may the operator delete them.
+    finalizing = rules(find(render(helm, tmp_path, {"operator": {"finalizers": True}}), "Role")[0])
+    assert finalizing["apps", "deployments"] == {"get", "list", "watch", "create", "patch", "delete"}
+    assert finalizing["", "services"] == finalizing["", "configmaps"] == finalizing["apps", "deployments"]
 
     wide = render(helm, tmp_path, {"operator": {"clusterWide": True}})
     assert not find(wide, "Role", "harmony-operator") and rules(find(wide, "ClusterRole")[0]) == granted
@@ -277,7 +283,8 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
 def test_operator_may_manage_keda_scaled_objects_and_knows_prometheus(helm: Path, tmp_path: Path) -> None:
     objects = render(helm, tmp_path, {"autoscaling": {"prometheusUrl": "http://prom.mon:9090"}})
     granted = rules(find(objects, "Role", "harmony-operator")[0])
-    assert granted["keda.sh", "scaledobjects"] == {"create", "patch", "delete"}
+    # get: the operator reads an object before it patches or deletes it (only its own)
+    assert granted["keda.sh", "scaledobjects"] == {"get", "create", "patch", "delete"}
     operator = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in operator["env"]}
     assert env["HARMONY_PROMETHEUS_URL"] == "http://prom.mon:9090"

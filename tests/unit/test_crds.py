@@ -72,7 +72,10 @@ def test_speech_model_crd_shape() -> None:
     assert "status" in version["subresources"]
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns["Task"] == ".spec.task" and columns["Backend"] == ".spec.backend"
-    assert columns["Ready"] == ".status.readyReplicas" and columns["Age"] == ".metadata.creationTimestamp"
+    assert columns["Ready"] == '.status.conditions[?(@.type=="Ready")].status'
+    assert columns["Reason"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert columns["Replicas"] == ".status.replicas" and columns["Available"] == ".status.readyReplicas"
+    assert columns["Age"] == ".metadata.creationTimestamp"
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["required"] == ["task", "backend", "source"]
     assert spec["properties"]["replicas"]["default"] == 1  # the scale subresource needs a value

@@ -385,7 +385,7 @@ def test_route_status() -> None:
     assert missing.missingModels == ["whisper-small"]
     assert conditions(missing) == {"Ready": ("False", "MissingModel")}
     assert "whisper-small" in missing.conditions[0].message
-    assert conditions(status.route_status([], missing, "2026-01-01T00:01:00Z")) == {"Ready": ("True", "ModelsExist")}
+    assert conditions(status.route_status([], missing, "2026-01-01T00:01:00Z")) == {"Ready": ("True", "StepsReady")}
 
 
 # --- examples/ ---------------------------------------------------------------------------------
