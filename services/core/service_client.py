@@ -365,6 +365,10 @@ class ServiceClient:
             await response.aclose()
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the idle connections; no new call may start (calls under way end as they would)."""
         self._pool.aclose()
 
     async def _send(self, method: str, path: str, timeouts: httpx.Timeout, kwargs: dict) -> _Connection:
