@@ -1,8 +1,8 @@
 """The generic model service: a FastAPI app around loaded models, each behind its own batcher.
 
 Every service answers ``/healthz`` (the process lives), ``/readyz`` (every model is
-loaded, and the service is not draining: :mod:`services.core.draining`), ``/metrics`` and ``/v1/models``; the task-specific routes come from the
-task's own module.
+loaded, and the service is not draining: :mod:`services.core.draining`), ``/metrics`` and
+``/v1/models``; the task-specific routes come from the task's own module.
 """
 
 from __future__ import annotations

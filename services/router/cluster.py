@@ -10,9 +10,10 @@ with its spec and endpoint URL, and every ready SpeechRoute::
       - {name: ..., spec: {...}}
 
 The kubelet swaps a mounted ConfigMap in place when it changes; this polls the file
-and applies what changed. With an EndpointSlice watch (``pods``, :mod:`services.router.pods`) a model's
-replicas are the ready pods of its Service instead of the Service's one URL. A file that cannot be read or parsed leaves the table as it
-was (and says so in the log), so a bad write never empties a running router.
+and applies what changed. A file that cannot be read or parsed leaves the table as it
+was (and says so in the log), so a bad write never empties a running router. With an EndpointSlice
+watch (``pods``, :mod:`services.router.pods`) a model's replicas are the ready pods of its Service
+instead of the Service's one URL.
 """
 
 from __future__ import annotations

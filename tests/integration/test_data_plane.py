@@ -229,6 +229,7 @@ def test_requests_spread_over_the_pods(three_pods, audio) -> None:
     assert total >= 45
     # least outstanding requests, round robin between equals: every pod takes a real share (a third, give or take)
     assert all(count >= total / 10 for count in served.values()), served
+    print(f"\nper-pod balancing: {total:.0f} requests, per pod {sorted(served.values())}")
 
 
 def test_a_pod_killed_mid_load_costs_no_client_an_error(three_pods, audio) -> None:
@@ -245,6 +246,7 @@ def test_a_pod_killed_mid_load_costs_no_client_an_error(three_pods, audio) -> No
         load.until(6)
     assert not load.failures, load.failures[:5]
     assert ejected[victim.url] and sum(ejected.values()) == 1  # the dead pod alone sat out
+    print(f"\npod killed mid-load: {len(load.statuses)} requests, {len(load.failures)} client errors")
     assert victim.url not in kube.replicas()
 
 
@@ -276,6 +278,7 @@ def test_a_rolling_restart_costs_no_client_an_error(three_pods, audio) -> None:
     assert len(load.statuses) >= 8 + 3 * 8
     assert sorted(kube.replicas()) == sorted(p.url for p in kube.live()) and len(kube.live()) == 3
     assert not set(kube.replicas()) & {p.url for p in old}
+    print(f"\nrolling restart of 3 pods: {len(load.statuses)} requests, {len(load.failures)} client errors")
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from typing import Any
 
 import httpx
 import pytest
-from services.core.specs import NamedModel
 from services.router import cluster
 from services.router.endpoint_slices import EndpointSlice, SliceBook, SliceEvent
 from services.router.pods import PodDirectory, service_of
