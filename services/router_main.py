@@ -1,4 +1,5 @@
-"""The router in Kubernetes: the public API, with its models from the operator's ConfigMap.
+"""The router in Kubernetes: the public API, with its models from the operator's ConfigMap (and, with
+``--watch-endpoints``, each model's ready pods from its Service's EndpointSlices).
 
     python -m services.router_main --models-file /etc/harmony/models.yaml --port 8000
 """
@@ -15,14 +16,23 @@ from services.core.http_server import add_connection_arguments, build_server, co
 from services.core.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.router.app import create_router_app
 from services.router.cluster import ClusterSync
+from services.router.pods import PodDirectory
 from services.router.routing import ModelTable
-from services.router.wake import ModelWaker, SpeechModelAnnotator
+from services.router.slice_watch import SliceWatch
+from services.router.wake import SERVICE_ACCOUNT, ModelWaker, SpeechModelAnnotator
 
 
 async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str,
-                wake_models: bool = False) -> None:
+                wake_models: bool = False, watch_endpoints: bool = False) -> None:
     table = ModelTable()
-    sync = ClusterSync(table, models_file, poll_s)
+    # Per-pod balancing: each model's ready pods from its Service's EndpointSlices (the service account may
+    # get, list and watch EndpointSlices in this namespace); without, each model's Service URL.
+    watch = pods = None
+    if watch_endpoints:
+        namespace = (SERVICE_ACCOUNT / "namespace").read_text().strip()
+        pods = PodDirectory(table, namespace)
+        watch = SliceWatch.in_cluster(pods.reset, pods.event, namespace)
+    sync = ClusterSync(table, models_file, poll_s, pods=pods)
     sync.reload()
     # Scale from zero: report requests for models that scale to zero on their SpeechModels (the service account's
     # one right: patch SpeechModels in this namespace).
@@ -31,6 +41,8 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
     app = create_router_app(config, table, waker=waker)
     server = build_server(app, config.server, log_level)
     tasks = [asyncio.create_task(sync.run(), name="cluster-sync")]
+    if watch:
+        tasks.append(asyncio.create_task(watch.run(), name="endpointslice-watch"))
     if waker:
         tasks.append(asyncio.create_task(waker.run(), name="wake-reports"))
     try:
@@ -43,6 +55,8 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
         if waker and annotator:
             await waker.aclose()
             await annotator.aclose()
+        if watch:
+            await watch.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wake-models", action="store_true",
                         help="report requests for models that scale to zero to the operator (SpeechModel annotation "
                              "harmony.dev/last-request), so it wakes them and knows when they are idle")
+    parser.add_argument("--watch-endpoints", action="store_true",
+                        help="balance over each model's ready pods, watched in its Service's EndpointSlices (needs "
+                             "get, list, watch on endpointslices in this namespace), instead of the Service's URL")
     args = parser.parse_args(argv)
 
     config = HarmonyConfig(server=ServerSettings(
@@ -72,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         auth=AuthSettings(required=args.require_auth), database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models))
+    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models,
+                      args.watch_endpoints))
     return 0
 
 

@@ -3,8 +3,11 @@
     python -m services.service_main --model-file /etc/harmony/model.yaml --port 8080
 
 The file holds one NamedModel (YAML), as the operator writes it into the model's
-ConfigMap. The app comes from the same factories ``harmony serve`` uses; SIGTERM
-lets in-flight requests finish (``--drain-timeout``) before the process exits.
+ConfigMap. The app comes from the same factories ``harmony serve`` uses. SIGTERM drains
+(:mod:`services.core.draining`): ``/readyz`` answers 503, new model calls are refused with 503
+``draining`` (the router retries them on another pod), and in-flight requests finish
+(``--drain-timeout``, which the operator sets above the model's ``batching.timeout_s``) before the
+process exits.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
+    from services.core.draining import drain_on_signal
     from services.core.memory import release_memory_at_start
 
     release_memory_at_start()  # before the model loads: freed memory goes back to the OS
@@ -67,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
                               drain_timeout_s=args.drain_timeout, **connection_settings(args))
-    build_server(app, settings, args.log_level).run()
+    server = build_server(app, settings, args.log_level)
+    drain_on_signal(server, app.state.drain)  # SIGTERM: /readyz 503, no new model calls, in-flight ones finish
+    server.run()
     return 0
 
 

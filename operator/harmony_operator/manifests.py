@@ -8,6 +8,7 @@ them (ownerReferences) and applies them.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 import yaml
@@ -26,6 +27,13 @@ GPU = "nvidia.com/gpu"
 # so a slow but healthy start is never reported as ProgressDeadlineExceeded.
 STARTUP_PERIOD_S, STARTUP_FAILURES = 10, 90
 PROGRESS_DEADLINE_S = STARTUP_PERIOD_S * STARTUP_FAILURES + 600
+
+# Draining (docs/kubernetes.md, "Data plane"): at deletion the pod leaves its EndpointSlice while its preStop hook
+# sleeps PRE_STOP_S, so kube-proxy and the routers' watches stop sending it requests before SIGTERM; then the
+# service refuses new work and waits for its in-flight requests, up to the model's batching.timeout_s plus
+# DRAIN_MARGIN_S; the grace period covers both and a margin.
+PRE_STOP_S = 10
+DRAIN_MARGIN_S = 15
 
 # Fields the model service does not read: changing them must not restart its pods.
 _SCALING_FIELDS = {"replicas", "autoscaling"}
@@ -71,6 +79,23 @@ def _tolerations(spec: SpeechModelSpec) -> list[dict[str, Any]]:
 def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": timeout,
             "failureThreshold": failures}
+
+
+def drain_s(spec: SpeechModelSpec) -> int:
+    """Seconds the model service waits at SIGTERM for its in-flight requests (``--drain-timeout``): its longest
+    request, ``batching.timeout_s``, and a margin."""
+    return math.ceil(spec.batching.timeout_s) + DRAIN_MARGIN_S
+
+
+def termination_grace_s(spec: SpeechModelSpec, settings: OperatorSettings) -> int:
+    """The pod's terminationGracePeriodSeconds: the preStop sleep, the drain and a margin (never below the
+    operator's ``HARMONY_TERMINATION_GRACE_S``)."""
+    return max(settings.termination_grace_s, PRE_STOP_S + drain_s(spec) + DRAIN_MARGIN_S)
+
+
+def lifecycle() -> dict[str, Any]:
+    """The preStop hook: a sleep with the image's own Python (no shell or coreutils needed)."""
+    return {"preStop": {"exec": {"command": ["python", "-c", f"import time; time.sleep({PRE_STOP_S})"]}}}
 
 
 def image_for(spec: SpeechModelSpec, settings: OperatorSettings) -> str:
@@ -154,7 +179,8 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "image": image_for(spec, settings),
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "services.service_main"],
-        "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT)],
+        "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT),
+                 "--drain-timeout", str(drain_s(spec))],
         "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
         "env": container_env(spec, state.get("env", [])),
         **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
@@ -163,6 +189,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "startupProbe": _probe("/healthz", STARTUP_PERIOD_S, STARTUP_FAILURES),
         "livenessProbe": _probe("/healthz", 15, 4, timeout=5),
         "readinessProbe": _probe("/readyz", 5, 3),
+        "lifecycle": lifecycle(),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -174,7 +201,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": settings.termination_grace_s,
+        "terminationGracePeriodSeconds": termination_grace_s(spec, settings),
         "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
                             "seccompProfile": {"type": "RuntimeDefault"}},
         "containers": [container],

@@ -1,8 +1,8 @@
 """The generic model service: a FastAPI app around loaded models, each behind its own batcher.
 
 Every service answers ``/healthz`` (the process lives), ``/readyz`` (every model is
-loaded), ``/metrics`` and ``/v1/models``; the task-specific routes come from the
-task's own module.
+loaded, and the service is not draining: :mod:`services.core.draining`), ``/metrics`` and
+``/v1/models``; the task-specific routes come from the task's own module.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from services.core.backends import BackendRegistry
 from services.core.batching import DynamicBatcher
 from services.core.disconnect import CancelOnDisconnect
+from services.core.draining import Drain, RefuseWhileDraining
 from services.core.errors import ModelNotFound, ServiceUnavailable, install_error_handlers
 from services.core.methods import AllowedMethods
 from services.core.metrics import Metrics, RequestMetrics
@@ -109,10 +110,12 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan)
     app.state.models = {m.spec.name: m for m in models}
     app.state.metrics = metrics
+    app.state.drain = drain = Drain()  # started at SIGTERM (service_main): not ready, no new model calls
     install_error_handlers(app)
     app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
     app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
+    app.add_middleware(RefuseWhileDraining, drain=drain)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(TimingHeaders)
     app.include_router(metrics.router())
@@ -123,8 +126,9 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        states = {m.spec.name: ("ready" if m.ready else (m.error or "loading")) for m in models}
-        ready = all(m.ready for m in models)
+        states = {m.spec.name: ("draining" if drain.draining else "ready" if m.ready else (m.error or "loading"))
+                  for m in models}
+        ready = all(m.ready for m in models) and not drain.draining
         return JSONResponse({"status": "ready" if ready else "not ready", "models": states},
                             status_code=200 if ready else 503)
 

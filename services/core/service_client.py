@@ -6,7 +6,7 @@ and the services share one event loop, so every call pays it on the critical pat
 speaks only what the router needs to its own services, plain HTTP/1.1 on TCP or a Unix socket,
 with an asyncio protocol and ``httptools``' C parser, and keeps httpx's behaviour where it matters:
 
-- errors are httpx's: ``ConnectError``/``ConnectTimeout`` (the replica is marked down),
+- errors are httpx's: ``ConnectError``/``ConnectTimeout`` (the replica is ejected),
   ``ReadTimeout``/``WriteTimeout``/``PoolTimeout``, ``RemoteProtocolError``/``ReadError`` for a
   connection that broke, each with the timeouts of the request's ``extensions["timeout"]``;
 - a call cancelled before its answer has been read closes its connection (the service hears the
@@ -365,6 +365,10 @@ class ServiceClient:
             await response.aclose()
 
     async def aclose(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the idle connections; no new call may start (calls under way end as they would)."""
         self._pool.aclose()
 
     async def _send(self, method: str, path: str, timeouts: httpx.Timeout, kwargs: dict) -> _Connection:

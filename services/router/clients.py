@@ -1,4 +1,5 @@
-"""Calls from the router to model services: one pooled httpx client per service, retries on other replicas."""
+"""Calls from the router to model services: one pooled client per replica URL, retries on other replicas
+(:mod:`services.router.retry`), a failed replica ejected alone and probed back (:mod:`services.router.ejection`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from services.core.service_client import ServiceClient
 from services.core.timing import from_headers
 from services.router.admission import admit, deadline_header, observe
 from services.router.hold import ColdStarts
+from services.router.ejection import Ejections
+from services.router.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
 from services.router.routing import ModelTable, Replica, ServedModel
 
 
@@ -28,23 +31,44 @@ class ServiceClients:
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
         self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
         self._clients: dict[str, ServiceClient] = {}
+        self.ejections = Ejections(table, self.ready)
 
     def client(self, base_url: str) -> ServiceClient:
         client = self._clients.get(base_url)
         if client is None:
+            self._forget_gone()
             client = ServiceClient(base_url, self.timeout,
                                    httpx.Limits(max_connections=POOL_SIZE, max_keepalive_connections=64))
             self._clients[base_url] = client
         return client
 
+    def _forget_gone(self) -> None:
+        """Drop the clients of replicas no longer in the table with no call under way (pods come and go)."""
+        listed = {r.url for model in self.table.models.values() for r in model.replicas}
+        for url, client in list(self._clients.items()):
+            if url not in listed and client.connections_in_use == 0:
+                del self._clients[url]
+                client.close()
+
+    async def ready(self, url: str, model: str) -> bool:
+        """Whether the service at ``url`` has ``model`` ready (its ``/readyz``): the probe of an ejected replica."""
+        try:
+            response = await self.client(url).get("/readyz", timeout=2.0)
+            return response.status_code == 200 or response.json().get("models", {}).get(model) == "ready"
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return False
+
     async def aclose(self) -> None:
+        await self.ejections.aclose()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
 
     @contextlib.asynccontextmanager
-    async def _replica(self, model: ServedModel, exclude: set[str]) -> AsyncIterator[Replica]:
-        replica = self.table.pick(model, exclude)
+    async def _replica(self, model: ServedModel, tried: set[str]) -> AsyncIterator[Replica]:
+        """A replica of ``model`` not ``tried`` yet (now counted as tried), in flight for the block."""
+        replica = self.table.pick(model, tried)
+        tried.add(replica.url)
         replica.in_flight += 1
         try:
             yield replica
@@ -74,59 +98,74 @@ class ServiceClients:
     async def post(self, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
         return await self.request("POST", model, path, **kwargs)
 
-    async def request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
-        """Call a replica of ``model``; a replica that cannot be reached is skipped for the next one. A model call
-        (POST) to a model with no ready replica waits for one (scale from zero)."""
+    async def request(self, method: str, model: ServedModel, path: str, *, replayable: bool = True,
+                      **kwargs: Any) -> httpx.Response:
+        """Call a replica of ``model``; a replica that refuses (or, for a ``replayable`` call, fails before the
+        answer is complete) is left for another (:mod:`services.router.retry`). A model call (POST) to a model
+        with no ready replica waits for one (scale from zero)."""
         async with self._admitted(method, model, kwargs):
             if method == "POST":
                 model = await self.cold.ready(model)
-            return await self._request(method, model, path, **kwargs)
+            return await self._request(method, model, path, replayable, kwargs)
 
-    async def _request(self, method: str, model: ServedModel, path: str, **kwargs: Any) -> httpx.Response:
+    async def _request(self, method: str, model: ServedModel, path: str, replayable: bool,
+                       kwargs: dict[str, Any]) -> httpx.Response:
         tried: set[str] = set()
         while True:
             async with self._replica(model, tried) as replica:
                 try:
                     response = await self.client(replica.url).request(method, path, **kwargs)
-                except (httpx.ConnectError, httpx.ConnectTimeout):
-                    ModelTable.mark_down(replica)
-                    tried.add(replica.url)
-                    if len(tried) >= len(model.replicas):
-                        raise ServiceUnavailable(
-                            f"model '{model.name}' is unavailable: its service cannot be reached") from None
-                    continue
-                except httpx.TimeoutException:
-                    raise _timeout(model) from None
                 except httpx.TransportError as exc:
-                    raise _broken(model, exc) from None
+                    if self._try_another(model, replica, exc, replayable, tried):
+                        continue
+                    raise _transport_error(model, exc) from None
+            if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
+                continue
             _note_timing(response)
             raise_for_error(response)
             return response
 
+    def _another_left(self, model: ServedModel, tried: set[str]) -> bool:
+        return len(tried) < MAX_ATTEMPTS and any(r.available and r.url not in tried for r in model.replicas)
+
+    def _try_another(self, model: ServedModel, replica: Replica, exc: httpx.TransportError, replayable: bool,
+                     tried: set[str]) -> bool:
+        """After ``exc`` from ``replica``: eject it if it failed; True when the call goes on to another."""
+        if ejects(exc):
+            self.ejections.eject(model.name, replica, type(exc).__name__)
+        return after_error(exc, replayable) is not Verdict.GIVE_UP and self._another_left(model, tried)
+
     @contextlib.asynccontextmanager
-    async def stream(self, model: ServedModel, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
+    async def stream(self, model: ServedModel, path: str, *, replayable: bool = True,
+                     **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """A streamed answer; the replica counts as in flight, and the connection stays checked out, until exit.
 
-        Transport failures while the body is read (inside the ``async with``) become typed errors too:
-        504 for a timeout, 502 for a connection that broke.
+        Until the answer is handed on (its head read, an error status read whole) it is retried on another
+        replica like ``request``; never after. Transport failures while the body is read (inside the
+        ``async with``) become typed errors too: 504 for a timeout, 502 for a connection that broke.
         """
         # (admitted first; then, for a model with no ready replica, held until one is ready)
-        async with self._admitted("POST", model, kwargs), self._replica(await self.cold.ready(model), set()) as replica:
-            try:
-                async with self.client(replica.url).stream("POST", path, **kwargs) as response:
+        async with self._admitted("POST", model, kwargs):
+            model = await self.cold.ready(model)
+            tried: set[str] = set()
+            while True:
+                async with self._replica(model, tried) as replica, contextlib.AsyncExitStack() as stack:
+                    try:
+                        response = await stack.enter_async_context(
+                            self.client(replica.url).stream("POST", path, **kwargs))
+                        if response.status_code >= 400:
+                            await response.aread()
+                    except httpx.TransportError as exc:
+                        if self._try_another(model, replica, exc, replayable, tried):
+                            continue
+                        raise _transport_error(model, exc) from None
+                    if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
+                        continue
                     _note_timing(response)
-                    if response.status_code >= 400:
-                        await response.aread()
-                        raise_for_error(response)
-                    yield response
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                ModelTable.mark_down(replica)
-                raise ServiceUnavailable(f"model '{model.name}' is unavailable: its service cannot be reached") \
-                    from None
-            except httpx.TimeoutException:
-                raise _timeout(model) from None
-            except httpx.TransportError as exc:
-                raise _broken(model, exc) from None
+                    raise_for_error(response)
+                    with transport_errors(model):
+                        yield response
+                    return
 
 
 @contextlib.contextmanager
@@ -138,6 +177,15 @@ def transport_errors(model: ServedModel) -> Iterator[None]:
         raise _timeout(model) from None
     except httpx.TransportError as exc:
         raise _broken(model, exc) from None
+
+
+def _transport_error(model: ServedModel, exc: httpx.TransportError) -> Exception:
+    """The error a client gets when a call's last try failed in transport."""
+    if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+        return ServiceUnavailable(f"model '{model.name}' is unavailable: its service cannot be reached")
+    if isinstance(exc, httpx.TimeoutException):
+        return _timeout(model)
+    return _broken(model, exc)
 
 
 def _timeout(model: ServedModel) -> RequestTimeout:

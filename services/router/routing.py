@@ -1,7 +1,8 @@
 """The model table: which public names exist, which service replicas serve them, and which replica to use.
 
-Balancing is least-outstanding-requests with round-robin between equals; a replica
-that refused a connection sits out for a short cool-down.
+Balancing is least-outstanding-requests with round-robin between equals, per replica (in Kubernetes: per
+pod, from the EndpointSlice watch, :mod:`services.router.pods`); a replica that failed is ejected alone
+until its ``/readyz`` answers again (:mod:`services.router.ejection`).
 
 Snapshots: OpenAI's clients may send a dated snapshot of a model name (``gpt-4o-mini-tts-2025-03-20``,
 ``tts-1-1106``). A name that is not served but is an *alias* followed by ``-YYYY-MM-DD`` or a
@@ -22,7 +23,6 @@ from services.auth.guard import check_model
 from services.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from services.core.specs import NamedModel, NamedRoute, Task
 
-COOL_DOWN_S = 5.0
 SNAPSHOT = re.compile(r"^(?P<alias>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
@@ -30,11 +30,11 @@ SNAPSHOT = re.compile(r"^(?P<alias>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 class Replica:
     url: str
     in_flight: int = 0
-    down_until: float = 0.0
+    ejected: bool = False  # failed: skipped until a probe of its /readyz brings it back
 
     @property
     def available(self) -> bool:
-        return time.monotonic() >= self.down_until
+        return not self.ejected
 
 
 @dataclass
@@ -71,6 +71,17 @@ class ModelTable:
         self._reindex()
         if urls:
             self.notify_ready(spec.name)
+
+    def set_replicas(self, name: str, urls: list[str]) -> None:
+        """The ready replicas of model ``name`` now (as a pod watch learns them), in place: its counters, held
+        requests and the replicas that stay are kept, and calls under way see the change."""
+        model = self.models.get(name)
+        if model is None:
+            return
+        known = {r.url: r for r in model.replicas}
+        model.replicas = [known.get(u) or Replica(u) for u in urls]
+        if urls:
+            self.notify_ready(name)
 
     def notify_ready(self, name: str) -> None:
         """The hook of whatever learns readiness (the operator's ConfigMap, an EndpointSlice watch): ``name`` may
@@ -165,10 +176,6 @@ class ModelTable:
         low = min(r.in_flight for r in candidates)
         best = [r for r in candidates if r.in_flight == low]
         return best[next(self._turn) % len(best)]
-
-    @staticmethod
-    def mark_down(replica: Replica) -> None:
-        replica.down_until = time.monotonic() + COOL_DOWN_S
 
     def public_entries(self) -> list[dict]:
         entries = []

@@ -273,11 +273,31 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--wake-models" in router["containers"][0]["args"]
 
-    off = render(helm, tmp_path, {"router": {"wakeModels": False}})
+    off = render(helm, tmp_path, {"router": {"wakeModels": False, "watchEndpoints": False}})
     assert not find(off, "Role", "harmony-router-wake") and not find(off, "RoleBinding", "harmony-router-wake")
     router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert router["automountServiceAccountToken"] is False
     assert "--wake-models" not in router["containers"][0]["args"]
+
+
+def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, tmp_path: Path) -> None:
+    """Per-pod balancing: the router's service account may get, list and watch EndpointSlices of its namespace
+    (nothing else of the kind, nowhere else); router.watchEndpoints=false drops the Role and the flag."""
+    objects = render(helm, tmp_path)
+    role = find(objects, "Role", "harmony-router-endpoints")[0]
+    assert role["metadata"]["namespace"] == "speech"
+    assert rules(role) == {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
+    binding = find(objects, "RoleBinding", "harmony-router-endpoints")[0]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-router", "namespace": "speech"}]
+    assert binding["roleRef"]["name"] == "harmony-router-endpoints"
+    router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
+    assert "--watch-endpoints" in router["containers"][0]["args"]
+
+    off = render(helm, tmp_path, {"router": {"watchEndpoints": False}})
+    assert not find(off, "Role", "harmony-router-endpoints") and not find(off, "RoleBinding", "harmony-router-endpoints")
+    router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
+    assert "--watch-endpoints" not in router["containers"][0]["args"]
+    assert router["automountServiceAccountToken"] is True  # router.wakeModels still needs its token
 
 
 def test_operator_may_manage_keda_scaled_objects_and_knows_prometheus(helm: Path, tmp_path: Path) -> None:

@@ -135,13 +135,33 @@ def test_pod_is_locked_down_and_probed() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert container["command"] == ["python", "-m", "services.service_main"]
-    assert container["args"] == ["--model-file", "/etc/harmony/model.yaml", "--port", "8080"]
+    assert container["args"][:4] == ["--model-file", "/etc/harmony/model.yaml", "--port", "8080"]
     assert {"name": "HARMONY_CACHE_DIR", "value": "/var/cache/harmony"} in container["env"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["cache"]["emptyDir"] == {"sizeLimit": SETTINGS.cache_size_limit}
     assert volumes["config"]["configMap"]["name"] == names.child_name("whisper-tiny.en")
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/etc/harmony", "/var/cache/harmony", "/tmp"} <= mounts
+
+
+@pytest.mark.parametrize("timeout_s", [30.0, 600.0, 900.0, 3600.5])
+def test_pods_drain_longer_than_their_longest_request(timeout_s: float) -> None:
+    """Scale-down and rollouts cut no request: the pod leaves its endpoints during a preStop sleep, then SIGTERM
+    drains for at least the model's request timeout, and the grace period covers the sleep and the drain."""
+    spec = spec_of(CPU, batching={"timeout_s": timeout_s})
+    deployment = manifests.deployment("whisper-tiny.en", "speech", spec, SETTINGS)
+    validate(deployment)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    args = container["args"]
+    drain = float(args[args.index("--drain-timeout") + 1])
+    assert drain >= timeout_s + 10
+    sleep = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert sleep[:2] == ["python", "-c"] and "time.sleep(" in sleep[2]
+    pre_stop = float(re.search(r"time\.sleep\((\d+)\)", sleep[2]).group(1))
+    assert 5 <= pre_stop <= 30  # long enough for endpoints to update, short next to the drain
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10
+    assert pod["terminationGracePeriodSeconds"] >= SETTINGS.termination_grace_s
 
 
 def test_voice_service_gets_its_database_and_object_store_from_secrets() -> None:

@@ -44,7 +44,8 @@ def routes(runner: PipelineRunner, clients: ServiceClients) -> APIRouter:
                                    embedding_model=state.embedding_model or "", reference_files=len(references),
                                    owner_key_id=record.key.id if record and record.key else None)
         files = [("reference", (f, data, "audio/flac")) for f, data in target_speech(state)]
-        response = await clients.post(vc_model, "/v1/voices", data=fields.form(), files=files)
+        # not replayable: a registration cut short may have stored the voice, and a second would store another
+        response = await clients.post(vc_model, "/v1/voices", data=fields.form(), files=files, replayable=False)
         voice = RegisteredVoice.model_validate_json(response.content)
         await claim_voice(voice.id)  # the voice belongs to the key that registered it
         return {**voice.model_dump(), "model": route_name}
