@@ -461,7 +461,7 @@ class DynamicBatcher(Generic[In, Out]):
             elif p.due() <= now:
                 self.stats.dropped_expired += 1
                 p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
-            elif p.due() < now + self._recent_elapsed_s:
+            elif p.due() < now + self._recent_elapsed_s and p.due() < p.deadline:  # the caller's deadline binds
                 self.stats.shed += 1  # computing it would only make it late: refuse it now, and save the work
                 p.future.set_exception(QueueFull(
                     f"model {self.name} is overloaded: this request can no longer finish before its deadline; "

@@ -525,7 +525,13 @@ async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_co
     batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
     running = asyncio.create_task(batcher.submit("x"))
     await wait_until(rec.started.is_set)
-    late = asyncio.create_task(batcher.submit("p", deadline=time.monotonic() + 2, wait_for_space=True))
+    from services.core import timing
+
+    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 2))  # the client's deadline binds
+    try:
+        late = asyncio.create_task(batcher.submit("p", wait_for_space=True))
+    finally:
+        timing._timing.reset(token)
     on_time = asyncio.create_task(batcher.submit("q", wait_for_space=True))  # the model's 60 s
     await wait_until(lambda: batcher.depth == 2)
     batcher._recent_elapsed_s = 5.0  # batches take 5 s lately: "p" cannot be done in 2
