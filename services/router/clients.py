@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import httpx
 from services.auth.guard import add_timing
@@ -19,6 +19,9 @@ from services.router.ejection import Ejections
 from services.router.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
 from services.router.routing import ModelTable, Replica, ServedModel
 
+
+# one try of a call on one replica's client: what it opens (a streamed answer) goes on the try's exit stack
+Send = Callable[[ServiceClient, contextlib.AsyncExitStack], Awaitable[httpx.Response]]
 
 POOL_SIZE = 4096  # connections per service URL: above any model's admission limit, so calls never queue here
 
@@ -110,20 +113,34 @@ class ServiceClients:
 
     async def _request(self, method: str, model: ServedModel, path: str, replayable: bool,
                        kwargs: dict[str, Any]) -> httpx.Response:
+        async def send(client: ServiceClient, attempt: contextlib.AsyncExitStack) -> httpx.Response:
+            return await client.request(method, path, **kwargs)
+
+        async with contextlib.AsyncExitStack() as held:
+            return await self._answer(model, replayable, send, held)
+
+    async def _answer(self, model: ServedModel, replayable: bool, send: Send,
+                      held: contextlib.AsyncExitStack) -> httpx.Response:
+        """The first answer of ``model`` to hand on: ``send`` tried on one replica after another (a refusal,
+        a 429 or 503, or, for a ``replayable`` call, a failure before the answer is complete goes on to the
+        next, :mod:`services.router.retry`). The answering replica stays in flight, and what ``send`` opened
+        stays open, until ``held`` closes; an error answer raises its typed error."""
         tried: set[str] = set()
         while True:
-            async with self._replica(model, tried) as replica:
+            async with contextlib.AsyncExitStack() as attempt:
+                replica = await attempt.enter_async_context(self._replica(model, tried))
                 try:
-                    response = await self.client(replica.url).request(method, path, **kwargs)
+                    response = await send(self.client(replica.url), attempt)
                 except httpx.TransportError as exc:
                     if self._try_another(model, replica, exc, replayable, tried):
                         continue
                     raise _transport_error(model, exc) from None
-            if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
-                continue
-            _note_timing(response)
-            raise_for_error(response)
-            return response
+                if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
+                    continue
+                _note_timing(response)
+                raise_for_error(response)
+                held.push_async_exit(attempt.pop_all())
+                return response
 
     def _another_left(self, model: ServedModel, tried: set[str]) -> bool:
         return len(tried) < MAX_ATTEMPTS and any(r.available and r.url not in tried for r in model.replicas)
@@ -144,28 +161,18 @@ class ServiceClients:
         replica like ``request``; never after. Transport failures while the body is read (inside the
         ``async with``) become typed errors too: 504 for a timeout, 502 for a connection that broke.
         """
+        async def send(client: ServiceClient, attempt: contextlib.AsyncExitStack) -> httpx.Response:
+            response = await attempt.enter_async_context(client.stream("POST", path, **kwargs))
+            if response.status_code >= 400:
+                await response.aread()
+            return response
+
         # (admitted first; then, for a model with no ready replica, held until one is ready)
-        async with self._admitted("POST", model, kwargs):
+        async with self._admitted("POST", model, kwargs), contextlib.AsyncExitStack() as held:
             model = await self.cold.ready(model)
-            tried: set[str] = set()
-            while True:
-                async with self._replica(model, tried) as replica, contextlib.AsyncExitStack() as stack:
-                    try:
-                        response = await stack.enter_async_context(
-                            self.client(replica.url).stream("POST", path, **kwargs))
-                        if response.status_code >= 400:
-                            await response.aread()
-                    except httpx.TransportError as exc:
-                        if self._try_another(model, replica, exc, replayable, tried):
-                            continue
-                        raise _transport_error(model, exc) from None
-                    if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
-                        continue
-                    _note_timing(response)
-                    raise_for_error(response)
-                    with transport_errors(model):
-                        yield response
-                    return
+            response = await self._answer(model, replayable, send, held)
+            with transport_errors(model):
+                yield response
 
 
 @contextlib.contextmanager
