@@ -77,6 +77,15 @@ def test_no_key_or_a_bad_key_is_401_in_openais_shape(harmony):
     assert httpx.get(harmony.url + "/metrics").status_code == 200
 
 
+def test_the_playground_page_loads_without_a_key_and_its_api_calls_need_one(harmony):
+    page = httpx.get(harmony.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'role="tablist"' in page.text
+    assert httpx.get(harmony.url + "/playground/static/js/api.js").status_code == 200
+    assert httpx.get(harmony.url + "/playground/features.json").json()["auth_required"] is True
+    assert httpx.get(harmony.url + "/v1/audio/voices").status_code == 401  # what the page calls: still gated
+
+
 def test_key_in_every_accepted_place(harmony, admin):
     assert httpx.get(harmony.url + "/v1/models", headers={"X-API-Key": admin["key"]}).status_code == 200
     assert httpx.get(harmony.url + "/v1/models", params={"api_key": admin["key"]}).status_code == 200
