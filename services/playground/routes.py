@@ -9,7 +9,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Match
 
 from services.playground.model_metrics import ModelFigures, gather
 from services.router.clients import ServiceClients
@@ -33,8 +33,10 @@ class ModelMetrics(BaseModel):
     models: dict[str, ModelFigures]
 
 
-def _has_path(routes: list[BaseRoute], path: str) -> bool:
-    return any(getattr(route, "path", None) == path for route in routes)
+def _has_websocket(routes: list[BaseRoute], path: str) -> bool:
+    """Whether a WebSocket route takes ``path`` (asked through ``matches``: included routers nest their routes)."""
+    probe = {"type": "websocket", "path": path, "root_path": "", "query_string": b"", "headers": []}
+    return any(route.matches(probe)[0] == Match.FULL for route in routes)
 
 
 def install(app: FastAPI, table: ModelTable, clients: ServiceClients, auth_required: bool) -> None:
@@ -47,7 +49,7 @@ def install(app: FastAPI, table: ModelTable, clients: ServiceClients, auth_requi
 
     @api.get(PREFIX + "/features.json")
     async def features() -> Features:
-        return Features(realtime=_has_path(app.router.routes, REALTIME_PATH), auth_required=auth_required)
+        return Features(realtime=_has_websocket(app.router.routes, REALTIME_PATH), auth_required=auth_required)
 
     @api.get(PREFIX + "/metrics")
     async def model_metrics() -> ModelMetrics:

@@ -155,6 +155,10 @@ def test_a_recording_from_the_microphone_is_transcribed(page, audio_files):
     output = page.locator("#transcribe-output[data-text]")
     expect(output).to_be_attached()
     assert heard(MIC_TEXT, output.get_attribute("data-text")) >= 0.7, output.get_attribute("data-text")
+    if page.evaluate("fetch('/playground/features.json').then(r => r.json()).then(f => f.realtime)"):
+        live = page.locator("#transcribe-live[data-done]")  # the engine has /v1/realtime: words came while recording
+        expect(live).to_be_attached()  # the socket closed: every committed item has its .completed
+        assert heard(MIC_TEXT, live.inner_text()) >= 0.5, live.inner_text()
     page.problems.assert_none()
 
 

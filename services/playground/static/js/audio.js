@@ -19,7 +19,10 @@ export class Recorder {
     this.recorder.ondataavailable = (e) => { if (e.data.size) this.chunks.push(e.data); };
     this.recorder.start(250);
     this.started = performance.now();
-    if (onStream) await onStream(this.stream);
+    this.liveError = null;
+    if (onStream) {
+      try { await onStream(this.stream); } catch (error) { this.liveError = error.message; }  // the recording goes on
+    }
   }
 
   // Stops and resolves to a File of the recording (webm/opus or ogg/opus: the engine decodes both).
@@ -49,7 +52,8 @@ export function recordButton(button, state, onDone, onStream) {
       catch (error) { state.textContent = `No microphone: ${error.message}`; state.classList.add("error"); return; }
       state.classList.remove("error");
       button.textContent = "Stop"; button.setAttribute("aria-pressed", "true");
-      timer = setInterval(() => { state.textContent = `recording ${((performance.now() - recorder.started) / 1000).toFixed(1)} s`; }, 200);
+      const note = recorder.liveError ? ` (no live transcript: ${recorder.liveError})` : "";
+      timer = setInterval(() => { state.textContent = `recording ${((performance.now() - recorder.started) / 1000).toFixed(1)} s${note}`; }, 200);
       return;
     }
     clearInterval(timer);

@@ -61,8 +61,7 @@ async function playMp3(response, audio, onFirst) {
 
 // pcm (24 kHz, 16-bit) through Web Audio: each chunk is scheduled right after the previous one.
 async function playPcm(response, audio, onFirst) {
-  const ctx = audioContext();
-  await ctx.resume();
+  const ctx = audioContext();  // resumed in the click itself (a browser's autoplay rule); never awaited here
   const parts = [], reader = response.body.getReader();
   let at = ctx.currentTime + 0.05, carry = new Uint8Array(0);
   for (;;) {
@@ -101,6 +100,7 @@ async function speak(event) {
   const body = { model: $("speak-model").value, input: $("speak-text").value, voice: $("speak-voice").value,
     response_format: $("speak-format").value, speed: Number($("speak-speed").value) };
   snippet(body);
+  if (body.response_format === "pcm") audioContext().resume().catch(() => {});  // while the click counts as a gesture
   await busy($("speak-go"), state, async () => {
     say(state, "synthesizing…");
     link.hidden = true; audio.dataset.played = "false";

@@ -84,7 +84,7 @@ function draw(canvas, lines) {
   lines.forEach(([values, label], i) => {
     g.strokeStyle = colours[i]; g.lineWidth = 2; g.beginPath();
     values.forEach((v, j) => {
-      const x = pad + (j / (KEEP - 1)) * (width - pad - 6), y = height - pad - (v / top) * (height - pad - 8);
+      const x = pad + ((KEEP - values.length + j) / (KEEP - 1)) * (width - pad - 6), y = height - pad - (v / top) * (height - pad - 8);
       if (j) g.lineTo(x, y); else g.moveTo(x, y);
     });
     g.stroke(); g.lineWidth = 1;

@@ -3,6 +3,7 @@
 import { $, BASE, apiKey, busy, curl, el, fillModels, pyArgs, python, raw, request, say, showCode } from "./api.js";
 import { base64, capturePcm, floatToPcm16, recordButton } from "./audio.js";
 
+const LIVE_DRAIN_MS = 60000;
 let features = {}, recorded = null, audioUrl = null, live = null;
 
 function fields() {
@@ -70,33 +71,46 @@ async function transcribe(file) {
 }
 
 // ---- the live transcript: OpenAI's Realtime transcription events over a WebSocket ----
-function openLive(stream) {
+// The microphone is tapped at once (24 kHz pcm16) and its chunks wait until the socket opens; a socket that never
+// opens costs nothing: the transcript comes after the recording, as it always does.
+async function openLive(stream) {
   if (!features.realtime) return;
   const box = $("transcribe-live-box"), text = $("transcribe-live");
-  const items = new Map();
+  const items = new Map(), waiting = [];
   const render = () => { text.textContent = [...items.values()].join(" "); };
   const url = new URL("/v1/realtime", BASE.replace(/^http/, "ws"));
   url.searchParams.set("intent", "transcription");
   if (apiKey()) url.searchParams.set("api_key", apiKey());
   const socket = new WebSocket(url);
-  const session = { stop: null, socket, opened: false };
+  const session = { socket, stop: null, speaking: false, pending: new Set(), closing: false };
+  const closeWhenDone = () => { if (session.closing && !session.speaking && !session.pending.size) socket.close(); };
   live = session;
-  socket.onopen = async () => {
-    session.opened = true; box.hidden = false; text.textContent = "";
+  const send = (chunk) => socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(floatToPcm16(chunk)) }));
+  session.stop = await capturePcm(stream, (chunk) => {
+    if (socket.readyState === WebSocket.OPEN) send(chunk);
+    else if (socket.readyState === WebSocket.CONNECTING) waiting.push(chunk);
+  });
+  socket.onopen = () => {
+    box.hidden = false; text.textContent = ""; delete text.dataset.done;
     socket.send(JSON.stringify({ type: "transcription_session.update", session: { input_audio_format: "pcm16",
       input_audio_transcription: { model: $("transcribe-model").value }, turn_detection: { type: "server_vad" } } }));
-    session.stop = await capturePcm(stream, (chunk) => {
-      if (socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "input_audio_buffer.append", audio: base64(floatToPcm16(chunk)) }));
-    });
+    waiting.splice(0).forEach(send);
   };
   socket.onmessage = (e) => {
     const event = JSON.parse(e.data);
-    if (event.type === "conversation.item.input_audio_transcription.delta") { items.set(event.item_id, (items.get(event.item_id) || "") + event.delta); render(); }
-    else if (event.type === "conversation.item.input_audio_transcription.completed") { items.set(event.item_id, event.transcript); render(); }
-    else if (event.type === "error") say($("transcribe-rec-state"), `live: ${event.error?.message || "error"}`, true);
+    if (event.type === "input_audio_buffer.speech_started") session.speaking = true;
+    else if (event.type === "input_audio_buffer.committed") { session.speaking = false; session.pending.add(event.item_id); }
+    else if (event.type === "conversation.item.input_audio_transcription.delta") { items.set(event.item_id, (items.get(event.item_id) || "") + event.delta); render(); }
+    else if (event.type === "conversation.item.input_audio_transcription.completed") {
+      items.set(event.item_id, event.transcript); render();
+      session.pending.delete(event.item_id); closeWhenDone();
+    } else if (event.type === "error") {
+      say($("transcribe-rec-state"), `live transcript: ${event.error?.message || "error"}`, true);
+      session.speaking = false; closeWhenDone();
+    }
   };
-  // a socket that never opens: the transcript comes after the recording, as it always does
-  socket.onclose = () => { if (session.stop) session.stop(); };
+  session.closeWhenDone = closeWhenDone;
+  socket.onclose = () => { if (session.stop) session.stop(); session.stop = null; text.dataset.done = "true"; };
 }
 
 function closeLive() {
@@ -104,10 +118,13 @@ function closeLive() {
   const session = live;
   live = null;
   if (session.stop) session.stop();
+  session.stop = null;
   if (session.socket.readyState === WebSocket.OPEN) {
-    session.socket.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
-    setTimeout(() => session.socket.close(), 1500);  // lets the last item's .completed arrive
-  }
+    if (session.speaking) session.socket.send(JSON.stringify({ type: "input_audio_buffer.commit" }));  // the last words
+    session.closing = true;  // closes once every committed item has its .completed (at most a minute)
+    session.closeWhenDone();
+    setTimeout(() => session.socket.close(), LIVE_DRAIN_MS);
+  } else session.socket.close();
 }
 
 export function refresh() {
