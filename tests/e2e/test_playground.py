@@ -174,3 +174,31 @@ def test_a_registered_voice_appears_in_the_list_and_speaks(page, audio_files):
     expect(page.get_by_role("tabpanel", name="Speak")).to_be_visible()
     assert page.locator("#speak-voice").input_value().startswith("voice_")
     page.problems.assert_none()
+
+
+def test_look_inside_draws_speech_regions_and_compares_two_recordings(page, audio_files):
+    page.get_by_role("tab", name="Look inside").click()
+    page.locator("#vad-file").set_input_files(str(audio_files["reference"]))
+    page.get_by_role("button", name="Find speech").click()
+    expect(page.locator("#vad-summary")).to_contain_text("speech region")
+    regions = int(page.locator("#vad-summary").inner_text().split()[0])
+    assert 1 <= regions <= 4  # two sentences with a pause between them
+    page.get_by_label("Recording A").set_input_files(str(audio_files["reference"]))
+    page.get_by_label("Recording B").set_input_files(str(audio_files["upload"]))
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("#emb-result")).to_contain_text("cosine similarity")
+    similarity = float(page.locator("#emb-result").inner_text().split()[2].rstrip(":"))
+    assert similarity > 0.75  # one synthetic speaker (Piper's joe) in both
+    page.problems.assert_none()
+
+
+def test_a_batch_of_files_runs_through_the_batch_api(page, audio_files):
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files").set_input_files([str(audio_files["upload"]), str(audio_files["mic"])])
+    page.get_by_role("button", name="Run batch").click()
+    expect(page.locator("#batch-download")).to_be_visible()
+    expect(page.locator("#batch-counts")).to_contain_text("completed: 2 done, 0 failed of 2")
+    assert page.evaluate("document.querySelector('#batch-overall').value") == 1
+    fox = page.locator("#batch-list tr", has_text="fox.wav").inner_text()
+    assert heard(FILE_TEXT, fox) >= 0.7, fox
+    page.problems.assert_none()

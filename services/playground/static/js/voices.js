@@ -72,7 +72,9 @@ function render(list) {
       el("button", { type: "button", "aria-label": `Speak in ${v.name}`, onclick: () => speakIn(v.id) }, "Speak"), " ",
       el("button", { type: "button", class: "secondary", "aria-label": `Delete ${v.name}`, onclick: (e) => remove(v, e.target) }, "Delete"))))
     : [el("tr", {}, el("td", { colSpan: 4, class: "hint" }, "No registered voice yet."))]));
-  $("voices-builtin").replaceChildren(...list.filter((v) => v.backend !== "clone")
+  const builtin = list.filter((v) => v.backend !== "clone");
+  $("voices-builtin-count").textContent = String(builtin.length);
+  $("voices-builtin").replaceChildren(...builtin
     .map((v) => el("span", { title: `${v.model}, ${v.sample_rate} Hz` }, `${v.id} · ${v.languages.join(", ")}`)));
 }
 
