@@ -13,6 +13,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PACKAGE = "chromium"
@@ -64,6 +67,33 @@ def install_chromium() -> str:
 def chromium_path() -> str:
     """A Chromium executable: the one on PATH, else Debian's package, installed now."""
     return find_chromium() or install_chromium()
+
+
+def launch_args(microphone_wav: Path | None = None) -> list[str]:
+    """Chromium's flags for the tests: headless without a sandbox or GPU, audio that may play without a gesture,
+    and, given a wav, a fake microphone that plays it (and is allowed without a prompt)."""
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"]
+    if microphone_wav is not None:
+        args += ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={microphone_wav}"]
+    return args
+
+
+@dataclass
+class Problems:
+    """What went wrong on a page: console errors, uncaught exceptions, failed requests, 4xx/5xx answers."""
+
+    seen: list[str] = field(default_factory=list)
+
+    def watch(self, page: Any) -> None:
+        page.on("console", lambda m: self.seen.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.seen.append(f"exception: {e}"))
+        page.on("requestfailed", lambda r: self.seen.append(f"failed: {r.method} {r.url} {r.failure}"))
+        page.on("response", lambda r: self.seen.append(f"{r.status}: {r.request.method} {r.url}")
+                if r.status >= 400 else None)
+
+    def assert_none(self) -> None:
+        assert not self.seen, "\n".join(self.seen)
 
 
 if __name__ == "__main__":

@@ -7,17 +7,14 @@ tests/browser.py finds Chromium, or installs Debian's package when it is missing
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pytest
 import soxr
 
-from tests.browser import ChromiumUnavailable, chromium_path
-from tests.speech import normalize, silence, synthesize, write_wav
+from playwright.sync_api import expect, sync_playwright
 
-pytest.importorskip("playwright", reason="playwright is in the test extra: pip install -e '.[test]'")
-from playwright.sync_api import Page, expect, sync_playwright  # noqa: E402
+from tests.browser import ChromiumUnavailable, Problems, chromium_path, launch_args
+from tests.speech import normalize, silence, synthesize, write_wav
 
 pytestmark = pytest.mark.slow
 expect.set_options(timeout=120_000)  # a model on a loaded 2-core machine; never reached when things work
@@ -65,29 +62,10 @@ def browser(audio_files):
     except ChromiumUnavailable as exc:
         pytest.fail(f"the browser tests need Chromium: {exc}")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, headless=True, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-            "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-audio-capture={audio_files['mic']}"])
+        browser = playwright.chromium.launch(executable_path=executable, headless=True,
+                                             args=launch_args(audio_files["mic"]))
         yield browser
         browser.close()
-
-
-@dataclass
-class Problems:
-    """What went wrong on the page: console errors, uncaught exceptions, failed requests, 4xx/5xx answers."""
-
-    seen: list[str] = field(default_factory=list)
-
-    def watch(self, page: Page) -> None:
-        page.on("console", lambda m: self.seen.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-        page.on("pageerror", lambda e: self.seen.append(f"exception: {e}"))
-        page.on("requestfailed", lambda r: self.seen.append(f"failed: {r.method} {r.url} {r.failure}"))
-        page.on("response", lambda r: self.seen.append(f"{r.status}: {r.request.method} {r.url}")
-                if r.status >= 400 else None)
-
-    def assert_none(self) -> None:
-        assert not self.seen, "\n".join(self.seen)
 
 
 @pytest.fixture

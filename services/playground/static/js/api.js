@@ -2,6 +2,7 @@
 
 const KEY_STORE = "harmony.apiKey";
 export const BASE = location.origin;
+export const features = { realtime: false, auth_required: false };  // from /playground/features.json (app.js)
 
 export function apiKey() { return localStorage.getItem(KEY_STORE) || ""; }
 export function setApiKey(value) {
@@ -28,6 +29,7 @@ async function failure(response) {
 
 // fetch() with the key; throws ApiError (OpenAI's message) for a status >= 400; returns the Response.
 export async function request(path, { method = "GET", json, form, signal, headers } = {}) {
+  if (features.auth_required && !apiKey()) throw new ApiError(401, "API keys are on: paste your key in the field at the top", "missing_key");
   const init = { method, signal, headers: withKey(headers) };
   if (json !== undefined) { init.body = JSON.stringify(json); init.headers["Content-Type"] = "application/json"; }
   if (form !== undefined) init.body = form;
@@ -41,6 +43,7 @@ export async function getJson(path) { return (await request(path)).json(); }
 // Upload with progress (fetch has no upload progress): XMLHttpRequest, same key and errors.
 export function upload(path, form, onProgress) {
   return new Promise((resolve, reject) => {
+    if (features.auth_required && !apiKey()) { reject(new ApiError(401, "API keys are on: paste your key in the field at the top", "missing_key")); return; }
     const xhr = new XMLHttpRequest();
     xhr.open("POST", BASE + path);
     for (const [name, value] of Object.entries(withKey())) xhr.setRequestHeader(name, value);

@@ -1,5 +1,5 @@
 // The page: tabs (keyboard and #hash links), the API key field, and each section's setup.
-import { $, apiKey, getJson, setApiKey } from "./api.js";
+import { $, apiKey, features, getJson, setApiKey } from "./api.js";
 import * as speak from "./speak.js";
 import * as transcribe from "./transcribe.js";
 import * as voices from "./voices.js";
@@ -8,7 +8,6 @@ import * as batch from "./batch.js";
 import * as status from "./status.js";
 
 const SECTIONS = { speak, transcribe, voices, inside, batch, status };
-export const features = { realtime: false, auth_required: false };
 
 function select(name, focus = false) {
   if (!SECTIONS[name]) name = "speak";
@@ -43,10 +42,15 @@ function setupKey() {
   input.value = apiKey();
   input.addEventListener("change", () => {
     setApiKey(input.value.trim());
+    showHint();
     for (const section of Object.values(SECTIONS)) if (section.refresh) section.refresh();
   });
-  const hint = $("key-hint");
-  hint.textContent = features.auth_required ? (apiKey() ? "kept in this browser" : "API keys are on: paste yours") : "keys are off";
+  showHint();
+}
+
+function showHint() {
+  $("key-hint").textContent = features.auth_required ? (apiKey() ? "kept in this browser" : "API keys are on: paste yours")
+    : "keys are off";
 }
 
 async function main() {
