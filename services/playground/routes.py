@@ -33,7 +33,7 @@ class ModelMetrics(BaseModel):
     models: dict[str, ModelFigures]
 
 
-def _has_websocket(routes: list[BaseRoute], path: str) -> bool:
+def has_websocket(routes: list[BaseRoute], path: str) -> bool:
     """Whether a WebSocket route takes ``path`` (asked through ``matches``: included routers nest their routes)."""
     probe = {"type": "websocket", "path": path, "root_path": "", "query_string": b"", "headers": []}
     return any(route.matches(probe)[0] == Match.FULL for route in routes)
@@ -49,7 +49,7 @@ def install(app: FastAPI, table: ModelTable, clients: ServiceClients, auth_requi
 
     @api.get(PREFIX + "/features.json")
     async def features() -> Features:
-        return Features(realtime=_has_websocket(app.router.routes, REALTIME_PATH), auth_required=auth_required)
+        return Features(realtime=has_websocket(app.router.routes, REALTIME_PATH), auth_required=auth_required)
 
     @api.get(PREFIX + "/metrics")
     async def model_metrics() -> ModelMetrics:

@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from services.auth.gate import is_open
 from services.core.metrics import Metrics
 from services.playground.model_metrics import ModelFigures, add_exposition
-from services.playground.routes import REALTIME_PATH, _has_websocket
+from services.playground.routes import REALTIME_PATH, has_websocket
 
 
 def test_figures_sum_a_services_metrics_per_model_and_ignore_other_models():
@@ -29,7 +29,7 @@ def test_figures_sum_a_services_metrics_per_model_and_ignore_other_models():
 
 def test_the_realtime_endpoint_is_found_inside_an_included_router():
     app = FastAPI()
-    assert not _has_websocket(app.router.routes, REALTIME_PATH)
+    assert not has_websocket(app.router.routes, REALTIME_PATH)
     api = APIRouter()
 
     @api.websocket(REALTIME_PATH)
@@ -37,8 +37,8 @@ def test_the_realtime_endpoint_is_found_inside_an_included_router():
         await websocket.close()
 
     app.include_router(api)
-    assert _has_websocket(app.router.routes, REALTIME_PATH)
-    assert not _has_websocket(app.router.routes, "/v1/models")
+    assert has_websocket(app.router.routes, REALTIME_PATH)
+    assert not has_websocket(app.router.routes, "/v1/models")
 
 
 def test_the_page_and_its_files_are_open_and_the_api_is_not():
