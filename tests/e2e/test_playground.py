@@ -108,7 +108,9 @@ def test_speak_streams_audio_that_plays(page):
     audio = page.locator("#speak-audio")
     expect(audio).to_have_attribute("data-played", "true")
     assert audio.evaluate("a => a.duration") > 1.0
-    assert "curl" in page.locator("#speak-code").inner_text() or page.locator("#speak-code pre").count() == 2
+    curl, sdk = (page.locator("#speak-code pre").nth(i).text_content() for i in (0, 1))
+    assert curl.startswith("curl") and "/v1/audio/speech" in curl and "the second sentence" in curl
+    assert "client.audio.speech.with_streaming_response.create(" in sdk and 'voice="joe"' in sdk
     page.problems.assert_none()
 
 

@@ -41,6 +41,7 @@ async function playMp3(response, audio, onFirst) {
   const source = new MediaSource();
   audio.src = URL.createObjectURL(source);
   await new Promise((resolve) => source.addEventListener("sourceopen", resolve, { once: true }));
+  URL.revokeObjectURL(audio.src);  // attached: the element keeps the MediaSource
   const buffer = source.addSourceBuffer("audio/mpeg");
   const parts = [], reader = response.body.getReader();
   const append = (chunk) => new Promise((resolve, reject) => {
