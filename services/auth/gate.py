@@ -17,7 +17,13 @@ from services.store.db import Database, open_database
 
 log = logging.getLogger("harmony.auth")
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})  # "/": the playground page (services/playground)
+OPEN_PREFIXES = ("/playground/",)  # the playground's files and figures; the API calls it makes need a key
+
+
+def is_open(path: str) -> bool:
+    """Paths served without an API key: probes, metrics, and the playground page (not the API it calls)."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 

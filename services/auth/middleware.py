@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.auth.gate import OPEN_PATHS, REQUEST_ID, Gate
+from services.auth.gate import REQUEST_ID, Gate, is_open
 from services.auth.guard import RequestRecord, _current
 from services.core.errors import HarmonyError
 
@@ -56,7 +56,7 @@ class AuthAuditMiddleware:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope.get("path") in OPEN_PATHS:
+        if scope["type"] not in ("http", "websocket") or is_open(scope.get("path", "")):
             await self.app(scope, receive, send)
             return
         record = _record(scope, self.gate)

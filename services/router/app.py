@@ -22,6 +22,7 @@ from services.router.admission import ClientDeadline
 from services.router.clients import ServiceClients
 from services.router.hold import ColdStarts
 from services.router.pipelines import PipelineRunner
+from services.playground import routes as playground
 from services.batches.area import BatchArea
 from services.batches.runner import BatchRunner
 from services.router.routes import (admin, batches, conversions, embeddings, files, speech, transcriptions, vad,
@@ -100,6 +101,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.batch_runner = runner
 
     _health_routes(app, table, clients)
+    playground.install(app, table, clients, auth_required=gate.required)
     return app
 
 

@@ -77,6 +77,39 @@ def test_no_key_or_a_bad_key_is_401_in_openais_shape(harmony):
     assert httpx.get(harmony.url + "/metrics").status_code == 200
 
 
+def test_the_playground_page_loads_without_a_key_and_its_api_calls_need_one(harmony):
+    page = httpx.get(harmony.url + "/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'role="tablist"' in page.text
+    assert httpx.get(harmony.url + "/playground/static/js/api.js").status_code == 200
+    assert httpx.get(harmony.url + "/playground/features.json").json()["auth_required"] is True
+    assert httpx.get(harmony.url + "/v1/audio/voices").status_code == 401  # what the page calls: still gated
+
+
+def test_the_playground_asks_for_the_key_and_works_with_it(harmony, admin):
+    from playwright.sync_api import expect, sync_playwright
+
+    from tests.browser import Problems, chromium_path, launch_args
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=launch_args())
+        page = browser.new_page()
+        problems = Problems()
+        problems.watch(page)
+        page.goto(harmony.url + "/")
+        expect(page.locator("#key-hint")).to_have_text("API keys are on: paste yours")
+        expect(page.locator("#speak-state")).to_contain_text("paste your key")  # asked, not sent without one
+        page.get_by_label("API key").fill(admin["key"])
+        page.get_by_label("API key").press("Enter")
+        page.get_by_label("API key").blur()
+        expect(page.locator("#speak-voice option[value=joe]")).to_be_attached(timeout=60_000)
+        page.get_by_role("button", name="Speak", exact=True).click()
+        expect(page.locator("#speak-audio")).to_have_attribute("data-played", "true", timeout=120_000)
+        assert page.evaluate("localStorage.getItem('harmony.apiKey')") == admin["key"]
+        browser.close()
+    problems.assert_none()
+
+
 def test_key_in_every_accepted_place(harmony, admin):
     assert httpx.get(harmony.url + "/v1/models", headers={"X-API-Key": admin["key"]}).status_code == 200
     assert httpx.get(harmony.url + "/v1/models", params={"api_key": admin["key"]}).status_code == 200
