@@ -10,21 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harmony", description="Harmony Speech Engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the router and every model service on this machine")
-    serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
-    serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
-    serve.add_argument("--require-auth", action="store_true",
-                       help="every API request needs an API key (harmony keys create); same as auth.required")
-    serve.add_argument("--wyoming-port", type=int, metavar="PORT",
-                       help="also serve the Wyoming protocol for Home Assistant on this port (its usual one: 10300); "
-                            "same as wyoming.port")
-    serve.add_argument("--wyoming-host", metavar="HOST", help="address of the Wyoming listener (default: --host)")
-    serve.add_argument("--wyoming-zeroconf", nargs="?", const="", metavar="NAME",
-                       help="announce the Wyoming service on the local network (mDNS _wyoming._tcp) so Home "
-                            "Assistant discovers it, optionally under NAME (default harmony-<hostname>)")
+    add_serve_command(commands)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
@@ -74,6 +60,24 @@ def main(argv: list[str] | None = None) -> int:
         write_crds(args.out)
         return 0
     return 1
+
+
+def add_serve_command(commands) -> None:
+    serve = commands.add_parser("serve", help="run the router and every model service on this machine")
+    serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
+    serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
+    serve.add_argument("--require-auth", action="store_true",
+                       help="every API request needs an API key (harmony keys create); same as auth.required")
+    serve.add_argument("--wyoming-port", type=int, metavar="PORT",
+                       help="also serve the Wyoming protocol for Home Assistant on this port (its usual one: 10300); "
+                            "same as wyoming.port")
+    serve.add_argument("--wyoming-host", metavar="HOST", help="address of the Wyoming listener (default: --host)")
+    serve.add_argument("--wyoming-zeroconf", nargs="?", const="", metavar="NAME",
+                       help="announce the Wyoming service on the local network (mDNS _wyoming._tcp) so Home "
+                            "Assistant discovers it, optionally under NAME (default harmony-<hostname>)")
 
 
 def wyoming_flags(args: argparse.Namespace) -> dict:
