@@ -386,6 +386,10 @@ class WyomingSettings(Strict):
     max_audio_seconds: float = Field(300.0, gt=0, le=4 * 3600, description="longest audio one transcribe buffers "
                                                                           "(also never past the model's "
                                                                           "limits.max_audio_seconds)")
+    early_decode_ms: int = Field(300, ge=0, le=10_000, description="start transcribing once the speech is "
+                                                                   "followed by this much quiet, before the "
+                                                                   "audio-stop; used when no sound comes after "
+                                                                   "(0: only at audio-stop)")
     stream_transcripts: bool = Field(True, description="send transcript-start, transcript-chunk per decoded "
                                                        "window and transcript-stop before the transcript")
     api_key: str | None = Field(None, description="API key the adapter presents to the router when auth is "

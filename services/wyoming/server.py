@@ -11,6 +11,7 @@ import asyncio
 import logging
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from wyoming.asr import Transcribe, Transcript
@@ -25,8 +26,9 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from services.core.specs import HarmonyConfig, WyomingSettings
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import build_info
-from services.wyoming.router_api import ModelEntry, RouterApi, VoiceEntry
-from services.wyoming.stt import AudioBuffer, choose_stt_model, transcribe
+from services.wyoming.early import EarlyDecode, Events, collect
+from services.wyoming.router_api import ModelEntry, RouterApi, TranscriptDelta, TranscriptDone, VoiceEntry
+from services.wyoming.stt import AudioBuffer, Send, base_language, choose_stt_model, relay
 from services.wyoming.tts import StreamedSynthesis, choose_voice, synthesize
 
 log = logging.getLogger("harmony.wyoming")
@@ -65,6 +67,34 @@ class _Transcription:
     model: ModelEntry | None = None      # None: rejected, its audio is dropped until audio-stop
     language: str | None = None
     buffer: AudioBuffer | None = None
+    early: EarlyDecode | None = None
+
+    def start(self, audio: AudioStart, adapter: Adapter) -> None:
+        assert self.model is not None
+        buffer = self.buffer = AudioBuffer(audio, adapter.audio_bound_s(self.model))
+        model, language = self.model.id, base_language(self.language)
+
+        async def decode(nbytes: int) -> Events:
+            return await collect(adapter.api.transcribe(buffer.wav(nbytes), model, language))
+
+        self.early = EarlyDecode(buffer.rate, adapter.settings.early_decode_ms, decode)
+
+    async def answer(self, adapter: Adapter, send: Send) -> None:
+        """At audio-stop: the early decode's answer if it covers all the sound, else a decode of all the audio."""
+        assert self.model is not None and self.buffer is not None and self.early is not None
+        events = await self.early.result(self.buffer.pcm)
+        source = _replay(events) if events is not None else \
+            adapter.api.transcribe(self.buffer.wav(), self.model.id, base_language(self.language))
+        await relay(source, self.language, send, adapter.settings.stream_transcripts)
+
+    def cancel(self) -> None:
+        if self.early is not None:
+            self.early.cancel()
+
+
+async def _replay(events: Events) -> AsyncIterator[TranscriptDelta | TranscriptDone]:
+    for event in events:
+        yield event
 
 
 class WyomingHandler(AsyncEventHandler):
@@ -100,6 +130,8 @@ class WyomingHandler(AsyncEventHandler):
     async def disconnect(self) -> None:
         if self.streamed is not None:
             self.streamed.cancel()
+        if self.asr is not None:
+            self.asr.cancel()
 
     async def _handle(self, event: Event) -> None:
         if Describe.is_type(event.type):
@@ -133,6 +165,8 @@ class WyomingHandler(AsyncEventHandler):
         # other events (wake, intent, satellite...) are not ours: dropped, as the protocol asks
 
     async def _transcribe(self, request: Transcribe) -> None:
+        if self.asr is not None:
+            self.asr.cancel()
         self.asr = _Transcription(language=request.language)
         self.asr.model = choose_stt_model(await self.adapter.models(), request.name, request.language,
                                           self.adapter.settings.stt_model)
@@ -144,8 +178,9 @@ class WyomingHandler(AsyncEventHandler):
                                               self.adapter.settings.stt_model)
         if self.asr.model is None:
             return
+        self.asr.cancel()
         try:
-            self.asr.buffer = AudioBuffer(start, self.adapter.audio_bound_s(self.asr.model))
+            self.asr.start(start, self.adapter)
         except WyomingError:
             self.asr.model = None
             raise
@@ -155,12 +190,14 @@ class WyomingHandler(AsyncEventHandler):
             raise WyomingError("audio-chunk before audio-start", "no_audio_start")
         if self.asr.model is None:
             return
-        assert self.asr.buffer is not None
+        assert self.asr.buffer is not None and self.asr.early is not None
         try:
             self.asr.buffer.add(chunk)
         except WyomingError:
             self.asr.model = None  # refused once; the rest of this audio is dropped
+            self.asr.cancel()
             raise
+        self.asr.early.after_audio(self.asr.buffer.pcm)
 
     async def _audio_stop(self) -> None:
         asr, self.asr = self.asr, None
@@ -171,8 +208,7 @@ class WyomingHandler(AsyncEventHandler):
         if not asr.buffer.pcm:
             await self.send(Transcript(text="", language=asr.language))
             return
-        await transcribe(self.adapter.api, asr.buffer, asr.model, asr.language, self.send,
-                         self.adapter.settings.stream_transcripts)
+        await asr.answer(self.adapter, self.send)
 
     async def _synthesize_start(self, start: SynthesizeStart) -> None:
         if self.streamed is not None:

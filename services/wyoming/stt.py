@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from wyoming.asr import Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart
@@ -17,7 +17,7 @@ from wyoming.event import Eventable
 
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import stt_models
-from services.wyoming.router_api import ModelEntry, RouterApi, TranscriptDelta, TranscriptDone
+from services.wyoming.router_api import ModelEntry, TranscriptDelta, TranscriptDone
 
 MIN_RATE, MAX_RATE = 4000, 384000
 WIDTHS = (1, 2, 3, 4)
@@ -102,23 +102,24 @@ class AudioBuffer:
                                "audio_too_long")
         self.pcm += data
 
-    def wav(self) -> bytes:
+    def wav(self, nbytes: int | None = None) -> bytes:
+        """The audio (its first ``nbytes``) as a WAV file."""
         out = io.BytesIO()
         with wave.open(out, "wb") as wav:
             wav.setnchannels(1)
             wav.setsampwidth(2)
             wav.setframerate(self.rate)
-            wav.writeframes(bytes(self.pcm))
+            wav.writeframes(bytes(self.pcm if nbytes is None else self.pcm[:nbytes]))
         return out.getvalue()
 
 
-async def transcribe(api: RouterApi, buffer: AudioBuffer, model: ModelEntry, language: str | None, send: Send,
-                     stream: bool) -> None:
-    """Transcribe the buffer through the router; with ``stream``, transcript-start, a transcript-chunk per
-    decoded segment and transcript-stop come first. The ``transcript`` always ends it."""
+async def relay(events: AsyncIterator[TranscriptDelta | TranscriptDone], language: str | None, send: Send,
+                stream: bool) -> None:
+    """A transcription's events to the client: with ``stream``, transcript-start, a transcript-chunk per decoded
+    segment and transcript-stop come first. The ``transcript`` always ends it."""
     lang = base_language(language)
     started = False
-    async for event in api.transcribe(buffer.wav(), model.id, lang):
+    async for event in events:
         if stream and not started:
             await send(TranscriptStart(language=lang))
             started = True

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soxr
 import yaml
-from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
+from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
@@ -126,8 +126,10 @@ def test_describe_lists_models_and_voices_with_languages(engine):
 
 
 def test_transcribe_16khz_chunks_gives_the_words(engine):
+    """With the second of silence a voice assistant's VAD leaves before audio-stop: decoded early."""
     sentence = SENTENCES[0]
     audio, rate = synthesize(sentence)
+    audio = np.concatenate([audio, np.zeros(rate, np.float32)])
 
     async def transcribe():
         async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
@@ -157,7 +159,6 @@ def test_streamed_transcript_events_come_in_order_and_add_up(engine):
     types = [e.type for e in events]
     assert types[0] == "transcript-start" and types[-2:] == ["transcript-stop", "transcript"], types
     assert set(types[1:-2]) == {"transcript-chunk"}, types
-    TranscriptStart.from_event(events[0]), TranscriptStop.from_event(events[-2])
     chunks = "".join(TranscriptChunk.from_event(e).text for e in events[1:-2])
     transcript = Transcript.from_event(events[-1]).text
     assert chunks.split() == transcript.split()

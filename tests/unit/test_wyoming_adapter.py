@@ -181,3 +181,26 @@ def test_wyoming_flags_over_the_config():
     assert (settings.port, settings.zeroconf, settings.voice) == (10300, True, "joe")
     with pytest.raises(ConfigError, match="--wyoming-port"):
         wyoming_settings(WyomingSettings(), {"port": 70000})
+
+
+def test_quiet_tracker_finds_the_end_of_the_sound():
+    from services.wyoming.early import QuietTracker
+
+    rate = 16000
+    tone = np.frombuffer(_pcm(1.0, rate), "<i2")
+    hum = (np.random.default_rng(0).standard_normal(rate // 2) * 3).astype("<i2")  # about -80 dBFS
+    pcm = np.concatenate([np.zeros(rate // 4, "<i2"), tone, hum]).tobytes()
+    tracker = QuietTracker(rate)
+    for offset in range(0, len(pcm), 1000):  # chunks that split frames and samples
+        tracker.update(pcm[:offset + 1000])
+    frame = tracker.frame  # 20 ms: the end is found to the frame
+    assert int(1.25 * rate) <= tracker.loud_end <= int(1.25 * rate) + frame
+    assert tracker.quiet_samples == tracker.samples - tracker.loud_end >= int(0.5 * rate) - 2 * frame
+
+
+def test_quiet_tracker_hears_nothing_in_silence():
+    from services.wyoming.early import QuietTracker
+
+    tracker = QuietTracker(16000)
+    tracker.update(bytes(32000))
+    assert (tracker.loud_end, tracker.quiet_samples) == (0, 0)
