@@ -118,14 +118,16 @@ async def relay(events: AsyncIterator[TranscriptDelta | TranscriptDone], languag
     """A transcription's events to the client: with ``stream``, transcript-start, a transcript-chunk per decoded
     segment and transcript-stop come first. The ``transcript`` always ends it."""
     lang = base_language(language)
-    started = False
+    started = said = False
     async for event in events:
         if stream and not started:
             await send(TranscriptStart(language=lang))
             started = True
         if isinstance(event, TranscriptDelta):
-            if stream and event.text:
-                await send(TranscriptChunk(text=event.text))
+            text = event.text if said else event.text.lstrip()  # the chunks add up to the transcript
+            if stream and text:
+                await send(TranscriptChunk(text=text))
+                said = True
         elif isinstance(event, TranscriptDone):
             if stream:
                 await send(TranscriptStop())

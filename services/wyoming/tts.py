@@ -100,7 +100,12 @@ class AudioOut:
 async def synthesize(api: RouterApi, text: str, voice: VoiceEntry, language: str | None, send: Send) -> None:
     """A whole ``synthesize``: audio-start, audio-chunk..., audio-stop; an error before any audio is raised."""
     out = AudioOut(send)
-    await speak(api, text, voice, language, out.chunk)
+    try:
+        await speak(api, text, voice, language, out.chunk)
+    except WyomingError:
+        if out.rate is not None:  # the stream began: it ends, then the error says why it is short
+            await out.stop(out.rate)
+        raise
     await out.stop(voice.sample_rate or DEFAULT_RATE)
 
 
@@ -157,7 +162,7 @@ class StreamedSynthesis:
         self.buffer = ""
         self.sentences.put_nowait(None)
         await self.task
-        if not self.failed:
+        if not self.failed or self.out.rate is not None:  # a stream that began always ends
             await self.out.stop(self.voice.sample_rate or DEFAULT_RATE)
 
     def cancel(self) -> None:
