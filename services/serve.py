@@ -184,6 +184,14 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     return 1 if crashed and failed else 0
 
 
+class ListenError(OSError):
+    """A listener other than the router's could not be opened; ``where`` names it."""
+
+    def __init__(self, errno: int | None, strerror: str | None, where: str) -> None:
+        super().__init__(errno, strerror)
+        self.where = where
+
+
 class _Wyoming:
     """The Wyoming listener and its optional mDNS announcement, while ``serve`` runs."""
 
@@ -209,8 +217,8 @@ async def _start_wyoming(config: HarmonyConfig, router_sock: socket.socket, host
     try:
         service = open_wyoming(config, router_sock)
     except OSError as exc:
-        exc.listen_address = f"{config.wyoming.host or config.server.host}:{config.wyoming.port} (Wyoming)"
-        raise
+        where = f"{config.wyoming.host or config.server.host}:{config.wyoming.port} (Wyoming)"
+        raise ListenError(exc.errno, exc.strerror, where) from exc
     await service.start()
     host, port = service.address
     hosting.say(f"Wyoming protocol (Home Assistant): tcp://{host}:{port}")
@@ -274,6 +282,6 @@ def run_serve(config_path: str | None, host: str | None, port: int | None, log_l
     try:
         return asyncio.run(serve(config, log_level, Path(ready_file) if ready_file else None))
     except OSError as exc:
-        where = getattr(exc, "listen_address", f"{config.server.host}:{config.server.port}")
+        where = exc.where if isinstance(exc, ListenError) else f"{config.server.host}:{config.server.port}"
         print(f"harmony: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,6 @@ QUIET_UNDER_PEAK_DB = 30.0
 QUIET_FLOOR_DBFS = -60.0
 log = logging.getLogger("harmony.wyoming")
 Events = list[TranscriptDelta | TranscriptDone]
-Decode = Callable[[bytes], AsyncIterator[TranscriptDelta | TranscriptDone]]
 
 
 class QuietTracker:
@@ -60,7 +60,7 @@ class QuietTracker:
 class EarlyDecode:
     """The one early decode of a transcribe, if any: the audio length it covers and its task."""
 
-    def __init__(self, rate: int, after_ms: int, decode: Callable[[int], Awaitable[Events]]) -> None:
+    def __init__(self, rate: int, after_ms: int, decode: Callable[[int], Coroutine[Any, Any, Events]]) -> None:
         self.tracker = QuietTracker(rate)
         self.after_samples = int(rate * after_ms / 1000)
         self.decode = decode
