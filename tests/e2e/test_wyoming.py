@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -34,6 +37,7 @@ from tests.speech import SENTENCES, synthesize, wer
 RATE = 16000
 SAMPLES_PER_CHUNK = 1024
 READ_TIMEOUT_S = 120.0
+MAX_AUDIO_S = 30
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +45,7 @@ def engine(tmp_path_factory):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "services/defaults/serve.yaml").read_text())
     config["models"] = [m for m in config["models"] if m["task"] in ("stt", "tts")]
     config["routes"] = []
+    config["wyoming"] = {"max_audio_seconds": MAX_AUDIO_S}
     for model in config["models"]:
         if model["backend"] in SAMPLING_BACKENDS:
             model["options"] = {**model.get("options", {}), "seed": SEED}
@@ -274,3 +279,31 @@ def test_empty_audio_is_an_empty_transcript(engine):
             return await read_until(client, "transcript")
 
     assert Transcript.from_event(run(session())[-1]).text == ""
+
+
+def test_audio_past_the_bound_is_refused_and_the_connection_goes_on(engine):
+    async def session():
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await send_audio(client, bytes(2 * RATE * (MAX_AUDIO_S + 1)))
+            refused = await read_until(client, "error")
+            await client.write_event(Transcribe(language="en").event())
+            await send_audio(client, bytes(2 * RATE))
+            return refused, await read_until(client, "transcript")
+
+    refused, events = run(session())
+    assert Error.from_event(refused[-1]).code == "audio_too_long"
+    # nothing more came of the refused audio; the silence after it is heard as no words
+    assert [e.type for e in events] == ["transcript-start", "transcript-stop", "transcript"]
+    assert Transcript.from_event(events[-1]).text == ""
+
+
+def test_a_taken_wyoming_port_fails_at_start_naming_it():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "services.cli", "serve", "--port", "0", "--wyoming-port",
+                               str(port)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port} (Wyoming)" in done.stderr
