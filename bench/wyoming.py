@@ -5,7 +5,8 @@ its first audio, through ``harmony serve --wyoming-port`` with the wyoming clien
 
 Each command is Piper speech followed by 0.8 s of silence (what Home Assistant's VAD leaves before it ends the
 stream), sent as 16 kHz 16-bit chunks of 20 ms at the pace a microphone makes them (``--no-pace``: at once). The
-latency is measured from the audio-stop the client sends to the transcript it receives; one client at a time.
+latency is measured from the audio-stop the client sends to the transcript it receives; one client at a time;
+with early decoding (``wyoming.early_decode_ms``: 300, the default) and without (0), each in its own engine.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def summary(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:6.0f} ms  p95 {p95 * 1000:6.0f} ms"
 
 
-async def measure(port: int, rounds: int, pace: bool) -> None:
+async def measure_stt(port: int, rounds: int, pace: bool, early_ms: int) -> None:
     clips = [(text, command_pcm(text)) for text in COMMANDS]
     for model in (None, "whisper-base"):
         await transcribe_once(port, clips[0][1], model, pace=False)  # warm up
@@ -92,12 +93,27 @@ async def measure(port: int, rounds: int, pace: bool) -> None:
             seconds, heard = await transcribe_once(port, pcm, model, pace)
             latencies.append(seconds)
             misheard += normalize(heard) != normalize(text)
-        label = model or "auto (language en)"
-        print(f"end of audio -> transcript, {label:20s} {summary(latencies)}  ({misheard}/{rounds} not word-exact)")
+        label = f"{model or 'auto (en: tiny.en)'}, early {early_ms} ms"
+        print(f"end of audio -> transcript, {label:34s} {summary(latencies)}  ({misheard}/{rounds} not word-exact)")
+
+
+async def measure_tts(port: int, rounds: int) -> None:
     await speak_once(port)
     firsts, wholes = zip(*[await speak_once(port) for _ in range(rounds)])
-    print(f"synthesize -> first audio-chunk, joe      {summary(list(firsts))}")
-    print(f"synthesize -> audio-stop, joe             {summary(list(wholes))}")
+    print(f"synthesize -> first audio-chunk, joe {'':27s}{summary(list(firsts))}")
+    print(f"synthesize -> audio-stop, joe {'':34s}{summary(list(wholes))}")
+
+
+def engine(early_ms: int) -> tuple[HarmonyProcess, int]:
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "services/defaults/serve.yaml").read_text())
+    config["models"] = [m for m in config["models"] if m["name"] in ("whisper-base", "whisper-tiny.en",
+                                                                      "piper-en-joe")]
+    config["routes"] = []
+    config["wyoming"] = {"early_decode_ms": early_ms}
+    path = Path(tempfile.mkdtemp()) / "serve.yaml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    return HarmonyProcess(config=str(path), extra_args=["--wyoming-port", str(port)]).start(), port
 
 
 def main() -> None:
@@ -105,18 +121,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-pace", action="store_true", help="send the audio at once, not in real time")
     args = parser.parse_args()
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "services/defaults/serve.yaml").read_text())
-    config["models"] = [m for m in config["models"] if m["name"] in ("whisper-base", "whisper-tiny.en",
-                                                                      "piper-en-joe")]
-    config["routes"] = []
-    path = Path(tempfile.mkdtemp()) / "serve.yaml"
-    path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    process = HarmonyProcess(config=str(path), extra_args=["--wyoming-port", str(port)]).start()
-    try:
-        asyncio.run(measure(port, args.rounds, pace=not args.no_pace))
-    finally:
-        process.stop()
+    for early_ms in (300, 0):  # early decoding on (the default), then off
+        process, port = engine(early_ms)
+        try:
+            asyncio.run(measure_stt(port, args.rounds, pace=not args.no_pace, early_ms=early_ms))
+            if early_ms:
+                asyncio.run(measure_tts(port, args.rounds))
+        finally:
+            process.stop()
 
 
 if __name__ == "__main__":

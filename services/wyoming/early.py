@@ -71,6 +71,7 @@ class EarlyDecode:
         """Look at the audio added: cancel a decode that new sound made stale; start one after enough quiet."""
         self.tracker.update(pcm)
         if self.task is not None and self.tracker.loud_end > self.covered:
+            log.debug("early decode of %.2f s is stale: speech went on", self.covered / self.tracker.frame * FRAME_S)
             self.cancel()
         if self.task is None and self.after_samples > 0 and self.tracker.quiet_samples >= self.after_samples:
             self.covered = self.tracker.samples
