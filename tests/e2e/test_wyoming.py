@@ -130,6 +130,14 @@ def test_describe_lists_models_and_voices_with_languages(engine):
     assert info.tts[0].supports_synthesize_streaming
 
 
+def test_the_api_lists_a_multilingual_whisper_with_its_languages(engine):
+    """The router's GET /v1/models, which describe reads: the languages the loaded weights know."""
+    listed = {m["id"]: m for m in httpx.get(engine.url + "/v1/models", timeout=30).json()["data"]}
+    assert len(listed["whisper-base"]["languages"]) >= 99 and "de" in listed["whisper-base"]["languages"]
+    assert listed["whisper-1"]["languages"] == listed["whisper-base"]["languages"]
+    assert listed["whisper-tiny.en"]["languages"] == ["en"]
+
+
 def test_transcribe_16khz_chunks_gives_the_words(engine):
     """With the second of silence a voice assistant's VAD leaves before audio-stop: decoded early."""
     sentence = SENTENCES[0]

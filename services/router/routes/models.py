@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from services.router.clients import ServiceClients
 from services.router.routing import ModelTable
 
 PROBE_TIMEOUT_S = 2.0
+RETRY_S = 5.0
 
 
 class _ServiceModel(BaseModel):
@@ -27,17 +29,23 @@ class _ServiceModels(BaseModel):
 
 class LearnedLanguages:
     """The languages of a speech-to-text model whose config declares none, as its loaded weights decide (a
-    multilingual Whisper knows 99): learned once from its service's ``GET /v1/models``, asked of a ready replica
-    directly (never held for a model that scaled to zero; an unreachable one is asked again next time)."""
+    multilingual Whisper knows 100): learned once from its service's ``GET /v1/models``, asked of a ready replica
+    directly (never held for a model that scaled to zero; one that did not answer is asked again after a few
+    seconds, so a listing never waits on it twice in a row)."""
 
     def __init__(self, table: ModelTable, clients: ServiceClients) -> None:
         self.table = table
         self.clients = clients
         self.known: dict[str, list[str]] = {}
+        self.asked_at: dict[str, float] = {}  # a service that did not tell is asked again after RETRY_S
 
     async def fill(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        now = time.monotonic()
         wanted = {m.name for m in self.table.models.values()
-                  if m.task == Task.stt and not m.spec.languages and m.name not in self.known}
+                  if m.task == Task.stt and not m.spec.languages and m.name not in self.known
+                  and now - self.asked_at.get(m.name, -RETRY_S) >= RETRY_S}
+        for name in wanted:
+            self.asked_at[name] = now
         if wanted:
             await asyncio.gather(*(self._learn(name) for name in sorted(wanted)))
         out = []
