@@ -130,15 +130,16 @@ def complete_sentences(buffer: str) -> tuple[list[str], str]:
 
 
 class StreamedSynthesis:
-    """A ``synthesize-start`` ... ``synthesize-stop`` session: text chunks in, sentences spoken in order by one
-    task while more text arrives, one audio stream out, then ``synthesize-stopped``."""
+    """A ``synthesize-start`` ... ``synthesize-stop`` session: text chunks in, each complete sentence spoken by one
+    task, in order, while more text arrives; each sentence's audio is its own audio-start ... audio-stop, as the
+    protocol describes, and ``synthesize-stopped`` follows the last."""
 
     def __init__(self, api: RouterApi, voice: VoiceEntry, language: str | None, send: Send,
                  on_error: Callable[[WyomingError], Awaitable[None]]) -> None:
         self.api = api
         self.voice = voice
         self.language = language
-        self.out = AudioOut(send)
+        self.send = send
         self.on_error = on_error
         self.buffer = ""
         self.sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -156,14 +157,12 @@ class StreamedSynthesis:
             self.sentences.put_nowait(sentence)
 
     async def finish(self) -> None:
-        """The rest of the text, then the end of the audio stream (audio-stop)."""
+        """The rest of the text, spoken; returns when the last audio has been sent."""
         if self.buffer.strip():
             self.sentences.put_nowait(self.buffer)
         self.buffer = ""
         self.sentences.put_nowait(None)
         await self.task
-        if not self.failed or self.out.rate is not None:  # a stream that began always ends
-            await self.out.stop(self.voice.sample_rate or DEFAULT_RATE)
 
     def cancel(self) -> None:
         self.task.cancel()
@@ -173,7 +172,7 @@ class StreamedSynthesis:
             if self.failed or not has_words(speakable(sentence)):
                 continue  # after a failure the rest is dropped; punctuation alone is nothing to speak
             try:
-                await speak(self.api, sentence, self.voice, self.language, self.out.chunk)
+                await synthesize(self.api, sentence, self.voice, self.language, self.send)
             except WyomingError as exc:
                 self.failed = True
                 await self.on_error(exc)
