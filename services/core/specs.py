@@ -390,8 +390,9 @@ class WyomingSettings(Strict):
                                                                    "followed by this much quiet, before the "
                                                                    "audio-stop; used when no sound comes after "
                                                                    "(0: only at audio-stop)")
-    stream_transcripts: bool = Field(True, description="send transcript-start, transcript-chunk per decoded "
-                                                       "window and transcript-stop before the transcript")
+    stream_transcripts: bool = Field(True, description="send transcript-start and a transcript-chunk per "
+                                                       "decoded segment before the transcript, transcript-stop "
+                                                       "after it")
     api_key: str | None = Field(None, description="API key the adapter presents to the router when auth is "
                                                   "required (default: $HARMONY_WYOMING_API_KEY)")
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from wyoming.asr import Transcribe, Transcript
+from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
 from wyoming.event import Event, Eventable
@@ -205,8 +205,8 @@ class WyomingHandler(AsyncEventHandler):
             raise WyomingError("audio-stop before audio-start", "no_audio_start")
         if asr.model is None or asr.buffer is None:
             return  # refused earlier: its error was the answer
-        if not asr.buffer.pcm:
-            await self.send(Transcript(text="", language=asr.language))
+        if not asr.buffer.pcm:  # nothing was said: no words, in the same events as any transcript
+            await relay(_replay([TranscriptDone("")]), asr.language, self.send, self.adapter.settings.stream_transcripts)
             return
         await asr.answer(self.adapter, self.send)
 

@@ -2,7 +2,8 @@
 
 The audio is kept as 16-bit mono PCM at the rate the audio-start names (chunks in another format are converted by
 the wyoming library's converter), bounded in seconds, and sent to the router as a WAV at audio-stop. The
-router's streamed transcription sends a ``transcript-chunk`` per decoded segment, then the ``transcript``.
+router's streamed transcription sends a ``transcript-chunk`` per decoded segment, then the ``transcript`` and
+``transcript-stop``.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class AudioBuffer:
 
 async def relay(events: AsyncIterator[TranscriptDelta | TranscriptDone], language: str | None, send: Send,
                 stream: bool) -> None:
-    """A transcription's events to the client: with ``stream``, transcript-start, a transcript-chunk per decoded
-    segment and transcript-stop come first. The ``transcript`` always ends it."""
+    """A transcription's events to the client, in the protocol's order: with ``stream``, transcript-start and a
+    transcript-chunk per decoded segment, then the ``transcript`` (always), then transcript-stop."""
     lang = base_language(language)
     started = said = False
     async for event in events:
@@ -129,7 +130,7 @@ async def relay(events: AsyncIterator[TranscriptDelta | TranscriptDone], languag
                 await send(TranscriptChunk(text=text))
                 said = True
         elif isinstance(event, TranscriptDone):
+            await send(Transcript(text=event.text.strip(), language=lang))
             if stream:
                 await send(TranscriptStop())
-            await send(Transcript(text=event.text.strip(), language=lang))
             return

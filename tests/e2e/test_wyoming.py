@@ -105,6 +105,10 @@ def heard(engine, pcm: bytes, rate: int) -> str:
     return response.json()["text"]
 
 
+def transcript_of(events: list[Event]) -> Transcript:
+    return next(Transcript.from_event(e) for e in events if Transcript.is_type(e.type))
+
+
 def audio_of(events: list[Event]) -> tuple[bytes, AudioStart]:
     start = next(AudioStart.from_event(e) for e in events if AudioStart.is_type(e.type))
     pcm = b"".join(AudioChunk.from_event(e).audio for e in events if AudioChunk.is_type(e.type))
@@ -149,10 +153,10 @@ def test_transcribe_16khz_chunks_gives_the_words(engine):
         async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
             await client.write_event(Transcribe(language="en").event())
             await send_audio(client, pcm16(audio, rate))
-            return await read_until(client, "transcript")
+            return await read_until(client, "transcript-stop")
 
     events = run(transcribe())
-    transcript = Transcript.from_event(events[-1])
+    transcript = transcript_of(events)
     assert wer(sentence, transcript.text) <= 0.15, transcript.text
     assert transcript.language == "en"
 
@@ -167,14 +171,15 @@ def test_streamed_transcript_events_come_in_order_and_add_up(engine):
         async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
             await client.write_event(Transcribe(name="whisper-base", language="en").event())
             await send_audio(client, pcm16(audio, rate))
-            return await read_until(client, "transcript")
+            return await read_until(client, "transcript-stop")
 
     events = run(transcribe())
     types = [e.type for e in events]
-    assert types[0] == "transcript-start" and types[-2:] == ["transcript-stop", "transcript"], types
+    # the protocol's order: the transcript (for older clients) comes before transcript-stop
+    assert types[0] == "transcript-start" and types[-2:] == ["transcript", "transcript-stop"], types
     assert set(types[1:-2]) == {"transcript-chunk"}, types
     chunks = "".join(TranscriptChunk.from_event(e).text for e in events[1:-2])
-    transcript = Transcript.from_event(events[-1]).text
+    transcript = transcript_of(events).text
     assert chunks.split() == transcript.split() and not chunks[0].isspace()
     assert wer(text, transcript) <= 0.15, transcript
 
@@ -191,9 +196,9 @@ def test_other_formats_are_converted(engine):
         async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
             await client.write_event(Transcribe(language="en").event())
             await send_audio(client, pcm, rate=48000, width=4, channels=2)
-            return await read_until(client, "transcript")
+            return await read_until(client, "transcript-stop")
 
-    transcript = Transcript.from_event(run(transcribe())[-1])
+    transcript = transcript_of(run(transcribe()))
     assert wer(sentence, transcript.text) <= 0.15, transcript.text
 
 
@@ -272,13 +277,13 @@ def test_bad_input_is_an_error_and_the_connection_goes_on(engine):
             errors.append(Error.from_event((await read_until(client, "error"))[-1]))
             await client.write_event(Transcribe(language="en").event())
             await send_audio(client, pcm16(audio, rate))
-            return errors, await read_until(client, "transcript")
+            return errors, await read_until(client, "transcript-stop")
 
     errors, events = run(session())
     assert [e.code for e in errors] == ["no_audio_start", "unknown_voice", "unknown_model", "no_synthesize_start",
                                         "bad_audio_format", "bad_event"]
     assert "no-such-voice" in errors[1].text and "no-such-model" in errors[2].text
-    assert wer(sentence, Transcript.from_event(events[-1]).text) <= 0.15
+    assert wer(sentence, transcript_of(events).text) <= 0.15
 
 
 def test_empty_audio_is_an_empty_transcript(engine):
@@ -286,9 +291,9 @@ def test_empty_audio_is_an_empty_transcript(engine):
         async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
             await client.write_event(Transcribe(language="en").event())
             await send_audio(client, b"")
-            return await read_until(client, "transcript")
+            return await read_until(client, "transcript-stop")
 
-    assert Transcript.from_event(run(session())[-1]).text == ""
+    assert transcript_of(run(session())).text == ""
 
 
 def test_audio_past_the_bound_is_refused_and_the_connection_goes_on(engine):
@@ -299,13 +304,13 @@ def test_audio_past_the_bound_is_refused_and_the_connection_goes_on(engine):
             refused = await read_until(client, "error")
             await client.write_event(Transcribe(language="en").event())
             await send_audio(client, bytes(2 * RATE))
-            return refused, await read_until(client, "transcript")
+            return refused, await read_until(client, "transcript-stop")
 
     refused, events = run(session())
     assert Error.from_event(refused[-1]).code == "audio_too_long"
     # nothing more came of the refused audio; the silence after it is heard as no words
-    assert [e.type for e in events] == ["transcript-start", "transcript-stop", "transcript"]
-    assert Transcript.from_event(events[-1]).text == ""
+    assert [e.type for e in events] == ["transcript-start", "transcript", "transcript-stop"]
+    assert transcript_of(events).text == ""
 
 
 def test_a_taken_wyoming_port_fails_at_start_naming_it():
