@@ -55,7 +55,10 @@ class Adapter:
     async def _fetch(self) -> tuple[float, list[ModelEntry], list[VoiceEntry]]:
         if self._catalog is None or time.monotonic() - self._catalog[0] > CATALOG_TTL_S:
             models, voices = await asyncio.gather(self.api.models(), self.api.voices())
-            self._catalog = (time.monotonic(), models, voices)
+            catalog = (time.monotonic(), models, voices)
+            if models and voices:  # an engine still loading its models is asked again next time
+                self._catalog = catalog
+            return catalog
         return self._catalog
 
     def audio_bound_s(self, model: ModelEntry) -> float:
@@ -113,19 +116,26 @@ class WyomingHandler(AsyncEventHandler):
         await self.send(Error(text=error.text, code=error.code))
 
     async def handle_event(self, event: Event) -> bool:
+        """Answer one event; False (the connection ends) only when the client is gone."""
+        try:
+            await self._answer(event)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return False
+        return True
+
+    async def _answer(self, event: Event) -> None:
         try:
             await self._handle(event)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            raise
         except WyomingError as exc:
             await self.send_error(exc)
         except (KeyError, TypeError, ValueError) as exc:  # an event without the fields its type needs
             log.debug("bad %s event: %r", event.type, exc)
             await self.send(Error(text=f"bad '{event.type}' event: {exc!r}", code="bad_event"))
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return False
         except Exception:  # noqa: BLE001 - one request fails, the connection and the server go on
             log.exception("wyoming: %s failed", event.type)
             await self.send(Error(text=f"'{event.type}' failed inside the engine", code="internal_error"))
-        return True
 
     async def disconnect(self) -> None:
         if self.streamed is not None:

@@ -145,6 +145,7 @@ class StreamedSynthesis:
         self.sentences: asyncio.Queue[str | None] = asyncio.Queue()
         self.failed = False
         self.task = asyncio.create_task(self._speak_all(), name="wyoming synthesize stream")
+        self.task.add_done_callback(_retrieve)
 
     def add(self, text: str) -> None:
         self.buffer += text
@@ -176,3 +177,9 @@ class StreamedSynthesis:
             except WyomingError as exc:
                 self.failed = True
                 await self.on_error(exc)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """A stream whose client left without synthesize-stop is never awaited: its failure is not an error."""
+    if not task.cancelled():
+        task.exception()

@@ -362,3 +362,26 @@ def test_with_api_keys_required_the_adapter_presents_its_key(tmp_path, with_key)
         assert [m.name for p in Info.from_event(last).asr for m in p.models] == ["whisper-tiny.en"]
     else:
         assert Error.from_event(last).code in ("missing_api_key", "invalid_api_key"), last
+
+
+def test_clients_that_leave_mid_request_leave_the_server_serving(engine):
+    audio, rate = synthesize(SENTENCES[5])
+
+    async def leave_early():
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(Synthesize(text=" ".join(SENTENCES), voice=SynthesizeVoice(name="joe")).event())
+            await read_until(client, "audio-chunk")
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(SynthesizeStart(voice=SynthesizeVoice(name="joe")).event())
+            await client.write_event(SynthesizeChunk(text=" ".join(SENTENCES)).event())
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await send_audio(client, pcm16(audio, rate))
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(Transcribe(language="en").event())
+            await send_audio(client, pcm16(audio, rate))
+            return await read_until(client, "transcript-stop")
+
+    assert wer(SENTENCES[5], transcript_of(run(leave_early())).text) <= 0.15
+    output = engine.output()
+    assert "Traceback" not in output and "never retrieved" not in output, output[-3000:]
