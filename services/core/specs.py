@@ -386,6 +386,8 @@ class WyomingSettings(Strict):
     max_audio_seconds: float = Field(300.0, gt=0, le=4 * 3600, description="longest audio one transcribe buffers "
                                                                           "(also never past the model's "
                                                                           "limits.max_audio_seconds)")
+    max_connections: int = Field(64, ge=1, le=4096, description="open Wyoming connections; one past it is "
+                                                               "answered with an error event and closed")
     early_decode_ms: int = Field(300, ge=0, le=10_000, description="start transcribing once the speech is "
                                                                    "followed by this much quiet, before the "
                                                                    "audio-stop; used when no sound comes after "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from wyoming.asr import Transcribe
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event, Eventable
+from wyoming.event import Event, Eventable, async_write_event
 from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler, AsyncServer, HandlerFactory
@@ -236,11 +236,13 @@ class WyomingHandler(AsyncEventHandler):
 
 
 class SocketServer(AsyncServer):
-    """A Wyoming server on a socket made by the engine (bound at start, so a taken port fails there)."""
+    """A Wyoming server on a socket made by the engine (bound at start, so a taken port fails there), holding at
+    most ``max_connections`` connections: one more gets an error event and is closed."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, max_connections: int) -> None:
         super().__init__()
         self.sock = sock
+        self.max_connections = max_connections
         self._server: asyncio.AbstractServer | None = None
 
     async def run(self, handler_factory: HandlerFactory) -> None:
@@ -250,6 +252,9 @@ class SocketServer(AsyncServer):
 
     async def start(self, handler_factory: HandlerFactory) -> None:
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if len(self._handlers) >= self.max_connections:
+                await _refuse(writer, self.max_connections)
+                return
             await self._handler_callback(handler_factory, reader, writer)
 
         self._server = await asyncio.start_server(on_connection, sock=self.sock)
@@ -260,12 +265,23 @@ class SocketServer(AsyncServer):
         await super().stop()
 
 
+async def _refuse(writer: asyncio.StreamWriter, limit: int) -> None:
+    error = Error(text=f"too many Wyoming connections (at most {limit}); try again shortly",
+                  code="too_many_connections")
+    try:
+        await async_write_event(error.event(), writer)
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
+
+
 class WyomingService:
     """The listener and its adapter, started and stopped by ``harmony serve``."""
 
     def __init__(self, adapter: Adapter, sock: socket.socket) -> None:
         self.adapter = adapter
-        self.server = SocketServer(sock)
+        self.server = SocketServer(sock, adapter.settings.max_connections)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -21,6 +21,7 @@ from services.wyoming.info import stt_models
 from services.wyoming.router_api import ModelEntry, TranscriptDelta, TranscriptDone
 
 MIN_RATE, MAX_RATE = 4000, 384000
+MAX_KEPT_RATE = 48000
 WIDTHS = (1, 2, 3, 4)
 MAX_CHANNELS = 16
 Send = Callable[[Eventable], Awaitable[None]]
@@ -68,17 +69,18 @@ def choose_stt_model(models: list[ModelEntry], name: str | None, language: str |
 
 
 class AudioBuffer:
-    """The audio of one transcribe: 16-bit mono PCM at the audio-start's rate, at most ``max_seconds``."""
+    """The audio of one transcribe: 16-bit mono PCM at the audio-start's rate (at most 48 kHz), at most
+    ``max_seconds``."""
 
     def __init__(self, start: AudioStart, max_seconds: float) -> None:
         if not (MIN_RATE <= start.rate <= MAX_RATE) or start.width not in WIDTHS or \
                 not (1 <= start.channels <= MAX_CHANNELS):
             raise WyomingError(f"unsupported audio format: rate {start.rate} Hz (4000-384000), width {start.width} "
                                f"bytes (1-4), {start.channels} channels (1-{MAX_CHANNELS})", "bad_audio_format")
-        self.rate = start.rate
-        self.max_bytes = int(max_seconds * start.rate) * 2
+        self.rate = min(start.rate, MAX_KEPT_RATE)  # a higher rate is resampled: it only costs memory
+        self.max_bytes = int(max_seconds * self.rate) * 2
         self.max_seconds = max_seconds
-        self.converter = AudioChunkConverter(rate=start.rate, width=2, channels=1)
+        self.converter = AudioChunkConverter(rate=self.rate, width=2, channels=1)
         self.pcm = bytearray()
         self.too_long = False
 

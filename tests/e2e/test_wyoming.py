@@ -39,6 +39,7 @@ RATE = 16000
 SAMPLES_PER_CHUNK = 1024
 READ_TIMEOUT_S = 120.0
 MAX_AUDIO_S = 30
+MAX_CONNECTIONS = 6
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def engine(tmp_path_factory):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "services/defaults/serve.yaml").read_text())
     config["models"] = [m for m in config["models"] if m["task"] in ("stt", "tts")]
     config["routes"] = []
-    config["wyoming"] = {"max_audio_seconds": MAX_AUDIO_S}
+    config["wyoming"] = {"max_audio_seconds": MAX_AUDIO_S, "max_connections": MAX_CONNECTIONS}
     for model in config["models"]:
         if model["backend"] in SAMPLING_BACKENDS:
             model["options"] = {**model.get("options", {}), "seed": SEED}
@@ -385,3 +386,29 @@ def test_clients_that_leave_mid_request_leave_the_server_serving(engine):
     assert wer(SENTENCES[5], transcript_of(run(leave_early())).text) <= 0.15
     output = engine.output()
     assert "Traceback" not in output and "never retrieved" not in output, output[-3000:]
+
+
+def test_connections_past_the_limit_get_an_error_and_the_rest_are_served(engine):
+    async def crowd():
+        clients = [AsyncTcpClient("127.0.0.1", engine.wyoming_port) for _ in range(MAX_CONNECTIONS)]
+        for client in clients:
+            await client.connect()
+            await client.write_event(Describe().event())
+            await read_until(client, "info")  # its handler is running
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as extra:
+            refused = await read_until(extra, "error")
+            assert await asyncio.wait_for(extra.read_event(), READ_TIMEOUT_S) is None  # and closed
+        for client in clients:
+            await client.disconnect()
+        for _ in range(100):  # the server sees the clients leave as it reads their end of stream
+            async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+                await client.write_event(Describe().event())
+                last = (await read_until(client, "info"))[-1]
+                if Info.is_type(last.type):
+                    return refused, last
+            await asyncio.sleep(0.05)
+        raise AssertionError("never served again")
+
+    refused, served = run(crowd())
+    assert Error.from_event(refused[-1]).code == "too_many_connections"
+    assert Info.from_event(served).asr

@@ -204,3 +204,9 @@ def test_quiet_tracker_hears_nothing_in_silence():
     tracker = QuietTracker(16000)
     tracker.update(bytes(32000))
     assert (tracker.loud_end, tracker.quiet_samples) == (0, 0)
+
+
+def test_audio_buffer_keeps_at_most_48_khz():
+    buffer = AudioBuffer(AudioStart(rate=96000, width=2, channels=1), max_seconds=1)
+    buffer.add(AudioChunk(96000, 2, 1, _pcm(0.5, 96000)))
+    assert buffer.rate == 48000 and buffer.seconds == pytest.approx(0.5, abs=0.01)
