@@ -17,7 +17,7 @@ from wyoming.audio import AudioChunk, AudioChunkConverter, AudioStart
 from wyoming.event import Eventable
 
 from services.wyoming.errors import WyomingError
-from services.wyoming.info import stt_models
+from services.wyoming.info import PROGRAM, stt_models
 from services.wyoming.router_api import ModelEntry, TranscriptDelta, TranscriptDone
 
 MIN_RATE, MAX_RATE = 4000, 384000
@@ -46,7 +46,7 @@ def choose_stt_model(models: list[ModelEntry], name: str | None, language: str |
     if not own:
         raise WyomingError("no speech-to-text model is served", "no_model")
     by_name = {m.id: m for m in models if m.task == "stt" and m.pipeline is None}
-    wanted = name or preferred
+    wanted = (name if name != PROGRAM else None) or preferred  # the program's own name means no model in particular
     lang = base_language(language)
     if wanted:
         entry = by_name.get(wanted)

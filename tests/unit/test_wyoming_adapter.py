@@ -61,6 +61,7 @@ def test_info_without_models_of_a_task_has_no_program():
     (None, None, None, "whisper-base"),           # no language: the model that can detect it
     ("whisper-1", "de", None, "whisper-base"),    # an alias names its model
     (None, "en", "whisper-base", "whisper-base"),  # the configured model
+    ("harmony", "en", None, "whisper-tiny.en"),   # the program's name: no model in particular
 ])
 def test_choose_stt_model(name, language, preferred, chosen):
     assert choose_stt_model(MODELS, name, language, preferred).id == chosen
