@@ -51,7 +51,8 @@ async def transcribe_once(port: int, pcm: bytes, model: str | None, pace: bool) 
         step = int(CHUNK_S * RATE) * 2
         began = time.monotonic()
         for index, offset in enumerate(range(0, len(pcm), step)):
-            await client.write_event(AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[offset:offset + step]).event())
+            chunk = AudioChunk(rate=RATE, width=2, channels=1, audio=pcm[offset:offset + step])
+            await client.write_event(chunk.event())
             if pace:
                 await asyncio.sleep(max(0.0, began + (index + 1) * CHUNK_S - time.monotonic()))
         stopped = time.monotonic()

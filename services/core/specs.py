@@ -369,7 +369,8 @@ class BatchSettings(Strict):
 
 
 class WyomingSettings(Strict):
-    """The Wyoming protocol (Home Assistant's voice assistants), served beside the OpenAI API (docs/home-assistant.md)."""
+    """The Wyoming protocol (Home Assistant's voice assistants), served beside the OpenAI API
+    (docs/home-assistant.md)."""
 
     port: int | None = Field(None, ge=0, le=65535, description="serve the Wyoming protocol on this TCP port "
                                                              "(Home Assistant's default: 10300); none: off")

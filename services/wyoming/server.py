@@ -216,7 +216,8 @@ class WyomingHandler(AsyncEventHandler):
         if asr.model is None or asr.buffer is None:
             return  # refused earlier: its error was the answer
         if not asr.buffer.pcm:  # nothing was said: no words, in the same events as any transcript
-            await relay(_replay([TranscriptDone("")]), asr.language, self.send, self.adapter.settings.stream_transcripts)
+            await relay(_replay([TranscriptDone("")]), asr.language, self.send,
+                        self.adapter.settings.stream_transcripts)
             return
         await asr.answer(self.adapter, self.send)
 

