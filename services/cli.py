@@ -10,14 +10,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harmony", description="Harmony Speech Engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the router and every model service on this machine")
-    serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
-    serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
-    serve.add_argument("--require-auth", action="store_true",
-                       help="every API request needs an API key (harmony keys create); same as auth.required")
+    add_serve_command(commands)
 
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
@@ -41,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         from services.serve import run_serve
 
         release_memory_at_start()  # before any model loads: freed memory goes back to the OS
-        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth)
+        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth,
+                         wyoming_flags(args))
     if args.command in ("keys", "db"):
         from services.keys_cli import run_db, run_keys
 
@@ -66,6 +60,38 @@ def main(argv: list[str] | None = None) -> int:
         write_crds(args.out)
         return 0
     return 1
+
+
+def add_serve_command(commands) -> None:
+    serve = commands.add_parser("serve", help="run the router and every model service on this machine")
+    serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
+    serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
+    serve.add_argument("--require-auth", action="store_true",
+                       help="every API request needs an API key (harmony keys create); same as auth.required")
+    serve.add_argument("--wyoming-port", type=int, metavar="PORT",
+                       help="also serve the Wyoming protocol for Home Assistant on this port (its usual one: 10300); "
+                            "same as wyoming.port")
+    serve.add_argument("--wyoming-host", metavar="HOST", help="address of the Wyoming listener (default: --host)")
+    serve.add_argument("--wyoming-zeroconf", nargs="?", const="", metavar="NAME",
+                       help="announce the Wyoming service on the local network (mDNS _wyoming._tcp) so Home "
+                            "Assistant discovers it, optionally under NAME (default harmony-<hostname>)")
+
+
+def wyoming_flags(args: argparse.Namespace) -> dict:
+    """The ``--wyoming-*`` flags given, as fields of the config's ``wyoming`` section."""
+    flags: dict = {}
+    if args.wyoming_port is not None:
+        flags["port"] = args.wyoming_port
+    if args.wyoming_host is not None:
+        flags["host"] = args.wyoming_host
+    if args.wyoming_zeroconf is not None:
+        flags["zeroconf"] = True
+        if args.wyoming_zeroconf:
+            flags["zeroconf_name"] = args.wyoming_zeroconf
+    return flags
 
 
 def print_backends() -> int:

@@ -34,7 +34,9 @@ from pathlib import Path
 import uvicorn
 from services.core.http_server import build_server, tcp_socket, unix_socket
 from services.core.service_url import unix_url
-from services.core.specs import ConfigError, HarmonyConfig, NamedModel, ServerSettings, load_config, parse_config
+from pydantic import ValidationError
+from services.core.specs import (ConfigError, HarmonyConfig, NamedModel, ServerSettings, WyomingSettings, load_config,
+                                 parse_config)
 from services.model_services import ModelService, check_backends, service_for
 
 __all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
@@ -156,6 +158,7 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
     router = _server(router_app, config.server, log_level, hosting)
     stop = _stop_event(hosting)
+    wyoming = await _start_wyoming(config, router_sock, hosting)
 
     router_task = asyncio.create_task(router.serve(sockets=[router_sock]), name="router")
     service_tasks = [asyncio.create_task(s.server.serve(sockets=[s.sock]), name=f"service-{s.name}")
@@ -168,6 +171,8 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     ready_task.cancel()
 
     hosting.say("Harmony is stopping: draining in-flight requests...")
+    if wyoming is not None:
+        await wyoming.stop()
     router.should_exit = True
     await asyncio.gather(router_task, return_exceptions=True)
     for service in services:
@@ -177,6 +182,57 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     hosting.say("Harmony stopped.")
     failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
     return 1 if crashed and failed else 0
+
+
+class ListenError(OSError):
+    """A listener other than the router's could not be opened; ``where`` names it."""
+
+    def __init__(self, errno: int | None, strerror: str | None, where: str) -> None:
+        super().__init__(errno, strerror)
+        self.where = where
+
+
+class _Wyoming:
+    """The Wyoming listener and its optional mDNS announcement, while ``serve`` runs."""
+
+    def __init__(self, service, announcement) -> None:
+        self.service = service
+        self.announcement = announcement
+
+    async def stop(self) -> None:
+        if self.announcement is not None:
+            try:
+                await self.announcement.stop()
+            except Exception:  # noqa: BLE001 - a failed goodbye on the network does not stop the engine's stop
+                log.warning("the Wyoming mDNS announcement did not end cleanly", exc_info=True)
+        await self.service.stop()
+
+
+async def _start_wyoming(config: HarmonyConfig, router_sock: socket.socket, hosting: Hosting) -> _Wyoming | None:
+    """``config.wyoming``'s listener (``--wyoming-port``), a client of the router, and its announcement."""
+    if config.wyoming.port is None:
+        return None
+    from services.wyoming.server import open_wyoming
+
+    try:
+        service = open_wyoming(config, router_sock)
+    except OSError as exc:
+        where = f"{config.wyoming.host or config.server.host}:{config.wyoming.port} (Wyoming)"
+        raise ListenError(exc.errno, exc.strerror, where) from exc
+    await service.start()
+    host, port = service.address
+    hosting.say(f"Wyoming protocol (Home Assistant): tcp://{host}:{port}")
+    announcement = None
+    if config.wyoming.zeroconf:
+        from services.wyoming.announce import Announcement, announced_address, service_info
+
+        try:
+            announcement = Announcement(service_info(config.wyoming.zeroconf_name, announced_address(host), port))
+            await announcement.start()
+        except Exception as exc:  # noqa: BLE001 - no multicast here: the protocol still serves
+            log.warning("the Wyoming mDNS announcement failed (add the integration by host and port): %s", exc)
+            announcement = None
+    return _Wyoming(service, announcement)
 
 
 def _api(public: str) -> str:
@@ -196,10 +252,22 @@ async def _announce_ready(config: HarmonyConfig, router: uvicorn.Server, service
         hosting.on_ready(public)
 
 
+def wyoming_settings(settings: WyomingSettings, flags: dict) -> WyomingSettings:
+    """The config's ``wyoming`` section with the ``--wyoming-*`` flags over it; a bad value names its flag."""
+    try:
+        return WyomingSettings.model_validate({**settings.model_dump(exclude_unset=True), **flags})
+    except ValidationError as exc:
+        lines = [f"  --wyoming-{'-'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("invalid Wyoming flags\n" + "\n".join(lines)) from None
+
+
 def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,
-              ready_file: str | None = None, require_auth: bool = False) -> int:
+              ready_file: str | None = None, require_auth: bool = False, wyoming: dict | None = None) -> int:
+    """``wyoming``: the ``--wyoming-*`` flags given (port, host, zeroconf, zeroconf_name), over the config's."""
     try:
         config = load_config(config_path) if config_path else default_config()
+        if wyoming:
+            config.wyoming = wyoming_settings(config.wyoming, wyoming)
         if host is not None:
             config.server.host = host
         if port is not None:
@@ -214,6 +282,6 @@ def run_serve(config_path: str | None, host: str | None, port: int | None, log_l
     try:
         return asyncio.run(serve(config, log_level, Path(ready_file) if ready_file else None))
     except OSError as exc:
-        print(f"harmony: cannot listen on {config.server.host}:{config.server.port}: {exc.strerror}",
-              file=sys.stderr)
+        where = exc.where if isinstance(exc, ListenError) else f"{config.server.host}:{config.server.port}"
+        print(f"harmony: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1

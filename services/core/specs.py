@@ -368,6 +368,38 @@ class BatchSettings(Strict):
     poll_s: float = Field(1.0, gt=0, description="how often an idle runner looks for new work")
 
 
+class WyomingSettings(Strict):
+    """The Wyoming protocol (Home Assistant's voice assistants), served beside the OpenAI API
+    (docs/home-assistant.md)."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="serve the Wyoming protocol on this TCP port "
+                                                             "(Home Assistant's default: 10300); none: off")
+    host: str | None = Field(None, description="address of the Wyoming listener (default: server.host)")
+    zeroconf: bool = Field(False, description="announce the Wyoming service on the local network (mDNS "
+                                              "_wyoming._tcp), so Home Assistant discovers it")
+    zeroconf_name: str | None = Field(None, max_length=63, description="the announced instance name (default: "
+                                                                       "harmony-<hostname>)")
+    stt_model: str | None = Field(None, description="the model for a transcribe that names none (default: the "
+                                                    "model that declares the language with the fewest others, "
+                                                    "e.g. whisper-tiny.en for English, else the first)")
+    voice: str | None = Field(None, description="the voice for a synthesize that names none and no language "
+                                                "(default: the first neural English voice)")
+    max_audio_seconds: float = Field(300.0, gt=0, le=4 * 3600, description="longest audio one transcribe buffers "
+                                                                          "(also never past the model's "
+                                                                          "limits.max_audio_seconds)")
+    max_connections: int = Field(64, ge=1, le=4096, description="open Wyoming connections; one past it is "
+                                                               "answered with an error event and closed")
+    early_decode_ms: int = Field(300, ge=0, le=10_000, description="start transcribing once the speech is "
+                                                                   "followed by this much quiet, before the "
+                                                                   "audio-stop; used when no sound comes after "
+                                                                   "(0: only at audio-stop)")
+    stream_transcripts: bool = Field(True, description="send transcript-start and a transcript-chunk per "
+                                                       "decoded segment before the transcript, transcript-stop "
+                                                       "after it")
+    api_key: str | None = Field(None, description="API key the adapter presents to the router when auth is "
+                                                  "required (default: $HARMONY_WYOMING_API_KEY)")
+
+
 class HarmonyConfig(Strict):
     """The config file of ``harmony serve``."""
 
@@ -380,6 +412,7 @@ class HarmonyConfig(Strict):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
     batches: BatchSettings = Field(default_factory=BatchSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
     models: list[NamedModel] = Field(default_factory=list)
     routes: list[NamedRoute] = Field(default_factory=list)
 

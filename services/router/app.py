@@ -87,7 +87,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.add_middleware(RequestMetrics, metrics=metrics)
 
     app.include_router(metrics.router())
-    app.include_router(models_routes.routes(table))
+    app.include_router(models_routes.routes(table, clients))
     app.include_router(transcriptions.routes(table, clients))
     app.state.voices = VoiceDirectory(table, clients)
     app.state.pipelines = PipelineRunner(table, clients, app.state.voices)
