@@ -195,7 +195,7 @@ BAD = [
     (json.dumps({"type": "response.create", "event_id": "e1"}), "invalid_value", "type"),
     (json.dumps({"audio": "AAAA"}), "missing_required_parameter", "type"),
     (json.dumps({"type": "input_audio_buffer.append", "audio": "%%% not base64"}), "invalid_value", "audio"),
-    (json.dumps({"type": "input_audio_buffer.append", "audio": "AAA="}), "invalid_value", "audio"),  # 2 bytes + 1
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_value", "audio"),  # 3 bytes: not whole samples
     (json.dumps({"type": "input_audio_buffer.append"}), "missing_required_parameter", "audio"),
     (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
         "format": {"type": "audio/pcm", "rate": 44100}}}}}), "invalid_value", "session.audio.input.format.rate"),
