@@ -61,6 +61,7 @@ def router():
     with ServerThread(create_stt_app(stt)) as stt_server, ServerThread(create_vad_app(vad)) as vad_server:
         endpoints = {"whisper-tiny.en": [stt_server.url], "silero-vad": [vad_server.url]}
         with ServerThread(create_router_app(config, build_table(config, endpoints))) as server:
+            server.vad_url = vad_server.url
             yield server
 
 
@@ -279,3 +280,28 @@ def test_other_intents_and_plain_get_are_refused(router):
     import httpx
     response = httpx.get(router.url + "/v1/realtime?intent=transcription")
     assert response.status_code == 426 and response.json()["error"]["code"] == "upgrade_required"
+
+
+def test_vad_stream_endpoint_checks_what_it_is_sent(router, speech):
+    import base64
+
+    import httpx
+
+    pcm = speech["short"][16000]
+    frames = pcm[:len(pcm) // 1024 * 1024]
+    url = router.vad_url + "/v1/audio/vad/stream"
+    state = None
+    probabilities = []
+    for i in range(0, len(frames), 1024 * 10):
+        body = {"audio": base64.b64encode(frames[i:i + 1024 * 10]).decode(), **({"state": state} if state else {})}
+        answer = httpx.post(url, json=body, timeout=30)
+        assert answer.status_code == 200, answer.text
+        state = answer.json()["state"]
+        probabilities += answer.json()["probabilities"]
+    assert len(probabilities) == len(frames) // 1024 and max(probabilities) > 0.9
+    for bad in ({"audio": base64.b64encode(b"\0" * 1000).decode()},  # not whole frames
+                {"audio": "%%%"},
+                {"audio": base64.b64encode(frames[:1024]).decode(), "state": base64.b64encode(b"\0" * 12).decode()},
+                {"audio": base64.b64encode(frames[:1024]).decode(), "extra": 1}):
+        answer = httpx.post(url, json=bad, timeout=30)
+        assert answer.status_code in (400, 422) and "error" in answer.json(), answer.text
