@@ -305,3 +305,68 @@ def test_vad_stream_endpoint_checks_what_it_is_sent(router, speech):
                 {"audio": base64.b64encode(frames[:1024]).decode(), "extra": 1}):
         answer = httpx.post(url, json=bad, timeout=30)
         assert answer.status_code in (400, 422) and "error" in answer.json(), answer.text
+
+
+def _sessions_open(url: str) -> float:
+    import httpx
+
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("harmony_realtime_sessions "):
+            return float(line.split()[1])
+    raise AssertionError("no harmony_realtime_sessions gauge")
+
+
+def test_beta_clients_get_the_beta_created_event_and_the_gauge_counts_sessions(router):
+    async def go():
+        async with websockets.connect(ws_url(router.url), additional_headers={"OpenAI-Beta": "realtime=v1"}) as ws:
+            created = json.loads(await ws.recv())
+            during = _sessions_open(router.url)
+        return created, during
+
+    created, during = run(go())
+    assert created["type"] == "transcription_session.created"
+    assert created["session"]["input_audio_format"] == "pcm16"
+    assert during >= 1
+    for _ in range(100):  # the session ends once the server has seen the close
+        if _sessions_open(router.url) == 0:
+            break
+        run(asyncio.sleep(0.05))
+    assert _sessions_open(router.url) == 0
+
+
+def test_an_idle_session_is_closed(router, monkeypatch):
+    from services.router.routes import realtime
+
+    monkeypatch.setattr(realtime, "IDLE_TIMEOUT_S", 0.5)
+
+    async def go():
+        async with websockets.connect(ws_url(router.url)) as ws:
+            await ws.recv()  # session.created
+            event = json.loads(await ws.recv())
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+        return event, closed.value.rcvd.code
+
+    event, code = run(go())
+    assert sdk_parse(event).error.code == "session_idle_timeout"
+    assert code == 1000
+
+
+def test_leaving_mid_turn_cancels_the_sessions_work(router, speech):
+    async def go():
+        ws, _ = await _session(router.url)
+        await ws.send(json.dumps({"type": "transcription_session.update", "session": {"turn_detection": None}}))
+        await ws.recv()
+        await send_audio(ws, speech["long"][24000], 24000, speed=None)
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await ws.recv()  # committed: its decode is under way
+        await ws.close()
+
+    run(go())
+    for _ in range(200):
+        if _sessions_open(router.url) == 0:
+            break
+        run(asyncio.sleep(0.05))
+    assert _sessions_open(router.url) == 0
+    # the router holds no call to the STT service any more: a new session is served at once
+    test_manual_commit_without_turn_detection(router, speech)

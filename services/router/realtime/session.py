@@ -145,8 +145,10 @@ class RealtimeSession:
             raise RealtimeError(f"Error committing input audio buffer: buffer too small. Expected at least "
                                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {ms(max(end - start, 0))}ms of "
                                 "audio.", code="input_audio_buffer_commit_empty", event_id=event.get("event_id"))
-        if self.detector is not None:
+        if self.detector is not None:  # turn detection goes on after the committed audio
             self.detector.reset()
+            self.epoch += 1
+            self.vad_at = end
         await self._commit(end)
 
     async def _clear(self) -> None:
