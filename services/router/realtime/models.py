@@ -10,7 +10,7 @@ import numpy as np
 from services.core.audio import encode_audio
 from services.core.specs import Task
 from services.core.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
-from services.router.admission import call_as
+from services.router.admission import call_as, in_flight
 from services.router.clients import ServiceClients
 from services.router.realtime.config import Transcription
 from services.router.realtime.turns import RATE
@@ -29,6 +29,11 @@ class SessionModels:
         if settings.model:
             return self.table.resolve(settings.model, Task.stt, param="session.audio.input.transcription.model")
         return self.table.first_of(Task.stt)
+
+    def has_room(self, model: ServedModel) -> bool:
+        """Whether ``model`` has an instance free (fewer calls at its replicas than instances to run them): partial
+        decodes only fill idle capacity, so a busy model spends itself on the turns that ended."""
+        return in_flight(model) < model.spec.batching.instances * max(1, len(model.replicas))
 
     def vad(self) -> ServedModel | None:
         return next((m for m in self.table.models.values() if m.task == Task.vad), None)

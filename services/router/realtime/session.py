@@ -4,7 +4,7 @@ Audio is kept at 16 kHz (``AudioTimeline``). With server VAD on, a pump sends ea
 32-ms frames, to the VAD service with the Silero state the previous frames left (``/v1/audio/vad/stream``, batched
 with every other stream's frames), and ``TurnDetector`` turns the probabilities into turns. While a turn goes on,
 the turn so far is re-decoded at most once a ``PARTIAL_INTERVAL_S`` (interactive priority, a short deadline, one
-at a time, cancelled when superseded) and the words two decodes agree on go out as deltas. When the speaker pauses,
+at a time, only while the STT model has an instance free, cancelled when superseded) and the words two decodes agree on go out as deltas. When the speaker pauses,
 the turn is decoded at once at the ``realtime`` priority (ahead of interactive work) while the silence is timed: if
 the pause ends the turn, that decode is its transcript, so ``completed`` follows the end of speech by about one
 decode instead of the silence plus a decode; if speech resumes, it is cancelled. Transcripts go out in the order
@@ -183,7 +183,10 @@ class RealtimeSession:
             await self._audio.wait()
             self._audio.clear()
             while self.detector is not None and self.timeline.end - self.vad_at >= VAD_STEP:
-                await self._vad_step()
+                try:
+                    await self._vad_step()
+                except HarmonyError as exc:  # e.g. the session's model left the table: said, and the stream goes on
+                    await self.send(events.error_event(exc))
 
     async def _vad_step(self) -> None:
         model = self.models.vad()
@@ -236,7 +239,8 @@ class RealtimeSession:
         now = time.monotonic()
         if (turn.early is None and (turn.partial is None or turn.partial.done())
                 and now - turn.last_partial >= PARTIAL_INTERVAL_S
-                and self.timeline.end - turn.start >= PARTIAL_INTERVAL_S * RATE):
+                and self.timeline.end - turn.start >= PARTIAL_INTERVAL_S * RATE
+                and self.models.has_room(self.models.stt(self.config.transcription))):
             turn.last_partial = now
             turn.partial = self._spawn(self._partial(turn, self.timeline.slice(turn.start, self.timeline.end)))
 
