@@ -105,3 +105,16 @@ def test_a_stream_in_pieces_gets_the_probabilities_of_one_pass():
         state = out[1].state
     assert np.allclose(pieces, whole, atol=1e-6)
     assert whole.max() > 0.9 and whole[:10].max() < 0.3  # it hears the speech, not the leading silence
+
+
+def test_clients_may_lower_their_priority_but_never_claim_realtime():
+    from services.core.timing import PRIORITIES
+    from services.router.admission import _client_priority
+
+    def scope(value: bytes) -> dict:
+        return {"type": "http", "headers": [(b"x-harmony-priority", value)]}
+
+    assert PRIORITIES["realtime"] < 0 < PRIORITIES["batch"]
+    assert _client_priority(scope(b"batch")) == "batch"
+    assert _client_priority(scope(b"realtime")) is None
+    assert _client_priority(scope(b"urgent")) is None
