@@ -2,6 +2,7 @@
 ``completed`` transcript, and how many concurrent real-time streams the machine sustains.
 
     python -m bench.realtime [--model whisper-tiny.en] [--streams 1,2,4,8,12,16] [--turns 3] [--silence-ms 500]
+                             [--instances 2]
 
 Starts ``harmony serve`` (the STT model and Silero VAD) and, for each number of streams N, runs N WebSocket
 clients at once, each sending Piper speech of known sentences (a sentence, then 1.2 s of silence, ``--turns``
@@ -42,10 +43,10 @@ MODELS = {
 }
 
 
-def config(model: str) -> dict:
+def config(model: str, instances: int = 2) -> dict:
     return {"models": [
         {"name": model, "task": "stt", "backend": "faster-whisper", "compute_type": "int8",
-         "batching": {"max_batch_size": 8, "max_queue_delay_ms": 10, "max_queue_size": 256, "instances": 2},
+         "batching": {"max_batch_size": 8, "max_queue_delay_ms": 10, "max_queue_size": 256, "instances": instances},
          "options": {"beam_size": 1}, **MODELS[model]},
         {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"},
          "batching": {"max_batch_size": 64, "max_queue_delay_ms": 5, "max_queue_size": 1024},
@@ -137,16 +138,17 @@ def main() -> None:
     parser.add_argument("--streams", default="1,2,4,8,12,16,24,32")
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--silence-ms", type=int, default=500)
+    parser.add_argument("--instances", type=int, default=2, help="STT model instances (threads split between them)")
     parser.add_argument("--max-latency", type=float, default=3.0, help="p95 seconds a level may take and keep up")
     args = parser.parse_args()
     clips = utterances()
     folder = tempfile.mkdtemp()
     path = os.path.join(folder, "serve.yaml")
     with open(path, "w") as handle:
-        yaml.safe_dump({**config(args.model), "data_dir": os.path.join(folder, "data")}, handle)
+        yaml.safe_dump({**config(args.model, args.instances), "data_dir": os.path.join(folder, "data")}, handle)
     harmony = HarmonyProcess(config=path).start()
     try:
-        print(f"# bench.realtime: {args.model}, server VAD (silence {args.silence_ms} ms), {args.turns} turns a "
+        print(f"# bench.realtime: {args.model} ({args.instances} instances), server VAD (silence {args.silence_ms} ms), {args.turns} turns a "
               f"stream, {CHUNK_MS}-ms chunks at real-time pace; {platform.machine()}, {os.cpu_count()} CPUs "
               "(clients in the same machine)")
         print("| streams | turns | missing | end of speech -> completed p50 | p95 | speech_stopped -> completed p50"

@@ -16,12 +16,13 @@ from tests.speech import SENTENCES, synthesize
 
 
 def test_turns_follow_server_vad_rules():
-    detector = TurnDetector(threshold=0.5, prefix_padding_ms=64, silence_duration_ms=160, frame_samples=512)
-    probs = [0.1] * 4 + [0.9] * 6 + [0.2] * 3 + [0.8] * 2 + [0.1] * 6 + [0.4] * 3
+    # frames of 32 ms; silence 192 ms (6 frames), so a pause is reported after 96 ms (3 frames) of quiet
+    detector = TurnDetector(threshold=0.5, prefix_padding_ms=64, silence_duration_ms=192, frame_samples=512)
+    probs = [0.1] * 4 + [0.9] * 6 + [0.2] * 2 + [0.9] * 2 + [0.2] * 4 + [0.8] * 2 + [0.1] * 6 + [0.4] * 3
     events = detector.feed(0, probs)
     kinds = [(e.kind, e.at) for e in events]
-    assert kinds == [("start", 4 * 512 - 1024), ("pause", 10 * 512), ("resume", 13 * 512), ("pause", 15 * 512),
-                     ("stop", 20 * 512)]
+    assert kinds == [("start", 4 * 512 - 1024),  # a quiet of 2 frames: nothing
+                     ("pause", 17 * 512), ("resume", 18 * 512), ("pause", 23 * 512), ("stop", 26 * 512)]
     assert not detector.speaking
 
 

@@ -4,7 +4,8 @@ Audio is kept at 16 kHz (``AudioTimeline``). With server VAD on, a pump sends ea
 32-ms frames, to the VAD service with the Silero state the previous frames left (``/v1/audio/vad/stream``, batched
 with every other stream's frames), and ``TurnDetector`` turns the probabilities into turns. While a turn goes on,
 the turn so far is re-decoded at most once a ``PARTIAL_INTERVAL_S`` (interactive priority, a short deadline, one
-at a time, only while the STT model has an instance free, cancelled when superseded) and the words two decodes agree on go out as deltas. When the speaker pauses,
+at a time, only while the STT model has an instance free, cancelled when superseded) and each decode's words but its
+last go out as deltas, as far as they extend what went out. When the speaker has been quiet for 160 ms (a pause),
 the turn is decoded at once at the ``realtime`` priority (ahead of interactive work) while the silence is timed: if
 the pause ends the turn, that decode is its transcript, so ``completed`` follows the end of speech by about one
 decode instead of the silence plus a decode; if speech resumes, it is cancelled. Transcripts go out in the order

@@ -66,24 +66,29 @@ class TurnEvent:
 
 class TurnDetector:
     """OpenAI's server VAD over per-frame probabilities: speech starts at a frame at or above ``threshold`` (the
-    turn begins ``prefix_padding_ms`` earlier); it pauses at a frame below ``threshold - 0.15`` (Silero's own
-    hysteresis) and a frame at or above ``threshold`` resumes it; ``silence_duration_ms`` of pause ends the turn,
-    which then holds the silence, as OpenAI's ``audio_end_ms`` does."""
+    turn begins ``prefix_padding_ms`` earlier); it goes quiet at a frame below ``threshold - 0.15`` (Silero's own
+    hysteresis) and a frame at or above ``threshold`` ends the quiet; ``silence_duration_ms`` of quiet ends the
+    turn, which then holds the silence, as OpenAI's ``audio_end_ms`` does. After ``pause_ms`` of quiet (at most half
+    the silence) a ``pause`` is reported, and a ``resume`` if speech comes back after it: the session decodes the
+    turn early at a pause, and a shorter quiet (a comma) costs nothing."""
 
     def __init__(self, threshold: float, prefix_padding_ms: int, silence_duration_ms: int,
-                 frame_samples: int = 512) -> None:
+                 frame_samples: int = 512, pause_ms: int = 160) -> None:
         self.threshold = threshold
         self.low = max(threshold - 0.15, 0.01)
         self.prefix = prefix_padding_ms * RATE // 1000
         self.silence = silence_duration_ms * RATE // 1000
+        self.pause = min(pause_ms * RATE // 1000, self.silence // 2)
         self.frame = frame_samples
         self.speaking = False
         self.turn_start = 0
         self.quiet_since: int | None = None
+        self.paused = False
 
     def reset(self) -> None:
         self.speaking = False
         self.quiet_since = None
+        self.paused = False
 
     def feed(self, first_sample: int, probs: list[float], floor: int = 0) -> list[TurnEvent]:
         """The probabilities of consecutive frames from ``first_sample`` -> what happened; ``floor``: the earliest
@@ -93,16 +98,24 @@ class TurnDetector:
             at = first_sample + i * self.frame
             if not self.speaking:
                 if p >= self.threshold:
-                    self.speaking, self.quiet_since = True, None
+                    self.speaking, self.quiet_since, self.paused = True, None, False
                     self.turn_start = max(at - self.prefix, floor)
                     events.append(TurnEvent("start", self.turn_start))
-            elif p >= self.threshold and self.quiet_since is not None:
+                continue
+            if p >= self.threshold and self.quiet_since is not None:
                 self.quiet_since = None
-                events.append(TurnEvent("resume", at))
+                if self.paused:
+                    self.paused = False
+                    events.append(TurnEvent("resume", at))
             elif p < self.low and self.quiet_since is None:
                 self.quiet_since = at
-                events.append(TurnEvent("pause", at))
-            if self.speaking and self.quiet_since is not None and at + self.frame - self.quiet_since >= self.silence:
-                self.speaking, self.quiet_since = False, None
+            if self.quiet_since is None:
+                continue
+            quiet = at + self.frame - self.quiet_since
+            if quiet >= self.silence:
+                self.reset()
                 events.append(TurnEvent("stop", at + self.frame))
+            elif quiet >= self.pause and not self.paused:
+                self.paused = True
+                events.append(TurnEvent("pause", at + self.frame))
         return events
