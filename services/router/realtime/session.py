@@ -203,12 +203,16 @@ class RealtimeSession:
                 self.vad_at = first + n  # these frames go unjudged; the stream goes on
             await self.send(events.error_event(exc))
             return
-        if epoch != self.epoch:
+        detector = self.detector
+        if epoch != self.epoch or detector is None:
             return
         self.vad_at, self.vad_state = first + n, result.state
-        for event in self.detector.feed(first, result.probabilities, floor=self.buffer_start):
+        for event in detector.feed(first, result.probabilities, floor=self.buffer_start):
+            if epoch != self.epoch:  # a clear or new settings came while an event went out
+                return
             await self._on_turn_event(event)
-        await self._after_vad()
+        if epoch == self.epoch:
+            await self._after_vad(detector)
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if event.kind == "start":
@@ -227,14 +231,14 @@ class RealtimeSession:
             await self.send(events.speech_stopped(self.turn.item_id, ms(event.at)))
             await self._commit(event.at)
 
-    async def _after_vad(self) -> None:
+    async def _after_vad(self, detector: TurnDetector) -> None:
         turn = self.turn
         if turn is None:  # between turns only the prefix padding is kept
-            self.timeline.drop_before(self.vad_at - self.detector.prefix)
+            self.timeline.drop_before(self.vad_at - detector.prefix)
             return
         if self.vad_at - turn.start >= self.max_turn:  # a turn too long for the model: it ends here
             await self.send(events.speech_stopped(turn.item_id, ms(self.vad_at)))
-            self.detector.reset()
+            detector.reset()
             await self._commit(self.vad_at)
             return
         now = time.monotonic()
