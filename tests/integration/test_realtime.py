@@ -61,7 +61,7 @@ def router():
     with ServerThread(create_stt_app(stt)) as stt_server, ServerThread(create_vad_app(vad)) as vad_server:
         endpoints = {"whisper-tiny.en": [stt_server.url], "silero-vad": [vad_server.url]}
         with ServerThread(create_router_app(config, build_table(config, endpoints))) as server:
-            server.vad_url = vad_server.url
+            server.vad_url, server.stt_url = vad_server.url, stt_server.url
             yield server
 
 
@@ -370,3 +370,26 @@ def test_leaving_mid_turn_cancels_the_sessions_work(router, speech):
     assert _sessions_open(router.url) == 0
     # the router holds no call to the STT service any more: a new session is served at once
     test_manual_commit_without_turn_detection(router, speech)
+
+
+def test_a_vad_service_that_is_down_is_said_once_and_the_session_goes_on(router, speech):
+    from tests.servers import free_port
+
+    config = parse_config(CONFIG)
+    endpoints = {"whisper-tiny.en": [router.stt_url], "silero-vad": [f"http://127.0.0.1:{free_port()}"]}
+
+    async def go(url: str):
+        ws, _ = await _session(url)
+        await send_audio(ws, speech["short"][24000], 24000, speed=None)  # server VAD on: every step fails
+        first = json.loads(await asyncio.wait_for(ws.recv(), 30))
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        got = await events_until(ws, completed_count(1))
+        await ws.close()
+        return first, got
+
+    with ServerThread(create_router_app(config, build_table(config, endpoints))) as broken:
+        first, got = run(go(broken.url))
+    assert first["type"] == "error" and sdk_parse(first).error.type == "server_error", first
+    assert len(of_type(got, "error")) <= 1  # said at most once every 5 s, not once a step
+    (done,) = of_type(got, "conversation.item.input_audio_transcription.completed")
+    assert heard(SHORT, done["transcript"])

@@ -40,6 +40,7 @@ VAD_STEP = 5 * FRAME        # audio goes to the VAD service every 160 ms
 VAD_MAX = 100 * FRAME       # at most 3.2 s in one VAD call (a session that fell behind catches up in steps)
 PARTIAL_INTERVAL_S = 1.0    # partial re-decodes at most this often, and only of a turn at least this long
 MIN_COMMIT_MS = 100         # as OpenAI: a commit needs at least 100 ms of audio
+VAD_ERROR_EVERY_S = 5.0     # a failing VAD is reported at most this often
 
 
 @dataclass
@@ -77,6 +78,7 @@ class RealtimeSession:
         self._resampler: Any = None
         self._resampler_rate = 0
         self._audio = asyncio.Event()
+        self._vad_error_at = float("-inf")
         self._tasks: set[asyncio.Task] = set()
         self._spawn(self._vad_pump())
 
@@ -187,7 +189,7 @@ class RealtimeSession:
                 try:
                     await self._vad_step()
                 except HarmonyError as exc:  # e.g. the session's model left the table: said, and the stream goes on
-                    await self.send(events.error_event(exc))
+                    await self._vad_failed(exc)
 
     async def _vad_step(self) -> None:
         model = self.models.vad()
@@ -201,7 +203,7 @@ class RealtimeSession:
         except HarmonyError as exc:
             if epoch == self.epoch:
                 self.vad_at = first + n  # these frames go unjudged; the stream goes on
-            await self.send(events.error_event(exc))
+            await self._vad_failed(exc)
             return
         detector = self.detector
         if epoch != self.epoch or detector is None:
@@ -213,6 +215,13 @@ class RealtimeSession:
             await self._on_turn_event(event)
         if epoch == self.epoch:
             await self._after_vad(detector)
+
+    async def _vad_failed(self, exc: HarmonyError) -> None:
+        """Said to the client at most once every ``VAD_ERROR_EVERY_S`` (a VAD that is down fails every step)."""
+        now = time.monotonic()
+        if now - self._vad_error_at >= VAD_ERROR_EVERY_S:
+            self._vad_error_at = now
+            await self.send(events.error_event(exc))
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         if event.kind == "start":
