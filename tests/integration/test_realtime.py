@@ -393,3 +393,32 @@ def test_a_vad_service_that_is_down_is_said_once_and_the_session_goes_on(router,
     assert len(of_type(got, "error")) <= 1  # said at most once every 5 s, not once a step
     (done,) = of_type(got, "conversation.item.input_audio_transcription.completed")
     assert heard(SHORT, done["transcript"])
+
+
+def test_the_official_openai_sdk_realtime_client_transcribes(router, speech):
+    """``AsyncOpenAI().realtime.connect(..., extra_query={"intent": "transcription"})`` as a user would write it."""
+    import base64
+
+    from openai import AsyncOpenAI
+
+    async def go():
+        client = AsyncOpenAI(base_url=router.url + "/v1", api_key="unused", max_retries=0)
+        async with client.realtime.connect(model="whisper-1", extra_query={"intent": "transcription"}) as conn:
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": None,
+                "transcription": {"model": "whisper-1", "language": "en"}}}})
+            pcm = speech["short"][24000]
+            for i in range(0, len(pcm), 9600):
+                await conn.input_audio_buffer.append(audio=base64.b64encode(pcm[i:i + 9600]).decode())
+            await conn.input_audio_buffer.commit()
+            seen = []
+            async for event in conn:
+                seen.append(event.type)
+                if event.type == "conversation.item.input_audio_transcription.completed":
+                    return seen, event.transcript
+        raise AssertionError(f"the connection ended without a transcript: {seen}")
+
+    seen, transcript = run(go())
+    assert seen[:2] == ["session.created", "session.updated"]
+    assert "input_audio_buffer.committed" in seen
+    assert heard(SHORT, transcript)
