@@ -238,7 +238,7 @@ class RealtimeSession:
             self.turn.early = None
         else:
             await self.send(events.speech_stopped(self.turn.item_id, ms(event.at)))
-            await self._commit(event.at)
+            await self._commit(event.at, quiet_since_pause=True)
 
     async def _after_vad(self, detector: TurnDetector) -> None:
         turn = self.turn
@@ -274,8 +274,9 @@ class RealtimeSession:
         model = self.models.stt(settings)
         return await self.models.transcribe(model, settings, audio, final=final)
 
-    async def _commit(self, end: int) -> None:
-        """The input buffer up to ``end`` becomes an item: ``committed``, then its transcript when decoded."""
+    async def _commit(self, end: int, quiet_since_pause: bool = False) -> None:
+        """The input buffer up to ``end`` becomes an item: ``committed``, then its transcript when decoded. The
+        early decode is the transcript only when the VAD heard nothing but quiet since it began (``stop``)."""
         turn = self.turn
         item_id = turn.item_id if turn is not None else events.new_id("item")
         start = turn.start if turn is not None else max(self.buffer_start, self.timeline.start)
@@ -283,7 +284,9 @@ class RealtimeSession:
         early = None
         if turn is not None:
             self._cancel(turn.partial)
-            early = turn.early
+            early = turn.early if quiet_since_pause else None
+            if early is None:
+                self._cancel(turn.early)
         self.turn = None
         self.buffer_start = end
         if self.detector is None:
