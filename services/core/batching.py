@@ -220,7 +220,7 @@ class DynamicBatcher(Generic[In, Out]):
         if self._closing:
             raise ServiceUnavailable(f"model {self.name} is shutting down")
         deadline = self._own_deadline(deadline)
-        priority = max(priority, timing.priority())
+        priority = priority or timing.priority()  # the request's own, unless the caller said
         self._admit(self._due(deadline), units, priority)
         self._count(priority, units)
         return Reservation(self, units, deadline, priority)
@@ -240,7 +240,7 @@ class DynamicBatcher(Generic[In, Out]):
         if self._task is None:
             self.start()
         deadline = self._own_deadline(deadline)
-        priority = max(priority, timing.priority())
+        priority = priority or timing.priority()  # the request's own, unless the caller said
         if not wait_for_space:
             self._admit(self._due(deadline), units, priority)
         if reservation is None:

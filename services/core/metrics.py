@@ -50,6 +50,8 @@ class Metrics:
                                      registry=r)
         self.model_load_time = Gauge("harmony_model_load_seconds", "Time taken to load a model", ["model"],
                                      registry=r)
+        self.realtime_sessions = Gauge("harmony_realtime_sessions", "Realtime transcription sessions open "
+                                       "(WebSockets on /v1/realtime)", registry=r)
         self.component = component
 
     def count_request(self, model: str, outcome: str) -> None:

@@ -12,6 +12,7 @@ Attributes such as ``sample_rate`` may be set by ``load()``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -60,9 +61,29 @@ class TtsBackend(Backend, Protocol):
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]: ...
 
 
+@dataclass
+class VadContinuation:
+    """The next whole frames of a live stream and the recurrent state its previous frames left (None at the start):
+    an item of a VAD batch beside whole utterances, for a backend whose ``streams`` is True."""
+
+    audio: np.ndarray
+    state: np.ndarray | None = None
+
+
+@dataclass
+class VadContinued:
+    """A ``VadContinuation``'s answer: one probability per frame, and the state to send with the next frames."""
+
+    probs: np.ndarray
+    state: np.ndarray
+
+
 @runtime_checkable
 class VadBackend(Backend, Protocol):
-    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``."""
+    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``.
+
+    A backend that can go on from a stream's state (``streams = True``) also takes ``VadContinuation`` items and
+    answers them with ``VadContinued``."""
 
     sample_rate: int
     frame_samples: int

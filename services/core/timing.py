@@ -23,7 +23,9 @@ QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
 DEADLINE_HEADER = b"x-harmony-deadline-s"  # seconds the caller (the router) still gives this request
 PRIORITY_HEADER = "x-harmony-priority"  # "batch": run after every interactive request (batch jobs, bulk work)
-PRIORITIES = {"batch": 1}  # batcher priorities by the header's value; interactive work is 0
+# batcher priorities by the header's value; interactive work is 0. "realtime" (the end of a live speaker's turn,
+# which a voice assistant waits on) goes before it: only the router asks for it, never a client (admission.py).
+PRIORITIES = {"realtime": -1, "batch": 1}
 
 
 @dataclass

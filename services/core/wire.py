@@ -264,6 +264,32 @@ class VadResult(BaseModel):
     speech: EncodedAudio | None = None
 
 
+MAX_VAD_STREAM_SECONDS = 10.0  # one call of a live stream: the frames that came since its last call
+
+
+class VadStreamRequest(BaseModel):
+    """Router -> VAD service (``POST /v1/audio/vad/stream``, JSON): the next whole frames of a live stream (a
+    realtime session), and the state its previous frames left. The service keeps nothing between calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    audio: str = Field(..., description="base64 of 16-bit little-endian mono PCM at the model's rate, a whole "
+                       "number of frames", max_length=int(MAX_VAD_STREAM_SECONDS * 16000 * 2 * 4 / 3) + 8)
+    state: str | None = Field(None, description="base64 of the float32 state the last answer gave; none at the "
+                              "start", max_length=65536)
+
+
+class VadStreamResult(BaseModel):
+    """VAD service -> router: the speech probability of each frame sent, and the state to send with the next."""
+
+    model: str
+    frame_samples: int
+    sample_rate: int
+    probabilities: list[float]
+    state: str
+
+
 # ---------------------------------------------------------------------------- speaker embedding
 
 

@@ -21,7 +21,7 @@ import time
 from contextvars import ContextVar
 
 from services.core.errors import QueueFull
-from services.core.timing import PRIORITY_HEADER, header_seconds, priority_of
+from services.core.timing import PRIORITIES, PRIORITY_HEADER, header_seconds, priority_of
 from services.router.routing import ServedModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -90,6 +90,19 @@ def deadline_header(cap_s: float) -> dict[str, str]:
     return headers
 
 
+def call_as(priority: str | None = None, timeout_s: float | None = None) -> None:
+    """The priority and deadline of the model calls the current task makes from now on (a task the router starts
+    itself, such as a realtime session's decodes; a task's context variables are its own)."""
+    _priority.set(priority)
+    _deadline.set(None if timeout_s is None else time.monotonic() + timeout_s)
+
+
+def _client_priority(scope: Scope) -> str | None:
+    """The priority a client asked for: only ever lower than interactive (``batch``), never above it."""
+    priority = priority_of(scope)
+    return priority if priority is not None and PRIORITIES[priority] > 0 else None
+
+
 def _client_timeout(scope: Scope) -> float | None:
     for name, value in scope.get("headers", ()):
         if name in CLIENT_TIMEOUT_HEADERS:
@@ -108,7 +121,7 @@ class ClientDeadline:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = _client_timeout(scope) if scope["type"] == "http" else None
-        priority = priority_of(scope) if scope["type"] == "http" else None
+        priority = _client_priority(scope) if scope["type"] == "http" else None
         if timeout is None and priority is None:
             await self.app(scope, receive, send)
             return

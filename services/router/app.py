@@ -25,8 +25,8 @@ from services.router.pipelines import PipelineRunner
 from services.playground import routes as playground
 from services.batches.area import BatchArea
 from services.batches.runner import BatchRunner
-from services.router.routes import (admin, batches, conversions, embeddings, files, speech, transcriptions, vad,
-                                    voice_admin)
+from services.router.routes import (admin, batches, conversions, embeddings, files, realtime, speech,
+                                    transcriptions, vad, voice_admin)
 from services.router.routes import models as models_routes
 from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
@@ -96,6 +96,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.include_router(embeddings.routes(app.state.pipelines))
     app.include_router(conversions.routes(app.state.pipelines))
     app.include_router(vad.routes(table, clients))
+    app.include_router(realtime.routes(table, clients, metrics))
     app.include_router(files.routes(area))
     app.include_router(batches.routes(area, runner.wake))
     app.state.batch_runner = runner

@@ -8,13 +8,14 @@ import base64
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from services.core.audio import decode_audio, encode_audio, resample
-from services.core.errors import HarmonyError
+from services.core.errors import HarmonyError, InvalidRequest
 from services.core.metrics import Metrics
-from services.core.protocols import VadBackend
+from services.core.protocols import VadBackend, VadContinuation, VadContinued
 from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
 from services.core.specs import NamedModel, Task
 from services.core.uploads import form_file, read_form
-from services.core.wire import EncodedAudio, SpeechSegment, VadParams, VadResult
+from services.core.wire import (EncodedAudio, SpeechSegment, VadParams, VadResult, VadStreamRequest,
+                                VadStreamResult)
 from services.vad.segments import cut_speech, options_of, speech_segments
 
 
@@ -39,7 +40,42 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         metrics.count_request(model.spec.name, "ok")
         return body
 
+    @api.post("/v1/audio/vad/stream")
+    async def vad_stream(body: VadStreamRequest) -> VadStreamResult:
+        """A live stream's next frames from its carried state (the router's realtime sessions), batched frame by
+        frame with every other stream's and upload's frames."""
+        model = registry.get(body.model)
+        if not getattr(model.backend, "streams", False):
+            raise InvalidRequest(f"model '{model.spec.name}' cannot continue a stream", param="model")
+        item = _continuation(body, model.backend.frame_samples, getattr(model.backend, "stream_state_size", None))
+        metrics.audio_seconds.labels(model.spec.name).inc(len(item.audio) / model.backend.sample_rate)
+        out: VadContinued = await model.batcher.submit(item)
+        return VadStreamResult(model=model.spec.name, frame_samples=model.backend.frame_samples,
+                               sample_rate=model.backend.sample_rate,
+                               probabilities=[round(float(p), 4) for p in out.probs],
+                               state=base64.b64encode(out.state.astype("<f4").tobytes()).decode())
+
     return api
+
+
+def _continuation(body: VadStreamRequest, frame_samples: int, state_size: int | None) -> VadContinuation:
+    """The request's audio and state, checked: base64, whole frames of 16-bit PCM, finite float32 state."""
+    try:
+        pcm = base64.b64decode(body.audio, validate=True)
+        raw_state = base64.b64decode(body.state, validate=True) if body.state else None
+    except ValueError:
+        raise InvalidRequest("'audio' and 'state' must be base64", param="audio") from None
+    if not pcm or len(pcm) % (2 * frame_samples):
+        raise InvalidRequest(f"'audio' must be whole frames of {frame_samples} 16-bit samples", param="audio")
+    state = None
+    if raw_state is not None:
+        if len(raw_state) % 4 or (state_size is not None and len(raw_state) != 4 * state_size):
+            raise InvalidRequest("'state' is not a state this service gave", param="state")
+        state = np.frombuffer(raw_state, dtype="<f4").astype(np.float32)
+        if not np.all(np.isfinite(state)):
+            raise InvalidRequest("'state' is not a state this service gave", param="state")
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return VadContinuation(audio, state)
 
 
 def _answer(model: LoadedModel[VadBackend], audio: np.ndarray, probs: np.ndarray, params: VadParams) -> VadResult:

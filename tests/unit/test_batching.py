@@ -373,6 +373,29 @@ async def test_lower_priority_value_goes_first_fifo_within_a_priority(make_batch
     assert recorder.seen == [0, 3, 4, 1, 2]
 
 
+async def test_realtime_priority_from_the_request_goes_before_interactive_work(make_batcher):
+    """The ``realtime`` priority (-1) a request carries (the router's final decode of a live turn) is its items'
+    priority: they overtake interactive items queued before them."""
+    from services.core import timing
+
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=1, max_queue_delay_ms=0)
+    blocker = asyncio.create_task(batcher.submit(0))
+    await wait_until(lambda: len(recorder.batches) == 1)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+    await asyncio.sleep(0.02)
+    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["realtime"]))
+    try:
+        tasks.append(asyncio.create_task(batcher.submit(3)))
+    finally:
+        timing._timing.reset(token)
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    assert recorder.seen == [0, 3, 1, 2]
+
+
 async def test_waiting_items_are_shared_between_idle_instances(make_batcher):
     """Four items and two idle instances make two batches of two, not one batch of four and an idle worker."""
     gate = threading.Event()

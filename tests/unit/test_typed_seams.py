@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKED = ["services/core/service_app.py", "services/core/backends.py", "services/core/protocols.py",
            "services/core/wire.py", "services/model_services.py", "services/stt/app.py", "services/tts/app.py",
            "services/vad/app.py", "services/vc/app.py", "services/router/pipelines.py", "services/router/routes",
+           "services/router/realtime",
            "operator/harmony_operator/status.py", "operator/harmony_operator/manifests.py"]
 
 

@@ -14,6 +14,12 @@ out of the batch (no work is spent on padding). Per row this is exactly what
 silero-vad's own ``OnnxWrapper`` does for a single stream (zero state and
 context at the start, the last frame zero-padded to 512 samples), so the
 probabilities equal the single-stream ones.
+
+A live stream (the router's realtime sessions) sends its next whole frames with
+the state its previous frames left (``VadContinuation``): its row starts from that
+state and context instead of zeros, and the answer carries the state on, so the
+service keeps nothing per stream and the probabilities equal one pass over the
+whole stream.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.cpus import threads_per_instance
+from services.core.protocols import VadContinuation, VadContinued
 from services.core.onnx_options import log_providers, providers, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError, package_dir
@@ -35,6 +42,7 @@ SAMPLE_RATE = 16000
 FRAME = 512      # samples per frame at 16 kHz (32 ms)
 CONTEXT = 64     # samples of the previous frame the model sees before each frame
 STATE = 128      # width of the recurrent state
+STREAM_STATE = 2 * STATE + CONTEXT  # what a live stream carries from one call to the next
 MODEL_FILE = "silero_vad.onnx"
 
 
@@ -59,6 +67,8 @@ class SileroVadBackend:
     devices = ("cpu", "cuda")
     sample_rate = SAMPLE_RATE
     frame_samples = FRAME
+    streams = True  # also takes VadContinuation items: a live stream's next frames, from its carried state
+    stream_state_size = STREAM_STATE
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
@@ -83,11 +93,14 @@ class SileroVadBackend:
         self.load_seconds = time.monotonic() - started
         log.info("loaded %s from %s (%d threads) in %.2fs", self.name, self.path, threads, self.load_seconds)
 
-    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Mono float32 16-kHz audio per item -> its speech probability per 32-ms frame (float32)."""
+    def run_batch(self, items: Sequence[np.ndarray | VadContinuation]) -> list[np.ndarray | VadContinued]:
+        """Mono float32 16-kHz audio per item -> its speech probability per 32-ms frame (float32). A
+        ``VadContinuation`` (a live stream's next whole frames) starts from the state it carries and is answered
+        with its probabilities and the state to carry on from (``STREAM_STATE`` floats: recurrent state, context)."""
         if self.session is None:
             raise RuntimeError(f"{self.name} is not loaded")
-        frames = [_frames(item) for item in items]
+        streams = [item if isinstance(item, VadContinuation) else None for item in items]
+        frames = [_frames(s.audio if s is not None else item) for s, item in zip(streams, items)]
         order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))  # longest first
         counts = [len(frames[i]) for i in order]
         steps = counts[0] if counts else 0
@@ -95,6 +108,10 @@ class SileroVadBackend:
         rows = len(order)
         x = np.zeros((rows, CONTEXT + FRAME), dtype=np.float32)
         state = np.zeros((2, rows, STATE), dtype=np.float32)
+        for r, i in enumerate(order):
+            if streams[i] is not None and streams[i].state is not None:
+                state[:, r], x[r, FRAME:] = _unpack(streams[i].state)
+        ends: dict[int, np.ndarray] = {}  # a stream's state when its last frame is done
         for t in range(steps):
             active = rows
             while counts[active - 1] <= t:  # finished items leave the batch (they are the last rows)
@@ -108,10 +125,30 @@ class SileroVadBackend:
                 x[r, CONTEXT:] = frames[order[r]][t]
             out, state = self.session.run(None, {"input": x, "state": state, "sr": self._sr})
             probs[:rows, t] = out[:, 0]
-        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(frames)
+            for r in range(rows):
+                if counts[r] == t + 1 and streams[order[r]] is not None:
+                    ends[order[r]] = _pack(state[:, r], x[r, FRAME:])
+        results: list[np.ndarray | VadContinued] = [np.zeros(0, dtype=np.float32)] * len(frames)
         for r, i in enumerate(order):
-            results[i] = probs[r, :counts[r]].copy()
+            row = probs[r, :counts[r]].copy()
+            if streams[i] is None:
+                results[i] = row
+            else:
+                start = streams[i].state if streams[i].state is not None else np.zeros(STREAM_STATE, np.float32)
+                results[i] = VadContinued(row, ends.get(i, start))
         return results
+
+
+def _pack(state: np.ndarray, context: np.ndarray) -> np.ndarray:
+    return np.concatenate([state.reshape(-1), context.reshape(-1)]).astype(np.float32)
+
+
+def _unpack(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stream's carried state -> (recurrent state ``[2, 128]``, context ``[64]``); ValueError when malformed."""
+    packed = np.asarray(packed, dtype=np.float32).reshape(-1)
+    if packed.size != STREAM_STATE or not np.all(np.isfinite(packed)):
+        raise ValueError(f"a Silero stream state is {STREAM_STATE} finite numbers")
+    return packed[:2 * STATE].reshape(2, STATE), packed[2 * STATE:]
 
 
 def _frames(audio: np.ndarray) -> np.ndarray:

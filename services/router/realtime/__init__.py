@@ -1,0 +1,1 @@
+"""OpenAI Realtime transcription sessions over a WebSocket (docs/realtime.md)."""

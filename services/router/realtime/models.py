@@ -1,0 +1,82 @@
+"""A session's calls to the model services, through the router's own call path (admission, replicas, retries):
+a turn's audio to the STT service like any transcription, a stream's next frames to the VAD service."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import numpy as np
+from services.core.audio import encode_audio
+from services.core.specs import Task
+from services.core.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
+from services.router.admission import call_as, in_flight
+from services.router.clients import ServiceClients
+from services.router.realtime.config import Transcription
+from services.router.realtime.turns import RATE
+from services.router.routing import ModelTable, ServedModel
+
+PARTIAL_TIMEOUT_S = 3.0  # a partial later than this is no use: the batcher sheds it rather than compute it late
+FINAL_TIMEOUT_S = 60.0
+
+
+class SessionModels:
+    def __init__(self, table: ModelTable, clients: ServiceClients) -> None:
+        self.table = table
+        self.clients = clients
+
+    def stt(self, settings: Transcription) -> ServedModel:
+        if settings.model:
+            return self.table.resolve(settings.model, Task.stt, param="session.audio.input.transcription.model")
+        return self.table.first_of(Task.stt)
+
+    def has_room(self, model: ServedModel) -> bool:
+        """Whether ``model`` has an instance free (fewer calls at its replicas than instances to run them): partial
+        decodes only fill idle capacity, so a busy model spends itself on the turns that ended."""
+        return in_flight(model) < model.spec.batching.instances * max(1, len(model.replicas))
+
+    def vad(self) -> ServedModel | None:
+        return next((m for m in self.table.models.values() if m.task == Task.vad), None)
+
+    async def transcribe(self, model: ServedModel, settings: Transcription, audio: np.ndarray,
+                         final: bool) -> TranscriptionResult:
+        """A turn (or, not ``final``, the turn so far) transcribed: a final at the ``realtime`` priority, ahead of
+        interactive work; a partial at the interactive priority under a short deadline."""
+        call_as("realtime" if final else None, FINAL_TIMEOUT_S if final else PARTIAL_TIMEOUT_S)
+        params = TranscriptionParams(model=model.name, language=settings.language, prompt=settings.prompt)
+        wav = encode_audio(audio, RATE, "wav")
+        response = await self.clients.post(model, "/v1/audio/transcriptions", data=params.form(),
+                                           files={"file": ("turn.wav", wav, "audio/wav")})
+        return TranscriptionResult.model_validate_json(response.content)
+
+    async def vad_frames(self, model: ServedModel, audio: np.ndarray, state: str | None) -> VadStreamResult:
+        """Speech probabilities of a stream's next whole frames, from the state its previous frames left."""
+        call_as("realtime")
+        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        body = VadStreamRequest(model=model.name, audio=base64.b64encode(pcm).decode(), state=state)
+        response = await self.clients.post(model, "/v1/audio/vad/stream", json=body.model_dump(exclude_none=True))
+        return VadStreamResult.model_validate_json(response.content)
+
+
+_WORD = re.compile(r"[\W_]+")
+
+
+def _norm(word: str) -> str:
+    return _WORD.sub("", word.lower())
+
+
+class DeltaText:
+    """Deltas from partial re-decodes of a turn: a decode's words but its last (which may be cut mid-word) go out
+    as far as they extend what went out before; a decode that rewrote words already sent adds nothing (the turn's
+    ``completed`` transcript is the one to keep)."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def next(self, text: str) -> str | None:
+        words = text.split()[:-1]
+        if len(words) <= len(self.sent) or [_norm(w) for w in words[:len(self.sent)]] != [_norm(w) for w in self.sent]:
+            return None
+        new = words[len(self.sent):]
+        self.sent = words
+        return (" " if len(self.sent) > len(new) else "") + " ".join(new)
