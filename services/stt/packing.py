@@ -9,8 +9,9 @@ audio they lie on, shifted to that request's own time.
 Nothing here guesses. Packed windows are decoded with word timestamps, and a request gets
 its segments only when every word of them starts on its own stretch of the packed window (its
 *cell*: its audio and the nearer half of each gap beside it). A segment whose words start in two
-cells (it straddles a gap), a word that lies inside a gap (a hallucination between clips), or a
-member with speech that got no segment at all (Whisper skipped it) fails those members: they are
+cells (it straddles a gap), a word that lies inside a gap (a hallucination between clips), a
+member with speech that got no segment at all (Whisper skipped it), or text without word timings
+(every member) fails those members: they are
 decoded again unpacked, as they would have been without packing.
 
 This module is the plan and the split, pure (numpy only); ``speech_edges`` trims digital silence,
@@ -168,8 +169,8 @@ def split(pack: Pack, segments: Sequence[Segment]) -> Split:
     kept: dict[int, list[Segment]] = {i: [] for i in range(len(pack.members))}
     failed: set[int] = set()
     for segment in segments:
-        if not segment.words:  # text without word timings: nothing to prove whose it is
-            failed.update(range(cell_of(segment.start), cell_of(max(segment.start, segment.end - 1e-3)) + 1))
+        if not segment.words:  # text without word timings: nothing proves whose it is, so nobody's share is sure
+            failed.update(range(len(pack.members)))
             continue
         owners = {cell_of(w.start) for w in segment.words}
         for word in segment.words:
