@@ -9,7 +9,7 @@ audio they lie on, shifted to that request's own time.
 Nothing here guesses. Packed windows are decoded with word timestamps, and a request gets
 its segments only when every word of them starts on its own stretch of the packed window (its
 *cell*: its audio and the nearer half of each gap beside it). A segment whose words start in two
-cells (it straddles a gap), a word that lies inside a gap (a hallucination between clips), a
+cells (it straddles a gap), a segment that lies inside a gap (a hallucination between clips), a
 member with speech that got no segment at all (Whisper skipped it), or text without word timings
 (every member) fails those members: they are
 decoded again unpacked, as they would have been without packing.
@@ -26,14 +26,14 @@ from typing import Hashable, Sequence
 
 import numpy as np
 from services.core.wire import Segment, Word
-from services.stt.types import SAMPLE_RATE
+from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 
-GAP_S = 2.0           # silence between two members: Whisper ends a segment there, and word timings stay apart
-CAPACITY_S = 26.0     # members and gaps fill at most this much of the 30-s window (Whisper drops speech near its end)
+GAP_S = 1.5           # silence between two members: Whisper ends a segment there, and word timings stay apart
+CAPACITY_S = 24.0     # members and gaps end by then (Whisper tiny.en skipped a last clip that started after ~21 s)
 MAX_MEMBER_S = 10.0   # a window is packed only when its trimmed audio is at most this long
 EDGE_DBFS = -50.0     # 10-ms frames quieter than this at either end are trimmed before packing...
 EDGE_MARGIN_S = 0.2   # ...keeping this much of them
-WORD_IN_GAP_S = 0.2   # a word that starts and ends more than this inside a gap belongs to nobody
+WORD_IN_GAP_S = 0.2   # a word that starts and ends more than this inside a gap is between clips
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,12 @@ def plan(candidates: Sequence[Candidate], capacity_s: float = CAPACITY_S, gap_s:
 
 
 def packed_audio(pack: Pack, audios: Sequence[np.ndarray]) -> np.ndarray:
-    """The members' trimmed audio at their slots, silence between them."""
-    out = np.zeros(pack.samples, dtype=np.float32)
+    """The members' trimmed audio at their slots, silence between them and after them up to the full window.
+
+    The window is filled with silence rather than left for Whisper's padding: its features pad with zeros, which
+    is not what silence looks like, and Whisper then often took the last member for speech cut off by the end of
+    the window and skipped it."""
+    out = np.zeros(max(pack.samples, int(WINDOW_SECONDS * SAMPLE_RATE)), dtype=np.float32)
     for member in pack.members:
         c = member.candidate
         out[member.slot:member.slot_end] = audios[c.index][c.start:c.end]
@@ -173,11 +177,12 @@ def split(pack: Pack, segments: Sequence[Segment]) -> Split:
             failed.update(range(len(pack.members)))
             continue
         owners = {cell_of(w.start) for w in segment.words}
-        for word in segment.words:
-            failed.update(in_gap(word))
-        if len(owners) > 1:
+        beside = [in_gap(w) for w in segment.words]
+        if all(beside):  # a segment of words between clips only: a hallucination at a gap, nobody's text
+            failed.update(i for members in beside for i in members)
+        elif len(owners) > 1:
             failed.update(owners)
-        else:
+        else:  # a member's segment; its last word may reach into the gap (Whisper stretches it over silence)
             kept[owners.pop()].append(segment)
     failed.update(i for i, own in kept.items() if not own)  # it has speech (has_speech), yet got no text
     return Split({i: own for i, own in kept.items() if i not in failed}, failed)
