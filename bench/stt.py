@@ -5,7 +5,7 @@ side by side with the same model transcribing the same clips one after another i
 
 Prints one table; ratios are service throughput over the in-process baseline.
 
-    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--clients 16]
+    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--clients 16] [--rounds 3]
 
 Short clips (2 to 6 s) from 16 concurrent clients with window packing on and off (bench/stt_short.py).
 
@@ -235,6 +235,7 @@ def main() -> int:
     parser.add_argument("--short", action="store_true",
                         help="2 to 6-second clips from many clients: window packing on against off")
     parser.add_argument("--clients", type=int, default=16, help="--short: concurrent clients")
+    parser.add_argument("--rounds", type=int, default=3, help="--short: turns of packed and unpacked")
     args = parser.parse_args()
     if args.wer:
         return wer_main(args.model)

@@ -1,7 +1,9 @@
 """Short clips (2 to 6 s, as a voice assistant sends them) under many concurrent clients: window packing on
-against off, both through ``harmony serve`` in one run, with the same model, batching and clips.
+against off, both through ``harmony serve`` in one run, with the same model, batching and clips. The two servers run
+side by side (an idle one costs nothing) and are measured in turns, so that the load of a shared machine
+falls on both alike.
 
-    python -m bench.stt --short [--model whisper-tiny.en] [--requests 96] [--clients 16]
+    python -m bench.stt --short [--model whisper-tiny.en] [--requests 96] [--clients 16] [--rounds 3]
 
 Prints one table: throughput (seconds of audio per wall second), latency, word error rate against the clips' known
 text, the windows decoded packed and those decoded again alone, and the ratios packed over unpacked.
@@ -76,63 +78,92 @@ def counters(url: str, model: str) -> dict[str, float]:
     return out
 
 
-def run(harmony: HarmonyProcess, model: str, clips: list[tuple[np.ndarray, int, str]], requests: int,
-        clients: int) -> dict:
-    """``requests`` transcriptions by ``clients`` concurrent clients, each sending its next clip when answered."""
-    from bench.stt import service_url
+class Client:
+    """Transcribes clips through one ``harmony serve``, ``clients`` at a time, each client sending its next clip
+    when answered; keeps the latencies, word errors and the seconds it measured."""
 
-    payloads = [(wav_bytes(audio, rate), len(audio) / rate, text) for audio, rate, text in clips]
-    http = httpx.Client(base_url=harmony.url, timeout=600, limits=httpx.Limits(max_connections=clients * 2))
-    latencies: list[float] = []
-    errors = words = 0
+    def __init__(self, harmony: HarmonyProcess, model: str, clips: list[tuple[np.ndarray, int, str]],
+                 clients: int) -> None:
+        from bench.stt import service_url
 
-    def one(i: int) -> None:
-        nonlocal errors, words
-        data, _, text = payloads[i % len(payloads)]
+        self.model, self.clients = model, clients
+        self.payloads = [(wav_bytes(audio, rate), len(audio) / rate, text) for audio, rate, text in clips]
+        self.http = httpx.Client(base_url=harmony.url, timeout=600,
+                                 limits=httpx.Limits(max_connections=clients * 2))
+        self.url = service_url(harmony)
+        self.latencies: list[float] = []
+        self.errors = self.words = 0
+        self.wall = self.audio_s = 0.0
+        self.delta: dict[str, float] = {}
+
+    def _one(self, i: int) -> None:
+        data, _, text = self.payloads[i % len(self.payloads)]
         started = time.perf_counter()
-        response = http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)},
-                             data={"model": model, "language": "en"})
+        response = self.http.post("/v1/audio/transcriptions", files={"file": ("clip.wav", data)},
+                                  data={"model": self.model, "language": "en"})
         response.raise_for_status()
-        latencies.append(time.perf_counter() - started)
-        errors += edit_distance(normalize(text), normalize(response.json()["text"]))
-        words += len(normalize(text))
+        self.latencies.append(time.perf_counter() - started)
+        self.errors += edit_distance(normalize(text), normalize(response.json()["text"]))
+        self.words += len(normalize(text))
 
-    url = service_url(harmony)
-    with ThreadPoolExecutor(clients) as pool:  # warm-up: every clip once
-        list(pool.map(one, range(len(payloads))))
-    latencies.clear()
-    errors = words = 0
-    before = counters(url, model)
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - started
-    after = counters(url, model)
-    http.close()
-    delta = {k: after[k] - before[k] for k in after}
-    audio_s = sum(payloads[i % len(payloads)][1] for i in range(requests))
-    return {"throughput": audio_s / wall, "wall": wall, "p50": statistics.median(latencies),
-            "p95": sorted(latencies)[min(len(latencies) - 1, round(0.95 * (len(latencies) - 1)))],
-            "wer": errors / words, "mean_batch": delta["items"] / delta["batches"] if delta["batches"] else 0.0,
-            "windows": delta["items"],
-            "packed": delta["harmony_stt_packed_windows_total"], "again": delta["harmony_stt_pack_fallbacks_total"]}
+    def _all(self, indexes: range) -> None:
+        with ThreadPoolExecutor(self.clients) as pool:
+            list(pool.map(self._one, indexes))
+
+    def warm_up(self) -> None:
+        """Every clip once, not counted."""
+        self._all(range(len(self.payloads)))
+        self.latencies.clear()
+        self.errors = self.words = 0
+
+    def measure(self, first: int, requests: int) -> None:
+        before = counters(self.url, self.model)
+        started = time.perf_counter()
+        self._all(range(first, first + requests))
+        self.wall += time.perf_counter() - started
+        after = counters(self.url, self.model)
+        for key in after:
+            self.delta[key] = self.delta.get(key, 0.0) + after[key] - before[key]
+        self.audio_s += sum(self.payloads[i % len(self.payloads)][1] for i in range(first, first + requests))
+
+    def result(self) -> dict:
+        self.http.close()
+        ordered = sorted(self.latencies)
+        d = self.delta
+        return {"throughput": self.audio_s / self.wall, "wall": self.wall, "p50": statistics.median(ordered),
+                "p95": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+                "wer": self.errors / self.words, "windows": d["items"],
+                "mean_batch": d["items"] / d["batches"] if d["batches"] else 0.0,
+                "packed": d["harmony_stt_packed_windows_total"], "again": d["harmony_stt_pack_fallbacks_total"]}
 
 
 def short_main(model: str, source: dict, args: argparse.Namespace) -> int:
     clips = short_clips()
     lengths = [len(a) / r for a, r, _ in clips]
-    print(f"# bench/stt.py --short  model={model}  {args.requests} requests of {len(clips)} clips "
+    print(f"# bench/stt.py --short  model={model}  {args.requests // args.rounds * args.rounds} requests each, in "
+          f"{args.rounds} turns, of {len(clips)} clips "
           f"({min(lengths):.1f}-{max(lengths):.1f} s, mean {statistics.mean(lengths):.1f} s)  clients={args.clients}  "
           f"instances={args.instances}  max_batch_size={args.max_batch_size}  "
           f"max_queue_delay_ms={args.max_queue_delay_ms:g}  greedy int8  machine={platform.machine()} "
           f"cpus={os.cpu_count()} python={platform.python_version()}", flush=True)
-    results = {}
-    for name, pack in (("unpacked", False), ("packed", True)):
-        harmony = HarmonyProcess(config=config_file(model, source, pack, args)).start()
-        try:
-            results[name] = run(harmony, model, clips, args.requests, args.clients)
-        finally:
-            harmony.stop()
+    # both servers up at once (an idle one costs nothing), measured in turns, so that a change in the load of a
+    # shared machine falls on both alike
+    names = ("unpacked", "packed")
+    servers = {name: HarmonyProcess(config=config_file(model, source, name == "packed", args)) for name in names}
+    try:
+        for server in servers.values():
+            server.start()
+        clients = {name: Client(servers[name], model, clips, args.clients) for name in names}
+        for client in clients.values():
+            client.warm_up()
+        share = args.requests // args.rounds
+        for turn in range(args.rounds):
+            for name in names:
+                clients[name].measure(turn * share, share)
+        results = {name: clients[name].result() for name in names}
+    finally:
+        for server in servers.values():
+            server.stop()
     header = (f"{'run':<22}{'audio s / wall s':>17}{'p50 s':>8}{'p95 s':>8}{'WER':>8}{'windows':>9}"
               f"{'mean batch':>12}{'packed windows':>16}{'decoded again':>15}")
     print(header)
