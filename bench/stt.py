@@ -5,7 +5,7 @@ side by side with the same model transcribing the same clips one after another i
 
 Prints one table; ratios are service throughput over the in-process baseline.
 
-    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--clients 16] [--rounds 3]
+    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--instances 1] [--clients 16] [--rounds 3]
 
 Short clips (2 to 6 s) from 16 concurrent clients with window packing on and off (bench/stt_short.py).
 
@@ -229,8 +229,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=None, help="default 32 (--short: 96)")
     parser.add_argument("--max-batch-size", type=int, default=None, help="default 4 (--short: 16)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
-    parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
-                        help="batches running at once, each with cpu_count/instances threads")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="batches running at once, each with cpu_count/instances threads; default cpu_count "
+                        "(--short: 1, the SpeechModel default: packing needs many windows in one batch)")
     parser.add_argument("--wer", action="store_true", help="word error rate with Whisper's guards on and off")
     parser.add_argument("--short", action="store_true",
                         help="2 to 6-second clips from many clients: window packing on against off")
@@ -243,9 +244,11 @@ def main() -> int:
         from bench.stt_short import short_main
 
         args.requests = args.requests or 96
+        args.instances = args.instances or 1
         args.max_batch_size = args.max_batch_size or 16
         return short_main(args.model, MODELS[args.model], args)
     args.requests = args.requests or 32
+    args.instances = args.instances or os.cpu_count() or 1
     args.max_batch_size = args.max_batch_size or 4
 
     clips = make_clips()
