@@ -135,7 +135,12 @@ class FasterWhisperBackend:
     def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
         """The batch's short windows packed (``batching.pack_short_windows``), the rest as they are; then the
         members of a pack that could not be split back cleanly decoded again alone."""
-        packs = self._plan_packs(jobs) if self.spec.batching.pack_short_windows and len(jobs) > 1 else []
+        packs: list[packing.Pack] = []
+        if self.spec.batching.pack_short_windows and len(jobs) > 1:
+            try:
+                packs = self._plan_packs(jobs)
+            except Exception:  # noqa: BLE001 - packing is an optimisation: never the reason a batch fails
+                log.exception("%s: planning packed windows failed; decoding the batch unpacked", self.name)
         if not packs:
             return self._decode_windows(jobs)
         in_pack = {m.index for pack in packs for m in pack.members}
@@ -157,10 +162,12 @@ class FasterWhisperBackend:
                     continue
                 job = jobs[member.index]
                 seek = int(job.offset * self.model.frames_per_second)
-                results[member.index] = ChunkResult(
+                timestamps = self._tokenizer(job.task, result.language).timestamp_begin
+                own = [packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
+                       for s in shares.segments[position]]
+                results[member.index] = ChunkResult(  # timestamp tokens are of the packed window: dropped
                     language=result.language, language_probability=result.language_probability, packed=True,
-                    segments=[packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
-                              for s in shares.segments[position]])
+                    segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps]}) for s in own])
         if again:
             again.sort()
             log.debug("%s: %d packed windows decoded again alone", self.name, len(again))
