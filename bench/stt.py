@@ -5,6 +5,10 @@ side by side with the same model transcribing the same clips one after another i
 
 Prints one table; ratios are service throughput over the in-process baseline.
 
+    python -m bench.stt --short [--requests 96] [--max-batch-size 16] [--instances 1] [--clients 16] [--rounds 3]
+
+Short clips (2 to 6 s) from 16 concurrent clients with window packing on and off (bench/stt_short.py).
+
     python -m bench.stt --wer [--model whisper-base]
 
 Word error rate with Whisper's guards (compression-ratio and log-probability thresholds with
@@ -30,6 +34,8 @@ import httpx
 import numpy as np
 import soxr
 import yaml
+
+from services.core.service_url import sync_client
 
 from tests.harmony_process import HarmonyProcess
 from tests.speech import (SENTENCES, edit_distance, narrowband_noise, normalize, silence, synthesize, wav_bytes,
@@ -62,14 +68,17 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def service_url(harmony: HarmonyProcess, task: str = "stt") -> str:
-    match = re.search(rf"{task} service: (http://\S+)", harmony.output())
-    if not match:
-        raise RuntimeError("harmony serve did not print its service URL")
-    return match.group(1)
+    """The model service's own URL (a Unix socket of the ``harmony serve`` process), for its /metrics."""
+    return harmony.service_url(task)
+
+
+def metrics_text(url: str) -> str:
+    with sync_client(url) as client:
+        return client.get("/metrics").text
 
 
 def batch_histogram(url: str, model: str) -> dict[str, float]:
-    text = httpx.get(url + "/metrics").text
+    text = metrics_text(url)
     out = {}
     for line in text.splitlines():
         m = re.match(r'harmony_batch_size_(bucket|sum|count)\{(.*)\} ([0-9.e+]+)', line)
@@ -217,15 +226,30 @@ def wer_main(model: str) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="whisper-tiny.en", choices=sorted(MODELS))
-    parser.add_argument("--requests", type=int, default=32)
-    parser.add_argument("--max-batch-size", type=int, default=4)
+    parser.add_argument("--requests", type=int, default=None, help="default 32 (--short: 96)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="default 4 (--short: 16)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=25)
-    parser.add_argument("--instances", type=int, default=os.cpu_count() or 1,
-                        help="batches running at once, each with cpu_count/instances threads")
+    parser.add_argument("--instances", type=int, default=None,
+                        help="batches running at once, each with cpu_count/instances threads; default cpu_count "
+                        "(--short: 1, the SpeechModel default: packing needs many windows in one batch)")
     parser.add_argument("--wer", action="store_true", help="word error rate with Whisper's guards on and off")
+    parser.add_argument("--short", action="store_true",
+                        help="2 to 6-second clips from many clients: window packing on against off")
+    parser.add_argument("--clients", type=int, default=16, help="--short: concurrent clients")
+    parser.add_argument("--rounds", type=int, default=3, help="--short: turns of packed and unpacked")
     args = parser.parse_args()
     if args.wer:
         return wer_main(args.model)
+    if args.short:
+        from bench.stt_short import short_main
+
+        args.requests = args.requests or 96
+        args.instances = args.instances or 1
+        args.max_batch_size = args.max_batch_size or 16
+        return short_main(args.model, MODELS[args.model], args)
+    args.requests = args.requests or 32
+    args.instances = args.instances or os.cpu_count() or 1
+    args.max_batch_size = args.max_batch_size or 4
 
     clips = make_clips()
     payloads = [wav_bytes(*clips[i % len(clips)]) for i in range(args.requests)]

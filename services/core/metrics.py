@@ -48,6 +48,10 @@ class Metrics:
                                       registry=r)
         self.audio_seconds = Counter("harmony_audio_seconds_total", "Seconds of audio processed", ["model"],
                                      registry=r)
+        self.packed_windows = Counter("harmony_stt_packed_windows_total", "STT windows decoded inside a packed "
+                                      "window shared with other requests' windows", ["model"], registry=r)
+        self.pack_fallbacks = Counter("harmony_stt_pack_fallbacks_total", "STT windows that were packed but could "
+                                      "not be split back cleanly, decoded again alone", ["model"], registry=r)
         self.model_load_time = Gauge("harmony_model_load_seconds", "Time taken to load a model", ["model"],
                                      registry=r)
         self.realtime_sessions = Gauge("harmony_realtime_sessions", "Realtime transcription sessions open "

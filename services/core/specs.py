@@ -76,6 +76,12 @@ class BatchingSpec(Strict):
         "runs only in the quiet between interactive requests; a batch is never interrupted, so this bounds an "
         "interactive request's wait behind one. Default: half of max_batch_size")
 
+    pack_short_windows: bool = Field(
+        True, description="stt: short windows of different requests (at most 10 s of audio once silence is trimmed, "
+        "with speech, same task, language, prompt and temperature) in one batch are decoded together as one "
+        "30-second Whisper window, with silence between them, and split back by word timestamps; a share that "
+        "cannot be told apart is decoded again alone")
+
     def background_size(self) -> int:
         return self.background_batch_size or max(1, self.max_batch_size // 2)
 

@@ -56,9 +56,11 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
         async def run(window: Window, language: str | None, prompt: str | None) -> ChunkResult:
             try:
                 result = await work.submit(job(window, language, prompt))
+                _count_packing(model, result)
                 tail = _unheard_tail(audio, window, result)
                 if tail is not None:  # Whisper stopped early: decode the rest, as sequential seeking would
                     extra = await work.submit(job(tail, language or result.language, None))
+                    _count_packing(model, extra)
                     result.segments.extend(extra.segments)
                 return result
             except RequestTimeout:
@@ -70,6 +72,13 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
         async for result in in_order(windows[1:], lambda w: run(w, language, None),
                                      max(1, model.spec.batching.max_batch_size)):
             yield result
+
+
+def _count_packing(model: LoadedModel, result: ChunkResult) -> None:
+    if result.packed:
+        model.metrics.packed_windows.labels(model.spec.name).inc()
+    if result.pack_failed:
+        model.metrics.pack_fallbacks.labels(model.spec.name).inc()
 
 
 def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:

@@ -29,3 +29,5 @@ class ChunkResult:
     language: str
     language_probability: float
     segments: list[Segment] = field(default_factory=list)
+    packed: bool = False        # decoded inside a packed window with other requests' windows (stt/packing.py)
+    pack_failed: bool = False   # was packed, but its share could not be told apart: decoded again alone

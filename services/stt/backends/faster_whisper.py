@@ -13,6 +13,12 @@ best decode is kept. A silent window (no-speech probability over its threshold a
 average log-probability under ``log_prob_threshold``) gives no text. A request's
 ``temperature`` > 0 starts its window's ladder there.
 
+Window packing (``batching.pack_short_windows``, services/stt/packing.py): the short windows of
+a batch that share task, language, prompt and temperature and have speech are laid side by side
+in one 30-second window, decoded once (at their temperature, with word timestamps) and split back
+to their requests; a member that cannot be split back cleanly, or a packed window that fails a
+guard, is decoded again alone with the full ladder.
+
 ``options`` of the SpeechModel (faster-whisper's defaults; ``none`` turns one off):
 
 - ``beam_size`` (1): beam search width at temperature 0.
@@ -36,6 +42,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from math import ceil
 from typing import Sequence
 
@@ -44,6 +51,7 @@ from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidRequest
 from services.core.specs import NamedModel, Task
 from services.core.wire import Segment, Word
+from services.stt import packing
 from services.stt.guards import Decode, Guards, compression_ratio
 from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 from services.stt.weights import resolve_whisper_dir
@@ -125,21 +133,93 @@ class FasterWhisperBackend:
 
     # inference
     def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
-        """One batched encode and language detection, then batched decoding with Whisper's guards."""
+        """The batch's short windows packed (``batching.pack_short_windows``), the rest as they are; then the
+        members of a pack that could not be split back cleanly decoded again alone."""
+        packs: list[packing.Pack] = []
+        if self.spec.batching.pack_short_windows and len(jobs) > 1:
+            try:
+                packs = self._plan_packs(jobs)
+            except Exception:  # noqa: BLE001 - packing is an optimisation: never the reason a batch fails
+                log.exception("%s: planning packed windows failed; decoding the batch unpacked", self.name)
+        if not packs:
+            return self._decode_windows(jobs)
+        in_pack = {m.index for pack in packs for m in pack.members}
+        singles = [i for i in range(len(jobs)) if i not in in_pack]
+        units = [jobs[i] for i in singles] + [self._pack_job(pack, jobs) for pack in packs]
+        decoded = self._decode_windows(units, packed=set(range(len(singles), len(units))))
+        results: list[ChunkResult | None] = [None] * len(jobs)
+        for i, result in zip(singles, decoded):
+            results[i] = result
+        again: list[int] = []
+        for pack, result in zip(packs, decoded[len(singles):]):
+            if result is None:  # the packed window failed a guard: its members go alone, with their full ladder
+                again += [m.index for m in pack.members]
+                continue
+            shares = packing.split(pack, result.segments)
+            for position, member in enumerate(pack.members):
+                if position in shares.failed:
+                    again.append(member.index)
+                    continue
+                job = jobs[member.index]
+                seek = int(job.offset * self.model.frames_per_second)
+                timestamps = self._tokenizer(job.task, result.language).timestamp_begin
+                own = [packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
+                       for s in shares.segments[position]]
+                results[member.index] = ChunkResult(  # timestamp tokens are of the packed window: dropped
+                    language=result.language, language_probability=result.language_probability, packed=True,
+                    segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps]}) for s in own])
+        if again:
+            again.sort()
+            log.debug("%s: %d packed windows decoded again alone", self.name, len(again))
+            for i, result in zip(again, self._decode_windows([jobs[i] for i in again])):
+                result.pack_failed = True
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _plan_packs(self, jobs: Sequence[ChunkJob]) -> list[packing.Pack]:
+        """Packs of the windows that are short, of a known language, and have speech (Silero VAD): alone, a
+        window without speech meets Whisper's no-speech check, which a packed window cannot apply to it."""
+        candidates = []
+        for i, job in enumerate(jobs):
+            language = job.language if self.multilingual else "en"
+            if language is None:  # detection reads the whole window: it must see this request's audio only
+                continue
+            start, end = packing.speech_edges(job.audio)
+            if end - start <= packing.MAX_MEMBER_S * SAMPLE_RATE:
+                candidates.append(packing.Candidate(i, (job.task, language, job.prompt, job.temperature), start, end))
+        keys = Counter(c.key for c in candidates)
+        candidates = [c for c in candidates if keys[c.key] > 1 and packing.has_speech(jobs[c.index].audio[c.start:c.end])]
+        return packing.plan(candidates)
+
+    @staticmethod
+    def _pack_job(pack: packing.Pack, jobs: Sequence[ChunkJob]) -> ChunkJob:
+        first = jobs[pack.members[0].index]
+        return ChunkJob(audio=packing.packed_audio(pack, [job.audio for job in jobs]), offset=0.0, task=first.task,
+                        language=first.language, prompt=first.prompt, temperature=first.temperature,
+                        word_timestamps=True)  # the words prove which member each segment belongs to
+
+    def _decode_windows(self, jobs: Sequence[ChunkJob], packed: set[int] = frozenset()) -> list[ChunkResult | None]:
+        """One batched encode and language detection, then batched decoding with Whisper's guards.
+
+        A ``packed`` window is decoded once, at its temperature: when it fails a guard (or looks silent) its result
+        is None, and its members are decoded again alone."""
         features = self._features(jobs)
         encoder_output = self.model.encode(features)
         languages = self._languages(jobs, encoder_output)
         tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
-        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output)
+        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, packed)
+        failed = {i for i in packed if self.guards.needs_fallback(decodes[i])
+                  or self.guards.is_silent(decodes[i].no_speech_prob, decodes[i].avg_logprob)}
         per_job_segments, segment_sizes = [], []
-        for job, tokenizer, decode in zip(jobs, tokenizers, decodes):
-            segments, segment_size = self._segments(job, tokenizer, decode)
+        for i, (job, tokenizer, decode) in enumerate(zip(jobs, tokenizers, decodes)):
+            segments, segment_size = self._segments(job, tokenizer, decode) if i not in failed else ([], 0)
             per_job_segments.append(segments)
             segment_sizes.append(segment_size)
         self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
-        return [ChunkResult(language=lang, language_probability=prob,
+        return [None if i in failed else
+                ChunkResult(language=lang, language_probability=prob,
                             segments=[_segment(s, decode.temperature) for s in segments])
-                for (lang, prob), decode, segments in zip(languages, decodes, per_job_segments)]
+                for i, ((lang, prob), decode, segments) in enumerate(zip(languages, decodes, per_job_segments))]
 
     def _features(self, jobs: Sequence[ChunkJob]) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
@@ -161,11 +241,12 @@ class FasterWhisperBackend:
                 for job, probs in zip(jobs, detected)]
 
     def _decode_with_fallback(self, jobs: Sequence[ChunkJob], tokenizers: list, features: np.ndarray,
-                              encoder_output) -> list[Decode]:
+                              encoder_output, single_try: set[int] = frozenset()) -> list[Decode]:
         """Every window at the first temperature of its ladder, in one batch; then only the windows that
         failed a guard, again as one (smaller) batch per next temperature, until each passes or its ladder
-        ends. Returns the decode each window keeps."""
-        ladders = [self.guards.temperatures(job.temperature) for job in jobs]
+        ends (the ``single_try`` windows have no ladder). Returns the decode each window keeps."""
+        ladders = [(job.temperature,) if i in single_try else self.guards.temperatures(job.temperature)
+                   for i, job in enumerate(jobs)]
         tried: list[list[Decode]] = [[] for _ in jobs]
         pending, step = list(range(len(jobs))), 0
         while pending:
@@ -263,10 +344,7 @@ class FasterWhisperBackend:
         for i in wanted:
             groups.setdefault(tuple(tokenizers[i].sot_sequence), []).append(i)
         for indexes in groups.values():
-            if len(indexes) == len(jobs):
-                output = encoder_output
-            else:  # a subset: align against its own encoder pass
-                output = self.model.encode(features[indexes])
+            output = self._encoded_subset(features, encoder_output, indexes, len(jobs))
             self.model.add_word_timestamps(
                 [per_job_segments[i] for i in indexes], tokenizers[indexes[0]], output,
                 [segment_sizes[i] for i in indexes], PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0)
