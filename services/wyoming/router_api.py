@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,6 +20,7 @@ from services.wyoming.errors import WyomingError
 
 API_KEY_ENV = "HARMONY_WYOMING_API_KEY"
 TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+EntryT = TypeVar("EntryT", bound=BaseModel)
 
 
 class RouterFailure(WyomingError):
@@ -101,22 +103,20 @@ class RouterApi:
         return _List.model_validate_json(response.content).data
 
     async def models(self) -> list[ModelEntry]:
+        return await self._entries("/v1/models", ModelEntry)
+
+    async def voices(self) -> list[VoiceEntry]:
+        return await self._entries("/v1/audio/voices", VoiceEntry)
+
+    async def _entries(self, path: str, shape: type[EntryT]) -> list[EntryT]:
+        """The entries of a listing that have ``shape``; others (kinds this adapter has no use for) are left out."""
         entries = []
-        for raw in await self._get_list("/v1/models"):
+        for raw in await self._get_list(path):
             try:
-                entries.append(ModelEntry.model_validate(raw))
+                entries.append(shape.model_validate(raw))
             except ValidationError:
                 continue
         return entries
-
-    async def voices(self) -> list[VoiceEntry]:
-        voices = []
-        for raw in await self._get_list("/v1/audio/voices"):
-            try:
-                voices.append(VoiceEntry.model_validate(raw))
-            except ValidationError:
-                continue
-        return voices
 
     async def transcribe(self, wav: bytes, model: str, language: str | None) -> AsyncIterator[
             TranscriptDelta | TranscriptDone]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import openai
@@ -16,6 +13,7 @@ from openai import OpenAI
 
 from services.auth.keys import KeyStore
 from services.store import open_database
+from tests.api_keys import create_key, keys_cli
 from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
 
@@ -36,17 +34,6 @@ def config_path(tmp_path_factory):
     path = folder / "serve.yaml"
     path.write_text(yaml.safe_dump({**CONFIG, "data_dir": str(folder / "data")}))
     return path
-
-
-def keys_cli(config_path: Path, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "services.cli", "keys", *args, "--config", str(config_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-def create_key(config_path: Path, *args: str) -> dict:
-    return json.loads(keys_cli(config_path, "create", "--json", *args))
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 import websockets
 import yaml
 
+from tests.api_keys import create_key
 from tests.harmony_process import HarmonyProcess
 from tests.realtime_client import events_until, of_type, pcm16, send_audio, ws_url
 from tests.speech import SENTENCES, normalize, silence, synthesize
@@ -47,10 +46,7 @@ def harmony(config_path):
 
 @pytest.fixture(scope="module")
 def key(harmony, config_path: Path) -> str:
-    done = subprocess.run([sys.executable, "-m", "services.cli", "keys", "create", "--json", "--name", "browser",
-                           "--config", str(config_path)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)["key"]
+    return create_key(config_path, "--name", "browser")["key"]
 
 
 @pytest.mark.parametrize("params", [{}, {"api_key": "hsk_not_a_key"}])

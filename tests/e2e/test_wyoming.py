@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from wyoming.tts import (Synthesize, SynthesizeChunk, SynthesizeStart, Synthesiz
                          SynthesizeVoice)
 
 from tests.e2e.conftest import SAMPLING_BACKENDS
+from tests.api_keys import create_key
 from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
 from tests.servers import free_port
@@ -347,11 +347,9 @@ def test_with_api_keys_required_the_adapter_presents_its_key(tmp_path, with_key)
     path = tmp_path / "serve.yaml"
     config = {"models": AUTH_MODELS, "data_dir": str(tmp_path / "data")}
     path.write_text(yaml.safe_dump(config))
-    created = subprocess.run([sys.executable, "-m", "services.cli", "keys", "create", "--json", "--name", "ha",
-                              "--config", str(path)], capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr
+    created = create_key(path, "--name", "ha")
     if with_key:
-        config["wyoming"] = {"api_key": json.loads(created.stdout)["key"]}
+        config["wyoming"] = {"api_key": created["key"]}
         path.write_text(yaml.safe_dump(config))
     port = free_port()
     process = HarmonyProcess(config=str(path), extra_args=["--require-auth", "--wyoming-port", str(port)]).start()
