@@ -8,13 +8,11 @@ import time
 import httpx
 import openai
 import pytest
-import yaml
 from openai import OpenAI
 
 from services.auth.keys import KeyStore
 from services.store import open_database
-from tests.api_keys import create_key, keys_cli
-from tests.harmony_process import HarmonyProcess
+from tests.api_keys import create_key, harmony_requiring_keys, serve_config, keys_cli
 from tests.models import SEED
 
 SECRET_TEXT = "The quarterly numbers are confidential."
@@ -30,17 +28,13 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("keys")
-    path = folder / "serve.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "data_dir": str(folder / "data")}))
-    return path
+    return serve_config(tmp_path_factory.mktemp("keys"), CONFIG)
 
 
 @pytest.fixture(scope="module")
 def harmony(config_path):
-    process = HarmonyProcess(config=str(config_path), extra_args=["--require-auth"]).start()
-    yield process
-    assert process.stop() == 0, process.output()
+    with harmony_requiring_keys(config_path) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import websockets
-import yaml
 
-from tests.api_keys import create_key
-from tests.harmony_process import HarmonyProcess
+from tests.api_keys import create_key, harmony_requiring_keys, serve_config
 from tests.realtime_client import events_until, of_type, pcm16, send_audio, ws_url
 from tests.speech import SENTENCES, normalize, silence, synthesize
 
@@ -31,17 +29,13 @@ CONFIG = {
 
 @pytest.fixture(scope="module")
 def config_path(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("realtime-keys")
-    path = folder / "serve.yaml"
-    path.write_text(yaml.safe_dump({**CONFIG, "data_dir": str(folder / "data")}))
-    return path
+    return serve_config(tmp_path_factory.mktemp("realtime-keys"), CONFIG)
 
 
 @pytest.fixture(scope="module")
 def harmony(config_path):
-    process = HarmonyProcess(config=str(config_path), extra_args=["--require-auth"]).start()
-    yield process
-    assert process.stop() == 0, process.output()
+    with harmony_requiring_keys(config_path) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

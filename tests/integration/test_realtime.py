@@ -266,13 +266,18 @@ def test_16_khz_pcm16_with_the_beta_session_shape(router, speech):
     assert heard(SHORT, done["transcript"])
 
 
+async def last_event_and_close_code(ws) -> tuple[dict, int]:
+    """The next event, after which the server must close the socket: the event and the close code."""
+    event = json.loads(await ws.recv())
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await ws.recv()
+    return event, closed.value.rcvd.code
+
+
 def test_other_intents_and_plain_get_are_refused(router):
     async def go():
-        ws = await websockets.connect(router.url.replace("http", "ws") + "/v1/realtime?intent=conversation")
-        event = json.loads(await ws.recv())
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await ws.recv()
-        return event, closed.value.rcvd.code
+        async with websockets.connect(router.url.replace("http", "ws") + "/v1/realtime?intent=conversation") as ws:
+            return await last_event_and_close_code(ws)
 
     event, code = run(go())
     assert sdk_parse(event).error.code == "invalid_intent"
@@ -342,10 +347,7 @@ def test_an_idle_session_is_closed(router, monkeypatch):
     async def go():
         async with websockets.connect(ws_url(router.url)) as ws:
             await ws.recv()  # session.created
-            event = json.loads(await ws.recv())
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                await ws.recv()
-        return event, closed.value.rcvd.code
+            return await last_event_and_close_code(ws)
 
     event, code = run(go())
     assert sdk_parse(event).error.code == "session_idle_timeout"
