@@ -169,6 +169,18 @@ def test_look_inside_draws_speech_regions_and_compares_two_recordings(page, audi
     expect(page.locator("#emb-result")).to_contain_text("cosine similarity")
     similarity = float(page.locator("#emb-result").inner_text().split()[2].rstrip(":"))
     assert similarity > 0.75  # one synthetic speaker (Piper's joe) in both
+    # Recording A from the microphone instead (the fake microphone plays Piper's joe too)
+    record = page.get_by_role("button", name="Record A")
+    record.click()
+    expect(record).to_have_text("Stop")
+    page.wait_for_timeout(audio_files["mic_seconds"] * 1000 + 300)
+    record.click()
+    expect(page.locator("#emb-a-rec-state")).to_contain_text("recorded")
+    page.locator("#emb-result").evaluate("e => e.textContent = ''")
+    page.get_by_role("button", name="Compare").click()
+    expect(page.locator("#emb-result")).to_contain_text("cosine similarity")
+    recorded = float(page.locator("#emb-result").inner_text().split()[2].rstrip(":"))
+    assert recorded > 0.7, recorded
     page.problems.assert_none()
 
 

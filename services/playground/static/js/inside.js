@@ -3,14 +3,23 @@ import { $, busy, curl, pyStr, python, request, say, showCode } from "./api.js";
 import { cosine, decode, drawWaveform, recordButton } from "./audio.js";
 import { fillVoices } from "./speak.js";
 
-let vadRecorded = null, convUrl = null;
+let convUrl = null;
+const recorded = {};  // a recording made for a file field, by the field's id (choosing a file forgets it)
+
+// A file field that can also take a recording: its Record button (``${id}-record``) fills it.
+function recordable(id, button, state, then = () => {}) {
+  $(id).addEventListener("change", () => { recorded[id] = null; });
+  recordButton($(button), $(state), (file) => { recorded[id] = file; $(id).value = ""; then(); });
+}
+
+const chosen = (id) => $(id).files[0] || recorded[id] || null;
 
 const multipart = (path, fields, file, cast = "httpx.Response") => python(
   `result = client.post(\n    ${pyStr(path)},\n    cast_to=${cast},\n    body=${JSON.stringify(fields)},\n    files=[("file", open(${pyStr(file)}, "rb"))],\n    options={"headers": {"Content-Type": "multipart/form-data"}},\n)\n`, "import httpx\n");
 
 async function vad(event) {
   event.preventDefault();
-  const state = $("vad-state"), file = $("vad-file").files[0] || vadRecorded;
+  const state = $("vad-state"), file = chosen("vad-file");
   if (!file) { say(state, "choose a file or record first", true); return; }
   const threshold = $("vad-threshold").value, name = file.name || "speech.webm";
   showCode($("vad-code"), { curl: curl({ method: "POST", path: "/v1/audio/vad", form: [["file", `@${name}`], ["threshold", threshold]] }),
@@ -37,8 +46,8 @@ async function embed(file) {
 
 async function compare(event) {
   event.preventDefault();
-  const state = $("emb-state"), a = $("emb-a").files[0], b = $("emb-b").files[0];
-  if (!a || !b) { say(state, "choose two recordings", true); return; }
+  const state = $("emb-state"), a = chosen("emb-a"), b = chosen("emb-b");
+  if (!a || !b) { say(state, "choose or record two recordings", true); return; }
   showCode($("emb-code"), { curl: curl({ method: "POST", path: "/v1/audio/embeddings", form: [["file", `@${a.name}`]] }),
     python: python(`import numpy as np\n\ndef embed(path):\n    with open(path, "rb") as f:\n        response = client.post("/audio/embeddings", cast_to=httpx.Response, body={},\n                               files=[("file", f)], options={"headers": {"Content-Type": "multipart/form-data"}})\n    return np.array(response.json()["data"][0]["embedding"])\n\na, b = embed(${pyStr(a.name)}), embed(${pyStr(b.name)})\nprint(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))\n`, "import httpx\n") });
   await busy(null, state, async () => {
@@ -52,8 +61,8 @@ async function compare(event) {
 
 async function convert(event) {
   event.preventDefault();
-  const state = $("conv-state"), file = $("conv-file").files[0], voice = $("conv-voice").value, format = $("conv-format").value;
-  if (!file) { say(state, "choose a recording", true); return; }
+  const state = $("conv-state"), file = chosen("conv-file"), voice = $("conv-voice").value, format = $("conv-format").value;
+  if (!file) { say(state, "choose or record a recording", true); return; }
   if (!voice) { say(state, "register a voice first (Voices)", true); return; }
   showCode($("conv-code"), { curl: curl({ method: "POST", path: "/v1/audio/conversions", form: [["file", `@${file.name}`], ["voice", voice], ["response_format", format]], out: `converted.${format}` }),
     python: multipart("/audio/conversions", { voice, response_format: format }, file.name) + `open("converted.${format}", "wb").write(result.content)\n` });
@@ -74,8 +83,10 @@ export function refresh() { fillVoices($("conv-voice"), { registeredOnly: true }
 
 export function init() {
   $("vad-form").addEventListener("submit", vad);
-  $("vad-file").addEventListener("change", () => { vadRecorded = null; });
-  recordButton($("vad-record"), $("vad-rec-state"), (file) => { vadRecorded = file; $("vad-file").value = ""; $("vad-form").requestSubmit(); });
+  recordable("vad-file", "vad-record", "vad-rec-state", () => $("vad-form").requestSubmit());
+  recordable("emb-a", "emb-a-record", "emb-a-rec-state");
+  recordable("emb-b", "emb-b-record", "emb-b-rec-state");
+  recordable("conv-file", "conv-file-record", "conv-file-rec-state");
   $("emb-form").addEventListener("submit", compare);
   $("conv-form").addEventListener("submit", convert);
   document.addEventListener("voices-changed", refresh);
