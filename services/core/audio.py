@@ -154,6 +154,11 @@ def _int_to_float(x: np.ndarray) -> np.ndarray:
     return (x.astype(np.float64) / float(-int(info.min))).astype(np.float32)
 
 
+def pcm16_to_float(pcm: bytes | bytearray | memoryview, count: int = -1, offset: int = 0) -> np.ndarray:
+    """Raw s16le samples (``count`` of them from byte ``offset``; -1: all) -> float32 in [-1, 1)."""
+    return np.frombuffer(pcm, dtype="<i2", count=count, offset=offset).astype(np.float32) / 32768.0
+
+
 def _to_s16le(x: np.ndarray) -> bytes:
     return np.round(x * 32767.0).astype("<i2").tobytes()
 

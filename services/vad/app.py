@@ -7,7 +7,7 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
-from services.core.audio import decode_audio, encode_audio, resample
+from services.core.audio import decode_audio, encode_audio, pcm16_to_float, resample
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.metrics import Metrics
 from services.core.protocols import VadBackend, VadContinuation, VadContinued
@@ -74,7 +74,7 @@ def _continuation(body: VadStreamRequest, frame_samples: int, state_size: int | 
         state = np.frombuffer(raw_state, dtype="<f4").astype(np.float32)
         if not np.all(np.isfinite(state)):
             raise InvalidRequest("'state' is not a state this service gave", param="state")
-    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    audio = pcm16_to_float(pcm)
     return VadContinuation(audio, state)
 
 

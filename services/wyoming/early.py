@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from services.core.audio import pcm16_to_float
 from services.wyoming.errors import WyomingError
 from services.wyoming.router_api import TranscriptDelta, TranscriptDone
 
@@ -43,7 +44,7 @@ class QuietTracker:
         whole = (len(pcm) // 2 - self.samples) // self.frame * self.frame
         if whole <= 0:
             return
-        samples = np.frombuffer(pcm, dtype="<i2", count=whole, offset=self.samples * 2).astype(np.float32) / 32768
+        samples = pcm16_to_float(pcm, count=whole, offset=self.samples * 2)
         rms = np.sqrt((samples.reshape(-1, self.frame) ** 2).mean(axis=1))
         levels = 20 * np.log10(np.maximum(rms, 1e-9))
         for index, level in enumerate(levels):

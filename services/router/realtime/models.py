@@ -52,7 +52,7 @@ class SessionModels:
     async def vad_frames(self, model: ServedModel, audio: np.ndarray, state: str | None) -> VadStreamResult:
         """Speech probabilities of a stream's next whole frames, from the state its previous frames left."""
         call_as("realtime")
-        pcm = (np.clip(audio, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        pcm = encode_audio(audio, RATE, "pcm")
         body = VadStreamRequest(model=model.name, audio=base64.b64encode(pcm).decode(), state=state)
         response = await self.clients.post(model, "/v1/audio/vad/stream", json=body.model_dump(exclude_none=True))
         return VadStreamResult.model_validate_json(response.content)

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 import soxr
 from services.auth.guard import note_usage
+from services.core.audio import pcm16_to_float
 from services.core.errors import HarmonyError, ServiceUnavailable
 from services.core.wire import TranscriptionResult
 from services.router.realtime import events
@@ -123,7 +124,7 @@ class RealtimeSession:
 
     def _append(self, event: dict[str, Any]) -> None:
         pcm = events.pcm16_of(event)
-        audio = self._to_16k(np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0)
+        audio = self._to_16k(pcm16_to_float(pcm))
         held = self.timeline.end - self.timeline.start  # with server VAD: a turn, or a VAD that fell behind
         in_buffer = self.timeline.end - self.buffer_start  # without: what the client has not committed
         if held + len(audio) > self.max_buffer or (self.detector is None and in_buffer + len(audio) > self.max_turn):
