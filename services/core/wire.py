@@ -443,6 +443,24 @@ class Condition(BaseModel):
     observedGeneration: int | None = None
 
 
+class WeightsProgress(BaseModel):
+    """Where fetching a model's weights stands: answered by a model service's ``/readyz`` while it loads, printed
+    by ``harmony pull --json`` (one line per change, the last one also as the container's termination message),
+    and copied by the operator into the SpeechModel's ``status.weights``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phase: Literal["resolving", "downloading", "verifying", "ready", "failed"] = "resolving"
+    source: str = Field("", description="the source, e.g. hf://Systran/faster-whisper-small@main")
+    revision: str | None = Field(None, description="the commit a Hugging Face revision resolved to (pinned)")
+    bytesDone: int = Field(0, ge=0, description="bytes in the cache so far (downloaded, or found there)")
+    bytesTotal: int | None = Field(None, ge=0, description="bytes of the whole model, once known")
+    filesDone: int = Field(0, ge=0)
+    filesTotal: int | None = Field(None, ge=0)
+    path: str | None = Field(None, description="the model's directory (or file) in the cache, once ready")
+    message: str = Field("", description="what failed, or the file being fetched")
+
+
 class SpeechModelStatus(BaseModel):
     """Written by the operator."""
 
@@ -454,6 +472,8 @@ class SpeechModelStatus(BaseModel):
     endpoint: str = Field("", description="URL of the model service inside the cluster")
     observedGeneration: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    weights: WeightsProgress | None = Field(None, description="fetching the weights of a hf, url or oci source: "
+                                            "the resolved revision and the bytes done")
 
 
 class SpeechRouteStatus(BaseModel):
