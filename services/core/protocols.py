@@ -28,6 +28,9 @@ class Backend(Protocol):
     """What every backend offers: built from its spec, loaded once, then batches (blocking)."""
 
     task: ClassVar[Task | str]
+    # Read by ``load``: for a hf, url or oci source the service sets it, before ``load``, to the same spec with
+    # ``source.path`` at the weights in the model cache (services/weights/fetch.py ``local_spec``).
+    spec: NamedModel
 
     def __init__(self, spec: NamedModel) -> None: ...
 

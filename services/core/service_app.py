@@ -26,6 +26,7 @@ from services.core.protocols import Backend, SttBackend, verify
 from services.core.specs import NamedModel, Task
 from services.core.timing import TimingHeaders
 from services.core.uploads import UploadLimitMiddleware
+from services.core.wire import WeightsProgress
 
 log = logging.getLogger("harmony.service")
 
@@ -43,10 +44,13 @@ class LoadedModel(Generic[B]):
         self.batcher: DynamicBatcher = DynamicBatcher(spec.name, backend.run_batch, spec.batching, metrics)
         self.ready = False
         self.error: str | None = None
+        self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
 
     async def load(self) -> None:
         started = time.monotonic()
         try:
+            if self.spec.source.remote:
+                await asyncio.to_thread(self._fetch)
             await asyncio.to_thread(self.backend.load)
             verify(self.backend, self.spec.task)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log
@@ -56,6 +60,17 @@ class LoadedModel(Generic[B]):
         self.metrics.model_load_time.labels(self.spec.name).set(time.monotonic() - started)
         self.batcher.start()
         self.ready = True
+
+    def _fetch(self) -> None:
+        """A hf, url or oci source fetched into the model cache (or found there); the backend then loads the
+        weights from the cache's path, the only kind of source it sees besides a package."""
+        from services.weights.fetch import fetch, local_spec
+
+        def progress(state: WeightsProgress) -> None:
+            self.weights = state
+
+        path = fetch(self.spec.source, listener=progress)
+        self.backend.spec = local_spec(self.spec, path)
 
     def describe(self) -> dict[str, Any]:
         languages = self.backend.languages if isinstance(self.backend, SttBackend) else self.spec.languages
@@ -129,7 +144,9 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
         states = {m.spec.name: ("draining" if drain.draining else "ready" if m.ready else (m.error or "loading"))
                   for m in models}
         ready = all(m.ready for m in models) and not drain.draining
-        return JSONResponse({"status": "ready" if ready else "not ready", "models": states},
+        weights = {m.spec.name: m.weights.model_dump() for m in models if m.weights is not None}
+        return JSONResponse({"status": "ready" if ready else "not ready", "models": states,
+                             **({"weights": weights} if weights else {})},
                             status_code=200 if ready else 503)
 
     @app.get("/v1/models")
