@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
         release_memory_at_start()  # before any model loads: freed memory goes back to the OS
         return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth,
-                         wyoming_flags(args))
+                         wyoming_flags(args), args.model)
     if args.command in ("keys", "db"):
         from services.keys_cli import run_db, run_keys
 
@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
 def add_serve_command(commands) -> None:
     serve = commands.add_parser("serve", help="run the router and every model service on this machine")
     serve.add_argument("--config", help="YAML config of models and routes (default: the embedded default)")
+    serve.add_argument("--model", action="append", default=[], metavar="MODEL",
+                       help="serve this model (repeatable): a Hugging Face id such as Systran/faster-whisper-small "
+                            "or rhasspy/piper-voices:en_US-lessac-medium (@revision to pin), an https://, s3://, "
+                            "gs:// or oci:// URL, or a path; fetched into the model cache, task and backend read "
+                            "from its files. Without --config only these models are served; with it, they are "
+                            "added to the config's")
     serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -44,6 +44,28 @@ __all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
 log = logging.getLogger("harmony.serve")
 
 
+def with_named_models(config: HarmonyConfig, references: list[str], replace: bool) -> HarmonyConfig:
+    """``config`` serving the models ``references`` name (fetched now, with a progress bar), alone when ``replace``
+    (the default config's routes, which use its models, go too)."""
+    from services.commands.pull import Bar
+    from services.core.weights import WeightsError
+    from services.weights.named_models import models_from_references
+    from services.weights.references import ReferenceError
+
+    kept = [] if replace else list(config.models)
+    taken = {name for model in kept for name in (model.name, *model.aliases)}
+    try:
+        with Bar() as bar:
+            named = models_from_references(references, bar.progress, taken)
+    except (WeightsError, ReferenceError) as exc:
+        raise ConfigError(f"--model: {exc}") from None
+    data = config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    data["models"] = [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in kept + named]
+    if replace:
+        data["routes"] = []
+    return parse_config(data, origin="--model")
+
+
 def default_config() -> HarmonyConfig:
     text = resources.files("services").joinpath("defaults/serve.yaml").read_text()
     import yaml
@@ -262,10 +284,14 @@ def wyoming_settings(settings: WyomingSettings, flags: dict) -> WyomingSettings:
 
 
 def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,
-              ready_file: str | None = None, require_auth: bool = False, wyoming: dict | None = None) -> int:
-    """``wyoming``: the ``--wyoming-*`` flags given (port, host, zeroconf, zeroconf_name), over the config's."""
+              ready_file: str | None = None, require_auth: bool = False, wyoming: dict | None = None,
+              models: list[str] | None = None) -> int:
+    """``wyoming``: the ``--wyoming-*`` flags given (port, host, zeroconf, zeroconf_name), over the config's;
+    ``models``: the ``--model`` references, served alone (or added to the ``config_path``'s models)."""
     try:
         config = load_config(config_path) if config_path else default_config()
+        if models:
+            config = with_named_models(config, models, replace=not config_path)
         if wyoming:
             config.wyoming = wyoming_settings(config.wyoming, wyoming)
         if host is not None:

@@ -1,4 +1,5 @@
-"""The client-side commands of ``harmony``: ``transcribe``, ``speak`` and ``batch``, each in its own module.
+"""The client-side commands of ``harmony``: ``transcribe``, ``speak`` and ``batch``, each in its own module, and
+``pull`` and ``models`` (the model cache).
 
 Each module adds its parser (``add_parser``) and sets ``handler``, the function that runs it.
 """
@@ -7,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from services.commands import batch, speak, transcribe
+from services.commands import batch, pull, speak, transcribe
 from services.commands.embedded import EngineFailed
 
-NAMES = ("transcribe", "speak", "batch")
+NAMES = ("transcribe", "speak", "batch", "pull", "models")
 
 
 def add_commands(commands) -> None:
-    for module in (transcribe, speak, batch):
+    for module in (transcribe, speak, batch, pull):
         module.add_parser(commands)
 
 

@@ -1,0 +1,222 @@
+"""``harmony pull`` (weights into the model cache, for image builds, init containers and air-gapped hosts) and
+``harmony models`` (what the cache holds).
+
+``harmony pull Systran/faster-whisper-small rhasspy/piper-voices:en_US-lessac-medium s3://bucket/model.tgz``
+fetches each into the cache with a progress bar; ``--model-file`` (one SpeechModel, as the operator's init
+container runs it) or ``--config`` (every model of a ``harmony serve`` config) take the models of a file.
+``--json`` prints one WeightsProgress object per line instead; ``--termination-log`` writes the last one (the
+resolved revision, the bytes) to a file, Kubernetes' ``/dev/termination-log``, where the operator reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from services.core.specs import ConfigError, ModelSource, NamedModel, load_config
+from services.core.weights import WeightsError
+from services.core.wire import WeightsProgress
+
+
+def add_parser(commands) -> None:
+    pull = commands.add_parser("pull", help="fetch model weights into the model cache (Hugging Face ids, URLs, "
+                                            "a model file or a config)")
+    pull.add_argument("models", nargs="*", metavar="MODEL",
+                      help="org/name[:voice][@revision], https://, s3://, gs:// or oci:// URL, or a local path")
+    pull.add_argument("--model-file", help="a YAML file holding one SpeechModel with its name (as the operator "
+                                           "writes it)")
+    pull.add_argument("--config", help="a harmony serve config: every model of it")
+    pull.add_argument("--json", action="store_true", help="one WeightsProgress JSON object per line, no bar")
+    pull.add_argument("--termination-log", metavar="PATH", help="write the last progress (JSON) to PATH, e.g. "
+                                                                "/dev/termination-log")
+    pull.add_argument("--offline", action="store_true", help="never touch the network: check that the cache "
+                                                             "holds everything (same as HARMONY_OFFLINE=1)")
+    pull.add_argument("--cache-dir", help="the model cache (default: $HARMONY_CACHE_DIR, else ~/.cache/harmony)")
+    pull.set_defaults(handler=run_pull)
+
+    models = commands.add_parser("models", help="list the models in the model cache with their sizes")
+    models.add_argument("--cache-dir", help="the model cache (default: $HARMONY_CACHE_DIR, else ~/.cache/harmony)")
+    models.add_argument("--json", action="store_true", help="JSON instead of a table")
+    models.set_defaults(handler=run_models)
+
+
+def _sources(args: argparse.Namespace) -> list[tuple[str, ModelSource]]:
+    from services.weights.references import parse_reference
+
+    sources = []
+    for text in args.models:
+        reference = parse_reference(text)
+        sources.append((reference.name, reference.source))
+    if args.model_file:
+        import yaml
+
+        try:
+            model = NamedModel.model_validate(yaml.safe_load(Path(args.model_file).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{args.model_file}: {exc}") from None
+        sources.append((model.name, model.source))
+    if args.config:
+        sources += [(m.name, m.source) for m in load_config(args.config).models]
+    return sources
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    from services.weights.cache import ModelCache
+    from services.weights.references import ReferenceError
+
+    if args.cache_dir:
+        os.environ["HARMONY_CACHE_DIR"] = args.cache_dir
+    try:
+        sources = _sources(args)
+    except (ConfigError, ReferenceError) as exc:
+        print(f"harmony: {exc}", file=sys.stderr)
+        return 2
+    if not sources:
+        print("harmony: name a model, a --model-file or a --config", file=sys.stderr)
+        return 2
+    cache = ModelCache.default()
+    report = JsonLines(args.termination_log) if args.json else Bar()
+    failed = 0
+    with report:
+        for name, source in sources:
+            failed += not pull_one(name, source, cache, args.offline or None, report)
+    if args.termination_log and not args.json:
+        report.write_termination(args.termination_log)
+    return 1 if failed else 0
+
+
+def pull_one(name: str, source: ModelSource, cache, offline: bool | None, report) -> bool:
+    from services.weights.fetch import describe, fetch
+
+    if not source.remote:
+        path = source.path or f"the package {source.package}"
+        report.done(name, WeightsProgress(phase="ready", source=describe(source), path=str(path),
+                                          message="nothing to fetch"))
+        return True
+    try:
+        path = fetch(source, cache=cache, offline=offline, listener=lambda state: report.progress(name, state))
+    except WeightsError as exc:
+        report.failed(name, exc)
+        return False
+    report.done(name, report.last.get(name) or WeightsProgress(phase="ready", path=str(path)))
+    return True
+
+
+class Bar:
+    """A rich progress bar per model, bytes done of the whole."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=False)
+        self.tasks: dict[str, int] = {}
+        self.last: dict[str, WeightsProgress] = {}
+
+    def __enter__(self) -> "Bar":
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def progress(self, name: str, state: WeightsProgress) -> None:
+        self.last[name] = state
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(name, total=None)
+        self.bar.update(self.tasks[name], completed=state.bytesDone, total=state.bytesTotal,
+                        description=f"{name} {state.phase}")
+
+    def done(self, name: str, state: WeightsProgress) -> None:
+        self.last[name] = state
+        revision = f" @ {state.revision[:12]}" if state.revision else ""
+        self.bar.console.print(f"[green]ok[/] {name}: {state.source}{revision} -> {state.path}")
+
+    def failed(self, name: str, exc: Exception) -> None:
+        self.bar.console.print(f"[red]failed[/] {name}: {exc}")
+        self.last[name] = WeightsProgress(phase="failed", message=str(exc))
+
+    def write_termination(self, path: str) -> None:
+        if self.last:
+            Path(path).write_text(list(self.last.values())[-1].model_dump_json())
+
+
+class JsonLines:
+    """One WeightsProgress JSON object per line on stdout, at most one every 0.5 s while bytes flow."""
+
+    def __init__(self, termination_log: str | None) -> None:
+        self.termination_log = termination_log
+        self.last: dict[str, WeightsProgress] = {}
+        self._printed = 0.0
+
+    def __enter__(self) -> "JsonLines":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.termination_log and self.last:
+            # Kubernetes keeps at most 4096 bytes of a termination message
+            Path(self.termination_log).write_text(list(self.last.values())[-1].model_dump_json()[:4096])
+
+    def _print(self, name: str, state: WeightsProgress) -> None:
+        print(json.dumps({"model": name, **state.model_dump()}), flush=True)
+
+    def progress(self, name: str, state: WeightsProgress) -> None:
+        changed = self.last.get(name) is None or self.last[name].phase != state.phase
+        self.last[name] = state
+        now = time.monotonic()
+        if changed or now - self._printed >= 0.5:
+            self._printed = now
+            self._print(name, state)
+
+    def done(self, name: str, state: WeightsProgress) -> None:
+        self.last[name] = state
+        self._print(name, state)
+
+    def failed(self, name: str, exc: Exception) -> None:
+        state = (self.last.get(name) or WeightsProgress()).model_copy(update={"phase": "failed", "message": str(exc)})
+        self.done(name, state)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from services.weights.cache import ModelCache
+
+    if args.cache_dir:
+        os.environ["HARMONY_CACHE_DIR"] = args.cache_dir
+    cache = ModelCache.default()
+    models = cache.models()
+    if args.json:
+        print(json.dumps({"cache": str(cache.root), "bytes_on_disk": cache.blob_bytes(), "models": [
+            {"path": str(path), **manifest.model_dump(), "size": manifest.size} for path, manifest in models]},
+            indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"model cache {cache.root}")
+    for column in ("SOURCE", "REVISION", "FILES", "SIZE", "PATH"):
+        table.add_column(column, justify="right" if column in ("FILES", "SIZE") else "left")
+    for path, manifest in models:
+        table.add_row(manifest.source, (manifest.revision or "")[:12], str(len(manifest.files)),
+                      human(manifest.size), str(path))
+    console = Console()
+    console.print(table)
+    listed = sum(m.size for _, m in models)
+    console.print(f"{len(models)} models, {human(listed)} listed, {human(cache.blob_bytes())} on disk "
+                  "(files shared by models are stored once)")
+    return 0
+
+
+def human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"
