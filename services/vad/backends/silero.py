@@ -47,14 +47,21 @@ MODEL_FILE = "silero_vad.onnx"
 
 
 def resolve_model_file(spec: NamedModel) -> Path:
-    """The ONNX file: ``data/silero_vad.onnx`` of the pip package, or a local file / directory holding it."""
+    """The ONNX file: ``data/silero_vad.onnx`` of the pip package, or a local file, or a directory holding it
+    at any depth (the snakers4/silero-vad repository: ``src/silero_vad/data/silero_vad.onnx``, older
+    ``files/silero_vad.onnx``; the shallowest one wins). ``options.model_file`` names another file."""
     name = str(spec.options.get("model_file", MODEL_FILE))
     if spec.source.package:
         path = package_dir(spec.source.package.replace("-", "_")) / "data" / name
     else:
         path = Path(str(spec.source.path)).expanduser()
         if path.is_dir():
-            path = path / name
+            found = sorted((p for p in path.rglob(name) if p.is_file()), key=lambda p: (len(p.parts), str(p)))
+            if not found:
+                others = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.onnx"))[:8]
+                raise WeightsError(f"Silero VAD: no {name} under {path}"
+                                   + (f" (it has {', '.join(others)}; set options.model_file)" if others else ""))
+            path = found[0]
     if not path.is_file():
         raise WeightsError(f"Silero VAD model file not found: {path}")
     return path

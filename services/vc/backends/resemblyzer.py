@@ -16,7 +16,7 @@ Resemblyzer's own webrtcvad silence trimming is not applied; its volume normalis
 (raise to -30 dBFS, never lower) is, as ``preprocess_wav`` does.
 
 Weights: ``pretrained.pt`` inside the ``resemblyzer`` package (source ``{package: resemblyzer}``),
-or a checkpoint of the same shape at ``source.path`` (a file, or a folder holding pretrained.pt).
+or a checkpoint of the same shape at ``source.path`` (a file, or a folder holding pretrained.pt at any depth).
 
 Options: ``cpu_threads`` (default: cores / batching.instances), ``max_partials`` (partial
 windows per forward pass, default 256).
@@ -102,8 +102,12 @@ class ResemblyzerEncoder:
         source = self.spec.source
         if source.path:
             path = Path(source.path).expanduser()
-            if path.is_dir():
-                path = path / WEIGHTS_FILE
+            if path.is_dir():  # pretrained.pt at any depth (the resemblyzer repository: resemblyzer/pretrained.pt)
+                found = sorted((p for p in path.rglob(WEIGHTS_FILE) if p.is_file()),
+                               key=lambda p: (len(p.parts), str(p)))
+                if not found:
+                    raise WeightsError(f"speaker encoder weights not found: no {WEIGHTS_FILE} under {path}")
+                path = found[0]
         else:
             path = package_dir((source.package or "resemblyzer").replace("-", "_")) / WEIGHTS_FILE
         if not path.is_file():
