@@ -46,7 +46,7 @@ class Task(str, Enum):
 
 SOURCE_KINDS = ("package", "path", "hf", "url", "oci")
 HF_REPO_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$"
-SOURCE_URL_PATTERN = r"^(https?|s3|gs)://[^\\s]+$"
+SOURCE_URL_PATTERN = r"^(https?|s3|gs)://[^/\s][^\s]*$"
 
 
 class HubSource(Strict):
