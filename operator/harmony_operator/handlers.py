@@ -16,6 +16,9 @@
   of the step's task, Ready), write its status, rewrite the router's ConfigMap.
 - A child deleted by someone: recreated. A child edited by someone: repaired at that
   event. A Deployment changed: the owner's status follows (ready replicas, rollouts).
+- A model pod with the init container ``pull`` (hf and url sources) changed: the owner's status
+  follows (Downloading, PullFailed, status.weights). Pods are watched with a server-side label
+  selector (the model pods' own labels), read only.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import os
 from typing import Any
 
 import kopf
-from . import idle, names, reconcile
+from . import idle, manifests, names, reconcile
 from .kube import Kube
 from .resync import Resync
 from .settings import OperatorSettings
@@ -33,6 +36,8 @@ from .settings import OperatorSettings
 MODEL = (names.GROUP, names.VERSION, names.MODELS)
 ROUTE = (names.GROUP, names.VERSION, names.ROUTES)
 MANAGED = {names.MANAGED_BY: names.OPERATOR}
+POD = ("", "v1", "pods")
+MODEL_PODS = {"app.kubernetes.io/name": "harmony-model", names.MANAGED_BY: names.OPERATOR}
 CHILDREN = [("", "v1", "configmaps"), ("", "v1", "services"), ("apps", "v1", "deployments"),
             ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets")]
 
@@ -57,6 +62,8 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # No watching of CRDs (cluster-scoped, beyond the chart's namespaced RBAC): the CRDs are
     # installed before the operator starts, and API discovery at start-up finds them.
     settings.scanning.disabled = True
+    # Only the model pods reach the operator (a server-side filter): not every pod of the namespaces.
+    settings.watching.label_selectors[POD] = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
     memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
@@ -139,3 +146,13 @@ def child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) ->
 
 for _group, _version, _plural in CHILDREN:
     kopf.on.event(_group, _version, _plural, labels=MANAGED, id=f"child-{_plural}")(child_event)
+
+
+def _pulls(spec: kopf.Spec, **_: Any) -> bool:
+    return any(c.get("name") == manifests.PULL for c in spec.get("initContainers") or [])
+
+
+@kopf.on.event(*POD, labels=MODEL_PODS, when=_pulls)
+def model_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A model pod's init container ``pull`` started, finished or failed: its SpeechModel's status follows."""
+    reconcile.on_pod_event(memo.ctx, _namespace(body), dict(body))

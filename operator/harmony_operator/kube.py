@@ -18,6 +18,7 @@ from .ownership import describe, managed
 # kind -> (API prefix, plural); every kind the operator touches is namespaced.
 RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
+    "Pod": ("/api/v1", "pods"),  # read only: the pull init containers of a model's pods (status.weights)
     "Service": ("/api/v1", "services"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
@@ -124,8 +125,10 @@ class Kube:
                 return None
             raise
 
-    def list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        return self.request("GET", path(kind, namespace)).get("items", [])
+    def list(self, kind: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+        """The objects of ``kind`` in ``namespace`` (``selector``: a label selector, e.g. ``a=b,c=d``)."""
+        query = [("labelSelector", selector)] if selector else None
+        return self.request("GET", path(kind, namespace), query=query).get("items", [])
 
     def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]

@@ -12,13 +12,21 @@ import math
 from typing import Any
 
 import yaml
-from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+from services.core.specs import ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
-from . import autoscaling, names
+from . import autoscaling, names, pulls
 from .settings import OperatorSettings
 
 CONFIG_DIR = "/etc/harmony"
 CACHE_DIR = "/var/cache/harmony"
+MODEL_FILE = f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}"
+# Model sources (docs/kubernetes.md, "Model sources and the shared cache"): an hf or url source is fetched into
+# the cache by the init container PULL before the model service starts (which then runs offline); an oci source
+# (a modelcar) is an image volume mounted at MODELCAR_DIR, and the model file the service reads names that path.
+PULL = pulls.PULL
+TERMINATION_LOG = "/dev/termination-log"
+MODELCAR_VOLUME = "modelcar"
+MODELCAR_DIR = "/var/run/harmony/modelcar"
 RUN_AS = 10001  # the image's user (docker/Dockerfile)
 GPU = "nvidia.com/gpu"
 
@@ -48,9 +56,40 @@ def spec_dump(spec: SpeechModelSpec | SpeechRouteSpec, exclude: set[str] | None 
     return spec.model_dump(mode="json", by_alias=True, exclude_defaults=True, exclude=exclude)
 
 
+def pulls(spec: SpeechModelSpec) -> bool:
+    """Whether the pods fetch the weights first (init container ``pull``): hf and url sources."""
+    return spec.source.kind in ("hf", "url")
+
+
+def served_spec(spec: SpeechModelSpec) -> SpeechModelSpec:
+    """The spec as the model service reads it: an oci source becomes the path its image volume is mounted at
+    (sha256 kept), so the service needs no OCI client; every other spec as it is."""
+    if spec.source.kind != "oci":
+        return spec
+    return spec.model_copy(update={"source": ModelSource(path=MODELCAR_DIR, sha256=spec.source.sha256)})
+
+
+def mount_conflict(spec: SpeechModelSpec) -> str | None:
+    """Why the spec's volumes collide with what the operator mounts for its source (None: they do not)."""
+    if spec.source.kind != "oci":
+        return None
+    for volume in spec.volumes:
+        if volume.name == MODELCAR_VOLUME:
+            return f"spec.volumes: the name '{MODELCAR_VOLUME}' is the operator's (the image of source.oci)"
+        if volume.mount_path.rstrip("/") == MODELCAR_DIR:
+            return f"spec.volumes: mount_path {MODELCAR_DIR} is where the operator mounts the image of source.oci"
+    return None
+
+
 def model_file(name: str, spec: SpeechModelSpec) -> str:
-    """The YAML file ``python -m services.service_main --model-file`` reads: one NamedModel."""
-    return yaml.safe_dump({"name": name, **spec_dump(spec, _SCALING_FIELDS)}, sort_keys=False)
+    """The YAML file ``python -m services.service_main --model-file`` (and ``harmony pull``) reads: one NamedModel.
+
+    An oci source is written as the path of its image volume; a comment keeps the image's reference, so a new
+    image changes the file (and the pods' spec hash) too."""
+    text = yaml.safe_dump({"name": name, **spec_dump(served_spec(spec), _SCALING_FIELDS)}, sort_keys=False)
+    if spec.source.kind == "oci":
+        text = f"# source.oci {spec.source.oci}: an image volume mounted at {MODELCAR_DIR}\n" + text
+    return text
 
 
 def model_configmap(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any]:
@@ -59,11 +98,13 @@ def model_configmap(name: str, namespace: str, spec: SpeechModelSpec) -> dict[st
             "data": {names.MODEL_CONFIG_KEY: model_file(name, spec)}}
 
 
-def _resources(spec: SpeechModelSpec) -> dict[str, Any]:
+def _resources(spec: SpeechModelSpec, gpu: bool = True) -> dict[str, Any]:
+    """The model container's requests and limits (``gpu`` False: without the GPU, for the pull container; a pod's
+    request is the larger of its init containers' and the sum of its containers', so this costs nothing more)."""
     r = spec.resources
     requests = {k: v for k, v in {"cpu": r.cpu, "memory": r.memory}.items() if v}
     limits = {k: v for k, v in {"cpu": r.cpu_limit, "memory": r.memory_limit}.items() if v}
-    if r.gpu:
+    if r.gpu and gpu:
         requests[GPU] = limits[GPU] = str(r.gpu)  # extended resources: request must equal limit
     return {k: v for k, v in {"requests": requests, "limits": limits}.items() if v}
 
@@ -125,6 +166,20 @@ def state_env(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, An
     return out
 
 
+def weights_env(spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The model container's variables for its source: offline once the weights are local (hf and url pulled by
+    the init container, oci mounted), and the Hub mirror of an hf source."""
+    env = [{"name": "HARMONY_OFFLINE", "value": "1"}] if spec.source.remote else []
+    return env + hub_env(spec, settings)
+
+
+def hub_env(spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """``HF_ENDPOINT`` (the operator's ``HARMONY_HF_ENDPOINT``, a Hub mirror) for an hf source."""
+    if spec.source.kind == "hf" and settings.hf_endpoint:
+        return [{"name": "HF_ENDPOINT", "value": settings.hf_endpoint}]
+    return []
+
+
 def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The operator's variables, the voice service's state, then the spec's own ``env`` (which override).
 
@@ -144,24 +199,55 @@ def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[di
     return [e for e in env if e["name"] not in overridden] + own
 
 
-def volume_mounts(spec: SpeechModelSpec) -> list[dict[str, Any]]:
-    """The model file, the cache (or the spec's volume at its path), /tmp, then the spec's volumes."""
+def _own_cache(spec: SpeechModelSpec) -> bool:
+    """The operator's cache volume (none when the spec mounts its own claim at the cache's path)."""
+    return not any(v.mount_path.rstrip("/") == CACHE_DIR for v in spec.volumes)
+
+
+def _cache_mounts(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """The model file, the cache (the operator's, or the spec's volume at its path) and /tmp."""
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
-    if not any(v.mount_path.rstrip("/") == CACHE_DIR for v in spec.volumes):
+    if _own_cache(spec):
+        mounts.append({"name": "cache", "mountPath": CACHE_DIR})
+    else:
+        mounts += [_mount(v) for v in spec.volumes if v.mount_path.rstrip("/") == CACHE_DIR]
+    return mounts + [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def _mount(v: Any) -> dict[str, Any]:
+    mount = {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only}
+    return {**mount, "subPath": v.sub_path} if v.sub_path else mount
+
+
+def volume_mounts(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """The model file, the cache (or the spec's volume at its path), /tmp, the modelcar of an oci source, then the
+    spec's volumes."""
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    if _own_cache(spec):
         mounts.append({"name": "cache", "mountPath": CACHE_DIR})
     mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    if spec.source.kind == "oci":
+        mounts.append({"name": MODELCAR_VOLUME, "mountPath": MODELCAR_DIR, "readOnly": True})
     for v in spec.volumes:
-        mount = {"name": v.name, "mountPath": v.mount_path, "readOnly": v.read_only}
-        mounts.append({**mount, "subPath": v.sub_path} if v.sub_path else mount)
+        mounts.append(_mount(v))
     return mounts
+
+
+def cache_volume(settings: OperatorSettings) -> dict[str, Any]:
+    """The model cache: the operator's shared claim (``HARMONY_CACHE_CLAIM``), else an emptyDir of the pod."""
+    if settings.cache_claim:
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": settings.cache_claim}}
+    return {"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}}
 
 
 def volumes(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     """Weights on a PersistentVolumeClaim or in an OCI image (an image volume), beside the operator's own."""
     out: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names.child_name(name)}}]
-    if not any(v.mount_path.rstrip("/") == CACHE_DIR for v in spec.volumes):
-        out.append({"name": "cache", "emptyDir": {"sizeLimit": settings.cache_size_limit}})
+    if _own_cache(spec):
+        out.append(cache_volume(settings))
     out.append({"name": "tmp", "emptyDir": {"sizeLimit": "2Gi"}})
+    if spec.source.kind == "oci":
+        out.append({"name": MODELCAR_VOLUME, "image": {"reference": spec.source.oci}})
     for v in spec.volumes:
         if v.claim_name:
             out.append({"name": v.name, "persistentVolumeClaim": {"claimName": v.claim_name,
@@ -170,6 +256,48 @@ def volumes(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> lis
             image = {"reference": v.image, **({"pullPolicy": v.image_pull_policy} if v.image_pull_policy else {})}
             out.append({"name": v.name, "image": image})
     return out
+
+
+def _security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]}}
+
+
+def pull_container(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The init container that fetches an hf or url source into the cache (``harmony pull``), so the model
+    service starts on local files, offline. Its last progress (revision, bytes) is its termination message,
+    which the operator copies into the SpeechModel's ``status.weights``. Only it gets the source's
+    credentials Secret; the spec's own ``env`` (proxies, say) applies to it too."""
+    env: list[dict[str, Any]] = [{"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR}, {"name": "HOME", "value": "/tmp"},
+                                 {"name": "PYTHONUNBUFFERED", "value": "1"}, *hub_env(spec, settings)]
+    own = [e.model_dump(by_alias=True, exclude_none=True) for e in spec.env]
+    overridden = {e["name"] for e in own}
+    container: dict[str, Any] = {
+        "name": PULL,
+        "image": image_for(spec, settings),
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["harmony", "pull"],
+        "args": ["--model-file", MODEL_FILE, "--json", "--termination-log", TERMINATION_LOG],
+        "env": [e for e in env if e["name"] not in overridden] + own,
+        "resources": _resources(spec, gpu=False),
+        "securityContext": _security(),
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": _cache_mounts(spec),
+    }
+    if spec.source.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": spec.source.credentials_secret}}]
+    return container
+
+
+def pull_secrets(spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str, str]]:
+    """The pod's imagePullSecrets: the operator's, and the credentials Secret of an oci source (a
+    kubernetes.io/dockerconfigjson Secret: the kubelet pulls the modelcar)."""
+    secrets = list(settings.image_pull_secrets)
+    if spec.source.kind == "oci" and spec.source.credentials_secret and \
+            spec.source.credentials_secret not in secrets:
+        secrets.append(spec.source.credentials_secret)
+    return [{"name": s} for s in secrets]
 
 
 def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
@@ -182,7 +310,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT),
                  "--drain-timeout", str(drain_s(spec))],
         "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
-        "env": container_env(spec, state.get("env", [])),
+        "env": container_env(spec, weights_env(spec, settings) + state.get("env", [])),
         **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
         "resources": _resources(spec),
         # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.
@@ -190,12 +318,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "livenessProbe": _probe("/healthz", 15, 4, timeout=5),
         "readinessProbe": _probe("/readyz", 5, 3),
         "lifecycle": lifecycle(),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": _security(),
         "volumeMounts": volume_mounts(spec),
     }
     pod: dict[str, Any] = {
@@ -208,8 +331,9 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "volumes": volumes(name, spec, settings),
     }
     optional = {
+        "initContainers": [pull_container(spec, settings)] if pulls(spec) else None,
         "serviceAccountName": settings.service_account or None,
-        "imagePullSecrets": [{"name": s} for s in settings.image_pull_secrets] or None,
+        "imagePullSecrets": pull_secrets(spec, settings) or None,
         "nodeSelector": dict(spec.node_selector) or None,
         "tolerations": _tolerations(spec) or None,
         "affinity": spec.affinity or None,

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
 from services.core.wire import SpeechModelStatus
-from . import aliases, drift, idle, manifests, names, ownership, status
+from . import aliases, drift, idle, manifests, names, ownership, pulls, status
 from .kube import Kube, KubeError, NotOwned, Owns
 from .settings import OperatorSettings
 from pydantic import ValidationError
@@ -58,12 +58,30 @@ def write_status(ctx: Context, kind: str, body: dict[str, Any], new: status.Stat
 
 
 def write_model_status(ctx: Context, body: dict[str, Any], deployment: dict[str, Any] | None,
-                       problem: status.Problem | None = None, applied: bool = True) -> SpeechModelStatus:
+                       problem: status.Problem | None = None, applied: bool = True,
+                       spec: SpeechModelSpec | None = None) -> SpeechModelStatus:
+    """Write the SpeechModel's status; ``spec`` (valid) adds what its pods' pulls say (hf and url sources)."""
     meta = body["metadata"]
+    pull = pull_state(ctx, meta["name"], meta["namespace"], spec) if spec is not None and deployment else None
     new = status.model_status(meta["name"], meta["namespace"], deployment, body.get("status"), status.now(),
-                              meta.get("generation"), problem, applied)
+                              meta.get("generation"), problem, applied, pull)
     write_status(ctx, "SpeechModel", body, new)
     return new
+
+
+def pull_state(ctx: Context, name: str, namespace: str, spec: SpeechModelSpec) -> pulls.PullState | None:
+    """What the ``pull`` init containers of the model's current pods say (None: its source is not pulled).
+
+    Pods the API does not let the operator list (an older chart's Role) leave it unknown, logged."""
+    if not manifests.pulls(spec):
+        return None
+    try:
+        pods = ctx.kube.list("Pod", namespace, names.selector_string(name))
+    except KubeError as exc:
+        log.warning("SpeechModel %s/%s: cannot list its pods for status.weights: %s", namespace, name, exc)
+        pods = []
+    pods = [p for p in pods if (p.get("metadata", {}).get("labels") or {}).get(names.MODEL_LABEL) == name]
+    return pulls.pull_state(pods, spec.source, manifests.config_hash(name, spec))
 
 
 def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.TemporaryError:
@@ -78,7 +96,8 @@ def kubernetes_problem(name: str, spec: SpeechModelSpec) -> status.Problem | Non
     if spec.device == "cuda" and not spec.resources.gpu:
         return status.Problem("InvalidSpec", "spec.device is cuda but spec.resources.gpu is 0: the pod would "
                                              "see no GPU")
-    return None
+    conflict = manifests.mount_conflict(spec)
+    return status.Problem("InvalidSpec", conflict) if conflict else None
 
 
 def _parsed(ctx: Context, body: dict[str, Any]) -> SpeechModelSpec:
@@ -141,11 +160,11 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
         raise kopf.PermanentError(f"SpeechModel {name}: {exc.message}") from None
     except KubeError as exc:
         try:
-            write_model_status(ctx, body, deployment, status.Problem("ApplyFailed", str(exc)))
+            write_model_status(ctx, body, deployment, status.Problem("ApplyFailed", str(exc)), spec=spec)
         except KubeError:
             pass
         raise _temporary(ctx, retry, f"applying the children of SpeechModel {name} failed", exc) from None
-    return write_model_status(ctx, body, deployment)
+    return write_model_status(ctx, body, deployment, spec=spec)
 
 
 def _apply_children(ctx: Context, spec: SpeechModelSpec, children: list[dict[str, Any]],
@@ -198,11 +217,22 @@ def refresh_model_status(ctx: Context, namespace: str, model: str, deployment: d
         return  # its status says InvalidSpec; leave that
     was_ready = status.ready_state(owner.get("status"))[0]
     before = int((owner.get("status") or {}).get("readyReplicas") or 0)
-    new = write_model_status(ctx, owner, deployment, applied=False)
+    new = write_model_status(ctx, owner, deployment, applied=False, spec=spec)
     zero = bool(spec.autoscaling and spec.autoscaling.scales_to_zero)
     woke_or_slept = zero and (before == 0) != (new.readyReplicas == 0)
     if status.ready_state(new)[0] != was_ready or woke_or_slept:
         sync_namespace(ctx, namespace)
+
+
+def on_pod_event(ctx: Context, namespace: str, pod: dict[str, Any]) -> None:
+    """A pod of a model that pulls its weights changed (its init container ``pull`` started, finished or
+    failed): the owner's status follows (Downloading, PullFailed, ``status.weights``)."""
+    model = ((pod.get("metadata") or {}).get("labels") or {}).get(names.MODEL_LABEL)
+    if not model:
+        return
+    deployment = ctx.kube.get("Deployment", namespace, names.child_name(model))
+    if deployment is not None:
+        refresh_model_status(ctx, namespace, model, deployment)
 
 
 def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
@@ -251,7 +281,7 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
         return None
     log.info("SpeechModel %s/%s: %s", namespace, name, "woken by a request" if target else "idle: scaled to zero")
     deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.scale_patch(target, now))
-    write_model_status(ctx, body, deployment, applied=False)  # an apply problem stays until an apply succeeds
+    write_model_status(ctx, body, deployment, applied=False, spec=spec)  # an apply problem stays until an apply succeeds
     return target
 
 

@@ -16,6 +16,11 @@ class OperatorSettings:
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     cache_size_limit: str = "20Gi"             # emptyDir for joined weights (HARMONY_CACHE_DIR)
+    # A ReadWriteMany PersistentVolumeClaim (in each model's namespace) mounted at /var/cache/harmony of every
+    # model pod instead of the emptyDir: weights fetched once per cache, not once per pod. Empty: the emptyDir.
+    cache_claim: str = ""
+    # HF_ENDPOINT of the pods of models with an hf source: a Hub mirror (air-gapped clusters). Empty: the Hub.
+    hf_endpoint: str = ""
     service_account: str = ""                  # of the model pods; empty: the namespace default
     termination_grace_s: int = 90              # in-flight requests drain within this
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
@@ -54,6 +59,8 @@ class OperatorSettings:
             image_pull_policy=get("HARMONY_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             image_pull_secrets=tuple(s.strip() for s in get("HARMONY_IMAGE_PULL_SECRETS", "").split(",") if s.strip()),
             cache_size_limit=get("HARMONY_CACHE_SIZE_LIMIT", defaults.cache_size_limit),
+            cache_claim=get("HARMONY_CACHE_CLAIM", "").strip(),
+            hf_endpoint=get("HARMONY_HF_ENDPOINT", "").strip(),
             service_account=get("HARMONY_MODEL_SERVICE_ACCOUNT", ""),
             termination_grace_s=int(get("HARMONY_TERMINATION_GRACE_S", str(defaults.termination_grace_s))),
             reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),

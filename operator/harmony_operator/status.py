@@ -1,5 +1,10 @@
 """Pure status builders: conditions Ready / Progressing / Degraded from what the cluster reports.
 
+A model whose pods fetch their weights first (an hf or url source: the init container ``pull``) shows it
+with the reason ``Downloading`` on Ready (while no replica is ready) and Progressing, a failed pull as
+Degraded ``PullFailed`` (and Ready False ``PullFailed`` while no replica is ready), and the fetch itself
+(revision, bytes) in ``status.weights`` (see :mod:`harmony_operator.pulls`).
+
 They return the typed status of :mod:`services.core.wire` (the classes the CRDs' status
 schemas are generated from); :func:`dump` turns one into the JSON the API stores.
 """
@@ -11,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import ValidationError
-from services.core.wire import Condition, SpeechModelStatus, SpeechRouteStatus
+from services.core.wire import Condition, SpeechModelStatus, SpeechRouteStatus, WeightsProgress
 from . import idle, names
+from .pulls import PullState
 
 Status = Union[SpeechModelStatus, SpeechRouteStatus]
 # A previous status: typed (from a builder here) or as the API returned it (a dict).
@@ -87,7 +93,7 @@ def unobserved(deployment: dict[str, Any] | None) -> str | None:
     return f"the Deployment controller has not yet seen generation {generation} (observed: {observed})"
 
 
-def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None) -> State:
+def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None, pull: PullState | None) -> State:
     desired, _, ready, _ = _counts(deployment)
     if deployment is None:
         if problem is not None:
@@ -100,11 +106,15 @@ def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None
             (False, "ScaledToZero", "spec.replicas is 0")
     if ready > 0:
         return True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready"
+    if pull is not None and pull.phase == "downloading":
+        return False, "Downloading", pull.message
+    if pull is not None and pull.phase == "failed":
+        return False, "PullFailed", pull.message
     return False, "NoReadyReplicas", (f"0/{desired} replicas ready (loading the model, or failing: "
                                       f"see the pods of {names.child_name(name)})")
 
 
-def _progressing(deployment: dict[str, Any] | None, problem: Problem | None) -> State:
+def _progressing(deployment: dict[str, Any] | None, problem: Problem | None, pull: PullState | None) -> State:
     desired, replicas, ready, updated = _counts(deployment)
     if deployment is None:
         if problem is not None:
@@ -116,15 +126,19 @@ def _progressing(deployment: dict[str, Any] | None, problem: Problem | None) -> 
     stalled = _deployment_condition(deployment, "Progressing")
     if stalled.get("status") == "False":
         return False, stalled.get("reason") or "ProgressDeadlineExceeded", stalled.get("message", "")
+    if pull is not None and pull.phase == "downloading":
+        return True, "Downloading", pull.message
     if updated < desired or ready < desired or replicas > desired:
         return True, "RollingOut", f"{updated} updated, {ready} ready, {replicas} total of {desired}"
     return False, "RolloutComplete", f"{ready}/{desired} replicas ready"
 
 
-def _degraded(deployment: dict[str, Any] | None, problem: Problem | None) -> State:
+def _degraded(deployment: dict[str, Any] | None, problem: Problem | None, pull: PullState | None) -> State:
     """Something is wrong, not merely in progress: a rollout that loads weights is not Degraded."""
     if problem is not None:
         return True, problem.reason, problem.message
+    if pull is not None and pull.phase == "failed":
+        return True, "PullFailed", pull.message
     if deployment is None or unobserved(deployment):
         return False, "AsExpected", ""
     failure = _deployment_condition(deployment, "ReplicaFailure")
@@ -145,10 +159,27 @@ def _kept_problem(before: list[Condition]) -> Problem | None:
     return None
 
 
+def weights(pull: PullState | None, previous: Previous) -> WeightsProgress | None:
+    """``status.weights``: what the pods' pulls say; while no pod says anything (none yet, scaled to zero), what the
+    previous status said of the same source; None for a source that is not pulled."""
+    if pull is None:
+        return None
+    if pull.weights is not None:
+        return pull.weights
+    before = previous.weights if isinstance(previous, SpeechModelStatus) else \
+        (previous or {}).get("weights") if isinstance(previous, dict) else None
+    try:
+        kept = WeightsProgress.model_validate(before) if isinstance(before, dict) else before
+    except ValidationError:
+        return None
+    return kept if kept is not None and kept.source == pull.source else None
+
+
 def model_status(name: str, namespace: str, deployment: dict[str, Any] | None, previous: Previous,
                  at: str, generation: int | None = None, problem: Problem | None = None,
-                 applied: bool = True) -> SpeechModelStatus:
-    """The SpeechModel's status from its Deployment (None: not there, or not ours) and an apply problem.
+                 applied: bool = True, pull: PullState | None = None) -> SpeechModelStatus:
+    """The SpeechModel's status from its Deployment (None: not there, or not ours), an apply problem, and the
+    pulls of its pods (None: its source is not pulled).
 
     ``applied``: an apply just ran, and ``problem`` is its outcome. Otherwise (a Deployment
     event) the previous apply problem, if any, stays: only a successful apply clears it.
@@ -157,8 +188,9 @@ def model_status(name: str, namespace: str, deployment: dict[str, Any] | None, p
     before = previous_conditions(previous)
     if not applied:
         problem = _kept_problem(before)
-    states = [("Ready", _ready(name, deployment, problem)), ("Progressing", _progressing(deployment, problem)),
-              ("Degraded", _degraded(deployment, problem))]
+    states = [("Ready", _ready(name, deployment, problem, pull)),
+              ("Progressing", _progressing(deployment, problem, pull)),
+              ("Degraded", _degraded(deployment, problem, pull))]
     if problem is not None and problem.reason == "NameConflict":
         states.append(("NameConflict", (True, problem.cause or "ObjectNotOwned", problem.message)))
     conditions = [condition(kind, *state, before, at, generation) for kind, state in states]
@@ -166,7 +198,8 @@ def model_status(name: str, namespace: str, deployment: dict[str, Any] | None, p
     _, replicas, ready, _ = _counts(deployment)
     return SpeechModelStatus(
         replicas=replicas, readyReplicas=ready, selector=names.selector_string(name),
-        endpoint=names.endpoint(name, namespace), observedGeneration=generation, conditions=conditions)
+        endpoint=names.endpoint(name, namespace), observedGeneration=generation, conditions=conditions,
+        weights=weights(pull, previous))
 
 
 def with_alias_conflict(previous: Previous, message: str | None, at: str) -> SpeechModelStatus | None:
