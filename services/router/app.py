@@ -113,21 +113,29 @@ def _health_routes(app: FastAPI, table: ModelTable, clients: ServiceClients) -> 
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        """Ready when every model has at least one ready replica."""
-        async def ready(url: str) -> bool:
+        """Ready when every model has at least one ready replica; a model whose weights are being fetched shows
+        how far (its services' ``weights``: bytes done of the whole, the revision)."""
+        async def ready(url: str) -> tuple[bool, dict]:
             try:
                 response = await clients.client(url).get("/readyz", timeout=2.0)
-                return response.status_code == 200
-            except httpx.HTTPError:
-                return False
+                body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
+                    else {}
+                return response.status_code == 200, body if isinstance(body, dict) else {}
+            except (httpx.HTTPError, ValueError):
+                return False, {}
 
-        states = {}
+        states, weights = {}, {}
         for name, model in table.models.items():
             if not model.replicas and model.spec.autoscaling and model.spec.autoscaling.scales_to_zero:
                 states[name] = "scaled to zero"  # a request wakes it
                 continue
             results = await asyncio.gather(*(ready(r.url) for r in model.replicas))
-            states[name] = "ready" if any(results) else "not ready"
+            states[name] = "ready" if any(ok for ok, _ in results) else "not ready"
+            fetching = [body["weights"][name] for ok, body in results
+                        if not ok and isinstance(body.get("weights"), dict) and name in body["weights"]]
+            if states[name] != "ready" and fetching:
+                weights[name] = fetching[0]
         ok = bool(states) and all(s != "not ready" for s in states.values())
-        return JSONResponse({"status": "ready" if ok else "not ready", "models": states},
+        return JSONResponse({"status": "ready" if ok else "not ready", "models": states,
+                             **({"weights": weights} if weights else {})},
                             status_code=200 if ok else 503)

@@ -60,7 +60,10 @@ def resolve(source: HubSource) -> ResolvedRepo:
     api = HfApi(endpoint=endpoint(), token=token())
     where = f"{label(source)} (Hub at {endpoint()})"
     try:
-        info = api.model_info(source.repo, revision=source.revision, files_metadata=True)
+        info = api.model_info(source.repo, revision=source.revision)
+        commit = info.sha
+        # the tree at the commit: every file with its size, git blob id and (LFS) SHA-256
+        tree = list(api.list_repo_tree(source.repo, revision=commit, recursive=True)) if commit else []
     except GatedRepoError:
         raise RemoteDenied(f"{where}: the repository is gated: accept its terms on the Hub and set HF_TOKEN") \
             from None
@@ -73,23 +76,22 @@ def resolve(source: HubSource) -> ResolvedRepo:
         raise WeightsError(f"{where}: {_status(exc)}") from None
     except OSError as exc:  # connection refused, DNS: say where we tried
         raise WeightsError(f"{where}: cannot reach the Hub ({type(exc).__name__}: {exc})") from None
-    if not info.sha:
+    if not commit:
         raise WeightsError(f"{where}: the Hub gave no commit for the revision")
-    files = [_file(s) for s in info.siblings or []]
+    files = [_file(entry) for entry in tree if hasattr(entry, "blob_id") and not hasattr(entry, "tree_id")]
     chosen = select(files, source.files)
     if not chosen:
         names = ", ".join(f.path for f in files[:20]) or "none"
         raise RemoteNotFound(f"{where}: no file matches {source.files or 'the repository'} (files: {names})")
-    return ResolvedRepo(source.repo, info.sha, chosen)
+    return ResolvedRepo(source.repo, commit, chosen)
 
 
-def _file(sibling) -> HubFile:
-    lfs = getattr(sibling, "lfs", None)
-    sha256 = getattr(lfs, "sha256", None) if lfs is not None else None
-    size = getattr(sibling, "size", None)
-    if size is None and lfs is not None:
-        size = getattr(lfs, "size", None)
-    return HubFile(sibling.rfilename, int(size or 0), sha256, getattr(sibling, "blob_id", None))
+def _file(entry) -> HubFile:
+    """A ``RepoFile`` of the tree: an LFS object's size and SHA-256 are its ``lfs``'s."""
+    lfs = entry.lfs
+    if lfs is not None:
+        return HubFile(entry.path, int(lfs.size), lfs.sha256, entry.blob_id)
+    return HubFile(entry.path, int(entry.size), None, entry.blob_id)
 
 
 def _status(exc) -> str:
