@@ -51,6 +51,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/* The model cache's claim: modelCache.existingClaim, or the one the chart creates (modelCache.enabled), or none. */}}
+{{- define "harmony.modelCacheClaim" -}}
+{{- if .Values.modelCache.existingClaim -}}
+{{- .Values.modelCache.existingClaim -}}
+{{- else if .Values.modelCache.enabled -}}
+{{- printf "%s-model-cache" (include "harmony.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "harmony.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
@@ -119,4 +128,9 @@ rules:
   - apiGroups: [""]
     resources: [events]
     verbs: [create]
+  # The model pods (a label-selected watch), read only: their pull init containers make status.weights and the
+  # Downloading / PullFailed conditions.
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [list, watch]
 {{- end }}
