@@ -17,6 +17,11 @@ fills row by row, each row from its own generator:
 - no seed (the default): each row draws fresh entropy, so speech varies from one
   request to the next as Piper's own runtime does; a row is still independent of
   the other rows of its batch.
+
+Weights: a pip package, a voice's ``.onnx`` (its ``.onnx.json`` beside it), or a directory: a voice's folder
+or a checkout of rhasspy/piper-voices, of which ``options.voice`` picks one voice by name. A multi-speaker
+voice (``num_speakers`` > 1) lists each speaker of its ``speaker_id_map`` as a voice (and its own name for
+the default speaker); each row of a padded batch runs with its own job's speaker (VITS's ``sid`` input).
 """
 
 from __future__ import annotations
