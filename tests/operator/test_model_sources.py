@@ -1,0 +1,122 @@
+"""Model sources against kmock (issue 20): a real kopf run.
+
+A SpeechModel with an hf source and a credentials Secret gets a Deployment whose pods pull the weights first (the
+init container ``pull``, the Secret as its environment) and serve offline. The operator watches the model pods
+(a server-side label selector) and turns their pull init containers into the SpeechModel's status: Downloading
+while one runs, ``status.weights`` (the pinned revision, the bytes) from a finished one's termination message, and
+PullFailed from one that keeps failing.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import aiohttp
+from services.core.wire import WeightsProgress
+from harmony_operator.names import child_name
+
+from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored, watching
+from tests.operator.test_operator import DEPLOYMENTS, MODELS, condition, create, patch
+
+NAME = "whisper-small"
+CHILD = child_name(NAME)
+PODS = "v1/pods"
+COMMIT = "5f1c8e0a9b7d6c4e3f2a1b0c9d8e7f6a5b4c3d2e"
+HF_MODEL = {
+    "apiVersion": "harmony.dev/v1alpha1", "kind": "SpeechModel",
+    "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "uid-small", "resourceVersion": "1"},
+    "spec": {"task": "stt", "backend": "faster-whisper", "compute_type": "int8",
+             "source": {"hf": {"repo": "Systran/faster-whisper-small", "revision": "main"},
+                        "credentials_secret": "hf-token"}},
+}
+DONE = WeightsProgress(phase="ready", source="hf://Systran/faster-whisper-small@main", revision=COMMIT,
+                       bytesDone=483_546_902, bytesTotal=483_546_902, filesDone=4, filesTotal=4,
+                       path=f"/var/cache/harmony/models/hf/Systran--faster-whisper-small/{COMMIT}")
+
+
+def pod_of(deployment: dict[str, Any], name: str, pull: dict[str, Any]) -> dict[str, Any]:
+    """A pod as the ReplicaSet would make it from the Deployment's template, with the kubelet's report of its
+    init container ``pull``."""
+    template = deployment["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}", "resourceVersion": "1",
+                         "labels": dict(template["metadata"]["labels"]),
+                         "annotations": dict(template["metadata"]["annotations"])},
+            "spec": copy.deepcopy(template["spec"]),
+            "status": {"phase": "Pending", "initContainerStatuses": [{"name": "pull", "restartCount": 0, **pull}]}}
+
+
+async def create_pod(api: aiohttp.ClientSession, pod: dict[str, Any]) -> None:
+    async with api.post(f"/api/v1/namespaces/{NAMESPACE}/pods", json=pod) as response:
+        assert response.status < 300, await response.text()
+
+
+def model_status(cluster: Any) -> dict[str, Any]:
+    return (stored(cluster, MODELS, NAME) or {}).get("status") or {}
+
+
+async def test_an_hf_model_pulls_first_and_its_status_shows_the_pull(cluster: Any, api: aiohttp.ClientSession) -> None:
+    async with running_operator(cluster):
+        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
+        await create(api, "speechmodels", HF_MODEL)
+        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+
+        # The kubelet starts the pull: the model is Downloading.
+        await create_pod(api, pod_of(deployment, f"{CHILD}-7d9f-a", {
+            "state": {"running": {"startedAt": "2026-12-07T04:00:00Z"}}}))
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready").get("reason") == "Downloading",
+                         what="Ready False Downloading")
+        downloading = model_status(cluster)
+        assert condition({"status": downloading}, "Progressing")["reason"] == "Downloading"
+        assert downloading["weights"]["phase"] == "downloading"
+        assert downloading["weights"]["source"] == "hf://Systran/faster-whisper-small@main"
+
+        # The pull finishes: its termination message pins the revision in status.weights.
+        await patch(api, f"/api/v1/namespaces/{NAMESPACE}/pods/{CHILD}-7d9f-a/status", {"status": {
+            "initContainerStatuses": [{"name": "pull", "restartCount": 0, "state": {"terminated": {
+                "exitCode": 0, "reason": "Completed", "message": DONE.model_dump_json(),
+                "finishedAt": "2026-12-07T04:03:00Z"}}}]}})
+        await eventually(lambda: model_status(cluster).get("weights", {}).get("revision") == COMMIT,
+                         what="status.weights.revision")
+
+    deployment = stored(cluster, DEPLOYMENTS, CHILD)
+    pod = deployment["spec"]["template"]["spec"]
+    [pull], [model] = pod["initContainers"], pod["containers"]
+    assert pull["name"] == "pull" and pull["command"] == ["harmony", "pull"]
+    assert pull["envFrom"] == [{"secretRef": {"name": "hf-token"}}]
+    assert pull["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "envFrom" not in model
+    assert {"name": "HARMONY_OFFLINE", "value": "1"} in model["env"]
+    weights = model_status(cluster)["weights"]
+    assert WeightsProgress.model_validate(weights) == DONE
+    assert condition(stored(cluster, MODELS, NAME), "Ready")["reason"] == "NoReadyReplicas"  # loading, not pulling
+    # Only the model pods are watched: the selector goes to the API server.
+    pod_watches = [r for r in requests(cluster, "GET", "/pods") if r.params.get("watch") == "true"]
+    assert pod_watches and all(
+        set(r.params.get("labelSelector", "").split(",")) ==
+        {"app.kubernetes.io/name=harmony-model", "app.kubernetes.io/managed-by=harmony-operator"}
+        for r in pod_watches)
+
+
+async def test_a_pull_that_keeps_failing_degrades_the_model(cluster: Any, api: aiohttp.ClientSession) -> None:
+    failure = WeightsProgress(phase="failed", source="hf://Systran/faster-whisper-small@main",
+                              message="401 Unauthorized: Systran/faster-whisper-small: is HF_TOKEN set?")
+    async with running_operator(cluster):
+        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
+        await create(api, "speechmodels", HF_MODEL)
+        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        await create_pod(api, pod_of(deployment, f"{CHILD}-7d9f-b", {
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}, "restartCount": 2,
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": failure.model_dump_json(),
+                                         "finishedAt": "2026-12-07T04:01:00Z"}}}))
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Degraded").get("reason") == "PullFailed",
+                         what="Degraded PullFailed")
+
+    degraded = condition(stored(cluster, MODELS, NAME), "Degraded")
+    assert degraded["status"] == "True"
+    assert f"pod {CHILD}-7d9f-b" in degraded["message"] and "is HF_TOKEN set?" in degraded["message"]
+    assert condition(stored(cluster, MODELS, NAME), "Ready")["reason"] == "PullFailed"
+    assert model_status(cluster)["weights"]["phase"] == "failed"
