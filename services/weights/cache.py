@@ -10,6 +10,7 @@ cluster a volume shared by the model pods)::
     plans/<kind>/<slug>/<version>.json  the files a model needs, written once its source is resolved: offline
                                         mode names the missing ones from it
     refs/hf/<org>--<name>/<revision>    the commit a branch or tag resolved to (offline mode reads it)
+    index/<key>                         the SHA-256 of a file known by another name (a Hub file's git blob id)
     downloads/<key>.part                a download under way (resumed from its length), ``.part.json`` beside
     locks/<key>.lock                    advisory locks (flock): one download of a file, one build of a model
 
@@ -135,6 +136,17 @@ class ModelCache:
 
     def write_plan(self, kind: str, name: str, version: str, plan: dict) -> None:
         write_atomic(self.plan_path(kind, name, version), json.dumps(plan, indent=1))
+
+    # the SHA-256 of a file known by another name (a Hub file's git blob id, a URL): ``index/<key>``
+    def known_sha256(self, key: str) -> str | None:
+        try:
+            digest = (self.root / "index" / key).read_text().strip()
+        except OSError:
+            return None
+        return digest if self.has_blob(digest) else None
+
+    def remember_sha256(self, key: str, sha256: str) -> None:
+        write_atomic(self.root / "index" / key, sha256 + "\n")
 
     # blobs
     def has_blob(self, sha256: str) -> bool:

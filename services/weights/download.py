@@ -26,7 +26,14 @@ from services.weights.cache import ModelCache, write_atomic
 log = logging.getLogger("harmony.weights")
 
 CHUNK = 1 << 20
-ATTEMPTS = 5
+ATTEMPTS = 5  # tries of one file, each resuming where the last stopped ($HARMONY_DOWNLOAD_ATTEMPTS)
+
+
+def attempts() -> int:
+    try:
+        return max(1, int(os.environ.get("HARMONY_DOWNLOAD_ATTEMPTS", ATTEMPTS)))
+    except ValueError:
+        return ATTEMPTS
 
 
 class ChecksumMismatch(WeightsError):
@@ -68,23 +75,35 @@ Progress = Callable[[int], None]  # bytes added since the last call
 
 
 def fetch_blob(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress) -> str:
-    """The SHA-256 of the file, now a blob of ``cache``; downloaded unless a blob with ``expected.sha256`` exists."""
-    if expected.sha256 and cache.has_blob(expected.sha256):
-        progress(expected.size or cache.blob(expected.sha256).stat().st_size)
-        return expected.sha256
+    """The SHA-256 of the file, now a blob of ``cache``; downloaded unless the blob is there already (its
+    ``expected.sha256``, or the digest an earlier download of ``key`` gave)."""
+    if found := _cached(cache, key, expected, progress):
+        return found
     with cache.locked(key):
-        if expected.sha256 and cache.has_blob(expected.sha256):  # another process fetched it meanwhile
-            progress(expected.size or cache.blob(expected.sha256).stat().st_size)
-            return expected.sha256
-        for attempt in range(1, ATTEMPTS + 1):
+        if found := _cached(cache, key, expected, progress):  # another process fetched it meanwhile
+            return found
+        tries = attempts()
+        for attempt in range(1, tries + 1):
             try:
-                return _download(cache, key, remote, expected, progress)
+                digest = _download(cache, key, remote, expected, progress)
+                cache.remember_sha256(key, digest)
+                return digest
             except TransientError as exc:
-                if attempt == ATTEMPTS:
-                    raise WeightsError(f"{remote.label}: download failed {ATTEMPTS} times: {exc}") from None
-                log.warning("%s: %s; resuming (attempt %d of %d)", remote.label, exc, attempt + 1, ATTEMPTS)
+                if attempt == tries:
+                    raise WeightsError(f"{remote.label}: download failed {tries} times ({exc}); what arrived is "
+                                       "kept and the next try resumes from there") from None
+                log.warning("%s: %s; resuming (attempt %d of %d)", remote.label, exc, attempt + 1, tries)
                 time.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")
+
+
+def _cached(cache: ModelCache, key: str, expected: Expected, progress: Progress) -> str | None:
+    digest = expected.sha256 if expected.sha256 and cache.has_blob(expected.sha256) else None
+    if digest is None and not expected.sha256_from_user:
+        digest = cache.known_sha256(key)
+    if digest:
+        progress(expected.size or cache.blob(digest).stat().st_size)
+    return digest
 
 
 def _download(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress) -> str:

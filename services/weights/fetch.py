@@ -132,7 +132,8 @@ def _fetch_hub(source: ModelSource, repo: HubSource, cache: ModelCache, offline:
             return cache.model_dir("hf", repo.repo, version)
         tracker.update(phase="downloading")
         files = []
-        for number, item in enumerate(resolved.files, 1):
+        # small files first: configs are there early, and a stop mid-way leaves only the weights to fetch
+        for number, item in enumerate(sorted(resolved.files, key=lambda f: f.size), 1):
             tracker.update(message=item.path)
             expected = Expected(item.size, item.sha256, None if item.sha256 else item.blob_id)
             key = f"hf-{item.sha256 or item.blob_id or short_hash(repo.repo, resolved.commit, item.path)}"
@@ -140,6 +141,7 @@ def _fetch_hub(source: ModelSource, repo: HubSource, cache: ModelCache, offline:
                                 tracker.add_bytes)
             files.append(CachedFile(path=item.path, size=item.size, sha256=digest))
             tracker.update(filesDone=number)
+        files.sort(key=lambda f: f.path)
         tracker.update(phase="verifying", message="")
         _check_manifest_sha256(files, source.sha256, hub.label(repo, resolved.commit))
         manifest = ModelManifest(source=hub.label(repo, resolved.commit), kind="hf", revision=resolved.commit,
@@ -152,7 +154,8 @@ def _missing(cache: ModelCache, kind: str, name: str, version: str, label: str) 
     if not plan:
         return OfflineMissing(f"offline: {label} is not in the cache {cache.root} (run `harmony pull` where its "
                               "source is reachable)")
-    missing = [f for f in plan["files"] if not (f.get("sha256") and cache.has_blob(f["sha256"]))]
+    missing = [f for f in plan["files"] if not ((f.get("sha256") and cache.has_blob(f["sha256"]))
+                                                or (f.get("blob_id") and cache.known_sha256(f"hf-{f['blob_id']}")))]
     names = ", ".join(f"{f['path']} ({f['size']:,} bytes)" for f in missing[:10])
     more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     return OfflineMissing(f"offline: {label} is incomplete in the cache {cache.root}: {len(missing)} of "
