@@ -4,15 +4,21 @@ of oci sources, the shared cache claim, the Hub mirror, and what a change of sou
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from services.core.crd import openapi_to_jsonschema, speech_model_crd
 from services.core.specs import NamedModel, SpeechModelSpec
 from harmony_operator import manifests, names, reconcile
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings
+
+from tests.unit.test_crd_rules import violations
 
 SETTINGS = OperatorSettings()
 MIRROR = OperatorSettings(hf_endpoint="http://hf-mirror.models.svc:8090", cache_claim="harmony-model-cache",
@@ -232,3 +238,21 @@ def test_settings_from_the_environment() -> None:
                                           "HARMONY_HF_ENDPOINT": "http://hf-mirror:8090"})
     assert (settings.cache_claim, settings.hf_endpoint) == ("harmony-model-cache", "http://hf-mirror:8090")
     assert (OperatorSettings.from_env({}).cache_claim, OperatorSettings.from_env({}).hf_endpoint) == ("", "")
+
+
+def test_the_documented_example_is_a_valid_speech_model() -> None:
+    """docs/kubernetes.md's example of "Model sources and the shared cache": the CRD's schema and CEL rules, the
+    pydantic schema, and a valid Deployment with the pull container and the Secret."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md").read_text()
+    section = text.split("## Model sources and the shared cache", 1)[1].split("\n## ", 1)[0]
+    documents = [d for block in re.findall(r"```yaml\n(.*?)```", section, re.S) for d in yaml.safe_load_all(block)]
+    [model] = [d for d in documents if d and d.get("kind") == "SpeechModel"]
+    [secret] = [d for d in documents if d and d.get("kind") == "Secret"]
+    kubernetes_validate.validate(secret, "1.33", strict=True)
+    schema = speech_model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft4Validator(openapi_to_jsonschema(schema)).validate(model)
+    assert violations(model) == []
+    parsed = SpeechModelSpec.model_validate(model["spec"])
+    pull = pod(parsed)["initContainers"][0]
+    assert pull["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}]
+    assert "HF_TOKEN" in secret["stringData"]
