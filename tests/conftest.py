@@ -2,6 +2,10 @@ import os
 import tempfile
 
 import httpx
+import pytest
+
+from tests.file_server import FileServer
+from tests.hub_mirror import hub_mirror_running
 
 # Joined weights (Whisper base) go to a cache the test session shares across runs of the suite.
 os.environ.setdefault("HARMONY_CACHE_DIR", os.path.join(tempfile.gettempdir(), "harmony-test-cache"))
@@ -14,3 +18,17 @@ pytest_plugins = ["tests.databases"]
 # httpx's default 5 s (the default Timeout object is read at each call, so changing it here is enough).
 _default_timeout = httpx._config.DEFAULT_TIMEOUT_CONFIG
 _default_timeout.connect = _default_timeout.read = _default_timeout.write = _default_timeout.pool = 60.0
+
+
+@pytest.fixture(scope="session")
+def hub_mirror(tmp_path_factory):
+    """A Hugging Face Hub on loopback (olah behind a counting proxy): tests/hub_mirror.py."""
+    with hub_mirror_running(workdir=tmp_path_factory.mktemp("hub-mirror")) as mirror:
+        yield mirror
+
+
+@pytest.fixture(scope="session")
+def file_server(tmp_path_factory):
+    """An HTTP file server with ranges, counts and cuts over a temporary folder: tests/file_server.py."""
+    with FileServer(tmp_path_factory.mktemp("file-server")) as server:
+        yield server
