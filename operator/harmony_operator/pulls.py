@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import ValidationError
 from services.core.specs import ModelSource
 from services.core.wire import WeightsProgress
+from services.weights.fetch import describe
 from . import names
 
 PULL = "pull"  # the init container's name (manifests.PULL)
@@ -42,16 +42,9 @@ class PullState:
 
 
 def source_label(source: ModelSource) -> str:
-    """The source as ``harmony pull`` names it: ``hf://org/name@revision``, a URL without credentials or query,
-    ``oci://reference``; a package or path as it is."""
-    if source.hf is not None:
-        return f"hf://{source.hf.repo}@{source.hf.revision}"
-    if source.url is not None:
-        parts = urlsplit(source.url)
-        return urlunsplit((parts.scheme, parts.hostname or "", parts.path, "", ""))
-    if source.oci is not None:
-        return f"oci://{source.oci}"
-    return source.package or source.path or ""
+    """The source as ``harmony pull`` names it in its progress (``WeightsProgress.source``): ``hf://org/name@revision``
+    (and the file patterns), a URL without credentials or query, ``oci://reference``."""
+    return describe(source)
 
 
 def parse_message(text: str | None) -> WeightsProgress | None:

@@ -11,6 +11,7 @@ import pytest
 from services.core.crd import openapi_to_jsonschema, speech_model_crd
 from services.core.specs import ModelSource, SpeechModelSpec
 from services.core.wire import SpeechModelStatus, WeightsProgress
+from services.weights import fetch
 from harmony_operator import manifests, names, pulls, status
 
 AT = "2026-12-07T04:00:00Z"
@@ -74,6 +75,8 @@ def test_source_labels() -> None:
     url = ModelSource.model_validate({"url": "https://user:pw@example.com/piper/voice.tar.gz?X-Amz-Signature=abc"})
     assert pulls.source_label(url) == "https://example.com/piper/voice.tar.gz"  # no credentials, no query
     assert pulls.source_label(ModelSource(oci="ghcr.io/acme/w:1")) == "oci://ghcr.io/acme/w:1"
+    picked = ModelSource.model_validate({"hf": {"repo": "rhasspy/piper-voices", "files": ["en/en_US/joe/*"]}})
+    assert pulls.source_label(picked) == fetch.Tracker(picked, None).state.source  # what harmony pull reports
 
 
 def test_termination_messages_are_parsed() -> None:
