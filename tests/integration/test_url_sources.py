@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
+import json
 import tarfile
 
 import pytest
@@ -125,7 +125,7 @@ def test_s3_resumes_a_stopped_download(s3_server, cache, monkeypatch, tmp_path):
     part = cache.partial(key)
     part.write_bytes(WEIGHTS[:6_000_000])
     etag = s3_server.client().head_object(Bucket=bucket, Key="m.bin")["ETag"]
-    part.with_name(part.name + ".json").write_text(f'{{"etag": {etag!r}, "size": {len(WEIGHTS)}}}'.replace("'", '"'))
+    part.with_name(part.name + ".json").write_text(json.dumps({"etag": etag, "size": len(WEIGHTS)}))
     seen = []
     path = fetch(ModelSource(url=url), cache=cache, listener=seen.append)
     assert path.read_bytes() == WEIGHTS
