@@ -16,7 +16,8 @@ from tests.servers import free_port
 
 
 class HarmonyProcess:
-    def __init__(self, config: str | None = None, timeout: float = 180.0, extra_args: list[str] | None = None) -> None:
+    def __init__(self, config: str | None = None, timeout: float = 180.0, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ready_file = Path(tempfile.mkdtemp()) / "ready"
@@ -25,6 +26,7 @@ class HarmonyProcess:
         self.timeout = timeout
         self.proc: subprocess.Popen | None = None
         self.extra_args = extra_args or []
+        self.env = env  # added to this process's environment
 
     def start(self) -> "HarmonyProcess":
         args = [sys.executable, "-m", "services.cli", "serve", "--port", str(self.port),
@@ -33,7 +35,7 @@ class HarmonyProcess:
             args += ["--config", self.config]
         args += self.extra_args
         self._log_handle = open(self.log, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, env=os.environ.copy())
+        self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + self.timeout
         while not self.ready_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
