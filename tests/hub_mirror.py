@@ -40,25 +40,44 @@ the Hub):
     (``huggingface_hub`` raises ``GatedRepoError``); ``mirror.token`` opens it.
 
 The repositories are built once per machine into ``<repo>/.cache/hub-mirror/<key>/`` (``$HARMONY_HUB_MIRROR_CACHE``
-overrides the folder), the key hashing this module's text and the size and mtime of every source file;
-commits have fixed dates and authors, so their shas are the same on every machine.
+overrides the folder; about 2 s, LFS objects hard-linked from the packages), the key hashing this module's
+text, the size and mtime of every pip-installed source file and the pinned SHA-256 of the joined ones; a
+build no session touched for 3 days is removed. Commits have fixed dates and authors, so their shas are
+the same on every machine.
 
-The proxy in front of olah (every request goes through it) does what olah does not:
+The proxy in front of olah (every request goes through it; ``mirror.olah_url`` is olah itself) adds what
+olah 0.5.4 lacks or answers unlike the Hub:
 
 * private and gated repositories (olah has no notion of tokens for local mirrors);
-* ``Range`` requests: olah 0.5.4 answers a ranged GET of a local mirror's file with 200 and the whole
-  file, so the proxy reads olah's answer and serves ``bytes=N-``, ``bytes=N-M`` and ``bytes=-K`` itself
-  (206 with ``Content-Range``; 416 with ``Content-Range: bytes */SIZE`` for a range past the end), and
-  sends ``Content-Length`` and ``Accept-Ranges: bytes`` on every file answer (olah streams chunked);
-* ``GET`` counts and bytes served per path (``mirror.counts``, ``mirror.bytes_served``, ``mirror.gets(suffix)``,
-  ``mirror.requests``), and ``mirror.reset()``;
+* ``Range``: olah answers a ranged GET of a mirrored file with 200 and the whole file, chunked (no
+  ``Content-Length``, no ``ETag``), after reading all of it into memory, in 4 KiB pieces (145 MB took
+  7-10 s). So for a GET on ``/resolve/`` the proxy asks olah for the HEAD (revision, existence,
+  ``X-Repo-Commit``, ``ETag``, size) and then sends an LFS file's bytes from the repository's LFS store
+  itself, as the Hub's CDN does, and a small file's from olah's answer: ``bytes=N-``, ``bytes=N-M``,
+  ``bytes=-K`` as 206 with ``Content-Range``, 416 with ``Content-Range: bytes */SIZE`` when
+  unsatisfiable; ``Content-Length`` and ``Accept-Ranges: bytes`` always;
+* ``GET`` counts and bytes served per path (``mirror.counts``, ``mirror.bytes_served``,
+  ``mirror.gets(suffix)``, ``mirror.requests``: logged before the answer goes out, so what a client
+  received is already counted), and ``mirror.reset()``;
 * ``mirror.cut_next(path_suffix, after_bytes)``: the next GET whose path ends with the suffix gets its
   headers (the full ``Content-Length``) and ``after_bytes`` bytes of body, then the connection closes;
-* a file missing from an existing repository answers 404 ``X-Error-Code: EntryNotFound`` (as the Hub),
-  where olah's offline mirror answers otherwise.
+* a file missing from an existing repository: 404 ``X-Error-Code: EntryNotFound``, as the Hub (olah
+  answers a HEAD with 401 RepoNotFound and a GET with 500);
+* ``/api/models/ORG/NAME`` without a revision (olah's offline mirror answers 401) is asked as
+  ``.../revision/main``; ``.../tree/REV`` as ``.../tree/REV/`` (olah redirects there, to its own port);
+* ``?blobs=true`` (``model_info(files_metadata=True)``): olah gives siblings only ``rfilename``; the proxy
+  adds ``blobId``, ``size`` and ``lfs {sha256, size, pointerSize}`` from olah's own tree listing.
 
-Everything else (refs, revisions, tags, ``/api/models/...``, ``paths-info``, the HEAD on ``/resolve/``
-with ``X-Repo-Commit``, ``ETag``, ``Content-Length``) is olah's own answer.
+Everything else (refs, revisions and tags, ``/api/models/.../revision/REV``, ``tree``, ``paths-info``,
+the HEAD on ``/resolve/`` with ``X-Repo-Commit``, ``ETag`` (an LFS file's SHA-256, else its git blob id,
+unquoted) and ``Content-Length``, without ``X-Linked-Etag``/``X-Linked-Size``) is olah's own answer.
+
+Fixture API (``hub_mirror`` in tests/conftest.py, session-scoped): ``endpoint``, ``token``, ``commits``
+{repo: [sha, ...] oldest first}, ``tags`` {repo: {tag: sha}}, ``files`` {repo: {path: {size, sha256, lfs,
+blob}}} (head commit), ``counts``, ``bytes_served``, ``requests``, ``gets(suffix)``, ``cut_next(suffix,
+after_bytes)``, ``reset()``, ``url(repo, filename, revision="main")``, ``env()`` (variables for a
+subprocess), ``patch(monkeypatch)`` (``HF_ENDPOINT`` and the ``huggingface_hub.constants`` read from it at
+import), ``olah_url``. ``python -m tests.hub_mirror`` serves it until ^C.
 """
 
 from __future__ import annotations
@@ -575,6 +594,14 @@ class _Proxy(BaseHTTPRequestHandler):
 # the fixture object
 
 
+def _die_with_parent() -> None:
+    """olah gets SIGTERM when the test process dies, even by SIGKILL (Linux; elsewhere nothing)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -637,7 +664,8 @@ class HubMirror:
         cli = Path(sys.executable).with_name("olah-cli")
         self._log = open(self._workdir / "olah.log", "wb")
         self._proc = subprocess.Popen([str(cli) if cli.exists() else "olah-cli", "-c", str(config)],
-                                      cwd=self._workdir, stdout=self._log, stderr=subprocess.STDOUT)
+                                      cwd=self._workdir, stdout=self._log, stderr=subprocess.STDOUT,
+                                      preexec_fn=_die_with_parent)
         self._thread = threading.Thread(target=self._server.serve_forever, name="hub-mirror-proxy", daemon=True)
         self._thread.start()
         try:
