@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from services.core.http_server import build_server, tcp_socket, unix_socket
@@ -110,6 +111,7 @@ def private_socket_dir() -> str:
 @dataclass
 class RunningService:
     name: str
+    app: Any
     server: uvicorn.Server
     sock: socket.socket
     url: str
@@ -130,7 +132,7 @@ def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str,
     for service, models in by_service.items():
         app = service.create_app(models, config.server.max_upload_bytes, config)
         path = os.path.join(socket_dir, f"{service.name}.sock")
-        running.append(RunningService(service.name, _server(app, settings, log_level, hosting or Hosting()),
+        running.append(RunningService(service.name, app, _server(app, settings, log_level, hosting or Hosting()),
                                       unix_socket(path), unix_url(path)))
     return running
 
@@ -263,7 +265,9 @@ def _api(public: str) -> str:
 
 async def _announce_ready(config: HarmonyConfig, router: uvicorn.Server, services: list[RunningService], public: str,
                           hosting: Hosting) -> None:
-    while not (router.started and all(s.server.started for s in services)):
+    from services.core.service_app import models_settled
+
+    while not (router.started and all(s.server.started and models_settled(s.app) for s in services)):
         await asyncio.sleep(0.05)
     hosting.say(f"Harmony is ready: {_api(public)} (models: {', '.join(m.name for m in config.models)})")
     if config.auth.required:

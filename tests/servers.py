@@ -41,11 +41,19 @@ class ServerThread:
     def __enter__(self) -> "ServerThread":
         self.thread.start()
         deadline = time.monotonic() + 120
-        while not self.server.started:
+        while not self.server.started or not self._models_settled():
             if not self.thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"server on {self.url} did not start")
             time.sleep(0.05)
         return self
+
+    def _models_settled(self) -> bool:
+        """A model service loads its models once it serves: wait for them (loaded, or failed) as harmony serve does."""
+        if not isinstance(getattr(self.app.state, "models", None), dict):
+            return True
+        from services.core.service_app import models_settled
+
+        return models_settled(self.app)
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True

@@ -1,13 +1,15 @@
 """The generic model service: a FastAPI app around loaded models, each behind its own batcher.
 
 Every service answers ``/healthz`` (the process lives), ``/readyz`` (every model is
-loaded, and the service is not draining: :mod:`services.core.draining`), ``/metrics`` and
-``/v1/models``; the task-specific routes come from the task's own module.
+loaded, and the service is not draining: :mod:`services.core.draining`; while a model's weights are
+fetched, how far), ``/metrics`` and ``/v1/models``; the task-specific routes come from the task's own module.
+Models load in the background once the server is up (``models_settled`` says when they are done).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -118,8 +120,15 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.gather(*(m.load() for m in models))
+        # Models load (and fetch their weights) while the service already answers: /healthz at once, /readyz 503
+        # with the fetch's progress until every model is loaded, model calls 503 until theirs is.
+        loading = asyncio.create_task(_load_all(models), name="load-models")
+        app.state.loading = loading
         yield
+        if not loading.done():
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
         await asyncio.gather(*(m.batcher.stop() for m in models))
 
     app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan)
@@ -156,6 +165,16 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     for router in routes:
         app.include_router(router)
     return app
+
+
+async def _load_all(models: list[LoadedModel[Any]]) -> None:
+    await asyncio.gather(*(m.load() for m in models))
+
+
+def models_settled(app: FastAPI) -> bool:
+    """Every model of a service app loaded, or failed to (its error on /readyz): what ``harmony serve`` waits for
+    before it says it is ready."""
+    return all(m.ready or m.error is not None for m in app.state.models.values())
 
 
 def load_models(task: Task, models: list[NamedModel], metrics: Metrics,
