@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -167,6 +170,20 @@ def test_counts_and_reset(hub, tmp_path):
     assert [m for m, p, _, _ in hub.requests if p.endswith("/config.json")] == ["HEAD", "GET", "HEAD"]
     hub.reset()
     assert hub.counts == {} and hub.requests == [] and hub.bytes_served == {}
+
+
+def test_two_processes_pulling_at_once_download_once(hub, tmp_path):
+    script = ("import sys; from huggingface_hub import hf_hub_download; "
+              "print(hf_hub_download(sys.argv[1], 'model.bin', cache_dir=sys.argv[2]))")
+    env = {**os.environ, **hub.env()}
+    procs = [subprocess.Popen([sys.executable, "-c", script, TINY, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    paths = {Path(out.strip().splitlines()[-1]) for out, _ in outs}
+    assert len(paths) == 1 and _sha256(paths.pop()) == hub.files[TINY]["model.bin"]["sha256"]
+    assert hub.gets("/model.bin") == 1
+    assert sum(n for p, n in hub.bytes_served.items() if p.endswith("/model.bin")) == hub.files[TINY]["model.bin"]["size"]
 
 
 def test_olah_ignores_range_and_the_proxy_serves_it(hub):
