@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from services.core.specs import ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
-from . import autoscaling, names, pulls
+from . import autoscaling, names
+from .pulls import PULL
 from .settings import OperatorSettings
 
 CONFIG_DIR = "/etc/harmony"
@@ -23,7 +24,6 @@ MODEL_FILE = f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}"
 # Model sources (docs/kubernetes.md, "Model sources and the shared cache"): an hf or url source is fetched into
 # the cache by the init container PULL before the model service starts (which then runs offline); an oci source
 # (a modelcar) is an image volume mounted at MODELCAR_DIR, and the model file the service reads names that path.
-PULL = pulls.PULL
 TERMINATION_LOG = "/dev/termination-log"
 MODELCAR_VOLUME = "modelcar"
 MODELCAR_DIR = "/var/run/harmony/modelcar"
