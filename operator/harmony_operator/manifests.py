@@ -35,6 +35,10 @@ GPU = "nvidia.com/gpu"
 # so a slow but healthy start is never reported as ProgressDeadlineExceeded.
 STARTUP_PERIOD_S, STARTUP_FAILURES = 10, 90
 PROGRESS_DEADLINE_S = STARTUP_PERIOD_S * STARTUP_FAILURES + 600
+# A pod that pulls its weights first (init container ``pull``) may download for long before the startup probe's
+# clock starts: its rollout gets this much more before the Deployment calls it stalled. A pull that fails is
+# reported at once (PullFailed), not at the deadline.
+PULL_ALLOWANCE_S = 3 * 3600
 
 # Draining (docs/kubernetes.md, "Data plane"): at deletion the pod leaves its EndpointSlice while its preStop hook
 # sleeps PRE_STOP_S, so kube-proxy and the routers' watches stop sending it requests before SIGTERM; then the
@@ -357,7 +361,7 @@ def deployment(name: str, namespace: str, spec: SpeechModelSpec, settings: Opera
         "spec": {
             "replicas": max(1, spec.autoscaling.min_replicas) if spec.autoscaling else spec.replicas,
             "revisionHistoryLimit": 3,
-            "progressDeadlineSeconds": PROGRESS_DEADLINE_S,
+            "progressDeadlineSeconds": PROGRESS_DEADLINE_S + (PULL_ALLOWANCE_S if pulls(spec) else 0),
             "selector": {"matchLabels": names.selector_labels(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {

@@ -79,6 +79,13 @@ def test_an_hf_source_is_pulled_by_an_init_container_before_the_model_starts() -
     assert env(pull)["HARMONY_CACHE_DIR"] == env(model)["HARMONY_CACHE_DIR"] == "/var/cache/harmony"
 
 
+def test_a_pulling_model_has_hours_before_its_rollout_is_called_stalled() -> None:
+    assert deployment(spec(HF))["spec"]["progressDeadlineSeconds"] == \
+        manifests.PROGRESS_DEADLINE_S + manifests.PULL_ALLOWANCE_S >= 3 * 3600
+    for other in (spec(PACKAGE), spec(OCI)):
+        assert deployment(other)["spec"]["progressDeadlineSeconds"] == manifests.PROGRESS_DEADLINE_S
+
+
 def test_only_the_pull_container_gets_the_credentials_and_the_model_runs_offline() -> None:
     template = pod(spec(HF))
     [pull], [model] = template["initContainers"], template["containers"]
