@@ -49,11 +49,16 @@ def test_a_backend_missing_members_of_its_protocol_fails_naming_them():
         task = Task.vad
         sample_rate = 16000
 
-        def __init__(self, spec) -> None: ...
+        def __init__(self, spec) -> None:
+            self.spec = spec
 
         def load(self) -> None: ...
 
     with pytest.raises(BackendContractError, match="HalfVad does not implement VadBackend: missing "
                                                    "frame_samples, run_batch"):
         verify(HalfVad(None), Task.vad)
-    assert isinstance(SileroVadBackend.__new__(SileroVadBackend), VadBackend)
+    with pytest.raises(BackendContractError, match="missing frame_samples, run_batch, spec"):
+        verify(type("NoSpec", (HalfVad,), {"__init__": lambda self, spec: None})(None), Task.vad)
+    silero = SileroVadBackend.__new__(SileroVadBackend)
+    silero.spec = None  # the spec the service hands it (a fetched source's has source.path in the cache)
+    assert isinstance(silero, VadBackend)

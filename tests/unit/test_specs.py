@@ -114,7 +114,7 @@ def test_source_needs_exactly_one_of_package_or_path(source):
     model["source"] = source
     message = config_error(config_with(model))
     assert "models[0].source" in message
-    assert "exactly one of 'package' or 'path'" in message
+    assert "exactly one of 'package', 'path', 'hf', 'url' or 'oci'" in message
 
 
 def test_source_with_path_only_is_fine():
