@@ -18,7 +18,7 @@ from services.weights.cache import ModelCache
 from services.weights.download import ChecksumMismatch
 from services.weights.fetch import OfflineMissing, fetch
 from services.weights.remotes import RemoteDenied, RemoteNotFound
-from tests.hub_mirror import BASE, GATED, PIPER, PRIVATE, TINY
+from tests.hub_mirror import BASE, GATED, KOKORO, PIPER, PRIVATE, TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL_BIN = 75_537_502
@@ -185,3 +185,22 @@ def test_harmony_pull_and_models_on_the_command_line(hub, tmp_path):
     failed = _pull(hub, tmp_path / "c", "nobody/nothing")
     out, err = failed.communicate(timeout=60)
     assert failed.returncode == 1 and "repository not found" in json.loads(out.splitlines()[-1])["message"]
+
+
+@pytest.mark.parametrize("reference, task, backend, options", [
+    (TINY, "stt", "faster-whisper", {}),
+    (f"{PIPER}:en_US-joe-medium", "tts", "piper", {"voice": "en_US-joe-medium"}),
+    (KOKORO, "tts", "kokoro", {}),
+])
+def test_what_a_fetched_repository_is_served_as(hub, cache, monkeypatch, reference, task, backend, options):
+    from services.weights.named_models import model_for
+    from services.weights.references import parse_reference
+
+    parsed = parse_reference(reference)
+    model = model_for(parsed, fetch(parsed.source, cache=cache), taken={"whisper-1"})
+    assert (model.task.value, model.backend) == (task, backend)
+    assert options.items() <= model.options.items()
+    assert model.source == parsed.source  # the service fetches it again (from the cache) when it loads
+    assert ("tts-1" in model.aliases) == (task == "tts") and "whisper-1" not in model.aliases
+    if backend == "kokoro":
+        assert model.languages == ["ja"]
