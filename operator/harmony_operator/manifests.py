@@ -12,7 +12,7 @@ import math
 from typing import Any
 
 import yaml
-from services.core.specs import ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+from services.core.specs import MODELCAR_MOUNT, ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 from . import autoscaling, names
 from .pulls import PULL
@@ -26,7 +26,7 @@ MODEL_FILE = f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}"
 # (a modelcar) is an image volume mounted at MODELCAR_DIR, and the model file the service reads names that path.
 TERMINATION_LOG = "/dev/termination-log"
 MODELCAR_VOLUME = "modelcar"
-MODELCAR_DIR = "/var/run/harmony/modelcar"
+MODELCAR_DIR = MODELCAR_MOUNT
 RUN_AS = 10001  # the image's user (docker/Dockerfile)
 GPU = "nvidia.com/gpu"
 
@@ -71,18 +71,6 @@ def served_spec(spec: SpeechModelSpec) -> SpeechModelSpec:
     if spec.source.kind != "oci":
         return spec
     return spec.model_copy(update={"source": ModelSource(path=MODELCAR_DIR, sha256=spec.source.sha256)})
-
-
-def mount_conflict(spec: SpeechModelSpec) -> str | None:
-    """Why the spec's volumes collide with what the operator mounts for its source (None: they do not)."""
-    if spec.source.kind != "oci":
-        return None
-    for volume in spec.volumes:
-        if volume.name == MODELCAR_VOLUME:
-            return f"spec.volumes: the name '{MODELCAR_VOLUME}' is the operator's (the image of source.oci)"
-        if volume.mount_path.rstrip("/") == MODELCAR_DIR:
-            return f"spec.volumes: mount_path {MODELCAR_DIR} is where the operator mounts the image of source.oci"
-    return None
 
 
 def model_file(name: str, spec: SpeechModelSpec) -> str:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from services.core.specs import ModelSource
 from services.core.wire import WeightsProgress
-from services.weights.fetch import describe
+from services.weights.labels import describe
 from . import names
 
 PULL = "pull"  # the init container's name (manifests.PULL)

@@ -96,8 +96,7 @@ def kubernetes_problem(name: str, spec: SpeechModelSpec) -> status.Problem | Non
     if spec.device == "cuda" and not spec.resources.gpu:
         return status.Problem("InvalidSpec", "spec.device is cuda but spec.resources.gpu is 0: the pod would "
                                              "see no GPU")
-    conflict = manifests.mount_conflict(spec)
-    return status.Problem("InvalidSpec", conflict) if conflict else None
+    return None
 
 
 def _parsed(ctx: Context, body: dict[str, Any]) -> SpeechModelSpec:

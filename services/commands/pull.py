@@ -90,7 +90,8 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def pull_one(name: str, source: ModelSource, cache, offline: bool | None, report) -> bool:
-    from services.weights.fetch import describe, fetch
+    from services.weights.fetch import fetch
+    from services.weights.labels import describe
 
     if not source.remote:
         path = source.path or f"the package {source.package}"

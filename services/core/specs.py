@@ -223,8 +223,9 @@ class Toleration(Strict):
 
 
 # Paths and volume names of the model pods that the operator itself mounts (operator/harmony_operator/manifests.py).
-RESERVED_VOLUMES = {"config", "cache", "tmp"}
-RESERVED_MOUNTS = {"/etc/harmony", "/tmp"}
+RESERVED_VOLUMES = {"config", "cache", "tmp", "modelcar"}
+MODELCAR_MOUNT = "/var/run/harmony/modelcar"  # the image of an oci source (an image volume)
+RESERVED_MOUNTS = {"/etc/harmony", "/tmp", MODELCAR_MOUNT}
 CACHE_MOUNT = "/var/cache/harmony"
 
 

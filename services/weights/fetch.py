@@ -23,7 +23,8 @@ from services.core.wire import WeightsProgress
 from services.weights import archives, hub, oci
 from services.weights.cache import CachedFile, ModelCache, ModelManifest, short_hash, slug
 from services.weights.download import ChecksumMismatch, Expected, fetch_blob
-from services.weights.remotes import redact, url_remote
+from services.weights.labels import describe, redact
+from services.weights.remotes import url_remote
 
 Listener = Callable[[WeightsProgress], None]
 
@@ -35,18 +36,6 @@ class OfflineMissing(WeightsError):
 def offline_mode() -> bool:
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
                for name in ("HARMONY_OFFLINE", "HF_HUB_OFFLINE"))
-
-
-def describe(source: ModelSource) -> str:
-    """The source in one line, fit for logs and status: no credentials, no query string."""
-    if source.hf:
-        pick = f" [{', '.join(source.hf.files)}]" if source.hf.files else ""
-        return f"hf://{source.hf.repo}@{source.hf.revision}{pick}"
-    if source.url:
-        return redact(source.url)
-    if source.oci:
-        return f"oci://{source.oci}"
-    return source.package and f"package {source.package}" or f"path {source.path}"
 
 
 class Tracker:

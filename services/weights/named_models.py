@@ -49,7 +49,7 @@ def model_for(reference: ModelReference, path: Path, taken: set[str]) -> NamedMo
         except OSError:
             return None
 
-    from services.weights.fetch import describe
+    from services.weights.labels import describe
 
     detected = detect(describe(reference.source), files, read, voice=reference.variant)
     name = reference.name

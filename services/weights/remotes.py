@@ -13,23 +13,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from services.core.weights import WeightsError
 from services.weights.download import CHUNK, RemoteStat, TransientError
+from services.weights.labels import redact
 
 TIMEOUT = httpx.Timeout(30.0, read=60.0)
-
-
-def redact(url: str) -> str:
-    """A URL fit for a message: no user info, no query string or fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class RemoteNotFound(WeightsError):

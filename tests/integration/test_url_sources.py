@@ -118,7 +118,7 @@ def test_s3_resumes_a_stopped_download(s3_server, cache, monkeypatch, tmp_path):
     s3_server.client().put_object(Bucket=bucket, Key="m.bin", Body=WEIGHTS)
     # an earlier process stopped after 6 MB: its partial file and the object's ETag are in the cache
     from services.weights.cache import short_hash
-    from services.weights.remotes import redact
+    from services.weights.labels import redact
 
     url = f"s3://{bucket}/m.bin"
     key = f"url-{short_hash(redact(url), '')}"
