@@ -15,6 +15,13 @@ from services.core.service_url import unix_url
 from tests.servers import free_port
 
 
+def connections(process, kind: str) -> list:
+    """A process's sockets of ``kind``: psutil 6's ``net_connections``, or 5.9's ``connections`` (olah, the test Hub
+    mirror, installs fastapi-utils, which keeps psutil below 6)."""
+    method = getattr(process, "net_connections", None) or process.connections
+    return method(kind=kind)
+
+
 class HarmonyProcess:
     def __init__(self, config: str | None = None, timeout: float = 180.0, extra_args: list[str] | None = None,
                  env: dict[str, str] | None = None) -> None:
@@ -53,7 +60,7 @@ class HarmonyProcess:
         """The paths of the process's Unix sockets (the listening ones, and connections accepted on them)."""
         import psutil
 
-        return {c.laddr for c in psutil.Process(self.proc.pid).net_connections(kind="unix") if c.laddr}
+        return {c.laddr for c in connections(psutil.Process(self.proc.pid), "unix") if c.laddr}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

@@ -14,7 +14,7 @@ import yaml
 from services.core.service_url import socket_path, sync_client
 from services.serve import private_socket_dir
 
-from tests.harmony_process import HarmonyProcess
+from tests.harmony_process import HarmonyProcess, connections
 from tests.speech import silence, wav_bytes
 
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
@@ -35,7 +35,7 @@ def vad_request(client: httpx.Client) -> httpx.Response:
 
 
 def test_the_router_is_the_only_tcp_listener(harmony):
-    listening = [c.laddr for c in psutil.Process(harmony.proc.pid).net_connections(kind="inet")
+    listening = [c.laddr for c in connections(psutil.Process(harmony.proc.pid), "inet")
                  if c.status == psutil.CONN_LISTEN]
     assert [address.port for address in listening] == [harmony.port]
     with httpx.Client(base_url=harmony.url) as client:
