@@ -68,7 +68,9 @@ def test_noise_and_silence_give_no_text(clip, unguarded):
     make, language = CLIPS[clip]
     audio, rate = make()
     raw = transcribe(unguarded.url, "whisper-base", audio, rate, language=language)
-    assert len(raw["text"]) > 100, raw["text"]  # the hallucination the guards are for
+    # the hallucination the guards are for (its words vary with the CPU and CTranslate2's kernels: 80 to 500
+    # characters seen on seeded white noise)
+    assert len(raw["text"]) > 40, raw["text"]
     with service(["whisper-base"], limits={"skip_silence": False}) as guarded:  # the guards alone
         body = transcribe(guarded.url, "whisper-base", audio, rate, language=language)
     assert len(body["text"]) <= 3, body["text"]  # nothing, or a lone "." / "you"
