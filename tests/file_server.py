@@ -32,6 +32,37 @@ from pathlib import Path
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def byte_range(header: str, total: int) -> tuple[int, int] | bool:
+    """``(start, end)`` inclusive of a satisfiable ``Range`` header (``bytes=N-``, ``N-M``, ``-K``); False if not."""
+    m = _RANGE.match(header.strip())
+    if m is None or m.group(1) == m.group(2) == "":
+        return False
+    first, last = m.groups()
+    if first == "":
+        start, end = max(total - int(last), 0), total - 1
+    else:
+        start, end = int(first), min(int(last) if last else total - 1, total - 1)
+    if start >= total or start > end:
+        return False
+    return start, end
+
+
+def send_span(handler, file: Path, start: int, limit: int) -> int:
+    """Send ``limit`` bytes of ``file`` from ``start`` through ``handler._write``; the bytes sent (fewer when the
+    client went away)."""
+    sent = 0
+    with open(file, "rb") as handle, contextlib.suppress(OSError):
+        handle.seek(start)
+        while sent < limit:
+            chunk = handle.read(min(1 << 20, limit - sent))
+            if not chunk:
+                break
+            handler._write(chunk)
+            sent += len(chunk)
+        handler.wfile.flush()
+    return sent
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     owner: "FileServer"
@@ -97,16 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
         start, end, status = 0, total - 1, 200
         if_range = self.headers.get("If-Range")
         if rng is not None and (if_range is None or if_range.strip() == etag):
-            m = _RANGE.match(rng.strip())
-            first, last = m.groups() if m else ("", "")
-            if first == "" and last == "":
-                return self._simple(416, "bad range", {"Content-Range": f"bytes */{total}"})
-            if first == "":
-                start, end = max(total - int(last), 0), total - 1
-            else:
-                start, end = int(first), min(int(last) if last else total - 1, total - 1)
-            if start >= total or start > end:
+            span = byte_range(rng, total)
+            if span is False:
                 return self._simple(416, "range not satisfiable", {"Content-Range": f"bytes */{total}"})
+            start, end = span
             headers["Content-Range"] = f"bytes {start}-{end}/{total}"
             status = 206
         length = end - start + 1 if total else 0
@@ -119,16 +144,7 @@ class _Handler(BaseHTTPRequestHandler):
             return status, 0
         cut = owner._take_cut(path)
         limit = length if cut is None else min(cut, length)
-        sent = 0
-        with open(file, "rb") as handle, contextlib.suppress(OSError):
-            handle.seek(start)
-            while sent < limit:
-                chunk = handle.read(min(1 << 20, limit - sent))
-                if not chunk:
-                    break
-                self._write(chunk)
-                sent += len(chunk)
-            self.wfile.flush()
+        sent = send_span(self, file, start, limit)
         if cut is not None:
             self.close_connection = True
             with contextlib.suppress(OSError):

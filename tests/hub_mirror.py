@@ -100,6 +100,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.file_server import byte_range, send_span
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_harmonytestprivatetoken0123456789"
 TINY = "Systran/faster-whisper-tiny.en"
@@ -331,7 +333,6 @@ _REPO_API = re.compile(r"^/api/(?:models|datasets|spaces)/[^/]+/[^/]+/?$")
 _REPO_API_ANY = re.compile(r"^/api/((?:models|datasets|spaces)/[^/]+/[^/]+)(?:/revision/[^/]+)?/?$")
 _TREE_ROOT = re.compile(r"^/api/(?:models|datasets|spaces)/[^/]+/[^/]+/tree/[^/]+$")
 _BLOBS = re.compile(r"[?&]blobs=(?:true|1)(?:&|$)", re.I)
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def _protected_repo(path: str) -> str | None:
@@ -351,23 +352,6 @@ class _State:
     bytes_served: dict[str, int] = field(default_factory=dict)
     requests: list[list] = field(default_factory=list)  # [method, path, status, Range]
     cuts: list[tuple[str, int]] = field(default_factory=list)
-
-
-def _byte_range(header: str | None, total: int) -> tuple[int, int] | None | bool:
-    """``(start, end)`` inclusive for a satisfiable ``Range``; None without one; False if unsatisfiable."""
-    if header is None:
-        return None
-    m = _RANGE.match(header.strip())
-    if m is None or m.group(1) == m.group(2) == "":
-        return False
-    first, last = m.groups()
-    if first == "":
-        start, end = max(total - int(last), 0), total - 1
-    else:
-        start, end = int(first), min(int(last) if last else total - 1, total - 1)
-    if start >= total or start > end:
-        return False
-    return start, end
 
 
 class _Proxy(BaseHTTPRequestHandler):
@@ -528,7 +512,7 @@ class _Proxy(BaseHTTPRequestHandler):
             if status != 200:
                 return status, self._send(status, [(k, v) for k, v in headers if k.lower() not in _HOP], body)
             total = len(body)
-        span = _byte_range(rng, total)
+        span = byte_range(rng, total) if rng is not None else None
         if span is False:
             return 416, self._send(416, out + [("Content-Range", f"bytes */{total}")], b"")
         start, end = span if span else (0, total - 1)
@@ -542,16 +526,7 @@ class _Proxy(BaseHTTPRequestHandler):
         length = end - start + 1
         self._headers(status, out, length)
         limit = length if cut is None else min(cut, length)
-        sent = 0
-        with open(lfs_object, "rb") as handle, contextlib.suppress(OSError):
-            handle.seek(start)
-            while sent < limit:
-                chunk = handle.read(min(1 << 20, limit - sent))
-                if not chunk:
-                    break
-                self._write(chunk)
-                sent += len(chunk)
-            self.wfile.flush()
+        sent = send_span(self, lfs_object, start, limit)
         if cut is not None:
             self._close_now()
         return status, sent
