@@ -67,6 +67,22 @@ def with_named_models(config: HarmonyConfig, references: list[str], replace: boo
     return parse_config(data, origin="--model")
 
 
+def prefetch(config: HarmonyConfig) -> None:
+    """The config's hf, url and oci weights fetched before the engine starts, with a progress bar (the services
+    then find them in the cache). A model that cannot be fetched is only reported here: its service tries again
+    and says why on /readyz, and the other models serve."""
+    remote = [model for model in config.models if model.source.remote]
+    if not remote:
+        return
+    from services.commands.pull import Bar, pull_one
+    from services.weights.cache import ModelCache
+
+    cache = ModelCache.default()
+    with Bar() as bar:
+        for model in remote:
+            pull_one(model.name, model.source, cache, None, bar)
+
+
 def default_config() -> HarmonyConfig:
     text = resources.files("services").joinpath("defaults/serve.yaml").read_text()
     import yaml
@@ -296,6 +312,8 @@ def run_serve(config_path: str | None, host: str | None, port: int | None, log_l
         config = load_config(config_path) if config_path else default_config()
         if models:
             config = with_named_models(config, models, replace=not config_path)
+        else:
+            prefetch(config)
         if wyoming:
             config.wyoming = wyoming_settings(config.wyoming, wyoming)
         if host is not None:

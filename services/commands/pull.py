@@ -187,6 +187,7 @@ class JsonLines:
 
 def run_models(args: argparse.Namespace) -> int:
     from services.weights.cache import ModelCache
+    from services.weights.labels import human
 
     if args.cache_dir:
         os.environ["HARMONY_CACHE_DIR"] = args.cache_dir
@@ -213,11 +214,3 @@ def run_models(args: argparse.Namespace) -> int:
                   "(files shared by models are stored once)")
     return 0
 
-
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"

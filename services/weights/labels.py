@@ -27,3 +27,13 @@ def describe(source: ModelSource) -> str:
     if source.oci:
         return f"oci://{source.oci}"
     return source.package and f"package {source.package}" or f"path {source.path}"
+
+
+def human(size: int) -> str:
+    """Bytes for people, in SI units: ``412.3 MB``."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"

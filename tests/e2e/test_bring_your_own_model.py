@@ -60,3 +60,31 @@ def test_a_model_that_cannot_be_fetched_stops_serve_with_a_clear_message(hub_mir
                           cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "--model: hf://nobody/nothing@main" in done.stderr and "repository not found" in done.stderr
+
+
+def test_a_config_of_hub_models_is_fetched_with_a_bar_then_serves_offline(hub_mirror, tmp_path):
+    import yaml
+
+    from tests.servers import dead_url
+
+    config = tmp_path / "serve.yaml"
+    config.write_text(yaml.safe_dump({"models": [{
+        "name": "whisper-hub", "task": "stt", "backend": "faster-whisper", "aliases": ["whisper-1"],
+        "source": {"hf": {"repo": TINY, "revision": "v1"}}, "languages": ["en"]}]}))
+    env = {**hub_mirror.env(), "HARMONY_CACHE_DIR": str(tmp_path / "cache")}
+    online = HarmonyProcess(config=str(config), env=env).start()
+    try:
+        assert f"hf://{TINY}@v1 @ {hub_mirror.commits[TINY][0][:12]}" in online.output()
+    finally:
+        assert online.stop() == 0, online.output()
+    with dead_url() as nowhere:  # the Hub gone, and offline mode on: the cache alone serves
+        offline = HarmonyProcess(config=str(config), env={**env, "HF_ENDPOINT": nowhere, "HARMONY_OFFLINE": "1"})
+        offline.start()
+        try:
+            client = OpenAI(base_url=offline.url + "/v1", api_key="not-needed", max_retries=0, timeout=120)
+            audio, rate = synthesize(TEXT)
+            text = client.audio.transcriptions.create(model="whisper-1", file=("r.wav", wav_bytes(audio, rate)),
+                                                      temperature=0.0).text
+            assert wer(TEXT, text) <= 0.1, text
+        finally:
+            assert offline.stop() == 0, offline.output()
