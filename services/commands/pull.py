@@ -89,6 +89,15 @@ def run_pull(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def main_pull(reference: str, cache_dir: Path) -> Path:
+    """What ``harmony pull REFERENCE --cache-dir DIR`` does, with no progress output (bench/pull.py)."""
+    from services.weights.cache import ModelCache
+    from services.weights.fetch import fetch
+    from services.weights.references import parse_reference
+
+    return fetch(parse_reference(reference).source, cache=ModelCache(cache_dir))
+
+
 def pull_one(name: str, source: ModelSource, cache, offline: bool | None, report) -> bool:
     from services.weights.fetch import fetch
     from services.weights.labels import describe

@@ -101,14 +101,16 @@ def _fetch_hub(source: ModelSource, repo: HubSource, cache: ModelCache, offline:
         tracker.update(revision=commit)
         return cache.model_dir("hf", repo.repo, commit + selection)
     tracker.update(phase="resolving")
-    resolved = hub.resolve(repo)
-    cache.write_ref(repo.repo, repo.revision, resolved.commit)
+    commit = hub.resolve_commit(repo)
+    cache.write_ref(repo.repo, repo.revision, commit)
+    if found := cache.find("hf", repo.repo, commit + selection):  # a warm start asks the Hub one question
+        tracker.update(revision=commit, bytesDone=found.size, bytesTotal=found.size, filesDone=len(found.files),
+                       filesTotal=len(found.files))
+        return cache.model_dir("hf", repo.repo, commit + selection)
+    resolved = hub.resolve(repo, commit)
     version = resolved.commit + selection
     total = sum(f.size for f in resolved.files)
     tracker.update(revision=resolved.commit, bytesTotal=total, filesTotal=len(resolved.files))
-    if cache.find("hf", repo.repo, version):
-        tracker.update(bytesDone=total, filesDone=len(resolved.files))
-        return cache.model_dir("hf", repo.repo, version)
     main = max(resolved.files, key=lambda f: f.size)
     if source.sha256 and main.sha256 and main.sha256 != source.sha256:
         raise ChecksumMismatch(f"{hub.label(repo, resolved.commit)}/{main.path} has SHA-256 {main.sha256}, "
@@ -203,14 +205,14 @@ def _unpacked(cache: ModelCache, archive: Path, label: str, kind: str) -> ModelM
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _ingest(cache: ModelCache, folder: Path, names: list[str], label: str, kind: str) -> ModelManifest:
-    files = []
-    for name in names:
-        file = folder / name
-        digest = sha256_of(file)
-        size = file.stat().st_size
-        cache.add_blob(file, digest)
-        files.append(CachedFile(path=name, size=size, sha256=digest))
+def _ingest(cache: ModelCache, folder: Path, names: list[str], label: str, kind: str,
+            sha256: str | None = None) -> ModelManifest:
+    """The files of ``folder`` kept as blobs, once the largest one is found to match ``sha256`` (when given)."""
+    files = [CachedFile(path=name, size=(folder / name).stat().st_size, sha256=sha256_of(folder / name))
+             for name in names]
+    _check_manifest_sha256(files, sha256, label)
+    for file in files:
+        cache.add_blob(folder / file.path, file.sha256)
     return ModelManifest(source=label, kind=kind, files=files)
 
 
@@ -228,12 +230,12 @@ def _fetch_oci(source: ModelSource, reference: str, cache: ModelCache, offline: 
             tracker.update(phase="downloading", message=reference)
             staging = Path(tempfile.mkdtemp(dir=cache.root, prefix=".oci-"))
             try:
-                root, names = oci.pull(reference, staging)
-                manifest = _ingest(cache, root, names, f"oci://{reference}", "oci")
+                root, names = oci.pull(reference, staging, on_bytes=tracker.add_bytes,
+                                       on_total=lambda size, count: tracker.update(bytesTotal=size, filesTotal=count))
+                tracker.update(phase="verifying", filesDone=tracker.state.filesTotal)
+                manifest = _ingest(cache, root, names, f"oci://{reference}", "oci", source.sha256)
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-            _check_manifest_sha256(manifest.files, source.sha256, f"oci://{reference}")
-            tracker.update(phase="verifying", bytesDone=manifest.size, bytesTotal=manifest.size)
             cache.build("oci", reference, version, manifest)
     return cache.model_dir("oci", reference, version)
 

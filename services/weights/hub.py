@@ -8,9 +8,11 @@ an ``Authorization`` header (huggingface_hub's own), never in a message.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from services.core.specs import HubSource
@@ -51,19 +53,49 @@ def label(source: HubSource, commit: str | None = None) -> str:
     return f"hf://{source.repo}@{commit or source.revision}"
 
 
-def resolve(source: HubSource) -> ResolvedRepo:
-    """The commit ``source.revision`` names now and the files to fetch (asks the Hub)."""
+def resolve_commit(source: HubSource) -> str:
+    """The commit ``source.revision`` names now (asks the Hub)."""
+    with _hub_errors(source):
+        commit = _api().model_info(source.repo, revision=source.revision).sha
+    if not commit:
+        raise WeightsError(f"{_where(source)}: the Hub gave no commit for the revision")
+    return commit
+
+
+def resolve(source: HubSource, commit: str | None = None) -> ResolvedRepo:
+    """The commit (``commit``, or what ``source.revision`` names now) and the files to fetch, from the tree at
+    it: every file with its size, git blob id and (LFS) SHA-256."""
+    commit = commit or resolve_commit(source)
+    with _hub_errors(source):
+        tree = list(_api().list_repo_tree(source.repo, revision=commit, recursive=True))
+    files = [_file(entry) for entry in tree if hasattr(entry, "blob_id") and not hasattr(entry, "tree_id")]
+    chosen = select(files, source.files)
+    if not chosen:
+        names = ", ".join(f.path for f in files[:20]) or "none"
+        raise RemoteNotFound(f"{_where(source)}: no file matches {source.files or 'the repository'} (files: "
+                             f"{names})")
+    return ResolvedRepo(source.repo, commit, chosen)
+
+
+def _api():
     from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint(), token=token())
+
+
+def _where(source: HubSource) -> str:
+    return f"{label(source)} (Hub at {endpoint()})"
+
+
+@contextlib.contextmanager
+def _hub_errors(source: HubSource) -> Iterator[None]:
+    """huggingface_hub's errors as WeightsErrors that say what to do."""
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
 
-    api = HfApi(endpoint=endpoint(), token=token())
-    where = f"{label(source)} (Hub at {endpoint()})"
+    where = _where(source)
     try:
-        info = api.model_info(source.repo, revision=source.revision)
-        commit = info.sha
-        # the tree at the commit: every file with its size, git blob id and (LFS) SHA-256
-        tree = list(api.list_repo_tree(source.repo, revision=commit, recursive=True)) if commit else []
+        yield
     except GatedRepoError:
         raise RemoteDenied(f"{where}: the repository is gated: accept its terms on the Hub and set HF_TOKEN") \
             from None
@@ -76,14 +108,6 @@ def resolve(source: HubSource) -> ResolvedRepo:
         raise WeightsError(f"{where}: {_status(exc)}") from None
     except OSError as exc:  # connection refused, DNS: say where we tried
         raise WeightsError(f"{where}: cannot reach the Hub ({type(exc).__name__}: {exc})") from None
-    if not commit:
-        raise WeightsError(f"{where}: the Hub gave no commit for the revision")
-    files = [_file(entry) for entry in tree if hasattr(entry, "blob_id") and not hasattr(entry, "tree_id")]
-    chosen = select(files, source.files)
-    if not chosen:
-        names = ", ".join(f.path for f in files[:20]) or "none"
-        raise RemoteNotFound(f"{where}: no file matches {source.files or 'the repository'} (files: {names})")
-    return ResolvedRepo(source.repo, commit, chosen)
 
 
 def _file(entry) -> HubFile:
@@ -114,4 +138,4 @@ def remote(repo: str, commit: str, file: HubFile) -> HttpRemote:
     url = hf_hub_url(repo, file.path, revision=commit, endpoint=endpoint())
     headers = build_hf_headers(token=token(), library_name="harmony-speech")
     return HttpRemote(url, headers, label=f"hf://{repo}@{commit[:12]}/{file.path}",
-                      hint="a private or gated repository needs HF_TOKEN")
+                      hint="a private or gated repository needs HF_TOKEN", immutable_size=file.size)

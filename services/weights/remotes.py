@@ -40,6 +40,9 @@ class HttpRemote:
     headers: dict[str, str] = field(default_factory=dict)
     label: str = ""
     hint: str = ""  # what to do about a 401/403, e.g. "set HF_TOKEN"
+    # An immutable file whose size is known already (a Hub file at a commit): no HEAD; a partial download of it
+    # stays valid, so it resumes without an ETag (the digest checks the whole at the end).
+    immutable_size: int | None = None
 
     def __post_init__(self) -> None:
         self.label = self.label or redact(self.url)
@@ -48,6 +51,8 @@ class HttpRemote:
         return httpx.Client(follow_redirects=True, timeout=TIMEOUT, headers=self.headers)
 
     def stat(self) -> RemoteStat:
+        if self.immutable_size is not None:
+            return RemoteStat(self.immutable_size, None)
         try:
             with self._client() as client:
                 response = client.head(self.url)
