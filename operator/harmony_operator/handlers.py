@@ -67,7 +67,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
     memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
-                         memo.ctx.settings.scale_check_interval_s)
+                         memo.ctx.settings.scale_check_interval_s, memo.ctx.settings.pull_progress_interval_s)
     memo.resync.start()
 
 

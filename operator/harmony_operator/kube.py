@@ -18,7 +18,7 @@ from .ownership import describe, managed
 # kind -> (API prefix, plural); every kind the operator touches is namespaced.
 RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
-    "Pod": ("/api/v1", "pods"),  # read only: the pull init containers of a model's pods (status.weights)
+    "Pod": ("/api/v1", "pods"),  # read only: the model pods' pull init containers and their logs (status.weights)
     "Service": ("/api/v1", "services"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
@@ -99,9 +99,9 @@ class Kube:
     def close(self) -> None:
         self.api.close()
 
-    def request(self, method: str, url_path: str, body: Any = None, content_type: str = "application/json",
-                query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+    def _call(self, method: str, url_path: str, body: Any = None, content_type: str = "application/json",
+              query: list[tuple[str, str]] | None = None, accept: str = "application/json") -> bytes:
+        headers = {"Accept": accept}
         if body is not None:
             headers["Content-Type"] = content_type
         method, url, headers, body, _ = self.api.param_serialize(
@@ -115,7 +115,18 @@ class Kube:
             except (ValueError, AttributeError):
                 message = data[:300].decode(errors="replace") if data else ""
             raise KubeError(response.status, message or response.reason or "")
+        return data
+
+    def request(self, method: str, url_path: str, body: Any = None, content_type: str = "application/json",
+                query: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+        data = self._call(method, url_path, body, content_type, query)
         return json.loads(data) if data else {}
+
+    def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str:
+        """The last ``tail_lines`` lines of a container's log (``pods/log``, as ``kubectl logs --tail``)."""
+        data = self._call("GET", path("Pod", namespace, name, "log"), accept="text/plain, */*",
+                          query=[("container", container), ("tailLines", str(tail_lines))])
+        return data.decode(errors="replace")
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -5,13 +5,17 @@ A SpeechModel with an hf or url source runs ``harmony pull`` as the init contain
 (``--termination-log``; with ``FallbackToLogsOnError`` the tail of its log when it wrote none). From the pods the
 operator lists, :func:`pull_state` tells whether a pull is under way (the model's ``Downloading`` reason), has
 failed (``PullFailed``), or is done, and the :class:`WeightsProgress` to show as ``status.weights``.
+
+While a pull runs, its bytes are only in its log (``--json``: one progress object a line). The operator reads the
+last lines of the log of one running pull per status pass (``PullState.tail_pod`` names it) and hands them back in
+``logs``: that pull's bytes go into ``status.weights`` and the conditions' message. No I/O here.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import ValidationError
 from services.core.specs import ModelSource
@@ -39,6 +43,8 @@ class PullState:
     source: str = ""  # source_label of the model's source
     message: str = ""
     weights: WeightsProgress | None = None
+    # The pod whose running pull the message describes: the one log worth reading for its bytes ("": none).
+    tail_pod: str = ""
 
 
 def source_label(source: ModelSource) -> str:
@@ -47,20 +53,52 @@ def source_label(source: ModelSource) -> str:
     return describe(source)
 
 
+def _progress(text: str) -> WeightsProgress | None:
+    """One JSON object as WeightsProgress; the ``model`` key ``--json`` adds (the model's name) is dropped."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        return None
+    data.pop("model", None)
+    return WeightsProgress.model_validate(data)
+
+
 def parse_message(text: str | None) -> WeightsProgress | None:
     """The last WeightsProgress in a termination message: the JSON object ``--termination-log`` writes, or the
-    last such line of a log tail (``--json`` prints one a line). None: no progress in it."""
+    last such line of a log tail (``--json`` prints one a line, with the model's name as ``model``). None: no
+    progress in it."""
     for line in reversed([line.strip() for line in (text or "").strip().splitlines()] or [""]):
         if not line.startswith("{"):
             continue
         try:
-            return WeightsProgress.model_validate(json.loads(line))
+            progress = _progress(line)
         except (ValueError, ValidationError):
             continue
+        if progress is not None:
+            return progress
     try:  # one object written across several lines
-        return WeightsProgress.model_validate(json.loads(text or ""))
+        return _progress(text or "")
     except (ValueError, ValidationError):
         return None
+
+
+def human(size: int) -> str:
+    """Bytes for people, in SI units as ``harmony pull`` shows them: ``412.3 MB``."""
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def describe_progress(progress: WeightsProgress) -> str:
+    """A running pull's progress in words: ``412.3 MB of 1.5 GB, 1/4 files``."""
+    if progress.phase == "resolving" and not progress.bytesDone:
+        return "resolving the revision"
+    done = human(progress.bytesDone) + (f" of {human(progress.bytesTotal)}" if progress.bytesTotal else "")
+    if progress.filesTotal:
+        done += f", {progress.filesDone}/{progress.filesTotal} files"
+    return done + (" (verifying)" if progress.phase == "verifying" else "")
 
 
 def _tail(text: str | None) -> str:
@@ -97,8 +135,18 @@ def _failed(pod: str, terminated: dict[str, Any], label: str, what: str) -> _Pod
     return _PodPull(pod, "failed", f"{what}: {why}", progress, terminated.get("finishedAt") or "")
 
 
-def pod_pull(pod: dict[str, Any], label: str) -> _PodPull | None:
-    """Where the ``pull`` init container of one pod stands (None: the pod has none)."""
+def _live(log: str | None, label: str) -> WeightsProgress | None:
+    """The progress a running pull last printed (None: nothing usable in its log lines). Only a pull still at
+    work counts: a final line (ready, failed) is the termination message's to tell."""
+    progress = parse_message(log)
+    if progress is None or progress.phase not in ("resolving", "downloading", "verifying"):
+        return None
+    return progress if progress.source else progress.model_copy(update={"source": label})
+
+
+def pod_pull(pod: dict[str, Any], label: str, log: str | None = None) -> _PodPull | None:
+    """Where the ``pull`` init container of one pod stands (None: the pod has none). ``log``: the last lines of
+    its log, read while it runs (its bytes)."""
     if not _has_pull(pod):
         return None
     name = (pod.get("metadata") or {}).get("name", "")
@@ -121,13 +169,15 @@ def pod_pull(pod: dict[str, Any], label: str) -> _PodPull | None:
         return _PodPull(name, "failed", f"pod {name}: init container {PULL}: {why}",
                         WeightsProgress(phase="failed", source=label, message=why))
     if state.get("running") is not None:
-        detail = f"pod {name}: fetching since {state['running'].get('startedAt', '?')}"
+        since, live = state["running"].get("startedAt", "?"), _live(log, label)
+        detail = f"pod {name}: " + (f"{describe_progress(live)}, since {since}" if live is not None
+                                    else f"fetching since {since}")
         before = last.get("terminated") or {}
         if before.get("exitCode") not in (None, 0):
             failure = parse_message(before.get("message"))
             why = failure.message if failure is not None and failure.message else _tail(before.get("message"))
             detail += f" (try {status.get('restartCount', 0) + 1}; the last one failed: {why or before.get('reason')})"
-        return _PodPull(name, "running", detail)
+        return _PodPull(name, "running", detail, live)
     return _PodPull(name, "waiting", f"pod {name}: {(waiting or {}).get('reason') or 'waiting'}")
 
 
@@ -144,14 +194,19 @@ def current(pods: list[dict[str, Any]], spec_hash: str | None) -> list[dict[str,
     return out
 
 
-def pull_state(pods: list[dict[str, Any]], source: ModelSource, spec_hash: str | None = None) -> PullState:
+def pull_state(pods: list[dict[str, Any]], source: ModelSource, spec_hash: str | None = None,
+               logs: Mapping[str, str] | None = None) -> PullState:
     """The pulls of the pods of the current model file (``spec_hash``; None: every pod given).
 
     A failure anywhere wins (the message names the pod), then a pull under way, then done. ``weights``: the
-    failure's progress; else the latest finished pull's (revision pinned, bytes); else, while one runs, a
-    ``downloading`` progress naming the source."""
+    failure's progress; else the latest finished pull's (revision pinned, bytes); else, while one runs, what its
+    log last said (``logs``: pod name -> the last lines of its running pull's log: bytes done and total, the
+    revision once resolved), or a ``downloading`` progress naming the source. ``tail_pod``: the running pull whose
+    log would give those bytes (read it, and call again with it)."""
     label = source_label(source)
-    seen = [p for p in (pod_pull(pod, label) for pod in current(pods, spec_hash)) if p is not None]
+    logs = logs or {}
+    seen = [p for p in (pod_pull(pod, label, logs.get((pod.get("metadata") or {}).get("name", "")))
+                        for pod in current(pods, spec_hash)) if p is not None]
     if not seen:
         return PullState("none", label)
     failed = sorted((p for p in seen if p.outcome == "failed"), key=lambda p: p.pod)
@@ -164,6 +219,9 @@ def pull_state(pods: list[dict[str, Any]], source: ModelSource, spec_hash: str |
     weights = done[-1].progress if done else None
     if busy:
         message = f"fetching the weights of {label}: {busy[0].detail}"
+        live = busy[0].progress
         return PullState("downloading", label, message,
-                         weights or WeightsProgress(phase="downloading", source=label, message=busy[0].detail))
+                         weights or live or WeightsProgress(phase="downloading", source=label,
+                                                            message=busy[0].detail),
+                         busy[0].pod if busy[0].outcome == "running" else "")
     return PullState("ready", label, f"{len(done)} pods fetched {label}", weights)

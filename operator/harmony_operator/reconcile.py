@@ -69,10 +69,16 @@ def write_model_status(ctx: Context, body: dict[str, Any], deployment: dict[str,
     return new
 
 
+# Lines of a running pull's log read per status pass: its last progress line, and a few stray lines after it
+# (a library's warning on stderr) that would otherwise hide it.
+PULL_LOG_LINES = 5
+
+
 def pull_state(ctx: Context, name: str, namespace: str, spec: SpeechModelSpec) -> pulls.PullState | None:
     """What the ``pull`` init containers of the model's current pods say (None: its source is not pulled).
 
-    Pods the API does not let the operator list (an older chart's Role) leave it unknown, logged."""
+    While one runs, the last lines of its log (one read per pass) give its bytes. Pods the API does not let the
+    operator list (an older chart's Role) leave it unknown, logged; a log it cannot read, only the bytes."""
     if not manifests.pulls(spec):
         return None
     try:
@@ -81,7 +87,16 @@ def pull_state(ctx: Context, name: str, namespace: str, spec: SpeechModelSpec) -
         log.warning("SpeechModel %s/%s: cannot list its pods for status.weights: %s", namespace, name, exc)
         pods = []
     pods = [p for p in pods if (p.get("metadata", {}).get("labels") or {}).get(names.MODEL_LABEL) == name]
-    return pulls.pull_state(pods, spec.source, manifests.config_hash(name, spec))
+    spec_hash = manifests.config_hash(name, spec)
+    state = pulls.pull_state(pods, spec.source, spec_hash)
+    if not state.tail_pod:
+        return state
+    try:
+        tail = ctx.kube.pod_log(namespace, state.tail_pod, pulls.PULL, PULL_LOG_LINES)
+    except Exception as exc:  # noqa: BLE001 - the bytes are a nicety: no Role for pods/log, pod gone, timeout
+        log.debug("SpeechModel %s/%s: cannot read the pull log of pod %s: %s", namespace, name, state.tail_pod, exc)
+        return state
+    return pulls.pull_state(pods, spec.source, spec_hash, {state.tail_pod: tail})
 
 
 def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.TemporaryError:
@@ -232,6 +247,22 @@ def on_pod_event(ctx: Context, namespace: str, pod: dict[str, Any]) -> None:
     deployment = ctx.kube.get("Deployment", namespace, names.child_name(model))
     if deployment is not None:
         refresh_model_status(ctx, namespace, model, deployment)
+
+
+def downloading(body: dict[str, Any]) -> bool:
+    """Whether the model's status says its pods are fetching their weights (a condition with reason Downloading)."""
+    return any(c.reason == "Downloading" for c in status.previous_conditions(body.get("status")))
+
+
+def refresh_pull_progress(ctx: Context, body: dict[str, Any]) -> None:
+    """A model whose pods fetch their weights: its status again, with the running pull's bytes from its log (a
+    running init container makes no pod event, so the periodic pass asks). Others are left alone."""
+    meta = body["metadata"]
+    if _deleting(body) or not downloading(body):
+        return
+    deployment = ctx.kube.get("Deployment", meta["namespace"], names.child_name(meta["name"]))
+    if deployment is not None:
+        refresh_model_status(ctx, meta["namespace"], meta["name"], deployment)
 
 
 def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:

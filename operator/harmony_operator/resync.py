@@ -8,6 +8,9 @@ missed one, and it keeps statuses fresh.
 The same thread runs the idle check of models that scale to zero (``min_replicas: 0``,
 engine hpa) more often, every ``scale_check_interval_s``: one put to zero after
 ``scale_to_zero_after`` without requests (waking one is the event handler's job, at once).
+And every ``pull_progress_interval_s`` it refreshes the status of the models whose pods fetch
+their weights (Downloading): the bytes of a running pull are in its log, and a running init
+container makes no pod event.
 """
 
 from __future__ import annotations
@@ -47,12 +50,25 @@ def scale_check_namespace(ctx: reconcile.Context, namespace: str) -> None:
             log.warning("idle check: SpeechModel %s/%s: %s", namespace, item["metadata"]["name"], exc)
 
 
-class Resync:
-    """A daemon thread that, for each seen namespace, runs :func:`resync_namespace` every ``interval_s``
-    and :func:`scale_check_namespace` every ``scale_check_s`` (None: never)."""
+def pull_progress_namespace(ctx: reconcile.Context, namespace: str) -> None:
+    """The status of each SpeechModel of ``namespace`` that is Downloading, again
+    (:func:`reconcile.refresh_pull_progress`; each failure logged, none stopping the rest)."""
+    for item in ctx.kube.list("SpeechModel", namespace):
+        try:
+            reconcile.refresh_pull_progress(ctx, item)
+        except KubeError as exc:
+            log.warning("pull progress: SpeechModel %s/%s: %s", namespace, item["metadata"]["name"], exc)
 
-    def __init__(self, ctx: reconcile.Context, interval_s: float, scale_check_s: float | None = None) -> None:
+
+class Resync:
+    """A daemon thread that, for each seen namespace, runs :func:`resync_namespace` every ``interval_s``,
+    :func:`scale_check_namespace` every ``scale_check_s`` and :func:`pull_progress_namespace` every
+    ``pull_progress_s`` (None or 0: never)."""
+
+    def __init__(self, ctx: reconcile.Context, interval_s: float, scale_check_s: float | None = None,
+                 pull_progress_s: float | None = None) -> None:
         self.ctx, self.interval_s, self.scale_check_s = ctx, interval_s, scale_check_s
+        self.pull_progress_s = pull_progress_s
         self.namespaces: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harmony-resync", daemon=True)
@@ -68,6 +84,8 @@ class Resync:
         periods: dict[Job, float] = {resync_namespace: self.interval_s}
         if self.scale_check_s:
             periods[scale_check_namespace] = self.scale_check_s
+        if self.pull_progress_s:
+            periods[pull_progress_namespace] = self.pull_progress_s
         due = {job: time.monotonic() + period for job, period in periods.items()}
         while not self._stop.wait(max(0.0, min(due.values()) - time.monotonic())):
             for job in [job for job, at in due.items() if at <= time.monotonic()]:

@@ -41,6 +41,9 @@ class OperatorSettings:
     # Where KEDA's Prometheus trigger (autoscaling.engine: keda) reads harmony_in_flight_requests.
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     scale_check_interval_s: float = 15.0       # how often idle scale-to-zero models are checked
+    # How often the status of a model whose pods fetch their weights (Downloading) is refreshed from the running
+    # pull's log (status.weights bytes): a running init container makes no pod event. 0: only the periodic pass.
+    pull_progress_interval_s: float = 10.0
 
     def retry_delay(self, retry: int) -> float:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
@@ -75,4 +78,6 @@ class OperatorSettings:
             object_store_secret=get("HARMONY_OBJECT_STORE_SECRET", ""),
             prometheus_url=get("HARMONY_PROMETHEUS_URL", defaults.prometheus_url),
             scale_check_interval_s=float(get("HARMONY_SCALE_CHECK_INTERVAL_S", str(defaults.scale_check_interval_s))),
+            pull_progress_interval_s=float(get("HARMONY_PULL_PROGRESS_INTERVAL_S",
+                                               str(defaults.pull_progress_interval_s))),
         )

@@ -9,7 +9,9 @@ PullFailed from one that keeps failing.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from typing import Any
 
 import aiohttp
@@ -120,3 +122,82 @@ async def test_a_pull_that_keeps_failing_degrades_the_model(cluster: Any, api: a
     assert f"pod {CHILD}-7d9f-b" in degraded["message"] and "is HF_TOKEN set?" in degraded["message"]
     assert condition(stored(cluster, MODELS, NAME), "Ready")["reason"] == "PullFailed"
     assert model_status(cluster)["weights"]["phase"] == "failed"
+
+
+def progress_line(bytes_done: int, revision: str | None = COMMIT) -> bytes:
+    """A line ``harmony pull --json`` prints while it fetches (the model's name, then WeightsProgress)."""
+    progress = WeightsProgress(phase="downloading", source="hf://Systran/faster-whisper-small@main",
+                               revision=revision, bytesDone=bytes_done, bytesTotal=DONE.bytesTotal, filesDone=1,
+                               filesTotal=4, message="model.bin")
+    return (json.dumps({"model": NAME, **progress.model_dump()}) + "\n").encode()
+
+
+async def test_the_bytes_of_a_running_pull_follow_its_log(cluster: Any, api: aiohttp.ClientSession,
+                                                          monkeypatch: Any) -> None:
+    # A running init container makes no pod event: the operator's periodic pull-progress pass reads the log.
+    monkeypatch.setenv("HARMONY_PULL_PROGRESS_INTERVAL_S", "0.3")
+    pod_name = f"{CHILD}-7d9f-c"
+    log_path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod_name}/log"
+    log = [b""]  # what the pull has printed so far: its last line is served
+    cluster[f"get {log_path}"] << (lambda: log[-1])
+
+    def weights() -> dict[str, Any]:
+        return model_status(cluster).get("weights") or {}
+
+    async with running_operator(cluster):
+        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
+        await create(api, "speechmodels", HF_MODEL)
+        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        await create_pod(api, pod_of(deployment, pod_name, {"state": {"running": {
+            "startedAt": "2026-12-07T04:00:00Z"}}}))
+        # Nothing printed yet: Downloading, no bytes.
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready").get("reason") == "Downloading",
+                         what="Ready False Downloading")
+        await eventually(lambda: requests(cluster, "GET", log_path), what="the pull's log read")
+        assert weights().get("bytesDone", 0) == 0
+
+        log.append(progress_line(100_000_000))
+        await eventually(lambda: weights().get("bytesDone") == 100_000_000, what="status.weights.bytesDone 100 MB")
+        assert weights()["bytesTotal"] == DONE.bytesTotal and weights()["revision"] == COMMIT
+        assert "100.0 MB of 483.5 MB, 1/4 files" in condition(stored(cluster, MODELS, NAME), "Ready")["message"]
+        log.append(b"some stray line on stderr\n")  # hides nothing: the last progress line still counts
+        log.append(progress_line(400_000_000) + b"UserWarning: something\n")
+        await eventually(lambda: weights().get("bytesDone") == 400_000_000, what="status.weights.bytesDone 400 MB")
+        assert "400.0 MB of 483.5 MB" in condition(stored(cluster, MODELS, NAME), "Progressing")["message"]
+        reads = requests(cluster, "GET", log_path)
+        assert all(r.params.get("container") == "pull" and r.params.get("tailLines") == "5" for r in reads)
+
+        # It finishes: the termination message pins status.weights, and the log is no longer read.
+        await patch(api, f"/api/v1/namespaces/{NAMESPACE}/pods/{pod_name}/status", {"status": {
+            "initContainerStatuses": [{"name": "pull", "restartCount": 0, "state": {"terminated": {
+                "exitCode": 0, "reason": "Completed", "message": DONE.model_dump_json(),
+                "finishedAt": "2026-12-07T04:03:00Z"}}}]}})
+        await eventually(lambda: weights().get("phase") == "ready", what="status.weights ready")
+        await asyncio.sleep(0.7)  # a pass that listed the pods just before the change may still read once
+        settled = len(requests(cluster, "GET", log_path))
+        await asyncio.sleep(1.0)  # three more passes
+        assert len(requests(cluster, "GET", log_path)) == settled
+
+    assert WeightsProgress.model_validate(weights()) == DONE
+    assert condition(stored(cluster, MODELS, NAME), "Ready")["reason"] == "NoReadyReplicas"
+
+
+async def test_a_log_that_cannot_be_read_leaves_the_pull_running_without_bytes(
+        cluster: Any, api: aiohttp.ClientSession, monkeypatch: Any) -> None:
+    # No reaction for pods/log: kmock answers 404, as an API server would refuse a Role without pods/log (403).
+    monkeypatch.setenv("HARMONY_PULL_PROGRESS_INTERVAL_S", "0.3")
+    pod_name = f"{CHILD}-7d9f-d"
+    async with running_operator(cluster):
+        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
+        await create(api, "speechmodels", HF_MODEL)
+        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
+        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        await create_pod(api, pod_of(deployment, pod_name, {"state": {"running": {
+            "startedAt": "2026-12-07T04:00:00Z"}}}))
+        await eventually(lambda: len(requests(cluster, "GET", f"/pods/{pod_name}/log")) >= 3,
+                         what="the periodic pass to try the log")
+    ready = condition(stored(cluster, MODELS, NAME), "Ready")
+    assert ready["reason"] == "Downloading" and f"pod {pod_name}: fetching since" in ready["message"]
+    assert model_status(cluster)["weights"]["phase"] == "downloading"
+    assert model_status(cluster)["weights"]["bytesDone"] == 0

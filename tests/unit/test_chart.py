@@ -116,8 +116,9 @@ def test_operator_rbac_is_least_privilege(helm: Path, tmp_path: Path) -> None:
     granted = rules(roles[0])
     for (group, resource), verbs in granted.items():
         assert "*" not in verbs and "*" not in resource and "*" != group
-        assert resource not in ("secrets", "pods/log", "pods/exec", "customresourcedefinitions", "namespaces")
+        assert resource not in ("secrets", "pods/exec", "pods/attach", "customresourcedefinitions", "namespaces")
     assert granted["", "pods"] == {"list", "watch"}  # the model pods' pulls (status.weights), read only
+    assert granted["", "pods/log"] == {"get"}  # a running pull's bytes (status.weights), read only
     assert granted["harmony.dev", "speechmodels"] == {"get", "list", "watch", "patch"}
     assert granted["harmony.dev", "speechmodels/status"] == {"patch"}
     # get: the operator reads an object before patching it, and leaves one that is not its own.

@@ -215,3 +215,165 @@ def test_the_spec_hash_the_pods_carry_is_the_one_compared() -> None:
     live = {"metadata": {**template["metadata"], "name": "m-1"}, "spec": template["spec"],
             "status": {"initContainerStatuses": [{"name": "pull", **running()}]}}
     assert pulls.pull_state([live], spec.source, manifests.config_hash("m", spec)).phase == "downloading"
+
+
+# While a pull runs, its bytes are in its log (harmony pull --json: one object a line, with the model's name).
+def log_line(bytes_done: int, bytes_total: int | None = 1_500_000_000, revision: str | None = COMMIT,
+             phase: str = "downloading", files: tuple[int, int | None] = (1, 4)) -> str:
+    progress = WeightsProgress(phase=phase, source="hf://Systran/faster-whisper-small@main", revision=revision,
+                               bytesDone=bytes_done, bytesTotal=bytes_total, filesDone=files[0],
+                               filesTotal=files[1], message="model.bin")
+    return json.dumps({"model": "whisper-small", **progress.model_dump()})
+
+
+def test_a_json_line_of_harmony_pull_is_parsed_without_its_model_key() -> None:
+    progress = pulls.parse_message(log_line(412_300_000))
+    assert progress is not None and progress.bytesDone == 412_300_000 and progress.revision == COMMIT
+    # FallbackToLogsOnError keeps such lines too: the last one counts.
+    tail = "\n".join([log_line(1), log_line(2), "Traceback (most recent call last):", "OSError: disk full"])
+    assert pulls.parse_message(tail).bytesDone == 2
+    assert pulls.parse_message('["model", 1]') is None and pulls.parse_message('{"model": "m", "bytesDone": -1}') \
+        is None
+
+
+def test_sizes_for_people() -> None:
+    assert [pulls.human(n) for n in (0, 999, 1000, 412_300_000, 1_500_000_000, 3 * 10**15)] == \
+        ["0 B", "999 B", "1.0 KB", "412.3 MB", "1.5 GB", "3000.0 TB"]
+
+
+def test_the_log_of_a_running_pull_gives_its_bytes() -> None:
+    pods = [pod("m-1", running())]
+    assert pulls.pull_state(pods, SOURCE, HASH).tail_pod == "m-1"  # the log to read
+    pull = pulls.pull_state(pods, SOURCE, HASH, {"m-1": log_line(412_300_000)})
+    result = status.model_status("m", "speech", deployment(), None, AT, pull=pull)
+    assert result.weights == WeightsProgress(phase="downloading", source="hf://Systran/faster-whisper-small@main",
+                                             revision=COMMIT, bytesDone=412_300_000, bytesTotal=1_500_000_000,
+                                             filesDone=1, filesTotal=4, message="model.bin")
+    state = conditions(result)
+    assert state["Ready"][:2] == ("False", "Downloading") and state["Progressing"][:2] == ("True", "Downloading")
+    for _, _, message in (state["Ready"], state["Progressing"]):
+        assert message == ("fetching the weights of hf://Systran/faster-whisper-small@main: pod m-1: "
+                           "412.3 MB of 1.5 GB, 1/4 files, since 2026-12-07T03:59:00Z")
+    # The next pass, further on: the status follows (and is a change to write).
+    later = status.model_status("m", "speech", deployment(), result, AT, pull=pulls.pull_state(
+        pods, SOURCE, HASH, {"m-1": "\n".join([log_line(1_200_000_000, files=(3, 4)), "UserWarning: x"])}))
+    assert later.weights.bytesDone == 1_200_000_000 and "1.2 GB of 1.5 GB, 3/4 files" in \
+        conditions(later)["Ready"][2]
+    assert not status.same(result, later)
+    # The status with live bytes fits the CRD.
+    schema = speech_model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    jsonschema.Draft4Validator(openapi_to_jsonschema(schema)).validate({
+        "apiVersion": "harmony.dev/v1alpha1", "kind": "SpeechModel", "metadata": {"name": "m"},
+        "spec": {"task": "stt", "backend": "faster-whisper", "source": SOURCE.model_dump(exclude_none=True)},
+        "status": status.dump(later)})
+
+
+def test_before_the_revision_or_the_size_is_known() -> None:
+    resolving = pulls.pull_state([pod("m-1", running())], SOURCE, HASH,
+                                 {"m-1": log_line(0, None, None, phase="resolving", files=(0, None))})
+    assert resolving.weights.phase == "resolving" and resolving.weights.revision is None
+    assert "pod m-1: resolving the revision, since" in resolving.message
+    unsized = pulls.pull_state([pod("m-1", running())], SOURCE, HASH, {"m-1": log_line(5_000_000, None, None,
+                                                                                       files=(0, None))})
+    assert "pod m-1: 5.0 MB, since" in unsized.message and unsized.weights.bytesTotal is None
+    # A line without a source (an older harmony pull) names the model's.
+    bare = json.dumps({"model": "m", "phase": "downloading", "bytesDone": 7})
+    assert pulls.pull_state([pod("m-1", running())], SOURCE, HASH, {"m-1": bare}).weights.source == \
+        "hf://Systran/faster-whisper-small@main"
+
+
+@pytest.mark.parametrize("line", ["", "   ", "Downloading model.bin:  12%|#2  | 58.0M/483M", "{not json",
+                                  '{"model": "m", "phase": "teleporting"}', "null", "[1, 2]",
+                                  log_line(1_500_000_000, phase="ready")],
+                         ids=["empty", "blank", "tqdm", "broken-json", "bad-phase", "null", "list", "final-line"])
+def test_a_log_without_progress_leaves_the_running_state_without_bytes(line: str) -> None:
+    without = pulls.pull_state([pod("m-1", running())], SOURCE, HASH)
+    assert pulls.pull_state([pod("m-1", running())], SOURCE, HASH, {"m-1": line}) == without
+    assert without.weights == WeightsProgress(phase="downloading", source="hf://Systran/faster-whisper-small@main",
+                                              message="pod m-1: fetching since 2026-12-07T03:59:00Z")
+
+
+def test_only_a_running_pull_has_a_log_to_read() -> None:
+    waiting = {"state": {"waiting": {"reason": "PodInitializing"}}}
+    assert pulls.pull_state([pod("m-1", waiting)], SOURCE, HASH).tail_pod == ""
+    assert pulls.pull_state([pod("m-1", done())], SOURCE, HASH).tail_pod == ""
+    # A failure anywhere is what the status tells: no log is read.
+    assert pulls.pull_state([pod("m-1", failed(FAILURE)), pod("m-2", running())], SOURCE, HASH).tail_pod == ""
+    # Of several running pulls, the one the message names (the first by name); a waiting one is not read.
+    pods = [pod("m-3", running()), pod("m-2", running()), pod("m-1", waiting)]
+    assert pulls.pull_state(pods, SOURCE, HASH).tail_pod == "m-2"
+    # A log given for a pod that is not running changes nothing.
+    assert pulls.pull_state([pod("m-1", waiting)], SOURCE, HASH, {"m-1": log_line(5)}) == \
+        pulls.pull_state([pod("m-1", waiting)], SOURCE, HASH)
+
+
+def test_a_finished_pull_keeps_status_weights_while_another_pod_fetches() -> None:
+    pods = [pod("m-1", done()), pod("m-2", running())]
+    pull = pulls.pull_state(pods, SOURCE, HASH, {"m-2": log_line(100_000_000)})
+    result = status.model_status("m", "speech", deployment(ready=1), None, AT, pull=pull)
+    assert result.weights == READY  # what the ready replica serves, revision pinned
+    assert "pod m-2: 100.0 MB of 1.5 GB" in conditions(result)["Progressing"][2]
+
+
+def test_a_retry_shows_its_bytes_and_why_it_retries() -> None:
+    retry = {**running(), "lastState": failed(FAILURE)["state"], "restartCount": 1}
+    pull = pulls.pull_state([pod("m-1", retry)], SOURCE, HASH, {"m-1": log_line(10_000_000)})
+    assert "pod m-1: 10.0 MB of 1.5 GB, 1/4 files, since 2026-12-07T03:59:00Z (try 2; the last one failed: " \
+           "401 Unauthorized" in pull.message
+
+
+class PodsAndLogs:
+    """The two reads reconcile.pull_state makes: the model's pods, and one pull log (or its failure)."""
+
+    def __init__(self, pods: list[dict[str, Any]], log: str | Exception) -> None:
+        self.pods, self.log, self.reads = pods, log, []
+
+    def list(self, kind: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+        assert kind == "Pod"
+        return self.pods
+
+    def pod_log(self, namespace: str, name: str, container: str, tail_lines: int) -> str:
+        self.reads.append((namespace, name, container, tail_lines))
+        if isinstance(self.log, Exception):
+            raise self.log
+        return self.log
+
+
+def test_the_operator_reads_one_pull_log_per_pass_and_ignores_a_failed_read() -> None:
+    from harmony_operator import reconcile
+    from harmony_operator.kube import KubeError
+
+    spec = SpeechModelSpec.model_validate({"task": "stt", "backend": "faster-whisper",
+                                           "source": SOURCE.model_dump(exclude_none=True)})
+    template = manifests.deployment("m", "speech", spec, manifests.OperatorSettings())["spec"]["template"]
+
+    def live(name: str, pull: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {**template["metadata"], "name": name}, "spec": template["spec"],
+                "status": {"initContainerStatuses": [{"name": "pull", **pull}]}}
+
+    pods = [live("m-a", running()), live("m-b", running())]
+    kube = PodsAndLogs(pods, log_line(412_300_000))
+    state = reconcile.pull_state(reconcile.Context(kube, manifests.OperatorSettings()), "m", "speech", spec)
+    assert kube.reads == [("speech", "m-a", "pull", reconcile.PULL_LOG_LINES)]
+    assert state.weights.bytesDone == 412_300_000 and "412.3 MB of 1.5 GB" in state.message
+    for error in (KubeError(403, 'pods "m-a" is forbidden: cannot get resource "pods/log"'), TimeoutError("read")):
+        kube = PodsAndLogs(pods, error)
+        state = reconcile.pull_state(reconcile.Context(kube, manifests.OperatorSettings()), "m", "speech", spec)
+        assert len(kube.reads) == 1 and state.phase == "downloading" and state.weights.bytesDone == 0
+    # Nothing running (done, or not started): no log is read.
+    kube = PodsAndLogs([live("m-a", done())], log_line(1))
+    assert reconcile.pull_state(reconcile.Context(kube, manifests.OperatorSettings()), "m", "speech",
+                                spec).phase == "ready" and kube.reads == []
+
+
+def test_what_harmony_pull_json_prints_is_what_the_operator_reads(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.commands.pull import JsonLines
+
+    fetching = WeightsProgress(phase="downloading", source="hf://Systran/faster-whisper-small@main",
+                               revision=COMMIT, bytesDone=5_000_000, bytesTotal=483_000_000, filesTotal=4)
+    with JsonLines(None) as out:
+        out.progress("whisper-small", fetching)
+    printed = capsys.readouterr().out
+    assert '"model": "whisper-small"' in printed and pulls.parse_message(printed) == fetching
+    pull = pulls.pull_state([pod("m-1", running())], SOURCE, HASH, {"m-1": printed})
+    assert pull.weights == fetching and "5.0 MB of 483.0 MB, 0/4 files" in pull.message

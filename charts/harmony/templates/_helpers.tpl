@@ -129,8 +129,11 @@ rules:
     resources: [events]
     verbs: [create]
   # The model pods (a label-selected watch), read only: their pull init containers make status.weights and the
-  # Downloading / PullFailed conditions.
+  # Downloading / PullFailed conditions; the log of a running pull gives its bytes (the last lines, while it runs).
   - apiGroups: [""]
     resources: [pods]
     verbs: [list, watch]
+  - apiGroups: [""]
+    resources: [pods/log]
+    verbs: [get]
 {{- end }}
