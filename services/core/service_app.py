@@ -51,7 +51,7 @@ class LoadedModel(Generic[B]):
     async def load(self) -> None:
         started = time.monotonic()
         try:
-            if self.spec.source.remote:
+            if self.spec.source.remote or (self.spec.source.path and self.spec.source.sha256):
                 await asyncio.to_thread(self._fetch)
             await asyncio.to_thread(self.backend.load)
             verify(self.backend, self.spec.task)
@@ -64,8 +64,9 @@ class LoadedModel(Generic[B]):
         self.ready = True
 
     def _fetch(self) -> None:
-        """A hf, url or oci source fetched into the model cache (or found there); the backend then loads the
-        weights from the cache's path, the only kind of source it sees besides a package."""
+        """A hf, url or oci source fetched into the model cache (or found there), a path checked against its
+        ``sha256``; the backend then loads the weights from that path, the only kind of source it sees besides a
+        package."""
         from services.weights.fetch import fetch, local_spec
 
         def progress(state: WeightsProgress) -> None:

@@ -125,7 +125,9 @@ class ModelCache:
             return None
 
     def write_ref(self, repo: str, revision: str, commit: str) -> None:
-        write_atomic(self.ref_path(repo, revision), commit + "\n")
+        """Kept for offline use; a read-only cache (a ReadOnlyMany volume filled elsewhere) keeps none."""
+        with contextlib.suppress(OSError):
+            write_atomic(self.ref_path(repo, revision), commit + "\n")
 
     # plans (the files a resolved model needs)
     def read_plan(self, kind: str, name: str, version: str) -> dict | None:
@@ -135,7 +137,8 @@ class ModelCache:
             return None
 
     def write_plan(self, kind: str, name: str, version: str, plan: dict) -> None:
-        write_atomic(self.plan_path(kind, name, version), json.dumps(plan, indent=1))
+        with contextlib.suppress(OSError):  # only ever a better message later
+            write_atomic(self.plan_path(kind, name, version), json.dumps(plan, indent=1))
 
     # the SHA-256 of a file known by another name (a Hub file's git blob id, a URL): ``index/<key>``
     def known_sha256(self, key: str) -> str | None:

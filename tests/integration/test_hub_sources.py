@@ -204,3 +204,16 @@ def test_what_a_fetched_repository_is_served_as(hub, cache, monkeypatch, referen
     assert ("tts-1" in model.aliases) == (task == "tts") and "whisper-1" not in model.aliases
     if backend == "kokoro":
         assert model.languages == ["ja"]
+
+
+def test_a_cache_that_cannot_be_written_still_serves_what_it_holds(hub, cache):
+    import shutil
+
+    path = fetch(ModelSource(hf={"repo": TINY}), cache=cache)
+    shutil.rmtree(cache.root / "refs")
+    (cache.root / "refs").write_text("a file where the folder was: nothing can be written under it")
+    assert fetch(ModelSource(hf={"repo": TINY}), cache=cache) == path  # as a ReadOnlyMany volume filled elsewhere
+    shutil.rmtree(cache.root / "locks")
+    (cache.root / "locks").write_text("")
+    with pytest.raises(WeightsError, match="is not writable .* fill it once with `harmony pull`"):
+        fetch(ModelSource(hf={"repo": BASE}), cache=cache)

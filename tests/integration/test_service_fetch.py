@@ -79,3 +79,23 @@ def _wait_for_weights(url: str) -> dict:
             return body
         time.sleep(0.05)
     raise AssertionError("the service never reported its fetch")
+
+
+def test_a_path_source_with_a_wrong_sha256_is_not_served(tmp_path):
+    import hashlib
+
+    from services.core.weights import package_dir
+    from services.vad.app import create_vad_app
+
+    weights = package_dir("silero_vad") / "data" / "silero_vad.onnx"
+    actual = hashlib.sha256(weights.read_bytes()).hexdigest()
+    models = []
+    for name, sha256 in (("vad-wrong", "0" * 64), ("vad-right", actual)):
+        models.append({"name": name, "task": "vad", "backend": "silero",
+                       "source": {"path": str(weights), "sha256": sha256}})
+    config = parse_config({"models": models})
+    with ServerThread(create_vad_app(config.models, config.server.max_upload_bytes)) as service:
+        body = httpx.get(service.url + "/readyz", timeout=10).json()
+    assert body["models"]["vad-right"] == "ready"
+    assert body["models"]["vad-wrong"].startswith("ChecksumMismatch: ")
+    assert f"has SHA-256 {actual}, but source.sha256 is {'0' * 64}" in body["models"]["vad-wrong"]

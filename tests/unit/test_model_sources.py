@@ -179,3 +179,4 @@ def test_oci_without_a_client_is_refused_clearly(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no oras here
     with pytest.raises(WeightsError, match="needs an OCI client here: install the oras command"):
         fetch(ModelSource(oci="registry.local/models/whisper:1"), cache=ModelCache(tmp_path / "c"), offline=False)
+
