@@ -2,71 +2,43 @@
 
 Playwright's own browser download cannot reach its servers from here (nor from CI's fresh machines), so the
 tests drive the distribution's Chromium through ``executable_path``. On a fresh Debian or Ubuntu machine the
-first browser test installs it (``apt-get install chromium``, through sudo when not root); where that is
-impossible the tests fail with a message that says what to install, never skip.
+first browser test installs it (``apt-get install chromium``, through sudo when not root: tests/debian.py);
+where that is impossible the tests fail with a message that says what to install, never skip.
 
 ``python -m tests.browser`` installs it ahead of time and prints the path.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import debian
+
 NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 PACKAGE = "chromium"
-INSTALL_TIMEOUT_S = 900
+INSTALL_TIMEOUT_S = debian.INSTALL_TIMEOUT_S
+HOW = {"what": "Chromium", "without_apt": "install Chromium (or Chrome) so that `chromium` is on PATH"}
 
 
-class ChromiumUnavailable(RuntimeError):
+class ChromiumUnavailable(debian.PackageUnavailable):
     """No Chromium on PATH and none could be installed."""
 
 
 def find_chromium() -> str | None:
     """The path of a Chromium (or Chrome) executable on PATH, else None."""
-    for name in NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _apt_prefix() -> list[str]:
-    if os.geteuid() == 0:
-        return []
-    sudo = shutil.which("sudo")
-    if not sudo:
-        raise ChromiumUnavailable(f"Chromium is missing and installing it needs root: run "
-                                  f"`apt-get install -y {PACKAGE}` as root (no sudo here)")
-    return [sudo, "-n"]  # never prompts: a password prompt would hang the test session
+    return debian.find_executable(NAMES)
 
 
 def install_chromium() -> str:
     """Install Debian's chromium package with apt-get; its executable's path."""
-    if not shutil.which("apt-get"):
-        raise ChromiumUnavailable("Chromium is missing and this machine has no apt-get: install Chromium "
-                                  "(or Chrome) so that `chromium` is on PATH")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    prefix = _apt_prefix()
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", PACKAGE]):
-        done = subprocess.run(prefix + command, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S)
-        if done.returncode != 0:
-            raise ChromiumUnavailable(f"`{' '.join(prefix + command)}` failed ({done.returncode}):\n"
-                                      f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    path = find_chromium()
-    if not path:
-        raise ChromiumUnavailable(f"apt-get installed {PACKAGE} but no chromium executable is on PATH")
-    return path
+    return debian.install_package(NAMES, PACKAGE, error=ChromiumUnavailable, **HOW)
 
 
 def chromium_path() -> str:
     """A Chromium executable: the one on PATH, else Debian's package, installed now."""
-    return find_chromium() or install_chromium()
+    return debian.ensure_package(NAMES, PACKAGE, error=ChromiumUnavailable, **HOW)
 
 
 def launch_args(microphone_wav: Path | None = None) -> list[str]:

@@ -6,6 +6,7 @@ import pytest
 
 from tests.file_server import FileServer
 from tests.hub_mirror import hub_mirror_running
+from tests.oci_registry import oci_registry_running
 
 # Joined weights (Whisper base) go to a cache the test session shares across runs of the suite.
 os.environ.setdefault("HARMONY_CACHE_DIR", os.path.join(tempfile.gettempdir(), "harmony-test-cache"))
@@ -32,3 +33,11 @@ def file_server(tmp_path_factory):
     """An HTTP file server with ranges, counts and cuts over a temporary folder: tests/file_server.py."""
     with FileServer(tmp_path_factory.mktemp("file-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def oci_registry(tmp_path_factory):
+    """A real OCI registry on loopback (the distribution registry, and a second one that asks for a login),
+    pushed to with oras-py: tests/oci_registry.py."""
+    with oci_registry_running(tmp_path_factory.mktemp("oci-registry")) as registry:
+        yield registry

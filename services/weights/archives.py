@@ -3,6 +3,11 @@
 Only regular files and folders come out: a member that would land outside the target (an absolute path, ``..``,
 a link) is refused, as are devices and links themselves. A lone top-level folder is stripped (``model/...`` ->
 ``...``), so an archive made with ``tar czf model.tgz model/`` gives the same layout as one made inside it.
+
+``apply_layer`` lays a container image's layer (a tar, compressed or not) over a root folder: its whiteouts
+(``.wh.<name>``, ``.wh..wh..opq``) delete what lower layers put there; its files and folders are written with the
+same checks; its links and devices, a base image's system files, are not written but named, so that the caller
+refuses them where it takes its files from.
 """
 
 from __future__ import annotations
@@ -43,6 +48,62 @@ def unpack(archive: Path, target: Path, label: str) -> list[str]:
     if not files:
         raise WeightsError(f"{label}: the archive holds no files")
     return files
+
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+
+
+def apply_layer(layer: Path, root: Path, label: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Apply the image layer ``layer`` to the folder ``root`` (read as one stream, never whole into memory): the
+    paths of the links and devices it holds, which are not written. Members under a top-level folder in ``skip``
+    are ignored."""
+    skipped: list[str] = []
+    written: set[str] = set()  # this layer's own paths and their folders: a whiteout hides lower layers only
+    try:
+        with tarfile.open(layer, mode="r|*") as tar:
+            for member in tar:
+                if member.isdir() and not PurePosixPath(member.name).parts:
+                    continue  # the layer's "./"
+                name = _safe(member.name, label)
+                path = PurePosixPath(name)
+                if path.parts[0] in skip:
+                    continue
+                dest = root / name
+                if path.name == OPAQUE:  # the folder's entries from lower layers are gone
+                    if dest.parent.is_dir():
+                        for child in list(dest.parent.iterdir()):
+                            if child.relative_to(root).as_posix() not in written:
+                                _remove(child)
+                    continue
+                written.update([name, *(p.as_posix() for p in path.parents if p.parts)])
+                if path.name.startswith(WHITEOUT):
+                    _remove(dest.parent / path.name[len(WHITEOUT):])
+                elif member.isdir():
+                    if dest.exists() and not dest.is_dir():
+                        _remove(dest)
+                    dest.mkdir(parents=True, exist_ok=True)
+                elif member.isfile():
+                    _remove(dest)
+                    tar.extract(member, root, filter="data")
+                else:
+                    _remove(dest)
+                    skipped.append(name)
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise WeightsError(f"{label}: cannot apply the image layer ({exc})") from None
+    return skipped
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def safe_name(name: str, label: str) -> str:
+    """``name`` as a relative path that stays inside its folder, else a WeightsError."""
+    return _safe(name, label)
 
 
 def _unzip(archive: Path, target: Path, label: str) -> None:

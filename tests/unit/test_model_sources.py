@@ -175,8 +175,16 @@ def test_a_path_source_checks_its_sha256(tmp_path):
     assert fetch(ModelSource(path=str(tmp_path), sha256=digest), cache=ModelCache(tmp_path / "c")) == tmp_path
 
 
-def test_oci_without_a_client_is_refused_clearly(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATH", str(tmp_path))  # no oras here
-    with pytest.raises(WeightsError, match="needs an OCI client here: install the oras command"):
-        fetch(ModelSource(oci="registry.local/models/whisper:1"), cache=ModelCache(tmp_path / "c"), offline=False)
+def test_oci_sources_that_cannot_be_pulled_are_refused_clearly(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a loopback port nothing listens on (bound, never listening)
+        closed.bind(("127.0.0.1", 0))
+        host = f"127.0.0.1:{closed.getsockname()[1]}"
+        with pytest.raises(WeightsError, match=rf"oci://{host}/models/whisper:1: cannot reach the registry "
+                                               rf"http://{host} \(ConnectionError"):
+            fetch(ModelSource(oci=f"{host}/models/whisper:1"), cache=ModelCache(tmp_path / "c"), offline=False)
+    with pytest.raises(WeightsError, match="oci://whisper:1: the reference names no registry"):
+        fetch(ModelSource(oci="whisper:1"), cache=ModelCache(tmp_path / "c"), offline=False)
+    assert not list((tmp_path / "c").glob(".oci-*"))  # the staging folders are gone
 
