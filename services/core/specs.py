@@ -85,8 +85,9 @@ class ModelSource(Strict):
                             description="https://, s3:// or gs:// URL of a file or an archive (.tar, .tar.gz, "
                                         ".tgz, .tar.xz, .zip: unpacked), fetched into the model cache")
     oci: str | None = Field(None, min_length=1, max_length=500,
-                            description="an OCI image (a modelcar) whose files are the weights: an image volume "
-                                        "on Kubernetes; elsewhere pulled with oras when it is installed")
+                            description="an OCI image or artifact (a modelcar) whose files are the weights: an "
+                                        "image volume on Kubernetes; elsewhere pulled into the model cache (an "
+                                        "image's /models folder, else its files)")
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                description="expected SHA-256 of the weights: the file (or archive) of a url, else "
                                            "the main weight file (the largest file)")
