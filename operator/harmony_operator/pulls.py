@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping
 from pydantic import ValidationError
 from services.core.specs import ModelSource
 from services.core.wire import WeightsProgress
-from services.weights.labels import describe
+from services.weights.labels import describe, human
 from . import names
 
 PULL = "pull"  # the init container's name (manifests.PULL)
@@ -79,16 +79,6 @@ def parse_message(text: str | None) -> WeightsProgress | None:
         return _progress(text or "")
     except (ValueError, ValidationError):
         return None
-
-
-def human(size: int) -> str:
-    """Bytes for people, in SI units as ``harmony pull`` shows them: ``412.3 MB``."""
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
 
 
 def describe_progress(progress: WeightsProgress) -> str:

@@ -54,16 +54,22 @@ async def create_pod(api: aiohttp.ClientSession, pod: dict[str, Any]) -> None:
         assert response.status < 300, await response.text()
 
 
+async def hf_model_deployed(cluster: Any, api: aiohttp.ClientSession) -> dict[str, Any]:
+    """The hf model created once kopf watches the pods; its Deployment, once it has a first status."""
+    await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
+    await create(api, "speechmodels", HF_MODEL)
+    deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
+    await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+    return deployment
+
+
 def model_status(cluster: Any) -> dict[str, Any]:
     return (stored(cluster, MODELS, NAME) or {}).get("status") or {}
 
 
 async def test_an_hf_model_pulls_first_and_its_status_shows_the_pull(cluster: Any, api: aiohttp.ClientSession) -> None:
     async with running_operator(cluster):
-        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
-        await create(api, "speechmodels", HF_MODEL)
-        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
-        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        deployment = await hf_model_deployed(cluster, api)
 
         # The kubelet starts the pull: the model is Downloading.
         await create_pod(api, pod_of(deployment, f"{CHILD}-7d9f-a", {
@@ -106,10 +112,7 @@ async def test_a_pull_that_keeps_failing_degrades_the_model(cluster: Any, api: a
     failure = WeightsProgress(phase="failed", source="hf://Systran/faster-whisper-small@main",
                               message="401 Unauthorized: Systran/faster-whisper-small: is HF_TOKEN set?")
     async with running_operator(cluster):
-        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
-        await create(api, "speechmodels", HF_MODEL)
-        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
-        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        deployment = await hf_model_deployed(cluster, api)
         await create_pod(api, pod_of(deployment, f"{CHILD}-7d9f-b", {
             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}}, "restartCount": 2,
             "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": failure.model_dump_json(),
@@ -145,10 +148,7 @@ async def test_the_bytes_of_a_running_pull_follow_its_log(cluster: Any, api: aio
         return model_status(cluster).get("weights") or {}
 
     async with running_operator(cluster):
-        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
-        await create(api, "speechmodels", HF_MODEL)
-        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
-        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        deployment = await hf_model_deployed(cluster, api)
         await create_pod(api, pod_of(deployment, pod_name, {"state": {"running": {
             "startedAt": "2026-12-07T04:00:00Z"}}}))
         # Nothing printed yet: Downloading, no bytes.
@@ -189,10 +189,7 @@ async def test_a_log_that_cannot_be_read_leaves_the_pull_running_without_bytes(
     monkeypatch.setenv("HARMONY_PULL_PROGRESS_INTERVAL_S", "0.3")
     pod_name = f"{CHILD}-7d9f-d"
     async with running_operator(cluster):
-        await eventually(lambda: watching(cluster, "pods"), 30, "kopf to watch the model pods")
-        await create(api, "speechmodels", HF_MODEL)
-        deployment = await eventually(lambda: stored(cluster, DEPLOYMENTS, CHILD), what="Deployment")
-        await eventually(lambda: condition(stored(cluster, MODELS, NAME), "Ready"), what="first status")
+        deployment = await hf_model_deployed(cluster, api)
         await create_pod(api, pod_of(deployment, pod_name, {"state": {"running": {
             "startedAt": "2026-12-07T04:00:00Z"}}}))
         await eventually(lambda: len(requests(cluster, "GET", f"/pods/{pod_name}/log")) >= 3,
