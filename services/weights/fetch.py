@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from services.core.specs import HubSource, ModelSource, NamedModel
 from services.core.weights import WeightsError, sha256_of
 from services.core.wire import WeightsProgress
-from services.weights import archives, hub, oci
+from services.weights import archives, hub
 from services.weights.cache import CachedFile, ModelCache, ModelManifest, short_hash, slug
 from services.weights.download import ChecksumMismatch, Expected, fetch_blob
 from services.weights.labels import describe, redact
@@ -228,6 +228,8 @@ def _fetch_oci(source: ModelSource, reference: str, cache: ModelCache, offline: 
     with cache.locked(f"model-oci-{version}"):
         if cache.find("oci", reference, version) is None:
             tracker.update(phase="downloading", message=reference)
+            from services.weights import oci  # oras-py and requests: only for an oci source
+
             staging = Path(tempfile.mkdtemp(dir=cache.root, prefix=".oci-"))
             try:
                 root, names = oci.pull(reference, staging, on_bytes=tracker.add_bytes,
