@@ -2,6 +2,13 @@
 streaming against not streaming, side by side with piper-tts in-process one request after another.
 
     python -m bench.tts [--requests 16] [--format mp3]
+    python -m bench.tts --peer piper [--repeats 3]
+
+"--peer piper" starts Piper's own HTTP server (``python -m piper.http_server``, Flask, one voice) on a free
+loopback port and ``harmony serve`` with the same voice, sends both the same two-sentence English texts as
+WAV at 1 and 16 concurrent clients, three repetitions each, and prints audio seconds per wall second, p50 and
+p95 latency (median and range over the repetitions), CPU seconds per audio second, the ratio ours/peer, and
+the word error rate of a sample of each side's outputs through the engine's Whisper (whisper-base).
 
 "Streaming" takes the first audio byte as it arrives (the service sends each sentence as soon as it
 is synthesized); "whole file" is when the last byte arrives, which is what a client that waits for the
@@ -88,6 +95,10 @@ def service(url: str, requests: int, clients: int, fmt: str) -> dict:
 
 
 def main() -> int:
+    if "--peer" in sys.argv:
+        from bench.tts_peer import main as peer_main
+
+        return peer_main(sys.argv[1:])
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--format", default="mp3", choices=["mp3", "opus", "aac", "flac", "wav", "pcm"])

