@@ -48,6 +48,13 @@ log = logging.getLogger("harmony.tts.piper")
 # on "A. A. ..." and on emoji names (within 10 %): what ``speech_seconds`` estimates a request's work from
 SECONDS_PER_PHONEME = 0.05
 SECONDS_PER_ROW = 0.23
+# The CPU arena is shrunk only after a run larger than this many phoneme ids (rows x longest row; Piper's
+# ids interleave a pad with each phoneme, so about 5 s of speech; model option ``shrink_above_ids``).
+# Shrinking after every run cost 9 % of the CPU per audio second (0.084 against 0.077 CPU s per audio s, one
+# thread, the 32 sentences of bench/tts_peer.py, 67-139 ids each); the arena of the runs below this size stays
+# small (397 MB resident against 357 MB when shrinking every run, after 30- to 60-word sentences and then the
+# 32), and a larger run still gives back what it took. 0 shrinks after every run.
+SHRINK_ABOVE_IDS = 200
 
 PACKAGES = {
     # pip distribution -> (import name, voice id, languages)
@@ -171,6 +178,7 @@ class PiperBackend:
         self.seed: int | None = None if seed is None else int(seed)
         self.noise_channels: dict[str, int] = {}
         self.run_options = None
+        self.shrink_above = int(spec.options.get("shrink_above_ids", SHRINK_ABOVE_IDS))
         self.speakers: dict[str, int] = {}   # a multi-speaker voice's speakers (name -> sid), each a voice
         self.default_speaker = 0
 
@@ -192,7 +200,7 @@ class PiperBackend:
         session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=chosen)
         log_providers(self.spec, session)
         self.voice = PiperVoice(session=session, config=config)
-        self.run_options = run_options(self.spec, session)  # the arena shrinks after each run
+        self.run_options = run_options(self.spec, session)  # the arena shrinks after a large run
         outputs = [o.name for o in self.voice.session.get_outputs()]
         if len(outputs) < 2:
             raise WeightsError(f"Piper voice {model_path} exposes no phoneme durations; cannot batch it")
@@ -266,9 +274,11 @@ class PiperBackend:
         seeds = [self._row_seed(row) for row in rows]
         # a first guess of the output length in frames; a longer output runs again with noise long enough
         frames_guess = int(np.ceil(longest * 6 * config.length_scale / speed)) + 16
+        # shrink the arena only after a run large enough to grow it past what usual sentences need
+        options = self.run_options if len(rows) * longest > self.shrink_above else None
         while True:
             args.update(self._noise(seeds, rows, longest, frames_guess))
-            audio, frames = self.voice.session.run(None, args, self.run_options)[:2]
+            audio, frames = self.voice.session.run(None, args, options)[:2]
             frames = frames.reshape(len(rows), -1)
             needed = max(int(frames[i, : len(row)].sum()) for i, row in enumerate(rows))
             if "flow_noise" not in self.noise_channels or needed <= frames_guess:
