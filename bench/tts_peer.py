@@ -187,7 +187,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--peer", choices=["piper"], required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=32, help="requests per run at 16 clients (1 client: a quarter)")
-    parser.add_argument("--wer-sample", type=int, default=8, help="outputs of each side scored with Whisper")
+    parser.add_argument("--wer-sample", type=int, default=16, help="outputs of each side scored with Whisper")
     parser.add_argument("--harmony-batching", default="", help="YAML mapping replacing the Piper model's batching")
     parser.add_argument("--harmony-options", default="", help="YAML mapping of the Piper model's options")
     parser.add_argument("--only", choices=["both", "ours", "peer"], default="both")
