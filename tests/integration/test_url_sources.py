@@ -24,7 +24,7 @@ WEIGHTS = bytes(range(256)) * 40_000  # 10,240,000 bytes
 def files(file_server, monkeypatch):
     monkeypatch.delenv("HARMONY_OFFLINE", raising=False)
     file_server.reset()
-    file_server.token = None
+    monkeypatch.setattr(file_server, "token", None)
     return file_server
 
 
@@ -48,6 +48,7 @@ def test_a_file_by_https_with_its_sha256(files, cache):
     digest = hashlib.sha256(WEIGHTS).hexdigest()
     path = fetch(ModelSource(url=url, sha256=digest), cache=cache)
     assert path.name == "model.onnx" and path.read_bytes() == WEIGHTS
+    assert [method for method, *_ in files.requests] == ["HEAD", "GET"]  # its size and ETag asked once
     assert path.stat().st_ino == cache.blob(digest).stat().st_ino
     files.reset()
     assert fetch(ModelSource(url=url, sha256=digest), cache=cache) == path and files.requests == []
@@ -137,7 +138,7 @@ def test_s3_resumes_a_stopped_download(s3_server, cache, monkeypatch, tmp_path):
 def test_gs_through_the_download_endpoint_with_a_token(files, cache, monkeypatch):
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", files.url)
     files.put("download/storage/v1/b/models/o/whisper/model.bin", WEIGHTS)
-    files.token = "ya29.test-token"
+    monkeypatch.setattr(files, "token", "ya29.test-token")  # the session's server is open again afterwards
     source = ModelSource(url="gs://models/whisper/model.bin")
     monkeypatch.delenv("GOOGLE_OAUTH_ACCESS_TOKEN", raising=False)
     with pytest.raises(RemoteDenied, match="gs://models/whisper/model.bin: 401 .*GOOGLE_OAUTH_ACCESS_TOKEN"):
