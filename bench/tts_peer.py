@@ -27,7 +27,7 @@ import soundfile
 import yaml
 
 from tests.harmony_process import HarmonyProcess
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 from tests.speech import wer
 
 TEXTS = [
@@ -116,12 +116,7 @@ class PiperPeer:
         return response.content
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 30)
         self.log.close()
 
 

@@ -101,6 +101,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from tests.file_server import byte_range, send_span
+from tests.servers import stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_harmonytestprivatetoken0123456789"
@@ -654,12 +655,7 @@ class HubMirror:
         self._server.shutdown()
         self._server.server_close()
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            stop_process(self._proc)
         if getattr(self, "_log", None):
             self._log.close()
 

@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 
 from tests import debian
-from tests.servers import free_port
+from tests.servers import free_port, stop_process
 
 PACKAGE = "docker-registry"
 NAMES = ("docker-registry", "registry")
@@ -281,12 +281,7 @@ def _serve(executable: str, root: Path, htpasswd: Path | None) -> Iterator[tuple
             time.sleep(0.05)
         yield f"127.0.0.1:{port}", log
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager

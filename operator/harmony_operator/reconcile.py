@@ -242,11 +242,8 @@ def on_pod_event(ctx: Context, namespace: str, pod: dict[str, Any]) -> None:
     """A pod of a model that pulls its weights changed (its init container ``pull`` started, finished or
     failed): the owner's status follows (Downloading, PullFailed, ``status.weights``)."""
     model = ((pod.get("metadata") or {}).get("labels") or {}).get(names.MODEL_LABEL)
-    if not model:
-        return
-    deployment = ctx.kube.get("Deployment", namespace, names.child_name(model))
-    if deployment is not None:
-        refresh_model_status(ctx, namespace, model, deployment)
+    if model:
+        _refresh_with_deployment(ctx, namespace, model)
 
 
 def downloading(body: dict[str, Any]) -> bool:
@@ -258,11 +255,15 @@ def refresh_pull_progress(ctx: Context, body: dict[str, Any]) -> None:
     """A model whose pods fetch their weights: its status again, with the running pull's bytes from its log (a
     running init container makes no pod event, so the periodic pass asks). Others are left alone."""
     meta = body["metadata"]
-    if _deleting(body) or not downloading(body):
-        return
-    deployment = ctx.kube.get("Deployment", meta["namespace"], names.child_name(meta["name"]))
+    if not _deleting(body) and downloading(body):
+        _refresh_with_deployment(ctx, meta["namespace"], meta["name"])
+
+
+def _refresh_with_deployment(ctx: Context, namespace: str, model: str) -> None:
+    """The model's status again from its Deployment as it is now (none: nothing to mirror)."""
+    deployment = ctx.kube.get("Deployment", namespace, names.child_name(model))
     if deployment is not None:
-        refresh_model_status(ctx, meta["namespace"], meta["name"], deployment)
+        refresh_model_status(ctx, namespace, model, deployment)
 
 
 def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:

@@ -79,14 +79,29 @@ def run_pull(args: argparse.Namespace) -> int:
         print("harmony: name a model, a --model-file or a --config", file=sys.stderr)
         return 2
     cache = ModelCache.default()
-    report = JsonLines(args.termination_log) if args.json else Bar()
+    report = JsonLines() if args.json else Bar()
     failed = 0
     with report:
         for name, source in sources:
             failed += not pull_one(name, source, cache, args.offline or None, report)
-    if args.termination_log and not args.json:
-        report.write_termination(args.termination_log)
+    if args.termination_log and report.last:
+        write_termination(Path(args.termination_log), list(report.last.values())[-1])
     return 1 if failed else 0
+
+
+TERMINATION_LIMIT = 4096  # bytes of a termination message Kubernetes keeps
+
+
+def write_termination(path: Path, state: WeightsProgress) -> None:
+    """The last progress as the container's termination message: JSON that fits Kubernetes' limit (a long
+    message is shortened, never the JSON cut)."""
+    text = state.model_dump_json()
+    while len(text.encode()) > TERMINATION_LIMIT and state.message:
+        excess = len(text.encode()) - TERMINATION_LIMIT
+        state = state.model_copy(update={"message": state.message[:max(0, len(state.message) - excess - 3)] + "..."
+                                         if len(state.message) > excess + 3 else ""})
+        text = state.model_dump_json()
+    path.write_text(text)
 
 
 def main_pull(reference: str, cache_dir: Path) -> Path:
@@ -116,10 +131,29 @@ def pull_one(name: str, source: ModelSource, cache, offline: bool | None, report
     return True
 
 
-class Bar:
+class Report:
+    """What both reporters keep: each model's last progress (the termination message is the last one's)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, WeightsProgress] = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def _failed(self, name: str, exc: Exception) -> WeightsProgress:
+        state = (self.last.get(name) or WeightsProgress()).model_copy(update={"phase": "failed", "message": str(exc)})
+        self.last[name] = state
+        return state
+
+
+class Bar(Report):
     """A rich progress bar per model, bytes done of the whole."""
 
     def __init__(self) -> None:
+        super().__init__()
         from rich.console import Console
         from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                    TransferSpeedColumn)
@@ -128,7 +162,6 @@ class Bar:
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=self.console, transient=False)
         self.tasks: dict[str, int] = {}
-        self.last: dict[str, WeightsProgress] = {}
 
     def __enter__(self) -> "Bar":
         self.bar.__enter__()
@@ -151,28 +184,15 @@ class Bar:
 
     def failed(self, name: str, exc: Exception) -> None:
         self.bar.console.print(f"[red]failed[/] {name}: {exc}")
-        self.last[name] = WeightsProgress(phase="failed", message=str(exc))
-
-    def write_termination(self, path: str) -> None:
-        if self.last:
-            Path(path).write_text(list(self.last.values())[-1].model_dump_json())
+        self._failed(name, exc)
 
 
-class JsonLines:
+class JsonLines(Report):
     """One WeightsProgress JSON object per line on stdout, at most one every 0.5 s while bytes flow."""
 
-    def __init__(self, termination_log: str | None) -> None:
-        self.termination_log = termination_log
-        self.last: dict[str, WeightsProgress] = {}
+    def __init__(self) -> None:
+        super().__init__()
         self._printed = 0.0
-
-    def __enter__(self) -> "JsonLines":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.termination_log and self.last:
-            # Kubernetes keeps at most 4096 bytes of a termination message
-            Path(self.termination_log).write_text(list(self.last.values())[-1].model_dump_json()[:4096])
 
     def _print(self, name: str, state: WeightsProgress) -> None:
         print(json.dumps({"model": name, **state.model_dump()}), flush=True)
@@ -190,8 +210,7 @@ class JsonLines:
         self._print(name, state)
 
     def failed(self, name: str, exc: Exception) -> None:
-        state = (self.last.get(name) or WeightsProgress()).model_copy(update={"phase": "failed", "message": str(exc)})
-        self.done(name, state)
+        self._print(name, self._failed(name, exc))
 
 
 def run_models(args: argparse.Namespace) -> int:

@@ -37,7 +37,8 @@ log = logging.getLogger("harmony.onnx")
 SHRINK_KEY = "memory.enable_memory_arena_shrinkage"
 
 
-def _flag(spec: NamedModel, name: str, default: bool) -> bool:
+def option_flag(spec: NamedModel, name: str, default: bool) -> bool:
+    """A yes/no option of the model (``true``, ``1``, ``yes``, ``on``, or a YAML boolean); ``default`` if unset."""
     value = spec.options.get(name)
     if value is None:
         return default
@@ -47,11 +48,11 @@ def _flag(spec: NamedModel, name: str, default: bool) -> bool:
 
 
 def cpu_mem_arena(spec: NamedModel) -> bool:
-    return _flag(spec, "cpu_mem_arena", True)
+    return option_flag(spec, "cpu_mem_arena", True)
 
 
 def arena_shrinkage(spec: NamedModel) -> bool:
-    return cpu_mem_arena(spec) and _flag(spec, "arena_shrinkage", memory.enabled())
+    return cpu_mem_arena(spec) and option_flag(spec, "arena_shrinkage", memory.enabled())
 
 
 def session_options(spec: NamedModel, intra_op_threads: int, inter_op_threads: int = 0, shrinkable: bool = True):

@@ -124,7 +124,6 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
         # Models load (and fetch their weights) while the service already answers: /healthz at once, /readyz 503
         # with the fetch's progress until every model is loaded, model calls 503 until theirs is.
         loading = asyncio.create_task(_load_all(models), name="load-models")
-        app.state.loading = loading
         yield
         if not loading.done():
             loading.cancel()

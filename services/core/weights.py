@@ -43,6 +43,12 @@ def package_dir(module: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def shallowest(directory: Path, name: str) -> Path | None:
+    """The file called ``name`` nearest the top of ``directory`` (a repository's layout may nest it), None if none."""
+    found = sorted((p for p in directory.rglob(name) if p.is_file()), key=lambda p: (len(p.parts), str(p)))
+    return found[0] if found else None
+
+
 def sha256_of(path: Path, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -74,9 +74,11 @@ class Expected:
 Progress = Callable[[int], None]  # bytes added since the last call
 
 
-def fetch_blob(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress) -> str:
+def fetch_blob(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress,
+               stat: RemoteStat | None = None) -> str:
     """The SHA-256 of the file, now a blob of ``cache``; downloaded unless the blob is there already (its
-    ``expected.sha256``, or the digest an earlier download of ``key`` gave)."""
+    ``expected.sha256``, or the digest an earlier download of ``key`` gave). ``stat``: the remote's, when the
+    caller asked for it already (the first try uses it; a retry asks again, the file may have changed)."""
     if found := _cached(cache, key, expected, progress):
         return found
     with cache.locked(key):
@@ -85,7 +87,7 @@ def fetch_blob(cache: ModelCache, key: str, remote: Remote, expected: Expected, 
         tries = attempts()
         for attempt in range(1, tries + 1):
             try:
-                digest = _download(cache, key, remote, expected, progress)
+                digest = _download(cache, key, remote, expected, progress, stat if attempt == 1 else None)
                 cache.remember_sha256(key, digest)
                 return digest
             except TransientError as exc:
@@ -106,10 +108,11 @@ def _cached(cache: ModelCache, key: str, expected: Expected, progress: Progress)
     return digest
 
 
-def _download(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress) -> str:
+def _download(cache: ModelCache, key: str, remote: Remote, expected: Expected, progress: Progress,
+              stat: RemoteStat | None) -> str:
     part = cache.partial(key)
     meta_path = part.with_name(part.name + ".json")
-    stat = remote.stat()
+    stat = stat or remote.stat()
     size = expected.size if expected.size is not None else stat.size
     if stat.size is not None and expected.size is not None and stat.size != expected.size:
         raise WeightsError(f"{remote.label} is {stat.size} bytes where {expected.size} were expected")

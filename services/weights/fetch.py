@@ -176,7 +176,7 @@ def _fetch_url(source: ModelSource, url: str, cache: ModelCache, offline: bool, 
         stat = remote.stat()
         tracker.update(bytesTotal=stat.size)
         digest = fetch_blob(cache, f"url-{version}", remote,
-                            Expected(stat.size, source.sha256, sha256_from_user=True), tracker.add_bytes)
+                            Expected(stat.size, source.sha256, sha256_from_user=True), tracker.add_bytes, stat)
         tracker.update(phase="verifying", filesDone=1)
         blob = cache.blob(digest)
         if archives.is_archive(name):

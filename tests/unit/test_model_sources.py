@@ -194,3 +194,22 @@ def test_oci_sources_that_cannot_be_pulled_are_refused_clearly(tmp_path):
         fetch(ModelSource(oci="whisper:1"), cache=ModelCache(tmp_path / "c"), offline=False)
     assert not list((tmp_path / "c").glob(".oci-*"))  # the staging folders are gone
 
+
+
+def test_a_termination_message_is_json_that_fits_kubernetes_limit(tmp_path):
+    import json
+
+    from services.commands.pull import TERMINATION_LIMIT, write_termination
+    from services.core.wire import WeightsProgress
+
+    long = WeightsProgress(phase="failed", source="hf://org/model@main", revision="a" * 40,
+                           message="401 Unauthorized: é" + "x" * 9000)
+    write_termination(tmp_path / "log", long)
+    written = (tmp_path / "log").read_bytes()
+    assert len(written) <= TERMINATION_LIMIT
+    kept = WeightsProgress.model_validate(json.loads(written))
+    assert kept.phase == "failed" and kept.revision == "a" * 40 and kept.message.startswith("401 Unauthorized: é")
+    assert kept.message.endswith("...")
+    short = long.model_copy(update={"message": "no HF_TOKEN"})
+    write_termination(tmp_path / "log", short)
+    assert WeightsProgress.model_validate_json((tmp_path / "log").read_text()) == short

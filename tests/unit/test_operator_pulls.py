@@ -371,7 +371,7 @@ def test_what_harmony_pull_json_prints_is_what_the_operator_reads(capsys: pytest
 
     fetching = WeightsProgress(phase="downloading", source="hf://Systran/faster-whisper-small@main",
                                revision=COMMIT, bytesDone=5_000_000, bytesTotal=483_000_000, filesTotal=4)
-    with JsonLines(None) as out:
+    with JsonLines() as out:
         out.progress("whisper-small", fetching)
     printed = capsys.readouterr().out
     assert '"model": "whisper-small"' in printed and pulls.parse_message(printed) == fetching

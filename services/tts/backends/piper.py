@@ -36,7 +36,7 @@ from typing import Sequence
 
 import numpy as np
 from services.core.cpus import threads_per_instance
-from services.core.onnx_options import log_providers, providers, run_options, session_options
+from services.core.onnx_options import log_providers, option_flag, providers, run_options, session_options
 from services.core.specs import NamedModel, Task
 from services.core.weights import WeightsError
 from services.core.wire import VoiceInfo
@@ -86,10 +86,6 @@ def resolve_voice_files(spec: NamedModel) -> tuple[str, str, str, list[str]]:
 
     module = importlib.import_module(module_name)
     return str(module.model_path()), str(module.config_path()), voice, list(spec.languages) or languages
-
-
-def _flag(value) -> bool:
-    return value.strip().lower() in ("1", "true", "yes", "on") if isinstance(value, str) else bool(value)
 
 
 def find_voices(directory: Path) -> dict[str, Path]:
@@ -200,7 +196,7 @@ class PiperBackend:
         config = PiperConfig.from_dict(raw_config)
         self._choose_speakers(speaker_ids(raw_config), model_path)
         self.default_speaker = int(config.default_speaker_id or 0)
-        model_bytes, self.noise_channels = _patched_model_bytes(model_path, _flag(self.spec.options.get("conv2d", True)))
+        model_bytes, self.noise_channels = _patched_model_bytes(model_path, option_flag(self.spec, "conv2d", True))
         session = onnxruntime.InferenceSession(model_bytes, sess_options=options, providers=chosen)
         log_providers(self.spec, session)
         self.voice = PiperVoice(session=session, config=config)

@@ -34,7 +34,7 @@ from services.core.cpus import threads_per_instance
 from services.core.protocols import VadContinuation, VadContinued
 from services.core.onnx_options import log_providers, providers, session_options
 from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError, package_dir
+from services.core.weights import WeightsError, package_dir, shallowest
 
 log = logging.getLogger("harmony.vad.silero")
 
@@ -56,12 +56,12 @@ def resolve_model_file(spec: NamedModel) -> Path:
     else:
         path = Path(str(spec.source.path)).expanduser()
         if path.is_dir():
-            found = sorted((p for p in path.rglob(name) if p.is_file()), key=lambda p: (len(p.parts), str(p)))
-            if not found:
+            found = shallowest(path, name)
+            if found is None:
                 others = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.onnx"))[:8]
                 raise WeightsError(f"Silero VAD: no {name} under {path}"
                                    + (f" (it has {', '.join(others)}; set options.model_file)" if others else ""))
-            path = found[0]
+            path = found
     if not path.is_file():
         raise WeightsError(f"Silero VAD model file not found: {path}")
     return path

@@ -34,7 +34,7 @@ import numpy as np
 from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidAudio
 from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError, package_dir, sha256_of
+from services.core.weights import WeightsError, package_dir, sha256_of, shallowest
 
 log = logging.getLogger("harmony.vc.resemblyzer")
 
@@ -103,11 +103,10 @@ class ResemblyzerEncoder:
         if source.path:
             path = Path(source.path).expanduser()
             if path.is_dir():  # pretrained.pt at any depth (the resemblyzer repository: resemblyzer/pretrained.pt)
-                found = sorted((p for p in path.rglob(WEIGHTS_FILE) if p.is_file()),
-                               key=lambda p: (len(p.parts), str(p)))
-                if not found:
+                found = shallowest(path, WEIGHTS_FILE)
+                if found is None:
                     raise WeightsError(f"speaker encoder weights not found: no {WEIGHTS_FILE} under {path}")
-                path = found[0]
+                path = found
         else:
             path = package_dir((source.package or "resemblyzer").replace("-", "_")) / WEIGHTS_FILE
         if not path.is_file():
