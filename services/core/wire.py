@@ -99,6 +99,7 @@ class TranscriptionParams(FormFields):
     temperature: float = Field(0.0, ge=0.0, le=1.0)
     word_timestamps: bool = False
     vad_filter: bool = False
+    fit_context: bool = False  # short windows encoded over their own length (realtime turns; faster-whisper)
     stream: bool = False
 
     @field_validator("language")

@@ -30,7 +30,7 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
         model = registry.get(params.model)
         opts = TranscribeOptions(task=params.task, language=params.language, prompt=params.prompt,
                                  temperature=params.temperature, word_timestamps=params.word_timestamps,
-                                 vad_filter=params.vad_filter)
+                                 vad_filter=params.vad_filter, fit_context=params.fit_context)
         data, _ = await form_file(form)
         model.backend.check_request(opts.task, opts.language)
         audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE,

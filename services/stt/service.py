@@ -31,6 +31,7 @@ class TranscribeOptions:
     temperature: float = 0.0
     word_timestamps: bool = False
     vad_filter: bool = False
+    fit_context: bool = False
 
 
 async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: TranscribeOptions
@@ -49,7 +50,7 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
     def job(window: Window, language: str | None, prompt: str | None) -> ChunkJob:
         return ChunkJob(audio=audio[window.start:window.end], offset=window.offset, task=opts.task,
                         language=language, prompt=prompt, temperature=opts.temperature,
-                        word_timestamps=opts.word_timestamps)
+                        word_timestamps=opts.word_timestamps, fit_context=opts.fit_context)
 
     # the whole request is admitted at once: every window counted ahead of later requests (429 if it cannot finish)
     with model.batcher.reserve(len(windows), deadline=deadline) as work:

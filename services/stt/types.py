@@ -22,6 +22,7 @@ class ChunkJob:
     prompt: str | None = None
     temperature: float = 0.0
     word_timestamps: bool = False
+    fit_context: bool = False  # encoded over its own length, not a padded 30 s (backends may ignore it)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from services.vad.app import create_vad_app
 
 from tests.realtime_client import append, events_until, of_type, pcm16, send_audio, ws_url
 from tests.servers import ServerThread
-from tests.speech import SENTENCES, normalize, silence, synthesize
+from tests.speech import SENTENCES, loud_span, normalize, silence, synthesize
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,8 @@ def speech():
     for name, text in (("long", LONG), ("short", SHORT)):
         audio, rate = synthesize(text)
         audio = np.concatenate([silence(0.3, rate), audio, silence(1.2, rate)])
-        out[name] = {24000: pcm16(audio, rate, 24000), 16000: pcm16(audio, rate, 16000)}
+        out[name] = {24000: pcm16(audio, rate, 24000), 16000: pcm16(audio, rate, 16000),
+                     "end_ms": 1000 * loud_span(audio, rate)[1], "ms": 1000 * len(audio) / rate}
     return out
 
 
@@ -136,6 +137,13 @@ def test_server_vad_two_turns_with_deltas(router, speech):
     order = [e["type"] for e in got]
     assert order.index("input_audio_buffer.speech_stopped") < order.index("input_audio_buffer.committed") \
         < order.index("conversation.item.input_audio_transcription.completed")
+    for item, final in zip(items, done):  # every turn's text arrives as deltas first, as OpenAI sends them
+        before = [e for e in got[:got.index(final)] if e["type"].endswith("transcription.delta") and e["item_id"] == item]
+        assert before, f"no delta before the completed transcript of {item}"
+    # the 500-ms silence is timed from where the sound ends (the level), not from Silero's later frames
+    ends = [speech["long"]["end_ms"], speech["long"]["ms"] + speech["short"]["end_ms"]]
+    for stop, end in zip(stopped, ends):
+        assert 500 - 20 <= stop["audio_end_ms"] - end <= 500 + 32 + 40, (stop["audio_end_ms"], end)
 
 
 def test_manual_commit_without_turn_detection(router, speech):

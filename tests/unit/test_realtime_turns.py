@@ -119,3 +119,43 @@ def test_clients_may_lower_their_priority_but_never_claim_realtime():
     assert _client_priority(scope(b"batch")) == "batch"
     assert _client_priority(scope(b"realtime")) is None
     assert _client_priority(scope(b"urgent")) is None
+
+
+def _tone(seconds: float, level_db: float) -> np.ndarray:
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (10 ** (level_db / 20) * np.sqrt(2) * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def test_the_quiet_is_timed_from_where_the_sound_ends_not_from_silero_s_late_frames():
+    # speech (a -12 dB tone) ends 200 samples into frame 10; Silero's probability stays up for 3 more frames
+    audio = np.concatenate([_tone(10 * 512 / 16000 + 200 / 16000, -12), np.zeros(40 * 512, np.float32)])
+    probs = [0.9] * 13 + [0.1] * 37
+    detector = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=320, frame_samples=512)
+    events = detector.feed(0, probs, audio=audio[:50 * 512])
+    stop = [e.at for e in events if e.kind == "stop"]
+    sound_end = 10 * 512 + 200
+    assert len(stop) == 1 and sound_end + 320 * 16 <= stop[0] < sound_end + 320 * 16 + 512 + 128
+    # without the audio the quiet starts where Silero's speech frames end, 3 frames later
+    detector = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=320, frame_samples=512)
+    assert [e.at for e in detector.feed(0, probs) if e.kind == "stop"] == [13 * 512 + 320 * 16]
+
+
+def test_steady_noise_keeps_the_end_at_silero_s_frames():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.05, 50 * 512).astype(np.float32)  # -26 dB throughout: the level never drops
+    audio = noise + np.concatenate([_tone(10 * 512 / 16000, -12), np.zeros(40 * 512, np.float32)])
+    probs = [0.9] * 13 + [0.1] * 37
+    detector = TurnDetector(threshold=0.5, prefix_padding_ms=0, silence_duration_ms=320, frame_samples=512)
+    assert [e.at for e in detector.feed(0, probs, audio=audio) if e.kind == "stop"] == [13 * 512 + 320 * 16]
+
+
+def test_the_last_delta_carries_what_the_partials_did_not():
+    deltas = DeltaText()
+    assert deltas.rest("Set a timer.") == "Set a timer."  # no partial went out: the whole text, as whisper-1
+    deltas = DeltaText()
+    deltas.next("Please call Stella and")
+    assert deltas.rest("Please call Stella and ask her.") == " and ask her."
+    deltas = DeltaText()
+    deltas.next("Please fall Stella")
+    assert deltas.rest("Please call Stella.") is None  # a rewrite: completed carries the text to keep
+    assert DeltaText().rest("") is None

@@ -43,7 +43,8 @@ class SessionModels:
         """A turn (or, not ``final``, the turn so far) transcribed: a final at the ``realtime`` priority, ahead of
         interactive work; a partial at the interactive priority under a short deadline."""
         call_as("realtime" if final else None, FINAL_TIMEOUT_S if final else PARTIAL_TIMEOUT_S)
-        params = TranscriptionParams(model=model.name, language=settings.language, prompt=settings.prompt)
+        params = TranscriptionParams(model=model.name, language=settings.language, prompt=settings.prompt,
+                                     fit_context=True)
         wav = encode_audio(audio, RATE, "wav")
         response = await self.clients.post(model, "/v1/audio/transcriptions", data=params.form(),
                                            files={"file": ("turn.wav", wav, "audio/wav")})
@@ -77,6 +78,16 @@ class DeltaText:
         words = text.split()[:-1]
         if len(words) <= len(self.sent) or [_norm(w) for w in words[:len(self.sent)]] != [_norm(w) for w in self.sent]:
             return None
+        new = words[len(self.sent):]
+        self.sent = words
+        return (" " if len(self.sent) > len(new) else "") + " ".join(new)
+
+    def rest(self, final: str) -> str | None:
+        """What the turn's ``final`` text adds to the deltas sent: all of it when none went out; nothing when the
+        final text rewrote words already sent (``completed`` carries the text to keep)."""
+        words = final.split()
+        if [_norm(w) for w in words[:len(self.sent)]] != [_norm(w) for w in self.sent] or len(words) <= len(self.sent):
+            return None if self.sent else (final or None)
         new = words[len(self.sent):]
         self.sent = words
         return (" " if len(self.sent) > len(new) else "") + " ".join(new)

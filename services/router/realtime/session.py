@@ -37,7 +37,8 @@ from services.router.realtime.turns import RATE, AudioTimeline, TurnDetector, Tu
 log = logging.getLogger("harmony.realtime")
 
 FRAME = 512                 # Silero's frame at 16 kHz (32 ms)
-VAD_STEP = 5 * FRAME        # audio goes to the VAD service every 160 ms
+VAD_STEP = 5 * FRAME        # audio goes to the VAD service every 160 ms while speech goes on or nobody speaks,
+QUIET_STEP = FRAME          # and every frame once a turn has gone quiet (its end is heard within 32 ms)
 VAD_MAX = 100 * FRAME       # at most 3.2 s in one VAD call (a session that fell behind catches up in steps)
 PARTIAL_INTERVAL_S = 1.0    # partial re-decodes at most this often, and only of a turn at least this long
 MIN_COMMIT_MS = 100         # as OpenAI: a commit needs at least 100 ms of audio
@@ -186,11 +187,14 @@ class RealtimeSession:
         while True:
             await self._audio.wait()
             self._audio.clear()
-            while self.detector is not None and self.timeline.end - self.vad_at >= VAD_STEP:
+            while self.detector is not None and self.timeline.end - self.vad_at >= self._vad_step_size():
                 try:
                     await self._vad_step()
                 except HarmonyError as exc:  # e.g. the session's model left the table: said, and the stream goes on
                     await self._vad_failed(exc)
+
+    def _vad_step_size(self) -> int:
+        return QUIET_STEP if self.detector is not None and self.detector.quiet else VAD_STEP
 
     async def _vad_step(self) -> None:
         model = self.models.vad()
@@ -210,7 +214,7 @@ class RealtimeSession:
         if epoch != self.epoch or detector is None:
             return
         self.vad_at, self.vad_state = first + n, result.state
-        for event in detector.feed(first, result.probabilities, floor=self.buffer_start):
+        for event in detector.feed(first, result.probabilities, floor=self.buffer_start, audio=audio):
             if epoch != self.epoch:  # a clear or new settings came while an event went out
                 return
             await self._on_turn_event(event)
@@ -295,22 +299,30 @@ class RealtimeSession:
         await self.send(events.committed(item_id, self.previous_item_id))
         self.previous_item_id = item_id
         settings = self.config.transcription
-        self.last_final = self._spawn(self._final(item_id, audio, settings, early, self.last_final))
+        deltas = turn.deltas if turn is not None else DeltaText()
+        self.last_final = self._spawn(self._final(item_id, audio, settings, early, deltas, self.last_final))
 
     async def _final(self, item_id: str, audio: np.ndarray, settings: Transcription, early: asyncio.Task | None,
-                     before: asyncio.Task | None) -> None:
+                     deltas: DeltaText, before: asyncio.Task | None) -> None:
+        """The turn's transcript: the text its partial deltas did not yet carry as one last delta (the whole text
+        when none went out, as OpenAI's whisper-1 sends it), then ``completed``."""
         seconds = len(audio) / RATE
+        rest = None
         try:
             result = await _early_result(early)
             if result is None:
                 result = await self.models.transcribe(self.models.stt(settings), settings, audio, final=True)
-            event = events.completed(item_id, result.text.strip(), seconds)
+            text = result.text.strip()
+            rest = deltas.rest(text)
+            event = events.completed(item_id, text, seconds)
             self.transcribed_s += seconds
             note_usage(audio_seconds_in=round(self.transcribed_s, 3))
         except HarmonyError as exc:
             event = events.failed(item_id, exc)
         if before is not None:
             await asyncio.wait([before])  # transcripts go out in the order of their turns
+        if rest:
+            await self.send(events.delta(item_id, rest))
         await self.send(event)
 
     # ------------------------------------------------------------------ plumbing

@@ -9,6 +9,9 @@ from typing import Literal
 import numpy as np
 
 RATE = 16000
+BLOCK = 128          # 8-ms blocks (a Silero frame is 4) for the level that places a turn's end
+END_DROP_DB = 30.0   # the speech ends after its last block within this of the turn's loud level (95th percentile)
+END_SEARCH = 3       # frames before Silero's last speech frame in which the level may place the end
 
 
 def ms(samples: int) -> int:
@@ -67,8 +70,12 @@ class TurnEvent:
 class TurnDetector:
     """OpenAI's server VAD over per-frame probabilities: speech starts at a frame at or above ``threshold`` (the
     turn begins ``prefix_padding_ms`` earlier); it goes quiet at a frame below ``threshold - 0.15`` (Silero's own
-    hysteresis) and a frame at or above ``threshold`` ends the quiet; ``silence_duration_ms`` of quiet ends the
-    turn, which then holds the silence, as OpenAI's ``audio_end_ms`` does. After ``pause_ms`` of quiet (at most half
+    hysteresis) and a frame at or above ``threshold`` ends the quiet; the quiet is timed from the end of the last
+    frame at or above ``threshold`` (the frames of the hysteresis between count as quiet, as Silero's own
+    ``min_silence_duration_ms`` does), or, given the audio, from the end of the last 8-ms block of that frame and
+    the ``END_SEARCH`` before it whose level is within ``END_DROP_DB`` of the turn's loud level: Silero's
+    probabilities fall 90-150 ms after the sound does (its context), and the level places the end within a
+    block, or at Silero's frame when noise keeps the level up; ``silence_duration_ms`` of quiet ends the turn, which then holds the silence, as OpenAI's ``audio_end_ms`` does. After ``pause_ms`` of quiet (at most half
     the silence) a ``pause`` is reported, and a ``resume`` if speech comes back after it: the session decodes the
     turn early at a pause, and a shorter quiet (a comma) costs nothing."""
 
@@ -83,32 +90,49 @@ class TurnDetector:
         self.speaking = False
         self.turn_start = 0
         self.quiet_since: int | None = None
+        self.loud_until = 0  # the end of the last frame at or above the threshold
         self.paused = False
+        self.levels: list[float] = []  # dB of the turn's 8-ms blocks, from ``levels_from``
+        self.levels_from = 0
+
+    @property
+    def quiet(self) -> bool:
+        """In a turn, and quiet: the turn may end within ``silence_duration_ms``."""
+        return self.speaking and self.quiet_since is not None
 
     def reset(self) -> None:
         self.speaking = False
         self.quiet_since = None
         self.paused = False
 
-    def feed(self, first_sample: int, probs: list[float], floor: int = 0) -> list[TurnEvent]:
+    def feed(self, first_sample: int, probs: list[float], floor: int = 0,
+             audio: np.ndarray | None = None) -> list[TurnEvent]:
         """The probabilities of consecutive frames from ``first_sample`` -> what happened; ``floor``: the earliest
-        sample a turn may begin at (audio before it is gone or belongs to an earlier turn)."""
+        sample a turn may begin at (audio before it is gone or belongs to an earlier turn); ``audio``: those
+        frames' samples, to place the end of speech by its level."""
         events: list[TurnEvent] = []
+        levels = _block_levels(audio) if audio is not None and not self.frame % BLOCK else None
         for i, p in enumerate(probs):
             at = first_sample + i * self.frame
             if not self.speaking:
                 if p >= self.threshold:
                     self.speaking, self.quiet_since, self.paused = True, None, False
+                    self.loud_until = at + self.frame
                     self.turn_start = max(at - self.prefix, floor)
+                    self.levels, self.levels_from = [], at
+                    self._note_levels(levels, i, at)
                     events.append(TurnEvent("start", self.turn_start))
                 continue
+            self._note_levels(levels, i, at)
+            if p >= self.threshold:
+                self.loud_until = at + self.frame
             if p >= self.threshold and self.quiet_since is not None:
                 self.quiet_since = None
                 if self.paused:
                     self.paused = False
                     events.append(TurnEvent("resume", at))
             elif p < self.low and self.quiet_since is None:
-                self.quiet_since = at
+                self.quiet_since = max(self._speech_end(), self.turn_start)
             if self.quiet_since is None:
                 continue
             quiet = at + self.frame - self.quiet_since
@@ -119,3 +143,28 @@ class TurnDetector:
                 self.paused = True
                 events.append(TurnEvent("pause", at + self.frame))
         return events
+
+    def _note_levels(self, levels: np.ndarray | None, i: int, at: int) -> None:
+        """Keep frame ``i``'s block levels, when they follow on from those kept (they do unless audio was lost)."""
+        per_frame = self.frame // BLOCK
+        if levels is not None and at == self.levels_from + len(self.levels) * BLOCK:
+            self.levels += levels[i * per_frame:(i + 1) * per_frame].tolist()
+
+    def _speech_end(self) -> int:
+        """Where the turn's speech ended: the end of Silero's last speech frame, or earlier where the level says
+        so (the last block within ``END_DROP_DB`` of the turn's loud level, in the frames just before)."""
+        end = self.loud_until
+        last = (end - self.levels_from) // BLOCK  # blocks held up to Silero's end
+        if last > len(self.levels) or last <= 0:
+            return end
+        levels = np.asarray(self.levels[:last])
+        loud = float(np.percentile(levels, 95)) - END_DROP_DB
+        first = max(0, last - (END_SEARCH + 1) * (self.frame // BLOCK))
+        above = np.flatnonzero(levels[first:last] >= loud)
+        return self.levels_from + (first + (int(above[-1]) + 1 if len(above) else 0)) * BLOCK
+
+
+def _block_levels(audio: np.ndarray) -> np.ndarray:
+    """dBFS of each whole 8-ms block."""
+    blocks = audio[:len(audio) // BLOCK * BLOCK].reshape(-1, BLOCK).astype(np.float64)
+    return 10 * np.log10((blocks ** 2).mean(axis=1) + 1e-12)

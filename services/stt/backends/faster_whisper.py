@@ -19,6 +19,14 @@ in one 30-second window, decoded once (at their temperature, with word timestamp
 to their requests; a member that cannot be split back cleanly, or a packed window that fails a
 guard, is decoded again alone with the full ladder.
 
+Fitted context (a window's ``fit_context``, asked for by realtime turns): a window of at most
+``FIT_MAX_S`` is encoded over its own length plus ``FIT_MARGIN_S`` of silence (rounded up to the
+second) instead of a padded 30 s, as whisper.cpp's ``audio_ctx`` does: the encoder's cost falls
+with its input (a 4-s turn of Whisper base: 0.2 s instead of 0.7 s on two cores), and generation is
+capped at ``FIT_TOKENS_PER_S`` tokens a second. Whisper was trained on 30-s windows: with a margin
+under a second it can loop on its last sentence, so a fitted window is decoded once, and when it
+fails a guard (or looks silent) it is decoded again over the whole 30 s with its full ladder.
+
 ``options`` of the SpeechModel (faster-whisper's defaults; ``none`` turns one off):
 
 - ``beam_size`` (1): beam search width at temperature 0.
@@ -57,6 +65,11 @@ from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 from services.stt.weights import resolve_whisper_dir
 
 log = logging.getLogger("harmony.stt.whisper")
+
+FULL_FRAMES = 3000      # a 30-s window of 10-ms mel frames
+FIT_MAX_S = 20.0        # longer windows are encoded whole even when a fitted context is asked for
+FIT_MARGIN_S = 2.0      # silence after the audio in a fitted context (0.5 s made Whisper base loop)
+FIT_TOKENS_PER_S = 20   # generation cap of a fitted window, per second of audio (speech is 3-8 tokens/s)
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -149,8 +162,37 @@ class FasterWhisperBackend:
 
     # inference
     def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
-        """The batch's short windows packed (``batching.pack_short_windows``), the rest as they are; then the
-        members of a pack that could not be split back cleanly decoded again alone."""
+        """The windows that asked for a fitted context encoded over their own length; of the rest, the short
+        windows packed (``batching.pack_short_windows``), the others as they are."""
+        fitted = [i for i, job in enumerate(jobs) if job.fit_context and len(job.audio) <= FIT_MAX_S * SAMPLE_RATE]
+        if not fitted:
+            return self._run_full(jobs)
+        results: list[ChunkResult | None] = [None] * len(jobs)
+        rest = [i for i in range(len(jobs)) if i not in set(fitted)]
+        if rest:
+            for i, result in zip(rest, self._run_full([jobs[i] for i in rest])):
+                results[i] = result
+        for i, result in zip(fitted, self._decode_fitted([jobs[i] for i in fitted])):
+            results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _decode_fitted(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+        """One decode over a context fitted to the longest window; a window that fails a guard there is decoded
+        again over the whole 30 s, with its ladder."""
+        longest = max(len(job.audio) for job in jobs) / SAMPLE_RATE
+        frames = min(FULL_FRAMES, int(ceil(longest + FIT_MARGIN_S)) * 100)
+        decoded = self._decode_windows(jobs, single_try=set(range(len(jobs))), frames=frames,
+                                       max_length=min(self.model.max_length, 30 + int(FIT_TOKENS_PER_S * longest)))
+        again = [i for i, result in enumerate(decoded) if result is None]
+        if again:
+            log.debug("%s: %d fitted windows decoded again over 30 s", self.name, len(again))
+            for i, result in zip(again, self._decode_windows([jobs[i] for i in again])):
+                decoded[i] = result
+        return decoded  # type: ignore[return-value]
+
+    def _run_full(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+        """Whole 30-s windows: the short ones packed (``batching.pack_short_windows``), the rest as they are; then
+        the members of a pack that could not be split back cleanly decoded again alone."""
         packs: list[packing.Pack] = []
         if self.spec.batching.pack_short_windows and len(jobs) > 1:
             try:
@@ -162,7 +204,7 @@ class FasterWhisperBackend:
         in_pack = {m.index for pack in packs for m in pack.members}
         singles = [i for i in range(len(jobs)) if i not in in_pack]
         units = [jobs[i] for i in singles] + [self._pack_job(pack, jobs) for pack in packs]
-        decoded = self._decode_windows(units, packed=set(range(len(singles), len(units))))
+        decoded = self._decode_windows(units, single_try=set(range(len(singles), len(units))))
         results: list[ChunkResult | None] = [None] * len(jobs)
         for i, result in zip(singles, decoded):
             results[i] = result
@@ -214,17 +256,19 @@ class FasterWhisperBackend:
                         language=first.language, prompt=first.prompt, temperature=first.temperature,
                         word_timestamps=True)  # the words prove which member each segment belongs to
 
-    def _decode_windows(self, jobs: Sequence[ChunkJob], packed: set[int] = frozenset()) -> list[ChunkResult | None]:
-        """One batched encode and language detection, then batched decoding with Whisper's guards.
+    def _decode_windows(self, jobs: Sequence[ChunkJob], single_try: set[int] = frozenset(),
+                        frames: int = FULL_FRAMES, max_length: int | None = None) -> list[ChunkResult | None]:
+        """One batched encode (over the first ``frames`` mel frames of each window) and language detection,
+        then batched decoding with Whisper's guards.
 
-        A ``packed`` window is decoded once, at its temperature: when it fails a guard (or looks silent) its result
-        is None, and its members are decoded again alone."""
-        features = self._features(jobs)
+        A ``single_try`` window (a packed or a fitted one) is decoded once, at its temperature: when it fails a
+        guard (or looks silent) its result is None, and the caller decodes it (or its members) again."""
+        features = self._features(jobs, frames)
         encoder_output = self.model.encode(features)
         languages = self._languages(jobs, encoder_output)
         tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
-        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, packed)
-        failed = {i for i in packed if self.guards.needs_fallback(decodes[i])
+        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, single_try, max_length)
+        failed = {i for i in single_try if self.guards.needs_fallback(decodes[i])
                   or self.guards.is_silent(decodes[i].no_speech_prob, decodes[i].avg_logprob)}
         per_job_segments, segment_sizes = [], []
         for i, (job, tokenizer, decode) in enumerate(zip(jobs, tokenizers, decodes)):
@@ -237,11 +281,12 @@ class FasterWhisperBackend:
                             segments=[_segment(s, decode.temperature) for s in segments])
                 for i, ((lang, prob), decode, segments) in enumerate(zip(languages, decodes, per_job_segments))]
 
-    def _features(self, jobs: Sequence[ChunkJob]) -> np.ndarray:
+    def _features(self, jobs: Sequence[ChunkJob], frames: int = FULL_FRAMES) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
 
         fe = self.model.feature_extractor
-        return np.stack([pad_or_trim(fe(job.audio)) for job in jobs]).astype(np.float32)
+        features = np.stack([pad_or_trim(fe(job.audio)) for job in jobs]).astype(np.float32)
+        return features if frames >= features.shape[-1] else np.ascontiguousarray(features[..., :frames])
 
     def _tokenizer(self, task: str, language: str):
         from faster_whisper.tokenizer import Tokenizer
@@ -257,7 +302,8 @@ class FasterWhisperBackend:
                 for job, probs in zip(jobs, detected)]
 
     def _decode_with_fallback(self, jobs: Sequence[ChunkJob], tokenizers: list, features: np.ndarray,
-                              encoder_output, single_try: set[int] = frozenset()) -> list[Decode]:
+                              encoder_output, single_try: set[int] = frozenset(),
+                              max_length: int | None = None) -> list[Decode]:
         """Every window at the first temperature of its ladder, in one batch; then only the windows that
         failed a guard, again as one (smaller) batch per next temperature, until each passes or its ladder
         ends (the ``single_try`` windows have no ladder). Returns the decode each window keeps."""
@@ -272,7 +318,7 @@ class FasterWhisperBackend:
             for temperature, indexes in by_temperature.items():
                 subset = self._encoded_subset(features, encoder_output, indexes, len(jobs))
                 outputs = self._generate([jobs[i] for i in indexes], [tokenizers[i] for i in indexes], subset,
-                                         temperature)
+                                         temperature, max_length)
                 for i, output in zip(indexes, outputs):
                     tried[i].append(_decode(tokenizers[i], output, temperature))
             step += 1
@@ -292,7 +338,8 @@ class FasterWhisperBackend:
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[indexes]))
         return self.model.encode(features[indexes])
 
-    def _generate(self, jobs: Sequence[ChunkJob], tokenizers: list, encoder_output, temperature: float) -> list:
+    def _generate(self, jobs: Sequence[ChunkJob], tokenizers: list, encoder_output, temperature: float,
+                  max_length: int | None = None) -> list:
         from faster_whisper.transcribe import get_suppressed_tokens
 
         model = self.model
@@ -306,7 +353,7 @@ class FasterWhisperBackend:
         else:
             search = dict(beam_size=self.beam_size)
         return model.model.generate(
-            encoder_output, prompts, max_length=model.max_length, suppress_blank=True,
+            encoder_output, prompts, max_length=max_length or model.max_length, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]), return_scores=True,
             return_no_speech_prob=True, **search)
 
