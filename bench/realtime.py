@@ -118,9 +118,18 @@ def score(results: list[dict]) -> dict:
     q = statistics.quantiles(latencies, n=20) if len(latencies) >= 2 else latencies * 19 or [float("nan")] * 19
     deltas = sum(len(of_type([e for _, e in r["events"]], "conversation.item.input_audio_transcription.delta"))
                  for r in results)
+    delta_first = 0  # turns whose text came as a delta before their completed event
+    for r in results:
+        seen: set[str] = set()
+        for _, e in r["events"]:
+            if e["type"].endswith("transcription.delta"):
+                seen.add(e["item_id"])
+            elif e["type"].endswith("transcription.completed"):
+                delta_first += e["item_id"] in seen
     return {"p50": statistics.median(latencies) if latencies else float("nan"), "p95": q[18],
             "stop_p50": statistics.median(after_stop) if after_stop else float("nan"), "missing": missing,
             "turns": len(latencies), "recall": right / words if words else 0.0, "deltas": deltas,
+            "delta_first": delta_first,
             "send_lag": max(r["send_lag"] for r in results),
             "vad_lag": max(vad_lags) if vad_lags else float("nan")}
 
@@ -152,14 +161,14 @@ def main() -> None:
               f"stream, {CHUNK_MS}-ms chunks at real-time pace; {platform.machine()}, {os.cpu_count()} CPUs "
               "(clients in the same machine)")
         print("| streams | turns | missing | end of speech -> completed p50 | p95 | speech_stopped -> completed p50"
-              " | VAD lag max | words heard | deltas | keeps up |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
+              " | VAD lag max | words heard | deltas | turns with a delta first | keeps up |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
         asyncio.run(level(harmony.url, args.model, 1, 1, clips, args.silence_ms))  # warm-up
         for n in [int(x) for x in args.streams.split(",")]:
             s = asyncio.run(level(harmony.url, args.model, n, args.turns, clips, args.silence_ms))
             ok = s["missing"] == 0 and s["p95"] <= args.max_latency and s["vad_lag"] <= 1.0
             print(f"| {n} | {s['turns']} | {s['missing']} | {s['p50']:.2f} s | {s['p95']:.2f} s | "
-                  f"{s['stop_p50']:.2f} s | {s['vad_lag']:.2f} s | {s['recall']:.0%} | {s['deltas']} | {'yes' if ok else 'no'} |",
+                  f"{s['stop_p50']:.2f} s | {s['vad_lag']:.2f} s | {s['recall']:.0%} | {s['deltas']} | {s['delta_first']}/{s['turns']} | {'yes' if ok else 'no'} |",
                   flush=True)
             if s["missing"] or s["p95"] > 3 * args.max_latency:  # well behind real time: more streams say nothing new
                 break
