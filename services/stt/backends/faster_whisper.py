@@ -70,6 +70,7 @@ FULL_FRAMES = 3000      # a 30-s window of 10-ms mel frames
 FIT_MAX_S = 20.0        # longer windows are encoded whole even when a fitted context is asked for
 FIT_MARGIN_S = 2.0      # silence after the audio in a fitted context (0.5 s made Whisper base loop)
 FIT_TOKENS_PER_S = 20   # generation cap of a fitted window, per second of audio (speech is 3-8 tokens/s)
+FIT_STEP_S = 4.0        # packs are encoded over contexts in steps of this (packs of a like length share an encode)
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -179,16 +180,30 @@ class FasterWhisperBackend:
     def _decode_fitted(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
         """One decode over a context fitted to the longest window; a window that fails a guard there is decoded
         again over the whole 30 s, with its ladder."""
-        longest = max(len(job.audio) for job in jobs) / SAMPLE_RATE
-        frames = min(FULL_FRAMES, int(ceil(longest + FIT_MARGIN_S)) * 100)
-        decoded = self._decode_windows(jobs, single_try=set(range(len(jobs))), frames=frames,
-                                       max_length=min(self.model.max_length, 30 + int(FIT_TOKENS_PER_S * longest)))
+        decoded = self._decode_once_fitted(jobs, [len(job.audio) / SAMPLE_RATE for job in jobs])
         again = [i for i, result in enumerate(decoded) if result is None]
         if again:
             log.debug("%s: %d fitted windows decoded again over 30 s", self.name, len(again))
             for i, result in zip(again, self._decode_windows([jobs[i] for i in again])):
                 decoded[i] = result
         return decoded  # type: ignore[return-value]
+
+    def _decode_once_fitted(self, jobs: Sequence[ChunkJob], seconds: Sequence[float]) -> list[ChunkResult | None]:
+        """Each window decoded once over a fitted context (``seconds``: how much of it is audio), those of a like
+        length together (contexts in steps of ``FIT_STEP_S``); None for a window that failed a guard."""
+        groups: dict[int, list[int]] = {}
+        for i, length in enumerate(seconds):
+            frames = min(FULL_FRAMES, int(ceil((length + FIT_MARGIN_S) / FIT_STEP_S) * FIT_STEP_S * 100))
+            groups.setdefault(frames, []).append(i)
+        decoded: list[ChunkResult | None] = [None] * len(jobs)
+        for frames, indexes in sorted(groups.items()):
+            longest = max(seconds[i] for i in indexes)
+            results = self._decode_windows([jobs[i] for i in indexes], single_try=set(range(len(indexes))),
+                                           frames=frames,
+                                           max_length=min(self.model.max_length, 30 + int(FIT_TOKENS_PER_S * longest)))
+            for i, result in zip(indexes, results):
+                decoded[i] = result
+        return decoded
 
     def _run_full(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
         """Whole 30-s windows: the short ones packed (``batching.pack_short_windows``), the rest as they are; then
@@ -203,13 +218,15 @@ class FasterWhisperBackend:
             return self._decode_windows(jobs)
         in_pack = {m.index for pack in packs for m in pack.members}
         singles = [i for i in range(len(jobs)) if i not in in_pack]
-        units = [jobs[i] for i in singles] + [self._pack_job(pack, jobs) for pack in packs]
-        decoded = self._decode_windows(units, single_try=set(range(len(singles), len(units))))
         results: list[ChunkResult | None] = [None] * len(jobs)
-        for i, result in zip(singles, decoded):
-            results[i] = result
+        if singles:
+            for i, result in zip(singles, self._decode_windows([jobs[i] for i in singles])):
+                results[i] = result
+        # a pack is encoded over its own length (a pack of two costs less than a full one), decoded once
+        packed = self._decode_once_fitted([self._pack_job(pack, jobs) for pack in packs],
+                                          [pack.samples / SAMPLE_RATE for pack in packs])
         again: list[int] = []
-        for pack, result in zip(packs, decoded[len(singles):]):
+        for pack, result in zip(packs, packed):
             if result is None:  # the packed window failed a guard: its members go alone, with their full ladder
                 again += [m.index for m in pack.members]
                 continue
