@@ -16,6 +16,9 @@ from services.tts.text import split_sentences
 from services.tts.types import SynthJob
 
 
+LAST_RANK = 2  # sentences 0 and 1 of every request go before anyone's third (first audio for every listener)
+
+
 async def synthesize_sentences(model: LoadedModel, text: str, voice: str, language: str, speed: float
                                ) -> AsyncIterator[np.ndarray]:
     """The sentences' audio in order. The work is estimated first (400 past ``limits.max_speech_seconds``);
@@ -27,11 +30,13 @@ async def synthesize_sentences(model: LoadedModel, text: str, voice: str, langua
     seconds = await check_work(model, sentences, voice, speed)
     limit = max(2, model.spec.batching.max_batch_size * model.spec.batching.instances)
     # the whole request is admitted at once, its sentences weighed by their estimated speech (429 if it cannot
-    # finish before its deadline behind the work admitted before it); they then run ahead of later requests
+    # finish before its deadline behind the work admitted before it); they then run ahead of later requests,
+    # but for their rank: every request's first sentence starts before the second ones, and those before the rest
     with model.batcher.reserve(sum(seconds), deadline=deadline) as work:
         async def one(index: int) -> np.ndarray:
             try:
-                return await work.submit(SynthJob(sentences[index], voice, language, speed), units=seconds[index])
+                return await work.submit(SynthJob(sentences[index], voice, language, speed), units=seconds[index],
+                                         rank=min(index, LAST_RANK))
             except RequestTimeout:
                 raise RequestTimeout(
                     f"the synthesis by '{model.spec.name}' passed its deadline (the client's, or "

@@ -373,6 +373,33 @@ async def test_lower_priority_value_goes_first_fifo_within_a_priority(make_batch
     assert recorder.seen == [0, 3, 4, 1, 2]
 
 
+async def test_lower_ranks_go_first_within_a_priority_for_a_bounded_time(make_batcher, monkeypatch):
+    # a speech's first sentences (rank 0) go before the second (1) and later (2) ones of requests admitted earlier
+    gate = threading.Event()
+    recorder = Recorder(gate=gate)
+    batcher = make_batcher(recorder, gate=gate, max_batch_size=1, max_queue_delay_ms=0)
+    blocker = asyncio.create_task(batcher.submit(0))
+    await wait_until(lambda: len(recorder.batches) == 1)
+    tasks = [asyncio.create_task(batcher.submit(i, rank=r)) for i, r in [(1, 2), (2, 1), (3, 0), (4, 1), (5, 0)]]
+    await asyncio.sleep(0.05)
+    gate.set()
+    await asyncio.gather(blocker, *tasks)
+    assert recorder.seen == [0, 3, 5, 2, 4, 1]
+    # held back longer than RANK_HOLD_S, an item goes by its deadline again: never starved by newcomers
+    monkeypatch.setattr("services.core.batching.RANK_HOLD_S", 0.05)
+    gate.clear()
+    recorder.batches.clear()
+    blocker = asyncio.create_task(batcher.submit(10))
+    await wait_until(lambda: len(recorder.batches) == 1)
+    old = asyncio.create_task(batcher.submit(11, rank=2))
+    await asyncio.sleep(0.1)
+    new = asyncio.create_task(batcher.submit(12, rank=0))
+    await asyncio.sleep(0.02)
+    gate.set()
+    await asyncio.gather(blocker, old, new)
+    assert recorder.seen == [10, 11, 12]
+
+
 async def test_realtime_priority_from_the_request_goes_before_interactive_work(make_batcher):
     """The ``realtime`` priority (-1) a request carries (the router's final decode of a live turn) is its items'
     priority: they overtake interactive items queued before them."""
