@@ -11,8 +11,9 @@ transcription, the sentences of a speech) announces them with ``reserve`` and is
 when everything already admitted plus all of its own parts can be done before its deadline, at
 the rate batches have run lately. Waiting items run by priority class, then by rank (a part's
 place in its request, where the caller gives one: a speech's first sentence has rank 0, its second
-1, the rest 2, so every request's first audio starts before anyone's third sentence; for at most
-``RANK_HOLD_S``, so a later sentence is never starved by a stream of newcomers), then earliest
+1, the rest 2, so every request's first audio starts before anyone's third sentence; for as long as the
+caller says, a sentence for the audio before it, so a later sentence is never starved by a stream of
+newcomers), then earliest
 deadline first: the later parts of an admitted request go before the parts of requests admitted
 after it, so admitted work finishes instead of being overtaken by newcomers until its deadline passes.
 A queued item that could no longer finish before its deadline even if it started now (the
@@ -40,7 +41,7 @@ log = logging.getLogger("harmony.batching")
 
 FINISH_WITHIN = 0.5  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
 RECENT_RATES = 10  # the latest batches' seconds per unit of work, for a cautious estimate of the next ones
-RANK_HOLD_S = 1.0  # an item's rank holds it back for at most this long; then it goes by its deadline
+RANK_HOLD_S = 1.0  # an item's rank holds it back for at most this long (unless its caller says); then its deadline
 QUIET_S = 0.25  # batch-priority work starts only once interactive work has been quiet this long (process-wide)
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
@@ -56,7 +57,8 @@ class _Pending(Generic[In, Out]):
     deadline: float
     priority: int = 0
     seq: int = 0             # arrival order: first in, first out among equal deadlines
-    rank: int = 0            # within a priority, lower ranks go first (a speech's first sentences)
+    rank: int = 0            # within a priority, lower ranks go first (a speech's first sentences)...
+    rank_until: float = 0.0  # ...until then; after it, it goes by its deadline
     units: float = 1.0       # its share of work (a window, seconds of speech), for the admission estimate
     caller: timing.RequestTiming | None = None  # the request's own deadline, which a streamed answer renews
     started: bool = False    # its batch is computing: its result is awaited (up to its own deadline), never dropped
@@ -110,9 +112,9 @@ class Reservation:
         self._open = True
         batcher._request_in_flight(+1)
 
-    async def submit(self, item, *, units: float = 1.0, rank: int = 0):
+    async def submit(self, item, *, units: float = 1.0, rank: int = 0, rank_hold_s: float = RANK_HOLD_S):
         return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=self.priority,
-                                         units=units, reservation=self, rank=rank)
+                                         units=units, reservation=self, rank=rank, rank_hold_s=rank_hold_s)
 
     def consume(self, units: float) -> None:
         done = min(units, self.remaining)
@@ -233,14 +235,14 @@ class DynamicBatcher(Generic[In, Out]):
     # submission
     async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False,
                      priority: int = 0, units: float = 1.0, reservation: Reservation | None = None,
-                     rank: int = 0) -> Out:
+                     rank: int = 0, rank_hold_s: float = RANK_HOLD_S) -> Out:
         """Queue one item and wait for its result.
 
         ``wait_for_space=False`` (a new request of one item) is admitted first: QueueFull (429) when the queue
         is full or the work ahead would keep it past its deadline; ``True`` (a part of a request already
         admitted; see ``reserve``) waits for room instead. Lower ``priority`` values go first; within a
-        priority, lower ``rank`` values, then the earliest deadline, then first in, first out. Cancelling the
-        awaiting task drops the item.
+        priority, lower ``rank`` values (for ``rank_hold_s`` after it is queued), then the earliest deadline, then
+        first in, first out. Cancelling the awaiting task drops the item.
         """
         if self._closing:
             raise ServiceUnavailable(f"model {self.name} is shutting down")
@@ -254,7 +256,7 @@ class DynamicBatcher(Generic[In, Out]):
             self._count(priority, units)
             self._request_in_flight(+1)
         try:
-            return await self._queued(item, deadline, priority, units, rank)
+            return await self._queued(item, deadline, priority, units, rank, rank_hold_s)
         finally:
             if reservation is None:
                 self._count(priority, -units)
@@ -262,7 +264,8 @@ class DynamicBatcher(Generic[In, Out]):
             else:
                 reservation.consume(units)
 
-    async def _queued(self, item: In, deadline: float, priority: int, units: float, rank: int = 0) -> Out:
+    async def _queued(self, item: In, deadline: float, priority: int, units: float, rank: int = 0,
+                      rank_hold_s: float = RANK_HOLD_S) -> Out:
         pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority, units=units,
                            caller=timing.current(), rank=rank)
         if self._queue_full():
@@ -274,6 +277,7 @@ class DynamicBatcher(Generic[In, Out]):
                     raise RequestTimeout(f"request to {self.name} timed out waiting for queue space") from None
         self._seq += 1
         pending.seq, pending.enqueued = self._seq, time.monotonic()
+        pending.rank_until = pending.enqueued + rank_hold_s
         self._queue.append(pending)
         self._set_depth()
         self._wakeup.set()
@@ -475,8 +479,7 @@ class DynamicBatcher(Generic[In, Out]):
                     "retry later", headers={"Retry-After": str(self.retry_after_s())}, code="deadline_unreachable"))
             else:
                 live.append(p)
-        ordered = sorted(live, key=lambda p: (p.priority, p.rank if now - p.enqueued < RANK_HOLD_S else 0, p.due(),
-                                              p.seq))
+        ordered = sorted(live, key=lambda p: (p.priority, p.rank if now < p.rank_until else 0, p.due(), p.seq))
         ordered = [p for p in ordered if p.priority == ordered[0].priority] if ordered else ordered  # one priority
         # a batch: batch-priority items never ride along with interactive ones (they would make that batch longer)
         size = self.spec.max_batch_size if not ordered or ordered[0].priority <= 0 else self.spec.background_size()

@@ -31,12 +31,14 @@ async def synthesize_sentences(model: LoadedModel, text: str, voice: str, langua
     limit = max(2, model.spec.batching.max_batch_size * model.spec.batching.instances)
     # the whole request is admitted at once, its sentences weighed by their estimated speech (429 if it cannot
     # finish before its deadline behind the work admitted before it); they then run ahead of later requests,
-    # but for their rank: every request's first sentence starts before the second ones, and those before the rest
+    # but for their rank: every request's first sentence starts before the second ones, and those before the rest,
+    # each for as long as the (estimated) audio before it lasts
     with model.batcher.reserve(sum(seconds), deadline=deadline) as work:
         async def one(index: int) -> np.ndarray:
             try:
+                # a sentence is needed once the audio before it has played: until then, first sentences go first
                 return await work.submit(SynthJob(sentences[index], voice, language, speed), units=seconds[index],
-                                         rank=min(index, LAST_RANK))
+                                         rank=min(index, LAST_RANK), rank_hold_s=sum(seconds[:index]))
             except RequestTimeout:
                 raise RequestTimeout(
                     f"the synthesis by '{model.spec.name}' passed its deadline (the client's, or "

@@ -373,7 +373,7 @@ async def test_lower_priority_value_goes_first_fifo_within_a_priority(make_batch
     assert recorder.seen == [0, 3, 4, 1, 2]
 
 
-async def test_lower_ranks_go_first_within_a_priority_for_a_bounded_time(make_batcher, monkeypatch):
+async def test_lower_ranks_go_first_within_a_priority_for_a_bounded_time(make_batcher):
     # a speech's first sentences (rank 0) go before the second (1) and later (2) ones of requests admitted earlier
     gate = threading.Event()
     recorder = Recorder(gate=gate)
@@ -385,13 +385,12 @@ async def test_lower_ranks_go_first_within_a_priority_for_a_bounded_time(make_ba
     gate.set()
     await asyncio.gather(blocker, *tasks)
     assert recorder.seen == [0, 3, 5, 2, 4, 1]
-    # held back longer than RANK_HOLD_S, an item goes by its deadline again: never starved by newcomers
-    monkeypatch.setattr("services.core.batching.RANK_HOLD_S", 0.05)
+    # held back longer than its rank_hold_s, an item goes by its deadline again: never starved by newcomers
     gate.clear()
     recorder.batches.clear()
     blocker = asyncio.create_task(batcher.submit(10))
     await wait_until(lambda: len(recorder.batches) == 1)
-    old = asyncio.create_task(batcher.submit(11, rank=2))
+    old = asyncio.create_task(batcher.submit(11, rank=2, rank_hold_s=0.05))
     await asyncio.sleep(0.1)
     new = asyncio.create_task(batcher.submit(12, rank=0))
     await asyncio.sleep(0.02)
