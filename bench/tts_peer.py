@@ -1,6 +1,7 @@
 """``python -m bench.tts --peer piper``: `harmony serve` against Piper's own HTTP server, same voice, same texts.
 
-Both servers run on this machine, one after the other (never at the same time). Each gets the same fixed list
+Both servers run on this machine, up together but measured one at a time, in turns (an idle server costs nothing,
+and a change in the load of a shared machine falls on both alike). Each gets the same fixed list
 of two-sentence English texts as WAV, at 1 and at 16 concurrent clients (started ``STAGGER_S`` apart, each
 sending its next text when answered), ``--repeats`` times (3); a run's figures are the audio seconds returned per
 wall second, p50 and p95 request latency (whole file), p95 of the first audio (the first KiB of the answer: ours
@@ -187,9 +188,17 @@ def run(server, clients: int, requests: int) -> dict:
             "first_p95": percentile(firsts, 0.95), "cpu": cpu / audio, "bodies": bodies}
 
 
-def measure(server, repeats: int, loads: list[tuple[int, int]]) -> dict[int, list[dict]]:
-    run(server, 2, 4)  # warm-up
-    return {clients: [run(server, clients, requests) for _ in range(repeats)] for clients, requests in loads}
+def measure(servers: dict, repeats: int, loads: list[tuple[int, int]]) -> dict[str, dict[int, list[dict]]]:
+    """Each load on each server in turn, ``repeats`` rounds: both servers are up (an idle one costs nothing), so a
+    change in the load of a shared machine falls on both alike."""
+    for server in servers.values():
+        run(server, 2, 4)  # warm-up
+    results: dict[str, dict[int, list[dict]]] = {side: {clients: [] for clients, _ in loads} for side in servers}
+    for _ in range(repeats):
+        for clients, requests in loads:
+            for side, server in servers.items():
+                results[side][clients].append(run(server, clients, requests))
+    return results
 
 
 def transcribe(url: str, wav: bytes) -> str:
@@ -230,22 +239,22 @@ def main(argv: list[str]) -> int:
           f"python={platform.python_version()}", flush=True)
 
     results: dict[str, dict[int, list[dict]]] = {}
-    if args.only in ("both", "peer"):
-        peer = PiperPeer()
-        try:
-            results["peer"] = measure(peer, args.repeats, loads)
-        finally:
-            peer.stop()
+    peer = PiperPeer() if args.only in ("both", "peer") else None
     harmony = HarmonyProcess(config=path).start()
     try:
-        if args.only in ("both", "ours"):
-            results["ours"] = measure(Ours(harmony), args.repeats, loads)
+        servers = {"peer": peer, "ours": Ours(harmony) if args.only in ("both", "ours") else None}
+        results = measure({side: server for side, server in servers.items() if server is not None}, args.repeats, loads)
+        if peer is not None:
+            peer.stop()
+            peer = None
         wers: dict[str, float] = {}
         for side, by_clients in results.items():
             sample = by_clients[16][0]["bodies"][: args.wer_sample]
             scores = [wer(text, transcribe(harmony.url, body)) for text, body in sample]
             wers[side] = statistics.mean(scores)
     finally:
+        if peer is not None:
+            peer.stop()
         harmony.stop()
 
     def cell(values: list[float], digits: int) -> str:
