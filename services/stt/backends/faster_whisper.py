@@ -71,6 +71,8 @@ FIT_MAX_S = 20.0        # longer windows are encoded whole even when a fitted co
 FIT_MARGIN_S = 2.0      # silence after the audio in a fitted context (0.5 s made Whisper base loop)
 FIT_TOKENS_PER_S = 20   # generation cap of a fitted window, per second of audio (speech is 3-8 tokens/s)
 FIT_STEP_S = 4.0        # packs are encoded over contexts in steps of this (packs of a like length share an encode)
+PACK_FIT_FRAMES = 2000  # a pack is fitted only when that saves a third of the window (fitted, Whisper hears a
+                        # member's first words a little less well: fitted only where it pays)
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
@@ -188,12 +190,15 @@ class FasterWhisperBackend:
                 decoded[i] = result
         return decoded  # type: ignore[return-value]
 
-    def _decode_once_fitted(self, jobs: Sequence[ChunkJob], seconds: Sequence[float]) -> list[ChunkResult | None]:
+    def _decode_once_fitted(self, jobs: Sequence[ChunkJob], seconds: Sequence[float],
+                            most_frames: int = FULL_FRAMES) -> list[ChunkResult | None]:
         """Each window decoded once over a fitted context (``seconds``: how much of it is audio), those of a like
-        length together (contexts in steps of ``FIT_STEP_S``); None for a window that failed a guard."""
+        length together (contexts in steps of ``FIT_STEP_S``; one that would be longer than ``most_frames`` is the
+        whole 30 s); None for a window that failed a guard."""
         groups: dict[int, list[int]] = {}
         for i, length in enumerate(seconds):
-            frames = min(FULL_FRAMES, int(ceil((length + FIT_MARGIN_S) / FIT_STEP_S) * FIT_STEP_S * 100))
+            frames = int(ceil((length + FIT_MARGIN_S) / FIT_STEP_S) * FIT_STEP_S * 100)
+            frames = frames if frames <= most_frames else FULL_FRAMES
             groups.setdefault(frames, []).append(i)
         decoded: list[ChunkResult | None] = [None] * len(jobs)
         for frames, indexes in sorted(groups.items()):
@@ -222,9 +227,9 @@ class FasterWhisperBackend:
         if singles:
             for i, result in zip(singles, self._decode_windows([jobs[i] for i in singles])):
                 results[i] = result
-        # a pack is encoded over its own length (a pack of two costs less than a full one), decoded once
+        # a short pack is encoded over its own length (a pack of two costs less than a full one), decoded once
         packed = self._decode_once_fitted([self._pack_job(pack, jobs) for pack in packs],
-                                          [pack.samples / SAMPLE_RATE for pack in packs])
+                                          [pack.samples / SAMPLE_RATE for pack in packs], PACK_FIT_FRAMES)
         again: list[int] = []
         for pack, result in zip(packs, packed):
             if result is None:  # the packed window failed a guard: its members go alone, with their full ladder
