@@ -74,3 +74,21 @@ def test_a_fitted_window_that_fails_a_guard_is_decoded_again_over_30_s(encoded):
     result = backend.run_batch([ChunkJob(audio=hiss, offset=0.0, language="en", fit_context=True)])[0]
     assert frames == [400, faster_whisper.FULL_FRAMES]
     assert not "".join(s.text for s in result.segments).strip()
+
+
+def test_a_short_pack_is_fitted_and_a_long_one_is_not(encoded):
+    backend, frames = encoded
+    clips = []
+    for text in SENTENCES[:5]:
+        audio, rate = synthesize(text)
+        clips.append(soxr.resample(np.concatenate([silence(0.3, rate), audio, silence(0.5, rate)]), rate, 16000)
+                     .astype(np.float32))
+    for count in (2, 5):  # a pack of two (about 9 s: fitted) and a pack of five (about 24 s: the whole window)
+        frames.clear()
+        results = backend.run_batch([ChunkJob(audio=clip, offset=0.0, language="en") for clip in clips[:count]])
+        assert all(r.packed for r in results)
+        for text, result in zip(SENTENCES, results):
+            said, heard = set(normalize(text)), set(normalize(" ".join(s.text for s in result.segments)))
+            assert len(said & heard) >= 0.8 * len(said)
+        assert len(frames) == 1
+        assert (frames[0] <= faster_whisper.PACK_FIT_FRAMES) if count == 2 else (frames[0] == faster_whisper.FULL_FRAMES)
