@@ -44,6 +44,21 @@ usage_daily = Table(
     Column("audio_seconds_in", Float, nullable=False),
     Column("audio_seconds_out", Float, nullable=False),
     Column("characters", BigInteger, nullable=False),
+    Column("turns", Integer, nullable=False, server_default="0"),  # realtime turns transcribed (each charged)
+)
+
+# What a key holds while work is in flight (services/auth/quota.py): ``audio`` holds reserve a request's (or a
+# realtime turn's) estimated audio seconds against the key's quotas until it is settled or released;
+# ``session`` holds count its open realtime sessions. A hold that is not renewed (its router died) expires.
+quota_holds = Table(
+    "quota_holds", metadata,
+    Column("id", String(40), primary_key=True),            # hold_<hex>
+    Column("key_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),            # audio | session
+    Column("seconds", Float, nullable=False),              # audio seconds held (0 for a session)
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),           # renewed while its router lives
+    Index("ix_quota_holds_key", "key_id", "expires_at"),
 )
 
 audit_log = Table(
@@ -63,6 +78,7 @@ audit_log = Table(
     Column("compute_ms", Float, nullable=True),
     Column("duration_ms", Float, nullable=False),
     Column("client", String(64), nullable=True),
+    Column("turns", Integer, nullable=True),               # a realtime session's transcribed turns
     Index("ix_audit_log_key_time", "key_id", "time"),
 )
 
