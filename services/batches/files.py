@@ -1,7 +1,8 @@
 """The Files API's store: a record per file in the database, its bytes in the object store.
 
 A file belongs to the API key that made it (none without keys); a key sees only its own files, an admin key
-every file, and without keys every file is shared. Expired files are reclaimed by ``reclaim``.
+every file, and without keys every file is shared. Expired files are reclaimed by ``reclaim``. A file's name is
+display metadata, cleaned (``filenames.py``); its bytes are under a key made of its id, and go in and out in chunks.
 """
 
 from __future__ import annotations
@@ -9,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select
 
+from services.batches.filenames import clean_filename
 from services.batches.wire import FileList, FileObject
 from services.core.errors import NotFound
 from services.store.db import Database
-from services.store.objects import ObjectMissing, ObjectStore
+from services.store.objects import ObjectChunks, ObjectMissing, ObjectStore
 from services.store.schema import files
 
 PREFIX = "batch-files/"
@@ -42,6 +44,10 @@ def derived_file_id(*parts: str) -> str:
     return "file-" + hashlib.sha256("/".join(parts).encode()).hexdigest()[:24]
 
 
+def _gone(file_id: str) -> NotFound:
+    return NotFound(f"the content of file {file_id} is gone", param="file_id", code="file_not_found")
+
+
 def _to_object(row: Any) -> FileObject:
     return FileObject(id=row.id, bytes=row.bytes, created_at=row.created_at, expires_at=row.expires_at,
                       filename=row.filename, purpose=row.purpose)
@@ -56,7 +62,7 @@ class FileStore:
     def row_values(self, file_id: str, filename: str, purpose: str, size: int, owner_key_id: str | None,
                    expires_after_s: int | None) -> dict[str, Any]:
         now = int(self.clock())
-        return dict(id=file_id, filename=filename[:512], purpose=purpose, bytes=size, created_at=now,
+        return dict(id=file_id, filename=clean_filename(filename), purpose=purpose, bytes=size, created_at=now,
                     expires_at=now + expires_after_s if expires_after_s else None, owner_key_id=owner_key_id,
                     object_key=PREFIX + file_id)
 
@@ -64,6 +70,18 @@ class FileStore:
                expires_after_s: int | None) -> FileObject:
         values = self.row_values(new_file_id(), filename, purpose, len(data), owner_key_id, expires_after_s)
         self.objects.put(values["object_key"], data)  # bytes first: a row always has them
+        return self._add(values)
+
+    def create_from(self, source: BinaryIO, filename: str, purpose: str, owner_key_id: str | None,
+                    expires_after_s: int | None) -> FileObject:
+        """``create`` of an upload spooled to a file (all of it), copied to the store in chunks."""
+        size = source.seek(0, 2)
+        values = self.row_values(new_file_id(), filename, purpose, size, owner_key_id, expires_after_s)
+        source.seek(0)
+        self.objects.put_file(values["object_key"], source)
+        return self._add(values)
+
+    def _add(self, values: dict[str, Any]) -> FileObject:
         with self.db.engine.begin() as conn:
             conn.execute(insert(files).values(**values))
         return self.get(values["id"], Owner(None))
@@ -92,12 +110,22 @@ class FileStore:
         return _to_object(self._row(file_id, owner))
 
     def content(self, file_id: str, owner: Owner) -> tuple[FileObject, bytes]:
+        """The file's record and all its bytes (for the engine's own reads: an audio file to decode, an input
+        file to check); downloads use ``stream``."""
         row = self._row(file_id, owner)
         try:
             return _to_object(row), self.objects.get(row.object_key)
         except ObjectMissing:
-            raise NotFound(f"the content of file {file_id} is gone", param="file_id", code="file_not_found") \
-                from None
+            raise _gone(file_id) from None
+
+    def stream(self, file_id: str, owner: Owner, start: int = 0, length: int | None = None) \
+            -> tuple[FileObject, ObjectChunks]:
+        """The file's record and ``length`` of its bytes from ``start`` (all: None), as chunks read on demand."""
+        row = self._row(file_id, owner)
+        try:
+            return _to_object(row), self.objects.open(row.object_key, start, length)
+        except ObjectMissing:
+            raise _gone(file_id) from None
 
     def delete(self, file_id: str, owner: Owner) -> None:
         row = self._row(file_id, owner)

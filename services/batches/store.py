@@ -123,16 +123,18 @@ class BatchStore:
                          has_more=len(rows) > limit)
 
     def cancel(self, batch_id: str, owner: Owner) -> BatchObject:
+        """``validating`` or ``in_progress`` to ``cancelling``; any other status (``cancelling`` and ``cancelled``
+        included, as OpenAI answers) is a 409 that names it. The conditional UPDATE decides a race of two cancels."""
         row = self.row(batch_id, owner)
-        if row.status in ("validating", "in_progress"):
-            with self.db.engine.begin() as conn:
-                conn.execute(update(batches).where(batches.c.id == batch_id,
-                                                   batches.c.status.in_(["validating", "in_progress"]))
-                             .values(status="cancelling", cancelling_at=int(self.clock()),
-                                     version=batches.c.version + 1))
-        elif row.status not in ("cancelling", "cancelled"):
-            raise Conflict(f"batch {batch_id} is {row.status}; only a validating or in-progress batch can be "
-                           "cancelled", param="batch_id")
+        with self.db.engine.begin() as conn:
+            moved = conn.execute(update(batches).where(batches.c.id == batch_id,
+                                                       batches.c.status.in_(["validating", "in_progress"]))
+                                 .values(status="cancelling", cancelling_at=int(self.clock()),
+                                         version=batches.c.version + 1)).rowcount
+        if not moved:
+            status = self.row(batch_id, owner).status if row.status in ("validating", "in_progress") else row.status
+            raise Conflict(f"Cannot cancel a batch with status '{status}': only a validating or in-progress batch "
+                           "can be cancelled", param="batch_id", headers={"x-should-retry": "false"})
         return self.get(batch_id, owner)
 
     def version(self, batch_id: str) -> tuple[int, str]:

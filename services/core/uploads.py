@@ -135,14 +135,21 @@ def parse_number(value: str | None, name: str, default: float, lo: float, hi: fl
 
 
 async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:
+    value = form_upload(form, name)
+    data = await value.read()
+    return data, value.filename or "audio"
+
+
+def form_upload(form: FormData, name: str = "file") -> UploadFile:
+    """The file field ``name``, still spooled (to disk past 1 MB), for a caller that copies it in chunks."""
     value = single(form, name)
     if value is None:
         raise InvalidRequest(f"'{name}' is required: upload the audio as a file field", param=name,
                              code="missing_required_parameter")
     if not isinstance(value, UploadFile):
         raise InvalidRequest(f"'{name}' must be a file upload", param=name)
-    data = await value.read()
-    return data, value.filename or "audio"
+    return value
 
 
-__all__ = ["UploadLimitMiddleware", "read_form", "single", "form_str", "form_list", "form_file", "error_body"]
+__all__ = ["UploadLimitMiddleware", "read_form", "single", "form_str", "form_list", "form_file", "form_upload",
+           "error_body"]

@@ -1,4 +1,5 @@
-"""Object stores for blobs the database should not hold (a registered voice's reference speech).
+"""Object stores for blobs the database should not hold (a registered voice's reference speech, files and batch
+outputs of the Files API).
 
 Two implementations of one small protocol: a directory (the default, under the data directory)
 and an S3-compatible bucket (``s3://bucket/prefix``; AWS, MinIO, Ceph, R2...). Credentials for S3
@@ -10,18 +11,52 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from services.core.specs import ObjectStoreSettings
 
 KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+CHUNK_BYTES = 1 << 20  # what a streamed read holds at once
 
 
 class ObjectMissing(KeyError):
     """No object under this key."""
+
+
+class ObjectChunks:
+    """An object's bytes (or a range of them) as chunks of at most ``CHUNK_BYTES``, read as they are asked for;
+    ``close`` lets go of the file or the S3 connection (also at the end, and when used as a context manager)."""
+
+    def __init__(self, chunks: Iterator[bytes], close: Callable[[], None]) -> None:
+        self._chunks = chunks
+        self._close = close
+        self._closed = False
+
+    def __iter__(self) -> "ObjectChunks":
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close()
+
+    def __enter__(self) -> "ObjectChunks":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class ObjectStore(Protocol):
@@ -31,8 +66,17 @@ class ObjectStore(Protocol):
 
     def put(self, key: str, data: bytes) -> None: ...
 
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """``put`` of what ``source`` holds from its position on, copied in chunks (never whole in memory)."""
+        ...
+
     def get(self, key: str) -> bytes:
         """The object's bytes; ``ObjectMissing`` if there is none."""
+        ...
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> ObjectChunks:
+        """``length`` bytes of the object from ``start`` (to its end: None), streamed; ``ObjectMissing`` (raised
+        here, before any chunk) if there is none."""
         ...
 
     def delete(self, key: str) -> None:
@@ -62,12 +106,18 @@ class DirectoryObjectStore:
         return self.root / _check(key)
 
     def put(self, key: str, data: bytes) -> None:
+        self._write(key, lambda handle: handle.write(data))
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        self._write(key, lambda handle: shutil.copyfileobj(source, handle, CHUNK_BYTES))
+
+    def _write(self, key: str, write: Callable[[BinaryIO], Any]) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, staging = tempfile.mkstemp(prefix=".incoming-", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                write(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(staging, path)
@@ -80,6 +130,25 @@ class DirectoryObjectStore:
             return self._path(key).read_bytes()
         except FileNotFoundError:
             raise ObjectMissing(key) from None
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> ObjectChunks:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        handle.seek(start)
+
+        def chunks() -> Iterator[bytes]:
+            left = length
+            while left is None or left > 0:
+                chunk = handle.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+                if not chunk:
+                    return
+                if left is not None:
+                    left -= len(chunk)
+                yield chunk
+
+        return ObjectChunks(chunks(), handle.close)
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -117,12 +186,25 @@ class S3ObjectStore:
     def put(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self.prefix + _check(key), Body=data)
 
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """boto3's managed upload: one PUT, or a multipart upload of 8-MiB parts for a large file."""
+        self.client.upload_fileobj(source, self.bucket, self.prefix + _check(key))
+
     def get(self, key: str) -> bytes:
+        with self.open(key) as chunks:
+            return b"".join(chunks)
+
+    def open(self, key: str, start: int = 0, length: int | None = None) -> ObjectChunks:
+        """One GET, ranged unless it is the whole object, its body read ``CHUNK_BYTES`` at a time."""
+        extra: dict[str, str] = {}
+        if start or length is not None:
+            extra["Range"] = f"bytes={start}-{'' if length is None else start + max(length, 1) - 1}"
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + _check(key))
+            response = self.client.get_object(Bucket=self.bucket, Key=self.prefix + _check(key), **extra)
         except self.client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
-        return response["Body"].read()
+        body = response["Body"]
+        return ObjectChunks(iter(body.iter_chunks(CHUNK_BYTES)) if length != 0 else iter(()), body.close)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.prefix + _check(key))

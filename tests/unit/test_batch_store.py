@@ -13,7 +13,7 @@ from services.batches.files import FileStore, Owner
 from services.batches.finalize import Finalizer, due, output_line
 from services.batches.items import ItemQueue
 from services.batches.lines import check_lines
-from services.batches.store import BatchStore
+from services.batches.store import BatchStore, Conflict
 from services.batches.wire import BatchCreate, OutputLine
 from services.core.errors import InvalidRequest, NotFound
 from services.core.specs import BatchSettings
@@ -167,3 +167,38 @@ def test_files_and_batches_belong_to_their_key(stores):
     with pytest.raises(NotFound):
         files.get(mine.id, Owner("key_a"))  # expired
     assert files.reclaim() == 2 and files.list(Owner(None), None, 10, None, "asc").data == []
+
+
+def test_cancelling_twice_or_after_the_end_is_a_409(stores):
+    """OpenAI's answer: only a validating or in-progress batch can be cancelled; cancelling, cancelled and finished
+    ones are 409 naming their status, and marked not to be retried."""
+    store, _, finalizer = stores
+    batch_id = _started_batch(store, 2)
+    assert store.cancel(batch_id, Owner(None)).status == "cancelling"
+    for expected in ("cancelling", "cancelled"):
+        with pytest.raises(Conflict) as caught:
+            store.cancel(batch_id, Owner(None))
+        assert caught.value.status_code == 409 and f"status '{expected}'" in caught.value.message
+        assert caught.value.response_headers()["x-should-retry"] == "false"
+        if expected == "cancelling":
+            assert finalizer.finalize(store.claim_batch("f", due(store.clock())), "f") == "cancelled"
+    assert store.get(batch_id, Owner(None)).status == "cancelled"
+    with pytest.raises(NotFound):
+        store.cancel(batch_id, Owner("someone_else"))  # not theirs: 404 before any status
+
+
+def test_a_files_name_is_kept_clean_and_its_bytes_stream(stores, tmp_path):
+    files = stores[0].files
+    spooled = tmp_path / "upload"
+    spooled.write_bytes(b"x" * 3_000_000)
+    with spooled.open("rb") as source:
+        made = files.create_from(source, "../../../../tmp/x", "user_data", None, None)
+    assert made.filename == "x" and made.bytes == 3_000_000
+    assert files.create(b"{}\n", "/etc/passwd", "batch", None, None).filename == "passwd"
+    assert sorted(f.filename for f in files.list(Owner(None), None, 10, None, "asc").data) == ["passwd", "x"]
+    record, chunks = files.stream(made.id, Owner(None), 2_999_990, 10)
+    with chunks:
+        assert record.id == made.id and b"".join(chunks) == b"x" * 10
+    files.objects.delete(f"batch-files/{made.id}")
+    with pytest.raises(NotFound):
+        files.stream(made.id, Owner(None))  # a row whose bytes are gone

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import AsyncIterator, Literal
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import StreamingResponse
 from services.batches.area import BatchArea, owner_key_id, request_owner
+from services.batches.filenames import content_disposition
 from services.batches.wire import UPLOAD_PURPOSES, FileDeleted, FileList, FileObject
+from services.core.byte_ranges import byte_range
 from services.core.errors import InvalidRequest
-from services.core.uploads import form_file, form_str, read_form
+from services.core.uploads import form_str, form_upload, read_form
+from services.store.objects import ObjectChunks
+from starlette.concurrency import iterate_in_threadpool
 
 MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 30 * 86400  # OpenAI's bounds of expires_after[seconds]
 
@@ -27,8 +31,9 @@ def routes(area: BatchArea) -> APIRouter:
                                  param="purpose", code="missing_required_parameter" if purpose is None else None)
         expires_after_s = _expires_after(form_str(form, "expires_after[anchor]"),
                                          form_str(form, "expires_after[seconds]"), area.config.files.expires_after_s)
-        data, filename = await form_file(form)
-        return await asyncio.to_thread(area.files.create, data, filename, purpose, owner_key_id(), expires_after_s)
+        upload = form_upload(form)  # spooled to disk past 1 MB, and copied to the store from there in chunks
+        return await asyncio.to_thread(area.files.create_from, upload.file, upload.filename or "file", purpose,
+                                       owner_key_id(), expires_after_s)
 
     @api.get("/v1/files")
     async def list_files(purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
@@ -45,17 +50,32 @@ def routes(area: BatchArea) -> APIRouter:
         return FileDeleted(id=file_id)
 
     @api.get("/v1/files/{file_id}/content")
-    async def content(file_id: str) -> Response:
-        record, data = await asyncio.to_thread(area.files.content, file_id, request_owner())
+    async def content(file_id: str, request: Request) -> StreamingResponse:
+        """The bytes, streamed from the store a chunk at a time; one ``Range`` is served as a 206."""
+        owner, header = request_owner(), request.headers.get("range")
+        record = await asyncio.to_thread(area.files.get, file_id, owner)
+        wanted = byte_range(header, record.bytes)
+        start, length = (0, None) if wanted is None else (wanted[0], wanted[1] - wanted[0] + 1)
+        record, chunks = await asyncio.to_thread(area.files.stream, file_id, owner, start, length)
         media = "application/jsonl" if record.filename.endswith(".jsonl") else "application/octet-stream"
-        return Response(data, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="{_safe(record.filename)}"'})
+        headers = {"Content-Disposition": content_disposition(record.filename), "Accept-Ranges": "bytes",
+                   "Content-Length": str(record.bytes if length is None else length)}
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {wanted[0]}-{wanted[1]}/{record.bytes}"
+        return StreamingResponse(_streamed(chunks), status_code=200 if wanted is None else 206, media_type=media,
+                                 headers=headers)
 
     return api
 
 
-def _safe(filename: str) -> str:
-    return "".join(c for c in filename if c.isprintable() and c not in '"\\\r\n') or "file"
+async def _streamed(chunks: ObjectChunks) -> AsyncIterator[bytes]:
+    """Each chunk read in a worker thread; the file or S3 connection let go however the response ends (a client
+    that leaves included: the read under way finishes first, then the close)."""
+    try:
+        async for chunk in iterate_in_threadpool(chunks):
+            yield chunk
+    finally:
+        chunks.close()
 
 
 def _expires_after(anchor: str | None, seconds: str | None, default_s: int) -> int:
