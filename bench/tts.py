@@ -3,12 +3,15 @@ streaming against not streaming, side by side with piper-tts in-process one requ
 
     python -m bench.tts [--requests 16] [--format mp3]
     python -m bench.tts --peer piper [--repeats 3]
+    python -m bench.tts --peer kokoro-onnx [--repeats 3] [--peer-workers 2] [--peer-threads 0]
 
 "--peer piper" starts Piper's own HTTP server (``python -m piper.http_server``, Flask, one voice) on a free
 loopback port and ``harmony serve`` with the same voice, sends both the same two-sentence English texts as
 WAV at 1 and 16 concurrent clients, three repetitions each, and prints audio seconds per wall second, p50 and
 p95 latency (median and range over the repetitions), CPU seconds per audio second, the ratio ours/peer, and
 the word error rate of a sample of each side's outputs through the engine's Whisper (whisper-base).
+"--peer kokoro-onnx" does the same for Kokoro-82M Japanese (``kokoro-ja``) against kokoro-onnx in-process on the
+same weights, voice and phonemes, 16 two-sentence Japanese texts, character error rate (``bench/tts_kokoro.py``).
 
 "Streaming" takes the first audio byte as it arrives (the service sends each sentence as soon as it
 is synthesized); "whole file" is when the last byte arrives, which is what a client that waits for the

@@ -10,6 +10,9 @@ audio second; the table shows the median and range over the
 repetitions and the ratio ours/peer of the medians. Intelligibility: a sample of each side's outputs
 (``--wer-sample``) goes through the engine's Whisper (whisper-base, on ``harmony serve``) and is scored
 against the text (word error rate, ``tests/speech.py``).
+
+``python -m bench.tts --peer kokoro-onnx``: the same measurement for Kokoro-82M Japanese against kokoro-onnx
+(``bench/tts_kokoro.py``, which reuses ``run``, ``measure`` and ``print_table`` from here).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import httpx
 import soundfile
@@ -119,20 +124,28 @@ class PiperPeer:
     def request(self, http: httpx.Client, text: str) -> tuple[bytes, float]:
         return receive(http, self.url + "/synthesize", {"text": text})
 
+    def cpu_seconds(self) -> float:
+        return tree_cpu(self.proc.pid) if self.proc is not None else 0.0
+
     def stop(self) -> None:
         stop_process(self.proc, 30)
         self.log.close()
 
 
 class Ours:
-    def __init__(self, harmony: HarmonyProcess) -> None:
+    """``harmony serve``'s ``/v1/audio/speech``, WAV; ``body`` names the model and voice."""
+
+    def __init__(self, harmony: HarmonyProcess, body: dict | None = None) -> None:
         self.harmony = harmony
         self.url = harmony.url
         self.proc = harmony.proc
+        self.body = body or {"model": "tts-1", "voice": "joe"}
 
     def request(self, http: httpx.Client, text: str) -> tuple[bytes, float]:
-        return receive(http, self.url + "/v1/audio/speech", {"model": "tts-1", "voice": "joe", "input": text,
-                                                             "response_format": "wav"})
+        return receive(http, self.url + "/v1/audio/speech", {**self.body, "input": text, "response_format": "wav"})
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu(self.proc.pid) if self.proc is not None else 0.0
 
 
 FIRST_AUDIO_BYTES = 1024  # past a WAV header: the first audio a player could start on
@@ -160,7 +173,9 @@ def seconds_of(wav: bytes) -> float:
     return len(data) / rate
 
 
-def run(server, clients: int, requests: int) -> dict:
+def run(server, clients: int, requests: int, texts: list[str] = TEXTS) -> dict:
+    """``requests`` texts (in turn from ``texts``) from ``clients`` clients; ``server`` has ``request(http, text)``
+    -> (WAV, seconds to its first audio) and ``cpu_seconds()`` (its CPU so far)."""
     http = httpx.Client(timeout=600, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
     latencies: list[float] = []
     firsts: list[float] = []
@@ -169,119 +184,180 @@ def run(server, clients: int, requests: int) -> dict:
     def client(number: int) -> None:
         time.sleep(number * STAGGER_S)  # people do not all press play in the same millisecond
         for index in range(number, requests, clients):
-            text = TEXTS[index % len(TEXTS)]
+            text = texts[index % len(texts)]
             started = time.perf_counter()
             body, first = server.request(http, text)
             latencies.append(time.perf_counter() - started)
             firsts.append(first)
             bodies.append((text, body))
 
-    cpu_before = tree_cpu(server.proc.pid)
+    cpu_before = server.cpu_seconds()
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(client, range(clients)))
     wall = time.perf_counter() - started
-    cpu = tree_cpu(server.proc.pid) - cpu_before
+    cpu = server.cpu_seconds() - cpu_before
     http.close()
     audio = sum(seconds_of(body) for _, body in bodies)
     return {"throughput": audio / wall, "p50": statistics.median(latencies), "p95": percentile(latencies, 0.95),
-            "first_p95": percentile(firsts, 0.95), "cpu": cpu / audio, "bodies": bodies}
+            "first_p95": percentile(firsts, 0.95), "cpu": cpu / audio, "per_request": audio / len(bodies),
+            "bodies": bodies}
 
 
-def measure(servers: dict, repeats: int, loads: list[tuple[int, int]]) -> dict[str, dict[int, list[dict]]]:
+def measure(servers: dict, repeats: int, loads: list[tuple[int, int]], texts: list[str] = TEXTS
+            ) -> dict[str, dict[int, list[dict]]]:
     """Each load on each server in turn, ``repeats`` rounds: both servers are up (an idle one costs nothing), so a
     change in the load of a shared machine falls on both alike."""
     for server in servers.values():
-        run(server, 2, 4)  # warm-up
+        run(server, 2, 4, texts)  # warm-up
     results: dict[str, dict[int, list[dict]]] = {side: {clients: [] for clients, _ in loads} for side in servers}
     for _ in range(repeats):
         for clients, requests in loads:
             for side, server in servers.items():
-                results[side][clients].append(run(server, clients, requests))
+                results[side][clients].append(run(server, clients, requests, texts))
     return results
 
 
-def transcribe(url: str, wav: bytes) -> str:
+def transcribe(url: str, wav: bytes, language: str = "en") -> str:
     response = httpx.post(url + "/v1/audio/transcriptions", files={"file": ("a.wav", wav, "audio/wav")},
-                          data={"model": "whisper-1", "language": "en"}, timeout=300)
+                          data={"model": "whisper-1", "language": language}, timeout=300)
     response.raise_for_status()
     return response.json()["text"]
 
 
+def print_table(results: dict[str, dict[int, list[dict]]], loads: list[tuple[int, int]], names: dict[str, str],
+                cpu_note: str = "the server's process tree") -> None:
+    """Median (min-max) over the repetitions of each side at each load, and the ratio ours/peer of the medians."""
+    def cell(values: list[float], digits: int) -> str:
+        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+    width = max(26, max(len(name) for name in names.values()) + 2)
+    header = (f"{'server':<{width}}{'clients':>8}{'audio s/s':>22}{'p50 s':>22}{'p95 s':>22}{'first audio p95 s':>22}"
+              f"{'CPU s / audio s':>22}")
+    print(header)
+    print("-" * len(header))
+    for clients, _ in loads:
+        for side in ("peer", "ours"):
+            if side not in results:
+                continue
+            rs = results[side][clients]
+            print(f"{names[side]:<{width}}{clients:>8}{cell([r['throughput'] for r in rs], 2):>22}"
+                  f"{cell([r['p50'] for r in rs], 2):>22}{cell([r['p95'] for r in rs], 2):>22}"
+                  f"{cell([r['first_p95'] for r in rs], 2):>22}{cell([r['cpu'] for r in rs], 3):>22}")
+        if len(results) == 2:
+            med = {side: {k: statistics.median(r[k] for r in results[side][clients])
+                          for k in ("throughput", "p50", "p95", "first_p95", "cpu")} for side in results}
+            print(f"{'ratio ours/peer':<{width}}{clients:>8}"
+                  f"{med['ours']['throughput'] / med['peer']['throughput']:>21.2f}x"
+                  f"{med['ours']['p50'] / med['peer']['p50']:>21.2f}x{med['ours']['p95'] / med['peer']['p95']:>21.2f}x"
+                  f"{med['ours']['first_p95'] / med['peer']['first_p95']:>21.2f}x"
+                  f"{med['ours']['cpu'] / med['peer']['cpu']:>21.2f}x")
+    print("(median (min-max) over the repetitions; latency = whole WAV file; first audio = its first 1 KiB, the first "
+          f"audio a player could start on; clients start {STAGGER_S:g} s apart, then each sends its next text when "
+          f"answered; CPU = {cpu_note})")
+    per_request = {side: statistics.median(r["per_request"] for rs in by.values() for r in rs)
+                   for side, by in results.items()}
+    print("audio per request (median): " + ", ".join(f"{names[side]} {value:.2f} s"
+                                                     for side, value in per_request.items()))
+
+
+@dataclass
+class Comparison:
+    """What ``main`` compares: the texts, ``harmony serve``'s config (its first model is the one measured, the
+    request ``body`` names it and the voice), the peer, and how outputs are scored (through the config's Whisper)."""
+
+    texts: list[str]
+    config: dict
+    body: dict
+    make_peer: Callable[[], Any]
+    peer_name: str
+    title: str
+    language: str = "en"
+    score: Callable[[str, str], float] = wer
+    score_name: str = "WER"
+    defaults_model: str = "piper-en-joe"  # whose batching serve.yaml gives when --harmony-batching is not set
+    cpu_note: str = "the server's process tree"
+    notes: list[str] = field(default_factory=list)
+
+
+def piper_comparison(args) -> Comparison:
+    return Comparison(texts=TEXTS, config=yaml.safe_load(yaml.safe_dump(HARMONY_CONFIG)),
+                      body={"model": "tts-1", "voice": "joe"}, make_peer=PiperPeer,
+                      peer_name="piper.http_server (peer)", title="--peer piper  voice=en_US-joe-medium")
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.tts --peer piper")
-    parser.add_argument("--peer", choices=["piper"], required=True)
+    parser = argparse.ArgumentParser(prog="python -m bench.tts --peer piper|kokoro-onnx")
+    parser.add_argument("--peer", choices=["piper", "kokoro-onnx"], required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--requests", type=int, default=48, help="requests per run at 16 clients (1 client: a quarter)")
     parser.add_argument("--wer-sample", type=int, default=16, help="outputs of each side scored with Whisper")
-    parser.add_argument("--harmony-batching", default="", help="YAML mapping replacing the Piper model's batching")
-    parser.add_argument("--harmony-options", default="", help="YAML mapping of the Piper model's options")
+    parser.add_argument("--harmony-batching", default="", help="YAML mapping replacing the measured model's batching")
+    parser.add_argument("--harmony-options", default="", help="YAML mapping of the measured model's options")
     parser.add_argument("--only", choices=["both", "ours", "peer"], default="both")
+    parser.add_argument("--peer-workers", type=int, default=os.cpu_count() or 1,
+                        help="kokoro-onnx: worker threads sharing its one Kokoro instance (default: one per CPU)")
+    parser.add_argument("--peer-threads", type=int, default=0,
+                        help="kokoro-onnx: onnxruntime intra-op threads of its session (0: kokoro-onnx's own session, "
+                             "onnxruntime's default)")
+    parser.add_argument("--voice", default="jf_alpha", help="kokoro-onnx: the Kokoro voice both sides speak with")
     args = parser.parse_args(argv)
     loads = [(1, max(4, args.requests // 4)), (16, args.requests)]
 
-    config = yaml.safe_load(yaml.safe_dump(HARMONY_CONFIG))
+    if args.peer == "kokoro-onnx":
+        from bench import tts_kokoro
+
+        try:
+            comparison = tts_kokoro.comparison(args)
+        except tts_kokoro.MissingPeer as exc:
+            print(exc, file=sys.stderr)
+            return 2
+    else:
+        comparison = piper_comparison(args)
+    config = comparison.config
     if args.harmony_batching:
         config["models"][0]["batching"] = yaml.safe_load(args.harmony_batching)
     else:
         import services
 
         defaults = yaml.safe_load(open(os.path.join(os.path.dirname(services.__file__), "defaults", "serve.yaml")))
-        config["models"][0]["batching"] = next(m for m in defaults["models"] if m["name"] == "piper-en-joe")["batching"]
+        config["models"][0]["batching"] = next(m for m in defaults["models"]
+                                               if m["name"] == comparison.defaults_model)["batching"]
     if args.harmony_options:
         config["models"][0]["options"] = yaml.safe_load(args.harmony_options)
     path = os.path.join(tempfile.mkdtemp(), "bench-tts-peer.yaml")
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle)
-    print(f"# bench/tts.py --peer piper  voice=en_US-joe-medium  wav  texts={len(TEXTS)} two-sentence  "
+    print(f"# bench/tts.py {comparison.title}  wav  texts={len(comparison.texts)} two-sentence  "
           f"repeats={args.repeats}  requests per run: {loads}  harmony batching={config['models'][0]['batching']} "
           f"options={config['models'][0].get('options', {})}  machine={platform.machine()} cpus={os.cpu_count()} "
           f"python={platform.python_version()}", flush=True)
+    for note in comparison.notes:
+        print(f"# {note}", flush=True)
 
     results: dict[str, dict[int, list[dict]]] = {}
-    peer = PiperPeer() if args.only in ("both", "peer") else None
+    peer = comparison.make_peer() if args.only in ("both", "peer") else None
     harmony = HarmonyProcess(config=path).start()
     try:
-        servers = {"peer": peer, "ours": Ours(harmony) if args.only in ("both", "ours") else None}
-        results = measure({side: server for side, server in servers.items() if server is not None}, args.repeats, loads)
+        servers = {"peer": peer, "ours": Ours(harmony, comparison.body) if args.only in ("both", "ours") else None}
+        results = measure({side: server for side, server in servers.items() if server is not None}, args.repeats,
+                          loads, comparison.texts)
         if peer is not None:
             peer.stop()
             peer = None
-        wers: dict[str, float] = {}
+        scores: dict[str, tuple[float, int]] = {}
         for side, by_clients in results.items():
             sample = by_clients[16][0]["bodies"][: args.wer_sample]
-            scores = [wer(text, transcribe(harmony.url, body)) for text, body in sample]
-            wers[side] = statistics.mean(scores)
+            scores[side] = (statistics.mean(comparison.score(text, transcribe(harmony.url, body, comparison.language))
+                                            for text, body in sample), len(sample))
     finally:
         if peer is not None:
             peer.stop()
         harmony.stop()
 
-    def cell(values: list[float], digits: int) -> str:
-        return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
-    header = (f"{'server':<26}{'clients':>8}{'audio s/s':>22}{'p50 s':>22}{'p95 s':>22}{'first audio p95 s':>22}"
-              f"{'CPU s / audio s':>22}")
-    print(header)
-    print("-" * len(header))
-    names = {"peer": "piper.http_server (peer)", "ours": "harmony serve (ours)"}
-    for clients, _ in loads:
-        for side in ("peer", "ours"):
-            if side not in results:
-                continue
-            rs = results[side][clients]
-            print(f"{names[side]:<26}{clients:>8}{cell([r['throughput'] for r in rs], 2):>22}"
-                  f"{cell([r['p50'] for r in rs], 2):>22}{cell([r['p95'] for r in rs], 2):>22}"
-                  f"{cell([r['first_p95'] for r in rs], 2):>22}{cell([r['cpu'] for r in rs], 3):>22}")
-        if len(results) == 2:
-            med = {side: {k: statistics.median(r[k] for r in results[side][clients])
-                          for k in ("throughput", "p50", "p95", "first_p95")} for side in results}
-            print(f"{'ratio ours/peer':<26}{clients:>8}{med['ours']['throughput'] / med['peer']['throughput']:>21.2f}x"
-                  f"{med['ours']['p50'] / med['peer']['p50']:>21.2f}x{med['ours']['p95'] / med['peer']['p95']:>21.2f}x"
-                  f"{med['ours']['first_p95'] / med['peer']['first_p95']:>21.2f}x")
-    print("(median (min-max) over the repetitions; latency = whole WAV file; first audio = its first 1 KiB, the first "
-          f"audio a player could start on; clients start {STAGGER_S:g} s apart, then each sends its next text when "
-          "answered; CPU = the server's process tree)")
-    for side, value in wers.items():
-        print(f"WER {names[side]}: {value:.3f} over {args.wer_sample} outputs (whisper-base through harmony serve)")
+    names = {"peer": comparison.peer_name, "ours": "harmony serve (ours)"}
+    print_table(results, loads, names, comparison.cpu_note)
+    for side, (value, count) in scores.items():
+        print(f"{comparison.score_name} {names[side]}: {value:.3f} over {count} outputs "
+              "(whisper-base through harmony serve)")
     return 0
