@@ -1,7 +1,7 @@
 """A soak: `harmony serve` (the default config) at twice its capacity, with every endpoint, clients that
 disconnect, and bad inputs mixed in.
 
-    python -m bench.soak [--seconds 600] [--overload 2.0] [--calibrate 60]
+    python -m bench.soak [--seconds 600] [--overload 2.0] [--calibrate 60] [--paths]
 
 First a closed loop of a few clients measures what the engine completes per second on this mix (its
 capacity); then requests arrive at random (Poisson) at ``--overload`` times that rate for ``--seconds``.
@@ -13,6 +13,11 @@ Prints, per kind of request and in total: sent, completed, 429s, expected 4xx (b
 5xx (must be 0), lost (no answer though the client waited: must be 0), abandoned, p50 and p95 latency of
 completed requests; and the server's RSS after warm-up and at the end, and how long a transcription sent
 right after the soak takes (no orphaned work).
+
+``--paths`` runs the engine with API keys (``--require-auth``) and its Wyoming listener, and, while the HTTP mix
+soaks it, drives the other paths at once (bench/soak_paths.py): keys with small audio quotas sending concurrent
+transcriptions and speeches until refused (the overshoot past the quota must be at most one request's work),
+realtime sessions, Wyoming clients, and a batch; one more table gives their tallies.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import soxr
 
 from tests.e2e.bad_inputs import CASES
 from tests.harmony_process import HarmonyProcess
+from tests.servers import free_port
 from tests.speech import SENTENCES, synthesize, wav_bytes
 
 CLIENT_WAITS_S = 60.0
@@ -149,8 +155,9 @@ def _classify(tally: Tally, response: httpx.Response, expected_bad: tuple[int, .
 
 
 class Load:
-    def __init__(self, url: str, seed: int = 7) -> None:
+    def __init__(self, url: str, seed: int = 7, headers: dict[str, str] | None = None) -> None:
         self.url = url
+        self.headers = headers or {}
         self.rng = random.Random(seed)
         self.mix = requests_mix(self.rng)
         self.tallies: dict[str, Tally] = defaultdict(Tally)
@@ -164,7 +171,7 @@ class Load:
         return kind, make(), None, abandon
 
     def client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=CLIENT_WAITS_S * 2,
+        return httpx.AsyncClient(base_url=self.url, timeout=CLIENT_WAITS_S * 2, headers=self.headers,
                                  limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100))
 
     async def closed_loop(self, clients: int, seconds: float) -> float:
@@ -236,25 +243,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=float, default=2.0)
     parser.add_argument("--calibrate", type=float, default=60.0, help="seconds of the closed-loop capacity run")
     parser.add_argument("--clients", type=int, default=6, help="clients of the closed-loop capacity run")
+    parser.add_argument("--paths", action="store_true", help="keys with small quotas, realtime, Wyoming and batches too")
     args = parser.parse_args(argv)
     os.environ.setdefault("HARMONY_DATA_DIR", tempfile.mkdtemp(prefix="harmony-soak-"))
-    harmony = HarmonyProcess(timeout=600).start()
+    headers, extra, env, quota_keys, admin = {}, [], None, [], ""
+    if args.paths:
+        from bench import soak_paths
+
+        env = soak_paths.key_env(os.environ["HARMONY_DATA_DIR"])
+        admin = soak_paths.create_key(env, "soak-admin", "--admin")["key"]
+        quota_keys = [soak_paths.create_key(env, f"soak-quota-{i}", "--audio-seconds-per-day", str(soak_paths.QUOTA_S))
+                      for i in range(soak_paths.QUOTA_KEYS)]
+        wyoming_port = free_port()
+        headers = {"Authorization": f"Bearer {admin}"}
+        extra = ["--require-auth", "--wyoming-port", str(wyoming_port)]
+        env = {"HARMONY_WYOMING_API_KEY": admin}
+    harmony = HarmonyProcess(timeout=600, extra_args=extra, env=env).start()
     try:
-        load = Load(harmony.url)
+        load = Load(harmony.url, headers=headers)
         asyncio.run(load.closed_loop(2, 20))  # warm-up: every model has run
         rss_start = rss_mb(harmony.proc.pid)
         args.capacity = asyncio.run(load.closed_loop(args.clients, args.calibrate))
         args.rate = args.capacity * args.overload
         print(f"capacity {args.capacity:.2f} req/s; soaking at {args.rate:.2f} req/s for {args.seconds:.0f} s",
               flush=True)
-        asyncio.run(load.open_loop(args.rate, args.seconds))
+        paths = None
+        if args.paths:
+            async def soak_and_paths():
+                return (await asyncio.gather(load.open_loop(args.rate, args.seconds),
+                                             soak_paths.run_paths(harmony.url, wyoming_port, admin, quota_keys)))[1]
+            paths = asyncio.run(soak_and_paths())
+        else:
+            asyncio.run(load.open_loop(args.rate, args.seconds))
         rss_end = rss_mb(harmony.proc.pid)
         started = time.monotonic()
         response = httpx.post(harmony.url + "/v1/audio/transcriptions", data={"model": "whisper-tiny.en"},
-                              files={"file": ("a.wav", clip(SENTENCES[:1]))}, timeout=120)
+                              files={"file": ("a.wav", clip(SENTENCES[:1]))}, timeout=120, headers=headers)
         after_s = time.monotonic() - started
         assert response.status_code == 200, response.text
         report(load.tallies, rss_start, rss_end, after_s, args)
+        if paths is not None:
+            soak_paths.print_paths(paths)
     finally:
         harmony.stop()
     return 0
