@@ -21,21 +21,25 @@ _BIT_RATES = {"audio/mpeg": (64000, 128000), "audio/ogg": (48000, 64000), "audio
 def audio_out_seconds(record: RequestRecord) -> float | None:
     """Seconds of audio in a response body: exact for pcm and wav, from the bit rate for mp3, opus and aac,
     an estimate for flac (about 60 % of pcm's size for speech)."""
-    kind = record.content_type.split(";")[0].strip().lower()
-    rate = record.sample_rate
-    if not kind.startswith("audio/") or not record.body_bytes:
+    return audio_seconds_of(record.content_type, record.sample_rate, record.body_bytes)
+
+
+def audio_seconds_of(content_type: str, rate: int | None, nbytes: int) -> float | None:
+    """Seconds of audio in ``nbytes`` of ``content_type`` at ``rate`` (see ``audio_out_seconds``)."""
+    kind = content_type.split(";")[0].strip().lower()
+    if not kind.startswith("audio/") or not nbytes:
         return None
     if kind in _BIT_RATES:
         low, high = _BIT_RATES[kind]
-        return record.body_bytes * 8 / (low if (rate or 48000) <= 24000 else high)
+        return nbytes * 8 / (low if (rate or 48000) <= 24000 else high)
     if not rate:
         return None
     if kind in ("audio/pcm", "audio/l16"):
-        return record.body_bytes / (2 * rate)
+        return nbytes / (2 * rate)
     if kind in ("audio/wav", "audio/x-wav", "audio/wave"):
-        return max(0, record.body_bytes - 44) / (2 * rate)
+        return max(0, nbytes - 44) / (2 * rate)
     if kind == "audio/flac":
-        return record.body_bytes / (2 * rate * 0.6)
+        return nbytes / (2 * rate * 0.6)
     return None
 
 
@@ -45,7 +49,8 @@ def audit_entry(record: RequestRecord, duration_ms: float) -> dict[str, Any]:
             "model": record.model, "status": record.status,
             "audio_seconds_in": _round(record.audio_seconds_in), "audio_seconds_out": _round(record.audio_seconds_out),
             "characters": record.characters, "queue_ms": _round(record.queue_ms),
-            "compute_ms": _round(record.compute_ms), "duration_ms": round(duration_ms, 1), "client": record.client}
+            "compute_ms": _round(record.compute_ms), "duration_ms": round(duration_ms, 1), "client": record.client,
+            "turns": record.turns}
 
 
 def _round(value: float | None) -> float | None:

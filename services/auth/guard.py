@@ -9,13 +9,14 @@ import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from services.auth.keys import ApiKey
 from services.core.errors import HarmonyError, NotFound
 
 if TYPE_CHECKING:
     from services.auth.gate import Gate
+    from services.auth.quota import Hold
 
 
 class Unauthorized(HarmonyError):
@@ -66,6 +67,9 @@ class RequestRecord:
     body_bytes: int = 0
     finished: bool = False
     extra_headers: dict[str, str] = field(default_factory=dict)
+    holds: list["Hold"] = field(default_factory=list)  # audio reserved against the key's quota, settled at the end
+    settled_in: float = 0.0   # audio seconds in already charged (a realtime session's turns, as each ended)
+    turns: int | None = None  # a realtime session's transcribed turns
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("harmony_request", default=None)
@@ -84,6 +88,63 @@ def note_usage(**values: Any) -> None:
                 setattr(record, name, value)
 
 
+def _metered() -> tuple[RequestRecord, "Gate"] | None:
+    record = _current.get()
+    if record is None or record.key is None or record.gate is None or record.gate.quota is None:
+        return None
+    return record, record.gate
+
+
+async def reserve_audio(estimate: Callable[[], float]) -> float | None:
+    """Hold the audio seconds this request's work will be charged (``estimate()``, computed in a worker thread and
+    only when the key has an audio quota) before it is computed: 429 ``insufficient_quota`` when the key has
+    nothing left, counting the holds of its requests in flight on every router. The hold is settled to the real
+    figure when the response ends, or released when the request fails or its client leaves. The seconds held, or
+    None when nothing is held (no key, or a key without an audio quota)."""
+    found = _metered()
+    if found is None or not found[0].key.metered:  # type: ignore[union-attr]
+        return None
+    record, gate = found
+    return await asyncio.to_thread(gate.reserve, record, estimate)
+
+
+async def reserve_turn(seconds: float) -> "Hold | None":
+    """A realtime turn's seconds held before it is transcribed, and the turn counted in the key's minute:
+    RateLimited past the key's rpm, QuotaExhausted when its quota is spent. None when nothing is held."""
+    found = _metered()
+    if found is None:
+        return None
+    record, gate = found
+    return await asyncio.to_thread(gate.reserve_turn, record, seconds)
+
+
+async def settle_turn(hold: "Hold | None", seconds: float) -> None:
+    """A transcribed turn charged now (its hold settled to ``seconds``); the session's audit line counts it."""
+    record = _current.get()
+    if record is None:
+        return
+    if _metered() is not None and record.gate is not None:
+        await asyncio.to_thread(record.gate.settle_turn, record, hold, seconds)
+    record.settled_in += seconds
+    record.turns = (record.turns or 0) + 1
+    record.audio_seconds_in = round(record.settled_in, 3)
+
+
+async def release_hold(hold: "Hold | None") -> None:
+    """A turn's hold given back (its transcription failed or was abandoned): nothing is charged."""
+    found = _metered()
+    if found is not None and hold is not None:
+        await asyncio.to_thread(found[1].release, found[0], hold)
+
+
+async def open_session() -> None:
+    """Count one more open realtime session of the request's key (429 ``too_many_sessions`` past the limit); the
+    count goes down when the session's request ends."""
+    found = _metered()
+    if found is not None:
+        await asyncio.to_thread(found[1].open_session, found[0])
+
+
 def add_timing(queue_ms: float, compute_ms: float) -> None:
     """Add a model service's queue and compute time (its answer's headers) to the request's audit line."""
     record = _current.get()
@@ -92,10 +153,11 @@ def add_timing(queue_ms: float, compute_ms: float) -> None:
         record.compute_ms = (record.compute_ms or 0.0) + compute_ms
 
 
-def check_model(canonical: dict[str, str], requested: str, served: str | None = None) -> None:
+def check_model(lookup: Callable[[str], str | None], requested: str, served: str | None = None) -> None:
     """403 model_not_allowed when the request's key may not use ``requested`` (or the model that serves it).
 
-    A key's allowed list names public models, aliases or SpeechRoutes; a name and its aliases are one model.
+    A key's allowed list names public models, aliases or SpeechRoutes; a name and whatever ``lookup`` resolves it
+    to (its model: an alias, or a dated snapshot of one, as routing resolves it) are one model.
     """
     record = _current.get()
     if record is None:
@@ -105,9 +167,9 @@ def check_model(canonical: dict[str, str], requested: str, served: str | None = 
     key = record.key
     if key is None or not key.models:
         return
-    allowed = set(key.models) | {canonical.get(name, name) for name in key.models}
+    allowed = set(key.models) | {lookup(name) or name for name in key.models}
     for name in (requested, served):
-        if name is not None and name not in allowed and canonical.get(name, name) not in allowed:
+        if name is not None and name not in allowed and (lookup(name) or name) not in allowed:
             raise Forbidden(f"this API key may not use model '{name}' (allowed: {', '.join(key.models)})",
                             param="model", code="model_not_allowed")
 

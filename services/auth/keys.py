@@ -53,6 +53,11 @@ class ApiKey:
     expires_at: float | None = None
     revoked_at: float | None = None
 
+    @property
+    def metered(self) -> bool:
+        """Whether the key has an audio quota (its work is held and settled against it)."""
+        return self.audio_seconds_per_day is not None or self.audio_seconds_per_month is not None
+
     def state(self, now: float) -> str:
         if self.revoked_at is not None:
             return "revoked"

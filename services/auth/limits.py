@@ -3,10 +3,9 @@
 Requests per minute: one row per key and Unix minute, incremented atomically by an UPSERT
 (``INSERT ... ON CONFLICT DO UPDATE ... RETURNING count``), so two routers never both see
 the last free slot. Refused requests count too (a client hammering past its limit stays
-limited). Audio seconds: one row per key and UTC day, added to after each request; a month
-is the sum of its days. A quota is checked before a request and charged after it (the audio
-of a request is known only once it is done), so the last request of a period may overshoot
-its quota by its own length; the next one is refused.
+limited). Audio seconds: one row per key and UTC day, added to as each request (or realtime
+turn) is settled; a month is the sum of its days. What a request may still use is decided by
+``quota.py`` (settled usage plus the holds of the requests in flight).
 """
 
 from __future__ import annotations
@@ -40,9 +39,10 @@ class RateState:
 @dataclass(frozen=True)
 class QuotaExceeded:
     period: str          # "day" or "month"
-    used: float
+    used: float          # settled
     quota: float
     retry_after_s: float
+    held: float = 0.0    # reserved by requests in flight (services/auth/quota.py)
 
 
 def _insert(db: Database):
@@ -53,11 +53,22 @@ def _insert(db: Database):
     return dialect_insert
 
 
+USAGE_COUNTERS = ("requests", "errors", "audio_seconds_in", "audio_seconds_out", "characters", "turns")
+
+
+def usage_upsert(db: Database, key_id: str, day: str, **added: float) -> Any:
+    """The statement that adds ``added`` (any of ``USAGE_COUNTERS``) to the key's row of ``day``, made if missing."""
+    values = {name: (float if name.startswith("audio") else int)(added.get(name) or 0) for name in USAGE_COUNTERS}
+    stmt = _insert(db)(usage_daily).values(key_id=key_id, day=day, **values)
+    return stmt.on_conflict_do_update(index_elements=["key_id", "day"],
+                                      set_={name: usage_daily.c[name] + stmt.excluded[name] for name in values})
+
+
 def day_of(now: float) -> str:
     return datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
 
 
-def _period_end(now: float, period: str) -> float:
+def period_end(now: float, period: str) -> float:
     moment = datetime.fromtimestamp(now, timezone.utc)
     start = moment.replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "day":
@@ -90,13 +101,9 @@ class Limits:
 
     def record(self, key_id: str, audio_in: float = 0.0, audio_out: float = 0.0, characters: int = 0,
                error: bool = False) -> None:
-        values = {"requests": 1, "errors": int(error), "audio_seconds_in": float(audio_in),
-                  "audio_seconds_out": float(audio_out), "characters": int(characters)}
-        stmt = _insert(self.db)(usage_daily).values(key_id=key_id, day=day_of(self.clock()), **values)
-        stmt = stmt.on_conflict_do_update(index_elements=["key_id", "day"],
-                                          set_={name: usage_daily.c[name] + stmt.excluded[name] for name in values})
         with self.db.engine.begin() as conn:
-            conn.execute(stmt)
+            conn.execute(usage_upsert(self.db, key_id, day_of(self.clock()), requests=1, errors=int(error),
+                                      audio_seconds_in=audio_in, audio_seconds_out=audio_out, characters=characters))
 
     def audio_seconds(self, key_id: str) -> tuple[float, float]:
         """(today, this month) audio seconds, in and out together, UTC."""
@@ -115,9 +122,9 @@ class Limits:
         day, month = self.audio_seconds(key_id)
         now = self.clock()
         if per_month is not None and month >= per_month:
-            return QuotaExceeded("month", month, per_month, _period_end(now, "month") - now)
+            return QuotaExceeded("month", month, per_month, period_end(now, "month") - now)
         if per_day is not None and day >= per_day:
-            return QuotaExceeded("day", day, per_day, _period_end(now, "day") - now)
+            return QuotaExceeded("day", day, per_day, period_end(now, "day") - now)
         return None
 
     def usage(self, key_id: str | None = None, since: str | None = None, until: str | None = None) -> list[dict]:
@@ -162,7 +169,7 @@ def usage_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for row in rows:
         totals = out.setdefault(row["key_id"], {"requests": 0, "errors": 0, "audio_seconds_in": 0.0,
-                                                "audio_seconds_out": 0.0, "characters": 0})
+                                                "audio_seconds_out": 0.0, "characters": 0, "turns": 0})
         for name in totals:
             totals[name] += row[name]
     return out

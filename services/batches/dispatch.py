@@ -28,6 +28,7 @@ from services.core.errors import HarmonyError, InvalidRequest
 from services.core.timing import PRIORITY_HEADER
 
 RETRIED = frozenset({429, 503, 504})  # the engine was busy: the request waits and goes again, it does not fail
+QUOTA_SPENT = "insufficient_quota"  # a 429 that is no load: the key's quota is spent (the batch stops taking lines)
 SPEECH = "/v1/audio/speech"
 _item_key: ContextVar[str | None] = ContextVar("harmony_batch_item_key", default=None)
 
@@ -41,6 +42,7 @@ class Outcome:
     retry_after_s: float | None = None
     audio_seconds: float | None = None
     file_row: dict[str, Any] | None = field(default=None)  # a speech request's audio file, added with its line
+    quota_spent: bool = False  # refused for the key's spent audio quota: the batch's other lines end the same way
 
 
 class AsBatchKey:
@@ -121,9 +123,12 @@ class Dispatcher:
                            failed=True)
         finally:
             _item_key.reset(token)
+        request_id = response.headers.get("x-request-id", "")
+        if response.status_code == 429 and _code(response) == QUOTA_SPENT:
+            return Outcome(OutputResponse(status_code=429, request_id=request_id, body=_body(response)), failed=True,
+                           quota_spent=True)
         if response.status_code in RETRIED:
             return Outcome(retry_after_s=backoff_s(item.attempts, response.headers.get("retry-after")))
-        request_id = response.headers.get("x-request-id", "")
         if response.status_code >= 400:
             return Outcome(OutputResponse(status_code=response.status_code, request_id=request_id,
                                           body=_body(response)), failed=True)
@@ -160,6 +165,13 @@ class Dispatcher:
                             bytes=len(data), audio_seconds=seconds)
         return Outcome(OutputResponse(status_code=response.status_code, request_id=request_id,
                                       body=body.model_dump()), audio_seconds=seconds, file_row=row)
+
+
+def _code(response: httpx.Response) -> str | None:
+    """The OpenAI error code of an error answer, if it has one."""
+    body = _body(response)
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _body(response: httpx.Response) -> Any:

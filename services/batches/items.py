@@ -95,6 +95,22 @@ class ItemQueue:
                          .values(status="pending", next_try_at=self.clock() + delay_s, lease_owner=None,
                                  lease_until=None))
 
+    def fail_pending(self, batch_id: str, line: Callable[[str], dict[str, Any]]) -> int:
+        """End every request of the batch not yet taken as failed, with ``line(custom_id)`` as its error line, and
+        count them, in one transaction (a request another router took meanwhile is left to it). How many."""
+        with self.db.engine.begin() as conn:
+            pending = conn.execute(select(batch_items.c.line, batch_items.c.custom_id).where(
+                batch_items.c.batch_id == batch_id, batch_items.c.status == "pending")).all()
+            failed = 0
+            for number, custom_id in pending:
+                failed += conn.execute(update(batch_items).where(
+                    batch_items.c.batch_id == batch_id, batch_items.c.line == number,
+                    batch_items.c.status == "pending").values(status="failed", result=line(custom_id))).rowcount
+            if failed:
+                conn.execute(update(batches).where(batches.c.id == batch_id)
+                             .values(failed=batches.c.failed + failed, version=batches.c.version + 1))
+        return failed
+
     def release(self, runner: str) -> None:
         """Give back everything ``runner`` holds (it is stopping): another router, or this one restarted, takes it
         at once rather than when the lease runs out."""

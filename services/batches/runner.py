@@ -18,10 +18,11 @@ from starlette.types import ASGIApp
 
 from services.batches.area import BatchArea
 from services.batches.dispatch import Dispatcher, Outcome, backoff_s
-from services.batches.finalize import Finalizer, due
+from services.batches.finalize import Finalizer, due, output_line
 from services.batches.items import ItemQueue
 from services.batches.store import Item, reclaim_batches
 from services.batches.validate import validate
+from services.batches.wire import OutputErrorDetail
 from services.store.schema import batches
 
 log = logging.getLogger("harmony.batches")
@@ -132,13 +133,15 @@ class BatchRunner:
         if outcome.retry_after_s is not None or outcome.response is None:
             self.queue.retry(self.id, item, outcome.retry_after_s or 1.0)
             return
-        from services.batches.finalize import output_line
-
         line = output_line(item.custom_id, response=outcome.response.model_dump(mode="json"))
         row = outcome.file_row
         also = None if row is None else (lambda conn: self.area.files.insert_row(conn, row))
         seconds = outcome.audio_seconds if outcome.audio_seconds is not None else item.audio_seconds
         self.queue.finish(self.id, item, line, outcome.failed, seconds, also)  # a failed request's audio is done too
+        if outcome.quota_spent:  # the key has no audio left: the batch takes no more lines, it ends
+            ended = self.queue.fail_pending(item.batch_id, _quota_line)
+            log.info("batch %s: its key's audio quota is spent; %d requests not run end as insufficient_quota",
+                     item.batch_id, ended)
 
     async def _reclaim(self) -> None:
         now = time.time()
@@ -149,3 +152,10 @@ class BatchRunner:
         old = await asyncio.to_thread(reclaim_batches, self.area.db, self.settings.retention_s, now)
         if files or old:
             log.info("reclaimed %d expired files and %d old batches", files, old)
+
+
+def _quota_line(custom_id: str) -> dict:
+    """The error line of a request a batch never ran because its key's audio quota was spent."""
+    detail = OutputErrorDetail(code="insufficient_quota", message="This request was not run: the batch's API key "
+                               "exceeded its audio quota (the batch takes no more requests once it has).")
+    return output_line(custom_id, error=detail)

@@ -402,6 +402,9 @@ class ObjectStoreSettings(Strict):
 
 class AuthSettings(Strict):
     required: bool = Field(False, description="every API request needs an API key (harmony serve --require-auth)")
+    realtime_sessions_per_key: int = Field(16, ge=1, le=4096, description="open realtime sessions one API key may "
+                                           "hold, counted across router replicas; one more is refused "
+                                           "(too_many_sessions, close code 1013)")
 
 
 class AuditSettings(Strict):

@@ -101,6 +101,8 @@ class TranscriptionParams(FormFields):
     vad_filter: bool = False
     fit_context: bool = False  # short windows encoded over their own length (realtime turns; faster-whisper)
     stream: bool = False
+    max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold); "
+                                            "past it 400 audio_too_long, and the router holds more and sends again")
 
     @field_validator("language")
     @classmethod
@@ -239,6 +241,8 @@ class VadParams(FormFields):
     max_speech_duration_s: float | None = Field(None, gt=0.0)
     return_speech: bool = Field(False, description="also answer the speech cut out of the audio (FLAC)")
     speech_sample_rate: int = Field(24000, ge=8000, le=48000, description="rate of the returned speech")
+    max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold); "
+                                            "past it 400 audio_too_long, and the router holds more and sends again")
 
 
 class SpeechSegment(BaseModel):

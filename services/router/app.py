@@ -68,7 +68,9 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
             logging.getLogger("harmony.batches").warning("the batch runner does not run: %s", missing)
         else:
             runner.start(app)  # the router's own app, in process: a batch's requests take its every check
+        holds = asyncio.create_task(gate.keep_holds(), name="quota-holds")  # this router's holds stay counted
         yield
+        holds.cancel()
         await runner.stop()
         await clients.aclose()
         area.close()

@@ -147,19 +147,19 @@ class ModelTable:
         if model.task != task:
             raise InvalidRequest(f"model '{public_name}' is a {model.task.value} model and cannot serve this "
                                  f"endpoint ({task.value})", param=param, code="model_task_mismatch")
-        check_model(self._public, public_name, name)
+        check_model(self.lookup, public_name, name)
         return model
 
     def check_allowed(self, requested: str, served: str | None = None) -> None:
         """403 when the request's API key may not use ``requested`` (a model, alias or route) or ``served``."""
-        check_model(self._public, requested, served)
+        check_model(self.lookup, requested, served)
 
     def first_of(self, task: Task) -> ServedModel:
         """The first model of ``task`` in the table (the default when a request names none)."""
         model = next((m for m in self.models.values() if m.task == task), None)
         if model is None:
             raise ModelNotFound(f"no {task.value} model is served", param="model")
-        check_model(self._public, model.name)
+        check_model(self.lookup, model.name)
         return model
 
     def route_for(self, task: Task, name: str | None = None) -> NamedRoute | None:

@@ -33,8 +33,9 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
                                  vad_filter=params.vad_filter, fit_context=params.fit_context)
         data, _ = await form_file(form)
         model.backend.check_request(opts.task, opts.language)
+        limit = model.spec.limits.audio_seconds(Task.stt)  # or less: what the router's quota hold covers
         audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE,
-                                        max_seconds=model.spec.limits.audio_seconds(Task.stt))
+                                        max_seconds=min(limit, params.max_audio_seconds or limit))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / SAMPLE_RATE)
         if params.stream:
             return StreamingResponse(_ndjson(model, audio, opts, metrics), media_type="application/x-ndjson")

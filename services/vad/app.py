@@ -29,7 +29,9 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         model = registry.get(params.model)
         data, _ = await form_file(form)
         rate = model.backend.sample_rate
-        audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=model.spec.limits.audio_seconds(Task.vad))
+        limit = model.spec.limits.audio_seconds(Task.vad)  # or less: what the router's quota hold covers
+        audio = await asyncio.to_thread(decode_audio, data, rate,
+                                        max_seconds=min(limit, params.max_audio_seconds or limit))
         metrics.audio_seconds.labels(model.spec.name).inc(len(audio) / rate)
         try:
             probs = await model.batcher.submit(audio)

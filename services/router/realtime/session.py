@@ -11,6 +11,11 @@ the pause ends the turn, that decode is its transcript, so ``completed`` follows
 decode instead of the silence plus a decode; if speech resumes, it is cancelled. Transcripts go out in the order
 of their turns. Everything a session holds is bounded: its audio (``max_turn_s`` of a turn, the prefix padding
 between turns), one VAD call, one partial and one early decode at a time; closing it cancels all its work.
+
+Metering: each committed turn is one request in the key's minute and holds its seconds against the key's audio
+quota before it is transcribed (``guard.reserve_turn``), and is charged as soon as it is (``settle_turn``). A turn
+the key cannot pay for (quota spent, or its rpm reached) fails with that error, and an ``error`` event says it; the
+socket stays open, and while the quota stays spent no partial or early decode starts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 import soxr
-from services.auth.guard import note_usage
+from services.auth.guard import release_hold, reserve_turn, settle_turn
 from services.core.audio import pcm16_to_float
 from services.core.errors import HarmonyError, ServiceUnavailable
 from services.core.wire import TranscriptionResult
@@ -43,6 +48,7 @@ VAD_MAX = 100 * FRAME       # at most 3.2 s in one VAD call (a session that fell
 PARTIAL_INTERVAL_S = 1.0    # partial re-decodes at most this often, and only of a turn at least this long
 MIN_COMMIT_MS = 100         # as OpenAI: a commit needs at least 100 ms of audio
 VAD_ERROR_EVERY_S = 5.0     # a failing VAD is reported at most this often
+UNPAID = frozenset({"insufficient_quota", "rate_limit_exceeded"})  # a turn the key cannot pay for
 
 
 @dataclass
@@ -77,6 +83,7 @@ class RealtimeSession:
         self.previous_item_id: str | None = None
         self.last_final: asyncio.Task | None = None
         self.transcribed_s = 0.0
+        self.unpaid = False  # the key's last turn was refused (quota or rate): no partial or early decode starts
         self._resampler: Any = None
         self._resampler_rate = 0
         self._audio = asyncio.Event()
@@ -236,6 +243,8 @@ class RealtimeSession:
             return
         elif event.kind == "pause":
             self._cancel(self.turn.partial)
+            if self.unpaid:  # the turn would be refused: nothing is decoded ahead of its commit
+                return
             audio = self.timeline.slice(self.turn.start, self.vad_at)
             self.turn.early = self._spawn(self._decode(audio, final=True), watch=False)
         elif event.kind == "resume":
@@ -256,7 +265,7 @@ class RealtimeSession:
             await self._commit(self.vad_at)
             return
         now = time.monotonic()
-        if (turn.early is None and (turn.partial is None or turn.partial.done())
+        if (not self.unpaid and turn.early is None and (turn.partial is None or turn.partial.done())
                 and now - turn.last_partial >= PARTIAL_INTERVAL_S
                 and self.timeline.end - turn.start >= PARTIAL_INTERVAL_S * RATE
                 and self.models.has_room(self.models.stt(self.config.transcription))):
@@ -305,25 +314,48 @@ class RealtimeSession:
     async def _final(self, item_id: str, audio: np.ndarray, settings: Transcription, early: asyncio.Task | None,
                      deltas: DeltaText, before: asyncio.Task | None) -> None:
         """The turn's transcript: the text its partial deltas did not yet carry as one last delta (the whole text
-        when none went out, as OpenAI's whisper-1 sends it), then ``completed``."""
+        when none went out, as OpenAI's whisper-1 sends it), then ``completed``. The turn is paid for first (its
+        seconds held against the key's quota, one request in its minute) and charged when transcribed."""
         seconds = len(audio) / RATE
         rest = None
+        refused: HarmonyError | None = None
         try:
-            result = await _early_result(early)
-            if result is None:
-                result = await self.models.transcribe(self.models.stt(settings), settings, audio, final=True)
+            hold = await self._pay(seconds, early)
+            try:
+                result = await _early_result(early)
+                if result is None:
+                    result = await self.models.transcribe(self.models.stt(settings), settings, audio, final=True)
+            except BaseException:
+                await asyncio.shield(release_hold(hold))
+                raise
+            await settle_turn(hold, seconds)
             text = result.text.strip()
             rest = deltas.rest(text)
             event = events.completed(item_id, text, seconds)
             self.transcribed_s += seconds
-            note_usage(audio_seconds_in=round(self.transcribed_s, 3))
         except HarmonyError as exc:
             event = events.failed(item_id, exc)
+            refused = exc if exc.code in UNPAID else None
         if before is not None:
             await asyncio.wait([before])  # transcripts go out in the order of their turns
         if rest:
             await self.send(events.delta(item_id, rest))
         await self.send(event)
+        if refused is not None:
+            await self.send(events.error_event(refused))
+
+    async def _pay(self, seconds: float, early: asyncio.Task | None):
+        """The turn's hold (None when nothing is metered); a refusal cancels its early decode and stops the
+        session's decodes ahead of commits until a turn is paid for again."""
+        try:
+            hold = await reserve_turn(seconds)
+        except HarmonyError as exc:
+            if exc.code in UNPAID:
+                self.unpaid = True
+                self._cancel(early)
+            raise
+        self.unpaid = False
+        return hold
 
     # ------------------------------------------------------------------ plumbing
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from services.auth.guard import check_voice
+from services.auth.estimates import upload_seconds
+from services.auth.guard import check_voice, reserve_audio
 from services.core.audio import CONTENT_TYPES
 from services.core.errors import InvalidRequest
 from services.core.specs import Task
 from services.core.uploads import read_form
 from services.core.wire import ConversionParams
-from services.router.pipelines import PipelineRunner, PipelineState, steps_headers
+from services.router.pipelines import WORK_RATE, PipelineRunner, PipelineState, steps_headers
 from services.router.routes.uploads import optional_files, uploaded_files
 
 
@@ -29,10 +30,12 @@ def routes(runner: PipelineRunner) -> APIRouter:
         if params.voice:
             await check_voice(params.voice)
         route = runner.route(Task.vc, params.model, model=params.model)
+        limit = runner.step_model(route, Task.vc).spec.limits.audio_seconds(Task.vc)
+        await reserve_audio(lambda: upload_seconds(source[1], limit))  # the converted speech is as long as its source
         state = PipelineState(source=source, voice_id=params.voice, references=references, reference_param="reference",
                               response_format=params.response_format, sample_rate=params.sample_rate)
         await runner.run(route, state)
         return Response(state.output, media_type=CONTENT_TYPES[params.response_format],
-                        headers=steps_headers(route, state))
+                        headers={**steps_headers(route, state), "X-Sample-Rate": str(params.sample_rate or WORK_RATE)})
 
     return api

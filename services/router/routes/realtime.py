@@ -15,6 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
+from services.auth.guard import open_session
 from services.core.errors import HarmonyError, InvalidRequest, error_body
 from services.core.metrics import Metrics
 from services.router.clients import ServiceClients
@@ -50,6 +51,13 @@ def routes(table: ModelTable, clients: ServiceClients, metrics: Metrics) -> APIR
                                                                      code="invalid_intent" if refused
                                                                      else "too_many_sessions")))
             await websocket.close(CLOSE_POLICY if refused else CLOSE_TRY_LATER, message[:120])
+            return
+        try:
+            await open_session()  # the key's own limit, on every router (auth.realtime_sessions_per_key)
+        except HarmonyError as exc:
+            await websocket.accept()
+            await _send(websocket, events.error_event(exc))
+            await websocket.close(CLOSE_TRY_LATER, exc.message[:120])
             return
         await websocket.accept()
         open_sessions += 1

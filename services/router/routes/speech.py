@@ -10,7 +10,9 @@ from typing import Any, AsyncIterator, Literal
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from services.auth.guard import check_voice, note_usage, visible_voices
+from services.auth.audit import audio_seconds_of
+from services.auth.estimates import speech_seconds
+from services.auth.guard import check_voice, note_usage, reserve_audio, visible_voices
 from services.core.audio import CONTENT_TYPES, AudioFormat
 from services.core.errors import HarmonyError, InvalidRequest
 from services.core.specs import Task
@@ -85,6 +87,7 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
         if body.voice.startswith("voice_") or body.reference_audio:
             return await _clone(body, runner)
         model, voice, language = await voices.choose(body.model, body.voice, body.language)
+        await reserve_audio(lambda: speech_seconds(body.input, body.speed))  # settled to the audio sent
         payload = SynthesisRequest(model=model.name, input=body.input, voice=voice.backend_voice, language=language,
                                    speed=body.speed, response_format=body.response_format,
                                    sample_rate=body.sample_rate)
@@ -93,7 +96,8 @@ def routes(voices: VoiceDirectory, clients: ServiceClients, runner: PipelineRunn
         headers = {"X-Harmony-Voice": voice.id, "X-Harmony-Model": model.name,
                    "X-Sample-Rate": response.headers.get("x-sample-rate", "")}
         if body.stream_format == "sse":
-            return RelayResponse(_sse(model, response), upstream, media_type="text/event-stream", headers=headers)
+            return RelayResponse(_sse(model, response, body.response_format), upstream,
+                                 media_type="text/event-stream", headers=headers)
         return RelayResponse(_relay(model, response), upstream, media_type=CONTENT_TYPES[body.response_format],
                              headers=headers)
 
@@ -132,9 +136,12 @@ async def _clone(body: SpeechRequest, runner: PipelineRunner) -> Response:
         if not reference:
             raise InvalidRequest("'reference_audio' is empty", param="reference_audio")
         state.references, state.reference_param = [("reference", reference)], "reference_audio"
+    await reserve_audio(lambda: speech_seconds(body.input, body.speed))  # settled to the audio answered
     await runner.run(route, state)
-    headers = steps_headers(route, state)
-    if body.stream_format == "sse":
+    headers = {**steps_headers(route, state), "X-Sample-Rate": str(state.sample_rate or "")}
+    if body.stream_format == "sse":  # the audio is inside the events: charged from its own size
+        note_usage(audio_seconds_out=audio_seconds_of(CONTENT_TYPES[body.response_format], state.sample_rate,
+                                                      len(state.output or b"")))
         events = [{"type": "speech.audio.delta", "audio": base64.b64encode(state.output or b"").decode()},
                   {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}]
         payload = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode()
@@ -180,15 +187,21 @@ async def _relay(model: ServedModel, response: httpx.Response) -> AsyncIterator[
             yield chunk
 
 
-async def _sse(model: ServedModel, response: httpx.Response) -> AsyncIterator[bytes]:
-    """OpenAI's speech events: speech.audio.delta (base64 audio), then speech.audio.done, or an error event."""
+async def _sse(model: ServedModel, response: httpx.Response, fmt: str) -> AsyncIterator[bytes]:
+    """OpenAI's speech events: speech.audio.delta (base64 audio), then speech.audio.done, or an error event. The
+    audio sent is charged from its size (the response itself is text)."""
+    rate = response.headers.get("x-sample-rate", "")
+    sent = 0
     try:
         with transport_errors(model):
             async for chunk in response.aiter_raw():
                 if chunk:
+                    sent += len(chunk)
                     event = {"type": "speech.audio.delta", "audio": base64.b64encode(chunk).decode()}
                     yield f"data: {json.dumps(event)}\n\n".encode()
         done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
         yield f"data: {json.dumps(done)}\n\n".encode()
     except HarmonyError as exc:
         yield f"data: {json.dumps({'type': 'error', **exc.to_body()})}\n\n".encode()
+    finally:
+        note_usage(audio_seconds_out=audio_seconds_of(CONTENT_TYPES[fmt], int(rate) if rate.isdigit() else None, sent))

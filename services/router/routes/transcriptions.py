@@ -9,7 +9,8 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
-from services.auth.guard import note_usage
+from services.auth.estimates import covered, upload_seconds
+from services.auth.guard import note_usage, reserve_audio
 from services.core.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
 from services.core.specs import Task
 from services.core.uploads import form_file, form_list, form_str, read_form
@@ -58,14 +59,24 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
     if task == "translate":
         params.language = None
     data, filename = await form_file(form)
-    fields = params.form()
+    limit = model.spec.limits.audio_seconds(Task.stt)
+    held = await reserve_audio(lambda: upload_seconds(data, limit))  # before any work: the key's quota decides
     files = {"file": (filename, data, "application/octet-stream")}
+
+    def fields(cap: float | None) -> dict[str, str]:
+        return params.model_copy(update={"max_audio_seconds": cap}).form()
+
     if params.stream:
-        return await _stream(clients, model, fields, files)
-    response = await clients.post(model, "/v1/audio/transcriptions", data=fields, files=files)
+        return await covered(lambda cap: _stream(clients, model, fields(cap), files), held, limit, _hold_more)
+    response = await covered(lambda cap: clients.post(model, "/v1/audio/transcriptions", data=fields(cap),
+                                                      files=files), held, limit, _hold_more)
     result = TranscriptionResult.model_validate(response.json())
     note_usage(audio_seconds_in=result.duration)
     return render(result, response_format, granularities)
+
+
+async def _hold_more(seconds: float) -> None:
+    await reserve_audio(lambda: seconds)
 
 
 def _event(payload: dict) -> bytes:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from services.auth.guard import note_usage
+from services.auth.estimates import covered, upload_seconds
+from services.auth.guard import note_usage, reserve_audio
 from services.core.specs import Task
 from services.core.uploads import form_file, read_form
 from services.core.wire import VadParams, VadResult
@@ -21,9 +22,15 @@ def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
         params = VadParams.from_form(form)
         model = table.resolve(params.model, Task.vad) if params.model else table.first_of(Task.vad)
         data, filename = await form_file(form)
-        fields = params.model_copy(update={"model": model.name}).form()
+        limit = model.spec.limits.audio_seconds(Task.vad)
+        held = await reserve_audio(lambda: upload_seconds(data, limit))  # before any work: the key's quota decides
         files = {"file": (filename, data, "application/octet-stream")}
-        response = await clients.post(model, "/v1/audio/vad", data=fields, files=files)
+
+        def call(cap: float | None):
+            fields = params.model_copy(update={"model": model.name, "max_audio_seconds": cap}).form()
+            return clients.post(model, "/v1/audio/vad", data=fields, files=files)
+
+        response = await covered(call, held, limit, lambda more: reserve_audio(lambda: more))
         result = VadResult.model_validate_json(response.content)
         note_usage(audio_seconds_in=result.duration)
         return result
