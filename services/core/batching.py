@@ -18,6 +18,11 @@ deadline first: the later parts of an admitted request go before the parts of re
 after it, so admitted work finishes instead of being overtaken by newcomers until its deadline passes.
 A queued item that could no longer finish before its deadline even if it started now (the
 estimate was wrong: contention came in a burst) is refused then (429), never computed late.
+
+A batch already computing cannot be interrupted, but a backend whose ``run_batch`` takes a ``wanted`` keyword is
+told which of its items are still awaited (``services/core/wanted.py``) and drops the others between its steps.
+``stop`` lets the work still awaited finish, up to a grace; then it fails what is queued, gives up the running
+items (their backends drop them at their next step) and returns without waiting for the worker threads.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Generic, Sequence, TypeVar
 
 from services.core import timing
 from services.core.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.metrics import Metrics
 from services.core.specs import BatchingSpec
+from services.core.wanted import Abandoned, BatchWanted, takes_wanted
 
 log = logging.getLogger("harmony.batching")
 
@@ -49,7 +56,7 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
-@dataclass
+@dataclass(eq=False)  # each one is itself (hashable by identity)
 class _Pending(Generic[In, Out]):
     item: In
     future: asyncio.Future
@@ -142,6 +149,7 @@ class BatchStats:
     dropped_cancelled: int = 0
     dropped_expired: int = 0
     shed: int = 0  # refused (429) while still queued: it could no longer finish before its deadline
+    abandoned: int = 0  # dropped by the backend inside a running batch: nobody waited for it any more
 
 
 class DynamicBatcher(Generic[In, Out]):
@@ -151,6 +159,7 @@ class DynamicBatcher(Generic[In, Out]):
                  spec: BatchingSpec, metrics: Metrics | None = None, executor: ThreadPoolExecutor | None = None) -> None:
         self.name = name
         self.run_batch = run_batch
+        self._takes_wanted = takes_wanted(run_batch)  # told which items are still awaited, between its steps
         self.spec = spec
         self.metrics = metrics
         self.stats = BatchStats()
@@ -170,6 +179,7 @@ class DynamicBatcher(Generic[In, Out]):
         self._seq = 0
         self._interactive_running = 0  # interactive batches computing
         self._running_items = 0  # items computing, any priority
+        self._computing: set[_Pending[In, Out]] = set()  # ...and which: given up when stop's grace ends
         self.requests_in_flight = 0  # requests admitted and not yet answered (a reservation, or a single item)
         self._request_in_flight(0)  # the series exists from the start: an autoscaler reads 0, not "no data"
         INTERACTIVE.batchers.add(self)
@@ -179,15 +189,33 @@ class DynamicBatcher(Generic[In, Out]):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
-    async def stop(self) -> None:
-        """Refuse new items, let the queue run empty, then stop the worker."""
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Refuse new items and let the queue run empty (items nobody awaits any more are dropped); with
+        ``grace_s``, after that long fail the items still queued (503 ``shutting_down``), give up the running ones
+        (a backend that takes ``wanted`` drops them at its next step) and return without waiting for the worker
+        threads."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
-            self._task = None
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout=grace_s)
+            except TimeoutError:
+                self._abort()
+                await asyncio.wait({self._task}, timeout=grace_s)
+            if self._task.done():
+                self._task = None
         if self._own_executor:
-            self._executor.shutdown(wait=True)
+            self._executor.shutdown(wait=self._task is None, cancel_futures=True)
+
+    def _abort(self) -> None:
+        """Shutting down past the grace: every item still queued fails, every item computing is given up."""
+        log.warning("%s: shutting down with %d items queued and %d computing; giving them up", self.name,
+                    len(self._live()), self._running_items)
+        for p in [*self._queue, *self._computing]:
+            if not p.future.done():
+                p.future.set_exception(ServiceUnavailable(f"model {self.name} is shutting down",
+                                                          code="shutting_down", headers={"Retry-After": "1"}))
+        self._wakeup.set()
 
     @property
     def depth(self) -> int:
@@ -429,13 +457,26 @@ class DynamicBatcher(Generic[In, Out]):
             p.queue_s = started - p.enqueued
             if self.metrics:
                 self.metrics.queue_wait.labels(self.name).observe(p.queue_s)
+        items = [p.item for p in batch]
+        call = partial(self.run_batch, items, wanted=BatchWanted([p.future for p in batch])) if self._takes_wanted \
+            else partial(self.run_batch, items)
+        self._computing.update(batch)
         try:
-            results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
+            results = await loop.run_in_executor(self._executor, call)
             if len(results) != len(batch):
                 raise RuntimeError(f"backend returned {len(results)} results for {len(batch)} items")
+        except asyncio.CancelledError:  # the loop closes on a batch that ``stop`` gave up: its waiters were told
+            raise
         except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
             log.exception("batch of %d for %s failed", len(batch), self.name)
             results = [exc] * len(batch)
+        finally:
+            self._computing.difference_update(batch)
+        abandoned = sum(isinstance(result, Abandoned) for result in results)
+        if abandoned:
+            self.stats.abandoned += abandoned
+            if self.metrics:
+                self.metrics.abandoned_items.labels(self.name).inc(abandoned)
         elapsed = time.monotonic() - started
         for p in batch:
             p.compute_s = elapsed

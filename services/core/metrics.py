@@ -39,6 +39,9 @@ class Metrics:
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram("harmony_queue_wait_seconds", "Time an item waited before its batch ran",
                                     ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.abandoned_items = Counter("harmony_abandoned_items_total", "Batch items a backend dropped while "
+                                       "their batch ran, their caller gone (the rest of their work never done)",
+                                       ["model"], registry=r)
         self.inference_time = Histogram("harmony_inference_seconds", "Time a batch took to run", ["model"],
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.http_requests = Counter("harmony_http_requests_total", "HTTP requests by route template and outcome",

@@ -7,6 +7,10 @@ the service. Every method but ``load`` runs in a worker thread, on a batch; a ba
 knows its model and nothing of HTTP. ``verify`` checks a loaded backend against its
 task's protocol, so a plugin that misses a member fails at load with the member's name.
 
+A ``run_batch`` that takes a ``wanted`` keyword (services/core/wanted.py) is told which of its items are still
+awaited, and may drop the others between its steps, answering them ``Abandoned``; one without it is called as
+before (an STT backend's is typed with it, since Whisper's batches run in steps).
+
 Attributes such as ``sample_rate`` may be set by ``load()``.
 """
 
@@ -17,6 +21,7 @@ from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from services.core.specs import NamedModel, Task
+from services.core.wanted import Abandoned, Wanted, all_wanted
 from services.core.wire import SttTask, VoiceInfo
 from services.stt.types import ChunkJob, ChunkResult
 from services.tts.types import SynthJob
@@ -50,7 +55,8 @@ class SttBackend(Backend, Protocol):
     def check_request(self, task: SttTask, language: str | None) -> None:
         """Raise InvalidRequest (400) for a task or language this model cannot do, before any audio is decoded."""
 
-    def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]: ...
+    def run_batch(self, jobs: Sequence[ChunkJob], wanted: Wanted = all_wanted) -> list[ChunkResult | Abandoned]:
+        """``wanted(i)``: whether job ``i`` is still awaited; a job that is not may be answered ``Abandoned``."""
 
 
 @runtime_checkable

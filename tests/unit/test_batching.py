@@ -17,6 +17,7 @@ from services.core.batching import DynamicBatcher
 from services.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.metrics import Metrics
 from services.core.specs import BatchingSpec
+from services.core.wanted import Abandoned, Wanted, all_wanted
 
 
 class Recorder:
@@ -258,6 +259,56 @@ async def test_cancelled_only_item_never_runs(make_batcher):
     assert rec.batches == []
     assert batcher.depth == 0
     assert await batcher.submit(8) == 16  # the loop is still alive
+
+
+class TwoSteps:
+    """A batch in two steps, as Whisper's fallback ladder is: the first for every item, then (once the test opens the
+    gate) a second only for the items still wanted; the others are answered ``Abandoned``."""
+
+    def __init__(self) -> None:
+        self.first = threading.Event()
+        self.gate = threading.Event()
+        self.second: list[Any] = []
+
+    def __call__(self, items: Sequence[Any], wanted: Wanted = all_wanted) -> list[Any]:
+        self.first.set()
+        assert self.gate.wait(timeout=10), "test never opened the gate"
+        self.second = [item for i, item in enumerate(items) if wanted(i)]
+        return [item * 2 if wanted(i) else Abandoned() for i, item in enumerate(items)]
+
+
+async def test_a_running_batch_hears_which_items_are_still_wanted(make_batcher):
+    steps = TwoSteps()
+    metrics = Metrics("test")
+    batcher = make_batcher(steps, gate=steps.gate, metrics=metrics, max_batch_size=2, max_queue_delay_ms=50)
+    keep = asyncio.create_task(batcher.submit(1))
+    gone = asyncio.create_task(batcher.submit(2))
+    await wait_until(steps.first.is_set)  # both items are computing
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    steps.gate.set()
+    assert await keep == 2
+    assert steps.second == [1], "the second step ran for an item nobody waited for"
+    assert batcher.stats.abandoned == 1
+    assert metrics.abandoned_items.labels("m")._value.get() == 1
+
+
+async def test_stop_gives_up_queued_and_computing_work_after_its_grace(make_batcher):
+    gate = threading.Event()
+    rec = Recorder(gate=gate)
+    batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0)
+    computing = asyncio.create_task(batcher.submit(1))
+    queued = asyncio.create_task(batcher.submit(2))
+    await wait_until(lambda: rec.started.is_set() and batcher.depth == 1)
+    t0 = time.monotonic()
+    await asyncio.wait_for(batcher.stop(grace_s=0.2), timeout=5)
+    assert time.monotonic() - t0 < 1.5, "stop() waited for a batch that never ends"
+    for task in (computing, queued):
+        with pytest.raises(ServiceUnavailable) as info:
+            await task
+        assert info.value.code == "shutting_down"
+    assert rec.seen == [1], "a queued item ran after the batcher gave up"
 
 
 # failures

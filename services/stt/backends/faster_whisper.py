@@ -27,6 +27,10 @@ capped at ``FIT_TOKENS_PER_S`` tokens a second. Whisper was trained on 30-s wind
 under a second it can loop on its last sentence, so a fitted window is decoded once, and when it
 fails a guard (or looks silent) it is decoded again over the whole 30 s with its full ladder.
 
+Abandoned windows (``wanted``, from the batcher: services/core/wanted.py): before every step (the encode, each
+decode of the ladder, the second pass over packed or fitted windows that failed, the word alignment) the batch
+leaves out the windows whose callers went away, and answers them ``Abandoned``. A step already running finishes.
+
 ``options`` of the SpeechModel (faster-whisper's defaults; ``none`` turns one off):
 
 - ``beam_size`` (1): beam search width at temperature 0.
@@ -38,6 +42,11 @@ fails a guard (or looks silent) it is decoded again over the whole 30 s with its
 - ``temperature_increment_on_fallback`` (0.2): the ladder's step; ``none`` (or 0) decodes
   once, at the request's temperature.
 - ``best_of`` (5): sampled hypotheses per window at temperature > 0; the best is kept.
+- ``fallback_batch_size`` (2 on a CPU, the whole batch on CUDA): windows per sampled decode of the ladder.
+  A sampled decode holds ``best_of`` hypotheses per window, each with its own copy of the window's
+  cross-attention keys and values (about 37 MB a hypothesis for Whisper base): four windows at best of 5
+  held 0.74 GB per batch and ran 9 s uninterrupted on a core; in pieces of two, each window costs the same
+  CPU time, half the memory, and an abandoned window is dropped within a piece.
 - ``seed`` (unset): seeds CTranslate2's sampling. CTranslate2 has one random generator per
   worker thread, seeded from the process-wide seed when first used and never again, so a
   given input gives a given output only for a fresh model given the same requests in the
@@ -58,6 +67,7 @@ import numpy as np
 from services.core.cpus import threads_per_instance
 from services.core.errors import InvalidRequest
 from services.core.specs import NamedModel, Task
+from services.core.wanted import Abandoned, Wanted, all_wanted
 from services.core.wire import Segment, Word
 from services.stt import packing
 from services.stt.guards import Decode, Guards, compression_ratio
@@ -74,8 +84,36 @@ FIT_STEP_S = 4.0        # packs are encoded over contexts in steps of this (pack
 PACK_FIT_FRAMES = 2000  # a pack is fitted only when that saves a third of the window (fitted, Whisper hears a
                         # member's first words a little less well: fitted only where it pays)
 
+CPU_FALLBACK_BATCH = 2  # windows per sampled decode on a CPU (option fallback_batch_size)
+
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+class _Live:
+    """Which windows of a batch are still wanted: the batch's own (the batcher's ``wanted``, by their index) and
+    the packed windows made of them (wanted while any member is)."""
+
+    def __init__(self, jobs: Sequence[ChunkJob], wanted: Wanted) -> None:
+        self._indexes: dict[int, list[int]] = {}  # a job given twice is wanted while either is
+        for i, job in enumerate(jobs):
+            self._indexes.setdefault(id(job), []).append(i)
+        self._packs: dict[int, list[ChunkJob]] = {}
+        self._wanted = wanted
+
+    def pack(self, job: ChunkJob, members: list[ChunkJob]) -> ChunkJob:
+        """``job``, a packed window of ``members``, registered: wanted while any of them is."""
+        self._packs[id(job)] = members
+        return job
+
+    def __call__(self, job: ChunkJob) -> bool:
+        if id(job) in self._packs:
+            return any(self(member) for member in self._packs[id(job)])
+        indexes = self._indexes.get(id(job))
+        return True if indexes is None else any(self._wanted(i) for i in indexes)
+
+
+EVERY = _Live((), all_wanted)  # outside a batch: every window is wanted
 
 
 def _pick_device(device: str) -> str:
@@ -117,6 +155,7 @@ class FasterWhisperBackend:
         self.multilingual = False
         self.beam_size = int(spec.options.get("beam_size", 1))
         self.guards = Guards.from_options(spec.options)
+        self.fallback_batch_size = int(spec.options.get("fallback_batch_size", 0))  # 0: chosen at load, by device
         self.device = "cpu"
         self._lock = threading.Lock()
         self.load_seconds = 0.0
@@ -143,6 +182,8 @@ class FasterWhisperBackend:
         self.multilingual = self.model.model.is_multilingual
         _match_mel_bins(self.model, path)
         self.device = device
+        if self.fallback_batch_size <= 0:  # on a GPU a larger batch is nearly free: the whole one
+            self.fallback_batch_size = CPU_FALLBACK_BATCH if device == "cpu" else self.spec.batching.max_batch_size
         self.load_seconds = time.monotonic() - started
         log.info("loaded %s from %s on %s (%s) in %.1fs", self.name, path, device, compute_type, self.load_seconds)
 
@@ -164,34 +205,45 @@ class FasterWhisperBackend:
                                  code="unsupported_language")
 
     # inference
-    def run_batch(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+    def run_batch(self, jobs: Sequence[ChunkJob], wanted: Wanted = all_wanted) -> list[ChunkResult | Abandoned]:
+        """Windows of any requests, decoded together. ``wanted`` (the batcher's) says which are still awaited: the
+        others are left out before each step and answered ``Abandoned``."""
+        live = _Live(jobs, wanted)
+        results: list[ChunkResult | Abandoned] = [Abandoned() for _ in jobs]
+        kept = [i for i, job in enumerate(jobs) if live(job)]
+        if kept:
+            for i, result in zip(kept, self._run_wanted([jobs[i] for i in kept], live)):
+                results[i] = result
+        return results
+
+    def _run_wanted(self, jobs: Sequence[ChunkJob], live: _Live) -> list[ChunkResult | Abandoned]:
         """The windows that asked for a fitted context encoded over their own length; of the rest, the short
         windows packed (``batching.pack_short_windows``), the others as they are."""
         fitted = [i for i, job in enumerate(jobs) if job.fit_context and len(job.audio) <= FIT_MAX_S * SAMPLE_RATE]
         if not fitted:
-            return self._run_full(jobs)
-        results: list[ChunkResult | None] = [None] * len(jobs)
+            return self._run_full(jobs, live)
+        results: list[ChunkResult | Abandoned | None] = [None] * len(jobs)
         rest = [i for i in range(len(jobs)) if i not in set(fitted)]
         if rest:
-            for i, result in zip(rest, self._run_full([jobs[i] for i in rest])):
+            for i, result in zip(rest, self._run_full([jobs[i] for i in rest], live)):
                 results[i] = result
-        for i, result in zip(fitted, self._decode_fitted([jobs[i] for i in fitted])):
+        for i, result in zip(fitted, self._decode_fitted([jobs[i] for i in fitted], live)):
             results[i] = result
         return results  # type: ignore[return-value]
 
-    def _decode_fitted(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+    def _decode_fitted(self, jobs: Sequence[ChunkJob], live: _Live) -> list[ChunkResult | Abandoned]:
         """One decode over a context fitted to the longest window; a window that fails a guard there is decoded
         again over the whole 30 s, with its ladder."""
-        decoded = self._decode_once_fitted(jobs, [len(job.audio) / SAMPLE_RATE for job in jobs])
+        decoded = self._decode_once_fitted(jobs, [len(job.audio) / SAMPLE_RATE for job in jobs], live)
         again = [i for i, result in enumerate(decoded) if result is None]
         if again:
             log.debug("%s: %d fitted windows decoded again over 30 s", self.name, len(again))
-            for i, result in zip(again, self._decode_windows([jobs[i] for i in again])):
+            for i, result in zip(again, self._decode_windows([jobs[i] for i in again], live)):
                 decoded[i] = result
         return decoded  # type: ignore[return-value]
 
-    def _decode_once_fitted(self, jobs: Sequence[ChunkJob], seconds: Sequence[float],
-                            most_frames: int = FULL_FRAMES) -> list[ChunkResult | None]:
+    def _decode_once_fitted(self, jobs: Sequence[ChunkJob], seconds: Sequence[float], live: _Live,
+                            most_frames: int = FULL_FRAMES) -> list[ChunkResult | Abandoned | None]:
         """Each window decoded once over a fitted context (``seconds``: how much of it is audio), those of a like
         length together (contexts in steps of ``FIT_STEP_S``; one that would be longer than ``most_frames`` is the
         whole 30 s); None for a window that failed a guard."""
@@ -200,17 +252,16 @@ class FasterWhisperBackend:
             frames = int(ceil((length + FIT_MARGIN_S) / FIT_STEP_S) * FIT_STEP_S * 100)
             frames = frames if frames <= most_frames else FULL_FRAMES
             groups.setdefault(frames, []).append(i)
-        decoded: list[ChunkResult | None] = [None] * len(jobs)
+        decoded: list[ChunkResult | Abandoned | None] = [None] * len(jobs)
         for frames, indexes in sorted(groups.items()):
             longest = max(seconds[i] for i in indexes)
-            results = self._decode_windows([jobs[i] for i in indexes], single_try=set(range(len(indexes))),
-                                           frames=frames,
+            results = self._decode_windows([jobs[i] for i in indexes], live, single_try=True, frames=frames,
                                            max_length=min(self.model.max_length, 30 + int(FIT_TOKENS_PER_S * longest)))
             for i, result in zip(indexes, results):
                 decoded[i] = result
         return decoded
 
-    def _run_full(self, jobs: Sequence[ChunkJob]) -> list[ChunkResult]:
+    def _run_full(self, jobs: Sequence[ChunkJob], live: _Live) -> list[ChunkResult | Abandoned]:
         """Whole 30-s windows: the short ones packed (``batching.pack_short_windows``), the rest as they are; then
         the members of a pack that could not be split back cleanly decoded again alone."""
         packs: list[packing.Pack] = []
@@ -220,41 +271,53 @@ class FasterWhisperBackend:
             except Exception:  # noqa: BLE001 - packing is an optimisation: never the reason a batch fails
                 log.exception("%s: planning packed windows failed; decoding the batch unpacked", self.name)
         if not packs:
-            return self._decode_windows(jobs)
+            return self._decode_windows(jobs, live)  # type: ignore[return-value]  # no single try: never None
         in_pack = {m.index for pack in packs for m in pack.members}
         singles = [i for i in range(len(jobs)) if i not in in_pack]
-        results: list[ChunkResult | None] = [None] * len(jobs)
+        results: list[ChunkResult | Abandoned | None] = [None] * len(jobs)
         if singles:
-            for i, result in zip(singles, self._decode_windows([jobs[i] for i in singles])):
+            for i, result in zip(singles, self._decode_windows([jobs[i] for i in singles], live)):
                 results[i] = result
         # a short pack is encoded over its own length (a pack of two costs less than a full one), decoded once
-        packed = self._decode_once_fitted([self._pack_job(pack, jobs) for pack in packs],
-                                          [pack.samples / SAMPLE_RATE for pack in packs], PACK_FIT_FRAMES)
+        pack_jobs = [live.pack(self._pack_job(pack, jobs), [jobs[m.index] for m in pack.members]) for pack in packs]
+        packed = self._decode_once_fitted(pack_jobs, [pack.samples / SAMPLE_RATE for pack in packs], live,
+                                          PACK_FIT_FRAMES)
         again: list[int] = []
         for pack, result in zip(packs, packed):
+            if isinstance(result, Abandoned):
+                for member in pack.members:
+                    results[member.index] = result
+                continue
             if result is None:  # the packed window failed a guard: its members go alone, with their full ladder
                 again += [m.index for m in pack.members]
                 continue
-            shares = packing.split(pack, result.segments)
-            for position, member in enumerate(pack.members):
-                if position in shares.failed:
-                    again.append(member.index)
-                    continue
-                job = jobs[member.index]
-                seek = int(job.offset * self.model.frames_per_second)
-                timestamps = self._tokenizer(job.task, result.language).timestamp_begin
-                own = [packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
-                       for s in shares.segments[position]]
-                results[member.index] = ChunkResult(  # timestamp tokens are of the packed window: dropped
-                    language=result.language, language_probability=result.language_probability, packed=True,
-                    segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps]}) for s in own])
+            self._split_pack(pack, result, jobs, results, again)
         if again:
             again.sort()
             log.debug("%s: %d packed windows decoded again alone", self.name, len(again))
-            for i, result in zip(again, self._decode_windows([jobs[i] for i in again])):
-                result.pack_failed = True
+            for i, result in zip(again, self._decode_windows([jobs[i] for i in again], live)):
+                if isinstance(result, ChunkResult):
+                    result.pack_failed = True
                 results[i] = result
         return results  # type: ignore[return-value]
+
+    def _split_pack(self, pack: packing.Pack, result: ChunkResult, jobs: Sequence[ChunkJob],
+                    results: list[ChunkResult | Abandoned | None], again: list[int]) -> None:
+        """A packed window's segments back to its members' own times; the members that cannot be told apart go
+        to ``again``."""
+        shares = packing.split(pack, result.segments)
+        for position, member in enumerate(pack.members):
+            if position in shares.failed:
+                again.append(member.index)
+                continue
+            job = jobs[member.index]
+            seek = int(job.offset * self.model.frames_per_second)
+            timestamps = self._tokenizer(job.task, result.language).timestamp_begin
+            own = [packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
+                   for s in shares.segments[position]]
+            results[member.index] = ChunkResult(  # timestamp tokens are of the packed window: dropped
+                language=result.language, language_probability=result.language_probability, packed=True,
+                segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps]}) for s in own])
 
     def _plan_packs(self, jobs: Sequence[ChunkJob]) -> list[packing.Pack]:
         """Packs of the windows that are short, of a known language, and have speech (Silero VAD): alone, a
@@ -278,27 +341,41 @@ class FasterWhisperBackend:
                         language=first.language, prompt=first.prompt, temperature=first.temperature,
                         word_timestamps=True)  # the words prove which member each segment belongs to
 
-    def _decode_windows(self, jobs: Sequence[ChunkJob], single_try: set[int] = frozenset(),
-                        frames: int = FULL_FRAMES, max_length: int | None = None) -> list[ChunkResult | None]:
+    def _decode_windows(self, jobs: Sequence[ChunkJob], live: _Live = EVERY, single_try: bool = False,
+                        frames: int = FULL_FRAMES, max_length: int | None = None
+                        ) -> list[ChunkResult | Abandoned | None]:
         """One batched encode (over the first ``frames`` mel frames of each window) and language detection,
-        then batched decoding with Whisper's guards.
+        then batched decoding with Whisper's guards; windows nobody waits for any more are left out before each
+        step (``Abandoned``).
 
-        A ``single_try`` window (a packed or a fitted one) is decoded once, at its temperature: when it fails a
+        ``single_try`` windows (packed or fitted ones) are decoded once, at their temperature: when one fails a
         guard (or looks silent) its result is None, and the caller decodes it (or its members) again."""
+        kept = [i for i, job in enumerate(jobs) if live(job)]
+        if len(kept) < len(jobs):
+            results: list[ChunkResult | Abandoned | None] = [Abandoned() for _ in jobs]
+            if kept:
+                decoded = self._decode_windows([jobs[i] for i in kept], live, single_try, frames, max_length)
+                for i, result in zip(kept, decoded):
+                    results[i] = result
+            return results
         features = self._features(jobs, frames)
         encoder_output = self.model.encode(features)
         languages = self._languages(jobs, encoder_output)
         tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
-        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, single_try, max_length)
-        failed = {i for i in single_try if self.guards.needs_fallback(decodes[i])
-                  or self.guards.is_silent(decodes[i].no_speech_prob, decodes[i].avg_logprob)}
+        decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, live, single_try,
+                                             max_length)
+        gone = {i for i, (job, decode) in enumerate(zip(jobs, decodes)) if decode is None or not live(job)}
+        failed = {i for i, decode in enumerate(decodes) if single_try and decode is not None and i not in gone
+                  and (self.guards.needs_fallback(decode) or self.guards.is_silent(decode.no_speech_prob,
+                                                                                   decode.avg_logprob))}
         per_job_segments, segment_sizes = [], []
         for i, (job, tokenizer, decode) in enumerate(zip(jobs, tokenizers, decodes)):
-            segments, segment_size = self._segments(job, tokenizer, decode) if i not in failed else ([], 0)
+            segments, segment_size = ([], 0) if decode is None or i in failed | gone else \
+                self._segments(job, tokenizer, decode)
             per_job_segments.append(segments)
             segment_sizes.append(segment_size)
         self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
-        return [None if i in failed else
+        return [Abandoned() if i in gone else None if i in failed or decode is None else
                 ChunkResult(language=lang, language_probability=prob,
                             segments=[_segment(s, decode.temperature) for s in segments])
                 for i, ((lang, prob), decode, segments) in enumerate(zip(languages, decodes, per_job_segments))]
@@ -324,13 +401,14 @@ class FasterWhisperBackend:
                 for job, probs in zip(jobs, detected)]
 
     def _decode_with_fallback(self, jobs: Sequence[ChunkJob], tokenizers: list, features: np.ndarray,
-                              encoder_output, single_try: set[int] = frozenset(),
-                              max_length: int | None = None) -> list[Decode]:
+                              encoder_output, live: _Live = EVERY, single_try: bool = False,
+                              max_length: int | None = None) -> list[Decode | None]:
         """Every window at the first temperature of its ladder, in one batch; then only the windows that
         failed a guard, again as one (smaller) batch per next temperature, until each passes or its ladder
-        ends (the ``single_try`` windows have no ladder). Returns the decode each window keeps."""
-        ladders = [(job.temperature,) if i in single_try else self.guards.temperatures(job.temperature)
-                   for i, job in enumerate(jobs)]
+        ends (``single_try`` windows have no ladder). A sampled decode goes in pieces of ``fallback_batch_size``
+        windows; before each decode, the windows nobody waits for are left out. Returns the decode each window
+        keeps (None for one left out before its first)."""
+        ladders = [(job.temperature,) if single_try else self.guards.temperatures(job.temperature) for job in jobs]
         tried: list[list[Decode]] = [[] for _ in jobs]
         pending, step = list(range(len(jobs))), 0
         while pending:
@@ -338,17 +416,23 @@ class FasterWhisperBackend:
             for i in pending:
                 by_temperature.setdefault(ladders[i][step], []).append(i)
             for temperature, indexes in by_temperature.items():
-                subset = self._encoded_subset(features, encoder_output, indexes, len(jobs))
-                outputs = self._generate([jobs[i] for i in indexes], [tokenizers[i] for i in indexes], subset,
-                                         temperature, max_length)
-                for i, output in zip(indexes, outputs):
-                    tried[i].append(_decode(tokenizers[i], output, temperature))
+                piece = max(1, self.fallback_batch_size) if temperature > 0 else len(indexes)
+                for start in range(0, len(indexes), piece):
+                    wanted = [i for i in indexes[start:start + piece] if live(jobs[i])]
+                    if not wanted:
+                        continue
+                    subset = self._encoded_subset(features, encoder_output, wanted, len(jobs))
+                    outputs = self._generate([jobs[i] for i in wanted], [tokenizers[i] for i in wanted], subset,
+                                             temperature, max_length)
+                    for i, output in zip(wanted, outputs):
+                        tried[i].append(_decode(tokenizers[i], output, temperature))
             step += 1
-            pending = [i for i in pending if step < len(ladders[i]) and self.guards.needs_fallback(tried[i][-1])]
+            pending = [i for i in pending if tried[i] and step < len(ladders[i])
+                       and self.guards.needs_fallback(tried[i][-1]) and live(jobs[i])]
             if pending:
                 log.debug("%s: %d of %d windows fall back to temperature %s", self.name, len(pending), len(jobs),
                           sorted({ladders[i][step] for i in pending}))
-        return [self.guards.choose(decodes) for decodes in tried]
+        return [self.guards.choose(decodes) if decodes else None for decodes in tried]
 
     def _encoded_subset(self, features: np.ndarray, encoder_output, indexes: list[int], total: int):
         """The encoder output of some of the windows: sliced on the CPU, encoded again elsewhere."""
