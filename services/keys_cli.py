@@ -42,7 +42,8 @@ def add_commands(commands) -> None:
     listing.add_argument("--active", action="store_true", help="leave out revoked keys")
     for name, text in (("show", "one key and its usage"), ("revoke", "revoke a key (takes effect at once)")):
         sub.add_parser(name, help=text).add_argument("key_id")
-    usage = sub.add_parser("usage", help="usage per key and day (UTC)")
+    usage = sub.add_parser("usage", help="usage per key and day (UTC); a realtime session is one request, its "
+                                         "turns counted and charged as each is transcribed")
     usage.add_argument("key_id", nargs="?")
     usage.add_argument("--since", help="first day, YYYY-MM-DD")
     usage.add_argument("--until", help="last day, YYYY-MM-DD")
@@ -139,8 +140,9 @@ def _usage(args, _keys: KeyStore, limits: Limits) -> int:
     if args.json:
         print(json.dumps({"data": rows, "totals": usage_summary(rows)}))
         return 0
-    print("KEY                   DAY         REQUESTS  ERRORS  AUDIO_IN_S  AUDIO_OUT_S  CHARACTERS")
+    print("KEY                   DAY         REQUESTS  ERRORS  AUDIO_IN_S  AUDIO_OUT_S  CHARACTERS  REALTIME_TURNS")
     for row in rows:
         print(f"{row['key_id']:20}  {row['day']}  {row['requests']:8}  {row['errors']:6}  "
-              f"{row['audio_seconds_in']:10.1f}  {row['audio_seconds_out']:11.1f}  {row['characters']:10}")
+              f"{row['audio_seconds_in']:10.1f}  {row['audio_seconds_out']:11.1f}  {row['characters']:10}  "
+              f"{row['turns']:14}")
     return 0

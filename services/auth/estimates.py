@@ -22,9 +22,9 @@ from services.core.errors import HarmonyError
 
 HEADER_MARGIN = 1.02       # a header's length, rounded up: resampling and codec padding add a few samples
 HEADER_SLACK_S = 0.25
-CHARS_PER_SECOND = 10.0    # English at speed 1 is about 14-16 characters a second of speech
+CHARS_PER_SECOND = 12.0    # English at speed 1 is about 14-16 characters a second of speech (Piper, espeak-ng)
 WIDE_WEIGHT = 3.0          # kana, hangul, CJK ideographs: about one syllable (or two) each
-DIGIT_WEIGHT = 4.0         # "7" is "seven"; "1984" is "nineteen eighty-four"
+DIGIT_WEIGHT = 6.0         # "7" is "seven"; "555-1234" may be read digit by digit
 SYMBOL_WEIGHT = 10.0       # an emoji or a symbol is read as its name ("grinning face")
 SENTENCE_PAUSE_S = 0.3
 T = TypeVar("T")

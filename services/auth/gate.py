@@ -43,6 +43,10 @@ class TooManySessions(RateLimited):
     default_code = "too_many_sessions"
 
 
+class QuotaHeld(RateLimited):
+    default_code = "quota_held"
+
+
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -112,8 +116,8 @@ class Gate:
 
     def reserve(self, record: RequestRecord, estimate: Callable[[], float]) -> float | None:
         """Hold ``estimate()`` audio seconds of the request's key before its work is computed (runs in a thread);
-        QuotaExhausted when the key has nothing left, counting every hold in flight. The seconds held, or None
-        when the key has no audio quota (nothing to hold)."""
+        QuotaExhausted when its settled usage spent it, QuotaHeld when its requests in flight hold the rest (see
+        ``_quota_error``). The seconds held, or None when the key has no audio quota (nothing to hold)."""
         key = record.key
         if key is None or not key.metered or self.quota is None:
             return None
@@ -130,7 +134,7 @@ class Gate:
 
     def reserve_turn(self, record: RequestRecord, seconds: float) -> Hold | None:
         """A realtime turn about to be transcribed: one more request in the key's minute (RateLimited past its
-        rpm), and its seconds held like any request's (QuotaExhausted when spent). None: nothing to hold."""
+        rpm), and its seconds held like any request's (QuotaExhausted or QuotaHeld). None: nothing to hold."""
         key = record.key
         if key is None or self.limits is None:
             return None
@@ -219,8 +223,13 @@ def _taken(record: RequestRecord, hold: Hold | None) -> list[Hold]:
     return [hold]
 
 
-def _quota_error(exceeded: QuotaExceeded, headers: dict[str, str]) -> QuotaExhausted:
-    held = f", {exceeded.held:.1f} held by requests in flight" if exceeded.held > 0 else ""
+def _quota_error(exceeded: QuotaExceeded, headers: dict[str, str]) -> RateLimited | QuotaExhausted:
+    """429 ``insufficient_quota`` when settled usage spends the quota (until the period ends); 429 ``quota_held``
+    (a rate limit: try again in a few seconds) when the key's requests in flight hold what is left."""
+    retry = {**headers, "Retry-After": f"{max(exceeded.retry_after_s, 1.0):.0f}"}
+    if exceeded.used < exceeded.quota:
+        return QuotaHeld(f"Your requests in flight hold the rest of your audio quota of {exceeded.quota:g} seconds "
+                         f"per {exceeded.period} ({exceeded.used:.1f} used, {exceeded.held:.1f} held): try again "
+                         "when they have ended.", headers=retry)
     return QuotaExhausted(f"You exceeded your audio quota of {exceeded.quota:g} seconds per {exceeded.period} "
-                          f"({exceeded.used:.1f} used{held}).",
-                          headers={**headers, "Retry-After": f"{max(exceeded.retry_after_s, 1.0):.0f}"})
+                          f"({exceeded.used:.1f} used).", headers=retry)

@@ -97,10 +97,10 @@ def _metered() -> tuple[RequestRecord, "Gate"] | None:
 
 async def reserve_audio(estimate: Callable[[], float]) -> float | None:
     """Hold the audio seconds this request's work will be charged (``estimate()``, computed in a worker thread and
-    only when the key has an audio quota) before it is computed: 429 ``insufficient_quota`` when the key has
-    nothing left, counting the holds of its requests in flight on every router. The hold is settled to the real
-    figure when the response ends, or released when the request fails or its client leaves. The seconds held, or
-    None when nothing is held (no key, or a key without an audio quota)."""
+    only when the key has an audio quota) before it is computed: 429 ``insufficient_quota`` when the key's settled
+    usage spent its quota, 429 ``quota_held`` when its requests in flight (on every router) hold the rest. The hold
+    is settled to the real figure when the response ends, or released when the request fails or its client leaves.
+    The seconds held, or None when nothing is held (no key, or a key without an audio quota)."""
     found = _metered()
     if found is None or not found[0].key.metered:  # type: ignore[union-attr]
         return None

@@ -48,7 +48,7 @@ VAD_MAX = 100 * FRAME       # at most 3.2 s in one VAD call (a session that fell
 PARTIAL_INTERVAL_S = 1.0    # partial re-decodes at most this often, and only of a turn at least this long
 MIN_COMMIT_MS = 100         # as OpenAI: a commit needs at least 100 ms of audio
 VAD_ERROR_EVERY_S = 5.0     # a failing VAD is reported at most this often
-UNPAID = frozenset({"insufficient_quota", "rate_limit_exceeded"})  # a turn the key cannot pay for
+UNPAID = frozenset({"insufficient_quota", "quota_held", "rate_limit_exceeded"})  # a turn the key cannot pay for
 
 
 @dataclass
