@@ -458,8 +458,21 @@ class WyomingSettings(Strict):
     max_audio_seconds: float = Field(300.0, gt=0, le=4 * 3600, description="longest audio one transcribe buffers "
                                                                           "(also never past the model's "
                                                                           "limits.max_audio_seconds)")
-    max_connections: int = Field(64, ge=1, le=4096, description="open Wyoming connections; one past it is "
-                                                               "answered with an error event and closed")
+    max_connections: int = Field(64, ge=1, le=4096, description="open Wyoming connections; past it the one "
+                                                               "waiting longest between requests is closed to "
+                                                               "make room, else the new one gets an error event "
+                                                               "and is closed")
+    max_connections_per_address: int = Field(32, ge=1, le=4096, description="open Wyoming connections from one "
+                                                                           "client address, with the same rule")
+    header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection's first event must come whole "
+                                                                     "within this long, and any event within this "
+                                                                     "long of its first byte; else it is closed")
+    idle_timeout_s: float = Field(60.0, gt=0, le=86400, description="a connection whose client sends nothing for "
+                                                                    "this long between events is closed (the time "
+                                                                    "the engine spends answering does not count)")
+    max_event_bytes: int = Field(8 * 1024 * 1024, ge=65536, le=1 << 30, description="largest event (header line, "
+                                                                                     "data and payload) a client "
+                                                                                     "may send")
     early_decode_ms: int = Field(300, ge=0, le=10_000, description="start transcribing once the speech is "
                                                                    "followed by this much quiet, before the "
                                                                    "audio-stop; used when no sound comes after "

@@ -1,8 +1,10 @@
 """The Wyoming listener of ``harmony serve --wyoming-port``: one handler per connection, events in, events out.
 
 Each connection serves any number of requests in turn (describe, transcribe, synthesize, streamed synthesize). A
-request that cannot be served is answered with an ``error`` event and the connection goes on; nothing a client
-sends ends the handler or the server but its own disconnect.
+request that cannot be served is answered with an ``error`` event and the connection goes on. A connection ends
+when its client leaves, or breaks a bound (``connections.py``: silent too long, an event too slow or too large:
+an ``error`` event, then the close), or waits between requests while the listener is full and a new client needs
+its slot.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from wyoming.server import AsyncEventHandler, AsyncServer, HandlerFactory
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
 from services.core.specs import HarmonyConfig, WyomingSettings
+from services.wyoming.connections import WRITE_TIMEOUT_S, Bounds, Ended, event_bytes, quietest, read_event
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import build_info
 from services.wyoming.early import EarlyDecode, Events, collect
@@ -107,6 +110,57 @@ class WyomingHandler(AsyncEventHandler):
         self.write_lock = asyncio.Lock()
         self.asr: _Transcription | None = None
         self.streamed: StreamedSynthesis | None = None
+        self.address = peer_address(writer)
+        self.quiet_since: float | None = time.monotonic()  # waiting for a request since then; None while busy
+        self.spoke = False  # has sent an event
+        self.reclaimed = False  # closed to make room (perhaps before its handler ran)
+        settings = adapter.settings
+        self.bounds = Bounds(settings.header_timeout_s, settings.idle_timeout_s, settings.max_event_bytes)
+
+    async def run(self) -> None:
+        """Events in turn, each read under the connection's bounds, until the client leaves or breaks one."""
+        self._is_running = not self.reclaimed
+        first = True
+        try:
+            while self._is_running:
+                between_requests = self.asr is None and self.streamed is None
+                self.quiet_since = time.monotonic() if between_requests else None
+                try:
+                    event = await read_event(self.reader, self.bounds, first, self._busy)
+                except Ended as ended:
+                    log.debug("wyoming: %s: %s", self.address, ended.error.text)
+                    await self._part(ended.error)
+                    break
+                if event is None or not await self.handle_event(event):
+                    break
+                first = False
+        finally:
+            self.quiet_since = None
+            await self.disconnect()
+            self.writer.close()
+
+    def _busy(self) -> None:
+        self.quiet_since = None
+        self.spoke = True
+
+    async def _part(self, error: Error) -> None:
+        try:
+            await asyncio.wait_for(self.send(error), WRITE_TIMEOUT_S)
+        except (ConnectionError, TimeoutError):
+            pass
+
+    def reclaim(self) -> None:
+        """Closed while waiting between requests, so that a new connection gets its slot."""
+        self.quiet_since = None
+        self._is_running = False
+        self.reclaimed = True
+        error = Error(text="the connection waited too long between requests while the server was full; connect "
+                           "again", code="connection_reclaimed")
+        try:
+            self.writer.write(event_bytes(error.event()))
+        except (ConnectionError, RuntimeError):
+            pass
+        self.writer.close()  # the pending read sees the end of the stream, and the handler ends
 
     async def send(self, message: Eventable) -> None:
         async with self.write_lock:
@@ -238,12 +292,18 @@ class WyomingHandler(AsyncEventHandler):
 
 class SocketServer(AsyncServer):
     """A Wyoming server on a socket made by the engine (bound at start, so a taken port fails there), holding at
-    most ``max_connections`` connections: one more gets an error event and is closed."""
+    most ``max_connections`` connections, ``per_address`` of them from one client address. A connection past
+    either limit takes the slot of the one (in that pool) that has waited longest between requests; when every one
+    is busy, it gets an error event and is closed. ``backlog``: the kernel's accept queue (asyncio's 100 would
+    drop the handshakes of a burst, whose connections then arrive seconds late)."""
 
-    def __init__(self, sock: socket.socket, max_connections: int) -> None:
+    def __init__(self, sock: socket.socket, max_connections: int, per_address: int | None = None,
+                 backlog: int = 2048) -> None:
         super().__init__()
         self.sock = sock
         self.max_connections = max_connections
+        self.per_address = per_address or max_connections
+        self.backlog = backlog
         self._server: asyncio.AbstractServer | None = None
 
     async def run(self, handler_factory: HandlerFactory) -> None:
@@ -253,12 +313,32 @@ class SocketServer(AsyncServer):
 
     async def start(self, handler_factory: HandlerFactory) -> None:
         async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if len(self._handlers) >= self.max_connections:
-                await _refuse(writer, self.max_connections)
+            refusal = self._make_room(peer_address(writer))
+            if refusal is not None:
+                await _refuse(writer, refusal)
                 return
             await self._handler_callback(handler_factory, reader, writer)
 
-        self._server = await asyncio.start_server(on_connection, sock=self.sock)
+        self._server = await asyncio.start_server(on_connection, sock=self.sock, backlog=self.backlog)
+
+    def _make_room(self, address: str) -> str | None:
+        """Room for a connection from ``address`` (None), made by closing a quiet one if need be; else why not."""
+        everyone = list(self._handlers.items())
+        same = [(task, handler) for task, handler in everyone if getattr(handler, "address", None) == address]
+        if len(same) >= self.per_address and not self._reclaim(same):
+            return f"too many Wyoming connections from {address} (at most {self.per_address}); try again shortly"
+        if len(same) < self.per_address and len(everyone) >= self.max_connections and not self._reclaim(everyone):
+            return f"too many Wyoming connections (at most {self.max_connections}); try again shortly"
+        return None
+
+    def _reclaim(self, pool: list[tuple[asyncio.Task, AsyncEventHandler]]) -> bool:
+        victim = quietest(handler for _, handler in pool if isinstance(handler, WyomingHandler))
+        if victim is None:
+            return False
+        self._handlers.pop(next(task for task, handler in pool if handler is victim), None)
+        log.debug("wyoming: closing a quiet connection of %s to make room", victim.address)
+        victim.reclaim()
+        return True
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -266,23 +346,30 @@ class SocketServer(AsyncServer):
         await super().stop()
 
 
-async def _refuse(writer: asyncio.StreamWriter, limit: int) -> None:
-    error = Error(text=f"too many Wyoming connections (at most {limit}); try again shortly",
-                  code="too_many_connections")
+async def _refuse(writer: asyncio.StreamWriter, text: str) -> None:
     try:
-        await async_write_event(error.event(), writer)
-    except ConnectionError:
+        await asyncio.wait_for(async_write_event(Error(text=text, code="too_many_connections").event(), writer),
+                               WRITE_TIMEOUT_S)
+    except (ConnectionError, TimeoutError):
         pass
     finally:
         writer.close()
 
 
+def peer_address(writer: asyncio.StreamWriter) -> str:
+    """The client's address without its port (IPv4-mapped IPv6 as IPv4); empty for a Unix socket."""
+    peer = writer.get_extra_info("peername")
+    host = peer[0] if isinstance(peer, tuple) and peer else ""
+    return host.removeprefix("::ffff:") if host.startswith("::ffff:") and "." in host else host
+
+
 class WyomingService:
     """The listener and its adapter, started and stopped by ``harmony serve``."""
 
-    def __init__(self, adapter: Adapter, sock: socket.socket) -> None:
+    def __init__(self, adapter: Adapter, sock: socket.socket, backlog: int = 2048) -> None:
         self.adapter = adapter
-        self.server = SocketServer(sock, adapter.settings.max_connections)
+        settings = adapter.settings
+        self.server = SocketServer(sock, settings.max_connections, settings.max_connections_per_address, backlog)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -316,4 +403,4 @@ def open_wyoming(config: HarmonyConfig, router_sock: socket.socket) -> WyomingSe
               for model in config.models for name in [model.name, *model.aliases]}
     sock = tcp_socket(settings.host or config.server.host, settings.port)
     adapter = Adapter(RouterApi.connect(router_connect_url(router_sock), settings.api_key), settings, bounds)
-    return WyomingService(adapter, sock)
+    return WyomingService(adapter, sock, config.server.backlog)

@@ -11,6 +11,7 @@ import io
 import socket
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
@@ -23,8 +24,9 @@ from wyoming.asr import Transcribe, Transcript, TranscriptChunk
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
-from wyoming.event import Event
+from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Describe, Info
+from wyoming.ping import Ping, Pong
 from wyoming.tts import (Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped,
                          SynthesizeVoice)
 
@@ -40,6 +42,9 @@ SAMPLES_PER_CHUNK = 1024
 READ_TIMEOUT_S = 120.0
 MAX_AUDIO_S = 30
 MAX_CONNECTIONS = 6
+PER_ADDRESS = 4
+HEADER_TIMEOUT_S = 3.0
+IDLE_TIMEOUT_S = 4.0
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,9 @@ def engine(tmp_path_factory):
     config = yaml.safe_load((Path(__file__).resolve().parents[2] / "services/defaults/serve.yaml").read_text())
     config["models"] = [m for m in config["models"] if m["task"] in ("stt", "tts")]
     config["routes"] = []
-    config["wyoming"] = {"max_audio_seconds": MAX_AUDIO_S, "max_connections": MAX_CONNECTIONS}
+    config["wyoming"] = {"max_audio_seconds": MAX_AUDIO_S, "max_connections": MAX_CONNECTIONS,
+                         "max_connections_per_address": PER_ADDRESS, "header_timeout_s": HEADER_TIMEOUT_S,
+                         "idle_timeout_s": IDLE_TIMEOUT_S}
     for model in config["models"]:
         if model["backend"] in SAMPLING_BACKENDS:
             model["options"] = {**model.get("options", {}), "seed": SEED}
@@ -386,18 +393,119 @@ def test_clients_that_leave_mid_request_leave_the_server_serving(engine):
     assert "Traceback" not in output and "never retrieved" not in output, output[-3000:]
 
 
-def test_connections_past_the_limit_get_an_error_and_the_rest_are_served(engine):
+async def open_raw(port: int, source: str = "127.0.0.1") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare TCP connection from a loopback address of our choice (all of 127.0.0.0/8 is the loopback)."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def parting(reader: asyncio.StreamReader, within_s: float) -> tuple[Error | None, float]:
+    """What a connection the server ends says last (its error event, if any) and when the end came."""
+    async def last() -> Error | None:
+        said = None
+        try:
+            while (event := await async_read_event(reader)) is not None:
+                said = Error.from_event(event) if Error.is_type(event.type) else said
+        except ConnectionError:
+            pass
+        return said
+
+    start = time.monotonic()
+    said = await asyncio.wait_for(last(), within_s)
+    return said, time.monotonic() - start
+
+
+async def busy(port: int, source: str) -> asyncio.StreamWriter:
+    """A connection in the middle of a transcription (its audio started, none sent yet): busy, so never closed to
+    make room. The pong to a ping after the audio-start says the server has read it all."""
+    reader, writer = await open_raw(port, source)
+    for event in (Transcribe(language="en"), AudioStart(rate=RATE, width=2, channels=1), Ping(text="busy")):
+        await async_write_event(event.event(), writer)
+    pong = await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT_S)
+    assert pong is not None and Pong.is_type(pong.type), pong
+    return writer
+
+
+def test_idle_sockets_never_lock_out_a_real_client(engine):
+    """100 connections that send nothing: each new one takes the slot of the quietest, the real client after them
+    is served at once, and the rest are closed at the header timeout. No slot is held for long by silence."""
+    sentence = SENTENCES[1]
+    audio, rate = synthesize(sentence)
+    audio = np.concatenate([audio, np.zeros(rate, np.float32)])
+
     async def crowd():
-        clients = [AsyncTcpClient("127.0.0.1", engine.wyoming_port) for _ in range(MAX_CONNECTIONS)]
-        for client in clients:
-            await client.connect()
+        idle = [await open_raw(engine.wyoming_port) for _ in range(100)]
+        start = time.monotonic()
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
             await client.write_event(Describe().event())
-            await read_until(client, "info")  # its handler is running
-        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as extra:
-            refused = await read_until(extra, "error")
-            assert await asyncio.wait_for(extra.read_event(), READ_TIMEOUT_S) is None  # and closed
-        for client in clients:
-            await client.disconnect()
+            info = (await read_until(client, "info"))[-1]
+            described = time.monotonic() - start
+            await client.write_event(Transcribe(language="en").event())
+            await send_audio(client, pcm16(audio, rate))
+            events = await read_until(client, "transcript-stop")
+        served = time.monotonic() - start
+        endings = await asyncio.gather(*(parting(reader, HEADER_TIMEOUT_S + 10) for reader, _ in idle))
+        for _, writer in idle:
+            writer.close()
+        return info, described, events, served, endings
+
+    info, described, events, served, endings = run(crowd())
+    assert Info.from_event(info).asr and described < 3.0, described
+    assert wer(sentence, transcript_of(events).text) <= 0.15 and served < 15.0, served
+    codes = [said.code if said else None for said, _ in endings]
+    assert set(codes) == {"connection_reclaimed", "idle_timeout"}, codes
+    assert codes.count("idle_timeout") <= PER_ADDRESS  # the last few, still open when the real client came
+    assert max(elapsed for _, elapsed in endings) < HEADER_TIMEOUT_S + 5
+
+
+def test_a_client_silent_between_requests_is_closed_after_the_idle_timeout(engine):
+    async def session():
+        async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
+            await client.write_event(Describe().event())
+            await read_until(client, "info")
+            start = time.monotonic()
+            event = await asyncio.wait_for(client.read_event(), IDLE_TIMEOUT_S + 10)
+            closed = await asyncio.wait_for(client.read_event(), 10)
+            return event, time.monotonic() - start, closed
+
+    event, waited, closed = run(session())
+    assert Error.from_event(event).code == "idle_timeout" and closed is None
+    assert IDLE_TIMEOUT_S - 0.5 < waited < IDLE_TIMEOUT_S + 5, waited
+
+
+def test_an_event_that_stalls_or_is_too_large_ends_the_connection(engine):
+    async def session():
+        stalled_reader, stalled = await open_raw(engine.wyoming_port)
+        stalled.write(b'{"type": "describe", "data_length": 10}\n{"te')  # the data never comes whole
+        huge_reader, huge = await open_raw(engine.wyoming_port)
+        huge.write(b'{"type": "audio-chunk", "payload_length": 1073741824}\n')  # refused before any payload
+        endings = await asyncio.gather(parting(stalled_reader, HEADER_TIMEOUT_S + 10), parting(huge_reader, 10))
+        for writer in (stalled, huge):
+            writer.close()
+        return endings
+
+    (stalled, stalled_s), (huge, huge_s) = run(session())
+    assert stalled.code == "event_timeout" and HEADER_TIMEOUT_S - 0.5 < stalled_s < HEADER_TIMEOUT_S + 5
+    assert huge.code == "event_too_large" and huge_s < 3
+
+
+def test_connections_past_the_limits_get_an_error_and_the_rest_are_served(engine):
+    """Busy connections keep their slots: past the per-address limit, or past the listener's, a new connection is
+    refused; another address is served meanwhile; once the busy ones leave, everyone is served again."""
+    async def crowd():
+        held = [await busy(engine.wyoming_port, "127.0.0.1") for _ in range(PER_ADDRESS)]
+        reader, writer = await open_raw(engine.wyoming_port, "127.0.0.1")
+        same_address, _ = await parting(reader, 10)
+        writer.close()
+        reader, writer = await open_raw(engine.wyoming_port, "127.0.0.2")
+        await async_write_event(Describe().event(), writer)
+        other_address = await asyncio.wait_for(async_read_event(reader), READ_TIMEOUT_S)
+        writer.close()
+        held += [await busy(engine.wyoming_port, "127.0.0.2") for _ in range(MAX_CONNECTIONS - PER_ADDRESS)]
+        reader, writer = await open_raw(engine.wyoming_port, "127.0.0.3")
+        everyone, _ = await parting(reader, 10)
+        writer.close()
+        for writer in held:
+            writer.close()
         for _ in range(100):  # the server sees the clients leave as it reads their end of stream
             try:
                 async with AsyncTcpClient("127.0.0.1", engine.wyoming_port) as client:
@@ -406,10 +514,12 @@ def test_connections_past_the_limit_get_an_error_and_the_rest_are_served(engine)
             except (ConnectionError, AssertionError):  # refused still (closed on our unread describe: a reset)
                 last = None
             if last is not None and Info.is_type(last.type):
-                return refused, last
+                return same_address, other_address, everyone, last
             await asyncio.sleep(0.05)
         raise AssertionError("never served again")
 
-    refused, served = run(crowd())
-    assert Error.from_event(refused[-1]).code == "too_many_connections"
+    same_address, other_address, everyone, served = run(crowd())
+    assert same_address.code == "too_many_connections" and "from 127.0.0.1" in same_address.text
+    assert Info.is_type(other_address.type)
+    assert everyone.code == "too_many_connections" and f"at most {MAX_CONNECTIONS}" in everyone.text
     assert Info.from_event(served).asr

@@ -97,7 +97,8 @@ def test_a_range_past_the_end_is_a_416(header, size):
 @pytest.mark.parametrize("sent, kept", [
     ("../../../../tmp/x", "x"), ("/etc/passwd", "passwd"), ("C:\\Users\\me\\a.wav", "a.wav"), ("..", "file"),
     ("", "file"), (None, "file"), ("dir/", "dir"), ("a\nb\r\x00c.jsonl", "abc.jsonl"),
-    ("\u202egnp.exe", "gnp.exe"), ("zero\u200bwidth.wav", "zerowidth.wav"), ('my "notes": 1?.jsonl', "my _notes__ 1_.jsonl"),
+    ("\u202egnp.exe", "gnp.exe"), ("zero\u200bwidth.wav", "zerowidth.wav"),
+    ('my "notes": 1?.jsonl', "my _notes__ 1_.jsonl"),
     (" .env. ", "env"), ("r\u00e9sum\u00e9.wav", "r\u00e9sum\u00e9.wav"), ("tab\there.wav", "tabhere.wav"),
     ("no\u00a0break.wav", "no break.wav"),
 ])
