@@ -12,6 +12,7 @@ import contextlib
 import logging
 import sys
 
+from services.core.draining import drain_on_signal
 from services.core.http_server import add_connection_arguments, build_server, connection_settings
 from services.core.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.router.app import create_router_app
@@ -40,6 +41,7 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
     waker = ModelWaker(annotator) if annotator else None
     app = create_router_app(config, table, waker=waker)
     server = build_server(app, config.server, log_level)
+    drain_on_signal(server, app.state.drain, config.server.drain_timeout_s)  # at its end: 503 for what still runs
     tasks = [asyncio.create_task(sync.run(), name="cluster-sync")]
     if watch:
         tasks.append(asyncio.create_task(watch.run(), name="endpointslice-watch"))

@@ -7,7 +7,10 @@ process that skips the router's checks. The router reaches the services over HTT
 does in Kubernetes (where they listen on TCP), so both run the same code paths. One process (rather
 than one per service) keeps start-up and memory small on a laptop, and inference already runs in
 worker threads that release the GIL (CTranslate2, ONNX Runtime). SIGTERM or SIGINT stops the
-router's intake, lets in-flight requests finish (``server.drain_timeout_s``), then stops the services.
+router's intake and lets in-flight requests finish for up to ``server.drain_timeout_s`` (5 s); what still runs then
+is answered 503 ``shutting_down`` (a stream is cut), the services stop and give up their batches' abandoned work,
+and the process exits at most ``EXIT_GRACE_S`` after the drain time, whatever still computes (``ExitDeadline``); a
+second signal exits at once.
 
 The same engine runs inside another program (``harmony transcribe`` without a server:
 ``services/commands/embedded.py``) with a ``Hosting``: stopped by an event rather than by signals (which only a
@@ -33,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from services.core.exit_deadline import ExitDeadline
 from services.core.http_server import build_server, tcp_socket, unix_socket
 from services.core.service_url import unix_url
 from pydantic import ValidationError
@@ -43,6 +47,9 @@ from services.model_services import ModelService, check_backends, service_for
 __all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
 
 log = logging.getLogger("harmony.serve")
+
+SERVICE_STOP_S = 1.0  # the services' own graceful wait, once the router (their only client) has stopped
+EXIT_GRACE_S = 3.0    # `harmony serve` ends at most this long after its drain time, whatever still computes
 
 
 def with_named_models(config: HarmonyConfig, references: list[str], replace: bool) -> HarmonyConfig:
@@ -180,12 +187,23 @@ def _router_listener(config: HarmonyConfig, hosting: Hosting, socket_dir: str) -
     return sock, f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0', '::') else host}:{port}"
 
 
-def _stop_event(hosting: Hosting) -> asyncio.Event:
+def _stop_event(hosting: Hosting, drain_s: float) -> asyncio.Event:
+    """The hosting's stop event, or one set by SIGTERM and SIGINT: the process then ends by the drain time plus
+    ``EXIT_GRACE_S`` (no deadline with no drain limit, ``drain_timeout_s: 0``), or at once at a second Ctrl-C (a
+    repeated SIGTERM changes nothing)."""
     if hosting.stop is not None:
         return hosting.stop
-    stop, loop = asyncio.Event(), asyncio.get_running_loop()
+    stop, loop, deadline = asyncio.Event(), asyncio.get_running_loop(), ExitDeadline()
+
+    def signalled(sig: signal.Signals) -> None:
+        if stop.is_set() and sig == signal.SIGINT:
+            deadline.now()
+        stop.set()
+        if drain_s:
+            deadline.arm(drain_s + EXIT_GRACE_S)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled, sig)
     return stop
 
 
@@ -197,7 +215,7 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     router_sock, public = _router_listener(config, hosting, socket_dir)
     router_app = create_router_app(config, build_table(config, endpoints_of(config, services)))
     router = _server(router_app, config.server, log_level, hosting)
-    stop = _stop_event(hosting)
+    stop = _stop_event(hosting, config.server.drain_timeout_s)
     wyoming = await _start_wyoming(config, router_sock, hosting)
 
     router_task = asyncio.create_task(router.serve(sockets=[router_sock]), name="router")
@@ -210,18 +228,31 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
     crashed = [t for t in done if t is not stopper]
     ready_task.cancel()
 
-    hosting.say("Harmony is stopping: draining in-flight requests...")
+    await _stop(config, router, router_app, router_task, services, service_tasks, wyoming, hosting)
+    stopper.cancel()
+    hosting.say("Harmony stopped.")
+    failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
+    return 1 if crashed and failed else 0
+
+
+async def _stop(config: HarmonyConfig, router: uvicorn.Server, router_app: Any, router_task: asyncio.Task,
+                services: list[RunningService], service_tasks: list[asyncio.Task], wyoming: "_Wyoming | None",
+                hosting: Hosting) -> None:
+    """The router's intake stops and its requests drain (``server.drain_timeout_s``: then the rest is answered 503
+    ``shutting_down``), then the services stop: their only client has, so they wait no longer than
+    ``SERVICE_STOP_S`` for what the router left, and their batchers give up the work nobody awaits."""
+    drain_s = config.server.drain_timeout_s
+    hosting.say("Harmony is stopping: draining in-flight requests" + (f" (up to {drain_s:g} s)..." if drain_s else
+                                                                      "..."))
+    router_app.state.drain.start(drain_s or None)
     if wyoming is not None:
         await wyoming.stop()
     router.should_exit = True
     await asyncio.gather(router_task, return_exceptions=True)
     for service in services:
+        service.server.config.timeout_graceful_shutdown = SERVICE_STOP_S
         service.server.should_exit = True
     await asyncio.gather(*service_tasks, return_exceptions=True)
-    stopper.cancel()
-    hosting.say("Harmony stopped.")
-    failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
-    return 1 if crashed and failed else 0
 
 
 class ListenError(OSError):

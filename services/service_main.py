@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = ServerSettings(host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
                               drain_timeout_s=args.drain_timeout, **connection_settings(args))
     server = build_server(app, settings, args.log_level)
-    drain_on_signal(server, app.state.drain)  # SIGTERM: /readyz 503, no new model calls, in-flight ones finish
+    # SIGTERM: /readyz 503, no new model calls, in-flight ones finish; at the drain's end the rest is answered 503
+    drain_on_signal(server, app.state.drain, args.drain_timeout)
     server.run()
     return 0
 

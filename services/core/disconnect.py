@@ -14,6 +14,10 @@ would never start, and the two tasks cost about 40 us of the router's time per r
 A request cancelled before its response started is recorded by the middlewares outside this
 one as a 499 (nobody reads it: the client has gone), so metrics and the audit trail show it as
 cancelled rather than as a server error.
+
+Given the server's ``Drain`` (services/core/draining.py), it ends the same way the requests still running when the
+server's drain time is over: their work is cancelled and, the client still there, answered 503 ``shutting_down``;
+a response already streaming is cut (its body incomplete).
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
+from services.core.draining import Drain, send_error, shutting_down
 from services.core.errors import HarmonyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+log = logging.getLogger("harmony.http")
 
 
 class ClientDisconnected(HarmonyError):
@@ -77,8 +86,9 @@ class _Exchange:
 
 
 class CancelOnDisconnect:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, drain: Drain | None = None) -> None:
         self.app = app
+        self.drain = drain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _bodiless(scope):
@@ -87,15 +97,19 @@ class CancelOnDisconnect:
         exchange = _Exchange(receive, send)
         work = asyncio.ensure_future(self.app(scope, exchange.receive, exchange.send))
         watcher = asyncio.ensure_future(exchange.watch())
+        ended = self.drain.ended() if self.drain is not None else None
         try:
-            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({work, watcher} | ({ended} if ended is not None else set()),
+                               return_when=asyncio.FIRST_COMPLETED)
             if work.done():
                 work.result()
                 return
             work.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await work
-            if not exchange.response_started:
+            if ended is not None and ended.done() and not exchange.disconnected.is_set():
+                await _end_at_shutdown(scope, send, exchange)
+            elif not exchange.response_started:
                 await _record_cancelled(send)
         finally:
             watcher.cancel()
@@ -111,6 +125,16 @@ def _bodiless(scope: Scope) -> bool:
     if scope["method"] not in BODILESS_METHODS:
         return False
     return not any(name in (b"content-length", b"transfer-encoding") for name, _ in scope["headers"])
+
+
+async def _end_at_shutdown(scope: Scope, send: Send, exchange: _Exchange) -> None:
+    """The drain time is over: 503 ``shutting_down``, or, a response already begun, its body left incomplete
+    (the server closes the connection), as after any failure mid-stream."""
+    if exchange.response_started:
+        log.warning("shutting down: cut the streamed answer of %s %s before its end", scope["method"], scope["path"])
+        return
+    with contextlib.suppress(OSError):
+        await send_error(send, shutting_down())
 
 
 async def _record_cancelled(send: Send) -> None:

@@ -15,6 +15,7 @@ from typing import Iterator
 import uvicorn
 
 from services.core.body_timeouts import BodyTimeouts
+from services.core.draining import BACKSTOP_S
 from services.core.http_protocol import ConnectionLimits, HarmonyProtocol
 from services.core.specs import ServerSettings
 
@@ -36,13 +37,16 @@ def build_server(app, settings: ServerSettings, log_level: str = "info", *, hand
     ``serve(sockets=[...])`` on sockets made by ``tcp_socket`` or ``unix_socket``. With ``own_log_handlers``
     uvicorn's loggers write to stderr (its default); without, they go to the root logger's handlers."""
     raise_open_files_limit()
+    # the app's own drain (services/core/draining.py) answers what still runs at drain_timeout_s; uvicorn's
+    # cancellation (a bare 500) is only the backstop (0: no limit)
+    graceful_s = settings.drain_timeout_s + BACKSTOP_S if settings.drain_timeout_s else None
     limits = ConnectionLimits(header_timeout_s=settings.header_timeout_s, max_connections=settings.max_connections)
     config = uvicorn.Config(
         BodyTimeouts(app, settings.body_timeout_s, settings.body_min_bytes_per_s),
         host=host if host is not None else settings.host, port=port if port is not None else settings.port,
         http=HarmonyProtocol.with_limits(limits), interface="asgi3", lifespan="on", log_level=log_level,
         access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
-        timeout_graceful_shutdown=settings.drain_timeout_s or None,  # type: ignore[arg-type]  # floats work
+        timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]  # floats work
         **({} if own_log_handlers else {"log_config": None}))
     return uvicorn.Server(config) if handle_signals else _NoSignalServer(config)
 

@@ -34,6 +34,7 @@ log = logging.getLogger("harmony.service")
 
 
 B = TypeVar("B", bound=Backend)
+STOP_GRACE_S = 1.0  # at shutdown, batches still computing get this long to end (then again after giving up theirs)
 
 
 class LoadedModel(Generic[B]):
@@ -129,7 +130,8 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
             loading.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loading
-        await asyncio.gather(*(m.batcher.stop() for m in models))
+        # the server has drained (or given up) its requests: what the batchers still hold is work for nobody
+        await asyncio.gather(*(m.batcher.stop(grace_s=STOP_GRACE_S) for m in models))
 
     app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan)
     app.state.models = {m.spec.name: m for m in models}
@@ -137,7 +139,7 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app.state.drain = drain = Drain()  # started at SIGTERM (service_main): not ready, no new model calls
     install_error_handlers(app)
     app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
-    app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
+    app.add_middleware(CancelOnDisconnect, drain=drain)  # a client that leaves (or the drain's end) cancels the work
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
     app.add_middleware(RefuseWhileDraining, drain=drain)
     app.add_middleware(RequestMetrics, metrics=metrics)

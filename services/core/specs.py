@@ -372,7 +372,8 @@ class ServerSettings(Strict):
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest accepted upload (OpenAI: 25 MB)")
     service_timeout_s: float = Field(900.0, gt=0, description="router's timeout for a call to a model service")
-    drain_timeout_s: float = Field(60.0, ge=0, description="how long SIGTERM waits for in-flight requests")
+    drain_timeout_s: float = Field(5.0, ge=0, description="how long SIGTERM waits for in-flight requests; then they "
+                                   "are answered 503 shutting_down (0: no limit)")
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection that has not sent a whole request "
                                                                     "head this long after it opened (or after its "
                                                                     "first byte, on a kept-alive one) is closed")

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
 from services.core.disconnect import CancelOnDisconnect
+from services.core.draining import Drain
 from services.core.errors import install_error_handlers
 from services.core.logs import quiet_http_client_logs
 from services.core.methods import AllowedMethods
@@ -81,7 +82,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.state.clients = clients
     install_error_handlers(app)
     app.add_middleware(AllowedMethods, routes=app.router.routes)  # innermost: OPTIONS and 405 list every method
-    app.add_middleware(CancelOnDisconnect)  # a client that leaves cancels the route's work
+    app.state.drain = drain = Drain()  # started at SIGTERM: its end answers what still runs 503 shutting_down
+    app.add_middleware(CancelOnDisconnect, drain=drain)  # a client that leaves (or the drain's end) cancels the work
     app.add_middleware(ClientDeadline)  # how long the client will wait, for admission and the model services
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes,
                        path_limits={"/v1/files": config.files.max_bytes})

@@ -5,7 +5,9 @@ over 2.4) at every temperature, and each decode runs to Whisper's longest text (
 the whole fallback ladder: six long decodes, five of them best of 5 (about 20 s a window on a core). Before,
 three clients that gave up after 1.5 s left both cores busy for about a minute on the batches already running.
 Here the same clients leave, and the engine (a real STT service, Whisper base as `harmony serve` runs it: batches
-of 4, two instances) must be idle within 10 s: the process's CPU time stops moving.
+of 4, two instances) must be idle within 10 s: the process's CPU time stops moving. The same holds when the work is
+given up by the server itself: a model pod whose drain time ends (after SIGTERM) answers what still runs 503
+``shutting_down`` and computes no more of it.
 """
 
 from __future__ import annotations
@@ -111,3 +113,26 @@ def test_windows_nobody_waits_for_are_never_decoded():
     started = time.monotonic()
     assert all(isinstance(r, Abandoned) for r in backend.run_batch(jobs, wanted=lambda i: False))
     assert time.monotonic() - started < 0.05, "windows nobody wanted were computed"
+
+
+def test_the_end_of_the_drain_answers_a_running_transcription_and_stops_its_work(repetitive):
+    config = parse_config({"models": [MODEL]})
+    app = create_stt_app(config.models)
+    with ServerThread(app) as server:
+        batcher = app.state.models["whisper-base"].batcher
+        answer: dict[str, httpx.Response] = {}
+        client = threading.Thread(target=lambda: answer.update(response=httpx.post(
+            server.url + "/v1/audio/transcriptions", data={"model": "whisper-base"},
+            files={"file": ("long.flac", repetitive)}, timeout=60)))
+        client.start()
+        deadline = time.monotonic() + 30
+        while batcher._running_items == 0:  # computing
+            assert time.monotonic() < deadline, "the transcription never started"
+            time.sleep(0.05)
+        app.state.drain.start(0.5)  # SIGTERM in a model pod (service_main), with a drain time of 0.5 s
+        client.join(timeout=30)
+        response = answer["response"]
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "shutting_down"
+        wait_idle(IDLE_WITHIN_S)
+        assert batcher.stats.abandoned > 0

@@ -13,6 +13,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 from services.core.crd import crds, openapi_to_jsonschema
+from services.core.draining import BACKSTOP_S
+from services.core.service_app import STOP_GRACE_S
 from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
 from services.core.wire import RouterModels, SpeechModelStatus, SpeechRouteStatus
 from services.router import cluster
@@ -162,6 +164,8 @@ def test_pods_drain_longer_than_their_longest_request(timeout_s: float) -> None:
     assert 5 <= pre_stop <= 30  # long enough for endpoints to update, short next to the drain
     assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + 10
     assert pod["terminationGracePeriodSeconds"] >= SETTINGS.termination_grace_s
+    # after the drain: uvicorn's backstop, the batchers' grace (twice) and a batch's step still computing (a few s)
+    assert pod["terminationGracePeriodSeconds"] >= pre_stop + drain + BACKSTOP_S + 2 * STOP_GRACE_S + 5
 
 
 def test_voice_service_gets_its_database_and_object_store_from_secrets() -> None:

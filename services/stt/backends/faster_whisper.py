@@ -419,6 +419,9 @@ class FasterWhisperBackend:
                 piece = max(1, self.fallback_batch_size) if temperature > 0 else len(indexes)
                 for start in range(0, len(indexes), piece):
                     wanted = [i for i in indexes[start:start + piece] if live(jobs[i])]
+                    if len(wanted) < len(indexes[start:start + piece]):
+                        log.debug("%s: %d windows nobody waits for left out at temperature %s", self.name,
+                                  len(indexes[start:start + piece]) - len(wanted), temperature)
                     if not wanted:
                         continue
                     subset = self._encoded_subset(features, encoder_output, wanted, len(jobs))
