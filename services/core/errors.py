@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger("harmony.errors")
 
@@ -179,6 +180,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(error_body(str(exc.detail), openai_type(exc.status_code)), status_code=exc.status_code,
                             headers=error_headers(exc.status_code, getattr(exc, "headers", None)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client left while its body was read (a JSON body: uploads say so themselves): nobody reads the answer,
+        # metrics and the audit line see a 499, and it is no crash
+        return JSONResponse(error_body("the client closed the connection while its request was read",
+                                       "invalid_request_error", None, "client_disconnected"), status_code=499)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
