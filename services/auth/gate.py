@@ -211,7 +211,9 @@ class Gate:
             self.db.dispose()
 
     async def afinish(self, record: RequestRecord) -> None:
-        await asyncio.to_thread(self.finish, record)
+        """``finish`` in a worker thread, shielded: a request cancelled meanwhile (its client left, or the server is
+        stopping) is still charged and audited; the loop's executor runs it before the process exits."""
+        await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self.finish, record))
 
 
 def _taken(record: RequestRecord, hold: Hold | None) -> list[Hold]:

@@ -6,10 +6,12 @@ model covers its aliases' dated snapshots."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import av
 import httpx
 import numpy as np
 import pytest
@@ -19,7 +21,7 @@ from wyoming.asr import Transcribe
 from wyoming.client import AsyncTcpClient
 from wyoming.error import Error
 
-from services.auth.estimates import speech_seconds
+from services.auth.estimates import speech_seconds, upload_seconds
 from tests.api_keys import create_key, harmony_requiring_keys, keys_cli, serve_config
 from tests.e2e.test_batches import jsonl, read_lines, wait_for
 from tests.e2e.test_wyoming import pcm16 as wyoming_pcm, read_until, send_audio as send_wyoming
@@ -105,6 +107,35 @@ def test_concurrent_transcriptions_pass_the_quota_by_at_most_one_request(harmony
         assert transcribe(harmony, key, wav, stream)[0] == 200
     assert transcribe(harmony, key, wav, stream) == (429, "insufficient_quota")
     assert used(config_path, key["id"])["audio_seconds_in"] <= 10 + seconds
+
+
+def mp3(seconds: float, bit_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp3") as container:
+        stream = container.add_stream("libmp3lame", rate=16000, layout="mono")
+        stream.codec_context.bit_rate = bit_rate
+        tone = (np.sin(np.arange(int(16000 * seconds)) / 7) * 0.3).astype(np.float32).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_a_recording_longer_than_its_header_says_is_held_again_before_it_is_decoded(harmony, config_path):
+    """2 s of mp3 at 160 kb/s then 20 s at 8 kb/s: its headers say about 2 s. The STT service decodes no more than
+    the hold, so the router holds the rest (the key had something left) and sends it again: charged what it decoded,
+    and the key's next request is refused."""
+    lying = mp3(2, 160_000) + mp3(20, 8_000)
+    assert upload_seconds(lying, 7200) < 3
+    key = create_key(config_path, "--name", "lying-header", "--audio-seconds-per-day", "10")
+    response = httpx.post(harmony.url + "/v1/audio/transcriptions", headers=bearer(key), timeout=120,
+                          data={"model": "whisper-1", "response_format": "verbose_json"},
+                          files={"file": ("long.mp3", lying, "audio/mpeg")})
+    assert response.status_code == 200, response.text
+    assert response.json()["duration"] > 21
+    assert used(config_path, key["id"])["audio_seconds_in"] == pytest.approx(response.json()["duration"], abs=0.01)
+    assert transcribe(harmony, key, lying, stream=True) == (429, "insufficient_quota")
 
 
 def test_concurrent_speech_passes_the_quota_by_at_most_one_request(harmony, config_path):
@@ -302,7 +333,7 @@ def test_concurrent_wyoming_transcriptions_pass_the_quota_by_at_most_one_request
     process = HarmonyProcess(config=str(path), extra_args=["--require-auth", "--wyoming-port", str(port)]).start()
     try:
         last = asyncio.run(six())
-    finally:
+    finally:  # stopped at once: a request whose client has its answer is charged even if the server stops now
         assert process.stop() == 0, process.output()
     refused = [Error.from_event(e).code for e in last if Error.is_type(e.type)]
     heard = len(last) - len(refused)
