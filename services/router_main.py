@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     add_connection_arguments(parser, defaults)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--require-auth", action="store_true", help="every API request needs an API key")
+    parser.add_argument("--realtime-sessions-per-key", type=int, default=AuthSettings().realtime_sessions_per_key,
+                        help="open realtime sessions one API key may hold, across replicas")
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $HARMONY_DATABASE_URL, else SQLite)")
     parser.add_argument("--audit", default="stdout", choices=["stdout", "file", "database", "none"])
     parser.add_argument("--audit-file", help="the file of --audit file")
@@ -88,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     config = HarmonyConfig(server=ServerSettings(
         host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
         service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout, **connection_settings(args)),
-        auth=AuthSettings(required=args.require_auth), database=DatabaseSettings(url=args.database_url),
+        auth=AuthSettings(required=args.require_auth, realtime_sessions_per_key=args.realtime_sessions_per_key),
+        database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models,

@@ -189,7 +189,7 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_api_keys_on_by_default_with_the_database_url_from_a_secret(helm: Path, tmp_path: Path) -> None:
     objects = render(helm, tmp_path)
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "--require-auth" in router["args"]
+    assert "--require-auth" in router["args"] and "--realtime-sessions-per-key=16" in router["args"]
     assert env_of(router)["HARMONY_DATABASE_URL"]["valueFrom"] == {
         "secretKeyRef": {"name": "harmony-database", "key": "url"}}  # a Secret the user creates
     assert not find(objects, "Secret")
