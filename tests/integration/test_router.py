@@ -101,10 +101,10 @@ def test_client_that_goes_away_is_dropped_not_computed(stt_service):
     stats, real = model.batcher.stats, model.batcher.run_batch
     gate, entered = threading.Event(), threading.Event()
 
-    def gated(items):
+    def gated(items, **kwargs):  # the batcher hands the real backend its ``wanted`` too
         entered.set()
         gate.wait(120)
-        return real(items)
+        return real(items, **kwargs)
 
     def client_errors() -> float:  # requests the service cancelled because their client left
         labels = {"component": "stt", "route": "/v1/audio/transcriptions", "outcome": "cancelled"}

