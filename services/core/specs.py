@@ -471,6 +471,9 @@ class WyomingSettings(Strict):
     idle_timeout_s: float = Field(60.0, gt=0, le=86400, description="a connection whose client sends nothing for "
                                                                     "this long between events is closed (the time "
                                                                     "the engine spends answering does not count)")
+    request_timeout_s: float = Field(60.0, gt=0, le=3600, description="how long the adapter waits for the engine "
+                                     "per request; sent as X-Harmony-Timeout, so an overloaded engine refuses the "
+                                     "request (an error event) instead of queueing it past the client's patience")
     max_event_bytes: int = Field(8 * 1024 * 1024, ge=65536, le=1 << 30, description="largest event (header line, "
                                                                                      "data and payload) a client "
                                                                                      "may send")

@@ -80,10 +80,13 @@ class RouterApi:
         self.client = client
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None) -> "RouterApi":
-        """A client of the router at ``http://host:port`` or ``unix:/path/router.sock``."""
+    def connect(cls, url: str, api_key: str | None = None, request_timeout_s: float | None = None) -> "RouterApi":
+        """A client of the router at ``http://host:port`` or ``unix:/path/router.sock``; ``request_timeout_s``: the
+        deadline every request carries (``X-Harmony-Timeout``), so overload comes back as a refusal in time."""
         key = api_key or os.environ.get(API_KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        if request_timeout_s is not None:
+            headers["X-Harmony-Timeout"] = f"{request_timeout_s:g}"
         if url.startswith("unix:"):
             transport = httpx.AsyncHTTPTransport(uds=url[len("unix:"):])
             return cls(httpx.AsyncClient(transport=transport, base_url="http://harmony", headers=headers,

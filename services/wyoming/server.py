@@ -402,5 +402,6 @@ def open_wyoming(config: HarmonyConfig, router_sock: socket.socket) -> WyomingSe
     bounds = {name: model.limits.audio_seconds(model.task)
               for model in config.models for name in [model.name, *model.aliases]}
     sock = tcp_socket(settings.host or config.server.host, settings.port)
-    adapter = Adapter(RouterApi.connect(router_connect_url(router_sock), settings.api_key), settings, bounds)
+    adapter = Adapter(RouterApi.connect(router_connect_url(router_sock), settings.api_key, settings.request_timeout_s),
+                      settings, bounds)
     return WyomingService(adapter, sock, config.server.backlog)
