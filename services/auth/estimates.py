@@ -18,6 +18,7 @@ import io
 import unicodedata
 from typing import Awaitable, Callable, TypeVar
 
+from services.core.audio import soundfile_seconds
 from services.core.errors import HarmonyError
 
 HEADER_MARGIN = 1.02       # a header's length, rounded up: resampling and codec padding add a few samples
@@ -33,22 +34,12 @@ T = TypeVar("T")
 def upload_seconds(data: bytes, limit: float) -> float:
     """Seconds to hold for a recording: its stated length (with a margin), at most ``limit``; ``limit`` when its
     header does not say."""
-    stated = _soundfile_seconds(data)
+    stated = soundfile_seconds(data)
     if stated is None:
         stated = _pyav_seconds(data)
     if stated is None:
         return limit
     return min(stated * HEADER_MARGIN + HEADER_SLACK_S, limit)
-
-
-def _soundfile_seconds(data: bytes) -> float | None:
-    import soundfile
-
-    try:
-        info = soundfile.info(io.BytesIO(data))
-    except Exception:  # noqa: BLE001 - not a format libsndfile reads: FFmpeg may
-        return None
-    return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2 ** 40 else None
 
 
 def _pyav_seconds(data: bytes) -> float | None:

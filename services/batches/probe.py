@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from services.core.audio import soundfile_seconds
+
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
 
 
@@ -14,16 +16,6 @@ def fix_streamed_wav(data: bytes) -> bytes:
         return b"RIFF" + min(36 + size, 0xFFFFFFFF).to_bytes(4, "little") + data[8:40] + \
             size.to_bytes(4, "little") + data[44:]
     return data
-
-
-def _soundfile_seconds(data: bytes) -> float | None:
-    import soundfile
-
-    try:
-        info = soundfile.info(io.BytesIO(data))
-    except Exception:  # noqa: BLE001 - not a format libsndfile reads: PyAV may
-        return None
-    return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2 ** 40 else None
 
 
 def _pyav_seconds(data: bytes) -> float | None:
@@ -46,5 +38,5 @@ def audio_seconds(data: bytes, fmt: str | None = None, sample_rate: int | None =
     """Seconds of audio in ``data`` (any format the engine decodes; raw ``pcm`` needs its rate), or None."""
     if fmt == "pcm":
         return len(data) / 2 / sample_rate if sample_rate else None
-    seconds = _soundfile_seconds(data)
+    seconds = soundfile_seconds(data)
     return round(seconds if seconds is not None else _pyav_seconds(data) or 0.0, 3) or None

@@ -192,6 +192,17 @@ def _wav_header(sample_rate: int, data_bytes: int | None) -> bytes:
 # --------------------------------------------------------------------------- resampling
 
 
+def soundfile_seconds(data: bytes) -> float | None:
+    """The length a recording's header states, read by libsndfile without decoding; None when it cannot say."""
+    import soundfile
+
+    try:
+        info = soundfile.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - not a format libsndfile reads: the caller may ask PyAV
+        return None
+    return info.frames / info.samplerate if info.samplerate > 0 and 0 < info.frames < 2 ** 40 else None
+
+
 def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """Resample with soxr (high quality). Returns float32; a no-op (apart
     from the dtype) when the rates are equal."""
