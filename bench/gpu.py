@@ -52,7 +52,7 @@ from typing import Any, Callable
 
 import httpx
 import yaml
-from services.core.service_url import sync_client
+from services.core.http.service_url import sync_client
 
 from bench import realtime
 from bench.stt import CLIP_SECONDS, make_clips, percentile, service_run

@@ -35,7 +35,7 @@ import numpy as np
 import soxr
 import yaml
 
-from services.core.service_url import sync_client
+from services.core.http.service_url import sync_client
 
 from tests.harmony_process import HarmonyProcess
 from tests.speech import (SENTENCES, edit_distance, narrowband_noise, normalize, silence, synthesize, wav_bytes,
@@ -266,7 +266,7 @@ def main() -> int:
     with open(path, "w") as handle:
         yaml.safe_dump(config, handle)
 
-    from services.core.specs import ModelSource
+    from services.core.contracts.specs import ModelSource
     from services.stt.weights import resolve_whisper_dir
 
     model_dir = str(resolve_whisper_dir(ModelSource(**MODELS[args.model]["source"])))

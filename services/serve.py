@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from services.core.exit_deadline import ExitDeadline
-from services.core.http_server import build_server, tcp_socket, unix_socket
-from services.core.service_url import unix_url
+from services.core.runtime.exit_deadline import ExitDeadline
+from services.core.http.server import build_server, tcp_socket, unix_socket
+from services.core.http.service_url import unix_url
 from pydantic import ValidationError
-from services.core.specs import (ConfigError, HarmonyConfig, NamedModel, ServerSettings, WyomingSettings, load_config,
+from services.core.contracts.specs import (ConfigError, HarmonyConfig, NamedModel, ServerSettings, WyomingSettings, load_config,
                                  parse_config)
 from services.model_services import ModelService, check_backends, service_for
 
@@ -56,7 +56,7 @@ def with_named_models(config: HarmonyConfig, references: list[str], replace: boo
     """``config`` serving the models ``references`` name (fetched now, with a progress bar), alone when ``replace``
     (the default config's routes, which use its models, go too)."""
     from services.commands.pull import Bar
-    from services.core.weights import WeightsError
+    from services.core.runtime.weights import WeightsError
     from services.weights.named_models import models_from_references
     from services.weights.references import ReferenceError
 
@@ -147,7 +147,7 @@ def start_model_services(config: HarmonyConfig, log_level: str, socket_dir: str,
     by_service: dict[ModelService, list[NamedModel]] = defaultdict(list)
     for model in config.models:
         by_service[service_for(model.task)].append(model)
-    from services.router.clients import POOL_SIZE
+    from services.router.upstream.clients import POOL_SIZE
 
     # The router is a service's only client, and its pool bounds the connections: never refuse one it may open.
     settings = config.server.model_copy(update={"max_connections": max(config.server.max_connections, POOL_SIZE)})
@@ -312,7 +312,7 @@ def _api(public: str) -> str:
 
 async def _announce_ready(config: HarmonyConfig, router: uvicorn.Server, services: list[RunningService], public: str,
                           hosting: Hosting) -> None:
-    from services.core.service_app import models_settled
+    from services.core.http.service_app import models_settled
 
     while not (router.started and all(s.server.started and models_settled(s.app) for s in services)):
         await asyncio.sleep(0.05)

@@ -4,7 +4,7 @@
 
 The file holds one NamedModel (YAML), as the operator writes it into the model's
 ConfigMap. The app comes from the same factories ``harmony serve`` uses. SIGTERM drains
-(:mod:`services.core.draining`): ``/readyz`` answers 503, new model calls are refused with 503
+(:mod:`services.core.http.draining`): ``/readyz`` answers 503, new model calls are refused with 503
 ``draining`` (the router retries them on another pod), and in-flight requests finish
 (``--drain-timeout``, which the operator sets above the model's ``batching.timeout_s``) before the
 process exits.
@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from services.core.specs import ConfigError, NamedModel, ServerSettings
-from services.core.http_server import add_connection_arguments, build_server, connection_settings
+from services.core.contracts.specs import ConfigError, NamedModel, ServerSettings
+from services.core.http.server import add_connection_arguments, build_server, connection_settings
 from pydantic import ValidationError
 
 
@@ -40,7 +40,7 @@ def load_model(path: str | Path) -> NamedModel:
 
 def build_app(model: NamedModel, max_upload_bytes: int = ServerSettings().max_upload_bytes):
     """The FastAPI app of ``model``'s task, with its backend checked (ConfigError names the field)."""
-    from services.core.specs import HarmonyConfig
+    from services.core.contracts.specs import HarmonyConfig
     from services.model_services import check_backends, service_for
 
     check_backends(HarmonyConfig(models=[model]))
@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    from services.core.draining import drain_on_signal
-    from services.core.memory import release_memory_at_start
+    from services.core.http.draining import drain_on_signal
+    from services.core.runtime.memory import release_memory_at_start
 
     release_memory_at_start()  # before the model loads: freed memory goes back to the OS
     try:

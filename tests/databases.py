@@ -94,7 +94,7 @@ def s3_server():
 @pytest.fixture(params=["directory", "s3"])
 def object_store_settings(request, tmp_path):
     """Where a test's objects go: a directory, or an S3 bucket (both as the config says them)."""
-    from services.core.specs import ObjectStoreSettings
+    from services.core.contracts.specs import ObjectStoreSettings
 
     if request.param == "directory":
         return ObjectStoreSettings(url=str(tmp_path / "objects"))

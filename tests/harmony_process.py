@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from services.core.service_url import unix_url
+from services.core.http.service_url import unix_url
 
 from tests.servers import free_port
 

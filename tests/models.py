@@ -10,7 +10,7 @@ import functools
 
 SEED = 0
 
-from services.core.specs import NamedModel
+from services.core.contracts.specs import NamedModel
 
 
 @functools.lru_cache(maxsize=None)

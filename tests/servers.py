@@ -9,8 +9,8 @@ import threading
 import time
 
 import httpx
-from services.core.http_server import build_server, tcp_socket
-from services.core.specs import ServerSettings
+from services.core.http.server import build_server, tcp_socket
+from services.core.contracts.specs import ServerSettings
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -62,7 +62,7 @@ class ServerThread:
         """A model service loads its models once it serves: wait for them (loaded, or failed) as harmony serve does."""
         if not isinstance(getattr(self.app.state, "models", None), dict):
             return True
-        from services.core.service_app import models_settled
+        from services.core.http.service_app import models_settled
 
         return models_settled(self.app)
 

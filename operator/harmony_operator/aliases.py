@@ -6,7 +6,7 @@ listed first (the API lists by name) keeps it. Both sides get an ``AliasConflict
 
 from __future__ import annotations
 
-from services.core.specs import NamedModel
+from services.core.contracts.specs import NamedModel
 
 
 def conflicts(models: list[NamedModel]) -> dict[str, str]:

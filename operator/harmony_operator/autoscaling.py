@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.specs import AutoscalingSpec
+from services.core.contracts.specs import AutoscalingSpec
 from . import names
 
 IN_FLIGHT = "harmony_in_flight_requests"

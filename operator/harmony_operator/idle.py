@@ -18,8 +18,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from services.core.specs import AutoscalingSpec
-from services.core.wire import LAST_REQUEST_ANNOTATION
+from services.core.contracts.specs import AutoscalingSpec
+from services.core.contracts.wire import LAST_REQUEST_ANNOTATION
 
 LAST_REQUEST = LAST_REQUEST_ANNOTATION       # on the SpeechModel, written by the router
 SCALED_TO_ZERO_AT = "harmony.dev/scaled-to-zero-at"  # on the Deployment, written by the operator

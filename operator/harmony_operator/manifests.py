@@ -12,8 +12,8 @@ import math
 from typing import Any
 
 import yaml
-from services.core.specs import MODELCAR_MOUNT, ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
-from services.core.wire import RouterModelEntry, RouterModels, RouterRouteEntry
+from services.core.contracts.specs import MODELCAR_MOUNT, ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+from services.core.contracts.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 from . import autoscaling, names
 from .pulls import PULL
 from .settings import OperatorSettings
@@ -176,7 +176,7 @@ def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[di
     """The operator's variables, the voice service's state, then the spec's own ``env`` (which override).
 
     ``HARMONY_CPU_REQUEST`` (the CPU request, rounded up, from the downward API) sizes the thread pools
-    of a pod without a CPU limit (services/core/cpus.py); a limit is read from the cgroup."""
+    of a pod without a CPU limit (services/core/runtime/cpus.py); a limit is read from the cgroup."""
     env: list[dict[str, Any]] = [
         {"name": "HARMONY_CACHE_DIR", "value": CACHE_DIR},
         {"name": "HOME", "value": "/tmp"},

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from pydantic import ValidationError
-from services.core.specs import ModelSource
-from services.core.wire import WeightsProgress
+from services.core.contracts.specs import ModelSource
+from services.core.contracts.wire import WeightsProgress
 from services.weights.labels import describe, human
 from . import names
 

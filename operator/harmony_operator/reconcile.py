@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from services.core.specs import NamedModel, NamedRoute, SpeechModelSpec
-from services.core.wire import SpeechModelStatus
+from services.core.contracts.specs import NamedModel, NamedRoute, SpeechModelSpec
+from services.core.contracts.wire import SpeechModelStatus
 from . import aliases, drift, idle, manifests, names, ownership, pulls, status
 from .kube import Kube, KubeError, NotOwned, Owns
 from .settings import OperatorSettings

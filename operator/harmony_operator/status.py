@@ -5,7 +5,7 @@ with the reason ``Downloading`` on Ready (while no replica is ready) and Progres
 Degraded ``PullFailed`` (and Ready False ``PullFailed`` while no replica is ready), and the fetch itself
 (revision, bytes) in ``status.weights`` (see :mod:`harmony_operator.pulls`).
 
-They return the typed status of :mod:`services.core.wire` (the classes the CRDs' status
+They return the typed status of :mod:`services.core.contracts.wire` (the classes the CRDs' status
 schemas are generated from); :func:`dump` turns one into the JSON the API stores.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from pydantic import ValidationError
-from services.core.wire import Condition, SpeechModelStatus, SpeechRouteStatus, WeightsProgress
+from services.core.contracts.wire import Condition, SpeechModelStatus, SpeechRouteStatus, WeightsProgress
 from . import idle, names
 from .pulls import PullState
 

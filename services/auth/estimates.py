@@ -18,8 +18,8 @@ import io
 import unicodedata
 from typing import Awaitable, Callable, TypeVar
 
-from services.core.audio import soundfile_seconds
-from services.core.errors import HarmonyError
+from services.core.audio.codec import soundfile_seconds
+from services.core.contracts.errors import HarmonyError
 
 HEADER_MARGIN = 1.02       # a header's length, rounded up: resampling and codec padding add a few samples
 HEADER_SLACK_S = 0.25

@@ -13,7 +13,7 @@ from services.auth.guard import Forbidden, QuotaExhausted, RateLimited, RequestR
 from services.auth.keys import ApiKey, KeyStore
 from services.auth.limits import Limits, QuotaExceeded, VoiceOwners
 from services.auth.quota import RENEW_EVERY_S, Hold, QuotaLedger
-from services.core.specs import HarmonyConfig
+from services.core.contracts.specs import HarmonyConfig
 from services.store.db import Database, open_database
 
 log = logging.getLogger("harmony.auth")

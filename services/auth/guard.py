@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from services.auth.keys import ApiKey
-from services.core.errors import HarmonyError, NotFound
+from services.core.contracts.errors import HarmonyError, NotFound
 
 if TYPE_CHECKING:
     from services.auth.gate import Gate

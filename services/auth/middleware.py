@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.gate import REQUEST_ID, Gate, is_open
 from services.auth.guard import RequestRecord, _current
-from services.core.errors import HarmonyError
+from services.core.contracts.errors import HarmonyError
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
 # Set in the ASGI scope (never from a header: no client can forge it) on the requests the batch runner makes in

@@ -6,8 +6,8 @@ import threading
 from functools import cached_property
 
 from services.batches.files import FileStore, Owner
-from services.core.errors import ServiceUnavailable
-from services.core.specs import HarmonyConfig
+from services.core.contracts.errors import ServiceUnavailable
+from services.core.contracts.specs import HarmonyConfig
 from services.store.db import Database, open_database
 from services.store.objects import ObjectStore, missing_required_store, object_store_settings, open_object_store
 

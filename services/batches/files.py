@@ -16,7 +16,7 @@ from sqlalchemy import Connection, and_, delete, insert, or_, select
 
 from services.batches.filenames import clean_filename
 from services.batches.wire import FileList, FileObject
-from services.core.errors import NotFound
+from services.core.contracts.errors import NotFound
 from services.store.db import Database
 from services.store.objects import ObjectChunks, ObjectMissing, ObjectStore
 from services.store.schema import files

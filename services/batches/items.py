@@ -8,7 +8,7 @@ from typing import Any, Callable
 from sqlalchemy import Connection, and_, or_, select, update
 
 from services.batches.store import Item
-from services.core.specs import BatchSettings
+from services.core.contracts.specs import BatchSettings
 from services.store.db import Database
 from services.store.schema import batch_items, batches
 

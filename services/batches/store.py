@@ -18,8 +18,8 @@ from sqlalchemy import Connection, and_, delete, func, insert, or_, select, upda
 from services.batches.files import FileStore, Owner
 from services.batches.wire import (COMPLETION_WINDOWS, TERMINAL, BatchCreate, BatchErrors, BatchList, BatchObject,
                                    RequestCounts)
-from services.core.errors import HarmonyError, InvalidRequest, NotFound
-from services.core.specs import BatchSettings
+from services.core.contracts.errors import HarmonyError, InvalidRequest, NotFound
+from services.core.contracts.specs import BatchSettings
 from services.store.db import Database
 from services.store.schema import batch_items, batches
 

@@ -11,7 +11,7 @@ from services.batches.lines import Request, check_lines
 from services.batches.probe import audio_seconds
 from services.batches.store import BatchStore
 from services.batches.wire import BatchError, BatchErrors
-from services.core.errors import HarmonyError
+from services.core.contracts.errors import HarmonyError
 
 log = logging.getLogger("harmony.batches")
 

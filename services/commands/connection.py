@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from services.commands.embedded import embedded_engine
-from services.core.service_url import UNIX_BASE_URL, socket_path
+from services.core.http.service_url import UNIX_BASE_URL, socket_path
 
 if TYPE_CHECKING:  # the SDK is imported when a command runs, not for every `harmony` command
     from openai import AsyncOpenAI, OpenAI

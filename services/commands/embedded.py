@@ -126,7 +126,7 @@ def engine_logs(path: Path) -> Iterator[None]:
 def load_engine_config(config_path: str | None):
     """The config (``--config``, else ``harmony serve``'s default), checked; ``EngineFailed`` when it is bad. An
     audit trail to stdout goes to ``<data_dir>/embedded-audit.jsonl`` instead: stdout is the command's."""
-    from services.core.specs import AuditSettings, ConfigError, load_config
+    from services.core.contracts.specs import AuditSettings, ConfigError, load_config
     from services.serve import check_backends, default_config
     from services.store.paths import data_dir
 

@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from services.core.specs import ConfigError, ModelSource, NamedModel, load_config
-from services.core.weights import WeightsError
-from services.core.wire import WeightsProgress
+from services.core.contracts.specs import ConfigError, ModelSource, NamedModel, load_config
+from services.core.runtime.weights import WeightsError
+from services.core.contracts.wire import WeightsProgress
 
 
 def add_parser(commands) -> None:

@@ -12,7 +12,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from services.router.clients import ServiceClients
+from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
 
 FIELDS = {"harmony_queue_depth": "queue_depth", "harmony_in_flight_requests": "in_flight",

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute, Match
 
 from services.playground.model_metrics import ModelFigures, gather
-from services.router.clients import ServiceClients
+from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
 
 STATIC = Path(__file__).resolve().parent / "static"

@@ -11,27 +11,27 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
-from services.core.disconnect import CancelOnDisconnect
-from services.core.draining import Drain
-from services.core.errors import install_error_handlers
-from services.core.logs import quiet_http_client_logs
-from services.core.methods import AllowedMethods
-from services.core.metrics import Metrics, RequestMetrics
-from services.core.specs import HarmonyConfig
-from services.core.uploads import UploadLimitMiddleware
-from services.router.admission import ClientDeadline
-from services.router.clients import ServiceClients
-from services.router.hold import ColdStarts
+from services.core.http.disconnect import CancelOnDisconnect
+from services.core.http.draining import Drain
+from services.core.http.errors import install_error_handlers
+from services.core.runtime.logs import quiet_http_client_logs
+from services.core.http.methods import AllowedMethods
+from services.core.runtime.metrics import Metrics, RequestMetrics
+from services.core.contracts.specs import HarmonyConfig
+from services.core.http.uploads import UploadLimitMiddleware
+from services.router.upstream.admission import ClientDeadline
+from services.router.upstream.clients import ServiceClients
+from services.router.upstream.hold import ColdStarts
 from services.router.pipelines import PipelineRunner
 from services.playground import routes as playground
 from services.batches.area import BatchArea
 from services.batches.runner import BatchRunner
-from services.router.routes import (admin, batches, conversions, embeddings, files, realtime, speech,
+from services.router.api import (admin, batches, conversions, embeddings, files, realtime, speech,
                                     transcriptions, vad, voice_admin)
-from services.router.routes import models as models_routes
+from services.router.api import models as models_routes
 from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
-from services.router.wake import Waker
+from services.router.cluster.wake import Waker
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:

@@ -16,12 +16,12 @@ import base64
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from services.core.audio import AudioFormat
-from services.core.errors import HarmonyError, InvalidRequest, ServiceUnavailable
-from services.core.specs import NamedRoute, RouteStep, Task
-from services.core.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
+from services.core.audio.codec import AudioFormat
+from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
+from services.core.contracts.specs import NamedRoute, RouteStep, Task
+from services.core.contracts.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
                                 VadResult)
-from services.router.clients import ServiceClients
+from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
 from services.router.voices import VoiceDirectory
 

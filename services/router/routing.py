@@ -1,8 +1,8 @@
 """The model table: which public names exist, which service replicas serve them, and which replica to use.
 
 Balancing is least-outstanding-requests with round-robin between equals, per replica (in Kubernetes: per
-pod, from the EndpointSlice watch, :mod:`services.router.pods`); a replica that failed is ejected alone
-until its ``/readyz`` answers again (:mod:`services.router.ejection`).
+pod, from the EndpointSlice watch, :mod:`services.router.cluster.pods`); a replica that failed is ejected alone
+until its ``/readyz`` answers again (:mod:`services.router.upstream.ejection`).
 
 Snapshots: OpenAI's clients may send a dated snapshot of a model name (``gpt-4o-mini-tts-2025-03-20``,
 ``tts-1-1106``). A name that is not served but is an *alias* followed by ``-YYYY-MM-DD`` or a
@@ -20,8 +20,8 @@ import time
 from dataclasses import dataclass, field
 
 from services.auth.guard import check_model
-from services.core.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
-from services.core.specs import NamedModel, NamedRoute, Task
+from services.core.contracts.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
+from services.core.contracts.specs import NamedModel, NamedRoute, Task
 
 SNAPSHOT = re.compile(r"^(?P<alias>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 

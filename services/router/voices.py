@@ -10,11 +10,11 @@ import asyncio
 import time
 
 import httpx
-from services.core.errors import InvalidRequest
-from services.core.specs import Task
-from services.router.clients import ServiceClients
+from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.specs import Task
+from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable, ServedModel
-from services.core.wire import VoiceInfo, VoiceList
+from services.core.contracts.wire import VoiceInfo, VoiceList
 
 # OpenAI's voice names: each means "the default voice for the requested language".
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
-from services.core.specs import HarmonyConfig
+from services.core.contracts.specs import HarmonyConfig
 
 MIGRATIONS = "services.store:migrations"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
-from services.core.specs import ObjectStoreSettings
+from services.core.contracts.specs import ObjectStoreSettings
 
 KEY = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 CHUNK_BYTES = 1 << 20  # what a streamed read holds at once

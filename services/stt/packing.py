@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Hashable, Sequence
 
 import numpy as np
-from services.core.wire import Segment, Word
+from services.core.contracts.wire import Segment, Word
 from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 
 GAP_S = 1.5           # silence between two members: Whisper ends a segment there, and word timings stay apart

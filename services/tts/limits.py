@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol, runtime_checkable
 
-from services.core.errors import InvalidRequest
-from services.core.service_app import LoadedModel
+from services.core.contracts.errors import InvalidRequest
+from services.core.http.service_app import LoadedModel
 
 # A backend without an estimate (a plugin) is charged by characters, at a brisk English reading pace.
 FALLBACK_CHARS_PER_SECOND = 15.0

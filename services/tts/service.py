@@ -7,10 +7,10 @@ import time
 from typing import AsyncIterator
 
 import numpy as np
-from services.core.errors import InvalidRequest, RequestTimeout
-from services.core.in_order import in_order
-from services.core.service_app import LoadedModel
-from services.core.wire import has_words
+from services.core.contracts.errors import InvalidRequest, RequestTimeout
+from services.core.runtime.in_order import in_order
+from services.core.http.service_app import LoadedModel
+from services.core.contracts.wire import has_words
 from services.tts.limits import check_work
 from services.tts.text import split_sentences
 from services.tts.types import SynthJob

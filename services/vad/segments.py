@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from services.core.wire import VadParams
+from services.core.contracts.wire import VadParams
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512

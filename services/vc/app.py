@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from services.core.audio import CONTENT_TYPES, decode_audio, encode_audio, resample
-from services.core.errors import InvalidRequest
-from services.core.metrics import Metrics
-from services.core.protocols import SpeakerEncoder, VoiceConverter
-from services.core.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.specs import ConfigError, HarmonyConfig, NamedModel, Task
-from services.core.uploads import form_file, read_form
-from services.core.weights import cache_dir
-from services.core.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
+from services.core.audio.codec import CONTENT_TYPES, decode_audio, encode_audio, resample
+from services.core.contracts.errors import InvalidRequest
+from services.core.runtime.metrics import Metrics
+from services.core.tasks.protocols import SpeakerEncoder, VoiceConverter
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
+from services.core.http.uploads import form_file, read_form
+from services.core.runtime.weights import cache_dir
+from services.core.contracts.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
                                 RegisteredVoiceList, VoiceDeleted, VoiceRegistration, parse_embedding)
 from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech

@@ -23,8 +23,8 @@ import math
 from typing import Literal
 
 import numpy as np
-from services.core.audio import resample
-from services.core.errors import InvalidRequest
+from services.core.audio.codec import resample
+from services.core.contracts.errors import InvalidRequest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KIND = "world-v1"

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from services.core.errors import NotFound
-from services.core.wire import RegisteredVoice
+from services.core.contracts.errors import NotFound
+from services.core.contracts.wire import RegisteredVoice
 from services.store.db import Database
 from services.store.objects import ObjectMissing, ObjectStore
 from services.store.schema import voice_imports, voices

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from services.core.weights import WeightsError, cache_dir
+from services.core.runtime.weights import WeightsError, cache_dir
 
 MANIFEST = ".harmony-model.json"
 

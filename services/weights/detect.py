@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Callable, Iterable
 
-from services.core.weights import WeightsError
+from services.core.runtime.weights import WeightsError
 
 Reader = Callable[[str], "bytes | None"]
 

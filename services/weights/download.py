@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from services.core.weights import WeightsError
+from services.core.runtime.weights import WeightsError
 from services.weights.cache import ModelCache, write_atomic
 
 log = logging.getLogger("harmony.weights")

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from services.core.specs import HubSource, ModelSource, NamedModel
-from services.core.weights import WeightsError, sha256_of
-from services.core.wire import WeightsProgress
+from services.core.contracts.specs import HubSource, ModelSource, NamedModel
+from services.core.runtime.weights import WeightsError, sha256_of
+from services.core.contracts.wire import WeightsProgress
 from services.weights import archives, hub
 from services.weights.cache import CachedFile, ModelCache, ModelManifest, short_hash, slug
 from services.weights.download import ChecksumMismatch, Expected, fetch_blob

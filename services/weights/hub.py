@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from services.core.specs import HubSource
-from services.core.weights import WeightsError
+from services.core.contracts.specs import HubSource
+from services.core.runtime.weights import WeightsError
 from services.weights.remotes import HttpRemote, RemoteDenied, RemoteNotFound
 
 COMMIT = re.compile(r"^[0-9a-f]{40}$")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from services.core.specs import ModelSource
+from services.core.contracts.specs import ModelSource
 
 
 def redact(url: str) -> str:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from services.core.specs import NamedModel
-from services.core.wire import WeightsProgress
+from services.core.contracts.specs import NamedModel
+from services.core.contracts.wire import WeightsProgress
 from services.weights.detect import detect
 from services.weights.fetch import fetch
 from services.weights.references import ModelReference, parse_reference

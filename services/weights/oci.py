@@ -34,7 +34,7 @@ import oras.container
 import oras.provider
 import requests
 
-from services.core.weights import WeightsError
+from services.core.runtime.weights import WeightsError
 from services.weights import archives
 
 TITLE = "org.opencontainers.image.title"

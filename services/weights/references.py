@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from services.core.specs import HF_REPO_PATTERN, NAME_PATTERN, HubSource, ModelSource
+from services.core.contracts.specs import HF_REPO_PATTERN, NAME_PATTERN, HubSource, ModelSource
 from services.weights.archives import SUFFIXES
 from services.weights.detect import piper_voice_files
 

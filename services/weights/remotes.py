@@ -17,7 +17,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from services.core.weights import WeightsError
+from services.core.runtime.weights import WeightsError
 from services.weights.download import CHUNK, RemoteStat, TransientError
 from services.weights.labels import redact
 

@@ -25,7 +25,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler, AsyncServer, HandlerFactory
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped
 
-from services.core.specs import HarmonyConfig, WyomingSettings
+from services.core.contracts.specs import HarmonyConfig, WyomingSettings
 from services.wyoming.connections import WRITE_TIMEOUT_S, Bounds, Ended, event_bytes, quietest, read_event
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import build_info
@@ -395,7 +395,7 @@ def router_connect_url(router_sock: socket.socket) -> str:
 
 def open_wyoming(config: HarmonyConfig, router_sock: socket.socket) -> WyomingService:
     """The Wyoming listener of ``config.wyoming`` (bound now: a taken port fails at start), not yet serving."""
-    from services.core.http_server import tcp_socket
+    from services.core.http.server import tcp_socket
 
     settings = config.wyoming
     assert settings.port is not None

@@ -14,7 +14,7 @@ from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.event import Eventable
 from wyoming.tts import SynthesizeVoice
 
-from services.core.wire import has_words, speakable
+from services.core.contracts.wire import has_words, speakable
 from services.tts.text import split_sentences
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import spoken_voices

@@ -82,7 +82,7 @@ def test_a_200_mb_download_streams(engine, big_file):
         part = client.get(f"/v1/files/{file_id}/content", headers={"Range": "bytes=1048570-1048585"})
         assert part.status_code == 206 and part.content == (BLOCK * 2)[1048570:1048586]
         assert part.headers["content-range"] == f"bytes 1048570-1048585/{SIZE}"
-        time.sleep(1.5)  # the engine trims freed memory every second (services/core/memory.py): a settled start
+        time.sleep(1.5)  # the engine trims freed memory every second (services/core/runtime/memory.py): a settled start
         digest, received = hashlib.sha256(), 0
         with PeakRss(engine.proc.pid) as rss:
             with client.stream("GET", f"/v1/files/{file_id}/content") as response:

@@ -11,7 +11,7 @@ import httpx
 import psutil
 import pytest
 import yaml
-from services.core.service_url import socket_path, sync_client
+from services.core.http.service_url import socket_path, sync_client
 from services.serve import private_socket_dir
 
 from tests.harmony_process import HarmonyProcess, connections

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 

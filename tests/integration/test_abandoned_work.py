@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 from services.tts.app import create_tts_app
@@ -72,7 +72,7 @@ def long_speech() -> bytes:
 
 
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
-    from services.core.audio import resample
+    from services.core.audio.codec import resample
 
     return resample(audio, rate, 16000)
 

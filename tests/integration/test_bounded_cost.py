@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
-from services.core.specs import NamedModel, parse_config
+from services.core.contracts.specs import NamedModel, parse_config
 from services.stt.app import create_stt_app
 from services.tts.app import create_tts_app
 from services.vad.app import create_vad_app

@@ -25,12 +25,12 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from services.core.specs import NamedModel, parse_config
-from services.core.wire import RouterModels
-from services.router import cluster
+from services.core.contracts.specs import NamedModel, parse_config
+from services.core.contracts.wire import RouterModels
+from services.router.cluster import config_map as cluster
 from services.router.app import create_router_app
-from services.router.endpoint_slices import EndpointSlice, SliceEvent
-from services.router.pods import PodDirectory
+from services.router.cluster.endpoint_slices import EndpointSlice, SliceEvent
+from services.router.cluster.pods import PodDirectory
 from services.router.routing import ModelTable
 from services.vad.app import create_vad_app
 

@@ -1,4 +1,4 @@
-"""Slow and broken clients against the engine's HTTP server (``services/core/http_server.py``), on raw sockets:
+"""Slow and broken clients against the engine's HTTP server (``services/core/http/server.py``), on raw sockets:
 head and body timeouts, the connection limit, malformed requests, TCP_NODELAY on both ends.
 
 The app is a real model service (Silero VAD), served exactly as ``harmony serve`` and Kubernetes serve it,
@@ -14,11 +14,11 @@ import time
 
 import httpx
 import pytest
-from services.core.http_server import tcp_socket
-from services.core.service_client import encode_request
-from services.core.specs import NamedModel, ServerSettings, parse_config
+from services.core.http.server import tcp_socket
+from services.core.http.service_client import encode_request
+from services.core.contracts.specs import NamedModel, ServerSettings, parse_config
 from services.router.app import build_table, create_router_app
-from services.router.clients import ServiceClients
+from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
 from services.vad.app import create_vad_app
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.core.specs import ModelSource
-from services.core.weights import WeightsError
+from services.core.contracts.specs import ModelSource
+from services.core.runtime.weights import WeightsError
 from services.weights.cache import ModelCache
 from services.weights.download import ChecksumMismatch
 from services.weights.fetch import OfflineMissing, fetch

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.core.specs import ModelSource
-from services.core.weights import WeightsError, package_dir
+from services.core.contracts.specs import ModelSource
+from services.core.runtime.weights import WeightsError, package_dir
 from services.weights import oci
 from services.weights.cache import ModelCache
 from services.weights.download import ChecksumMismatch

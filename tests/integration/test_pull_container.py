@@ -14,7 +14,7 @@ import httpx
 from harmony_operator import manifests
 from harmony_operator.pulls import pull_state
 from harmony_operator.settings import OperatorSettings
-from services.core.specs import SpeechModelSpec
+from services.core.contracts.specs import SpeechModelSpec
 from services.service_main import build_app, load_model
 from tests.hub_mirror import TINY
 from tests.servers import ServerThread, dead_url

@@ -16,7 +16,7 @@ from openai.types.realtime import (ConversationItemInputAudioTranscriptionComple
                                    InputAudioBufferCommittedEvent, InputAudioBufferSpeechStartedEvent,
                                    InputAudioBufferSpeechStoppedEvent, RealtimeErrorEvent, SessionCreatedEvent,
                                    SessionUpdatedEvent)
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 from services.vad.app import create_vad_app
@@ -348,7 +348,7 @@ def test_beta_clients_get_the_beta_created_event_and_the_gauge_counts_sessions(r
 
 
 def test_an_idle_session_is_closed(router, monkeypatch):
-    from services.router.routes import realtime
+    from services.router.api import realtime
 
     monkeypatch.setattr(realtime, "IDLE_TIMEOUT_S", 0.5)
 

@@ -7,7 +7,7 @@ import time
 
 import httpx
 import pytest
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 
 from tests.integration.conftest import CONFIG

@@ -14,8 +14,8 @@ import time
 import httpx
 import pytest
 from services import router_main
-from services.core.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
-from services.router.slice_watch import SliceWatch
+from services.core.contracts.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
+from services.router.cluster.slice_watch import SliceWatch
 from services.vad.app import create_vad_app
 
 from tests.servers import ServerThread, free_port, wait_ready

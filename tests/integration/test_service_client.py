@@ -1,4 +1,4 @@
-"""The router's client to its model services (``services/core/service_client.py``) against a real uvicorn server
+"""The router's client to its model services (``services/core/http/service_client.py``) against a real uvicorn server
 built as the engine builds its own: connections kept alive and reused, bodies of any size both ways, streamed
 answers, and every way a call can end early (timeout, cancellation, a stream left unread, a closed connection)
 closing its connection so that the service hears it. Every time bound has a wide margin.
@@ -14,8 +14,8 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from services.core.service_client import ONE_WRITE, ServiceClient
-from services.core.specs import ServerSettings
+from services.core.http.service_client import ONE_WRITE, ServiceClient
+from services.core.contracts.specs import ServerSettings
 
 from tests.servers import ServerThread, dead_url
 

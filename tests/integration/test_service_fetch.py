@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 from services.weights.cache import ModelCache, slug
@@ -84,7 +84,7 @@ def _wait_for_weights(url: str) -> dict:
 def test_a_path_source_with_a_wrong_sha256_is_not_served(tmp_path):
     import hashlib
 
-    from services.core.weights import package_dir
+    from services.core.runtime.weights import package_dir
     from services.vad.app import create_vad_app
 
     weights = package_dir("silero_vad") / "data" / "silero_vad.onnx"

@@ -13,7 +13,7 @@ from services.auth.gate import Gate
 from services.auth.audit import NoSink
 from services.auth.guard import RequestRecord, _current, check_voice, claim_voice, visible_voices
 from services.auth.keys import KeyStore
-from services.core.errors import NotFound
+from services.core.contracts.errors import NotFound
 from services.store import open_database
 from tests.servers import free_port
 

@@ -8,7 +8,7 @@ import json
 
 import httpx
 import pytest
-from services.core.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
+from services.core.contracts.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
 from services.vc.app import create_vc_app
 
 from tests.servers import ServerThread, wait_ready

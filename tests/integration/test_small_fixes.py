@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from services.core.specs import parse_config
-from services.core.wire import has_words
+from services.core.contracts.specs import parse_config
+from services.core.contracts.wire import has_words
 from services.router.app import build_table, create_router_app
 from services.store.db import open_database
 from services.store.schema import voices
@@ -360,7 +360,7 @@ def test_admin_key_limits_must_be_finite_json_numbers(field, value):
     """The admin API's numbers too: ``"rpm": true`` was a limit of 1 request a minute; an infinite quota was stored."""
     from pydantic import ValidationError
 
-    from services.router.routes.admin import KeyRequest
+    from services.router.api.admin import KeyRequest
 
     with pytest.raises(ValidationError):
         KeyRequest.model_validate({"name": "k", field: value})

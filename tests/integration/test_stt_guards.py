@@ -16,7 +16,7 @@ import contextlib
 
 import httpx
 import pytest
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.stt.app import create_stt_app
 
 from tests.models import SEED

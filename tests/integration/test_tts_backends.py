@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio import resample
+from services.core.audio.codec import resample
 from services.stt.types import ChunkJob
 from services.tts.types import SynthJob
 
@@ -57,7 +57,7 @@ def test_piper_seed_makes_each_sentence_repeatable_whatever_ran_before_or_beside
 
 
 def test_piper_without_a_seed_still_samples():
-    from services.core.specs import NamedModel
+    from services.core.contracts.specs import NamedModel
     from services.tts.backends.piper import PiperBackend
 
     unseeded = PiperBackend(NamedModel(name="piper-en-joe", task="tts", backend="piper",

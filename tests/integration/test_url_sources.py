@@ -10,8 +10,8 @@ import tarfile
 
 import pytest
 
-from services.core.specs import ModelSource
-from services.core.weights import WeightsError
+from services.core.contracts.specs import ModelSource
+from services.core.runtime.weights import WeightsError
 from services.weights.cache import ModelCache
 from services.weights.download import ChecksumMismatch
 from services.weights.fetch import fetch

@@ -15,7 +15,7 @@ import json
 from typing import Any
 
 import aiohttp
-from services.core.wire import WeightsProgress
+from services.core.contracts.wire import WeightsProgress
 from harmony_operator.names import child_name
 
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored, watching

@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import kmock as km
 import yaml
-from services.core.specs import NamedModel
+from services.core.contracts.specs import NamedModel
 from harmony_operator.names import child_name
 
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from services.core.errors import ModelNotFound
-from services.core.specs import NamedRoute, SpeechModelSpec, Task
-from services.router.cluster import ClusterSync
+from services.core.contracts.errors import ModelNotFound
+from services.core.contracts.specs import NamedRoute, SpeechModelSpec, Task
+from services.router.cluster.config_map import ClusterSync
 from services.router.routing import ModelTable
 from services.serve import default_config
 from services.service_main import build_app, load_model

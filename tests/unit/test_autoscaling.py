@@ -12,11 +12,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
-from services.core.batching import DynamicBatcher
-from services.core.metrics import Metrics
-from services.core.specs import AutoscalingSpec, BatchingSpec, NamedModel, SpeechModelSpec
-from services.core.wire import RouterModelEntry, RouterModels
-from services.router import cluster
+from services.core.runtime.batching import DynamicBatcher
+from services.core.runtime.metrics import Metrics
+from services.core.contracts.specs import AutoscalingSpec, BatchingSpec, NamedModel, SpeechModelSpec
+from services.core.contracts.wire import RouterModelEntry, RouterModels
+from services.router.cluster import config_map as cluster
 from services.router.routing import ModelTable
 from harmony_operator import idle, manifests, names, status
 from harmony_operator.autoscaling import load_query
@@ -255,7 +255,7 @@ def test_in_flight_requests_gauge_counts_admitted_requests() -> None:
 
 
 def test_the_waker_reports_each_new_request_once() -> None:
-    from services.router.wake import ModelWaker
+    from services.router.cluster.wake import ModelWaker
 
     calls: list[tuple[str, float]] = []
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint
 
 import pytest
-from services.core.backends import ENTRY_POINT_GROUP, BackendError, BackendRegistry, _info
-from services.core.protocols import PROTOCOLS, BackendContractError, VadBackend, verify
-from services.core.specs import Task
+from services.core.tasks.backends import ENTRY_POINT_GROUP, BackendError, BackendRegistry, _info
+from services.core.tasks.protocols import PROTOCOLS, BackendContractError, VadBackend, verify
+from services.core.contracts.specs import Task
 from services.vad.backends.silero import SileroVadBackend
 
 
@@ -28,7 +28,7 @@ def test_a_broken_plugin_names_itself():
     with pytest.raises(BackendError, match=r"backend 'ghost' \(no_such_module:Thing\) cannot be imported"):
         _info(entry("ghost", "no_such_module:Thing"))
     with pytest.raises(BackendError, match=r"backend 'taskless' .* declares no valid 'task'"):
-        _info(entry("taskless", "services.core.backends:BackendRegistry"))
+        _info(entry("taskless", "services.core.tasks.backends:BackendRegistry"))
 
 
 def test_unknown_or_mistasked_backend_names_the_field_and_the_choices():

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.auth.guard import check_voice
-from services.core.audio import decode_audio
-from services.core.errors import InvalidAudio, InvalidRequest, NotFound
-from services.router.routes.speech import SpeechRequest, _check_unicode
+from services.core.audio.codec import decode_audio
+from services.core.contracts.errors import InvalidAudio, InvalidRequest, NotFound
+from services.router.api.speech import SpeechRequest, _check_unicode
 
 
 def wav_claiming_rate(rate: int, samples: int) -> bytes:

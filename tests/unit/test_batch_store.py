@@ -15,8 +15,8 @@ from services.batches.items import ItemQueue
 from services.batches.lines import check_lines
 from services.batches.store import BatchStore, Conflict
 from services.batches.wire import BatchCreate, OutputLine
-from services.core.errors import InvalidRequest, NotFound
-from services.core.specs import BatchSettings
+from services.core.contracts.errors import InvalidRequest, NotFound
+from services.core.contracts.specs import BatchSettings
 from services.store import open_database
 from services.store.objects import DirectoryObjectStore
 

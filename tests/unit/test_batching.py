@@ -13,11 +13,11 @@ import time
 from typing import Any, Callable, Sequence
 
 import pytest
-from services.core.batching import DynamicBatcher
-from services.core.errors import QueueFull, RequestTimeout, ServiceUnavailable
-from services.core.metrics import Metrics
-from services.core.specs import BatchingSpec
-from services.core.wanted import Abandoned, Wanted, all_wanted
+from services.core.runtime.batching import DynamicBatcher
+from services.core.contracts.errors import QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.runtime.metrics import Metrics
+from services.core.contracts.specs import BatchingSpec
+from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 
 
 class Recorder:
@@ -453,7 +453,7 @@ async def test_lower_ranks_go_first_within_a_priority_for_a_bounded_time(make_ba
 async def test_realtime_priority_from_the_request_goes_before_interactive_work(make_batcher):
     """The ``realtime`` priority (-1) a request carries (the router's final decode of a live turn) is its items'
     priority: they overtake interactive items queued before them."""
-    from services.core import timing
+    from services.core.runtime import timing
 
     gate = threading.Event()
     recorder = Recorder(gate=gate)
@@ -486,7 +486,7 @@ async def test_waiting_items_are_shared_between_idle_instances(make_batcher):
 
 
 async def test_a_request_learns_its_queue_and_compute_time(make_batcher):
-    from services.core import timing
+    from services.core.runtime import timing
 
     rec = Recorder(sleep_s=0.05)
     batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=0)
@@ -504,7 +504,7 @@ async def test_a_request_learns_its_queue_and_compute_time(make_batcher):
 
 
 async def test_a_request_that_cannot_start_before_its_callers_deadline_is_refused_at_once(make_batcher):
-    from services.core import timing
+    from services.core.runtime import timing
 
     gate = threading.Event()
     rec = Recorder(gate=gate)
@@ -554,7 +554,7 @@ async def test_an_admitted_requests_later_parts_go_before_a_newcomers(make_batch
 
 
 async def test_reserved_work_counts_ahead_of_a_newcomer_before_it_is_queued(make_batcher):
-    from services.core import timing
+    from services.core.runtime import timing
 
     batcher = make_batcher(Recorder(), max_batch_size=1, max_queue_delay_ms=0, timeout_s=600)
     assert await batcher.submit(1) == 2  # the model has run: about 1 s a unit is its guess until it learns
@@ -598,7 +598,7 @@ async def test_a_reservation_is_released_as_its_parts_finish_fail_or_are_abandon
 async def test_a_streamed_answers_parts_follow_its_renewed_deadline(make_batcher):
     """Each part of a streamed answer that leaves gives its caller (who reads as it comes) a new read timeout:
     a part queued before that is held to the new deadline, not the first one."""
-    from services.core import timing
+    from services.core.runtime import timing
 
     gate = threading.Event()
     rec = Recorder(gate=gate)
@@ -625,7 +625,7 @@ async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_co
     batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
     running = asyncio.create_task(batcher.submit("x"))
     await wait_until(rec.started.is_set)
-    from services.core import timing
+    from services.core.runtime import timing
 
     token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 2))  # the client's deadline binds
     try:
@@ -646,7 +646,7 @@ async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_co
 async def test_batch_priority_work_runs_after_interactive_work_and_never_delays_its_admission(make_batcher):
     """A request marked ``X-Harmony-Priority: batch`` queues behind interactive work, and the batch work
     admitted does not count against an interactive request's deadline."""
-    from services.core import timing
+    from services.core.runtime import timing
 
     gate = threading.Event()
     rec = Recorder(gate=gate)
@@ -674,7 +674,7 @@ async def test_batch_priority_work_runs_after_interactive_work_and_never_delays_
 
 
 def test_the_priority_header_names_a_known_priority_or_nothing():
-    from services.core.timing import priority_of
+    from services.core.runtime.timing import priority_of
 
     def scope(value: bytes) -> dict:
         return {"headers": [(b"x-harmony-priority", value)]}
@@ -686,7 +686,7 @@ def test_the_priority_header_names_a_known_priority_or_nothing():
 async def test_an_item_whose_batch_is_computing_gets_its_result_though_its_deadline_passes(make_batcher):
     """Once its batch runs, the work is spent and the answer moments away: it is awaited, not turned into a 504
     (a client that left cancels it anyway)."""
-    from services.core import timing
+    from services.core.runtime import timing
 
     gate = threading.Event()
     rec = Recorder(gate=gate)
@@ -706,8 +706,8 @@ async def test_an_item_whose_batch_is_computing_gets_its_result_though_its_deadl
 async def test_batch_priority_work_waits_for_interactive_work_on_any_model_to_be_quiet(make_batcher):
     """The models of a process share its cores: batch work starts only once no interactive item is in flight in
     any batcher, and none ended in the last QUIET_S."""
-    from services.core import timing
-    from services.core.batching import INTERACTIVE, QUIET_S
+    from services.core.runtime import timing
+    from services.core.runtime.batching import INTERACTIVE, QUIET_S
 
     gate = threading.Event()
     interactive_rec = Recorder(gate=gate)
@@ -732,7 +732,7 @@ async def test_batch_priority_work_waits_for_interactive_work_on_any_model_to_be
 async def test_batch_priority_work_runs_in_small_batches(make_batcher):
     """A batch is never interrupted, so batch-priority batches are kept small (half of max_batch_size by
     default): that bounds an interactive request's wait behind one."""
-    from services.core import timing
+    from services.core.runtime import timing
 
     rec = Recorder()
     batcher = make_batcher(rec, max_batch_size=8, max_queue_delay_ms=50, instances=1)

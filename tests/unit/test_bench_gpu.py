@@ -4,7 +4,7 @@ The script end to end (CUDA failing here, and the CPU dry run): tests/integratio
 from __future__ import annotations
 
 import pytest
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 
 from bench import gpu
 

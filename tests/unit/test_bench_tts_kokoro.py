@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from services.core.wire import has_words
+from services.core.contracts.wire import has_words
 from services.tts.text import split_sentences
 
 from bench import tts_kokoro

@@ -12,8 +12,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from services.core.crd import crds, openapi_to_jsonschema
-from services.core.specs import SpeechModelSpec
+from services.core.contracts.crd import crds, openapi_to_jsonschema
+from services.core.contracts.specs import SpeechModelSpec
 from services.serve import default_config
 from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, OperatorSettings
 

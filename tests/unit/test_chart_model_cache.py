@@ -8,7 +8,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from services.core.specs import SpeechModelSpec
+from services.core.contracts.specs import SpeechModelSpec
 from harmony_operator import manifests
 from harmony_operator.settings import OperatorSettings
 

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI, Request
-from services.core.errors import install_error_handlers
+from services.core.http.errors import install_error_handlers
 
 
 def test_a_body_cut_short_by_a_disconnect_is_a_499_not_a_crash(caplog):

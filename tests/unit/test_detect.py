@@ -7,7 +7,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-from services.core.specs import parse_config
+from services.core.contracts.specs import parse_config
 from services.weights.detect import DetectError, Detected, detect, piper_voice_files
 
 WHISPER_CT2_CONFIG = json.dumps({  # the shape of CTranslate2's Whisper config.json (tiny.en's numbers)

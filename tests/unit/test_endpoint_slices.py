@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from services.router import cluster
-from services.router.endpoint_slices import EndpointSlice, SliceBook, SliceEvent
-from services.router.pods import PodDirectory, service_of
+from services.router.cluster import config_map as cluster
+from services.router.cluster.endpoint_slices import EndpointSlice, SliceBook, SliceEvent
+from services.router.cluster.pods import PodDirectory, service_of
 from services.router.routing import ModelTable
-from services.router.slice_watch import SliceWatch
+from services.router.cluster.slice_watch import SliceWatch
 
 NS = "speech"
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
@@ -221,7 +221,7 @@ async def test_the_watch_lists_watches_resumes_and_relists(tmp_path) -> None:
 
 
 async def test_the_watch_backs_off_and_restarts_after_failures(monkeypatch) -> None:
-    from services.router import slice_watch
+    from services.router.cluster import slice_watch
 
     monkeypatch.setattr(slice_watch, "FIRST_BACKOFF_S", 0.01)
     server = ScriptedApiServer([

@@ -8,17 +8,17 @@ import logging
 
 import httpx
 import pytest
-from services.core import wire
-from services.core.disconnect import ClientDisconnected
-from services.core.errors import (HarmonyError, OPENAI_TYPES, error_from_body, error_headers, openai_type)
-from services.core.metrics import OUTCOMES, outcome_of
-from services.core.specs import Task, parse_config
-from services.core.uploads import read_form
-from services.core.wire import FormFields, Segment, TranscriptionResult
+from services.core.contracts import wire
+from services.core.http.disconnect import ClientDisconnected
+from services.core.contracts.errors import (HarmonyError, OPENAI_TYPES, error_from_body, error_headers, openai_type)
+from services.core.runtime.metrics import OUTCOMES, outcome_of
+from services.core.contracts.specs import Task, parse_config
+from services.core.http.uploads import read_form
+from services.core.contracts.wire import FormFields, Segment, TranscriptionResult
 from services.router.app import build_table, create_router_app
-from services.router.clients import ServiceClients
-from services.router.routes.speech import SpeechRequest
-from services.router.transcript_formats import to_verbose, token_usage
+from services.router.upstream.clients import ServiceClients
+from services.router.api.speech import SpeechRequest
+from services.router.api.transcript_formats import to_verbose, token_usage
 from starlette.requests import Request
 
 OPENAI_ERROR_TYPES = {"invalid_request_error", "authentication_error", "permission_error", "rate_limit_error",
@@ -39,7 +39,7 @@ def _subclasses(cls):
 
 
 def test_every_error_class_uses_an_openai_type_matching_its_status():
-    import services.core.weights  # noqa: F401  (its error class too)
+    import services.core.runtime.weights  # noqa: F401  (its error class too)
 
     for cls in [HarmonyError, *_subclasses(HarmonyError)]:
         assert cls.error_type in OPENAI_ERROR_TYPES | {"insufficient_quota"}, cls

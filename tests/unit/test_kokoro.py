@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio import resample
-from services.core.errors import InvalidRequest
+from services.core.audio.codec import resample
+from services.core.contracts.errors import InvalidRequest
 from services.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
 from services.tts.types import SynthJob
 

@@ -29,7 +29,7 @@ def test_no_root_folder_shadows_a_standard_library_module():
 
 def test_python_runs_from_the_repository_root():
     for code in ("import json, operator; assert operator.__file__ is None or 'lib' in operator.__file__",
-                 "import services.core.specs, harmony_operator.manifests"):
+                 "import services.core.contracts.specs, harmony_operator.manifests"):
         done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
 

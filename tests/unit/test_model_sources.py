@@ -9,8 +9,8 @@ import zipfile
 import pytest
 from pydantic import ValidationError
 
-from services.core.specs import HubSource, ModelSource
-from services.core.weights import WeightsError
+from services.core.contracts.specs import HubSource, ModelSource
+from services.core.runtime.weights import WeightsError
 from services.weights.archives import unpack
 from services.weights.cache import CachedFile, ModelCache, ModelManifest
 from services.weights.fetch import OfflineMissing, fetch, offline_mode
@@ -200,7 +200,7 @@ def test_a_termination_message_is_json_that_fits_kubernetes_limit(tmp_path):
     import json
 
     from services.commands.pull import TERMINATION_LIMIT, write_termination
-    from services.core.wire import WeightsProgress
+    from services.core.contracts.wire import WeightsProgress
 
     long = WeightsProgress(phase="failed", source="hf://org/model@main", revision="a" * 40,
                            message="401 Unauthorized: é" + "x" * 9000)

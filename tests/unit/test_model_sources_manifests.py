@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 from pydantic import ValidationError
 import yaml
-from services.core.crd import openapi_to_jsonschema, speech_model_crd
-from services.core.specs import NamedModel, SpeechModelSpec
+from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
+from services.core.contracts.specs import NamedModel, SpeechModelSpec
 from harmony_operator import manifests, names, reconcile
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings

@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
-from services.core.crd import crds, openapi_to_jsonschema
-from services.core.specs import SpeechModelSpec
+from services.core.contracts.crd import crds, openapi_to_jsonschema
+from services.core.contracts.specs import SpeechModelSpec
 from harmony_operator import manifests
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings
@@ -69,7 +69,7 @@ def test_env_of_the_spec_follows_and_overrides_the_operators() -> None:
 
 
 def test_the_cpu_request_reaches_the_thread_sizing() -> None:
-    """A pod with a CPU request and no limit sizes its threads from the request (services/core/cpus.py)."""
+    """A pod with a CPU request and no limit sizes its threads from the request (services/core/runtime/cpus.py)."""
     env = {e["name"]: e for e in pod(SpeechModelSpec.model_validate({**PLAIN, "resources": {"cpu": "2500m"}}))
            ["containers"][0]["env"]}
     assert env["HARMONY_CPU_REQUEST"]["valueFrom"] == {"resourceFieldRef": {
@@ -130,7 +130,7 @@ def test_the_crd_takes_volumes_and_env() -> None:
 
 def test_harmony_serve_ignores_them() -> None:
     """The model file a service reads carries them (changing them rolls the pods), and it still parses."""
-    from services.core.specs import NamedModel
+    from services.core.contracts.specs import NamedModel
 
     text = manifests.model_file("whisper-small", SpeechModelSpec.model_validate(EXAMPLE["spec"]))
     model = NamedModel.model_validate(yaml.safe_load(text))

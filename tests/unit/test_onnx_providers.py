@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from services.core.onnx_options import CPU, CUDA, log_providers, providers
-from services.core.specs import NamedModel
-from services.core.weights import WeightsError
+from services.core.runtime.onnx_options import CPU, CUDA, log_providers, providers
+from services.core.contracts.specs import NamedModel
+from services.core.runtime.weights import WeightsError
 
 GPU_BUILD = [CUDA, CPU]  # onnxruntime-gpu, as in the CUDA image
 CPU_BUILD = [CPU]        # onnxruntime, as in the CPU image

@@ -8,9 +8,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-from services.core.crd import openapi_to_jsonschema, speech_model_crd
-from services.core.specs import ModelSource, SpeechModelSpec
-from services.core.wire import SpeechModelStatus, WeightsProgress
+from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
+from services.core.contracts.specs import ModelSource, SpeechModelSpec
+from services.core.contracts.wire import SpeechModelStatus, WeightsProgress
 from services.weights import fetch
 from harmony_operator import manifests, names, pulls, status
 

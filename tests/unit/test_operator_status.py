@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.specs import NamedModel
+from services.core.contracts.specs import NamedModel
 from harmony_operator import aliases, drift, manifests, names, ownership, status
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings

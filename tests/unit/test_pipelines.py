@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.core.specs import Task
+from services.core.contracts.specs import Task
 from services.router.pipelines import STEP_KINDS, PipelineState
 
 

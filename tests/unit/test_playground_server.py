@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from prometheus_client import generate_latest
 
 from services.auth.gate import is_open
-from services.core.metrics import Metrics
+from services.core.runtime.metrics import Metrics
 from services.playground.model_metrics import ModelFigures, add_exposition
 from services.playground.routes import REALTIME_PATH, has_websocket
 

@@ -10,8 +10,8 @@ import pytest
 import soundfile
 
 from services.auth.estimates import covered, speech_seconds, upload_seconds
-from services.core.audio import encode_audio
-from services.core.errors import InvalidRequest
+from services.core.audio.codec import encode_audio
+from services.core.contracts.errors import InvalidRequest
 from tests.speech import SENTENCES, espeak, synthesize, wav_bytes
 
 TEXTS = [*SENTENCES, "Hello.", "Call 555-1234 at 10:30 on 2024-05-06.", "A. B. C. D.", "I have 3 cats 🐈 and 2 dogs."]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.protocols import VadContinuation, VadContinued
-from services.core.specs import NamedModel
+from services.core.tasks.protocols import VadContinuation, VadContinued
+from services.core.contracts.specs import NamedModel
 from services.router.realtime.config import SessionConfig
 from services.router.realtime.events import RealtimeError, parse_client_event, pcm16_of
 from services.router.realtime.models import DeltaText
@@ -109,8 +109,8 @@ def test_a_stream_in_pieces_gets_the_probabilities_of_one_pass():
 
 
 def test_clients_may_lower_their_priority_but_never_claim_realtime():
-    from services.core.timing import PRIORITIES
-    from services.router.admission import _client_priority
+    from services.core.runtime.timing import PRIORITIES
+    from services.router.upstream.admission import _client_priority
 
     def scope(value: bytes) -> dict:
         return {"type": "http", "headers": [(b"x-harmony-priority", value)]}

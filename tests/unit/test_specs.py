@@ -1,4 +1,4 @@
-"""Config schema (services.core.specs), backend checks (services.serve) and ``harmony check-config``.
+"""Config schema (services.core.contracts.specs), backend checks (services.serve) and ``harmony check-config``.
 
 Every failure must be a ConfigError whose message names the offending field.
 """
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from services.cli import main as cli_main
-from services.core.specs import (
+from services.core.contracts.specs import (
     BatchingSpec,
     ConfigError,
     HarmonyConfig,
@@ -265,7 +265,7 @@ def test_every_task_has_a_service():
 
 
 def test_every_builtin_backend_is_an_entry_point_of_its_task():
-    from services.core.backends import BackendRegistry
+    from services.core.tasks.backends import BackendRegistry
 
     backends = {b.name: b.task for b in BackendRegistry.installed().all()}
     assert {"faster-whisper": Task.stt, "piper": Task.tts, "espeak": Task.tts, "kokoro": Task.tts,

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from services.core.specs import NamedModel
+from services.core.contracts.specs import NamedModel
 from services.stt.guards import Decode, Guards, compression_ratio
 from services.stt.types import SAMPLE_RATE, ChunkJob
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.wire import Segment, Word
+from services.core.contracts.wire import Segment, Word
 from services.stt import packing
 from services.stt.packing import Candidate, Pack, plan, split, to_own_time
 from services.stt.types import SAMPLE_RATE

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHECKED = ["services/core/service_app.py", "services/core/backends.py", "services/core/protocols.py",
-           "services/core/wire.py", "services/model_services.py", "services/stt/app.py", "services/tts/app.py",
-           "services/vad/app.py", "services/vc/app.py", "services/router/pipelines.py", "services/router/routes",
+CHECKED = ["services/core/http/service_app.py", "services/core/tasks/backends.py", "services/core/tasks/protocols.py",
+           "services/core/contracts/wire.py", "services/model_services.py", "services/stt/app.py", "services/tts/app.py",
+           "services/vad/app.py", "services/vc/app.py", "services/router/pipelines.py", "services/router/api",
            "services/router/realtime",
            "operator/harmony_operator/status.py", "operator/harmony_operator/manifests.py"]
 
@@ -27,8 +27,8 @@ def test_services_and_contracts_type_check(tmp_path):
 def test_reaching_past_a_task_protocol_is_a_type_error(tmp_path):
     """The check above can fail: an STT model's backend has no voices(), so asking for them is caught."""
     probe = tmp_path / "probe.py"
-    probe.write_text("from services.core.protocols import SttBackend\n"
-                     "from services.core.service_app import LoadedModel\n\n\n"
+    probe.write_text("from services.core.tasks.protocols import SttBackend\n"
+                     "from services.core.http.service_app import LoadedModel\n\n\n"
                      "def voices(model: LoadedModel[SttBackend]) -> object:\n"
                      "    return model.backend.voices()\n")
     done = mypy(str(probe), cache=tmp_path / "cache")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.errors import InvalidRequest
-from services.core.wire import VadParams
+from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.wire import VadParams
 from services.vad.segments import VadOptions, options_of, speech_ranges, speech_segments
 
 F = 512  # samples per frame (32 ms at 16 kHz)

@@ -7,8 +7,8 @@ import json
 import logging
 
 import pytest
-from services.core.errors import NotFound
-from services.core.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
+from services.core.contracts.errors import NotFound
+from services.core.contracts.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
 from services.store import open_database
 from services.store.objects import (DirectoryObjectStore, ObjectMissing, S3ObjectStore, object_store_settings,
                                     open_object_store)
@@ -215,7 +215,7 @@ def test_voice_service_opens_the_shared_database_and_imports_old_voices(tmp_path
 
 
 def test_voice_service_in_a_pod_refuses_an_ephemeral_object_store(tmp_path, monkeypatch):
-    from services.core.specs import ConfigError
+    from services.core.contracts.specs import ConfigError
     from services.vc.app import open_voice_store
 
     monkeypatch.delenv("HARMONY_OBJECT_STORE_URL", raising=False)

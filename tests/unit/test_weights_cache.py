@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from services.core import weights
-from services.core.weights import WeightsError, join_parts, link_or_copy
+from services.core.runtime import weights
+from services.core.runtime.weights import WeightsError, join_parts, link_or_copy
 
 
 def make_parts(tmp_path: Path, sizes=(3_000_000, 2_000_001)) -> tuple[list[Path], str]:

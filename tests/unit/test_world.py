@@ -7,9 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from services.core.audio import resample
-from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel
+from services.core.audio.codec import resample
+from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.specs import NamedModel
 from services.tts.types import SynthJob
 from services.vc.backends.world import WorldConverter
 from services.vc.stats import SpeakerStats, analyze_speech

@@ -12,7 +12,7 @@ import pytest
 from wyoming.audio import AudioChunk, AudioStart
 from wyoming.tts import SynthesizeVoice
 
-from services.core.specs import ConfigError, WyomingSettings
+from services.core.contracts.specs import ConfigError, WyomingSettings
 from services.serve import wyoming_settings
 from services.wyoming.announce import SERVICE_TYPE, announced_address, instance_name, service_info
 from services.wyoming.errors import WyomingError

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.core.specs import WyomingSettings
+from services.core.contracts.specs import WyomingSettings
 from services.wyoming.router_api import RouterApi
 
 

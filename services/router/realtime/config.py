@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from services.core.wire import JsonFloat, JsonInt
+from services.core.contracts.wire import JsonFloat, JsonInt
 from services.router.realtime.events import RealtimeError
 
 SAMPLE_RATES = (24000, 16000)  # pcm16: OpenAI's 24 kHz, and 16 kHz (Whisper's and Silero's own rate)

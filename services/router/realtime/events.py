@@ -13,7 +13,7 @@ import json
 import secrets
 from typing import Any
 
-from services.core.errors import HarmonyError, InvalidRequest
+from services.core.contracts.errors import HarmonyError, InvalidRequest
 
 CLIENT_EVENTS = ("session.update", "transcription_session.update", "input_audio_buffer.append",
                  "input_audio_buffer.commit", "input_audio_buffer.clear")

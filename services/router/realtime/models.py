@@ -7,11 +7,11 @@ import base64
 import re
 
 import numpy as np
-from services.core.audio import encode_audio
-from services.core.specs import Task
-from services.core.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
-from services.router.admission import call_as, in_flight
-from services.router.clients import ServiceClients
+from services.core.audio.codec import encode_audio
+from services.core.contracts.specs import Task
+from services.core.contracts.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
+from services.router.upstream.admission import call_as, in_flight
+from services.router.upstream.clients import ServiceClients
 from services.router.realtime.config import Transcription
 from services.router.realtime.turns import RATE
 from services.router.routing import ModelTable, ServedModel

@@ -30,9 +30,9 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 import soxr
 from services.auth.guard import release_hold, reserve_turn, settle_turn
-from services.core.audio import pcm16_to_float
-from services.core.errors import HarmonyError, ServiceUnavailable
-from services.core.wire import TranscriptionResult
+from services.core.audio.codec import pcm16_to_float
+from services.core.contracts.errors import HarmonyError, ServiceUnavailable
+from services.core.contracts.wire import TranscriptionResult
 from services.router.realtime import events
 from services.router.realtime.config import SessionConfig, Transcription
 from services.router.realtime.events import RealtimeError

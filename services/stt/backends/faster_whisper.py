@@ -27,7 +27,7 @@ capped at ``FIT_TOKENS_PER_S`` tokens a second. Whisper was trained on 30-s wind
 under a second it can loop on its last sentence, so a fitted window is decoded once, and when it
 fails a guard (or looks silent) it is decoded again over the whole 30 s with its full ladder.
 
-Abandoned windows (``wanted``, from the batcher: services/core/wanted.py): before every step (the encode, each
+Abandoned windows (``wanted``, from the batcher: services/core/tasks/wanted.py): before every step (the encode, each
 decode of the ladder, the second pass over packed or fitted windows that failed, the word alignment) the batch
 leaves out the windows whose callers went away, and answers them ``Abandoned``. A step already running finishes.
 
@@ -64,11 +64,11 @@ from math import ceil
 from typing import Sequence
 
 import numpy as np
-from services.core.cpus import threads_per_instance
-from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel, Task
-from services.core.wanted import Abandoned, Wanted, all_wanted
-from services.core.wire import Segment, Word
+from services.core.runtime.cpus import threads_per_instance
+from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.specs import NamedModel, Task
+from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
+from services.core.contracts.wire import Segment, Word
 from services.stt import packing
 from services.stt.guards import Decode, Guards, compression_ratio
 from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult

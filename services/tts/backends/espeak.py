@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from services.core.specs import NamedModel, Task
-from services.core.wire import VoiceInfo
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import VoiceInfo
 from services.tts.types import SynthJob
 
 BASE_WORDS_PER_MINUTE = 175

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from services.core.cpus import threads_per_instance
-from services.core.errors import InvalidRequest
-from services.core.onnx_options import log_providers, providers, run_options, session_options
-from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
-from services.core.wire import VoiceInfo
+from services.core.runtime.cpus import threads_per_instance
+from services.core.contracts.errors import InvalidRequest
+from services.core.runtime.onnx_options import log_providers, providers, run_options, session_options
+from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
+from services.core.contracts.wire import VoiceInfo
 from services.tts.types import SynthJob
 
 log = logging.getLogger("harmony.tts.kokoro")

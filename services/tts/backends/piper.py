@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from services.core.cpus import threads_per_instance
-from services.core.onnx_options import log_providers, option_flag, providers, run_options, session_options
-from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError
-from services.core.wire import VoiceInfo
+from services.core.runtime.cpus import threads_per_instance
+from services.core.runtime.onnx_options import log_providers, option_flag, providers, run_options, session_options
+from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.weights import WeightsError
+from services.core.contracts.wire import VoiceInfo
 from services.tts.types import SynthJob
 
 log = logging.getLogger("harmony.tts.piper")

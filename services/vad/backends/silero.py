@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from services.core.cpus import threads_per_instance
-from services.core.protocols import VadContinuation, VadContinued
-from services.core.onnx_options import log_providers, providers, session_options
-from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError, package_dir, shallowest
+from services.core.runtime.cpus import threads_per_instance
+from services.core.tasks.protocols import VadContinuation, VadContinued
+from services.core.runtime.onnx_options import log_providers, providers, session_options
+from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.weights import WeightsError, package_dir, shallowest
 
 log = logging.getLogger("harmony.vad.silero")
 

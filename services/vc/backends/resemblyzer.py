@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from services.core.cpus import threads_per_instance
-from services.core.errors import InvalidAudio
-from services.core.specs import NamedModel, Task
-from services.core.weights import WeightsError, package_dir, sha256_of, shallowest
+from services.core.runtime.cpus import threads_per_instance
+from services.core.contracts.errors import InvalidAudio
+from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
 
 log = logging.getLogger("harmony.vc.resemblyzer")
 

@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from services.core.errors import InvalidRequest
-from services.core.specs import NamedModel, Task
+from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.specs import NamedModel, Task
 from services.vc.stats import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,

@@ -7,7 +7,7 @@ Its API is one stream at a time: ``SileroVAD(rate).process(window)`` takes exact
 probability, keeping the recurrent state and the 64-sample (32 at 8 kHz) context of the
 stream inside; ``reset()`` starts a new stream.
 
-How this backend meets Harmony's ``VadBackend`` protocol (services/core/protocols.py):
+How this backend meets Harmony's ``VadBackend`` protocol (services/core/tasks/protocols.py):
 
 * ``sample_rate`` / ``frame_samples``: 16000 / 512 by default, or 8000 / 256 with
   ``options: {sample_rate: 8000}``. The VAD service decodes uploads to ``sample_rate``
@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-from services.core.specs import Task
+from services.core.contracts.specs import Task
 
 if TYPE_CHECKING:  # only for annotations: listing backends imports nothing heavy
-    from services.core.specs import NamedModel
+    from services.core.contracts.specs import NamedModel
 
 log = logging.getLogger("harmony.vad.silero_lite")
 

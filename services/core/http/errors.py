@@ -1,0 +1,50 @@
+"""Every app's error answers in OpenAI's shape: the typed errors of ``core.contracts.errors``, FastAPI's validation
+errors (400 naming the field), Starlette's HTTP errors, a client gone mid-body (499) and anything unexpected (500)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+
+from services.core.contracts.errors import HarmonyError, error_body, error_headers, openai_type
+
+log = logging.getLogger("harmony.errors")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(HarmonyError)
+    async def _harmony(_: Request, exc: HarmonyError) -> JSONResponse:
+        return JSONResponse(exc.to_body(), status_code=exc.status_code, headers=exc.response_headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+        param = ".".join(loc) or None
+        text = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+        message = f"{param}: {text}" if param else text
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400,
+                            headers=error_headers(400))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(error_body(str(exc.detail), openai_type(exc.status_code)), status_code=exc.status_code,
+                            headers=error_headers(exc.status_code, getattr(exc, "headers", None)))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> JSONResponse:
+        # the client left while its body was read (a JSON body: uploads say so themselves): nobody reads the answer,
+        # metrics and the audit line see a 499, and it is no crash
+        return JSONResponse(error_body("the client closed the connection while its request was read",
+                                       "invalid_request_error", None, "client_disconnected"), status_code=499)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse(error_body(f"internal error: {type(exc).__name__}", "server_error", None, "internal_error"),
+                            status_code=500)

@@ -1,0 +1,155 @@
+"""Upload size limits and multipart parsing with OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from services.core.http.disconnect import ClientDisconnected
+from services.core.contracts.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+class UploadLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 before they are read into memory.
+
+    A declared Content-Length over the limit is refused at once; a body without
+    one (chunked) is counted as it arrives and cut off at the limit. ``path_limits`` gives
+    some paths a limit of their own (``POST /v1/files``: ``files.max_bytes``).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.path_limits = path_limits or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+            await _send_too_large(send, limit)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
+def _too_large(max_bytes: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the limit of {max_bytes} bytes ({max_bytes / 1e6:.1f} MB)",
+                           param="file")
+
+
+async def _send_too_large(send: Send, max_bytes: int) -> None:
+    import json
+
+    body = json.dumps(_too_large(max_bytes).to_body()).encode()
+    extra = [(k.encode(), v.encode()) for k, v in error_headers(413).items()]
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close"), *extra]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def read_form(request: Request, max_fields: int = 64, max_files: int = 16) -> FormData:
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        raise InvalidRequest("expected a multipart/form-data body", param=None, code="invalid_content_type")
+    try:
+        return await request.form(max_files=max_files, max_fields=max_fields)
+    except MultiPartException as exc:
+        raise InvalidRequest(f"malformed multipart body: {exc.message}", code="invalid_multipart") from None
+    except StarletteHTTPException as exc:
+        raise InvalidRequest(f"malformed request body: {exc.detail}", code="invalid_multipart") from None
+    except ClientDisconnect:  # the client left mid-upload: nobody to answer, nothing to log as a crash
+        raise ClientDisconnected("the client closed the connection during the upload") from None
+    except HarmonyError:
+        raise
+
+
+def single(form: Mapping[str, Any], name: str) -> Any:
+    """The one value of the single-valued field ``name`` (None when absent); sent twice, it is a 400 naming it
+    (a multipart form may repeat a field, and silently taking one of them would hide the client's mistake)."""
+    getlist = getattr(form, "getlist", None)
+    values = getlist(name) if getlist is not None else ([form[name]] if name in form else [])
+    if len(values) > 1:
+        raise InvalidRequest(f"'{name}' was sent {len(values)} times; send it once", param=name,
+                             code="duplicate_parameter")
+    return values[0] if values else None
+
+
+def form_str(form: FormData, name: str, default: str | None = None) -> str | None:
+    value = single(form, name)
+    if value is None:
+        return default
+    if isinstance(value, UploadFile):
+        raise InvalidRequest(f"'{name}' must be a plain field, not a file", param=name)
+    return value
+
+
+def form_list(form: FormData, name: str) -> list[str]:
+    values: list[Any] = form.getlist(name) + form.getlist(name + "[]")
+    return [v for v in values if isinstance(v, str)]
+
+
+def parse_bool(value: str | None, name: str, default: bool = False) -> bool:
+    """A boolean form field: true/1/yes/on or false/0/no/off; anything else is a 400 naming the field."""
+    if value is None or value.strip() == "":
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise InvalidRequest(f"'{name}' must be true or false, not '{value}'", param=name)
+
+
+def parse_number(value: str | None, name: str, default: float, lo: float, hi: float,
+                 low_inclusive: bool = True) -> float:
+    """A numeric form field within [lo, hi] (or (lo, hi] when not ``low_inclusive``); NaN and junk are 400s."""
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be a number, not '{value}'", param=name) from None
+    if math.isnan(number) or number > hi or number < lo or (number == lo and not low_inclusive):
+        bound = f"between {lo:g} and {hi:g}" if math.isfinite(hi) else f"greater than {lo:g}"
+        raise InvalidRequest(f"'{name}' must be {bound}, not '{value}'", param=name)
+    return number
+
+
+async def form_file(form: FormData, name: str = "file") -> tuple[bytes, str]:
+    value = form_upload(form, name)
+    data = await value.read()
+    return data, value.filename or "audio"
+
+
+def form_upload(form: FormData, name: str = "file") -> UploadFile:
+    """The file field ``name``, still spooled (to disk past 1 MB), for a caller that copies it in chunks."""
+    value = single(form, name)
+    if value is None:
+        raise InvalidRequest(f"'{name}' is required: upload the audio as a file field", param=name,
+                             code="missing_required_parameter")
+    if not isinstance(value, UploadFile):
+        raise InvalidRequest(f"'{name}' must be a file upload", param=name)
+    return value
+
+
+__all__ = ["UploadLimitMiddleware", "read_form", "single", "form_str", "form_list", "form_file", "form_upload",
+           "error_body"]

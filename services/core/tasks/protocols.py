@@ -1,0 +1,153 @@
+"""One protocol per task: what a backend of that task offers its service, and nothing more.
+
+A service holds its models as ``LoadedModel[<protocol>]`` and calls only what the
+protocol names, so any class that implements it (a built-in one, or a plugin's
+registered under the ``harmony.backends`` entry points) serves without a change to
+the service. Every method but ``load`` runs in a worker thread, on a batch; a backend
+knows its model and nothing of HTTP. ``verify`` checks a loaded backend against its
+task's protocol, so a plugin that misses a member fails at load with the member's name.
+
+A ``run_batch`` that takes a ``wanted`` keyword (services/core/tasks/wanted.py) is told which of its items are still
+awaited, and may drop the others between its steps, answering them ``Abandoned``; one without it is called as
+before (an STT backend's is typed with it, since Whisper's batches run in steps).
+
+Attributes such as ``sample_rate`` may be set by ``load()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from services.core.contracts.specs import NamedModel, Task
+from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
+from services.core.contracts.wire import SttTask, VoiceInfo
+from services.stt.types import ChunkJob, ChunkResult
+from services.tts.types import SynthJob
+from services.vc.types import ConversionJob
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What every backend offers: built from its spec, loaded once, then batches (blocking)."""
+
+    task: ClassVar[Task | str]
+    # Read by ``load``: for a hf, url or oci source the service sets it, before ``load``, to the same spec with
+    # ``source.path`` at the weights in the model cache (services/weights/fetch.py ``local_spec``).
+    spec: NamedModel
+
+    def __init__(self, spec: NamedModel) -> None: ...
+
+    def load(self) -> None: ...
+
+    def run_batch(self, items: Any) -> list[Any]:
+        """One batch from the dynamic batcher (blocking, in a worker thread); the task's protocol types it."""
+
+
+@runtime_checkable
+class SttBackend(Backend, Protocol):
+    """Speech-to-text: 30-second windows of 16-kHz audio -> segments with timestamps."""
+
+    @property
+    def languages(self) -> list[str]: ...
+
+    def check_request(self, task: SttTask, language: str | None) -> None:
+        """Raise InvalidRequest (400) for a task or language this model cannot do, before any audio is decoded."""
+
+    def run_batch(self, jobs: Sequence[ChunkJob], wanted: Wanted = all_wanted) -> list[ChunkResult | Abandoned]:
+        """``wanted(i)``: whether job ``i`` is still awaited; a job that is not may be answered ``Abandoned``."""
+
+
+@runtime_checkable
+class TtsBackend(Backend, Protocol):
+    """Text-to-speech: one sentence per job -> mono float32 audio at ``sample_rate``."""
+
+    sample_rate: int
+
+    def voices(self) -> list[VoiceInfo]: ...
+
+    def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]: ...
+
+
+@dataclass
+class VadContinuation:
+    """The next whole frames of a live stream and the recurrent state its previous frames left (None at the start):
+    an item of a VAD batch beside whole utterances, for a backend whose ``streams`` is True."""
+
+    audio: np.ndarray
+    state: np.ndarray | None = None
+
+
+@dataclass
+class VadContinued:
+    """A ``VadContinuation``'s answer: one probability per frame, and the state to send with the next frames."""
+
+    probs: np.ndarray
+    state: np.ndarray
+
+
+@runtime_checkable
+class VadBackend(Backend, Protocol):
+    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``.
+
+    A backend that can go on from a stream's state (``streams = True``) also takes ``VadContinuation`` items and
+    answers them with ``VadContinued``."""
+
+    sample_rate: int
+    frame_samples: int
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class SpeakerEncoder(Backend, Protocol):
+    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item.
+
+    An encoder may name its ``embedding_size`` (optional): the voice service then refuses a voice registered
+    with an embedding of another length."""
+
+    sample_rate: int
+
+    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class VoiceConverter(Backend, Protocol):
+    """Voice conversion: speech toward a target speaker, described by the converter's own statistics."""
+
+    def analyze(self, audio: np.ndarray, sample_rate: int) -> dict[str, Any]:
+        """Speaker statistics of reference speech, as JSON-able data (what ``ConversionJob.target`` takes)."""
+
+    def run_batch(self, jobs: Sequence[ConversionJob]) -> list[np.ndarray]: ...
+
+
+PROTOCOLS: dict[Task, type] = {
+    Task.stt: SttBackend,
+    Task.tts: TtsBackend,
+    Task.vad: VadBackend,
+    Task.embed: SpeakerEncoder,
+    Task.vc: VoiceConverter,
+}
+
+
+class BackendContractError(TypeError):
+    """A loaded backend that does not implement its task's protocol."""
+
+
+def verify(backend: Any, task: Task) -> None:
+    """Raise BackendContractError naming the members ``backend`` lacks for ``task``'s protocol."""
+    protocol = PROTOCOLS[task]
+    if isinstance(backend, protocol):
+        return
+    members = [m for m in _members(protocol) if not hasattr(backend, m)]
+    raise BackendContractError(f"{type(backend).__name__} does not implement {protocol.__name__}: "
+                               f"missing {', '.join(members) or '?'}")
+
+
+def _members(protocol: type) -> list[str]:
+    names: set[str] = set()
+    for klass in protocol.__mro__:
+        if getattr(klass, "_is_protocol", False) and klass is not Protocol:
+            names |= {n for n in vars(klass) if not n.startswith("_")} | set(getattr(klass, "__annotations__", {}))
+    return sorted(names)

@@ -1,0 +1,91 @@
+"""Render a transcription result in OpenAI's response formats: json, text, srt, vtt, verbose_json."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from services.core.contracts.wire import TranscriptionResult
+
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+
+LANGUAGE_NAMES = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+    "cy": "welsh", "sk": "slovak", "fa": "persian", "lv": "latvian", "bn": "bengali", "sr": "serbian",
+    "sl": "slovenian", "et": "estonian", "mk": "macedonian", "is": "icelandic", "af": "afrikaans",
+    "sw": "swahili", "gl": "galician", "mr": "marathi", "eu": "basque", "ka": "georgian", "hy": "armenian",
+}
+
+
+def _timestamp(seconds: float, separator: str) -> str:
+    millis = int(round(max(0.0, seconds) * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
+
+
+def to_srt(result: TranscriptionResult) -> str:
+    blocks = []
+    for index, segment in enumerate(result.segments, 1):
+        blocks.append(f"{index}\n{_timestamp(segment.start, ',')} --> {_timestamp(segment.end, ',')}\n"
+                      f"{segment.text.strip()}\n")
+    return "\n".join(blocks)
+
+
+def to_vtt(result: TranscriptionResult) -> str:
+    lines = ["WEBVTT", ""]
+    for segment in result.segments:
+        lines += [f"{_timestamp(segment.start, '.')} --> {_timestamp(segment.end, '.')}", segment.text.strip(), ""]
+    return "\n".join(lines)
+
+
+AUDIO_TOKENS_PER_SECOND = 50  # Whisper's encoder: one position per 20 ms of audio (1500 per 30-second window)
+
+
+def token_usage(result: TranscriptionResult) -> dict[str, Any]:
+    """Usage of a streamed transcription, shaped as the SDK types ``transcript.text.done`` (``type: tokens``):
+    input tokens are the audio's encoder positions, output tokens the text tokens Whisper decoded."""
+    audio_tokens = math.ceil(result.duration * AUDIO_TOKENS_PER_SECOND)
+    output_tokens = sum(len(s.tokens) for s in result.segments)
+    return {"type": "tokens", "input_tokens": audio_tokens, "output_tokens": output_tokens,
+            "total_tokens": audio_tokens + output_tokens, "input_token_details": {"audio_tokens": audio_tokens}}
+
+
+def duration_usage(result: TranscriptionResult) -> dict[str, Any]:
+    """Usage of a whole transcription, as OpenAI's whisper-1 answers it: whole seconds, rounded up."""
+    return {"type": "duration", "seconds": math.ceil(result.duration)}
+
+
+def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> dict[str, Any]:
+    # a translation's text is English, and so is the language OpenAI reports for it
+    language = "english" if result.task == "translate" else LANGUAGE_NAMES.get(result.language, result.language)
+    body: dict[str, Any] = {
+        "task": result.task, "language": language,
+        "duration": result.duration, "text": result.text,
+    }
+    if segments:
+        body["segments"] = [s.model_dump(exclude={"words"}) for s in result.segments]
+    if words:
+        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in (result.words or [])]
+    body["usage"] = duration_usage(result)
+    return body
+
+
+def render(result: TranscriptionResult, response_format: str, granularities: list[str]) -> Response:
+    if response_format == "text":
+        return PlainTextResponse(result.text + "\n")
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(result))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+    if response_format == "verbose_json":
+        return JSONResponse(to_verbose(result, "word" in granularities,
+                                       "segment" in granularities or not granularities))
+    return JSONResponse({"text": result.text, "usage": duration_usage(result)})
