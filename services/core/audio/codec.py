@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, BinaryIO, Callable, Literal, get_args
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import soxr
 from services.core.contracts.errors import InvalidAudio, InvalidRequest
+from services.core.contracts.formats import AUDIO_FORMATS, CONTENT_TYPES, AudioFormat
 
 __all__ = [
     "AudioFormat",
@@ -33,18 +34,6 @@ __all__ = [
     "encode_audio",
     "resample",
 ]
-
-AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
-
-CONTENT_TYPES: dict[str, str] = {
-    "mp3": "audio/mpeg",
-    "opus": "audio/ogg",  # opus in an ogg container
-    "aac": "audio/aac",  # raw ADTS stream
-    "flac": "audio/flac",
-    "wav": "audio/wav",
-    "pcm": "audio/pcm",  # raw signed 16-bit little-endian mono, no header
-}
 
 # Decoded audio longer than this is refused whatever the caller allows: a small, highly compressed upload
 # (e.g. hours of FLAC silence) must not be able to exhaust memory. Services pass a smaller per-request

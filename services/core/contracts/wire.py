@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Annotated, Any, Literal, Mapping, Self
+from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
-from services.core.audio.codec import AudioFormat
 from services.core.contracts.errors import InvalidRequest
-from services.core.http.uploads import single
+from services.core.contracts.formats import AudioFormat
+from services.core.contracts.forms import Form, single
 from services.core.contracts.specs import ModelName, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
 
 # ---------------------------------------------------------------------------- numbers in JSON bodies
@@ -64,8 +64,9 @@ class FormFields(BaseModel):
         return out
 
     @classmethod
-    def from_form(cls, form: Mapping[str, Any]) -> Self:
-        """Parse the plain (non-file) fields of ``form``; an invalid one is a 400 naming it."""
+    def from_form(cls, form: Form) -> Self:
+        """Parse the plain (non-file) fields of ``form`` (any multi-dict or mapping); an invalid one is a 400 naming
+        it, and so is a file sent where a plain field belongs."""
         data = {}
         for name in cls.model_fields:
             value = single(form, name)

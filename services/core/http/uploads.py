@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any
 
 from services.core.http.disconnect import ClientDisconnected
+from services.core.contracts.forms import single
 from services.core.contracts.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -80,17 +81,6 @@ async def read_form(request: Request, max_fields: int = 64, max_files: int = 16)
         raise ClientDisconnected("the client closed the connection during the upload") from None
     except HarmonyError:
         raise
-
-
-def single(form: Mapping[str, Any], name: str) -> Any:
-    """The one value of the single-valued field ``name`` (None when absent); sent twice, it is a 400 naming it
-    (a multipart form may repeat a field, and silently taking one of them would hide the client's mistake)."""
-    getlist = getattr(form, "getlist", None)
-    values = getlist(name) if getlist is not None else ([form[name]] if name in form else [])
-    if len(values) > 1:
-        raise InvalidRequest(f"'{name}' was sent {len(values)} times; send it once", param=name,
-                             code="duplicate_parameter")
-    return values[0] if values else None
 
 
 def form_str(form: FormData, name: str, default: str | None = None) -> str | None:
