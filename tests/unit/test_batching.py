@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Sequence
 
 import pytest
+from services.core.runtime import request_state
 from services.core.runtime.batching import DynamicBatcher
 from services.core.contracts.errors import QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.runtime.metrics import Metrics
@@ -462,11 +463,11 @@ async def test_realtime_priority_from_the_request_goes_before_interactive_work(m
     await wait_until(lambda: len(recorder.batches) == 1)
     tasks = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
     await asyncio.sleep(0.02)
-    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["realtime"]))
+    token = request_state.TIMING.set(timing.RequestTiming(priority=timing.PRIORITIES["realtime"]))
     try:
         tasks.append(asyncio.create_task(batcher.submit(3)))
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     await asyncio.sleep(0.05)
     gate.set()
     await asyncio.gather(blocker, *tasks)
@@ -491,12 +492,12 @@ async def test_a_request_learns_its_queue_and_compute_time(make_batcher):
     rec = Recorder(sleep_s=0.05)
     batcher = make_batcher(rec, max_batch_size=4, max_queue_delay_ms=0)
     spent = timing.RequestTiming()
-    token = timing._timing.set(spent)
+    token = request_state.TIMING.set(spent)
     try:
         assert await batcher.submit(1) == 2
         assert await batcher.submit(2) == 4
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     assert spent.queue_s >= 0 and spent.compute_s >= 0.1  # two batches of at least 50 ms each
 
 
@@ -514,7 +515,7 @@ async def test_a_request_that_cannot_start_before_its_callers_deadline_is_refuse
     queued = [asyncio.create_task(batcher.submit(x)) for x in "bcd"]
     await wait_until(lambda: batcher.depth == 3)
 
-    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 0.5))
+    token = request_state.TIMING.set(timing.RequestTiming(deadline=time.monotonic() + 0.5))
     try:
         with pytest.raises(QueueFull) as refused:  # three batches ahead, about a second each
             await batcher.submit("hurried")
@@ -523,7 +524,7 @@ async def test_a_request_that_cannot_start_before_its_callers_deadline_is_refuse
         with pytest.raises(RequestTimeout):
             await batcher.submit("continued", wait_for_space=True)
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     patient = asyncio.create_task(batcher.submit("patient"))  # no deadline of its own: the model's timeout
     gate.set()
     assert await asyncio.wait_for(asyncio.gather(running, *queued, patient), timeout=10) == \
@@ -558,10 +559,10 @@ async def test_reserved_work_counts_ahead_of_a_newcomer_before_it_is_queued(make
 
     batcher = make_batcher(Recorder(), max_batch_size=1, max_queue_delay_ms=0, timeout_s=600)
     assert await batcher.submit(1) == 2  # the model has run: about 1 s a unit is its guess until it learns
-    batcher._recent_unit_s = 1.0  # as if a unit took a second lately
+    batcher.admission.recent_unit_s = 1.0  # as if a unit took a second lately
     reservation = batcher.reserve(20)  # 20 s of admitted work, nothing of it queued yet
     assert batcher.depth == 0 and batcher.outstanding == 20
-    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 10))
+    token = request_state.TIMING.set(timing.RequestTiming(deadline=time.monotonic() + 10))
     try:
         with pytest.raises(QueueFull) as refused:
             batcher.reserve(1)
@@ -572,7 +573,7 @@ async def test_reserved_work_counts_ahead_of_a_newcomer_before_it_is_queued(make
         with batcher.reserve(1) as hurried:
             assert await hurried.submit(3) == 6
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     assert batcher.outstanding == 0
 
 
@@ -606,11 +607,11 @@ async def test_a_streamed_answers_parts_follow_its_renewed_deadline(make_batcher
     running = asyncio.create_task(batcher.submit("x"))
     await wait_until(rec.started.is_set)
     streamed = timing.RequestTiming(deadline=time.monotonic() + 0.5, span=0.5)
-    token = timing._timing.set(streamed)
+    token = request_state.TIMING.set(streamed)
     try:
         part = asyncio.create_task(batcher.submit("p", wait_for_space=True))
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     for _ in range(4):  # 0.8 s: past the first deadline, never past a renewed one
         await asyncio.sleep(0.2)
         streamed.renew()
@@ -627,14 +628,14 @@ async def test_a_queued_item_that_can_no_longer_finish_in_time_is_refused_not_co
     await wait_until(rec.started.is_set)
     from services.core.runtime import timing
 
-    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 2))  # the client's deadline binds
+    token = request_state.TIMING.set(timing.RequestTiming(deadline=time.monotonic() + 2))  # the client's deadline binds
     try:
         late = asyncio.create_task(batcher.submit("p", wait_for_space=True))
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     on_time = asyncio.create_task(batcher.submit("q", wait_for_space=True))  # the model's 60 s
     await wait_until(lambda: batcher.depth == 2)
-    batcher._recent_elapsed_s = 5.0  # batches take 5 s lately: "p" cannot be done in 2
+    batcher.admission.recent_elapsed_s = 5.0  # batches take 5 s lately: "p" cannot be done in 2
     gate.set()
     with pytest.raises(QueueFull) as refused:
         await asyncio.wait_for(late, timeout=10)
@@ -653,14 +654,14 @@ async def test_batch_priority_work_runs_after_interactive_work_and_never_delays_
     batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=600)
     running = asyncio.create_task(batcher.submit("x"))
     await wait_until(rec.started.is_set)
-    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
+    token = request_state.TIMING.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
     try:
         bulk = batcher.reserve(50)  # fifty seconds of batch work, at the 1 s a unit guessed
         bulk_parts = [asyncio.create_task(bulk.submit(f"b{i}")) for i in range(3)]
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     await wait_until(lambda: batcher.depth == 3)
-    hurried = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 10))
+    hurried = request_state.TIMING.set(timing.RequestTiming(deadline=time.monotonic() + 10))
     try:
         with batcher.reserve(1) as interactive:  # 1 unit running + 1 of its own fits in 5 s; the 50 do not count
             part = asyncio.create_task(interactive.submit("i"))
@@ -668,7 +669,7 @@ async def test_batch_priority_work_runs_after_interactive_work_and_never_delays_
             gate.set()
             await asyncio.wait_for(asyncio.gather(running, part, *bulk_parts), timeout=10)
     finally:
-        timing._timing.reset(hurried)
+        request_state.TIMING.reset(hurried)
     bulk.release()
     assert rec.seen == ["x", "i", "b0", "b1", "b2"] and batcher.outstanding == 0
 
@@ -691,11 +692,11 @@ async def test_an_item_whose_batch_is_computing_gets_its_result_though_its_deadl
     gate = threading.Event()
     rec = Recorder(gate=gate)
     batcher = make_batcher(rec, gate=gate, max_batch_size=1, max_queue_delay_ms=0, timeout_s=60)
-    token = timing._timing.set(timing.RequestTiming(deadline=time.monotonic() + 0.3))
+    token = request_state.TIMING.set(timing.RequestTiming(deadline=time.monotonic() + 0.3))
     try:
         task = asyncio.create_task(batcher.submit("a"))
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     await wait_until(rec.started.is_set)
     await asyncio.sleep(0.5)  # past its deadline, still computing
     assert not task.done()
@@ -707,7 +708,7 @@ async def test_batch_priority_work_waits_for_interactive_work_on_any_model_to_be
     """The models of a process share its cores: batch work starts only once no interactive item is in flight in
     any batcher, and none ended in the last QUIET_S."""
     from services.core.runtime import timing
-    from services.core.runtime.batching import INTERACTIVE, QUIET_S
+    from services.core.runtime.interactive import INTERACTIVE, QUIET_S
 
     gate = threading.Event()
     interactive_rec = Recorder(gate=gate)
@@ -716,11 +717,11 @@ async def test_batch_priority_work_waits_for_interactive_work_on_any_model_to_be
     bulk_model = make_batcher(bulk_rec, name="bulk-model", max_queue_delay_ms=0)
     running = asyncio.create_task(other_model.submit("i"))
     await wait_until(interactive_rec.started.is_set)
-    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
+    token = request_state.TIMING.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
     try:
         bulk = asyncio.create_task(bulk_model.submit("b"))
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     await asyncio.sleep(3 * QUIET_S)
     assert bulk_rec.batches == []  # the interactive item is still computing on the other model
     gate.set()
@@ -736,10 +737,10 @@ async def test_batch_priority_work_runs_in_small_batches(make_batcher):
 
     rec = Recorder()
     batcher = make_batcher(rec, max_batch_size=8, max_queue_delay_ms=50, instances=1)
-    token = timing._timing.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
+    token = request_state.TIMING.set(timing.RequestTiming(priority=timing.PRIORITIES["batch"]))
     try:
         bulk = [asyncio.create_task(batcher.submit(i, wait_for_space=True)) for i in range(6)]
     finally:
-        timing._timing.reset(token)
+        request_state.TIMING.reset(token)
     assert await asyncio.wait_for(asyncio.gather(*bulk), timeout=10) == [0, 2, 4, 6, 8, 10]
     assert [len(b) for b in rec.batches] == [4, 2]  # 8 // 2

@@ -19,13 +19,14 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from services.core.tasks.backends import BackendRegistry
 from services.core.runtime.batching import DynamicBatcher
+from services.core.runtime.interactive import INTERACTIVE
 from services.core.http.disconnect import CancelOnDisconnect
 from services.core.http.draining import Drain, RefuseWhileDraining
 from services.core.contracts.errors import ModelNotFound, ServiceUnavailable
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.runtime.metrics import Metrics, RequestMetrics
-from services.core.tasks.protocols import Backend, SttBackend, verify
+from services.core.tasks.protocols import Backend, Capabilities, SttBackend
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.timing import TimingHeaders
 from services.core.http.uploads import UploadLimitMiddleware
@@ -45,10 +46,13 @@ class LoadedModel(Generic[B]):
         self.spec = spec
         self.backend: B = backend
         self.metrics = metrics
-        self.batcher: DynamicBatcher = DynamicBatcher(spec.name, backend.run_batch, spec.batching, metrics)
+        # every model of the process shares its cores, so every batcher shares the process's interactive activity
+        self.batcher: DynamicBatcher = DynamicBatcher(spec.name, backend.run_batch, spec.batching, metrics,
+                                                      activity=INTERACTIVE)
         self.ready = False
         self.error: str | None = None
         self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
+        self.capabilities = Capabilities()  # beyond the task's protocol: found when the backend has loaded
 
     async def load(self) -> None:
         started = time.monotonic()
@@ -56,7 +60,7 @@ class LoadedModel(Generic[B]):
             if self.spec.source.remote or (self.spec.source.path and self.spec.source.sha256):
                 await asyncio.to_thread(self._fetch)
             await asyncio.to_thread(self.backend.load)
-            verify(self.backend, self.spec.task)
+            self.capabilities = Capabilities.of(self.backend, self.spec.task)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("loading %s failed", self.spec.name)

@@ -9,7 +9,8 @@ dropped before computing. A full queue refuses new work with ``QueueFull`` (429)
 Admission reserves a request's whole work: a request of many parts (the windows of a
 transcription, the sentences of a speech) announces them with ``reserve`` and is admitted only
 when everything already admitted plus all of its own parts can be done before its deadline, at
-the rate batches have run lately. Waiting items run by priority class, then by rank (a part's
+the rate batches have run lately (``services/core/runtime/batch_admission.py`` keeps that count and that pace;
+the batcher keeps the queue, the order and the loop). Waiting items run by priority class, then by rank (a part's
 place in its request, where the caller gives one: a speech's first sentence has rank 0, its second
 1, the rest 2, so every request's first audio starts before anyone's third sentence; for as long as the
 caller says, a sentence for the audio before it, so a later sentence is never starved by a stream of
@@ -31,7 +32,6 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,16 +40,14 @@ from typing import Callable, Generic, Sequence, TypeVar
 
 from services.core.runtime import timing
 from services.core.contracts.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.runtime.batch_admission import RANK_HOLD_S, BatchAdmission, Reservation, retry_after_s
+from services.core.runtime.interactive import INTERACTIVE, InteractiveActivity
 from services.core.runtime.metrics import Metrics
 from services.core.contracts.specs import BatchingSpec
 from services.core.tasks.wanted import Abandoned, BatchWanted, takes_wanted
 
 log = logging.getLogger("harmony.batching")
 
-FINISH_WITHIN = 0.5  # the admitted work ahead plus a newcomer's own must fit in this share of its time left
-RECENT_RATES = 10  # the latest batches' seconds per unit of work, for a cautious estimate of the next ones
-RANK_HOLD_S = 1.0  # an item's rank holds it back for at most this long (unless its caller says); then its deadline
-QUIET_S = 0.25  # batch-priority work starts only once interactive work has been quiet this long (process-wide)
 RECENT_BATCHES = 1000  # batch sizes kept for inspection; the metrics histogram has the full record
 
 In = TypeVar("In")
@@ -83,64 +81,6 @@ class _Pending(Generic[In, Out]):
         return self.deadline if self.started else self.due()
 
 
-class InteractiveActivity:
-    """Whether interactive work is in flight in this process, in any batcher, and when the last of it ended.
-
-    Batch-priority work (``X-Harmony-Priority: batch``) starts only in the quiet between interactive work: the
-    models of one process share its cores, so a batch item computing beside an interactive one slows it down,
-    and one that starts just before an interactive item arrives makes it wait (a batch is never interrupted).
-    Derived from the batchers' own state (queued and computing items), so nothing can leak a count."""
-
-    def __init__(self) -> None:
-        self.batchers: weakref.WeakSet[DynamicBatcher] = weakref.WeakSet()
-        self.last_end = -math.inf
-
-    def quiet_in(self) -> float:
-        """Seconds until batch-priority work may start; 0 when it may now."""
-        if any(b.interactive_in_flight() for b in list(self.batchers)):
-            return QUIET_S
-        return max(0.0, self.last_end + QUIET_S - time.monotonic())
-
-
-INTERACTIVE = InteractiveActivity()
-
-
-class Reservation:
-    """The work a request announced when it was admitted: counted ahead of newcomers until done or released.
-
-    Use as a context manager; its parts go through ``submit`` (never refused for lack of room: they wait for it,
-    up to the request's deadline). Leaving the block releases what was not done (the request ended early)."""
-
-    def __init__(self, batcher: "DynamicBatcher", units: float, deadline: float, priority: int) -> None:
-        self.batcher = batcher
-        self.remaining = units
-        self.deadline = deadline
-        self.priority = priority
-        self._open = True
-        batcher._request_in_flight(+1)
-
-    async def submit(self, item, *, units: float = 1.0, rank: int = 0, rank_hold_s: float = RANK_HOLD_S):
-        return await self.batcher.submit(item, deadline=self.deadline, wait_for_space=True, priority=self.priority,
-                                         units=units, reservation=self, rank=rank, rank_hold_s=rank_hold_s)
-
-    def consume(self, units: float) -> None:
-        done = min(units, self.remaining)
-        self.remaining -= done
-        self.batcher._count(self.priority, -done)
-
-    def release(self) -> None:
-        self.consume(self.remaining)
-        if self._open:
-            self._open = False
-            self.batcher._request_in_flight(-1)
-
-    def __enter__(self) -> "Reservation":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
 @dataclass
 class BatchStats:
     batches: int = 0
@@ -156,7 +96,9 @@ class DynamicBatcher(Generic[In, Out]):
     """Batches items for ``run_batch`` (a blocking callable: list of items -> list of results or exceptions)."""
 
     def __init__(self, name: str, run_batch: Callable[[Sequence[In]], Sequence[Out | BaseException]],
-                 spec: BatchingSpec, metrics: Metrics | None = None, executor: ThreadPoolExecutor | None = None) -> None:
+                 spec: BatchingSpec, metrics: Metrics | None = None, executor: ThreadPoolExecutor | None = None,
+                 activity: InteractiveActivity = INTERACTIVE) -> None:
+        """``activity``: the interactive work of the batchers sharing this one's cores (by default the process's)."""
         self.name = name
         self.run_batch = run_batch
         self._takes_wanted = takes_wanted(run_batch)  # told which items are still awaited, between its steps
@@ -170,19 +112,13 @@ class DynamicBatcher(Generic[In, Out]):
         self._own_executor = executor is None
         self._task: asyncio.Task | None = None
         self._closing = False
-        self._recent_batch_seconds = 1.0
-        self._recent_unit_s = 1.0  # seconds of this model's time one unit of work took lately (throughput)
-        self._unit_times: deque[float] = deque(maxlen=RECENT_RATES)
-        self._recent_elapsed_s = 0.0  # how long one batch took lately, from start to end
-        self._outstanding: dict[int, float] = {}  # by priority, units admitted and not done: reserved parts, and
-        # single items queued or running
+        self.admission = BatchAdmission(name, spec.instances, metrics)  # the work admitted, and the pace
         self._seq = 0
         self._interactive_running = 0  # interactive batches computing
         self._running_items = 0  # items computing, any priority
         self._computing: set[_Pending[In, Out]] = set()  # ...and which: given up when stop's grace ends
-        self.requests_in_flight = 0  # requests admitted and not yet answered (a reservation, or a single item)
-        self._request_in_flight(0)  # the series exists from the start: an autoscaler reads 0, not "no data"
-        INTERACTIVE.batchers.add(self)
+        self._activity = activity
+        activity.join(self)
 
     # lifecycle
     def start(self) -> None:
@@ -222,32 +158,14 @@ class DynamicBatcher(Generic[In, Out]):
         return len(self._queue)
 
     @property
-    def unit_s(self) -> float:
-        """Seconds one unit of work takes, cautiously: the recent average, or the slower batches of late (the
-        machine is shared: other models' batches slow this one's down in bursts)."""
-        if not self._unit_times:
-            return self._recent_unit_s
-        recent = sorted(self._unit_times)
-        return max(self._recent_unit_s, recent[int(0.8 * (len(recent) - 1))])
-
-    @property
     def outstanding(self) -> float:
         """Units of work admitted and not yet done."""
-        return sum(self._outstanding.values())
+        return self.admission.outstanding
 
-    def _count(self, priority: int, units: float) -> None:
-        self._outstanding[priority] = self._outstanding.get(priority, 0.0) + units
-
-    def _ahead(self, priority: int) -> float:
-        """Units admitted and not done that go before work of ``priority``."""
-        return sum(units for p, units in self._outstanding.items() if p <= priority)
-
-    def retry_after_s(self, excess_s: float | None = None) -> int:
-        """Seconds until the work ahead has drained enough: ``excess_s`` when the caller knows it."""
-        if excess_s is None:
-            excess_s = max(math.ceil(self.depth / self.spec.max_batch_size) * self._recent_batch_seconds,
-                           self.outstanding * self.unit_s)
-        return max(1, math.ceil(excess_s))
+    def retry_after_s(self) -> int:
+        """Seconds until the work queued and admitted has drained enough for a new request."""
+        return retry_after_s(max(math.ceil(self.depth / self.spec.max_batch_size) * self.admission.recent_batch_s,
+                                 self.admission.backlog_s()))
 
     def reserve(self, units: float, *, deadline: float | None = None, priority: int = 0) -> Reservation:
         """Admit a request of ``units`` of work (raises QueueFull (429) when it cannot finish before its
@@ -257,8 +175,7 @@ class DynamicBatcher(Generic[In, Out]):
         deadline = self._own_deadline(deadline)
         priority = priority or timing.priority()  # the request's own, unless the caller said
         self._admit(self._due(deadline), units, priority)
-        self._count(priority, units)
-        return Reservation(self, units, deadline, priority)
+        return Reservation(self, self.admission, units, deadline, priority)
 
     # submission
     async def submit(self, item: In, *, deadline: float | None = None, wait_for_space: bool = False,
@@ -281,14 +198,13 @@ class DynamicBatcher(Generic[In, Out]):
         if not wait_for_space:
             self._admit(self._due(deadline), units, priority)
         if reservation is None:
-            self._count(priority, units)
-            self._request_in_flight(+1)
+            self.admission.admitted(priority, units)
         try:
             return await self._queued(item, deadline, priority, units, rank, rank_hold_s)
         finally:
             if reservation is None:
-                self._count(priority, -units)
-                self._request_in_flight(-1)
+                self.admission.done(priority, units)
+                self.admission.answered()
             else:
                 reservation.consume(units)
 
@@ -332,25 +248,12 @@ class DynamicBatcher(Generic[In, Out]):
         return min(deadline, caller) if caller is not None else deadline
 
     def _admit(self, deadline: float, units: float, priority: int) -> None:
-        """A new request is refused (429) when the queue is full, or when the work admitted before it plus its own
-        would take more than FINISH_WITHIN of the time left to its deadline, at the rate units of work have been
-        done lately (the rest is margin for contention that has not shown yet)."""
+        """A new request is refused (429) when the queue is full, or when the admission says it cannot finish before
+        its deadline behind the work admitted before it."""
         if self._queue_full():
             raise QueueFull(f"model {self.name} is at capacity ({self.spec.max_queue_size} queued); retry later",
                             headers={"Retry-After": str(self.retry_after_s())})
-        if deadline <= time.monotonic():
-            raise RequestTimeout(f"request to {self.name} reached its deadline before it was queued")
-        ahead = self._ahead(priority)
-        if ahead <= 0:
-            return  # an idle model takes any request (and so keeps learning how long its work takes)
-        ahead_s = ahead * self.unit_s
-        need_s = ahead_s + units * self.unit_s
-        allowed_s = (deadline - time.monotonic()) * FINISH_WITHIN
-        if need_s > allowed_s:
-            raise QueueFull(f"model {self.name} cannot finish this request before its deadline (about {ahead_s:.0f} s "
-                            "of admitted work ahead); retry later",
-                            headers={"Retry-After": str(self.retry_after_s(need_s - allowed_s))},
-                            code="deadline_unreachable")
+        self.admission.check(deadline, units, priority)
 
     # the batching loop
     async def _loop(self) -> None:
@@ -414,7 +317,7 @@ class DynamicBatcher(Generic[In, Out]):
         live = self._live()
         if self._closing or not live or any(p.priority <= 0 for p in live):
             return False
-        delay = INTERACTIVE.quiet_in()
+        delay = self._activity.quiet_in()
         if delay <= 0:
             return False
         self._wakeup.clear()
@@ -434,7 +337,7 @@ class DynamicBatcher(Generic[In, Out]):
             if background:
                 self._wakeup.set()  # the next batch of it may start
             else:
-                INTERACTIVE.last_end = time.monotonic()
+                self._activity.ended()
 
     def _queue_full(self) -> bool:
         """The model holds ``max_queue_size + max_batch_size x instances`` items, queued or computing (what the
@@ -480,11 +383,7 @@ class DynamicBatcher(Generic[In, Out]):
         elapsed = time.monotonic() - started
         for p in batch:
             p.compute_s = elapsed
-        self._recent_batch_seconds = 0.8 * self._recent_batch_seconds + 0.2 * elapsed / self.spec.instances
-        units = sum(p.units for p in batch) or 1.0
-        self._recent_unit_s = 0.8 * self._recent_unit_s + 0.2 * elapsed / units / self.spec.instances
-        self._unit_times.append(elapsed / units / self.spec.instances)
-        self._recent_elapsed_s = 0.8 * self._recent_elapsed_s + 0.2 * elapsed
+        self.admission.learn(elapsed, sum(p.units for p in batch))
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.sizes.append(len(batch))
@@ -513,7 +412,7 @@ class DynamicBatcher(Generic[In, Out]):
             elif p.due() <= now:
                 self.stats.dropped_expired += 1
                 p.future.set_exception(RequestTimeout(f"request to {self.name} expired in the queue"))
-            elif p.due() < now + self._recent_elapsed_s and p.due() < p.deadline:  # the caller's deadline binds
+            elif not self.admission.finishes_in_time(p.due(), now) and p.due() < p.deadline:  # the caller's binds
                 self.stats.shed += 1  # computing it would only make it late: refuse it now, and save the work
                 p.future.set_exception(QueueFull(
                     f"model {self.name} is overloaded: this request can no longer finish before its deadline; "
@@ -533,12 +432,6 @@ class DynamicBatcher(Generic[In, Out]):
     async def _notify_space(self) -> None:
         async with self._space:
             self._space.notify_all()
-
-    def _request_in_flight(self, change: int) -> None:
-        """A request admitted (+1) or answered (-1): the gauge the autoscalers read."""
-        self.requests_in_flight += change
-        if self.metrics:
-            self.metrics.in_flight.labels(self.name).set(self.requests_in_flight)
 
     def _set_depth(self) -> None:
         if self.metrics:

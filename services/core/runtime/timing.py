@@ -1,7 +1,8 @@
 """Where a request's time went inside a model service: waiting in batch queues, and computing.
 
 The batcher adds each item's queue wait and its batch's compute time to the request's
-``RequestTiming`` (a context variable, so tasks a handler starts share it); the
+``RequestTiming`` (the request field ``TIMING`` of :mod:`services.core.runtime.request_state`, so tasks a handler
+starts share it; read here through ``current``, ``deadline``, ``priority`` and ``record``); the
 ``TimingHeaders`` middleware answers the totals so far as response headers, and the router
 adds them to the request's audit line. The router also says how long the request may still take
 (``x-harmony-deadline-s``); the batcher holds every item of the request to that deadline. A client reads a
@@ -14,10 +15,10 @@ from __future__ import annotations
 
 import math
 import time
-from contextvars import ContextVar
-from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.core.runtime.request_state import TIMING, RequestTiming
 
 QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
@@ -28,28 +29,14 @@ PRIORITY_HEADER = "x-harmony-priority"  # "batch": run after every interactive r
 PRIORITIES = {"realtime": -1, "batch": 1}
 
 
-@dataclass
-class RequestTiming:
-    queue_s: float = 0.0
-    compute_s: float = 0.0
-    deadline: float | None = None  # time.monotonic() by which the caller wants the answer, if it said
-    span: float | None = None  # the seconds it gave: a streamed answer's deadline moves on by this with each part
-    priority: int = 0  # the batcher's priority for its items (lower goes first)
-
-    def renew(self) -> None:
-        """A part of a streamed answer left: its caller, reading as it comes, waits ``span`` for the next."""
-        if self.span is not None and self.deadline is not None:
-            self.deadline = max(self.deadline, time.monotonic() + self.span)
-
-
 def current() -> RequestTiming | None:
     """The current request's timing, if a TimingHeaders middleware made one."""
-    return _timing.get()
+    return TIMING.get()
 
 
 def deadline() -> float | None:
     """The current request's deadline (monotonic seconds), when its caller gave one."""
-    timing = _timing.get()
+    timing = TIMING.get()
     return timing.deadline if timing is not None else None
 
 
@@ -72,7 +59,7 @@ def priority_of(scope: Scope) -> str | None:
 
 def priority() -> int:
     """The current request's priority in the batchers (0 unless it asked for ``batch``)."""
-    timing = _timing.get()
+    timing = TIMING.get()
     return timing.priority if timing is not None else 0
 
 
@@ -85,19 +72,17 @@ def header_seconds(value: bytes) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-_timing: ContextVar[RequestTiming | None] = ContextVar("harmony_request_timing", default=None)
-
-
 def record(queue_s: float, compute_s: float) -> None:
     """Add one batch item's queue wait and its batch's compute time to the current request, if any."""
-    timing = _timing.get()
+    timing = TIMING.get()
     if timing is not None:
         timing.queue_s += queue_s
         timing.compute_s += compute_s
 
 
 class TimingHeaders:
-    """ASGI middleware of a model service: a RequestTiming per request, answered as two headers."""
+    """ASGI middleware of a model service: a RequestTiming per request (it binds ``TIMING``), answered as two
+    headers."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -109,7 +94,6 @@ class TimingHeaders:
         span = _span_of(scope)
         timing = RequestTiming(deadline=None if span is None else time.monotonic() + span, span=span,
                                priority=PRIORITIES.get(priority_of(scope) or "", 0))
-        token = _timing.set(timing)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -120,10 +104,8 @@ class TimingHeaders:
             if message["type"] == "http.response.body" and message.get("more_body"):
                 timing.renew()
 
-        try:
+        with TIMING.bound(timing):
             await self.app(scope, receive, sending)
-        finally:
-            _timing.reset(token)
 
 
 def from_headers(headers) -> tuple[float, float] | None:
