@@ -61,7 +61,7 @@ import threading
 import time
 from collections import Counter
 from math import ceil
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from services.core.runtime.cpus import threads_per_instance
@@ -71,8 +71,12 @@ from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 from services.core.contracts.wire import Segment, Word
 from services.stt import packing
 from services.stt.guards import Decode, Guards, compression_ratio
-from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
+from services.core.tasks.jobs import ChunkJob, ChunkResult
+from services.stt.types import SAMPLE_RATE
 from services.stt.weights import resolve_whisper_dir
+
+if TYPE_CHECKING:
+    from faster_whisper import WhisperModel
 
 log = logging.getLogger("harmony.stt.whisper")
 
@@ -151,7 +155,7 @@ class FasterWhisperBackend:
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
         self.name = spec.name
-        self.model = None
+        self.model: WhisperModel | None = None  # set by load()
         self.multilingual = False
         self.beam_size = int(spec.options.get("beam_size", 1))
         self.guards = Guards.from_options(spec.options)
@@ -177,10 +181,11 @@ class FasterWhisperBackend:
         instances = self.spec.batching.instances
         # each concurrently running batch gets its own CTranslate2 worker and an equal share of the cores
         threads = threads_per_instance(self.spec.options, instances)
-        self.model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
-                                  num_workers=instances, local_files_only=True)
-        self.multilingual = self.model.model.is_multilingual
-        _match_mel_bins(self.model, path)
+        model = WhisperModel(str(path), device=device, compute_type=compute_type, cpu_threads=threads,
+                             num_workers=instances, local_files_only=True)
+        self.multilingual = model.model.is_multilingual
+        _match_mel_bins(model, path)
+        self.model = model
         self.device = device
         if self.fallback_batch_size <= 0:  # on a GPU a larger batch is nearly free: the whole one
             self.fallback_batch_size = CPU_FALLBACK_BATCH if device == "cpu" else self.spec.batching.max_batch_size
@@ -188,12 +193,19 @@ class FasterWhisperBackend:
         log.info("loaded %s from %s on %s (%s) in %.1fs", self.name, path, device, compute_type, self.load_seconds)
 
     @property
+    def whisper(self) -> WhisperModel:
+        """The loaded model (``load`` first)."""
+        if self.model is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        return self.model
+
+    @property
     def languages(self) -> list[str]:
         if self.spec.languages:
             return list(self.spec.languages)
         if self.model is None:
             return []
-        return list(self.model.supported_languages) if self.multilingual else ["en"]
+        return list(self.whisper.supported_languages) if self.multilingual else ["en"]
 
     def check_request(self, task: str, language: str | None) -> None:
         """Refuse what the model cannot do before any audio is queued."""
@@ -256,7 +268,8 @@ class FasterWhisperBackend:
         for frames, indexes in sorted(groups.items()):
             longest = max(seconds[i] for i in indexes)
             results = self._decode_windows([jobs[i] for i in indexes], live, single_try=True, frames=frames,
-                                           max_length=min(self.model.max_length, 30 + int(FIT_TOKENS_PER_S * longest)))
+                                           max_length=min(self.whisper.max_length,
+                                                          30 + int(FIT_TOKENS_PER_S * longest)))
             for i, result in zip(indexes, results):
                 decoded[i] = result
         return decoded
@@ -311,7 +324,7 @@ class FasterWhisperBackend:
                 again.append(member.index)
                 continue
             job = jobs[member.index]
-            seek = int(job.offset * self.model.frames_per_second)
+            seek = int(job.offset * self.whisper.frames_per_second)
             timestamps = self._tokenizer(job.task, result.language).timestamp_begin
             own = [packing.to_own_time(member, s, job.offset, seek, job.word_timestamps)
                    for s in shares.segments[position]]
@@ -331,7 +344,8 @@ class FasterWhisperBackend:
             if end - start <= packing.MAX_MEMBER_S * SAMPLE_RATE:
                 candidates.append(packing.Candidate(i, (job.task, language, job.prompt, job.temperature), start, end))
         keys = Counter(c.key for c in candidates)
-        candidates = [c for c in candidates if keys[c.key] > 1 and packing.has_speech(jobs[c.index].audio[c.start:c.end])]
+        candidates = [c for c in candidates
+                      if keys[c.key] > 1 and packing.has_speech(jobs[c.index].audio[c.start:c.end])]
         return packing.plan(candidates)
 
     @staticmethod
@@ -359,7 +373,7 @@ class FasterWhisperBackend:
                     results[i] = result
             return results
         features = self._features(jobs, frames)
-        encoder_output = self.model.encode(features)
+        encoder_output = self.whisper.encode(features)
         languages = self._languages(jobs, encoder_output)
         tokenizers = [self._tokenizer(job.task, lang) for job, (lang, _) in zip(jobs, languages)]
         decodes = self._decode_with_fallback(jobs, tokenizers, features, encoder_output, live, single_try,
@@ -383,20 +397,20 @@ class FasterWhisperBackend:
     def _features(self, jobs: Sequence[ChunkJob], frames: int = FULL_FRAMES) -> np.ndarray:
         from faster_whisper.audio import pad_or_trim
 
-        fe = self.model.feature_extractor
+        fe = self.whisper.feature_extractor
         features = np.stack([pad_or_trim(fe(job.audio)) for job in jobs]).astype(np.float32)
         return features if frames >= features.shape[-1] else np.ascontiguousarray(features[..., :frames])
 
     def _tokenizer(self, task: str, language: str):
         from faster_whisper.tokenizer import Tokenizer
 
-        return Tokenizer(self.model.hf_tokenizer, self.multilingual, task=task, language=language)
+        return Tokenizer(self.whisper.hf_tokenizer, self.multilingual, task=task, language=language)
 
     def _languages(self, jobs: Sequence[ChunkJob], encoder_output) -> list[tuple[str, float]]:
         """(language, probability) per window: the one asked for, or the one Whisper detects."""
         if not (self.multilingual and any(job.language is None for job in jobs)):
             return [(job.language or "en", 1.0) for job in jobs]
-        detected = self.model.model.detect_language(encoder_output)
+        detected = self.whisper.model.detect_language(encoder_output)
         return [(job.language, 1.0) if job.language else (probs[0][0][2:-2], float(probs[0][1]))
                 for job, probs in zip(jobs, detected)]
 
@@ -445,13 +459,13 @@ class FasterWhisperBackend:
             import ctranslate2
 
             return ctranslate2.StorageView.from_array(np.ascontiguousarray(np.asarray(encoder_output)[indexes]))
-        return self.model.encode(features[indexes])
+        return self.whisper.encode(features[indexes])
 
     def _generate(self, jobs: Sequence[ChunkJob], tokenizers: list, encoder_output, temperature: float,
                   max_length: int | None = None) -> list:
         from faster_whisper.transcribe import get_suppressed_tokens
 
-        model = self.model
+        model = self.whisper
         prompts = []
         for job, tokenizer in zip(jobs, tokenizers):
             previous = tokenizer.encode(" " + job.prompt.strip()) if job.prompt else []
@@ -468,7 +482,7 @@ class FasterWhisperBackend:
 
     def _segments(self, job: ChunkJob, tokenizer, decode: Decode) -> tuple[list[dict], int]:
         """The decoded segments of one window (none when Whisper judges it silent), and its size in frames."""
-        model = self.model
+        model = self.whisper
         output = decode.output
         tokens = output.sequences_ids[0]
         duration = len(job.audio) / SAMPLE_RATE
@@ -503,7 +517,7 @@ class FasterWhisperBackend:
         if not any(t < tokenizer.eot for t in tail):
             return []
         stamps = [t for t in tail if t >= tokenizer.timestamp_begin]
-        start = offset + (stamps[0] - tokenizer.timestamp_begin) * self.model.time_precision if stamps else \
+        start = offset + (stamps[0] - tokenizer.timestamp_begin) * self.whisper.time_precision if stamps else \
             (pieces[-1]["end"] if pieces else offset)
         return [dict(seek=seek, start=start, end=offset + duration, tokens=tail)]
 
@@ -517,7 +531,7 @@ class FasterWhisperBackend:
             groups.setdefault(tuple(tokenizers[i].sot_sequence), []).append(i)
         for indexes in groups.values():
             output = self._encoded_subset(features, encoder_output, indexes, len(jobs))
-            self.model.add_word_timestamps(
+            self.whisper.add_word_timestamps(
                 [per_job_segments[i] for i in indexes], tokenizers[indexes[0]], output,
                 [segment_sizes[i] for i in indexes], PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS, 0.0)
 

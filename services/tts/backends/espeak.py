@@ -10,12 +10,15 @@ without it (the default) espeak-ng's clock-seeded variation is kept.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from services.core.contracts.specs import NamedModel, Task
 from services.core.contracts.wire import VoiceInfo
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import SynthJob
+
+if TYPE_CHECKING:
+    from services.tts.espeak_engine import EspeakEngine
 
 BASE_WORDS_PER_MINUTE = 175
 MIN_WPM, MAX_WPM = 80, 450  # espeak-ng's own limits
@@ -36,7 +39,7 @@ class EspeakBackend:
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
         self.name = spec.name
-        self.engine = None
+        self.engine: EspeakEngine | None = None  # set by load()
         self.sample_rate = 22050
         self._voices: list[VoiceInfo] = []
         seed = spec.options.get("seed")
@@ -45,11 +48,11 @@ class EspeakBackend:
     def load(self) -> None:
         from services.tts.espeak_engine import EspeakEngine
 
-        self.engine = EspeakEngine.get()
-        self.sample_rate = self.engine.sample_rate
+        self.engine = engine = EspeakEngine.get()
+        self.sample_rate = engine.sample_rate
         wanted = set(self.spec.languages)
         voices: dict[str, VoiceInfo] = {}
-        for identifier, language in self.engine.voices():
+        for identifier, language in engine.voices():
             short = identifier.rsplit("/", 1)[-1].lower()  # "roa/fr" -> "fr", "gmw/en-US" -> "en-us"
             language = language.lower()
             codes = list(dict.fromkeys([short, language, short.split("-")[0], *EXTRA_CODES.get(short, [])]))
@@ -63,12 +66,19 @@ class EspeakBackend:
                                        neural=False)
         self._voices = sorted(voices.values(), key=lambda v: v.id)
 
+    @property
+    def espeak(self) -> EspeakEngine:
+        """The loaded engine (``load`` first)."""
+        if self.engine is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        return self.engine
+
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
 
     def speech_seconds(self, text: str, voice: str, speed: float = 1.0) -> float:
         """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
-        clauses = self.engine.phonemes(text, voice)
+        clauses = self.espeak.phonemes(text, voice)
         wpm = min(MAX_WPM, max(MIN_WPM, BASE_WORDS_PER_MINUTE * speed))
         seconds = sum(SECONDS_PER_CLAUSE + SECONDS_PER_PHONEME * len(c.strip()) for c in clauses if c.strip())
         return seconds * BASE_WORDS_PER_MINUTE / wpm
@@ -77,5 +87,5 @@ class EspeakBackend:
         out = []
         for job in jobs:
             wpm = int(min(MAX_WPM, max(MIN_WPM, BASE_WORDS_PER_MINUTE * job.speed)))
-            out.append(self.engine.synthesize(job.text, job.voice, words_per_minute=wpm, seed=self.seed))
+            out.append(self.espeak.synthesize(job.text, job.voice, words_per_minute=wpm, seed=self.seed))
         return out

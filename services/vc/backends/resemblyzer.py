@@ -28,13 +28,17 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from typing import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from services.core.runtime.cpus import threads_per_instance
 from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
+
+if TYPE_CHECKING:
+    from resemblyzer.voice_encoder import VoiceEncoder
 
 log = logging.getLogger("harmony.vc.resemblyzer")
 
@@ -90,12 +94,13 @@ class ResemblyzerEncoder:
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
         self.name = spec.name
-        self.model = None
+        self.model: VoiceEncoder | None = None  # set by load()
         self.device = "cpu"
         self.max_partials = max(1, int(spec.options.get("max_partials", DEFAULT_MAX_PARTIALS)))
         self.load_seconds = 0.0
-        self._audio = None
-        self._slices = None
+        self._audio: ModuleType | None = None  # resemblyzer.audio
+        # VoiceEncoder.compute_partial_slices: (samples, rate, coverage) -> (wave slices, mel slices)
+        self._slices: Callable[..., tuple[list[slice], list[slice]]] | None = None
 
     # lifecycle
     def _weights_path(self) -> Path:
@@ -139,6 +144,8 @@ class ResemblyzerEncoder:
     # inference
     def partials(self, wav: np.ndarray) -> np.ndarray:
         """The partial mel windows of one clip, exactly as ``embed_utterance`` cuts them: [n, 160, 40]."""
+        if self._slices is None or self._audio is None:
+            raise RuntimeError(f"{self.name} is not loaded")
         wav = normalize_volume(wav)
         wav_slices, mel_slices = self._slices(len(wav), PARTIALS_PER_SECOND, MIN_COVERAGE)
         needed = wav_slices[-1].stop
@@ -150,11 +157,14 @@ class ResemblyzerEncoder:
     def _forward(self, mels: np.ndarray) -> np.ndarray:
         import torch
 
+        model = self.model
+        if model is None:
+            raise RuntimeError(f"{self.name} is not loaded")
         out = []
         with torch.inference_mode():
             for start in range(0, len(mels), self.max_partials):
                 chunk = torch.from_numpy(np.ascontiguousarray(mels[start:start + self.max_partials]))
-                out.append(self.model(chunk.to(self.model.device)).float().cpu().numpy())
+                out.append(model(chunk.to(model.device)).float().cpu().numpy())
         return np.concatenate(out)
 
     def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
