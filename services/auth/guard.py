@@ -1,18 +1,22 @@
 """What one request may do, checked where the router learns it: the key (set by the middleware for the
 request's task), the model it names (checked by the model table when it resolves a public name), and
-the registered voices it touches. Handlers also note the request's usage here for the audit line."""
+the registered voices it touches. Handlers also note the request's usage here for the audit line.
+
+The request's ``RequestRecord`` is the request field ``REQUEST_RECORD`` (:mod:`services.core.runtime.request_state`):
+``services.auth.middleware.AuthAuditMiddleware`` binds it for the request, and every function here reads it, so a
+route that calls one of them depends on it (``current()`` answers it, None outside a request the middleware saw)."""
 
 from __future__ import annotations
 
 import asyncio
 import re
 import time
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from services.auth.keys import ApiKey
 from services.core.contracts.errors import HarmonyError, NotFound
+from services.core.runtime.request_state import RequestField
 
 if TYPE_CHECKING:
     from services.auth.gate import Gate
@@ -72,24 +76,35 @@ class RequestRecord:
     turns: int | None = None  # a realtime session's transcribed turns
 
 
-_current: ContextVar[RequestRecord | None] = ContextVar("harmony_request", default=None)
+REQUEST_RECORD: RequestField[RequestRecord] = RequestField(
+    "request_record", "the router request's audit record: its API key, usage and quota holds (AuthAuditMiddleware)")
 
 
 def current() -> RequestRecord | None:
-    return _current.get()
+    """The current request's record, None outside a request the AuthAuditMiddleware saw."""
+    return REQUEST_RECORD.get()
 
 
-def note_usage(**values: Any) -> None:
-    """Handlers tell the audit trail what they learned: audio_seconds_in, characters, queue_ms, ..."""
-    record = _current.get()
-    if record is not None:
-        for name, value in values.items():
-            if value is not None:
-                setattr(record, name, value)
+def note_usage(*, audio_seconds_in: float | None = None, audio_seconds_out: float | None = None,
+               characters: int | None = None, queue_ms: float | None = None, compute_ms: float | None = None) -> None:
+    """Handlers tell the audit trail what they learned; a figure left out (None) keeps what the record had."""
+    record = REQUEST_RECORD.get()
+    if record is None:
+        return
+    if audio_seconds_in is not None:
+        record.audio_seconds_in = audio_seconds_in
+    if audio_seconds_out is not None:
+        record.audio_seconds_out = audio_seconds_out
+    if characters is not None:
+        record.characters = characters
+    if queue_ms is not None:
+        record.queue_ms = queue_ms
+    if compute_ms is not None:
+        record.compute_ms = compute_ms
 
 
 def _metered() -> tuple[RequestRecord, "Gate"] | None:
-    record = _current.get()
+    record = REQUEST_RECORD.get()
     if record is None or record.key is None or record.gate is None or record.gate.quota is None:
         return None
     return record, record.gate
@@ -120,7 +135,7 @@ async def reserve_turn(seconds: float) -> "Hold | None":
 
 async def settle_turn(hold: "Hold | None", seconds: float) -> None:
     """A transcribed turn charged now (its hold settled to ``seconds``); the session's audit line counts it."""
-    record = _current.get()
+    record = REQUEST_RECORD.get()
     if record is None:
         return
     if _metered() is not None and record.gate is not None:
@@ -147,7 +162,7 @@ async def open_session() -> None:
 
 def add_timing(queue_ms: float, compute_ms: float) -> None:
     """Add a model service's queue and compute time (its answer's headers) to the request's audit line."""
-    record = _current.get()
+    record = REQUEST_RECORD.get()
     if record is not None:
         record.queue_ms = (record.queue_ms or 0.0) + queue_ms
         record.compute_ms = (record.compute_ms or 0.0) + compute_ms
@@ -159,7 +174,7 @@ def check_model(lookup: Callable[[str], str | None], requested: str, served: str
     A key's allowed list names public models, aliases or SpeechRoutes; a name and whatever ``lookup`` resolves it
     to (its model: an alias, or a dated snapshot of one, as routing resolves it) are one model.
     """
-    record = _current.get()
+    record = REQUEST_RECORD.get()
     if record is None:
         return
     if record.model is None:
@@ -175,7 +190,7 @@ def check_model(lookup: Callable[[str], str | None], requested: str, served: str
 
 
 def _voice_gate() -> tuple[ApiKey, "Gate"] | None:
-    record = _current.get()
+    record = REQUEST_RECORD.get()
     if record is None or record.key is None or record.gate is None:
         return None
     return record.key, record.gate

@@ -1,8 +1,8 @@
 """Authentication and the audit trail as a pure ASGI middleware.
 
 Pure ASGI (not ``@app.middleware("http")``): the request's receive channel reaches the route
-untouched, so the code that watches for client disconnects still sees them, and the key is set
-in a context variable of the very task that runs the route.
+untouched, so the code that watches for client disconnects still sees them, and the request's record (its key)
+is bound (``services.auth.guard.REQUEST_RECORD``, a request field) in the very task that runs the route.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.auth.gate import REQUEST_ID, Gate, is_open
-from services.auth.guard import RequestRecord, _current
+from services.auth.guard import REQUEST_RECORD, RequestRecord
 from services.core.contracts.errors import HarmonyError
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
@@ -60,23 +60,26 @@ class AuthAuditMiddleware:
             await self.app(scope, receive, send)
             return
         record = _record(scope, self.gate)
-        token = _current.set(record)
         try:
-            try:
-                if self.gate.required and BATCH_SCOPE in scope:  # a batch's request, made by the engine itself
-                    await asyncio.to_thread(self.gate.admit_key, record, scope[BATCH_SCOPE].get("key_id"))
-                elif self.gate.required:  # a database round trip, off the event loop (without auth: nothing to do)
-                    await asyncio.to_thread(self.gate.admit, record, presented_key(scope))
-            except HarmonyError as exc:
-                record.status = exc.status_code
-                await _refuse(scope, send, exc, record)
-                return
-            await self._call(scope, receive, send, record)
+            with REQUEST_RECORD.bound(record):
+                await self._admit_and_call(scope, receive, send, record)
         finally:
-            _current.reset(token)
             if not record.finished:
                 record.finished = True
                 await self.gate.afinish(record)
+
+    async def _admit_and_call(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
+        """The key checked (a refusal answered here), then the app called."""
+        try:
+            if self.gate.required and BATCH_SCOPE in scope:  # a batch's request, made by the engine itself
+                await asyncio.to_thread(self.gate.admit_key, record, scope[BATCH_SCOPE].get("key_id"))
+            elif self.gate.required:  # a database round trip, off the event loop (without auth: nothing to do)
+                await asyncio.to_thread(self.gate.admit, record, presented_key(scope))
+        except HarmonyError as exc:
+            record.status = exc.status_code
+            await _refuse(scope, send, exc, record)
+            return
+        await self._call(scope, receive, send, record)
 
     async def _call(self, scope: Scope, receive: Receive, send: Send, record: RequestRecord) -> None:
         async def watched(message: Message) -> None:

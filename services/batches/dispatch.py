@@ -1,8 +1,9 @@
 """One batch request sent through the router's own app, in process, at batch priority; its output line back.
 
 The request goes through every middleware and route an interactive request does (the same validation, the same
-formats, the same errors), with ``X-Harmony-Priority: batch``, and as the batch's API key (set in the ASGI scope,
-which no client can forge).
+formats, the same errors), with ``X-Harmony-Priority: batch``, and as the batch's API key: the runner's own
+in-process client sends it with the request (``BATCH_KEY_HEADER``), and ``AsBatchKey``, which only that client
+reaches, moves it into the ASGI scope, where no client of the router's server can put anything.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import asyncio
 import random
 import re
 import secrets
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ from services.core.runtime.timing import PRIORITY_HEADER
 RETRIED = frozenset({429, 503, 504})  # the engine was busy: the request waits and goes again, it does not fail
 QUOTA_SPENT = "insufficient_quota"  # a 429 that is no load: the key's quota is spent (the batch stops taking lines)
 SPEECH = "/v1/audio/speech"
-_item_key: ContextVar[str | None] = ContextVar("harmony_batch_item_key", default=None)
+BATCH_KEY_HEADER = "x-harmony-batch-key-id"  # the in-process client's only: AsBatchKey takes it off the request
 
 
 @dataclass
@@ -46,13 +46,17 @@ class Outcome:
 
 
 class AsBatchKey:
-    """The router's app, called with the batch's key in the scope."""
+    """The router's app as the batch runner's client calls it: every request is a batch's (``BATCH_SCOPE`` in its
+    scope), as the API key its ``BATCH_KEY_HEADER`` names (none: no key), and that header goes no further."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.app({**scope, BATCH_SCOPE: {"key_id": _item_key.get()}}, receive, send)
+        named = BATCH_KEY_HEADER.encode()
+        key_id = next((value.decode("latin-1") for name, value in scope.get("headers", ()) if name == named), None)
+        headers = [(name, value) for name, value in scope.get("headers", ()) if name != named]
+        await self.app({**scope, "headers": headers, BATCH_SCOPE: {"key_id": key_id or None}}, receive, send)
 
 
 def backoff_s(attempts: int, retry_after: str | None) -> float:
@@ -114,15 +118,12 @@ class Dispatcher:
             return False
 
     async def run(self, item: Item) -> Outcome:
-        token = _item_key.set(item.owner_key_id)
         try:
             response = await self._send(item)
         except HarmonyError as exc:  # the request could not be made (its file is unknown, a field is no field)
             request_id = "req_" + secrets.token_hex(12)
             return Outcome(OutputResponse(status_code=exc.status_code, request_id=request_id, body=exc.to_body()),
                            failed=True)
-        finally:
-            _item_key.reset(token)
         request_id = response.headers.get("x-request-id", "")
         if response.status_code == 429 and _code(response) == QUOTA_SPENT:
             return Outcome(OutputResponse(status_code=429, request_id=request_id, body=_body(response)), failed=True,
@@ -138,7 +139,7 @@ class Dispatcher:
                        audio_seconds=item.audio_seconds)
 
     async def _send(self, item: Item) -> httpx.Response:
-        headers = {PRIORITY_HEADER: "batch"}
+        headers = {PRIORITY_HEADER: "batch", **({BATCH_KEY_HEADER: item.owner_key_id} if item.owner_key_id else {})}
         if item.endpoint == SPEECH:
             if item.body.get("stream_format") == "sse":
                 raise InvalidRequest("'stream_format' sse is not available in a batch", param="stream_format")

@@ -11,7 +11,7 @@ import pytest
 
 from services.auth.gate import Gate
 from services.auth.audit import NoSink
-from services.auth.guard import RequestRecord, _current, check_voice, claim_voice, visible_voices
+from services.auth.guard import REQUEST_RECORD, RequestRecord, check_voice, claim_voice, visible_voices
 from services.auth.keys import KeyStore
 from services.core.contracts.errors import NotFound
 from services.store import open_database
@@ -65,11 +65,8 @@ def gate(database_url):
 
 
 async def _as(gate: Gate, key, coroutine):
-    token = _current.set(RequestRecord("req_1", "GET", "/v1/audio/voices", None, gate=gate, key=key))
-    try:
+    with REQUEST_RECORD.bound(RequestRecord("req_1", "GET", "/v1/audio/voices", None, gate=gate, key=key)):
         return await coroutine()
-    finally:
-        _current.reset(token)
 
 
 async def test_a_voice_belongs_to_the_key_that_registered_it(gate):

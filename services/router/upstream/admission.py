@@ -12,15 +12,20 @@ gets that as its deadline, capped by the router's own timeout for a model call. 
 passes what is left of it to the model service (``X-Harmony-Deadline-S``), whose batcher refuses
 a new request that cannot start before then (429), and drops any part of it still queued when
 the deadline passes.
+
+The deadline and the priority a client announced are the request field ``CLIENT_CALL``
+(:mod:`services.core.runtime.request_state`): ``ClientDeadline`` binds it for the request (``call_as`` sets it for
+a task the router starts itself), and ``deadline_header`` and ``client_remaining_s`` read it for each model call.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextvars import ContextVar
+from dataclasses import dataclass
 
 from services.core.contracts.errors import QueueFull
+from services.core.runtime.request_state import RequestField
 from services.core.runtime.timing import PRIORITIES, PRIORITY_HEADER, header_seconds, priority_of
 from services.router.routing import ServedModel
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,8 +34,17 @@ CLIENT_TIMEOUT_HEADERS = (b"x-harmony-timeout", b"x-stainless-timeout")
 DEADLINE_HEADER = "x-harmony-deadline-s"
 MIN_TIMEOUT_S = 0.1
 
-_deadline: ContextVar[float | None] = ContextVar("harmony_client_deadline", default=None)
-_priority: ContextVar[str | None] = ContextVar("harmony_client_priority", default=None)
+
+@dataclass(frozen=True)
+class ClientCall:
+    """How a client wants the model calls made on its behalf."""
+
+    deadline: float | None = None  # time.monotonic() by which it wants its answer, if it said
+    priority: str | None = None  # a PRIORITIES name ("batch" from a client, "realtime" from the router), or None
+
+
+CLIENT_CALL: RequestField[ClientCall] = RequestField(
+    "client_call", "the deadline and priority a client announced to the router, for its model calls (ClientDeadline)")
 
 
 def replica_capacity(model: ServedModel) -> int:
@@ -55,8 +69,8 @@ def in_flight(model: ServedModel) -> int:
 
 def client_remaining_s() -> float | None:
     """Seconds left of the deadline the client announced (None: it announced none)."""
-    deadline = _deadline.get()
-    return None if deadline is None else deadline - time.monotonic()
+    call = CLIENT_CALL.get()
+    return None if call is None or call.deadline is None else call.deadline - time.monotonic()
 
 
 def admit(model: ServedModel) -> None:
@@ -79,22 +93,20 @@ def observe(model: ServedModel, seconds: float) -> None:
 def deadline_header(cap_s: float) -> dict[str, str]:
     """The headers telling a model service how long this request may still take (the client's deadline, if it
     gave one, capped at ``cap_s``, the router's timeout for a model call) and its priority, if it is not normal."""
+    call = CLIENT_CALL.get() or ClientCall()
     remaining = cap_s
-    deadline = _deadline.get()
-    if deadline is not None:
-        remaining = min(remaining, deadline - time.monotonic())
+    if call.deadline is not None:
+        remaining = min(remaining, call.deadline - time.monotonic())
     headers = {DEADLINE_HEADER: f"{max(remaining, 0.0):.3f}"}
-    priority = _priority.get()
-    if priority is not None:
-        headers[PRIORITY_HEADER] = priority
+    if call.priority is not None:
+        headers[PRIORITY_HEADER] = call.priority
     return headers
 
 
 def call_as(priority: str | None = None, timeout_s: float | None = None) -> None:
     """The priority and deadline of the model calls the current task makes from now on (a task the router starts
     itself, such as a realtime session's decodes; a task's context variables are its own)."""
-    _priority.set(priority)
-    _deadline.set(None if timeout_s is None else time.monotonic() + timeout_s)
+    CLIENT_CALL.set(ClientCall(None if timeout_s is None else time.monotonic() + timeout_s, priority))
 
 
 def _client_priority(scope: Scope) -> str | None:
@@ -113,8 +125,8 @@ def _client_timeout(scope: Scope) -> float | None:
 
 
 class ClientDeadline:
-    """ASGI middleware: the deadline and the priority a client announced, for every model call made on its
-    behalf."""
+    """ASGI middleware: the deadline and the priority a client announced (it binds ``CLIENT_CALL``), for every model
+    call made on its behalf."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -125,10 +137,5 @@ class ClientDeadline:
         if timeout is None and priority is None:
             await self.app(scope, receive, send)
             return
-        token = _deadline.set(None if timeout is None else time.monotonic() + timeout)
-        ranked = _priority.set(priority)
-        try:
+        with CLIENT_CALL.bound(ClientCall(None if timeout is None else time.monotonic() + timeout, priority)):
             await self.app(scope, receive, send)
-        finally:
-            _priority.reset(ranked)
-            _deadline.reset(token)
