@@ -28,7 +28,7 @@ import numpy as np
 from services.core.audio.codec import resample
 from services.core.contracts.specs import NamedModel
 from services.vc.backends.world import DEFAULTS, WorldConverter
-from services.vc.types import ConversionJob
+from services.core.tasks.jobs import ConversionJob
 
 from tests.speech import SENTENCES, wer
 
@@ -75,12 +75,12 @@ class Voices:
         self._kokoro = None
 
     def plain(self, text: str) -> tuple[np.ndarray, int]:
-        from services.tts.types import SynthJob
+        from services.core.tasks.jobs import SynthJob
 
         return self.piper.run_batch([SynthJob(text, "joe", "en")])[0], self.piper.sample_rate
 
     def target(self, engine: str, voice: str, japanese: str, english: str) -> tuple[np.ndarray, int]:
-        from services.tts.types import SynthJob
+        from services.core.tasks.jobs import SynthJob
 
         if engine == "kokoro":
             if self._kokoro is None:
@@ -119,7 +119,7 @@ def main() -> int:
     print("# converter " + " ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
     from services.stt.backends.faster_whisper import FasterWhisperBackend
-    from services.stt.types import ChunkJob
+    from services.core.tasks.jobs import ChunkJob
     from resemblyzer import VoiceEncoder, preprocess_wav
 
     encoder = VoiceEncoder("cpu", verbose=False)

@@ -35,7 +35,7 @@ GERMAN_IN_ENGLISH = {"good", "evening", "drink", "coffee", "milk", "cake"}
 @functools.lru_cache(maxsize=64)
 def synthesize(text: str) -> tuple[np.ndarray, int]:
     """Speech for ``text`` as mono float32 at its peak, and its sample rate (22050 Hz); always the same."""
-    from services.tts.types import SynthJob
+    from services.core.tasks.jobs import SynthJob
 
     from tests import models
 

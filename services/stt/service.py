@@ -20,7 +20,8 @@ from services.core.runtime.in_order import in_order
 from services.core.http.service_app import LoadedModel
 from services.stt.chunking import Window, audible, fixed_windows, vad_windows
 from services.core.contracts.wire import Segment, SttTask, TranscriptionResult, Word
-from services.stt.types import SAMPLE_RATE, ChunkJob, ChunkResult
+from services.core.tasks.jobs import ChunkJob, ChunkResult
+from services.stt.types import SAMPLE_RATE
 
 
 @dataclass

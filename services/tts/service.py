@@ -13,7 +13,7 @@ from services.core.http.service_app import LoadedModel
 from services.core.contracts.wire import has_words
 from services.tts.limits import check_work
 from services.tts.text import split_sentences
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import SynthJob
 
 
 LAST_RANK = 2  # sentences 0 and 1 of every request go before anyone's third (first audio for every listener)

@@ -10,7 +10,8 @@ from fastapi import APIRouter, FastAPI, Request
 from services.core.audio.codec import decode_audio, encode_audio, pcm16_to_float, resample
 from services.core.contracts.errors import HarmonyError, InvalidRequest
 from services.core.runtime.metrics import Metrics
-from services.core.tasks.protocols import VadBackend, VadContinuation, VadContinued
+from services.core.tasks.jobs import VadContinuation, VadContinued
+from services.core.tasks.protocols import VadBackend
 from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
 from services.core.contracts.specs import NamedModel, Task
 from services.core.http.uploads import form_file, read_form
@@ -47,20 +48,21 @@ def routes(registry: ModelRegistry[VadBackend], metrics: Metrics) -> APIRouter:
         """A live stream's next frames from its carried state (the router's realtime sessions), batched frame by
         frame with every other stream's and upload's frames."""
         model = registry.get(body.model)
-        if not getattr(model.backend, "streams", False):
+        backend = model.capabilities.streaming
+        if backend is None:
             raise InvalidRequest(f"model '{model.spec.name}' cannot continue a stream", param="model")
-        item = _continuation(body, model.backend.frame_samples, getattr(model.backend, "stream_state_size", None))
-        metrics.audio_seconds.labels(model.spec.name).inc(len(item.audio) / model.backend.sample_rate)
+        item = _continuation(body, backend.frame_samples, backend.stream_state_size)
+        metrics.audio_seconds.labels(model.spec.name).inc(len(item.audio) / backend.sample_rate)
         out: VadContinued = await model.batcher.submit(item)
-        return VadStreamResult(model=model.spec.name, frame_samples=model.backend.frame_samples,
-                               sample_rate=model.backend.sample_rate,
+        return VadStreamResult(model=model.spec.name, frame_samples=backend.frame_samples,
+                               sample_rate=backend.sample_rate,
                                probabilities=[round(float(p), 4) for p in out.probs],
                                state=base64.b64encode(out.state.astype("<f4").tobytes()).decode())
 
     return api
 
 
-def _continuation(body: VadStreamRequest, frame_samples: int, state_size: int | None) -> VadContinuation:
+def _continuation(body: VadStreamRequest, frame_samples: int, state_size: int) -> VadContinuation:
     """The request's audio and state, checked: base64, whole frames of 16-bit PCM, finite float32 state."""
     try:
         pcm = base64.b64decode(body.audio, validate=True)
@@ -71,7 +73,7 @@ def _continuation(body: VadStreamRequest, frame_samples: int, state_size: int | 
         raise InvalidRequest(f"'audio' must be whole frames of {frame_samples} 16-bit samples", param="audio")
     state = None
     if raw_state is not None:
-        if len(raw_state) % 4 or (state_size is not None and len(raw_state) != 4 * state_size):
+        if len(raw_state) != 4 * state_size:
             raise InvalidRequest("'state' is not a state this service gave", param="state")
         state = np.frombuffer(raw_state, dtype="<f4").astype(np.float32)
         if not np.all(np.isfinite(state)):

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from services.core.audio.codec import CONTENT_TYPES, decode_audio, encode_audio, resample
 from services.core.contracts.errors import InvalidRequest
 from services.core.runtime.metrics import Metrics
+from services.core.tasks.jobs import ConversionJob
 from services.core.tasks.protocols import SpeakerEncoder, VoiceConverter
 from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
 from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
@@ -23,7 +24,6 @@ from services.core.contracts.wire import (ConversionParams, EmbeddingData, Embed
                                 RegisteredVoiceList, VoiceDeleted, VoiceRegistration, parse_embedding)
 from services.vad.segments import cut_speech, join_speech
 from services.vc.speech import parse_segments, require_speech
-from services.vc.types import ConversionJob
 from services.store.db import open_database
 from services.store.objects import missing_required_store, object_store_settings, open_object_store
 from services.vc.voices import VoiceRecord, VoiceStore
@@ -122,7 +122,7 @@ def checked_embedding(params: VoiceRegistration, encoders: ModelRegistry[Speaker
     (an encoder's optional ``embedding_size``); a wrong one would make every later use of the voice fail."""
     embedding = parse_embedding(params.embedding)
     encoder = encoders.models.get(params.embedding_model) if encoders and params.embedding_model else None
-    size = getattr(encoder.backend, "embedding_size", None) if encoder else None
+    size = encoder.capabilities.embedding_size if encoder else None
     if size is not None and len(embedding) != size:
         raise InvalidRequest(f"'embedding' has {len(embedding)} values; '{params.embedding_model}' makes "
                              f"embeddings of {size}", param="embedding")

@@ -25,7 +25,7 @@ from services.core.audio.codec import resample
 from services.core.contracts.specs import parse_config
 from services.core.tasks.wanted import Abandoned
 from services.stt.app import create_stt_app
-from services.stt.types import ChunkJob, ChunkResult
+from services.core.tasks.jobs import ChunkJob, ChunkResult
 
 from tests import models
 from tests.servers import ServerThread

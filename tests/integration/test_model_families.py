@@ -18,8 +18,8 @@ from services.core.audio.codec import resample
 from services.core.contracts.specs import NamedModel
 from services.core.runtime.weights import WeightsError, package_dir
 from services.stt.backends.faster_whisper import FasterWhisperBackend
-from services.stt.types import ChunkJob
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import ChunkJob
+from services.core.tasks.jobs import SynthJob
 
 from tests import models
 from tests.speech import SENTENCES, cer, espeak, silence, synthesize, wer

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soxr
 from services.stt.backends import faster_whisper
-from services.stt.types import ChunkJob
+from services.core.tasks.jobs import ChunkJob
 
 from tests import models
 from tests.speech import SENTENCES, normalize, silence, synthesize

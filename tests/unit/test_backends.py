@@ -6,7 +6,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 from services.core.tasks.backends import ENTRY_POINT_GROUP, BackendError, BackendRegistry, _info
-from services.core.tasks.protocols import PROTOCOLS, BackendContractError, VadBackend, verify
+from services.core.tasks.protocols import PROTOCOLS, BackendContractError, Capabilities, VadBackend, verify
 from services.core.contracts.specs import Task
 from services.vad.backends.silero import SileroVadBackend
 
@@ -62,3 +62,56 @@ def test_a_backend_missing_members_of_its_protocol_fails_naming_them():
     silero = SileroVadBackend.__new__(SileroVadBackend)
     silero.spec = None  # the spec the service hands it (a fetched source's has source.path in the cache)
     assert isinstance(silero, VadBackend)
+
+
+class PlainVad:
+    """A VAD backend with no optional capability."""
+
+    task = Task.vad
+    sample_rate = 16000
+    frame_samples = 512
+
+    def __init__(self, spec) -> None:
+        self.spec = spec
+
+    def load(self) -> None: ...
+
+    def run_batch(self, items):
+        return [[] for _ in items]
+
+
+def test_optional_capabilities_are_found_once_and_typed():
+    assert Capabilities.of(PlainVad(None), Task.vad) == Capabilities()
+    streaming = type("StreamingVad", (PlainVad,), {"streams": True, "stream_state_size": 320})(None)
+    assert Capabilities.of(streaming, Task.vad).streaming is streaming
+    silent = type("NotStreaming", (PlainVad,), {"streams": False, "stream_state_size": 320})(None)
+    assert Capabilities.of(silent, Task.vad).streaming is None  # the flag decides, not the attribute alone
+    encoder = type("Encoder", (PlainVad,), {"task": Task.embed, "embedding_size": 256})(None)
+    assert Capabilities.of(encoder, Task.embed) == Capabilities(embedding_size=256)
+
+
+def test_a_declared_capability_that_is_incomplete_fails_the_load_naming_it():
+    half = type("HalfStreaming", (PlainVad,), {"streams": True})(None)
+    with pytest.raises(BackendContractError, match="HalfStreaming does not implement StreamingVadBackend: missing "
+                                                   "stream_state_size"):
+        Capabilities.of(half, Task.vad)
+    for value in (0, -4, 2.5, True, None):
+        bad = type("BadSize", (PlainVad,), {"streams": True, "stream_state_size": value})(None)
+        with pytest.raises(BackendContractError, match=r"BadSize.stream_state_size must be a positive integer"):
+            Capabilities.of(bad, Task.vad)
+    encoder = type("BadEncoder", (PlainVad,), {"task": Task.embed, "embedding_size": "256"})(None)
+    with pytest.raises(BackendContractError, match=r"BadEncoder.embedding_size must be a positive integer, not '256'"):
+        Capabilities.of(encoder, Task.embed)
+    with pytest.raises(BackendContractError, match="does not implement SpeakerEncoder"):  # the task's protocol first
+        Capabilities.of(type("NoRate", (), {})(), Task.embed)
+
+
+def test_the_built_in_backends_declare_their_capabilities():
+    silero = SileroVadBackend.__new__(SileroVadBackend)
+    silero.spec = None
+    assert Capabilities.of(silero, Task.vad).streaming is silero
+    from services.vc.backends.resemblyzer import ResemblyzerEncoder
+
+    encoder = ResemblyzerEncoder.__new__(ResemblyzerEncoder)
+    encoder.spec = None
+    assert Capabilities.of(encoder, Task.embed).embedding_size == 256

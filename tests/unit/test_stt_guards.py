@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from services.core.contracts.specs import NamedModel
 from services.stt.guards import Decode, Guards, compression_ratio
-from services.stt.types import SAMPLE_RATE, ChunkJob
+from services.core.tasks.jobs import ChunkJob
+from services.stt.types import SAMPLE_RATE
 
 GOOD = "The quick brown fox jumps over the lazy dog."
 LOOP = "1.0.5" + ".5" * 200  # what Whisper base said for 10 s of noise

@@ -11,7 +11,11 @@ A ``run_batch`` that takes a ``wanted`` keyword (services/core/tasks/wanted.py) 
 awaited, and may drop the others between its steps, answering them ``Abandoned``; one without it is called as
 before (an STT backend's is typed with it, since Whisper's batches run in steps).
 
-Attributes such as ``sample_rate`` may be set by ``load()``.
+Optional capabilities are sub-protocols (``StreamingVadBackend``, ``EmbeddingSized``): ``Capabilities.of`` finds
+them once when a backend loads, and a service reads them typed from its ``LoadedModel.capabilities``.
+
+Attributes such as ``sample_rate`` may be set by ``load()``. The items a batch carries are in
+services/core/tasks/jobs.py.
 """
 
 from __future__ import annotations
@@ -23,9 +27,7 @@ import numpy as np
 from services.core.contracts.specs import NamedModel, Task
 from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 from services.core.contracts.wire import SttTask, VoiceInfo
-from services.stt.types import ChunkJob, ChunkResult
-from services.tts.types import SynthJob
-from services.vc.types import ConversionJob
+from services.core.tasks.jobs import ChunkJob, ChunkResult, ConversionJob, SynthJob
 
 
 @runtime_checkable
@@ -70,29 +72,9 @@ class TtsBackend(Backend, Protocol):
     def run_batch(self, jobs: Sequence[SynthJob]) -> list[np.ndarray]: ...
 
 
-@dataclass
-class VadContinuation:
-    """The next whole frames of a live stream and the recurrent state its previous frames left (None at the start):
-    an item of a VAD batch beside whole utterances, for a backend whose ``streams`` is True."""
-
-    audio: np.ndarray
-    state: np.ndarray | None = None
-
-
-@dataclass
-class VadContinued:
-    """A ``VadContinuation``'s answer: one probability per frame, and the state to send with the next frames."""
-
-    probs: np.ndarray
-    state: np.ndarray
-
-
 @runtime_checkable
 class VadBackend(Backend, Protocol):
-    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``.
-
-    A backend that can go on from a stream's state (``streams = True``) also takes ``VadContinuation`` items and
-    answers them with ``VadContinued``."""
+    """Voice activity: mono float32 audio at ``sample_rate`` -> speech probability per frame of ``frame_samples``."""
 
     sample_rate: int
     frame_samples: int
@@ -101,15 +83,31 @@ class VadBackend(Backend, Protocol):
 
 
 @runtime_checkable
-class SpeakerEncoder(Backend, Protocol):
-    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item.
+class StreamingVadBackend(VadBackend, Protocol):
+    """A VAD backend that also goes on from a live stream's state (optional): it declares ``streams = True``, and
+    its batches may then hold ``VadContinuation`` items beside whole utterances, each answered with a
+    ``VadContinued`` whose state is ``stream_state_size`` float32 values (what the VAD service checks a client's
+    state against)."""
 
-    An encoder may name its ``embedding_size`` (optional): the voice service then refuses a voice registered
-    with an embedding of another length."""
+    streams: bool
+    stream_state_size: int
+
+
+@runtime_checkable
+class SpeakerEncoder(Backend, Protocol):
+    """Speaker embedding: speech at ``sample_rate`` -> one unit-length embedding per item."""
 
     sample_rate: int
 
     def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+@runtime_checkable
+class EmbeddingSized(SpeakerEncoder, Protocol):
+    """A speaker encoder that names the length of its embeddings (optional): the voice service then refuses a
+    voice registered with an embedding of another length."""
+
+    embedding_size: int
 
 
 @runtime_checkable
@@ -132,17 +130,50 @@ PROTOCOLS: dict[Task, type] = {
 
 
 class BackendContractError(TypeError):
-    """A loaded backend that does not implement its task's protocol."""
+    """A loaded backend that does not implement its task's protocol, or an optional capability it declares."""
 
 
 def verify(backend: Any, task: Task) -> None:
     """Raise BackendContractError naming the members ``backend`` lacks for ``task``'s protocol."""
-    protocol = PROTOCOLS[task]
+    _require(backend, PROTOCOLS[task])
+
+
+def _require(backend: Any, protocol: type) -> None:
     if isinstance(backend, protocol):
         return
     members = [m for m in _members(protocol) if not hasattr(backend, m)]
     raise BackendContractError(f"{type(backend).__name__} does not implement {protocol.__name__}: "
                                f"missing {', '.join(members) or '?'}")
+
+
+def _size(backend: Any, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BackendContractError(f"{type(backend).__name__}.{name} must be a positive integer, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a loaded backend offers beyond its task's protocol, found once when it loads (``of``), typed: a service
+    asks ``streaming`` or ``embedding_size`` instead of probing the backend's attributes."""
+
+    streaming: StreamingVadBackend | None = None   # a VAD backend that continues live streams
+    embedding_size: int | None = None              # the length of a speaker encoder's embeddings, when it names it
+
+    @classmethod
+    def of(cls, backend: Any, task: Task) -> Capabilities:
+        """``backend``'s task protocol checked (``verify``), then its optional capabilities: one it declares but
+        does not fully implement (``streams = True`` without ``stream_state_size``) is a BackendContractError."""
+        verify(backend, task)
+        streaming: StreamingVadBackend | None = None
+        if task == Task.vad and getattr(backend, "streams", False) is True:
+            _require(backend, StreamingVadBackend)
+            _size(backend, "stream_state_size", backend.stream_state_size)
+            streaming = backend
+        size = None
+        if task == Task.embed and isinstance(backend, EmbeddingSized):
+            size = _size(backend, "embedding_size", backend.embedding_size)
+        return cls(streaming=streaming, embedding_size=size)
 
 
 def _members(protocol: type) -> list[str]:

@@ -30,7 +30,7 @@ statistics made by ``analyze`` use the converter's own F0 method, so the two pit
 Options (``spec.options``), defaults chosen with ``bench/clone_quality.py``: ``f0_method`` (harvest | dio),
 ``frame_period_ms``, ``warp_strength``, ``warp_min``, ``warp_max``, ``warp_prior``, ``warp_prior_exponent``,
 ``envelope_strength``, ``codebook_strength``, ``envelope_max_db``, ``f0_range``.
-A neural converter later implements the same protocol (``services.vc.types.VoiceConverter``).
+A neural converter later implements the same protocol (``services.core.tasks.protocols.VoiceConverter``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from services.vc.stats import (
     nearest,
     world_f0,
 )
-from services.vc.types import ConversionJob
+from services.core.tasks.jobs import ConversionJob
 
 log = logging.getLogger("harmony.vc.world")
 
