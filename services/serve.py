@@ -250,7 +250,8 @@ async def _stop(config: HarmonyConfig, router: uvicorn.Server, router_app: Any, 
     router.should_exit = True
     await asyncio.gather(router_task, return_exceptions=True)
     for service in services:
-        service.server.config.timeout_graceful_shutdown = SERVICE_STOP_S
+        # uvicorn annotates whole seconds; it hands the value to asyncio.timeout, which takes floats
+        service.server.config.timeout_graceful_shutdown = SERVICE_STOP_S  # type: ignore[assignment]
         service.server.should_exit = True
     await asyncio.gather(*service_tasks, return_exceptions=True)
 

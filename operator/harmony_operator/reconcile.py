@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from services.core.contracts.specs import NamedModel, NamedRoute, SpeechModelSpec
@@ -159,7 +159,8 @@ def reconcile_model(ctx: Context, body: dict[str, Any], old_spec: dict[str, Any]
     name, namespace = meta["name"], meta["namespace"]
     spec = _parsed(ctx, body)
     children = manifests.model_children(name, namespace, spec, ctx.settings)
-    kopf.adopt(children, owner=body)
+    # the object as the API server sent it: kopf names that shape RawBody (a TypedDict), which a dict cannot be
+    kopf.adopt(children, owner=kopf.Body(cast(kopf.RawBody, body)))
     owns = _owner_check(body)
     deployment = None
     try:

@@ -46,7 +46,7 @@ def _pyav_seconds(data: bytes) -> float | None:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             duration = container.duration  # microseconds (av.time_base), from the header or the bit rate
     except Exception:  # noqa: BLE001 - not audio: the model service says so when it decodes
         return None

@@ -10,12 +10,14 @@ turn) is settled; a month is the sum of its days. What a request may still use i
 
 from __future__ import annotations
 
+import builtins
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from services.store.db import Database
 from services.store.schema import rate_windows, usage_daily, voice_owners
@@ -45,12 +47,9 @@ class QuotaExceeded:
     held: float = 0.0    # reserved by requests in flight (services/auth/quota.py)
 
 
-def _insert(db: Database):
-    if db.dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert
+def _insert(db: Database) -> Callable[[Table], postgresql.Insert | sqlite.Insert]:
+    """The database's own INSERT, which has ON CONFLICT ... DO UPDATE (both dialects spell it alike)."""
+    return postgresql.insert if db.dialect == "postgresql" else sqlite.insert
 
 
 USAGE_COUNTERS = ("requests", "errors", "audio_seconds_in", "audio_seconds_out", "characters", "turns")
@@ -88,9 +87,9 @@ class Limits:
         """Count one request in the key's current minute; allowed while the count is within ``rpm``."""
         now = self.clock()
         window = int(now // WINDOW_S)
-        stmt = _insert(self.db)(rate_windows).values(key_id=key_id, window=window, count=1)
-        stmt = stmt.on_conflict_do_update(index_elements=["key_id", "window"],
-                                          set_={"count": rate_windows.c.count + 1}).returning(rate_windows.c.count)
+        upsert = _insert(self.db)(rate_windows).values(key_id=key_id, window=window, count=1)
+        stmt = upsert.on_conflict_do_update(index_elements=["key_id", "window"],
+                                            set_={"count": rate_windows.c.count + 1}).returning(rate_windows.c.count)
         with self.db.engine.begin() as conn:
             count = conn.execute(stmt).scalar_one()
             if now - self._last_prune > WINDOW_S:
@@ -155,7 +154,7 @@ class VoiceOwners:
         with self.db.engine.connect() as conn:
             return conn.execute(select(voice_owners.c.key_id).where(voice_owners.c.voice_id == voice_id)).scalar()
 
-    def of(self, key_id: str) -> set[str]:
+    def of(self, key_id: str) -> builtins.set[str]:  # builtins: the method set() shadows the type here
         with self.db.engine.connect() as conn:
             return set(conn.execute(select(voice_owners.c.voice_id).where(voice_owners.c.key_id == key_id)).scalars())
 

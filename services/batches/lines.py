@@ -63,7 +63,9 @@ def check_lines(data: bytes, endpoint: str, max_lines: int) -> tuple[list[Reques
         return [], BatchErrors(data=[BatchError(
             code="too_many_requests", line=numbered[max_lines][0],
             message=f"the input file has {len(numbered)} requests; a batch holds at most {max_lines}")])
-    requests, errors, seen = [], [], {}
+    requests: list[Request] = []
+    errors: list[BatchError] = []
+    seen: dict[str, int] = {}  # custom_id -> the line that used it first
     for number, line in numbered:
         error, request = _line_error(number, line, endpoint)
         if request is not None and request.custom_id in seen:

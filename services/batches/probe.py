@@ -22,10 +22,10 @@ def _pyav_seconds(data: bytes) -> float | None:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if container.duration:
                 return container.duration / 1_000_000  # av.time_base
-            stream = next((s for s in container.streams if s.type == "audio"), None)
+            stream = next(iter(container.streams.audio), None)
             if stream is None:
                 return None
             samples = sum(frame.samples for frame in container.decode(stream))

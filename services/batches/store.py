@@ -8,6 +8,7 @@ same transaction that moves the batch's counters. So after a crash nothing is lo
 
 from __future__ import annotations
 
+import builtins
 import secrets
 import time
 from dataclasses import dataclass
@@ -159,7 +160,9 @@ class BatchStore:
                     return conn.execute(select(batches).where(batches.c.id == batch_id)).first()
         return None
 
-    def start(self, batch_id: str, runner: str, items: list[dict[str, Any]], audio_total: float | None) -> None:
+    # builtins.list: the method list() shadows the type in the class's body
+    def start(self, batch_id: str, runner: str, items: builtins.list[dict[str, Any]],
+              audio_total: float | None) -> None:
         """The validated requests, and the batch in progress, in one transaction (a crash validates it again)."""
         with self.db.engine.begin() as conn:
             if conn.execute(select(func.count()).select_from(batch_items)

@@ -45,8 +45,8 @@ def validate(store: BatchStore, row: Any, runner: str) -> None:
     seconds: dict[str, float | None] = {}
     if row.endpoint != SPEECH:
         seconds = _durations(requests, store.files, Owner(row.owner_key_id))
-    items = [{"line": r.line, "custom_id": r.custom_id, "body": r.body,
-              "audio_seconds": seconds.get(r.body.get("file")) if isinstance(r.body.get("file"), str) else None}
-             for r in requests]
-    known = [i["audio_seconds"] for i in items if i["audio_seconds"] is not None]
+    audio = [seconds.get(file) if isinstance(file := r.body.get("file"), str) else None for r in requests]
+    items = [{"line": r.line, "custom_id": r.custom_id, "body": r.body, "audio_seconds": s}
+             for r, s in zip(requests, audio)]
+    known = [s for s in audio if s is not None]
     store.start(row.id, runner, items, round(sum(known), 3) if known else None)

@@ -63,7 +63,8 @@ def async_client(base_url: str, api_key: str) -> AsyncOpenAI:
         http_client = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=path), trust_env=False,
                                         timeout=REQUEST_TIMEOUT_S)
     return AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=REQUEST_TIMEOUT_S, max_retries=MAX_RETRIES,
-                       http_client=http_client)
+                       # the SDK takes an httpx client at run time (openai/_httpx2.py) but annotates httpx2's only
+                       http_client=http_client)  # type: ignore[arg-type]
 
 
 def sync_client(base_url: str, api_key: str, http_client=None) -> OpenAI:

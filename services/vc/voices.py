@@ -13,6 +13,7 @@ never a row naming a missing object.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -120,7 +121,7 @@ class VoiceStore:
             rows = conn.execute(select(voices).order_by(voices.c.created_at, voices.c.id)).mappings().all()
         return [record for record in map(_readable, rows) if record is not None]
 
-    def sweep_orphans(self, older_than_s: float = 3600.0) -> list[str]:
+    def sweep_orphans(self, older_than_s: float = 3600.0) -> builtins.list[str]:  # list(): a method here
         """Objects under ``voices/`` that no row names (a crash between the two writes), removed once
         older than ``older_than_s``: younger ones may belong to a registration whose row is on its way."""
         listed = self.objects.keys("voices/")

@@ -142,8 +142,9 @@ def _piper(repo: str, paths: list[str], read: Reader, voice: str | None) -> Dete
         raise DetectError(f"{repo}: {model}.json is not a Piper voice config (none of "
                           f"{', '.join(sorted(PIPER_CONFIG_KEYS))}); set task and backend in a config file")
     languages = _piper_languages(config) if isinstance(config, dict) else []
-    if not languages and PIPER_VOICE_NAME.match(name):
-        languages = [PIPER_VOICE_NAME.match(name).group("lang")]
+    named = PIPER_VOICE_NAME.match(name)
+    if not languages and named:
+        languages = [named.group("lang")]
     return Detected("tts", "piper", options={"voice": name}, languages=languages, files=[model, model + ".json"])
 
 

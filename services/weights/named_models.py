@@ -8,6 +8,7 @@ text-to-speech model as ``tts-1``, so OpenAI clients work unchanged.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,8 +29,7 @@ def models_from_references(references: list[str], listener: Callable[[str, Weigh
     models = []
     for text in references:
         reference = parse_reference(text)
-        path = fetch(reference.source, listener=(lambda state, n=reference.name: listener(n, state))
-                     if listener else None)
+        path = fetch(reference.source, listener=functools.partial(listener, reference.name) if listener else None)
         model = model_for(reference, path, taken)
         taken.update([model.name, *model.aliases])
         models.append(model)

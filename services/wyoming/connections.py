@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from wyoming.error import Error
 from wyoming.event import Event
@@ -73,7 +73,7 @@ async def _rest_of_event(reader: asyncio.StreamReader, head: bytes, max_bytes: i
     if len(line) + data_length + payload_length > max_bytes:
         raise Ended(f"an event of {len(line) + data_length + payload_length} bytes is past the limit of "
                     f"{max_bytes}", "event_too_large")
-    data = header.get("data") if isinstance(header.get("data"), dict) else {}
+    data: dict[str, Any] = header["data"] if isinstance(header.get("data"), dict) else {}
     if data_length:
         try:
             more = json.loads(await reader.readexactly(data_length))

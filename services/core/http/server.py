@@ -47,7 +47,7 @@ def build_server(app, settings: ServerSettings, log_level: str = "info", *, hand
         http=HarmonyProtocol.with_limits(limits), interface="asgi3", lifespan="on", log_level=log_level,
         access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]  # floats work
-        **({} if own_log_handlers else {"log_config": None}))
+        log_config=uvicorn.config.LOGGING_CONFIG if own_log_handlers else None)
     return uvicorn.Server(config) if handle_signals else _NoSignalServer(config)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -99,7 +100,7 @@ def cgroup_cpu_limit(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC_CGROUP) 
     return min(limits) if limits else None
 
 
-def available_cpus(env: dict[str, str] | None = None, root: Path = CGROUP_ROOT,
+def available_cpus(env: Mapping[str, str] | None = None, root: Path = CGROUP_ROOT,
                    proc_cgroup: Path = PROC_CGROUP) -> int:
     """The CPUs this process should size its thread pools for (see the module's docstring)."""
     env = os.environ if env is None else env

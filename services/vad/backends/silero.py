@@ -111,7 +111,7 @@ class SileroVadBackend:
         if self.session is None:
             raise RuntimeError(f"{self.name} is not loaded")
         streams = [item if isinstance(item, VadContinuation) else None for item in items]
-        frames = [_frames(s.audio if s is not None else item) for s, item in zip(streams, items)]
+        frames = [_frames(item.audio if isinstance(item, VadContinuation) else item) for item in items]
         order = sorted(range(len(frames)), key=lambda i: -len(frames[i]))  # longest first
         counts = [len(frames[i]) for i in order]
         steps = counts[0] if counts else 0
@@ -119,9 +119,9 @@ class SileroVadBackend:
         rows = len(order)
         x = np.zeros((rows, CONTEXT + FRAME), dtype=np.float32)
         state = np.zeros((2, rows, STATE), dtype=np.float32)
-        for r, i in enumerate(order):
-            if streams[i] is not None and streams[i].state is not None:
-                state[:, r], x[r, FRAME:] = _unpack(streams[i].state)
+        for r, stream in enumerate(streams[i] for i in order):
+            if stream is not None and stream.state is not None:
+                state[:, r], x[r, FRAME:] = _unpack(stream.state)
         ends: dict[int, np.ndarray] = {}  # a stream's state when its last frame is done
         for t in range(steps):
             active = rows
@@ -142,10 +142,11 @@ class SileroVadBackend:
         results: list[np.ndarray | VadContinued] = [np.zeros(0, dtype=np.float32)] * len(frames)
         for r, i in enumerate(order):
             row = probs[r, :counts[r]].copy()
-            if streams[i] is None:
+            stream = streams[i]
+            if stream is None:
                 results[i] = row
             else:
-                start = streams[i].state if streams[i].state is not None else np.zeros(STREAM_STATE, np.float32)
+                start = stream.state if stream.state is not None else np.zeros(STREAM_STATE, np.float32)
                 results[i] = VadContinued(row, ends.get(i, start))
         return results
 
