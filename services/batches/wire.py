@@ -1,10 +1,15 @@
-"""The wire shapes of the Files and Batch API, as OpenAI's (plus the documented extensions)."""
+"""The wire shapes of the Files and Batch API: the ``openai`` package's own types (``FileObject``, ``Batch``), and
+the engine's documented extensions as their subclasses."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import openai.types as openai_types
+from openai.types.batch_request_counts import BatchRequestCounts
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+BATCH_REFERENCE = "https://platform.openai.com/docs/api-reference/batch/create"
 
 FilePurpose = Literal["batch", "user_data", "batch_output"]
 UPLOAD_PURPOSES = ("batch", "user_data")
@@ -15,16 +20,14 @@ ENDPOINTS = ("/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/sp
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 
 
-class FileObject(BaseModel):
-    id: str
+class FileObject(openai_types.FileObject):
+    """OpenAI's file object; what it holds is the engine's (its fields only: no extras kept)."""
+
+    model_config = ConfigDict(extra="ignore")
+
     object: Literal["file"] = "file"
-    bytes: int
-    created_at: int
-    expires_at: int | None = None
-    filename: str
-    purpose: str
+    purpose: FilePurpose  # type: ignore[assignment]
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
 
 
 class FileList(BaseModel):
@@ -41,11 +44,11 @@ class FileDeleted(BaseModel):
     deleted: bool = True
 
 
-class BatchError(BaseModel):
+class BatchError(openai_types.BatchError):
+    model_config = ConfigDict(extra="ignore")
+
     code: str
     message: str
-    param: str | None = None
-    line: int | None = None
 
 
 class BatchErrors(BaseModel):
@@ -53,7 +56,9 @@ class BatchErrors(BaseModel):
     data: list[BatchError]
 
 
-class RequestCounts(BaseModel):
+class RequestCounts(BatchRequestCounts):
+    model_config = ConfigDict(extra="ignore")
+
     total: int = 0
     completed: int = 0
     failed: int = 0
@@ -64,10 +69,11 @@ class BatchCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input_file_id: str = Field(..., min_length=1, max_length=64)
-    endpoint: str
-    completion_window: str = "24h"
-    metadata: dict[str, str] | None = None
+    input_file_id: str = Field(..., min_length=1, max_length=64,
+                               description=f"A file of purpose batch: one request a line. {BATCH_REFERENCE}")
+    endpoint: str = Field(..., description=f"One of {', '.join(ENDPOINTS)}. {BATCH_REFERENCE}")
+    completion_window: str = Field("24h", description=f"24h. {BATCH_REFERENCE}")
+    metadata: dict[str, str] | None = Field(None, description=f"Up to 16 pairs. {BATCH_REFERENCE}")
 
     @field_validator("endpoint")
     @classmethod
@@ -91,28 +97,15 @@ class BatchCreate(BaseModel):
         return value
 
 
-class BatchObject(BaseModel):
+class BatchObject(openai_types.Batch):
     """OpenAI's batch object; ``audio_seconds_done``, ``audio_seconds_total`` and ``eta_seconds`` are extensions."""
 
-    id: str
+    model_config = ConfigDict(extra="ignore")
+
     object: Literal["batch"] = "batch"
-    endpoint: str
-    errors: BatchErrors | None = None
-    input_file_id: str
-    completion_window: str
+    errors: BatchErrors | None = None  # type: ignore[assignment]
     status: BatchStatus
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    created_at: int
-    in_progress_at: int | None = None
-    expires_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
-    request_counts: RequestCounts = Field(default_factory=RequestCounts)
+    request_counts: RequestCounts = Field(default_factory=RequestCounts)  # type: ignore[assignment]
     metadata: dict[str, str] | None = None
     audio_seconds_done: float = 0.0
     audio_seconds_total: float | None = None

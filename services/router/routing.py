@@ -136,6 +136,8 @@ class ModelTable:
         return name
 
     def resolve(self, public_name: str | None, task: Task, param: str = "model") -> ServedModel:
+        """The model of ``task`` a public name stands for (400 when none is named or it serves another task, 404 when
+        it is unknown). Whether the request may use it is the caller's check (``services.router.api.access``)."""
         if not public_name:
             raise InvalidRequest("'model' is required", param=param, code="missing_required_parameter")
         name = self.lookup(public_name)
@@ -147,11 +149,11 @@ class ModelTable:
         if model.task != task:
             raise InvalidRequest(f"model '{public_name}' is a {model.task.value} model and cannot serve this "
                                  f"endpoint ({task.value})", param=param, code="model_task_mismatch")
-        check_model(self.lookup, public_name, name)
         return model
 
     def check_allowed(self, requested: str, served: str | None = None) -> None:
-        """403 when the request's API key may not use ``requested`` (a model, alias or route) or ``served``."""
+        """403 when the request's API key may not use ``requested`` (a model, alias or route) or ``served``: the
+        check itself (``resolve`` and ``first_of`` only find; the routes call ``api.access`` where they use one)."""
         check_model(self.lookup, requested, served)
 
     def first_of(self, task: Task) -> ServedModel:
@@ -159,7 +161,6 @@ class ModelTable:
         model = next((m for m in self.models.values() if m.task == task), None)
         if model is None:
             raise ModelNotFound(f"no {task.value} model is served", param="model")
-        check_model(self.lookup, model.name)
         return model
 
     def route_for(self, task: Task, name: str | None = None) -> NamedRoute | None:

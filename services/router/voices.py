@@ -10,11 +10,12 @@ import asyncio
 import time
 
 import httpx
+
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import Task
-from services.router.upstream.clients import ServiceClients
-from services.router.routing import ModelTable, ServedModel
 from services.core.contracts.wire import VoiceInfo, VoiceList
+from services.router.routing import ModelTable, ServedModel
+from services.router.upstream.clients import ServiceClients
 
 # OpenAI's voice names: each means "the default voice for the requested language".
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse",
@@ -53,7 +54,8 @@ class VoiceDirectory:
         return sorted(self.voices.values(), key=lambda v: (not v.neural, v.id))
 
     async def choose(self, model_name: str, voice: str, language: str | None) -> tuple[ServedModel, VoiceInfo, str]:
-        """(model, voice, language) for a speech request; 400 naming the valid voices otherwise."""
+        """(model, voice, language) for a speech request; 400 naming the valid voices otherwise. Whether the request
+        may use the model is the route's check (``services.router.api.access``)."""
         requested = self.table.resolve(model_name, Task.tts)
         explicit_model = model_name == requested.name
         if voice not in self.voices or not self.voices:
@@ -67,7 +69,6 @@ class VoiceDirectory:
             if not _speaks(info, lang):
                 raise InvalidRequest(f"voice '{voice}' speaks {', '.join(info.languages)}, not '{lang}'",
                                      param="language", code="unsupported_language")
-            self.table.check_allowed(model_name, info.model)
             return self.table.models[info.model], info, lang
         if voice in OPENAI_VOICES:
             lang = (language or "en").lower()
@@ -78,7 +79,6 @@ class VoiceDirectory:
             if explicit_model and info.model != requested.name:
                 raise InvalidRequest(f"model '{requested.name}' does not speak '{lang}'", param="language",
                                      code="unsupported_language")
-            self.table.check_allowed(model_name, info.model)
             return self.table.models[info.model], info, lang
         valid = sorted(OPENAI_VOICES) + sorted(self.voices)
         raise InvalidRequest(f"unknown voice '{voice}'. Valid voices: {', '.join(valid)}", param="voice",

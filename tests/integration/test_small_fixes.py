@@ -27,7 +27,6 @@ from services.tts.app import create_tts_app
 from services.vad.app import create_vad_app
 from services.vc.app import create_vc_app
 from services.vc.voices import reference_key
-
 from tests.servers import ServerThread, wait_ready
 from tests.speech import wav_bytes
 
@@ -360,7 +359,7 @@ def test_admin_key_limits_must_be_finite_json_numbers(field, value):
     """The admin API's numbers too: ``"rpm": true`` was a limit of 1 request a minute; an infinite quota was stored."""
     from pydantic import ValidationError
 
-    from services.router.api.admin import KeyRequest
+    from services.router.api.protocol.admin import KeyRequest
 
     with pytest.raises(ValidationError):
         KeyRequest.model_validate({"name": "k", field: value})

@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from services.auth.guard import check_voice
 from services.core.audio.codec import decode_audio
 from services.core.contracts.errors import InvalidAudio, InvalidRequest, NotFound
-from services.router.api.speech import SpeechRequest, _check_unicode
+from services.core.http.json_body import check_unicode
+from services.router.api.protocol.speech import SpeechRequest
 
 
 def wav_claiming_rate(rate: int, samples: int) -> bytes:
@@ -50,7 +51,7 @@ def test_well_formed_voice_ids_pass(voice_id):
 def test_lone_surrogates_are_bad_requests(data):
     """Was: a lone surrogate escape in the JSON body -> 500 (UnicodeEncodeError, or pydantic on serializing)."""
     with pytest.raises(InvalidRequest, match="surrogate"):
-        _check_unicode(data)
+        check_unicode(data)
 
 
 @pytest.mark.parametrize("text", ["\u200b\u200c\u200d\ufeff", "\u200f\u202e\u200e", "\u2060 \u200b"])

@@ -8,18 +8,19 @@ import logging
 
 import httpx
 import pytest
+from starlette.requests import Request
+
 from services.core.contracts import wire
-from services.core.http.disconnect import ClientDisconnected
-from services.core.contracts.errors import (HarmonyError, OPENAI_TYPES, error_from_body, error_headers, openai_type)
-from services.core.runtime.metrics import OUTCOMES, outcome_of
+from services.core.contracts.errors import OPENAI_TYPES, HarmonyError, error_from_body, error_headers, openai_type
 from services.core.contracts.specs import Task, parse_config
-from services.core.http.uploads import read_form
 from services.core.contracts.wire import FormFields, Segment, TranscriptionResult
+from services.core.http.disconnect import ClientDisconnected
+from services.core.http.uploads import read_form
+from services.core.runtime.metrics import OUTCOMES, outcome_of
+from services.router.api.protocol.speech import SpeechRequest
+from services.router.api.transcript_formats import to_verbose, token_usage
 from services.router.app import build_table, create_router_app
 from services.router.upstream.clients import ServiceClients
-from services.router.api.speech import SpeechRequest
-from services.router.api.transcript_formats import to_verbose, token_usage
-from starlette.requests import Request
 
 OPENAI_ERROR_TYPES = {"invalid_request_error", "authentication_error", "permission_error", "rate_limit_error",
                       "server_error"}
@@ -185,9 +186,9 @@ def _result(task: str) -> TranscriptionResult:
 def test_translation_verbose_json_reports_english():
     from openai.types.audio.translation_verbose import TranslationVerbose
 
-    body = to_verbose(_result("translate"), words=False, segments=True)
+    body = to_verbose(_result("translate"), words=False, segments=True).model_dump(mode="json", exclude_unset=True)
     assert body["language"] == "english" and TranslationVerbose.model_validate(body).language == "english"
-    assert to_verbose(_result("transcribe"), words=False, segments=True)["language"] == "german"
+    assert to_verbose(_result("transcribe"), words=False, segments=True).language == "german"
     assert body["usage"] == {"type": "duration", "seconds": 3}
 
 

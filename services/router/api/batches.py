@@ -4,26 +4,28 @@ and GET /v1/batches/{id}/events (progress as server-sent events, an extension)."
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import ValidationError
+
 from services.batches.area import BatchArea, owner_key_id, request_owner
 from services.batches.files import Owner
-from services.batches.wire import TERMINAL, BatchCreate, BatchEvent, BatchList, BatchObject
-from services.core.contracts.errors import InvalidRequest
+from services.batches.wire import TERMINAL
+from services.core.http.json_body import json_request_body, parse_json_body
+from services.core.http.sse import MEDIA_TYPE, sse_frame
+from services.router.api.protocol.batches import BatchCreate, BatchEvent, BatchList, BatchObject
 
 EVENT_POLL_S = 0.5
+EVENTS = {200: {"description": "BatchEvent frames", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}}
 
 
 def routes(area: BatchArea, wake: asyncio.Event | None = None) -> APIRouter:
     api = APIRouter(tags=["batches"])
 
-    @api.post("/v1/batches")
+    @api.post("/v1/batches", openapi_extra=json_request_body(BatchCreate))
     async def create(request: Request) -> BatchObject:
-        body = await _parse(request)
+        body = await parse_json_body(request, BatchCreate)
         batch = await asyncio.to_thread(area.batches.create, body, request_owner(), owner_key_id())
         if wake is not None:
             wake.set()  # validate it now, not at the runner's next look
@@ -44,31 +46,14 @@ def routes(area: BatchArea, wake: asyncio.Event | None = None) -> APIRouter:
             wake.set()
         return batch
 
-    @api.get("/v1/batches/{batch_id}/events")
+    @api.get("/v1/batches/{batch_id}/events", response_class=StreamingResponse, responses=EVENTS)
     async def events(batch_id: str) -> StreamingResponse:
         owner = request_owner()
         await asyncio.to_thread(area.batches.get, batch_id, owner)  # 404 before the stream starts
-        return StreamingResponse(_events(area, batch_id, owner), media_type="text/event-stream",
+        return StreamingResponse(_events(area, batch_id, owner), media_type=MEDIA_TYPE,
                                  headers={"Cache-Control": "no-cache"})
 
     return api
-
-
-async def _parse(request: Request) -> BatchCreate:
-    try:
-        data = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest("the body must be JSON", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("the body must be a JSON object", code="invalid_json")
-    try:
-        return BatchCreate.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        param = ".".join(str(p) for p in error["loc"]) or None
-        message = str(error["msg"]).removeprefix("Value error, ")
-        code = "missing_required_parameter" if error["type"] == "missing" else "invalid_value"
-        raise InvalidRequest(f"{param}: {message}" if param else message, param=param, code=code) from None
 
 
 async def _events(area: BatchArea, batch_id: str, owner: Owner) -> AsyncIterator[bytes]:
@@ -80,7 +65,7 @@ async def _events(area: BatchArea, batch_id: str, owner: Owner) -> AsyncIterator
             seen = version
             batch = await asyncio.to_thread(area.batches.get, batch_id, owner)
             kind = f"batch.{batch.status}" if batch.status in TERMINAL else "batch.progress"
-            yield f"data: {BatchEvent(type=kind, batch=batch).model_dump_json()}\n\n".encode()
+            yield sse_frame(BatchEvent(type=kind, batch=batch), omit_none=False)
             if batch.status in TERMINAL:
                 return
         elif status in TERMINAL or version < 0:

@@ -9,10 +9,12 @@ from typing import Any
 import httpx
 from fastapi import APIRouter
 from pydantic import BaseModel, ValidationError
+
 from services.core.contracts.errors import ModelNotFound
 from services.core.contracts.specs import Task
-from services.router.upstream.clients import ServiceClients
+from services.router.api.protocol.models import ModelList, ModelObject
 from services.router.routing import ModelTable
+from services.router.upstream.clients import ServiceClients
 
 PROBE_TIMEOUT_S = 2.0
 RETRY_S = 5.0
@@ -78,18 +80,18 @@ def routes(table: ModelTable, clients: ServiceClients | None = None) -> APIRoute
         listed = table.public_entries()
         return await languages.fill(listed) if languages is not None else listed
 
-    @api.get("/v1/models")
-    async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": await entries()}
+    @api.get("/v1/models", response_model_exclude_unset=True)
+    async def list_models() -> ModelList:
+        return ModelList.model_validate({"object": "list", "data": await entries()})
 
-    @api.get("/v1/models/{model_id:path}")
-    async def get_model(model_id: str) -> dict[str, Any]:
+    @api.get("/v1/models/{model_id:path}", response_model_exclude_unset=True)
+    async def get_model(model_id: str) -> ModelObject:
         by_id = {entry["id"]: entry for entry in await entries()}
         if model_id in by_id:
-            return by_id[model_id]
+            return ModelObject.model_validate(by_id[model_id])
         name = table.lookup(model_id)  # a dated snapshot of an alias
         if name is not None:
-            return {**by_id[name], "id": model_id, "alias_of": name}
+            return ModelObject.model_validate({**by_id[name], "id": model_id, "alias_of": name})
         raise ModelNotFound(f"The model '{model_id}' does not exist", param="model")
 
     return api

@@ -15,15 +15,16 @@ from typing import Any
 
 from fastapi import APIRouter, WebSocket
 from fastapi.responses import JSONResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
 from services.auth.guard import open_session
 from services.core.contracts.errors import HarmonyError, InvalidRequest, error_body
 from services.core.runtime.metrics import Metrics
-from services.router.upstream.clients import ServiceClients
 from services.router.realtime import events
 from services.router.realtime.models import SessionModels
 from services.router.realtime.session import RealtimeSession
 from services.router.routing import ModelTable
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from services.router.upstream.clients import ServiceClients
 
 IDLE_TIMEOUT_S = 120.0     # no message from the client this long: the session ends
 MAX_SESSION_S = 3600.0     # as OpenAI: a session lasts an hour at most

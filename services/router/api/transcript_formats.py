@@ -1,4 +1,5 @@
-"""Render a transcription result in OpenAI's response formats: json, text, srt, vtt, verbose_json."""
+"""Render a transcription result in OpenAI's response formats: json (``Transcription``), verbose_json
+(``TranscriptionVerbose``), text, srt, vtt; the JSON ones built as the ``openai`` package's types."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import math
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from services.core.contracts.wire import TranscriptionResult
+from pydantic import BaseModel
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+from services.core.contracts.wire import TranscriptionResult
+from services.router.api.protocol.transcription import Transcription, TranscriptionVerbose
 
 LANGUAGE_NAMES = {
     "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
@@ -63,7 +65,7 @@ def duration_usage(result: TranscriptionResult) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(result.duration)}
 
 
-def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> dict[str, Any]:
+def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> TranscriptionVerbose:
     # a translation's text is English, and so is the language OpenAI reports for it
     language = "english" if result.task == "translate" else LANGUAGE_NAMES.get(result.language, result.language)
     body: dict[str, Any] = {
@@ -75,7 +77,16 @@ def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> dict
     if words:
         body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in (result.words or [])]
     body["usage"] = duration_usage(result)
-    return body
+    return TranscriptionVerbose.model_validate(body)
+
+
+def to_json(result: TranscriptionResult) -> Transcription:
+    return Transcription.model_validate({"text": result.text, "usage": duration_usage(result)})
+
+
+def json_response(body: BaseModel) -> JSONResponse:
+    """A typed answer as JSON: the fields it was given (OpenAI's optional fields it never had left out)."""
+    return JSONResponse(body.model_dump(mode="json", exclude_unset=True))
 
 
 def render(result: TranscriptionResult, response_format: str, granularities: list[str]) -> Response:
@@ -86,6 +97,6 @@ def render(result: TranscriptionResult, response_format: str, granularities: lis
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(result), media_type="text/vtt")
     if response_format == "verbose_json":
-        return JSONResponse(to_verbose(result, "word" in granularities,
-                                       "segment" in granularities or not granularities))
-    return JSONResponse({"text": result.text, "usage": duration_usage(result)})
+        return json_response(to_verbose(result, "word" in granularities,
+                                        "segment" in granularities or not granularities))
+    return json_response(to_json(result))

@@ -2,63 +2,69 @@
 
 from __future__ import annotations
 
-import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
+
 from services.auth.estimates import covered, upload_seconds
 from services.auth.guard import note_usage, reserve_audio
-from services.core.contracts.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
+from services.core.contracts.errors import HarmonyError, UpstreamError, error_from_body
 from services.core.contracts.specs import Task
-from services.core.http.uploads import form_file, form_list, form_str, read_form
-from services.core.contracts.wire import (DoneEvent, ErrorEvent, SegmentEvent, SttEvent, TranscriptionParams,
-                                TranscriptionResult)
+from services.core.contracts.wire import (
+    DoneEvent,
+    ErrorEvent,
+    SegmentEvent,
+    SttEvent,
+    TranscriptionParams,
+    TranscriptionResult,
+)
+from services.core.http.form_body import form_request_body
+from services.core.http.sse import MEDIA_TYPE, sse_frame
+from services.router.api.access import allow_model
+from services.router.api.protocol.transcription import (
+    RESPONSES,
+    Transcription,
+    TranscriptionError,
+    TranscriptionForm,
+    TranscriptionTextDeltaEvent,
+    TranscriptionTextDoneEvent,
+    TranscriptionVerbose,
+)
+from services.router.api.transcript_formats import render, token_usage
+from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients, transport_errors
 from services.router.upstream.relay import RelayResponse, Upstream
-from services.router.routing import ModelTable, ServedModel
-from services.router.api.transcript_formats import RESPONSE_FORMATS, render, token_usage
 
-GRANULARITIES = ("word", "segment")
 STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
+ANSWERS = {"response_model": TranscriptionVerbose | Transcription, "responses": RESPONSES,
+           "openapi_extra": form_request_body(TranscriptionForm)}
 
 
 def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
     api = APIRouter(tags=["audio"])
 
-    @api.post("/v1/audio/transcriptions")
+    @api.post("/v1/audio/transcriptions", **ANSWERS)  # type: ignore[arg-type]
     async def transcriptions(request: Request) -> Response:
-        return await _handle(request, table, clients, task="transcribe")
+        return await _handle(await TranscriptionForm.read(request), table, clients, task="transcribe")
 
-    @api.post("/v1/audio/translations")
+    @api.post("/v1/audio/translations", **ANSWERS)  # type: ignore[arg-type]
     async def translations(request: Request) -> Response:
-        return await _handle(request, table, clients, task="translate")
+        return await _handle(await TranscriptionForm.read(request), table, clients, task="translate")
 
     return api
 
 
-async def _handle(request: Request, table: ModelTable, clients: ServiceClients, task: str) -> Response:
-    form = await read_form(request)
-    model = table.resolve(form_str(form, "model"), Task.stt)
-    response_format = form_str(form, "response_format", "json") or "json"
-    if response_format not in RESPONSE_FORMATS:
-        raise InvalidRequest(f"'response_format' must be one of {', '.join(RESPONSE_FORMATS)}",
-                             param="response_format")
-    granularities = form_list(form, "timestamp_granularities")
-    for value in granularities:
-        if value not in GRANULARITIES:
-            raise InvalidRequest(f"'timestamp_granularities[]' values must be word or segment, not '{value}'",
-                                 param="timestamp_granularities")
-    if granularities and response_format != "verbose_json":
-        raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
-                             param="timestamp_granularities")
-    params = TranscriptionParams.from_form(form).model_copy(update={
-        "model": model.name, "task": task, "word_timestamps": "word" in granularities})
-    if task == "translate":
-        params.language = None
-    data, filename = await form_file(form)
+async def _handle(form: TranscriptionForm, table: ModelTable, clients: ServiceClients, task: str) -> Response:
+    model = table.resolve(form.model, Task.stt)
+    allow_model(table, form.model, model)  # 403 when the request's API key may not use it
+    params = TranscriptionParams.model_validate({
+        **form.model_dump(exclude={"file", "response_format", "timestamp_granularities"}), "model": model.name,
+        "task": task, "word_timestamps": "word" in form.timestamp_granularities,
+        "language": None if task == "translate" else form.language})
+    data, filename = await form.file.read(), form.file.filename or "audio"
     limit = model.spec.limits.audio_seconds(Task.stt)
     held = await reserve_audio(lambda: upload_seconds(data, limit))  # before any work: the key's quota decides
     files = {"file": (filename, data, "application/octet-stream")}
@@ -72,15 +78,11 @@ async def _handle(request: Request, table: ModelTable, clients: ServiceClients, 
                                                       files=files), held, limit, _hold_more)
     result = TranscriptionResult.model_validate(response.json())
     note_usage(audio_seconds_in=result.duration)
-    return render(result, response_format, granularities)
+    return render(result, form.response_format, form.timestamp_granularities)
 
 
 async def _hold_more(seconds: float) -> None:
     await reserve_audio(lambda: seconds)
-
-
-def _event(payload: dict) -> bytes:
-    return f"data: {json.dumps(payload)}\n\n".encode()
 
 
 async def _stream(clients: ServiceClients, model: ServedModel, fields: dict, files: dict) -> Response:
@@ -98,7 +100,7 @@ async def _stream(clients: ServiceClients, model: ServedModel, fields: dict, fil
     except BaseException:
         await upstream.aclose()
         raise
-    return RelayResponse(_sse(model, first, lines), upstream, media_type="text/event-stream",
+    return RelayResponse(_sse(model, first, lines), upstream, media_type=MEDIA_TYPE,
                          headers={"Cache-Control": "no-cache"})
 
 
@@ -119,16 +121,16 @@ async def _sse(model: ServedModel, first: SttEvent | None, rest: AsyncIterator[S
         event = first
         while event is not None:
             if isinstance(event, SegmentEvent):
-                yield _event({"type": "transcript.text.delta", "delta": event.segment.text})
+                yield sse_frame(TranscriptionTextDeltaEvent(type="transcript.text.delta", delta=event.segment.text))
             elif isinstance(event, DoneEvent):
                 note_usage(audio_seconds_in=event.result.duration)
-                yield _event({"type": "transcript.text.done", "text": event.result.text,
-                              "usage": token_usage(event.result)})
+                yield sse_frame(TranscriptionTextDoneEvent.model_validate(
+                    {"type": "transcript.text.done", "text": event.result.text, "usage": token_usage(event.result)}))
                 return
             else:
-                yield _event({"type": "error", "error": event.error})
+                yield sse_frame(TranscriptionError(error=event.error))
                 return
             event = await anext(rest, None)
         raise UpstreamError(f"model '{model.name}' ended the stream without a result")
     except HarmonyError as exc:
-        yield _event({"type": "error", **exc.to_body()})
+        yield sse_frame(TranscriptionError(**exc.to_body()))
