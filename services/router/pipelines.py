@@ -1,7 +1,8 @@
 """The SpeechRoute runner: a pipeline of model steps (vad, embed, tts, vc) declared in config, not code.
 
 Each step kind lives in a registry (``STEP_KINDS``) and declares what it needs from the
-pipeline state (any one of ``needs``) and what it adds to it (``adds``). One generic rule
+pipeline state (any one of ``needs``) and what it adds to it (``adds``), each as a reader of
+the state's fields by attribute (``lambda s: (s.speech,)``: mypy checks the names). One generic rule
 decides whether a step runs: it is skipped when everything it adds is already known (a
 registered voice needs no VAD or embedding) or when nothing it needs is there. A failed
 step fails the request with a message naming the step.
@@ -16,8 +17,8 @@ import base64
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from services.core.audio.codec import AudioFormat
 from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
+from services.core.contracts.formats import AudioFormat
 from services.core.contracts.specs import NamedRoute, RouteStep, Task
 from services.core.contracts.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
                                 VadResult)
@@ -53,9 +54,6 @@ class PipelineState:
     steps_run: list[str] = field(default_factory=list)
     steps_skipped: list[str] = field(default_factory=list)
 
-    def known(self, name: str) -> bool:
-        return getattr(self, name) is not None
-
 
 @dataclass(frozen=True)
 class StepContext:
@@ -64,23 +62,26 @@ class StepContext:
 
 
 StepFn = Callable[[StepContext, PipelineState, ServedModel], Awaitable[None]]
+Fields = Callable[[PipelineState], tuple[object, ...]]
+"""Some fields of the state, read by attribute; a field is known when it is not None."""
 
 
 @dataclass(frozen=True)
 class StepKind:
     task: Task
-    needs: tuple[str, ...]   # the step runs when any of these is known...
-    adds: tuple[str, ...]    # ...and not all of these are
+    needs: Fields   # the step runs when any of these is known...
+    adds: Fields    # ...and not all of these are
     run: StepFn
 
     def skip(self, state: PipelineState) -> bool:
-        return all(state.known(f) for f in self.adds) or not any(state.known(f) for f in self.needs)
+        return (all(value is not None for value in self.adds(state))
+                or not any(value is not None for value in self.needs(state)))
 
 
 STEP_KINDS: dict[Task, StepKind] = {}
 
 
-def step_kind(task: Task, needs: tuple[str, ...], adds: tuple[str, ...]) -> Callable[[StepFn], StepFn]:
+def step_kind(task: Task, needs: Fields, adds: Fields) -> Callable[[StepFn], StepFn]:
     """Register the step kind of ``task`` (one per task)."""
     def register(fn: StepFn) -> StepFn:
         STEP_KINDS[task] = StepKind(task, needs, adds, fn)
@@ -92,7 +93,7 @@ def _files(name: str, uploads: list[Upload]) -> list[tuple[str, tuple[str, bytes
     return [(name, (filename, data, "application/octet-stream")) for filename, data in uploads]
 
 
-@step_kind(Task.vad, needs=("references",), adds=("speech",))
+@step_kind(Task.vad, needs=lambda s: (s.references,), adds=lambda s: (s.speech,))
 async def vad_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
     params = VadParams(model=model.name, return_speech=True, speech_sample_rate=WORK_RATE).form()
     speech, seconds = [], 0.0
@@ -105,7 +106,7 @@ async def vad_step(ctx: StepContext, state: PipelineState, model: ServedModel) -
     state.speech, state.speech_seconds = speech, seconds
 
 
-@step_kind(Task.embed, needs=("speech", "references"), adds=("embedding",))
+@step_kind(Task.embed, needs=lambda s: (s.speech, s.references), adds=lambda s: (s.embedding,))
 async def embed_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
     params = EmbeddingParams(model=model.name, min_speech_seconds=REFERENCE_MIN_SPEECH_S)
     response = await ctx.clients.post(model, "/v1/audio/embeddings", data=params.form(),
@@ -115,7 +116,7 @@ async def embed_step(ctx: StepContext, state: PipelineState, model: ServedModel)
     state.speech_seconds = result.speech_seconds
 
 
-@step_kind(Task.tts, needs=("text",), adds=("source",))
+@step_kind(Task.tts, needs=lambda s: (s.text,), adds=lambda s: (s.source,))
 async def tts_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
     served, voice, language = await ctx.voices.default_voice(model.name, state.language or "en")
     request = SynthesisRequest(model=served.name, input=state.text or "", voice=voice.backend_voice,
@@ -125,7 +126,7 @@ async def tts_step(ctx: StepContext, state: PipelineState, model: ServedModel) -
     state.sample_rate = state.sample_rate or voice.sample_rate
 
 
-@step_kind(Task.vc, needs=("source",), adds=("output",))
+@step_kind(Task.vc, needs=lambda s: (s.source,), adds=lambda s: (s.output,))
 async def vc_step(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:
     assert state.source is not None
     params = ConversionParams(model=model.name, voice=state.voice_id, response_format=state.response_format,

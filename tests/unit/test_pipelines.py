@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from services.core.contracts.specs import Task
 from services.router.pipelines import STEP_KINDS, PipelineState
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def runs(state: PipelineState) -> list[str]:
@@ -13,8 +19,7 @@ def runs(state: PipelineState) -> list[str]:
 def test_every_task_has_a_step_kind_that_declares_needs_and_adds():
     assert set(STEP_KINDS) == set(Task) - {Task.stt}
     for kind in STEP_KINDS.values():
-        assert kind.needs and kind.adds
-        assert all(hasattr(PipelineState(), name) for name in kind.needs + kind.adds)
+        assert kind.needs(PipelineState()) and kind.adds(PipelineState())  # read from the state, by attribute
 
 
 def test_a_reference_recording_runs_every_step():
@@ -39,3 +44,19 @@ def test_known_outputs_are_not_computed_again():
 def test_embed_uses_the_recordings_themselves_on_a_route_without_vad():
     assert runs(PipelineState(references=[("r.wav", b"x")])) == ["vad", "embed"]
     assert runs(PipelineState(speech=[("r.flac", b"z")])) == ["embed"]
+
+
+def test_a_misspelt_state_field_in_a_step_kind_is_a_type_error(tmp_path):
+    """The step kinds read the state by attribute, so mypy (tests/unit/test_typed_seams.py) catches a wrong name."""
+    probe = tmp_path / "probe_steps.py"
+    probe.write_text("from services.core.contracts.specs import Task\n"
+                     "from services.router.pipelines import PipelineState, StepContext, step_kind\n"
+                     "from services.router.routing import ServedModel\n\n\n"
+                     "@step_kind(Task.vad, needs=lambda s: (s.referenses,), adds=lambda s: (s.speech,))\n"
+                     "async def misspelt(ctx: StepContext, state: PipelineState, model: ServedModel) -> None:\n"
+                     "    state.speech = []\n")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--follow-imports=silent", "--cache-dir",
+                           str(tmp_path / "cache"), "--no-error-summary", str(probe)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 1 and '"PipelineState" has no attribute "referenses"' in done.stdout, done.stdout
+    assert done.stdout.count("error:") == 1, done.stdout  # the rest of the probe is right

@@ -98,14 +98,15 @@ _AV_SPECS: dict[str, dict] = {
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_format(fmt: str) -> str:
-    if fmt not in CONTENT_TYPES:
-        raise InvalidRequest(
-            f"Unsupported response_format {fmt!r}; expected one of {', '.join(AUDIO_FORMATS)}.",
-            param="response_format",
-            code="invalid_value",
-        )
-    return fmt
+def _check_format(fmt: str) -> AudioFormat:
+    for known in AUDIO_FORMATS:
+        if fmt == known:
+            return known
+    raise InvalidRequest(
+        f"Unsupported response_format {fmt!r}; expected one of {', '.join(AUDIO_FORMATS)}.",
+        param="response_format",
+        code="invalid_value",
+    )
 
 
 def _check_rate(rate: int, name: str = "sample_rate") -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 AudioFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
-AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
+AUDIO_FORMATS: tuple[AudioFormat, ...] = get_args(AudioFormat)
 
 CONTENT_TYPES: dict[str, str] = {
     "mp3": "audio/mpeg",
