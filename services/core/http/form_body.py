@@ -22,9 +22,10 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import Request
 
 from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.forms import single
 from services.core.http.errors import invalid_request
 from services.core.http.schemas import inline_schema
-from services.core.http.uploads import read_form, single
+from services.core.http.uploads import read_form
 
 M = TypeVar("M", bound="FormModel")
 

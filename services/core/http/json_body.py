@@ -48,7 +48,8 @@ def check_unicode(data: dict[str, Any]) -> None:
         raise InvalidRequest("the body is nested too deeply", code="invalid_json") from None
 
 
-def json_request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` of a route that reads ``model`` with ``parse_json_body``: a required JSON request body."""
-    return {"requestBody": {"required": True,
+def json_request_body(model: type[BaseModel], required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads ``model`` with ``parse_json_body``: its JSON request body (one that
+    is not ``required`` may be left out: a body of no fields, as OpenAI's cancel)."""
+    return {"requestBody": {"required": required,
                             "content": {"application/json": {"schema": inline_schema(model)}}}}

@@ -14,7 +14,7 @@ from services.batches.files import Owner
 from services.batches.wire import TERMINAL
 from services.core.http.json_body import json_request_body, parse_json_body
 from services.core.http.sse import MEDIA_TYPE, sse_frame
-from services.router.api.protocol.batches import BatchCreate, BatchEvent, BatchList, BatchObject
+from services.router.api.protocol.batches import BatchCancel, BatchCreate, BatchEvent, BatchList, BatchObject
 
 EVENT_POLL_S = 0.5
 EVENTS = {200: {"description": "BatchEvent frames", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}}
@@ -39,7 +39,7 @@ def routes(area: BatchArea, wake: asyncio.Event | None = None) -> APIRouter:
     async def retrieve(batch_id: str) -> BatchObject:
         return await asyncio.to_thread(area.batches.get, batch_id, request_owner())
 
-    @api.post("/v1/batches/{batch_id}/cancel")
+    @api.post("/v1/batches/{batch_id}/cancel", openapi_extra=json_request_body(BatchCancel, required=False))
     async def cancel(batch_id: str) -> BatchObject:
         batch = await asyncio.to_thread(area.batches.cancel, batch_id, request_owner())
         if wake is not None:

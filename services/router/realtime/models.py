@@ -7,14 +7,16 @@ import base64
 import re
 
 import numpy as np
+
 from services.core.audio.codec import encode_audio
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
-from services.router.upstream.admission import call_as, in_flight
-from services.router.upstream.clients import ServiceClients
+from services.router.api.access import allow_model
 from services.router.realtime.config import Transcription
 from services.router.realtime.turns import RATE
 from services.router.routing import ModelTable, ServedModel
+from services.router.upstream.admission import call_as, in_flight
+from services.router.upstream.clients import ServiceClients
 
 PARTIAL_TIMEOUT_S = 3.0  # a partial later than this is no use: the batcher sheds it rather than compute it late
 FINAL_TIMEOUT_S = 60.0
@@ -26,9 +28,13 @@ class SessionModels:
         self.clients = clients
 
     def stt(self, settings: Transcription) -> ServedModel:
+        """The session's speech-to-text model, resolved, and allowed to the session's API key (403 otherwise)."""
         if settings.model:
-            return self.table.resolve(settings.model, Task.stt, param="session.audio.input.transcription.model")
-        return self.table.first_of(Task.stt)
+            model = self.table.resolve(settings.model, Task.stt, param="session.audio.input.transcription.model")
+        else:
+            model = self.table.first_of(Task.stt)
+        allow_model(self.table, settings.model, model)
+        return model
 
     def has_room(self, model: ServedModel) -> bool:
         """Whether ``model`` has an instance free (fewer calls at its replicas than instances to run them): partial
