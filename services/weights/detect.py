@@ -141,17 +141,23 @@ def _piper(repo: str, paths: list[str], read: Reader, voice: str | None) -> Dete
     if isinstance(config, dict) and not PIPER_CONFIG_KEYS & set(config):
         raise DetectError(f"{repo}: {model}.json is not a Piper voice config (none of "
                           f"{', '.join(sorted(PIPER_CONFIG_KEYS))}); set task and backend in a config file")
-    languages = _piper_languages(config) if isinstance(config, dict) else []
+    languages = piper_config_languages(config) if isinstance(config, dict) else []
     named = PIPER_VOICE_NAME.match(name)
     if not languages and named:
         languages = [named.group("lang")]
     return Detected("tts", "piper", options={"voice": name}, languages=languages, files=[model, model + ".json"])
 
 
-def _piper_languages(config: dict) -> list[str]:
-    from services.tts.backends.piper import config_languages
-
-    return config_languages(config)
+def piper_config_languages(config: dict) -> list[str]:
+    """ISO 639 codes of a voice from its ``.onnx.json``: ``language.family`` or ``language.code``
+    (``en_US`` -> ``en``), else ``espeak.voice`` (``en-us`` -> ``en``, ``cmn`` -> ``cmn``)."""
+    language = config.get("language") or {}
+    espeak = (config.get("espeak") or {}).get("voice") or ""
+    for value in (language.get("family"), str(language.get("code") or "").split("_")[0], espeak.split("-")[0]):
+        code = str(value or "").strip().lower()
+        if re.fullmatch(r"[a-z]{2,3}", code):
+            return [code]
+    return []
 
 
 def _silero(repo: str, paths: list[str], read: Reader, voice: str | None) -> Detected | None:

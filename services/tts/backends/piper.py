@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -39,6 +38,7 @@ from services.core.runtime.cpus import threads_per_instance
 from services.core.runtime.onnx_options import log_providers, option_flag, providers, run_options, session_options
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError
+from services.weights.detect import piper_config_languages as config_languages
 from services.core.contracts.wire import VoiceInfo
 from services.core.tasks.jobs import SynthJob
 
@@ -134,18 +134,6 @@ def _read_json(path: Path) -> dict:
             return json.load(handle)
     except (OSError, ValueError) as exc:
         raise WeightsError(f"cannot read the Piper voice config {path}: {exc}") from None
-
-
-def config_languages(config: dict) -> list[str]:
-    """ISO 639 codes of a voice from its ``.onnx.json``: ``language.family`` or ``language.code``
-    (``en_US`` -> ``en``), else ``espeak.voice`` (``en-us`` -> ``en``, ``cmn`` -> ``cmn``)."""
-    language = config.get("language") or {}
-    espeak = (config.get("espeak") or {}).get("voice") or ""
-    for value in (language.get("family"), str(language.get("code") or "").split("_")[0], espeak.split("-")[0]):
-        code = str(value or "").strip().lower()
-        if re.fullmatch(r"[a-z]{2,3}", code):
-            return [code]
-    return []
 
 
 def speaker_ids(config: dict) -> dict[str, int]:
