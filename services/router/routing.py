@@ -137,7 +137,7 @@ class ModelTable:
 
     def resolve(self, public_name: str | None, task: Task, param: str = "model") -> ServedModel:
         """The model of ``task`` a public name stands for (400 when none is named or it serves another task, 404 when
-        it is unknown). Whether the request may use it is the caller's check (``services.router.api.access``)."""
+        it is unknown). Whether the request may use it is the caller's check (``services.router.access``)."""
         if not public_name:
             raise InvalidRequest("'model' is required", param=param, code="missing_required_parameter")
         name = self.lookup(public_name)
@@ -153,7 +153,8 @@ class ModelTable:
 
     def check_allowed(self, requested: str, served: str | None = None) -> None:
         """403 when the request's API key may not use ``requested`` (a model, alias or route) or ``served``: the
-        check itself (``resolve`` and ``first_of`` only find; the routes call ``api.access`` where they use one)."""
+        check itself (``resolve`` and ``first_of`` only find; routes call ``services.router.access`` where they use
+        one)."""
         check_model(self.lookup, requested, served)
 
     def first_of(self, task: Task) -> ServedModel:

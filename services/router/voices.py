@@ -55,7 +55,7 @@ class VoiceDirectory:
 
     async def choose(self, model_name: str, voice: str, language: str | None) -> tuple[ServedModel, VoiceInfo, str]:
         """(model, voice, language) for a speech request; 400 naming the valid voices otherwise. Whether the request
-        may use the model is the route's check (``services.router.api.access``)."""
+        may use the model is the route's check (``services.router.access``)."""
         requested = self.table.resolve(model_name, Task.tts)
         explicit_model = model_name == requested.name
         if voice not in self.voices or not self.voices:

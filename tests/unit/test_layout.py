@@ -116,7 +116,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("services.stt", "services.tts", "services.vad", "services.vc"),
     ("services.model_services",),   # which service serves each task
     ("services.batches",),
-    ("services.router.routing", "services.router.cluster"),
+    ("services.router.routing", "services.router.access", "services.router.cluster"),
     ("services.router.upstream",),
     ("services.router.pipelines", "services.router.voices", "services.router.realtime"),
     ("services.router.api",),

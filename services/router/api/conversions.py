@@ -10,7 +10,7 @@ from services.auth.guard import check_voice, reserve_audio
 from services.core.audio.codec import CONTENT_TYPES
 from services.core.contracts.specs import Task
 from services.core.http.form_body import form_request_body
-from services.router.api.access import allow_route
+from services.router.access import allow_route
 from services.router.api.protocol.conversions import RESPONSES, ConversionForm
 from services.router.pipelines import WORK_RATE, PipelineRunner, PipelineState, steps_headers
 

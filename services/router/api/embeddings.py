@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 
 from services.core.contracts.specs import Task
 from services.core.http.form_body import form_request_body
-from services.router.api.access import allow_route
+from services.router.access import allow_route
 from services.router.api.protocol.embeddings import EmbeddingForm, SpeakerEmbeddingResponse
 from services.router.pipelines import PipelineRunner, PipelineState
 

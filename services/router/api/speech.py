@@ -18,7 +18,7 @@ from services.core.contracts.specs import Task
 from services.core.contracts.wire import RegisteredVoiceList, SynthesisRequest
 from services.core.http.json_body import json_request_body, parse_json_body
 from services.core.http.sse import MEDIA_TYPE, sse_frame
-from services.router.api.access import allow_model, allow_route
+from services.router.access import allow_model, allow_route
 from services.router.api.protocol.speech import (
     SPEECH_RESPONSES,
     SpeechAudioDelta,

@@ -23,7 +23,7 @@ from services.core.contracts.wire import (
 )
 from services.core.http.form_body import form_request_body
 from services.core.http.sse import MEDIA_TYPE, sse_frame
-from services.router.api.access import allow_model
+from services.router.access import allow_model
 from services.router.api.protocol.transcription import (
     RESPONSES,
     Transcription,

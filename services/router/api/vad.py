@@ -8,7 +8,7 @@ from services.auth.estimates import covered, upload_seconds
 from services.auth.guard import note_usage, reserve_audio
 from services.core.contracts.specs import Task
 from services.core.http.form_body import form_request_body
-from services.router.api.access import allow_model
+from services.router.access import allow_model
 from services.router.api.protocol.vad import VadForm, VadResult
 from services.router.routing import ModelTable
 from services.router.upstream.clients import ServiceClients

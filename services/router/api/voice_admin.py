@@ -11,7 +11,7 @@ from services.core.contracts.errors import NotFound
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import RegisteredVoice, VoiceRegistration
 from services.core.http.form_body import form_request_body
-from services.router.api.access import allow_route
+from services.router.access import allow_route
 from services.router.api.protocol.voices import (
     MAX_REFERENCE_FILES,
     RegisteredVoiceObject,

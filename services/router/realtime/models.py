@@ -11,7 +11,7 @@ import numpy as np
 from services.core.audio.codec import encode_audio
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
-from services.router.api.access import allow_model
+from services.router.access import allow_model
 from services.router.realtime.config import Transcription
 from services.router.realtime.turns import RATE
 from services.router.routing import ModelTable, ServedModel
