@@ -36,12 +36,20 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from services.core.runtime.exit_deadline import ExitDeadline
+from pydantic import ValidationError
+
+from services.core.contracts.specs import (
+    ConfigError,
+    HarmonyConfig,
+    NamedModel,
+    ServerSettings,
+    WyomingSettings,
+    load_config,
+    parse_config,
+)
 from services.core.http.server import build_server, tcp_socket, unix_socket
 from services.core.http.service_url import unix_url
-from pydantic import ValidationError
-from services.core.contracts.specs import (ConfigError, HarmonyConfig, NamedModel, ServerSettings, WyomingSettings, load_config,
-                                 parse_config)
+from services.core.runtime.exit_deadline import ExitDeadline
 from services.model_services import ModelService, check_backends, service_for
 
 __all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
@@ -236,7 +244,7 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
 
 
 async def _stop(config: HarmonyConfig, router: uvicorn.Server, router_app: Any, router_task: asyncio.Task,
-                services: list[RunningService], service_tasks: list[asyncio.Task], wyoming: "_Wyoming | None",
+                services: list[RunningService], service_tasks: list[asyncio.Task], wyoming: _Wyoming | None,
                 hosting: Hosting) -> None:
     """The router's intake stops and its requests drain (``server.drain_timeout_s``: then the rest is answered 503
     ``shutting_down``), then the services stop: their only client has, so they wait no longer than

@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from services.core.contracts.specs import AutoscalingSpec
+
 from . import names
 
 IN_FLIGHT = "harmony_in_flight_requests"

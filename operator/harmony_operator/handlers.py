@@ -28,6 +28,7 @@ import os
 from typing import Any
 
 import kopf
+
 from . import idle, manifests, names, reconcile
 from .kube import Kube
 from .resync import Resync

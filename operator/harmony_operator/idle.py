@@ -35,12 +35,12 @@ def parse_time(value: Any) -> float | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
 
 
 def format_time(epoch_s: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -52,7 +52,7 @@ class Times:
     created: float | None = None
 
     @classmethod
-    def of(cls, model: dict[str, Any], deployment: dict[str, Any]) -> "Times":
+    def of(cls, model: dict[str, Any], deployment: dict[str, Any]) -> Times:
         ours = (deployment.get("metadata") or {}).get("annotations") or {}
         meta = model.get("metadata") or {}
         return cls(parse_time((meta.get("annotations") or {}).get(LAST_REQUEST)),

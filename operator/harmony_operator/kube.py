@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .names import API_VERSION, MODELS, ROUTES
 from .ownership import describe, managed
@@ -84,7 +85,7 @@ class Kube:
     api: Any  # kubernetes.client.ApiClient
 
     @classmethod
-    def from_environment(cls) -> "Kube":
+    def from_environment(cls) -> Kube:
         """In a pod: its service account. Elsewhere: ``$KUBECONFIG`` (read now, not at import) or ~/.kube/config."""
         from kubernetes import client, config
 

@@ -12,8 +12,18 @@ import math
 from typing import Any
 
 import yaml
-from services.core.contracts.specs import MODELCAR_MOUNT, ModelSource, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+
+from services.core.contracts.specs import (
+    MODELCAR_MOUNT,
+    ModelSource,
+    NamedModel,
+    NamedRoute,
+    SpeechModelSpec,
+    SpeechRouteSpec,
+    Task,
+)
 from services.core.contracts.wire import RouterModelEntry, RouterModels, RouterRouteEntry
+
 from . import autoscaling, names
 from .pulls import PULL
 from .settings import OperatorSettings

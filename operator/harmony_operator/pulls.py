@@ -14,13 +14,16 @@ last lines of the log of one running pull per status pass (``PullState.tail_pod`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 from pydantic import ValidationError
+
 from services.core.contracts.specs import ModelSource
 from services.core.contracts.wire import WeightsProgress
 from services.weights.labels import describe, human
+
 from . import names
 
 PULL = "pull"  # the init container's name (manifests.PULL)

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import kopf
+from pydantic import ValidationError
+
 from services.core.contracts.specs import NamedModel, NamedRoute, SpeechModelSpec
 from services.core.contracts.wire import SpeechModelStatus
+
 from . import aliases, drift, idle, manifests, names, ownership, pulls, status
 from .kube import Kube, KubeError, NotOwned, Owns
 from .settings import OperatorSettings
-from pydantic import ValidationError
 
 log = logging.getLogger("harmony.operator")
 
@@ -313,7 +315,8 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
         return None
     log.info("SpeechModel %s/%s: %s", namespace, name, "woken by a request" if target else "idle: scaled to zero")
     deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.scale_patch(target, now))
-    write_model_status(ctx, body, deployment, applied=False, spec=spec)  # an apply problem stays until an apply succeeds
+    # an apply problem stays until an apply succeeds
+    write_model_status(ctx, body, deployment, applied=False, spec=spec)
     return target
 
 

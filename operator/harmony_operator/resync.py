@@ -18,9 +18,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import kopf
+
 from . import idle, reconcile
 from .kube import KubeError
 

@@ -49,7 +49,7 @@ class OperatorSettings:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "OperatorSettings":
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         env = dict(os.environ if env is None else env)
         defaults = cls()
 

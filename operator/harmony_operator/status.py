@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pydantic import ValidationError
+
 from services.core.contracts.wire import Condition, SpeechModelStatus, SpeechRouteStatus, WeightsProgress
+
 from . import idle, names
 from .pulls import PullState
 
-Status = Union[SpeechModelStatus, SpeechRouteStatus]
+Status = SpeechModelStatus | SpeechRouteStatus
 # A previous status: typed (from a builder here) or as the API returned it (a dict).
-Previous = Union[Status, dict[str, Any], None]
+Previous = Status | dict[str, Any] | None
 State = tuple[bool, str, str]  # ok, reason, message
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

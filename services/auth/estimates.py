@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import io
 import unicodedata
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from services.core.audio.codec import soundfile_seconds
 from services.core.contracts.errors import HarmonyError

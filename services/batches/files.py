@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from typing import Any, BinaryIO, Callable
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select
 
@@ -142,7 +143,8 @@ class FileStore:
         descending = order != "asc"
         if after:
             cursor = self._row(after, owner)
-            earlier = (files.c.created_at < cursor.created_at) if descending else (files.c.created_at > cursor.created_at)
+            earlier = (files.c.created_at < cursor.created_at) if descending else \
+                (files.c.created_at > cursor.created_at)
             tie = files.c.id < cursor.id if descending else files.c.id > cursor.id
             query = query.where(or_(earlier, and_(files.c.created_at == cursor.created_at, tie)))
         keys = (files.c.created_at.desc(), files.c.id.desc()) if descending else (files.c.created_at, files.c.id)

@@ -79,7 +79,7 @@ class BatchRunner:
             if not busy:
                 try:
                     await asyncio.wait_for(self.wake.wait(), self.settings.poll_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def _heartbeat(self) -> None:

@@ -11,14 +11,22 @@ from __future__ import annotations
 import builtins
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from services.batches.files import FileStore, Owner
-from services.batches.wire import (COMPLETION_WINDOWS, TERMINAL, BatchCreate, BatchErrors, BatchList, BatchObject,
-                                   RequestCounts)
+from services.batches.wire import (
+    COMPLETION_WINDOWS,
+    TERMINAL,
+    BatchCreate,
+    BatchErrors,
+    BatchList,
+    BatchObject,
+    RequestCounts,
+)
 from services.core.contracts.errors import HarmonyError, InvalidRequest, NotFound
 from services.core.contracts.specs import BatchSettings
 from services.store.db import Database

@@ -132,8 +132,14 @@ def status(client: OpenAI, args: argparse.Namespace) -> int:
 
 def _bar() -> Progress:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("requests, {task.fields[failed]} failed"), TimeElapsedColumn(), TextColumn("ETA"),

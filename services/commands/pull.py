@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.core.contracts.specs import ConfigError, ModelSource, NamedModel, load_config
-from services.core.runtime.weights import WeightsError
 from services.core.contracts.wire import WeightsProgress
+from services.core.runtime.weights import WeightsError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -159,15 +159,21 @@ class Bar(Report):
     def __init__(self) -> None:
         super().__init__()
         from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.console = Console(stderr=True)
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                             TimeRemainingColumn(), console=self.console, transient=False)
         self.tasks: dict[str, TaskID] = {}
 
-    def __enter__(self) -> "Bar":
+    def __enter__(self) -> Bar:
         self.bar.__enter__()
         return self
 

@@ -37,7 +37,7 @@ class ObjectChunks:
         self._close = close
         self._closed = False
 
-    def __iter__(self) -> "ObjectChunks":
+    def __iter__(self) -> ObjectChunks:
         return self
 
     def __next__(self) -> bytes:
@@ -52,7 +52,7 @@ class ObjectChunks:
             self._closed = True
             self._close()
 
-    def __enter__(self) -> "ObjectChunks":
+    def __enter__(self) -> ObjectChunks:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,9 +23,10 @@ import math
 from typing import Final, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from services.core.audio.codec import resample
 from services.core.contracts.errors import InvalidRequest
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 KIND: Final = "world-v1"
 ANALYSIS_RATE = 16000
@@ -83,7 +84,7 @@ class SpeakerStats(BaseModel):
                                                                   "level-normalised ln envelopes, same grid")
 
     @model_validator(mode="after")
-    def _shapes(self) -> "SpeakerStats":
+    def _shapes(self) -> SpeakerStats:
         bands = len(self.envelope_mean)
         if bands < 4:
             raise ValueError("envelope_mean needs at least 4 bands")

@@ -78,7 +78,7 @@ class ModelCache:
     root: Path
 
     @classmethod
-    def default(cls) -> "ModelCache":
+    def default(cls) -> ModelCache:
         return cls(cache_dir())
 
     # paths

@@ -21,9 +21,9 @@ from __future__ import annotations
 import json
 import posixpath
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from typing import Callable, Iterable
 
 from services.core.runtime.weights import WeightsError
 

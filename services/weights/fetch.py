@@ -18,8 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from services.core.contracts.specs import HubSource, ModelSource, NamedModel
-from services.core.runtime.weights import WeightsError, sha256_of
 from services.core.contracts.wire import WeightsProgress
+from services.core.runtime.weights import WeightsError, sha256_of
 from services.weights import archives, hub
 from services.weights.cache import CachedFile, ModelCache, ModelManifest, short_hash, slug
 from services.weights.download import ChecksumMismatch, Expected, fetch_blob

@@ -90,8 +90,7 @@ def _where(source: HubSource) -> str:
 @contextlib.contextmanager
 def _hub_errors(source: HubSource) -> Iterator[None]:
     """huggingface_hub's errors as WeightsErrors that say what to do."""
-    from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
     where = _where(source)
     try:

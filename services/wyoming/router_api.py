@@ -80,7 +80,7 @@ class RouterApi:
         self.client = client
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None = None, request_timeout_s: float | None = None) -> "RouterApi":
+    def connect(cls, url: str, api_key: str | None = None, request_timeout_s: float | None = None) -> RouterApi:
         """A client of the router at ``http://host:port`` or ``unix:/path/router.sock``; ``request_timeout_s``: the
         deadline every request carries (``X-Harmony-Timeout``), so overload comes back as a refusal in time."""
         key = api_key or os.environ.get(API_KEY_ENV)

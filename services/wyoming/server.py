@@ -27,9 +27,9 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from services.core.contracts.specs import HarmonyConfig, WyomingSettings
 from services.wyoming.connections import WRITE_TIMEOUT_S, Bounds, Ended, event_bytes, quietest, read_event
+from services.wyoming.early import EarlyDecode, Events, collect
 from services.wyoming.errors import WyomingError
 from services.wyoming.info import build_info
-from services.wyoming.early import EarlyDecode, Events, collect
 from services.wyoming.router_api import ModelEntry, RouterApi, TranscriptDelta, TranscriptDone, VoiceEntry
 from services.wyoming.stt import AudioBuffer, Send, base_language, choose_stt_model, relay
 from services.wyoming.tts import StreamedSynthesis, choose_voice, synthesize
