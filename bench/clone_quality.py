@@ -25,7 +25,7 @@ import time
 import warnings
 
 import numpy as np
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.specs import NamedModel
 from services.vc.backends.world import DEFAULTS, WorldConverter
 from services.core.tasks.jobs import ConversionJob

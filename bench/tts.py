@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import yaml
-from services.core.audio.codec import decode_audio, encode_audio
+from services.core.audio import decode_audio, encode_audio
 
 from tests.harmony_process import HarmonyProcess
 

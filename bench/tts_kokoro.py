@@ -115,7 +115,7 @@ class KokoroOnnxPeer:
         self.process = psutil.Process(os.getpid())
 
     def synthesize(self, phonemes: str) -> bytes:
-        from services.core.audio.codec import encode_audio
+        from services.core.audio import encode_audio
 
         audio, rate = self.kokoro.create(phonemes, self.voice, is_phonemes=True)
         return encode_audio(audio, rate, "wav")

@@ -13,7 +13,7 @@ from services.auth.guard import RequestRecord
 from services.store.db import Database
 from services.store.schema import audit_log
 
-# Bits per second of the router's compressed output (services/core/audio/codec.py's encoder settings).
+# Bits per second of the router's compressed output (services/core/audio/encode.py's encoder settings).
 _BIT_RATES = {"audio/mpeg": (64000, 128000), "audio/ogg": (48000, 64000), "audio/opus": (48000, 64000),
               "audio/aac": (96000, 96000)}
 

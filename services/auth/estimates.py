@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from services.core.audio.codec import soundfile_seconds
+from services.core.audio import soundfile_seconds
 from services.core.contracts.errors import HarmonyError
 
 HEADER_MARGIN = 1.02       # a header's length, rounded up: resampling and codec padding add a few samples

@@ -23,7 +23,7 @@ from services.batches.files import FileStore, Owner, derived_file_id
 from services.batches.probe import audio_seconds, fix_streamed_wav
 from services.batches.store import Item
 from services.batches.wire import OutputResponse, SpeechResult
-from services.core.audio.codec import CONTENT_TYPES
+from services.core.contracts.formats import CONTENT_TYPES
 from services.core.contracts.errors import HarmonyError, InvalidRequest
 from services.core.runtime.timing import PRIORITY_HEADER
 

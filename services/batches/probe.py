@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from services.core.audio.codec import soundfile_seconds
+from services.core.audio import soundfile_seconds
 
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
 

@@ -35,7 +35,7 @@ def upload_of(path: Path, max_bytes: int) -> tuple[str, bytes]:
     (video and large recordings alike); raises ValueError when even that does not fit."""
     if path.stat().st_size <= max_bytes:
         return path.name, path.read_bytes()
-    from services.core.audio.codec import decode_audio, encode_audio
+    from services.core.audio import decode_audio, encode_audio
 
     data = encode_audio(decode_audio(str(path), TRANSCODE_RATE), TRANSCODE_RATE, "opus")
     if len(data) > max_bytes:

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
-from services.core.audio.codec import decode_audio
+from services.core.audio import decode_audio
 from services.core.contracts.errors import HarmonyError
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.protocols import SttBackend

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 import numpy as np
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
-from services.core.audio.codec import CONTENT_TYPES, StreamingEncoder, resample
+from services.core.audio import CONTENT_TYPES, StreamingEncoder, resample
 from services.core.contracts.errors import InvalidRequest
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.protocols import TtsBackend

@@ -7,7 +7,7 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
-from services.core.audio.codec import decode_audio, encode_audio, pcm16_to_float, resample
+from services.core.audio import decode_audio, encode_audio, pcm16_to_float, resample
 from services.core.contracts.errors import HarmonyError, InvalidRequest
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.jobs import VadContinuation, VadContinued

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from services.core.audio.codec import CONTENT_TYPES, decode_audio, encode_audio, resample
+from services.core.audio import CONTENT_TYPES, decode_audio, encode_audio, resample
 from services.core.contracts.errors import InvalidRequest
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.jobs import ConversionJob

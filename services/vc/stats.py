@@ -25,7 +25,7 @@ from typing import Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.errors import InvalidRequest
 
 KIND: Final = "world-v1"

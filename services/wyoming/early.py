@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from services.core.audio.codec import pcm16_to_float
+from services.core.audio import pcm16_to_float
 from services.wyoming.errors import WyomingError
 from services.wyoming.router_api import TranscriptDelta, TranscriptDone
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import soundfile
 
-from services.core.audio.codec import decode_audio, encode_audio
+from services.core.audio import decode_audio, encode_audio
 from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes, wer, write_wav
 
 ONE, TWO = SENTENCES[0], SENTENCES[3]

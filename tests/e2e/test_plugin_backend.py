@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.tasks.backends import ENTRY_POINT_GROUP, BackendRegistry
 from services.core.tasks.protocols import verify
 from services.core.contracts.specs import NamedModel, Task

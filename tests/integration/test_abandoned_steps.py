@@ -21,7 +21,7 @@ import numpy as np
 import psutil
 import pytest
 import soundfile as sf
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.specs import parse_config
 from services.core.tasks.wanted import Abandoned
 from services.stt.app import create_stt_app

@@ -72,7 +72,7 @@ def long_speech() -> bytes:
 
 
 def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
-    from services.core.audio.codec import resample
+    from services.core.audio import resample
 
     return resample(audio, rate, 16000)
 

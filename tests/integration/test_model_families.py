@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.specs import NamedModel
 from services.core.runtime.weights import WeightsError, package_dir
 from services.stt.backends.faster_whisper import FasterWhisperBackend

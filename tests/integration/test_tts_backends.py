@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.tasks.jobs import ChunkJob
 from services.core.tasks.jobs import SynthJob
 

@@ -1,4 +1,4 @@
-"""Round trips through services.core.audio.codec: decode, resample, encode, stream."""
+"""Round trips through services.core.audio: decode, resample, encode, stream."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-from services.core.audio.codec import (
+from services.core.audio import (
     CONTENT_TYPES,
     StreamingEncoder,
     decode_audio,
@@ -375,7 +375,7 @@ def test_resample_same_rate_is_noop(signal):
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_decoded_length_is_capped(signal, fmt, monkeypatch):
-    import services.core.audio.codec as audio
+    import services.core.audio.decode as audio
 
     data = encode_audio(signal, SR, fmt)
     monkeypatch.setattr(audio, "MAX_DECODE_SECONDS", 1)
@@ -394,7 +394,7 @@ def _flac_silence(seconds: float, rate: int) -> bytes:
 
 
 def test_max_seconds_stops_decoding_at_the_limit():
-    import services.core.audio.codec as audio
+    import services.core.audio.decode as audio
 
     with pytest.raises(audio.AudioTooLong) as info:
         decode_audio(_flac_silence(600, 8000), 16000, max_seconds=30)

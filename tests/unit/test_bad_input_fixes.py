@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.auth.guard import check_voice
-from services.core.audio.codec import decode_audio
+from services.core.audio import decode_audio
 from services.core.contracts.errors import InvalidAudio, InvalidRequest, NotFound
 from services.core.http.json_body import check_unicode
 from services.router.api.protocol.speech import SpeechRequest

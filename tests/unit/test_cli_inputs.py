@@ -82,7 +82,7 @@ def test_lengths_are_read_from_the_container_and_large_files_sent_as_opus(tmp_pa
     import numpy as np
 
     from services.commands.media import duration_seconds, upload_of
-    from services.core.audio.codec import decode_audio, encode_audio
+    from services.core.audio import decode_audio, encode_audio
     from tests.speech import write_wav
 
     tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * 22050) / 22050)).astype(np.float32)

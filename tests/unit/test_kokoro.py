@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.errors import InvalidRequest
 from services.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
 from services.core.tasks.jobs import SynthJob

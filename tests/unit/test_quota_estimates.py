@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from services.auth.estimates import covered, speech_seconds, upload_seconds
-from services.core.audio.codec import encode_audio
+from services.core.audio import encode_audio
 from services.core.contracts.errors import InvalidRequest
 from tests.speech import SENTENCES, espeak, synthesize, wav_bytes
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel
 from services.vc.backends.resemblyzer import SAMPLE_RATE, ResemblyzerEncoder, normalize_volume

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from services.core.audio.codec import resample
+from services.core.audio import resample
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import NamedModel, Task
 from services.core.tasks.jobs import ConversionJob, SynthJob

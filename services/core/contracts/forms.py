@@ -7,7 +7,8 @@ plain mapping is read through ``single``: the one value of a single-valued field
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from services.core.contracts.errors import InvalidRequest
 

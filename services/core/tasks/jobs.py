@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from services.core.contracts.wire import Segment, SttTask
 
 # ---------------------------------------------------------------------------- speech-to-text

@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from services.auth.estimates import upload_seconds
 from services.auth.guard import check_voice, reserve_audio
-from services.core.audio.codec import CONTENT_TYPES
+from services.core.contracts.formats import CONTENT_TYPES
 from services.core.contracts.specs import Task
 from services.core.http.form_body import form_request_body
 from services.router.access import allow_route

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from services.core.audio.codec import encode_audio
+from services.core.audio import encode_audio
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import TranscriptionParams, TranscriptionResult, VadStreamRequest, VadStreamResult
 from services.router.access import allow_model

@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 import numpy as np
 import soxr
 from services.auth.guard import release_hold, reserve_turn, settle_turn
-from services.core.audio.codec import pcm16_to_float
+from services.core.audio import pcm16_to_float
 from services.core.contracts.errors import HarmonyError, ServiceUnavailable
 from services.core.contracts.wire import TranscriptionResult
 from services.router.realtime import events

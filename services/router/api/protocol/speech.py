@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.core.audio.codec import CONTENT_TYPES, AudioFormat
+from services.core.contracts.formats import CONTENT_TYPES, AudioFormat
 from services.core.contracts.wire import JsonFloat, JsonInt, has_words, speakable
 from services.router.api.protocol.docs import EVENT_STREAM, EXTENSION, SPEECH, audio_content
 
