@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from services.auth.keys import ApiKey
 from services.core.contracts.errors import HarmonyError, NotFound
@@ -20,6 +21,7 @@ from services.core.runtime.request_state import RequestField
 
 if TYPE_CHECKING:
     from services.auth.gate import Gate
+    from services.auth.limits import VoiceOwners
     from services.auth.quota import Hold
 
 
@@ -57,7 +59,7 @@ class RequestRecord:
     client: str | None
     started: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
-    gate: "Gate | None" = None
+    gate: Gate | None = None
     key: ApiKey | None = None
     model: str | None = None
     status: int = 0
@@ -71,7 +73,7 @@ class RequestRecord:
     body_bytes: int = 0
     finished: bool = False
     extra_headers: dict[str, str] = field(default_factory=dict)
-    holds: list["Hold"] = field(default_factory=list)  # audio reserved against the key's quota, settled at the end
+    holds: list[Hold] = field(default_factory=list)  # audio reserved against the key's quota, settled at the end
     settled_in: float = 0.0   # audio seconds in already charged (a realtime session's turns, as each ended)
     turns: int | None = None  # a realtime session's transcribed turns
 
@@ -103,7 +105,7 @@ def note_usage(*, audio_seconds_in: float | None = None, audio_seconds_out: floa
         record.compute_ms = compute_ms
 
 
-def _metered() -> tuple[RequestRecord, "Gate"] | None:
+def _metered() -> tuple[RequestRecord, Gate] | None:
     record = REQUEST_RECORD.get()
     if record is None or record.key is None or record.gate is None or record.gate.quota is None:
         return None
@@ -123,7 +125,7 @@ async def reserve_audio(estimate: Callable[[], float]) -> float | None:
     return await asyncio.to_thread(gate.reserve, record, estimate)
 
 
-async def reserve_turn(seconds: float) -> "Hold | None":
+async def reserve_turn(seconds: float) -> Hold | None:
     """A realtime turn's seconds held before it is transcribed, and the turn counted in the key's minute:
     RateLimited past the key's rpm, QuotaExhausted when its quota is spent. None when nothing is held."""
     found = _metered()
@@ -133,7 +135,7 @@ async def reserve_turn(seconds: float) -> "Hold | None":
     return await asyncio.to_thread(gate.reserve_turn, record, seconds)
 
 
-async def settle_turn(hold: "Hold | None", seconds: float) -> None:
+async def settle_turn(hold: Hold | None, seconds: float) -> None:
     """A transcribed turn charged now (its hold settled to ``seconds``); the session's audit line counts it."""
     record = REQUEST_RECORD.get()
     if record is None:
@@ -145,7 +147,7 @@ async def settle_turn(hold: "Hold | None", seconds: float) -> None:
     record.audio_seconds_in = round(record.settled_in, 3)
 
 
-async def release_hold(hold: "Hold | None") -> None:
+async def release_hold(hold: Hold | None) -> None:
     """A turn's hold given back (its transcription failed or was abandoned): nothing is charged."""
     found = _metered()
     if found is not None and hold is not None:
@@ -189,11 +191,12 @@ def check_model(lookup: Callable[[str], str | None], requested: str, served: str
                             param="model", code="model_not_allowed")
 
 
-def _voice_gate() -> tuple[ApiKey, "Gate"] | None:
+def _voice_owners() -> tuple[ApiKey, VoiceOwners] | None:
+    """The request's key and the store of who registered which voice (a key comes from a database: so do they)."""
     record = REQUEST_RECORD.get()
-    if record is None or record.key is None or record.gate is None:
+    if record is None or record.key is None or record.gate is None or record.gate.owners is None:
         return None
-    return record.key, record.gate
+    return record.key, record.gate.owners
 
 
 VOICE_ID = re.compile(r"voice_[A-Za-z0-9_.-]{1,64}")
@@ -206,29 +209,29 @@ async def check_voice(voice_id: str) -> None:
     service's URL) is no registered voice, whoever asks."""
     if not VOICE_ID.fullmatch(voice_id):
         raise NotFound(f"no registered voice {voice_id!r}", param="voice", code="voice_not_found")
-    found = _voice_gate()
+    found = _voice_owners()
     if found is None or found[0].admin:
         return
-    key, gate = found
-    if await asyncio.to_thread(gate.owners.owner, voice_id) != key.id:
+    key, owners = found
+    if await asyncio.to_thread(owners.owner, voice_id) != key.id:
         raise NotFound(f"no registered voice '{voice_id}'", param="voice", code="voice_not_found")
 
 
 async def claim_voice(voice_id: str) -> None:
-    found = _voice_gate()
+    found = _voice_owners()
     if found is not None:
-        await asyncio.to_thread(found[1].owners.set, voice_id, found[0].id)
+        await asyncio.to_thread(found[1].set, voice_id, found[0].id)
 
 
 async def forget_voice(voice_id: str) -> None:
-    found = _voice_gate()
+    found = _voice_owners()
     if found is not None:
-        await asyncio.to_thread(found[1].owners.forget, voice_id)
+        await asyncio.to_thread(found[1].forget, voice_id)
 
 
 async def visible_voices(voice_ids: list[str]) -> set[str]:
     """The registered voices the request's key may see."""
-    found = _voice_gate()
+    found = _voice_owners()
     if found is None or found[0].admin:
         return set(voice_ids)
-    return set(voice_ids) & await asyncio.to_thread(found[1].owners.of, found[0].id)
+    return set(voice_ids) & await asyncio.to_thread(found[1].of, found[0].id)

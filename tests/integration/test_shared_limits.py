@@ -9,8 +9,8 @@ import time
 import httpx
 import pytest
 
-from services.auth.gate import Gate
 from services.auth.audit import NoSink
+from services.auth.gate import Gate
 from services.auth.guard import REQUEST_RECORD, RequestRecord, check_voice, claim_voice, visible_voices
 from services.auth.keys import KeyStore
 from services.core.contracts.errors import NotFound

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from services.core.contracts.errors import QueueFull, RequestTimeout
 from services.core.runtime.batch_admission import FINISH_WITHIN, BatchAdmission
 from services.core.runtime.metrics import Metrics

@@ -4,6 +4,7 @@ runner's own in-process client, moved into the ASGI scope by AsBatchKey, and see
 from __future__ import annotations
 
 import httpx
+
 from services.auth.middleware import BATCH_SCOPE
 from services.batches.dispatch import BATCH_KEY_HEADER, AsBatchKey
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
+
+from services.core.contracts.errors import QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.contracts.specs import BatchingSpec
 from services.core.runtime import request_state
 from services.core.runtime.batching import DynamicBatcher
-from services.core.contracts.errors import QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.runtime.metrics import Metrics
-from services.core.contracts.specs import BatchingSpec
 from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 
 

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from services.core.runtime.request_state import RequestField, declared
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -134,7 +134,7 @@ class Reservation:
     Use as a context manager; its parts go through ``submit`` (never refused for lack of room: they wait for it,
     up to the request's deadline). Leaving the block releases what was not done (the request ended early)."""
 
-    def __init__(self, batcher: "DynamicBatcher[Any, Any]", admission: BatchAdmission, units: float, deadline: float,
+    def __init__(self, batcher: DynamicBatcher[Any, Any], admission: BatchAdmission, units: float, deadline: float,
                  priority: int) -> None:
         self.batcher = batcher
         self.admission = admission
@@ -159,7 +159,7 @@ class Reservation:
             self._open = False
             self.admission.answered()
 
-    def __enter__(self) -> "Reservation":
+    def __enter__(self) -> Reservation:
         return self
 
     def __exit__(self, *exc: object) -> None:

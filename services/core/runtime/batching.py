@@ -33,17 +33,18 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Generic, Sequence, TypeVar
+from typing import Generic, TypeVar
 
-from services.core.runtime import timing
 from services.core.contracts.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
+from services.core.contracts.specs import BatchingSpec
+from services.core.runtime import timing
 from services.core.runtime.batch_admission import RANK_HOLD_S, BatchAdmission, Reservation, retry_after_s
 from services.core.runtime.interactive import INTERACTIVE, InteractiveActivity
 from services.core.runtime.metrics import Metrics
-from services.core.contracts.specs import BatchingSpec
 from services.core.tasks.wanted import Abandoned, BatchWanted, takes_wanted
 
 log = logging.getLogger("harmony.batching")
@@ -210,8 +211,8 @@ class DynamicBatcher(Generic[In, Out]):
 
     async def _queued(self, item: In, deadline: float, priority: int, units: float, rank: int = 0,
                       rank_hold_s: float = RANK_HOLD_S) -> Out:
-        pending = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline, priority, units=units,
-                           caller=timing.current(), rank=rank)
+        pending: _Pending[In, Out] = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline,
+                                              priority, units=units, caller=timing.current(), rank=rank)
         if self._queue_full():
             async with self._space:
                 try:
@@ -361,8 +362,9 @@ class DynamicBatcher(Generic[In, Out]):
             if self.metrics:
                 self.metrics.queue_wait.labels(self.name).observe(p.queue_s)
         items = [p.item for p in batch]
-        call = partial(self.run_batch, items, wanted=BatchWanted([p.future for p in batch])) if self._takes_wanted \
-            else partial(self.run_batch, items)
+        run: Callable[..., Sequence[Out | BaseException]] = self.run_batch  # with ``wanted`` when it takes it
+        call = partial(run, items, wanted=BatchWanted([p.future for p in batch])) if self._takes_wanted \
+            else partial(run, items)
         self._computing.update(batch)
         try:
             results = await loop.run_in_executor(self._executor, call)

@@ -28,18 +28,22 @@ A batch line's API key is no request state: the batch runner passes it with the 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
-from typing import Any, Generic, Iterator, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-_DECLARED: dict[str, "RequestField[Any]"] = {}
+_DECLARED: dict[str, RequestField[Any]] = {}
 
 
 class RequestField(Generic[T]):
     """One piece of per-request state: unset (None) outside a request that carries it."""
+
+    name: str
+    doc: str
 
     def __init__(self, name: str, doc: str) -> None:
         if name in _DECLARED:

@@ -24,11 +24,12 @@ import math
 import time
 from dataclasses import dataclass
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from services.core.contracts.errors import QueueFull
 from services.core.runtime.request_state import RequestField
 from services.core.runtime.timing import PRIORITIES, PRIORITY_HEADER, header_seconds, priority_of
 from services.router.routing import ServedModel
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 CLIENT_TIMEOUT_HEADERS = (b"x-harmony-timeout", b"x-stainless-timeout")
 DEADLINE_HEADER = "x-harmony-deadline-s"
