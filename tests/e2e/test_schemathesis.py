@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 30
 
 
 @pytest.fixture(scope="module")
