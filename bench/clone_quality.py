@@ -25,11 +25,11 @@ import time
 import warnings
 
 import numpy as np
+
 from services.core.audio import resample
 from services.core.contracts.specs import NamedModel
-from services.vc.backends.world import DEFAULTS, WorldConverter
 from services.core.tasks.jobs import ConversionJob
-
+from services.vc.backends.world import DEFAULTS, WorldConverter
 from tests.speech import SENTENCES, wer
 
 REFERENCE_JA = ("昨日の午後、私は友達と一緒に駅の近くの新しい喫茶店に行きました。"
@@ -118,9 +118,10 @@ def main() -> int:
           f"python={platform.python_version()} numpy={np.__version__} pyworld={pyworld.__version__}", flush=True)
     print("# converter " + " ".join(f"{k}={v}" for k, v in settings.items()), flush=True)
 
-    from services.stt.backends.faster_whisper import FasterWhisperBackend
-    from services.core.tasks.jobs import ChunkJob
     from resemblyzer import VoiceEncoder, preprocess_wav
+
+    from services.core.tasks.jobs import ChunkJob
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
 
     encoder = VoiceEncoder("cpu", verbose=False)
     whisper = FasterWhisperBackend(NamedModel(name="whisper-base", task="stt", backend="faster-whisper",

@@ -45,19 +45,20 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import yaml
-from services.core.http.service_url import sync_client
 
 from bench import realtime
 from bench.stt import CLIP_SECONDS, make_clips, percentile, service_run
 from bench.stt import MODELS as STT_MODELS
 from bench.tts import service as tts_service
+from services.core.http.service_url import sync_client
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, synthesize, wav_bytes
 

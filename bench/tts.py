@@ -31,8 +31,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import yaml
-from services.core.audio import decode_audio, encode_audio
 
+from services.core.audio import decode_audio, encode_audio
 from tests.harmony_process import HarmonyProcess
 
 PARAGRAPH = ("Harmony turns text into speech on your own hardware. It splits the text into sentences and sends "

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import httpx
 import yaml
-from services.core.contracts.wire import has_words
-from services.tts.text import split_sentences
 
 from bench.tts_peer import HARMONY_CONFIG, Comparison
+from services.core.contracts.wire import has_words
+from services.tts.text import split_sentences
 from tests.speech import cer
 
 TEXTS = [

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     crds = commands.add_parser("crds", help="print the Kubernetes CRDs (SpeechModel, SpeechRoute)")
     crds.add_argument("--out", metavar="DIR", help="write one YAML file per CRD into DIR instead")
 
-    from services.commands import NAMES, add_commands as add_client_commands, run_command
+    from services.commands import NAMES, run_command
+    from services.commands import add_commands as add_client_commands
     from services.keys_cli import add_commands
 
     add_commands(commands)
@@ -102,8 +103,8 @@ def wyoming_flags(args: argparse.Namespace) -> dict:
 
 def print_backends() -> int:
     """One line per installed backend: name, task, languages, devices, and the distribution that registered it."""
-    from services.core.tasks.backends import BackendRegistry
     from services.core.contracts.specs import ConfigError
+    from services.core.tasks.backends import BackendRegistry
 
     try:
         backends = BackendRegistry.installed().all()

@@ -7,12 +7,12 @@ import json
 import sys
 import time
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from services.auth.expiry import parse_expires
 from services.auth.keys import ApiKey, KeyStore, iso
 from services.auth.limits import Limits, usage_summary
 from services.core.contracts.specs import ConfigError, HarmonyConfig, load_config
-from sqlalchemy.exc import SQLAlchemyError
-
 from services.store.db import Database, open_database
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from fastapi import FastAPI
-from services.core.tasks.backends import BackendRegistry
+
 from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
+from services.core.tasks.backends import BackendRegistry
 from services.stt.app import create_stt_app
 from services.tts.app import create_tts_app
 from services.vad.app import create_vad_app

@@ -12,15 +12,15 @@ import contextlib
 import logging
 import sys
 
+from services.core.contracts.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.core.http.draining import drain_on_signal
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
-from services.core.contracts.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.router.app import create_router_app
 from services.router.cluster.config_map import ClusterSync
 from services.router.cluster.pods import PodDirectory
-from services.router.routing import ModelTable
 from services.router.cluster.slice_watch import SliceWatch
 from services.router.cluster.wake import SERVICE_ACCOUNT, ModelWaker, SpeechModelAnnotator
+from services.router.routing import ModelTable
 
 
 async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str,

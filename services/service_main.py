@@ -18,9 +18,10 @@ import sys
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
+
 from services.core.contracts.specs import ConfigError, NamedModel, ServerSettings
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
-from pydantic import ValidationError
 
 
 def load_model(path: str | Path) -> NamedModel:

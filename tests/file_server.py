@@ -65,7 +65,7 @@ def send_span(handler, file: Path, start: int, limit: int) -> int:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    owner: "FileServer"
+    owner: FileServer
 
     def log_message(self, *args):
         pass
@@ -170,7 +170,7 @@ class FileServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, name="file-server", daemon=True)
 
-    def start(self) -> "FileServer":
+    def start(self) -> FileServer:
         self._thread.start()
         return self
 
@@ -178,7 +178,7 @@ class FileServer:
         self._server.shutdown()
         self._server.server_close()
 
-    def __enter__(self) -> "FileServer":
+    def __enter__(self) -> FileServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from services.core.http.service_url import unix_url
-
 from tests.servers import free_port
 
 
@@ -35,7 +34,7 @@ class HarmonyProcess:
         self.extra_args = extra_args or []
         self.env = env  # added to this process's environment
 
-    def start(self) -> "HarmonyProcess":
+    def start(self) -> HarmonyProcess:
         args = [sys.executable, "-m", "services.cli", "serve", "--port", str(self.port),
                 "--ready-file", str(self.ready_file), "--log-level", "warning"]
         if self.config:

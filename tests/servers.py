@@ -9,8 +9,9 @@ import threading
 import time
 
 import httpx
-from services.core.http.server import build_server, tcp_socket
+
 from services.core.contracts.specs import ServerSettings
+from services.core.http.server import build_server, tcp_socket
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> int:
@@ -49,7 +50,7 @@ class ServerThread:
         self.server = build_server(app, settings or ServerSettings(), "warning", handle_signals=False)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> "ServerThread":
+    def __enter__(self) -> ServerThread:
         self.thread.start()
         deadline = time.monotonic() + 120
         while not self.server.started or not self._models_settled():

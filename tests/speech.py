@@ -36,7 +36,6 @@ GERMAN_IN_ENGLISH = {"good", "evening", "drink", "coffee", "milk", "cake"}
 def synthesize(text: str) -> tuple[np.ndarray, int]:
     """Speech for ``text`` as mono float32 at its peak, and its sample rate (22050 Hz); always the same."""
     from services.core.tasks.jobs import SynthJob
-
     from tests import models
 
     piper = models.piper_joe()  # seeded
@@ -119,7 +118,6 @@ def cer(reference: str, hypothesis: str) -> float:
 def espeak(text: str, language: str) -> tuple[np.ndarray, int]:
     """Speech in any espeak-ng language (robotic, but Whisper understands it)."""
     from services.tts.espeak_engine import EspeakEngine
-
     from tests.models import SEED
 
     engine = EspeakEngine.get()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -21,11 +21,11 @@ def parse_expires(value: str | None, now: float | None = None) -> float | None:
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
             day = date.fromisoformat(text) + timedelta(days=1)
-            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp()
+            return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"'{value}' is not a date (2027-01-31), a time (2027-01-31T12:00:00Z) or a duration "
                          "(30d, 12h, 90m)") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from services.auth.audit import AuditSink, DatabaseSink, NoSink, StreamSink, audio_out_seconds, audit_entry
 from services.auth.guard import Forbidden, QuotaExhausted, RateLimited, RequestRecord, Unauthorized
@@ -66,7 +66,7 @@ class Gate:
         self.clock = clock
 
     @classmethod
-    def from_config(cls, config: HarmonyConfig) -> "Gate":
+    def from_config(cls, config: HarmonyConfig) -> Gate:
         """The database opens (and migrates) only when something needs it: auth, or audit to the database."""
         needs_db = config.auth.required or config.audit.sink == "database"
         db = open_database(config) if needs_db else None

@@ -21,8 +21,8 @@ import hashlib
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 

@@ -23,8 +23,8 @@ from services.batches.files import FileStore, Owner, derived_file_id
 from services.batches.probe import audio_seconds, fix_streamed_wav
 from services.batches.store import Item
 from services.batches.wire import OutputResponse, SpeechResult
-from services.core.contracts.formats import CONTENT_TYPES
 from services.core.contracts.errors import HarmonyError, InvalidRequest
+from services.core.contracts.formats import CONTENT_TYPES
 from services.core.runtime.timing import PRIORITY_HEADER
 
 RETRIED = frozenset({429, 503, 504})  # the engine was busy: the request waits and goes again, it does not fail

@@ -12,8 +12,8 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
-from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
+from services.router.upstream.clients import ServiceClients
 
 FIELDS = {"harmony_queue_depth": "queue_depth", "harmony_in_flight_requests": "in_flight",
           "harmony_batch_size_sum": "batch_items", "harmony_batch_size_count": "batches",

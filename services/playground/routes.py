@@ -12,8 +12,8 @@ from pydantic import BaseModel
 from starlette.routing import BaseRoute, Match
 
 from services.playground.model_metrics import ModelFigures, gather
-from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
+from services.router.upstream.clients import ServiceClients
 
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/playground"

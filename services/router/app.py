@@ -9,29 +9,40 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
+from services.batches.area import BatchArea
+from services.batches.runner import BatchRunner
+from services.core.contracts.specs import HarmonyConfig
 from services.core.http.disconnect import CancelOnDisconnect
 from services.core.http.draining import Drain
 from services.core.http.errors import install_error_handlers
-from services.core.runtime.logs import quiet_http_client_logs
 from services.core.http.methods import AllowedMethods
-from services.core.runtime.metrics import Metrics, RequestMetrics
-from services.core.contracts.specs import HarmonyConfig
 from services.core.http.uploads import UploadLimitMiddleware
+from services.core.runtime.logs import quiet_http_client_logs
+from services.core.runtime.metrics import Metrics, RequestMetrics
+from services.playground import routes as playground
+from services.router.api import (
+    admin,
+    batches,
+    conversions,
+    embeddings,
+    files,
+    realtime,
+    speech,
+    transcriptions,
+    vad,
+    voice_admin,
+)
+from services.router.api import models as models_routes
+from services.router.cluster.wake import Waker
+from services.router.pipelines import PipelineRunner
+from services.router.routing import ModelTable
 from services.router.upstream.admission import ClientDeadline
 from services.router.upstream.clients import ServiceClients
 from services.router.upstream.hold import ColdStarts
-from services.router.pipelines import PipelineRunner
-from services.playground import routes as playground
-from services.batches.area import BatchArea
-from services.batches.runner import BatchRunner
-from services.router.api import (admin, batches, conversions, embeddings, files, realtime, speech,
-                                    transcriptions, vad, voice_admin)
-from services.router.api import models as models_routes
-from services.router.routing import ModelTable
 from services.router.voices import VoiceDirectory
-from services.router.cluster.wake import Waker
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:

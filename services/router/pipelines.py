@@ -14,16 +14,22 @@ service, which answers the speech cut out of it (FLAC); embed and vc get only th
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
 from services.core.contracts.formats import AudioFormat
 from services.core.contracts.specs import NamedRoute, RouteStep, Task
-from services.core.contracts.wire import (ConversionParams, EmbeddingParams, EmbeddingResult, SynthesisRequest, VadParams,
-                                VadResult)
-from services.router.upstream.clients import ServiceClients
+from services.core.contracts.wire import (
+    ConversionParams,
+    EmbeddingParams,
+    EmbeddingResult,
+    SynthesisRequest,
+    VadParams,
+    VadResult,
+)
 from services.router.routing import ModelTable, ServedModel
+from services.router.upstream.clients import ServiceClients
 from services.router.voices import VoiceDirectory
 
 REFERENCE_MIN_SPEECH_S = 1.0

@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import StreamingResponse
+
 from services.core.audio import decode_audio
 from services.core.contracts.errors import HarmonyError
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import (
+    DoneEvent,
+    ErrorEvent,
+    SegmentEvent,
+    SttEvent,
+    TranscriptionParams,
+    TranscriptionResult,
+)
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.protocols import SttBackend
-from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.contracts.specs import NamedModel, Task
-from services.core.http.uploads import form_file, read_form
-from services.core.contracts.wire import DoneEvent, ErrorEvent, SegmentEvent, SttEvent, TranscriptionParams, TranscriptionResult
 from services.stt.service import TranscribeOptions, assemble, transcribe_windows
 from services.stt.types import SAMPLE_RATE
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 
 

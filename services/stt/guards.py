@@ -16,8 +16,9 @@ This module holds the decisions only (no model): the backend batches the decodin
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 # faster-whisper's defaults (WhisperModel.transcribe)
 COMPRESSION_RATIO_THRESHOLD = 2.4
@@ -60,7 +61,7 @@ class Guards:
     best_of: int = BEST_OF
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> "Guards":
+    def from_options(cls, options: Mapping[str, Any]) -> Guards:
         """Thresholds from a SpeechModel's ``options``; ``none`` (or ``false``) turns one off."""
         increment = _threshold(options, "temperature_increment_on_fallback", TEMPERATURE_INCREMENT)
         guards = cls(
@@ -75,7 +76,7 @@ class Guards:
         return guards
 
     @classmethod
-    def off(cls) -> "Guards":
+    def off(cls) -> Guards:
         return cls(None, None, None, None, 1)
 
     def temperatures(self, start: float) -> tuple[float, ...]:

@@ -21,10 +21,11 @@ clicks) out of packs, so Whisper's no-speech check still sees them alone.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
 
 import numpy as np
+
 from services.core.contracts.wire import Segment, Word
 from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 

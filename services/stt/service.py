@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import AsyncIterator
 
 import numpy as np
+
 from services.core.contracts.errors import RequestTimeout
-from services.core.runtime.in_order import in_order
-from services.core.http.service_app import LoadedModel
-from services.stt.chunking import Window, audible, fixed_windows, vad_windows
 from services.core.contracts.wire import Segment, SttTask, TranscriptionResult, Word
+from services.core.http.service_app import LoadedModel
+from services.core.runtime.in_order import in_order
 from services.core.tasks.jobs import ChunkJob, ChunkResult
+from services.stt.chunking import Window, audible, fixed_windows, vad_windows
 from services.stt.types import SAMPLE_RATE
 
 

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import StreamingResponse
+
 from services.core.audio import CONTENT_TYPES, StreamingEncoder, resample
 from services.core.contracts.errors import InvalidRequest
-from services.core.runtime.metrics import Metrics
-from services.core.tasks.protocols import TtsBackend
-from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
 from services.core.contracts.specs import NamedModel, Task
 from services.core.contracts.wire import SynthesisRequest, VoiceList
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.runtime.metrics import Metrics
+from services.core.tasks.protocols import TtsBackend
 from services.tts.service import synthesize_sentences
 
 

@@ -32,7 +32,7 @@ class _Voice(ctypes.Structure):
 
 
 class EspeakEngine:
-    _instance: "EspeakEngine | None" = None
+    _instance: EspeakEngine | None = None
     _instance_lock = threading.Lock()
 
     def __init__(self) -> None:
@@ -61,7 +61,7 @@ class EspeakEngine:
         self.lock = threading.Lock()
 
     @classmethod
-    def get(cls) -> "EspeakEngine":
+    def get(cls) -> EspeakEngine:
         with cls._instance_lock:
             if cls._instance is None:
                 cls._instance = EspeakEngine()

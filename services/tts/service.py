@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
+
 from services.core.contracts.errors import InvalidRequest, RequestTimeout
-from services.core.runtime.in_order import in_order
-from services.core.http.service_app import LoadedModel
 from services.core.contracts.wire import has_words
+from services.core.http.service_app import LoadedModel
+from services.core.runtime.in_order import in_order
+from services.core.tasks.jobs import SynthJob
 from services.tts.limits import check_work
 from services.tts.text import split_sentences
-from services.core.tasks.jobs import SynthJob
-
 
 LAST_RANK = 2  # sentences 0 and 1 of every request go before anyone's third (first audio for every listener)
 

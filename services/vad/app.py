@@ -7,16 +7,23 @@ import base64
 
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
+
 from services.core.audio import decode_audio, encode_audio, pcm16_to_float, resample
 from services.core.contracts.errors import HarmonyError, InvalidRequest
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import (
+    EncodedAudio,
+    SpeechSegment,
+    VadParams,
+    VadResult,
+    VadStreamRequest,
+    VadStreamResult,
+)
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.jobs import VadContinuation, VadContinued
 from services.core.tasks.protocols import VadBackend
-from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.contracts.specs import NamedModel, Task
-from services.core.http.uploads import form_file, read_form
-from services.core.contracts.wire import (EncodedAudio, SpeechSegment, VadParams, VadResult, VadStreamRequest,
-                                VadStreamResult)
 from services.vad.segments import cut_speech, options_of, speech_segments
 
 

@@ -18,10 +18,11 @@ Everything is computed in samples (like Silero) and returned in seconds.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
+
 from services.core.contracts.wire import VadParams
 
 SAMPLE_RATE = 16000

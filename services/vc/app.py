@@ -11,23 +11,33 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
+from starlette.datastructures import FormData, UploadFile
+
 from services.core.audio import CONTENT_TYPES, decode_audio, encode_audio, resample
 from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
+from services.core.contracts.wire import (
+    ConversionParams,
+    EmbeddingData,
+    EmbeddingParams,
+    EmbeddingResult,
+    RegisteredVoice,
+    RegisteredVoiceList,
+    VoiceDeleted,
+    VoiceRegistration,
+    parse_embedding,
+)
+from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
+from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
+from services.core.runtime.weights import cache_dir
 from services.core.tasks.jobs import ConversionJob
 from services.core.tasks.protocols import SpeakerEncoder, VoiceConverter
-from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
-from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
-from services.core.http.uploads import form_file, read_form
-from services.core.runtime.weights import cache_dir
-from services.core.contracts.wire import (ConversionParams, EmbeddingData, EmbeddingParams, EmbeddingResult, RegisteredVoice,
-                                RegisteredVoiceList, VoiceDeleted, VoiceRegistration, parse_embedding)
-from services.vad.segments import cut_speech, join_speech
-from services.vc.speech import parse_segments, require_speech
 from services.store.db import open_database
 from services.store.objects import missing_required_store, object_store_settings, open_object_store
+from services.vad.segments import cut_speech, join_speech
+from services.vc.speech import parse_segments, require_speech
 from services.vc.voices import VoiceRecord, VoiceStore
-from starlette.datastructures import FormData, UploadFile
 
 log = logging.getLogger("harmony.vc")
 

@@ -7,7 +7,9 @@ import math
 from typing import Any
 
 import numpy as np
+
 from services.core.contracts.errors import InvalidRequest
+
 
 def parse_segments(raw: str | None) -> list[tuple[float, float]] | None:
     """``[{"start": s, "end": e}, ...]`` (seconds) from a form field; None when absent."""

@@ -10,7 +10,8 @@ import io
 import struct
 import wave
 import zipfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -107,7 +108,7 @@ def _audio_cases() -> list[Case]:
         ("stt-png-as-wav", "POST", STT, lambda: upload(STT, PNG), BAD),
         ("stt-pdf-as-wav", "POST", STT, lambda: upload(STT, PDF), BAD),
         ("stt-zip-as-wav", "POST", STT, lambda: upload(STT, zip_bytes()), BAD),
-        ("stt-text-as-wav", "POST", STT, lambda: upload(STT, "Hello, this is text.\n".encode() * 50), BAD),
+        ("stt-text-as-wav", "POST", STT, lambda: upload(STT, b"Hello, this is text.\n" * 50), BAD),
         ("vad-png-as-wav", "POST", "/v1/audio/vad", lambda: upload("/v1/audio/vad", PNG), BAD),
         ("embed-pdf-as-wav", "POST", "/v1/audio/embeddings", lambda: upload("/v1/audio/embeddings", PDF), BAD),
         ("voice-zip-as-wav", "POST", "/v1/audio/voices", lambda: upload("/v1/audio/voices", zip_bytes()), BAD),

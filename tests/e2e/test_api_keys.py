@@ -12,7 +12,7 @@ from openai import OpenAI
 
 from services.auth.keys import KeyStore
 from services.store import open_database
-from tests.api_keys import create_key, harmony_requiring_keys, serve_config, keys_cli
+from tests.api_keys import create_key, harmony_requiring_keys, keys_cli, serve_config
 from tests.models import SEED
 
 SECRET_TEXT = "The quarterly numbers are confidential."

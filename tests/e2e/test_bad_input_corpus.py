@@ -17,7 +17,6 @@ import pytest
 from tests.e2e.bad_inputs import CASES, ODD_AUDIO, pcm_wav
 
 
-
 @pytest.fixture(scope="module")
 def http(harmony):
     with httpx.Client(base_url=harmony.url, timeout=30) as client:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import openai
 import pytest
 import soundfile

@@ -61,7 +61,7 @@ class PeakRss:
         while not self._done.wait(0.002):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

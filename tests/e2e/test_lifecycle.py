@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from services.core.audio import resample
 
+from services.core.audio import resample
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, speech_with_pauses, synthesize, wav_bytes, wer
 

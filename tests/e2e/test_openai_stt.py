@@ -9,8 +9,17 @@ import httpx
 import openai
 import pytest
 
-from tests.speech import (GERMAN, GERMAN_IN_ENGLISH, SENTENCES, espeak, normalize, speech_with_pauses, synthesize,
-                          wav_bytes, wer)
+from tests.speech import (
+    GERMAN,
+    GERMAN_IN_ENGLISH,
+    SENTENCES,
+    espeak,
+    normalize,
+    speech_with_pauses,
+    synthesize,
+    wav_bytes,
+    wer,
+)
 
 TEXTS = SENTENCES[:3]
 

@@ -12,8 +12,8 @@ import numpy as np
 import openai
 import pytest
 import soundfile
-from services.core.audio import decode_audio
 
+from services.core.audio import decode_audio
 from tests.speech import GERMAN, GERMAN_WORDS, SENTENCES, cer, normalize, wer
 
 TEXT = " ".join(SENTENCES[:2])

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soxr
-
 from playwright.sync_api import expect, sync_playwright
 
 from tests.browser import ChromiumUnavailable, Problems, chromium_path, launch_args

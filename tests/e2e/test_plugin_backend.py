@@ -24,11 +24,11 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+
 from services.core.audio import resample
+from services.core.contracts.specs import NamedModel, Task
 from services.core.tasks.backends import ENTRY_POINT_GROUP, BackendRegistry
 from services.core.tasks.protocols import verify
-from services.core.contracts.specs import NamedModel, Task
-
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes
 

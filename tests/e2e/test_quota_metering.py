@@ -24,7 +24,9 @@ from wyoming.error import Error
 from services.auth.estimates import speech_seconds, upload_seconds
 from tests.api_keys import create_key, harmony_requiring_keys, keys_cli, serve_config
 from tests.e2e.test_batches import jsonl, read_lines, wait_for
-from tests.e2e.test_wyoming import pcm16 as wyoming_pcm, read_until, send_audio as send_wyoming
+from tests.e2e.test_wyoming import pcm16 as wyoming_pcm
+from tests.e2e.test_wyoming import read_until
+from tests.e2e.test_wyoming import send_audio as send_wyoming
 from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
 from tests.realtime_client import events_until, of_type, pcm16, send_audio, ws_url

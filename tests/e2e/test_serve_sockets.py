@@ -11,9 +11,9 @@ import httpx
 import psutil
 import pytest
 import yaml
+
 from services.core.http.service_url import socket_path, sync_client
 from services.serve import private_socket_dir
-
 from tests.harmony_process import HarmonyProcess, connections
 from tests.speech import silence, wav_bytes
 

@@ -9,9 +9,9 @@ import numpy as np
 import openai
 import pytest
 import yaml
+
 from services.core.audio import decode_audio
 from services.core.http.service_url import sync_client
-
 from tests.harmony_process import HarmonyProcess
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes, wer
 

@@ -27,11 +27,10 @@ from wyoming.error import Error
 from wyoming.event import Event, async_read_event, async_write_event
 from wyoming.info import Describe, Info
 from wyoming.ping import Ping, Pong
-from wyoming.tts import (Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped,
-                         SynthesizeVoice)
+from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
-from tests.e2e.conftest import SAMPLING_BACKENDS
 from tests.api_keys import create_key
+from tests.e2e.conftest import SAMPLING_BACKENDS
 from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
 from tests.servers import free_port

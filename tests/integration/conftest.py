@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
-
 from tests.servers import ServerThread
 
 CONFIG = {

@@ -21,12 +21,12 @@ import numpy as np
 import psutil
 import pytest
 import soundfile as sf
+
 from services.core.audio import resample
 from services.core.contracts.specs import parse_config
+from services.core.tasks.jobs import ChunkJob, ChunkResult
 from services.core.tasks.wanted import Abandoned
 from services.stt.app import create_stt_app
-from services.core.tasks.jobs import ChunkJob, ChunkResult
-
 from tests import models
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, synthesize, wav_bytes, wer

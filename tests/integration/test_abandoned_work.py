@@ -17,12 +17,12 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+
 from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 from services.tts.app import create_tts_app
 from services.vad.app import create_vad_app
-
 from tests.servers import ServerThread, wait_ready
 from tests.speech import SENTENCES, synthesize
 

@@ -16,11 +16,11 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+
 from services.core.contracts.specs import NamedModel, parse_config
 from services.stt.app import create_stt_app
 from services.tts.app import create_tts_app
 from services.vad.app import create_vad_app
-
 from tests.models import SEED
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, white_noise

@@ -25,15 +25,15 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+
 from services.core.contracts.specs import NamedModel, parse_config
 from services.core.contracts.wire import RouterModels
-from services.router.cluster import config_map as cluster
 from services.router.app import create_router_app
+from services.router.cluster import config_map as cluster
 from services.router.cluster.endpoint_slices import EndpointSlice, SliceEvent
 from services.router.cluster.pods import PodDirectory
 from services.router.routing import ModelTable
 from services.vad.app import create_vad_app
-
 from tests.servers import ServerThread, wait_ready
 from tests.speech import SENTENCES, synthesize, wav_bytes
 
@@ -63,7 +63,7 @@ class Pod:
                  self.address, "--port", str(port), "--drain-timeout", "60", "--log-level", "warning"],
                 stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
 
-    def wait_ready(self) -> "Pod":
+    def wait_ready(self) -> Pod:
         try:
             wait_ready(self.url, timeout=120)
         except RuntimeError:
@@ -138,7 +138,7 @@ class Load:
                 except httpx.HTTPError as exc:
                     self.failures.append(f"{type(exc).__name__}: {exc}")
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
         return self

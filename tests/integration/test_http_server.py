@@ -14,14 +14,14 @@ import time
 
 import httpx
 import pytest
+
+from services.core.contracts.specs import NamedModel, ServerSettings, parse_config
 from services.core.http.server import tcp_socket
 from services.core.http.service_client import encode_request
-from services.core.contracts.specs import NamedModel, ServerSettings, parse_config
 from services.router.app import build_table, create_router_app
-from services.router.upstream.clients import ServiceClients
 from services.router.routing import ModelTable
+from services.router.upstream.clients import ServiceClients
 from services.vad.app import create_vad_app
-
 from tests.servers import ServerThread
 from tests.speech import silence, wav_bytes
 
@@ -139,7 +139,7 @@ def test_a_body_that_trickles_in_is_cut_by_the_minimum_rate(service):
                 sock.sendall(body[sent:sent + 1])
                 sent += 1
                 answer = sock.recv(65536)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except (BrokenPipeError, ConnectionResetError):
                 break

@@ -18,7 +18,10 @@ from tests.hub_mirror import BASE, GATED, KOKORO, PIPER, PIPER_DIR, PRIVATE, TIN
 hf = pytest.importorskip("huggingface_hub")
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: E402
 from huggingface_hub.errors import (  # noqa: E402
-    EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    RepositoryNotFoundError,
 )
 
 
@@ -68,6 +71,7 @@ def test_snapshot_download_gives_every_file(hub, tmp_path, repo):
         assert f"{PIPER_DIR}/en_US-joe-medium.onnx" in voice["files"]
     if repo == KOKORO:
         import numpy as np
+
         from services.tts.backends.kokoro import KOKORO_V1_INT8_SHA256
         assert hub.files[KOKORO]["onnx/model_quantized.onnx"]["sha256"] == KOKORO_V1_INT8_SHA256
         with np.load(folder / "voices_ja.npz") as npz:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from services.core.audio import resample
 from services.core.contracts.specs import NamedModel
 from services.core.runtime.weights import WeightsError, package_dir
+from services.core.tasks.jobs import ChunkJob, SynthJob
 from services.stt.backends.faster_whisper import FasterWhisperBackend
-from services.core.tasks.jobs import ChunkJob
-from services.core.tasks.jobs import SynthJob
-
 from tests import models
 from tests.speech import SENTENCES, cer, espeak, silence, synthesize, wer
 

@@ -11,16 +11,22 @@ import numpy as np
 import pytest
 import websockets
 from openai.types.beta.realtime import TranscriptionSessionUpdatedEvent  # noqa: F401  (the beta types exist)
-from openai.types.realtime import (ConversationItemInputAudioTranscriptionCompletedEvent,
-                                   ConversationItemInputAudioTranscriptionDeltaEvent, InputAudioBufferClearedEvent,
-                                   InputAudioBufferCommittedEvent, InputAudioBufferSpeechStartedEvent,
-                                   InputAudioBufferSpeechStoppedEvent, RealtimeErrorEvent, SessionCreatedEvent,
-                                   SessionUpdatedEvent)
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    ConversationItemInputAudioTranscriptionDeltaEvent,
+    InputAudioBufferClearedEvent,
+    InputAudioBufferCommittedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeErrorEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+
 from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
 from services.stt.app import create_stt_app
 from services.vad.app import create_vad_app
-
 from tests.realtime_client import append, events_until, of_type, pcm16, send_audio, ws_url
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, loud_span, normalize, silence, synthesize

@@ -7,9 +7,9 @@ import time
 
 import httpx
 import pytest
+
 from services.core.contracts.specs import parse_config
 from services.router.app import build_table, create_router_app
-
 from tests.integration.conftest import CONFIG
 from tests.servers import ServerThread, dead_url
 from tests.speech import SENTENCES, speech_with_pauses, synthesize, wav_bytes, wer

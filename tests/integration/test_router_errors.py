@@ -13,11 +13,19 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+
 from services.core.contracts.errors import error_body
 from services.core.contracts.specs import parse_config
-from services.core.contracts.wire import DoneEvent, ErrorEvent, Segment, SegmentEvent, TranscriptionResult, VoiceInfo, VoiceList
+from services.core.contracts.wire import (
+    DoneEvent,
+    ErrorEvent,
+    Segment,
+    SegmentEvent,
+    TranscriptionResult,
+    VoiceInfo,
+    VoiceList,
+)
 from services.router.app import build_table, create_router_app
-
 from tests.servers import ServerThread
 
 CONFIG = {"models": [

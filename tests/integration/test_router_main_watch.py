@@ -13,11 +13,11 @@ import time
 
 import httpx
 import pytest
+
 from services import router_main
 from services.core.contracts.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
 from services.router.cluster.slice_watch import SliceWatch
 from services.vad.app import create_vad_app
-
 from tests.servers import ServerThread, free_port, wait_ready
 from tests.speech import SENTENCES, synthesize, wav_bytes
 
@@ -64,7 +64,7 @@ class RouterPod:
         except asyncio.CancelledError:
             pass
 
-    def __enter__(self) -> "RouterPod":
+    def __enter__(self) -> RouterPod:
         self.thread.start()
         for _ in range(300):
             try:

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+
 from services.core.contracts.specs import NamedModel, parse_config
 from services.router.app import create_router_app
-from services.router.routing import ModelTable
 from services.router.cluster.wake import ModelWaker
+from services.router.routing import ModelTable
 from services.vad.app import create_vad_app
-
 from tests.servers import ServerThread, wait_ready
 from tests.speech import SENTENCES, synthesize, wav_bytes
 

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
-from services.core.http.service_client import ONE_WRITE, ServiceClient
-from services.core.contracts.specs import ServerSettings
 
+from services.core.contracts.specs import ServerSettings
+from services.core.http.service_client import ONE_WRITE, ServiceClient
 from tests.servers import ServerThread, dead_url
 
 MARGIN_S = 10.0

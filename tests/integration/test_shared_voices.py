@@ -8,9 +8,9 @@ import json
 
 import httpx
 import pytest
+
 from services.core.contracts.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
 from services.vc.app import create_vc_app
-
 from tests.servers import ServerThread, wait_ready
 from tests.speech import espeak, wav_bytes
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soxr
-from services.stt.backends import faster_whisper
-from services.core.tasks.jobs import ChunkJob
 
+from services.core.tasks.jobs import ChunkJob
+from services.stt.backends import faster_whisper
 from tests import models
 from tests.speech import SENTENCES, normalize, silence, synthesize
 

@@ -16,9 +16,9 @@ import contextlib
 
 import httpx
 import pytest
+
 from services.core.contracts.specs import parse_config
 from services.stt.app import create_stt_app
-
 from tests.models import SEED
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, narrowband_noise, silence, speech_with_pauses, wav_bytes, white_noise

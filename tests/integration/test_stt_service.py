@@ -8,8 +8,19 @@ import json
 import httpx
 import numpy as np
 
-from tests.speech import (GERMAN, GERMAN_IN_ENGLISH, GERMAN_WORDS, SENTENCES, espeak, normalize, silence,
-                          speech_with_pauses, synthesize, wav_bytes, wer)
+from tests.speech import (
+    GERMAN,
+    GERMAN_IN_ENGLISH,
+    GERMAN_WORDS,
+    SENTENCES,
+    espeak,
+    normalize,
+    silence,
+    speech_with_pauses,
+    synthesize,
+    wav_bytes,
+    wer,
+)
 
 
 def post(url: str, audio: bytes, **fields) -> httpx.Response:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.audio import resample
-from services.core.tasks.jobs import ChunkJob
-from services.core.tasks.jobs import SynthJob
 
+from services.core.audio import resample
+from services.core.tasks.jobs import ChunkJob, SynthJob
 from tests import models
 from tests.speech import SENTENCES, normalize, wer
 

@@ -8,12 +8,12 @@ import threading
 import httpx
 import numpy as np
 import pytest
+
 from services.core.audio import resample
 from services.core.contracts.specs import NamedModel, parse_config
 from services.router.app import build_table, create_router_app
 from services.vad.app import create_vad_app
 from services.vad.backends.silero import SileroVadBackend
-
 from tests.servers import ServerThread
 from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes
 

@@ -9,8 +9,9 @@ Set HARMONY_TEST_OPERATOR_LOG=1 to print the operator's log after each test.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import aiohttp
 import pytest

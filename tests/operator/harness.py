@@ -7,7 +7,8 @@ import contextlib
 import copy
 import os
 import time
-from typing import Any, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import kopf
 from kopf.testing import KopfRunner

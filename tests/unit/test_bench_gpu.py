@@ -4,9 +4,9 @@ The script end to end (CUDA failing here, and the CPU dry run): tests/integratio
 from __future__ import annotations
 
 import pytest
-from services.core.contracts.specs import parse_config
 
 from bench import gpu
+from services.core.contracts.specs import parse_config
 
 
 def plan(*argv: str) -> gpu.Plan:

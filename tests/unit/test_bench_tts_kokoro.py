@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
+from bench import tts_kokoro
 from services.core.contracts.wire import has_words
 from services.tts.text import split_sentences
-
-from bench import tts_kokoro
 from tests import models
 
 

@@ -12,11 +12,11 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
+from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, OperatorSettings
 from services.core.contracts.crd import crds, openapi_to_jsonschema
 from services.core.contracts.specs import SpeechModelSpec
 from services.serve import default_config
-from harmony_operator.settings import DEFAULT_CUDA_IMAGE, DEFAULT_IMAGE, OperatorSettings
-
 from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,10 +8,10 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from services.core.contracts.specs import SpeechModelSpec
+
 from harmony_operator import manifests
 from harmony_operator.settings import OperatorSettings
-
+from services.core.contracts.specs import SpeechModelSpec
 from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 from tests.unit.test_chart import CHART, find, render
 

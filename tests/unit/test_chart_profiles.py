@@ -11,9 +11,9 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from services.core.contracts.crd import crds, openapi_to_jsonschema
 from services.core.contracts.specs import SpeechModelSpec
-
 from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from fastapi import FastAPI, Request
+
 from services.core.http.errors import install_error_handlers
 
 

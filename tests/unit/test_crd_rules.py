@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import celpy
 import jsonschema
 import pytest
 from pydantic import ValidationError
+
 from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
 from services.core.contracts.specs import ModelSource
 

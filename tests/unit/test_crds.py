@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+
 from services.cli import main
 from services.core.contracts.crd import crds, openapi_to_jsonschema, speech_model_crd, to_yaml
 

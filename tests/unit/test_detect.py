@@ -7,8 +7,9 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+
 from services.core.contracts.specs import parse_config
-from services.weights.detect import DetectError, Detected, detect, piper_voice_files
+from services.weights.detect import Detected, DetectError, detect, piper_voice_files
 
 WHISPER_CT2_CONFIG = json.dumps({  # the shape of CTranslate2's Whisper config.json (tiny.en's numbers)
     "alignment_heads": [[1, 0], [2, 0], [2, 5], [3, 0]], "lang_ids": [50259, 50260, 50261],

@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 import pytest
+
 from services.router.cluster import config_map as cluster
 from services.router.cluster.endpoint_slices import EndpointSlice, SliceBook, SliceEvent
 from services.router.cluster.pods import PodDirectory, service_of
-from services.router.routing import ModelTable
 from services.router.cluster.slice_watch import SliceWatch
+from services.router.routing import ModelTable
 
 NS = "speech"
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from services.core.audio import resample
 from services.core.contracts.errors import InvalidRequest
-from services.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
 from services.core.tasks.jobs import SynthJob
-
+from services.tts.backends.kokoro import MAX_TOKENS, KokoroBackend, split_tokens
 from tests import models
 from tests.speech import cer
 

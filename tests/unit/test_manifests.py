@@ -12,16 +12,17 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
-from services.core.contracts.crd import crds, openapi_to_jsonschema
-from services.core.http.draining import BACKSTOP_S
-from services.core.http.service_app import STOP_GRACE_S
-from services.core.contracts.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
-from services.core.contracts.wire import RouterModels, SpeechModelStatus, SpeechRouteStatus
-from services.router.cluster import config_map as cluster
-from services.router.routing import ModelTable
+
 from harmony_operator import manifests, names, status
 from harmony_operator.kube import merge_patch, path
 from harmony_operator.settings import OperatorSettings
+from services.core.contracts.crd import crds, openapi_to_jsonschema
+from services.core.contracts.specs import NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec, Task
+from services.core.contracts.wire import RouterModels, SpeechModelStatus, SpeechRouteStatus
+from services.core.http.draining import BACKSTOP_S
+from services.core.http.service_app import STOP_GRACE_S
+from services.router.cluster import config_map as cluster
+from services.router.routing import ModelTable
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))

@@ -12,11 +12,10 @@ import platform
 import numpy as np
 import psutil
 import pytest
-from services.core.runtime import memory
-from services.core.runtime.onnx_options import (SHRINK_KEY, arena_shrinkage, cpu_mem_arena, run_options,
-                                       session_options)
-from services.core.contracts.specs import NamedModel
 
+from services.core.contracts.specs import NamedModel
+from services.core.runtime import memory
+from services.core.runtime.onnx_options import SHRINK_KEY, arena_shrinkage, cpu_mem_arena, run_options, session_options
 from tests.models import kokoro_ja, piper_joe
 
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"

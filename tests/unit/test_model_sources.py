@@ -14,9 +14,8 @@ from services.core.runtime.weights import WeightsError
 from services.weights.archives import unpack
 from services.weights.cache import CachedFile, ModelCache, ModelManifest
 from services.weights.fetch import OfflineMissing, fetch, offline_mode
-from services.weights.labels import describe
+from services.weights.labels import describe, redact
 from services.weights.references import ReferenceError, parse_reference
-from services.weights.labels import redact
 
 
 @pytest.mark.parametrize("fields", [{}, {"package": "a", "hf": {"repo": "a/b"}}, {"url": "https://x/y", "oci": "i"}])

@@ -11,14 +11,14 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
-from pydantic import ValidationError
 import yaml
-from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
-from services.core.contracts.specs import NamedModel, SpeechModelSpec
-from harmony_operator import manifests, names, reconcile
+from pydantic import ValidationError
+
+from harmony_operator import manifests, names
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings
-
+from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
+from services.core.contracts.specs import NamedModel, SpeechModelSpec
 from tests.unit.test_crd_rules import violations
 
 SETTINGS = OperatorSettings()

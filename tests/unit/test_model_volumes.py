@@ -11,11 +11,12 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic import ValidationError
-from services.core.contracts.crd import crds, openapi_to_jsonschema
-from services.core.contracts.specs import SpeechModelSpec
+
 from harmony_operator import manifests
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings
+from services.core.contracts.crd import crds, openapi_to_jsonschema
+from services.core.contracts.specs import SpeechModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "speechmodel-weights-volumes.yaml").read_text())

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
+
 from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel
 from services.router.app import create_router_app
 from services.router.routing import ModelTable

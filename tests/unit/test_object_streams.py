@@ -10,6 +10,7 @@ import os
 
 import psutil
 import pytest
+
 from services.batches.filenames import MAX_BYTES, clean_filename, content_disposition
 from services.core.http.byte_ranges import RangeNotSatisfiable, byte_range
 from services.store.objects import CHUNK_BYTES, DirectoryObjectStore, ObjectMissing, open_object_store

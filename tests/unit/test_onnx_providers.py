@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from services.core.runtime.onnx_options import CPU, CUDA, log_providers, providers
 from services.core.contracts.specs import NamedModel
+from services.core.runtime.onnx_options import CPU, CUDA, log_providers, providers
 from services.core.runtime.weights import WeightsError
 
 GPU_BUILD = [CUDA, CPU]  # onnxruntime-gpu, as in the CUDA image

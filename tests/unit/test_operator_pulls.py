@@ -8,11 +8,12 @@ from typing import Any
 
 import jsonschema
 import pytest
+
+from harmony_operator import manifests, names, pulls, status
 from services.core.contracts.crd import openapi_to_jsonschema, speech_model_crd
 from services.core.contracts.specs import ModelSource, SpeechModelSpec
 from services.core.contracts.wire import SpeechModelStatus, WeightsProgress
 from services.weights import fetch
-from harmony_operator import manifests, names, pulls, status
 
 AT = "2026-12-07T04:00:00Z"
 SOURCE = ModelSource.model_validate({"hf": {"repo": "Systran/faster-whisper-small"}, "credentials_secret": "hf"})

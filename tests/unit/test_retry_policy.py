@@ -7,10 +7,11 @@ import asyncio
 
 import httpx
 import pytest
+
 from services.core.contracts.specs import NamedModel
+from services.router.routing import ModelTable
 from services.router.upstream.ejection import Ejections
 from services.router.upstream.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
-from services.router.routing import ModelTable
 
 VAD = NamedModel.model_validate({"name": "silero-vad", "task": "vad", "backend": "silero",
                                  "source": {"package": "silero-vad"}})

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from services.cli import main as cli_main
 from services.core.contracts.specs import (
     BatchingSpec,

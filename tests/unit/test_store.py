@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -17,7 +17,7 @@ from services.store.schema import metadata
 
 class Clock:
     def __init__(self, when: str = "2026-03-31T23:59:00") -> None:
-        self.now = datetime.fromisoformat(when).replace(tzinfo=timezone.utc).timestamp()
+        self.now = datetime.fromisoformat(when).replace(tzinfo=UTC).timestamp()
 
     def __call__(self) -> float:
         return self.now

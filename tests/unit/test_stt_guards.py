@@ -12,9 +12,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+
 from services.core.contracts.specs import NamedModel
-from services.stt.guards import Decode, Guards, compression_ratio
 from services.core.tasks.jobs import ChunkJob
+from services.stt.guards import Decode, Guards, compression_ratio
 from services.stt.types import SAMPLE_RATE
 
 GOOD = "The quick brown fox jumps over the lazy dog."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from services.core.contracts.wire import Segment, Word
 from services.stt import packing
 from services.stt.packing import Candidate, Pack, plan, split, to_own_time

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.wire import VadParams
 from services.vad.segments import VadOptions, options_of, speech_ranges, speech_segments

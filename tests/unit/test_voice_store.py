@@ -7,11 +7,17 @@ import json
 import logging
 
 import pytest
+
 from services.core.contracts.errors import NotFound
 from services.core.contracts.specs import HarmonyConfig, NamedModel, ObjectStoreSettings
 from services.store import open_database
-from services.store.objects import (DirectoryObjectStore, ObjectMissing, S3ObjectStore, object_store_settings,
-                                    open_object_store)
+from services.store.objects import (
+    DirectoryObjectStore,
+    ObjectMissing,
+    S3ObjectStore,
+    object_store_settings,
+    open_object_store,
+)
 from services.vc.voices import VoiceRecord, VoiceStore, reference_key
 
 FLAC = b"fLaC" + bytes(range(256)) * 8  # the store keeps bytes as given

@@ -7,15 +7,15 @@ import math
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
+
 from services.core.audio import resample
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import NamedModel, Task
 from services.core.tasks.jobs import ConversionJob, SynthJob
+from services.core.tasks.protocols import VoiceConverter, verify
 from services.vc.backends.world import WorldConverter
 from services.vc.stats import SpeakerStats, analyze_speech
-from services.core.tasks.protocols import VoiceConverter, verify
-from pydantic import ValidationError
-
 from tests import models
 from tests.speech import SENTENCES, wer
 

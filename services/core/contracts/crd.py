@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from services.core.contracts.specs import SpeechModelSpec, SpeechRouteSpec
 from services.core.contracts.wire import SpeechModelStatus, SpeechRouteStatus
 

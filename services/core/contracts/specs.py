@@ -104,7 +104,7 @@ class ModelSource(Strict):
         "GOOGLE_OAUTH_ACCESS_TOKEN...) become the fetching container's environment")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "ModelSource":
+    def _exactly_one(self) -> ModelSource:
         if sum(getattr(self, kind) is not None for kind in SOURCE_KINDS) != 1:
             raise ValueError("set exactly one of 'package', 'path', 'hf', 'url' or 'oci'")
         if self.package is not None and self.sha256 is not None:
@@ -166,7 +166,7 @@ class LimitsSpec(Strict):
     skip_silence: bool = Field(True, description="stt: 30-second windows with no sound (nothing above -60 dBFS) "
                                                  "are never decoded; silence costs nothing and gives no text")
 
-    def audio_seconds(self, task: "Task | str") -> float:
+    def audio_seconds(self, task: Task | str) -> float:
         """The effective input-audio limit of a model of ``task``."""
         if self.max_audio_seconds is not None:
             return self.max_audio_seconds
@@ -202,7 +202,7 @@ class AutoscalingSpec(Strict):
         300, ge=0, le=3600, description="HPA behavior: scale-down stabilization window")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "AutoscalingSpec":
+    def _bounds(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
         return self
@@ -259,7 +259,7 @@ class ModelVolume(Strict):
     read_only: bool = Field(True, description="mounted read-only (image volumes always are)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelVolume":
+    def _one_source(self) -> ModelVolume:
         if (self.claim_name is None) == (self.image is None):
             raise ValueError("set exactly one of 'claim_name' or 'image'")
         if self.image is None and self.image_pull_policy is not None:
@@ -278,7 +278,7 @@ class EnvVar(Strict):
                                               "(secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef)")
 
     @model_validator(mode="after")
-    def _value_or_ref(self) -> "EnvVar":
+    def _value_or_ref(self) -> EnvVar:
         if self.value is not None and self.value_from is not None:
             raise ValueError("set 'value' or 'valueFrom', not both")
         return self
@@ -414,7 +414,7 @@ class AuditSettings(Strict):
     path: str | None = Field(None, description="the file of sink 'file' (appended to)")
 
     @model_validator(mode="after")
-    def _path_for_file(self) -> "AuditSettings":
+    def _path_for_file(self) -> AuditSettings:
         if self.sink == "file" and not self.path:
             raise ValueError("audit sink 'file' needs 'path'")
         return self
@@ -505,7 +505,7 @@ class HarmonyConfig(Strict):
     routes: list[NamedRoute] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "HarmonyConfig":
+    def _unique_names(self) -> HarmonyConfig:
         seen: dict[str, str] = {}
         for model in self.models:
             for public in [model.name, *model.aliases]:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.formats import AudioFormat
 from services.core.contracts.forms import Form, single
@@ -428,7 +429,7 @@ class RouterModels(BaseModel):
         return yaml.safe_dump(data, sort_keys=False)
 
     @classmethod
-    def from_yaml(cls, text: str) -> "RouterModels":
+    def from_yaml(cls, text: str) -> RouterModels:
         """Parse the file; raises yaml.YAMLError or pydantic.ValidationError for a bad one."""
         return cls.model_validate(yaml.safe_load(text) or {})
 

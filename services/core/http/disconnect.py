@@ -27,10 +27,10 @@ import contextlib
 import json
 import logging
 
-from services.core.http.draining import Drain, send_error, shutting_down
-from services.core.contracts.errors import HarmonyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.contracts.errors import HarmonyError
+from services.core.http.draining import Drain, send_error, shutting_down
 
 log = logging.getLogger("harmony.http")
 

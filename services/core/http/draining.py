@@ -24,8 +24,9 @@ import logging
 from types import FrameType
 
 import uvicorn
-from services.core.contracts.errors import ServiceUnavailable
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from services.core.contracts.errors import ServiceUnavailable
 
 log = logging.getLogger("harmony.service")
 

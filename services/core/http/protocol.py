@@ -77,7 +77,7 @@ class HarmonyProtocol(H11Protocol):
     limits = ConnectionLimits()
 
     @classmethod
-    def with_limits(cls, limits: ConnectionLimits) -> type["HarmonyProtocol"]:
+    def with_limits(cls, limits: ConnectionLimits) -> type[HarmonyProtocol]:
         return type(cls.__name__, (cls,), {"limits": limits})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

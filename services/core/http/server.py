@@ -10,14 +10,14 @@ import argparse
 import contextlib
 import os
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 import uvicorn
 
+from services.core.contracts.specs import ServerSettings
 from services.core.http.body_timeouts import BodyTimeouts
 from services.core.http.draining import BACKSTOP_S
 from services.core.http.protocol import ConnectionLimits, HarmonyProtocol
-from services.core.contracts.specs import ServerSettings
 
 __all__ = ["add_connection_arguments", "build_server", "connection_settings", "raise_open_files_limit", "tcp_socket",
            "unix_socket"]

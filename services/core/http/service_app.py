@@ -12,25 +12,27 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
-from services.core.tasks.backends import BackendRegistry
-from services.core.runtime.batching import DynamicBatcher
-from services.core.runtime.interactive import INTERACTIVE
+
+from services.core.contracts.errors import ModelNotFound, ServiceUnavailable
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import WeightsProgress
 from services.core.http.disconnect import CancelOnDisconnect
 from services.core.http.draining import Drain, RefuseWhileDraining
-from services.core.contracts.errors import ModelNotFound, ServiceUnavailable
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
-from services.core.runtime.metrics import Metrics, RequestMetrics
-from services.core.tasks.protocols import Backend, Capabilities, SttBackend
-from services.core.contracts.specs import NamedModel, Task
-from services.core.runtime.timing import TimingHeaders
 from services.core.http.uploads import UploadLimitMiddleware
-from services.core.contracts.wire import WeightsProgress
+from services.core.runtime.batching import DynamicBatcher
+from services.core.runtime.interactive import INTERACTIVE
+from services.core.runtime.metrics import Metrics, RequestMetrics
+from services.core.runtime.timing import TimingHeaders
+from services.core.tasks.backends import BackendRegistry
+from services.core.tasks.protocols import Backend, Capabilities, SttBackend
 
 log = logging.getLogger("harmony.service")
 

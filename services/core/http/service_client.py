@@ -22,7 +22,8 @@ import asyncio
 import collections
 import contextlib
 import socket
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import httptools
 import httpx
@@ -192,7 +193,7 @@ def _expire(future: asyncio.Future, error: type[httpx.TimeoutException]) -> None
 class _Body(httpx.AsyncByteStream):
     """A streamed answer's body as it arrives; closing it gives the connection back (read in full) or closes it."""
 
-    def __init__(self, pool: "_Pool", connection: _Connection, timeout: float | None) -> None:
+    def __init__(self, pool: _Pool, connection: _Connection, timeout: float | None) -> None:
         self.pool, self.connection, self.timeout = pool, connection, timeout
         self.released = False
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from services.core.http.disconnect import ClientDisconnected
-from services.core.contracts.forms import single
-from services.core.contracts.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.core.contracts.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
+from services.core.contracts.forms import single
+from services.core.http.disconnect import ClientDisconnected
 
 
 class UploadLimitMiddleware:

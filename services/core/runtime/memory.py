@@ -57,7 +57,7 @@ class MemoryTrimmer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "MemoryTrimmer":
+    def start(self) -> MemoryTrimmer:
         if _glibc() is None or not enabled() or self._thread is not None:
             return self
         self._thread = threading.Thread(target=self._loop, name="harmony-malloc-trim", daemon=True)

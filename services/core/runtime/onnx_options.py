@@ -26,8 +26,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from services.core.runtime import memory
 from services.core.contracts.specs import NamedModel
+from services.core.runtime import memory
 from services.core.runtime.weights import WeightsError
 
 CUDA = "CUDAExecutionProvider"

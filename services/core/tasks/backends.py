@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any, Callable
+from typing import Any
 
 from services.core.contracts.specs import ConfigError, HarmonyConfig, NamedModel, Task
 
@@ -61,7 +62,7 @@ def _info(entry: EntryPoint) -> BackendInfo:
         raise BackendError(f"backend '{entry.name}' ({entry.value}) cannot be imported: "
                            f"{type(exc).__name__}: {exc}") from exc
     try:
-        task = Task(getattr(cls, "task"))
+        task = Task(cls.task)
     except (AttributeError, ValueError):
         raise BackendError(f"backend '{entry.name}' ({entry.value}) declares no valid 'task' "
                            f"(one of {', '.join(t.value for t in Task)})") from None
@@ -84,7 +85,7 @@ class BackendRegistry:
 
     @classmethod
     @functools.cache
-    def installed(cls) -> "BackendRegistry":
+    def installed(cls) -> BackendRegistry:
         return cls([_info(entry) for entry in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)])
 
     def all(self) -> list[BackendInfo]:

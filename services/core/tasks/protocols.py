@@ -20,14 +20,16 @@ services/core/tasks/jobs.py.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, Sequence, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
 from services.core.contracts.specs import NamedModel, Task
-from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 from services.core.contracts.wire import SttTask, VoiceInfo
 from services.core.tasks.jobs import ChunkJob, ChunkResult, ConversionJob, SynthJob
+from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 
 
 @runtime_checkable

@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from services.auth.audit import audio_seconds_of
 from services.auth.estimates import speech_seconds
 from services.auth.guard import check_voice, note_usage, reserve_audio, visible_voices
-from services.core.contracts.formats import CONTENT_TYPES
 from services.core.contracts.errors import HarmonyError, InvalidRequest
+from services.core.contracts.formats import CONTENT_TYPES
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import RegisteredVoiceList, SynthesisRequest
 from services.core.http.json_body import json_request_body, parse_json_body

@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
+
 from services.core.contracts.specs import NamedModel, NamedRoute
 from services.core.contracts.wire import RouterModels
 from services.router.cluster.pods import PodDirectory
 from services.router.routing import ModelTable
-from pydantic import ValidationError
 
 log = logging.getLogger("harmony.router.cluster")
 
@@ -43,7 +44,7 @@ class ClusterModels:
     endpoints: dict[str, str] = field(default_factory=dict)  # model name -> its Service's URL, ready or not
 
     @classmethod
-    def from_wire(cls, wire: RouterModels) -> "ClusterModels":
+    def from_wire(cls, wire: RouterModels) -> ClusterModels:
         # A model that scales to zero with no ready replica gets no URL: its requests wait for one.
         return cls([(entry.named(), "" if entry.ready_replicas == 0 else entry.endpoint) for entry in wire.models],
                    [entry.named() for entry in wire.routes], {entry.name: entry.endpoint for entry in wire.models})

@@ -9,7 +9,8 @@ the slices of a namespace from the watch's events and answers each Service's rea
 
 from __future__ import annotations
 
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 

@@ -16,10 +16,11 @@ The rules, per model (its ConfigMap entry's endpoint is ``http://<service>.<name
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import httpx
+
 from services.core.contracts.specs import NamedModel
 from services.router.cluster.endpoint_slices import EndpointSlice, SliceBook, SliceEvent
 from services.router.routing import ModelTable

@@ -18,11 +18,13 @@ import json
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 from pydantic import ValidationError
+
 from services.router.cluster.endpoint_slices import SERVICE_NAME_LABEL, EndpointSlice, SliceEvent
 from services.router.cluster.wake import SERVICE_ACCOUNT
 
@@ -51,7 +53,7 @@ class SliceWatch:
         self.path = SLICES.format(namespace=namespace)
 
     @classmethod
-    def in_cluster(cls, on_reset: OnReset, on_event: OnEvent, namespace: str | None = None) -> "SliceWatch":
+    def in_cluster(cls, on_reset: OnReset, on_event: OnEvent, namespace: str | None = None) -> SliceWatch:
         """With the pod's service account (its token, CA and namespace)."""
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         namespace = namespace or (SERVICE_ACCOUNT / "namespace").read_text().strip()

@@ -17,11 +17,13 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable, Protocol
+from typing import Protocol
 
 import httpx
+
 from services.core.contracts.wire import LAST_REQUEST_ANNOTATION
 
 log = logging.getLogger("harmony.router.wake")
@@ -50,7 +52,7 @@ class NoWaker:
 
 
 def rfc3339(epoch_s: float) -> str:
-    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(epoch_s, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -111,7 +113,7 @@ class SpeechModelAnnotator:
     token_file: Path | None = None  # re-read for every call: projected tokens rotate
 
     @classmethod
-    def in_cluster(cls, namespace: str | None = None) -> "SpeechModelAnnotator":
+    def in_cluster(cls, namespace: str | None = None) -> SpeechModelAnnotator:
         """With the pod's service account (its token, CA and namespace)."""
         host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         namespace = namespace or (SERVICE_ACCOUNT / "namespace").read_text().strip()

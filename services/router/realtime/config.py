@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from services.core.contracts.wire import JsonFloat, JsonInt
 from services.router.realtime.events import RealtimeError
 

@@ -24,11 +24,13 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 import soxr
+
 from services.auth.guard import release_hold, reserve_turn, settle_turn
 from services.core.audio import pcm16_to_float
 from services.core.contracts.errors import HarmonyError, ServiceUnavailable

@@ -6,19 +6,20 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import httpx
+
 from services.auth.guard import add_timing
 from services.core.contracts.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.core.http.service_client import ServiceClient
 from services.core.runtime.timing import from_headers
-from services.router.upstream.admission import admit, deadline_header, observe
-from services.router.upstream.hold import ColdStarts
-from services.router.upstream.ejection import Ejections
-from services.router.upstream.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
 from services.router.routing import ModelTable, Replica, ServedModel
-
+from services.router.upstream.admission import admit, deadline_header, observe
+from services.router.upstream.ejection import Ejections
+from services.router.upstream.hold import ColdStarts
+from services.router.upstream.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
 
 # one try of a call on one replica's client: what it opens (a streamed answer) goes on the try's exit stack
 Send = Callable[[ServiceClient, contextlib.AsyncExitStack], Awaitable[httpx.Response]]

@@ -10,11 +10,11 @@ Held requests count against the model's admission limit, so a burst at a cold mo
 from __future__ import annotations
 
 from services.core.contracts.errors import ServiceUnavailable
-from services.core.runtime.metrics import Metrics
 from services.core.contracts.specs import AutoscalingSpec
-from services.router.upstream.admission import client_remaining_s
-from services.router.routing import ModelTable, ServedModel
+from services.core.runtime.metrics import Metrics
 from services.router.cluster.wake import NoWaker, Waker
+from services.router.routing import ModelTable, ServedModel
+from services.router.upstream.admission import client_remaining_s
 
 RETRY_AFTER_COLD_S = 10  # a model still starting after the hold: try again in this many seconds
 

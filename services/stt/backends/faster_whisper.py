@@ -60,18 +60,20 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from math import ceil
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from services.core.runtime.cpus import threads_per_instance
+
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import NamedModel, Task
-from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 from services.core.contracts.wire import Segment, Word
+from services.core.runtime.cpus import threads_per_instance
+from services.core.tasks.jobs import ChunkJob, ChunkResult
+from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 from services.stt import packing
 from services.stt.guards import Decode, Guards, compression_ratio
-from services.core.tasks.jobs import ChunkJob, ChunkResult
 from services.stt.types import SAMPLE_RATE
 from services.stt.weights import resolve_whisper_dir
 

@@ -10,9 +10,11 @@ without it (the default) espeak-ng's clock-seeded variation is kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
 from services.core.contracts.specs import NamedModel, Task
 from services.core.contracts.wire import VoiceInfo
 from services.core.tasks.jobs import SynthJob

@@ -31,16 +31,18 @@ import time
 import unicodedata
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from services.core.runtime.cpus import threads_per_instance
+
 from services.core.contracts.errors import InvalidRequest
-from services.core.runtime.onnx_options import log_providers, providers, run_options, session_options
 from services.core.contracts.specs import NamedModel, Task
-from services.core.runtime.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.contracts.wire import VoiceInfo
+from services.core.runtime.cpus import threads_per_instance
+from services.core.runtime.onnx_options import log_providers, providers, run_options, session_options
+from services.core.runtime.weights import WeightsError, cache_dir, join_parts, package_dir, sha256_of
 from services.core.tasks.jobs import SynthJob
 
 if TYPE_CHECKING:

@@ -30,17 +30,19 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from services.core.contracts.specs import NamedModel, Task
+from services.core.contracts.wire import VoiceInfo
 from services.core.runtime.cpus import threads_per_instance
 from services.core.runtime.onnx_options import log_providers, option_flag, providers, run_options, session_options
-from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.weights import WeightsError
-from services.weights.detect import piper_config_languages as config_languages
-from services.core.contracts.wire import VoiceInfo
 from services.core.tasks.jobs import SynthJob
+from services.weights.detect import piper_config_languages as config_languages
 
 if TYPE_CHECKING:
     from piper import PiperVoice

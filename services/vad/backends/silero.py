@@ -26,15 +26,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from services.core.runtime.cpus import threads_per_instance
-from services.core.tasks.jobs import VadContinuation, VadContinued
-from services.core.runtime.onnx_options import log_providers, providers, session_options
+
 from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.cpus import threads_per_instance
+from services.core.runtime.onnx_options import log_providers, providers, session_options
 from services.core.runtime.weights import WeightsError, package_dir, shallowest
+from services.core.tasks.jobs import VadContinuation, VadContinued
 
 if TYPE_CHECKING:
     import onnxruntime

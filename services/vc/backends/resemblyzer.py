@@ -27,14 +27,16 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from services.core.runtime.cpus import threads_per_instance
+
 from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel, Task
+from services.core.runtime.cpus import threads_per_instance
 from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
 
 if TYPE_CHECKING:

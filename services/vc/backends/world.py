@@ -37,12 +37,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
+
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import NamedModel, Task
+from services.core.tasks.jobs import ConversionJob
 from services.vc.stats import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -53,7 +56,6 @@ from services.vc.stats import (
     nearest,
     world_f0,
 )
-from services.core.tasks.jobs import ConversionJob
 
 log = logging.getLogger("harmony.vc.world")
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from services.core.contracts.formats import CONTENT_TYPES, AudioFormat
 from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.formats import CONTENT_TYPES, AudioFormat
 from services.core.http.form_body import FormModel, UploadFile
 from services.router.api.protocol.docs import EXTENSION, audio_content
 
