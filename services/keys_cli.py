@@ -131,7 +131,8 @@ def _revoke(args, keys: KeyStore, _limits: Limits) -> int:
     if key is None:
         print(f"harmony: no API key '{args.key_id}'", file=sys.stderr)
         return 1
-    print(json.dumps(key.public(time.time())) if args.json else f"Revoked {key.id} ({key.name}) at {iso(key.revoked_at)}")
+    print(json.dumps(key.public(time.time())) if args.json
+          else f"Revoked {key.id} ({key.name}) at {iso(key.revoked_at)}")
     return 0
 
 

@@ -107,7 +107,8 @@ class Gate:
             record.extra_headers.update(rate.headers())
             if not rate.allowed:
                 raise RateLimited(f"Rate limit reached for requests: {key.rpm} per minute. Try again in "
-                                  f"{rate.reset_s:.0f}s.", headers={**rate.headers(), "Retry-After": f"{rate.reset_s:.0f}"})
+                                  f"{rate.reset_s:.0f}s.",
+                                  headers={**rate.headers(), "Retry-After": f"{rate.reset_s:.0f}"})
         if key.metered and is_new_work(record.method, record.route):
             assert self.quota is not None
             exceeded = self.quota.exceeded(key.id, key.audio_seconds_per_day, key.audio_seconds_per_month)

@@ -61,7 +61,7 @@ async def gather(table: ModelTable, clients: ServiceClients) -> dict[str, ModelF
         return response.text if response.status_code == 200 else None
 
     texts = await asyncio.gather(*(fetch(url) for url in served))
-    for (url, names), text in zip(served.items(), texts):
+    for names, text in zip(served.values(), texts):
         if text is None:
             continue
         add_exposition(text, figures)

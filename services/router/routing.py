@@ -18,6 +18,7 @@ import itertools
 import re
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from services.auth.guard import check_model
 from services.core.contracts.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
@@ -171,7 +172,7 @@ class ModelTable:
             return named
         return next((r for r in self.routes.values() if r.task == task), None)
 
-    def pick(self, model: ServedModel, exclude: set[str] = frozenset()) -> Replica:
+    def pick(self, model: ServedModel, exclude: frozenset[str] | set[str] = frozenset()) -> Replica:
         candidates = [r for r in model.replicas if r.available and r.url not in exclude]
         if not candidates:
             raise ServiceUnavailable(f"model '{model.name}' is unavailable: no replica of its service is reachable")
@@ -179,8 +180,8 @@ class ModelTable:
         best = [r for r in candidates if r.in_flight == low]
         return best[next(self._turn) % len(best)]
 
-    def public_entries(self) -> list[dict]:
-        entries = []
+    def public_entries(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
         for public, name in sorted(self._public.items()):
             model = self.models[name]
             entries.append({"id": public, "object": "model", "created": self.created, "owned_by": "harmony",

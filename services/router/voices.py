@@ -72,14 +72,14 @@ class VoiceDirectory:
             return self.table.models[info.model], info, lang
         if voice in OPENAI_VOICES:
             lang = (language or "en").lower()
-            info = self._default_voice(requested, lang, prefer_requested=True)
-            if info is None:
+            default = self._default_voice(requested, lang, prefer_requested=True)
+            if default is None:
                 raise InvalidRequest(f"no voice speaks language '{lang}'", param="language",
                                      code="unsupported_language")
-            if explicit_model and info.model != requested.name:
+            if explicit_model and default.model != requested.name:
                 raise InvalidRequest(f"model '{requested.name}' does not speak '{lang}'", param="language",
                                      code="unsupported_language")
-            return self.table.models[info.model], info, lang
+            return self.table.models[default.model], default, lang
         valid = sorted(OPENAI_VOICES) + sorted(self.voices)
         raise InvalidRequest(f"unknown voice '{voice}'. Valid voices: {', '.join(valid)}", param="voice",
                              code="unknown_voice")

@@ -87,7 +87,8 @@ def _count_packing(model: LoadedModel, result: ChunkResult) -> None:
 def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:
     return RequestTimeout(
         f"the transcription by '{model.spec.name}' passed its deadline (the client's, or "
-        f"batching.timeout_s = {model.spec.batching.timeout_s:g} s) before its {windows} windows ({len(audio) / SAMPLE_RATE:.0f} s of audio) were "
+        f"batching.timeout_s = {model.spec.batching.timeout_s:g} s) before its {windows} windows "
+        f"({len(audio) / SAMPLE_RATE:.0f} s of audio) were "
         f"decoded; send shorter audio")
 
 

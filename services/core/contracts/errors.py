@@ -23,6 +23,7 @@ succeed. An error a model service answered keeps its status, type and code throu
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 429: "rate_limit_error"}
@@ -150,3 +151,21 @@ def error_from_body(status_code: int, body: Any, headers: Any = None) -> Harmony
     if retry_after:
         exc.headers = {"Retry-After": retry_after}
     return exc
+
+
+WHERE = ("body", "query", "path", "header")  # FastAPI's first element of a location: not part of the field's name
+
+
+def invalid_request(errors: Sequence[Any], values: Mapping[str, str] | None = None) -> InvalidRequest:
+    """The 400 of a failed validation (pydantic's ``ValidationError.errors()`` or FastAPI's): its first error, with
+    the field it names as ``param`` (``a.b`` for a nested one), ``missing_required_parameter`` for an absent field
+    and ``invalid_value`` for a bad one; the value sent is quoted when ``values`` (the raw fields) has it. The one
+    translation of a validation failure into OpenAI's 400, for the public API and the model services alike."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "value_error"}
+    param = ".".join(str(p) for p in first.get("loc", ()) if p not in WHERE) or None
+    text = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
+    code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
+    message = f"{param}: {text}" if param else text
+    if values is not None and param is not None and param in values:
+        message += f", not '{values[param]}'"
+    return InvalidRequest(message, param=param, code=code)

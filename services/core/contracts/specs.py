@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 ModelName = Annotated[str, Field(min_length=1, max_length=63, pattern=NAME_PATTERN)]
 # A Kubernetes resource quantity ('2', '500m', '4Gi', '1.5', '2e3'), as the API server parses it.
-QUANTITY_PATTERN = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+QUANTITY_PATTERN = (r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+                    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
 
 
@@ -185,7 +186,8 @@ class AutoscalingSpec(Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_cpu_utilization: int | None = Field(70, ge=1, le=100, description="percent of requested CPU")
-    target_queue_depth: float | None = Field(None, gt=0, description="per-pod harmony_queue_depth through a metrics adapter")
+    target_queue_depth: float | None = Field(
+        None, gt=0, description="per-pod harmony_queue_depth through a metrics adapter")
     target_in_flight: float | None = Field(
         None, gt=0, description="per-pod harmony_in_flight_requests (requests admitted, not yet answered) through a "
         "metrics adapter, or KEDA's Prometheus trigger")
@@ -297,7 +299,8 @@ class SpeechModelSpec(Strict):
     backend: str = Field(..., min_length=1, description="backend implementation, e.g. faster-whisper")
     source: ModelSource
     aliases: list[ModelName] = Field(default_factory=list, description="other public names, e.g. whisper-1")
-    languages: list[str] = Field(default_factory=list, description="ISO 639-1 codes; empty means whatever the backend supports")
+    languages: list[str] = Field(
+        default_factory=list, description="ISO 639-1 codes; empty means whatever the backend supports")
     voices: list[str] = Field(default_factory=list)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = Field("default", description="e.g. int8, float16, float32; default picks per device")
@@ -325,7 +328,8 @@ class SpeechModelSpec(Strict):
         names, mounts = [v.name for v in value], [v.mount_path.rstrip("/") or "/" for v in value]
         for volume, mount in zip(value, mounts):
             if volume.name in RESERVED_VOLUMES:
-                raise ValueError(f"volume name '{volume.name}' is the operator's ({', '.join(sorted(RESERVED_VOLUMES))})")
+                raise ValueError(
+                    f"volume name '{volume.name}' is the operator's ({', '.join(sorted(RESERVED_VOLUMES))})")
             if mount in RESERVED_MOUNTS or mount == "/":
                 raise ValueError(f"mount_path '{volume.mount_path}' is the operator's")
             if mount == CACHE_MOUNT and volume.claim_name is None:
@@ -394,9 +398,9 @@ class DatabaseSettings(Strict):
 
 
 class ObjectStoreSettings(Strict):
-    url: str | None = Field(None, description="where blobs (a registered voice's reference speech) go: s3://bucket/prefix "
-                                              "for an S3-compatible bucket, or a directory; default: "
-                                              "$HARMONY_OBJECT_STORE_URL, else <data_dir>/objects")
+    url: str | None = Field(
+        None, description="where blobs (a registered voice's reference speech) go: s3://bucket/prefix "
+        "for an S3-compatible bucket, or a directory; default: $HARMONY_OBJECT_STORE_URL, else <data_dir>/objects")
     endpoint_url: str | None = Field(None, description="S3 endpoint of a non-AWS store (MinIO, Ceph, R2...)")
     region: str | None = Field(None, description="S3 region (default: boto3's, e.g. $AWS_REGION)")
 

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
-from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.errors import InvalidRequest, invalid_request
 from services.core.contracts.formats import AudioFormat
 from services.core.contracts.forms import Form, single
 from services.core.contracts.specs import ModelName, NamedModel, NamedRoute, SpeechModelSpec, SpeechRouteSpec
@@ -79,11 +79,7 @@ class FormFields(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = str(error["loc"][0]) if error["loc"] else None
-            raw = data.get(field or "", "")
-            message = error["msg"].removeprefix("Value error, ")
-            raise InvalidRequest(f"'{field}': {message}, not '{raw}'" if field else message, param=field) from None
+            raise invalid_request(exc.errors(), data) from None
 
 
 # ---------------------------------------------------------------------------- speech-to-text

@@ -1,1 +1,2 @@
-"""The engine's HTTP stack: servers, the router's client to its services, uploads, draining, the generic model service."""
+"""The engine's HTTP stack: servers, the router's client to its services, uploads, draining, the generic model
+service."""

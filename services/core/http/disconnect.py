@@ -36,7 +36,8 @@ log = logging.getLogger("harmony.http")
 
 
 class ClientDisconnected(HarmonyError):
-    """The caller went away; its work was cancelled. Rendered like any error (nobody reads it), not logged as a crash."""
+    """The caller went away; its work was cancelled. Rendered like any error (nobody reads it), not logged as a
+    crash."""
 
     status_code = 499
     error_type = "invalid_request_error"

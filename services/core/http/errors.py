@@ -1,14 +1,13 @@
 """Every app's error answers in OpenAI's shape: the typed errors of ``core.contracts.errors``, FastAPI's validation
 errors (400 naming the field), Starlette's HTTP errors, a client gone mid-body (499) and anything unexpected (500).
 
-``invalid_request`` is the one translation of a pydantic validation failure into OpenAI's 400: a body parsed by
-hand (``json_body``, ``form_body``) and a body FastAPI parsed both answer through it."""
+``invalid_request`` (``core.contracts.errors``) is the one translation of a pydantic validation failure into
+OpenAI's 400: a body parsed by hand (``json_body``, ``form_body``, the services' ``FormFields``) and a body FastAPI
+parsed all answer through it."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,21 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from services.core.contracts.errors import HarmonyError, InvalidRequest, error_body, error_headers, openai_type
+from services.core.contracts.errors import HarmonyError, error_body, error_headers, invalid_request, openai_type
 
 log = logging.getLogger("harmony.errors")
-WHERE = ("body", "query", "path", "header")  # FastAPI's first element of a location: not part of the field's name
-
-
-def invalid_request(errors: Sequence[Any]) -> InvalidRequest:
-    """The 400 of a failed validation (pydantic's ``ValidationError.errors()`` or FastAPI's): its first error, with
-    the field it names as ``param`` (``a.b`` for a nested one), ``missing_required_parameter`` for an absent field
-    and ``invalid_value`` for a bad one."""
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "value_error"}
-    param = ".".join(str(p) for p in first.get("loc", ()) if p not in WHERE) or None
-    text = str(first["msg"]).removeprefix("Value error, ")  # pydantic's prefix for a validator's ValueError
-    code = "missing_required_parameter" if first.get("type") == "missing" else "invalid_value"
-    return InvalidRequest(f"{param}: {text}" if param else text, param=param, code=code)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -21,9 +21,8 @@ from starlette.datastructures import FormData
 from starlette.datastructures import UploadFile as StarletteUpload
 from starlette.requests import Request
 
-from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.errors import InvalidRequest, invalid_request
 from services.core.contracts.forms import single
-from services.core.http.errors import invalid_request
 from services.core.http.schemas import inline_schema
 from services.core.http.uploads import read_form
 
@@ -61,8 +60,8 @@ def parse_form(form: FormData, model: type[M]) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
-        if first["type"] == "missing" and field is not None and _is_file(field.annotation):
+        failed = model.model_fields.get(str(first["loc"][0])) if first["loc"] else None
+        if first["type"] == "missing" and failed is not None and _is_file(failed.annotation):
             key = str(first["loc"][0])
             raise InvalidRequest(f"'{key}' is required: upload the audio as a file field", param=key,
                                  code="missing_required_parameter") from None

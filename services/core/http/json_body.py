@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
-from services.core.contracts.errors import InvalidRequest
-from services.core.http.errors import invalid_request
+from services.core.contracts.errors import InvalidRequest, invalid_request
 from services.core.http.schemas import inline_schema
 
 M = TypeVar("M", bound=BaseModel)

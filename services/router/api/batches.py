@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -17,7 +18,8 @@ from services.core.http.sse import MEDIA_TYPE, sse_frame
 from services.router.api.protocol.batches import BatchCancel, BatchCreate, BatchEvent, BatchList, BatchObject
 
 EVENT_POLL_S = 0.5
-EVENTS = {200: {"description": "BatchEvent frames", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}}
+EVENTS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "BatchEvent frames", "content": {MEDIA_TYPE: {"schema": {"type": "string"}}}}}
 
 
 def routes(area: BatchArea, wake: asyncio.Event | None = None) -> APIRouter:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
@@ -17,7 +17,7 @@ from services.core.http.form_body import form_request_body
 from services.router.api.protocol.files import FileDeleted, FileList, FileObject, FileUploadForm
 from services.store.objects import ObjectChunks
 
-CONTENT = {200: {"description": "The file's bytes (206 for one Range)",
+CONTENT: dict[int | str, dict[str, Any]] = {200: {"description": "The file's bytes (206 for one Range)",
                  "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
                              "application/jsonl": {"schema": {"type": "string"}}}}}
 

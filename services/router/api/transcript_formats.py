@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -89,7 +90,7 @@ def json_response(body: BaseModel) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json", exclude_unset=True))
 
 
-def render(result: TranscriptionResult, response_format: str, granularities: list[str]) -> Response:
+def render(result: TranscriptionResult, response_format: str, granularities: Sequence[str]) -> Response:
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if response_format == "srt":

@@ -75,7 +75,8 @@ class TurnDetector:
     ``min_silence_duration_ms`` does), or, given the audio, from the end of the last 8-ms block of that frame and
     the ``END_SEARCH`` before it whose level is within ``END_DROP_DB`` of the turn's loud level: Silero's
     probabilities fall 90-150 ms after the sound does (its context), and the level places the end within a
-    block, or at Silero's frame when noise keeps the level up; ``silence_duration_ms`` of quiet ends the turn, which then holds the silence, as OpenAI's ``audio_end_ms`` does. After ``pause_ms`` of quiet (at most half
+    block, or at Silero's frame when noise keeps the level up; ``silence_duration_ms`` of quiet ends the turn,
+    which then holds the silence, as OpenAI's ``audio_end_ms`` does. After ``pause_ms`` of quiet (at most half
     the silence) a ``pause`` is reported, and a ``resume`` if speech comes back after it: the session decodes the
     turn early at a pause, and a shorter quiet (a comma) costs nothing."""
 

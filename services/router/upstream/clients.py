@@ -1,5 +1,6 @@
 """Calls from the router to model services: one pooled client per replica URL, retries on other replicas
-(:mod:`services.router.upstream.retry`), a failed replica ejected alone and probed back (:mod:`services.router.upstream.ejection`)."""
+(:mod:`services.router.upstream.retry`), a failed replica ejected alone and probed back
+(:mod:`services.router.upstream.ejection`)."""
 
 from __future__ import annotations
 

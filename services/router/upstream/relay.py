@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any, AsyncContextManager
+from typing import Any
 
 import anyio
 import httpx
@@ -30,7 +30,7 @@ class Upstream:
         self._stack = contextlib.AsyncExitStack()
         self.response: httpx.Response | None = None
 
-    async def open(self, stream: AsyncContextManager[httpx.Response]) -> httpx.Response:
+    async def open(self, stream: contextlib.AbstractAsyncContextManager[httpx.Response]) -> httpx.Response:
         try:
             self.response = await self._stack.enter_async_context(stream)
         except BaseException:
