@@ -156,7 +156,7 @@ def main() -> int:
         target_embedding = embed(other, other_rate)
         seconds = elapsed = 0.0
         cloned_cos, warps, hypotheses = [], [], []
-        for (audio, rate), plain_embedding in zip(plain, plain_embeddings):
+        for (audio, rate), _plain_embedding in zip(plain, plain_embeddings):
             started = time.perf_counter()
             result = converter.convert(ConversionJob(audio=audio, sample_rate=rate, target=stats))
             elapsed += time.perf_counter() - started

@@ -200,7 +200,8 @@ def check_ctranslate2() -> Check:
     try:
         types = ", ".join(sorted(ctranslate2.get_supported_compute_types("cuda")))
     except Exception as exc:  # noqa: BLE001
-        return Check(name, "FAIL", f"ctranslate2 {ctranslate2.__version__}: {count} device(s) but no compute types: {exc}")
+        return Check(name, "FAIL",
+                     f"ctranslate2 {ctranslate2.__version__}: {count} device(s) but no compute types: {exc}")
     return Check(name, "PASS", f"ctranslate2 {ctranslate2.__version__}: {count} device(s), compute types {types}")
 
 
@@ -439,7 +440,8 @@ def header(facts: dict, plan: Plan, budget_s: float) -> str:
             f"cpus={facts['cpus']} python={facts['python']}  {facts['ctranslate2'] or 'no ctranslate2'}  "
             f"{facts['onnxruntime'] or 'no onnxruntime'}  "
             f"stt={','.join(plan.stt_models)} batches={','.join(map(str, plan.batches))}  "
-            f"tts clients={','.join(map(str, plan.tts_clients))}  realtime streams={plan.streams}  budget={budget_s:g} s")
+            f"tts clients={','.join(map(str, plan.tts_clients))}  realtime streams={plan.streams}  "
+            f"budget={budget_s:g} s")
 
 
 class ServerGone(Exception):

@@ -80,7 +80,8 @@ def main() -> None:
     ours, theirs = results["harmony pull"], results["huggingface_hub snapshot_download"]
     print(f"{args.repo} from a Hub mirror on loopback, median of {args.runs} runs, {os.cpu_count()} CPUs")
     print("per tool: process wall time, the fetch's own time (imports left out), peak RSS, bytes the Hub sent")
-    print(f"{'':12} {'huggingface_hub snapshot_download':>40} {'harmony pull':>40}  {'wall':>6} {'fetch':>6} {'RSS':>6}")
+    print(f"{'':12} {'huggingface_hub snapshot_download':>40} {'harmony pull':>40}  "
+          f"{'wall':>6} {'fetch':>6} {'RSS':>6}")
     for row in ours:
         cells = []
         for wall, fetch, peak, sent in (theirs[row], ours[row]):

@@ -11,8 +11,8 @@ the moment the last loud 10-ms frame of a sentence was delivered; latency is fro
 ``conversation.item.input_audio_transcription.completed``, so it includes the silence the VAD waits for
 (``--silence-ms``). A level keeps up with real time when every turn got its transcript, the p95 latency stays within
 ``--max-latency`` seconds, and every ``speech_stopped`` came within 1 s of the audio that ended the turn (the VAD
-keeps pace: "VAD lag"); the levels stop once transcripts go missing or p95 passes three times that. The clients run in this process, on
-the same CPUs as the server.
+keeps pace: "VAD lag"); the levels stop once transcripts go missing or p95 passes three times that. The clients
+run in this process, on the same CPUs as the server.
 """
 
 from __future__ import annotations
@@ -157,7 +157,8 @@ def main() -> None:
         yaml.safe_dump({**config(args.model, args.instances), "data_dir": os.path.join(folder, "data")}, handle)
     harmony = HarmonyProcess(config=path).start()
     try:
-        print(f"# bench.realtime: {args.model} ({args.instances} instances), server VAD (silence {args.silence_ms} ms), {args.turns} turns a "
+        print(f"# bench.realtime: {args.model} ({args.instances} instances), "
+              f"server VAD (silence {args.silence_ms} ms), {args.turns} turns a "
               f"stream, {CHUNK_MS}-ms chunks at real-time pace; {platform.machine()}, {os.cpu_count()} CPUs "
               "(clients in the same machine)")
         print("| streams | turns | missing | end of speech -> completed p50 | p95 | speech_stopped -> completed p50"
@@ -168,7 +169,8 @@ def main() -> None:
             s = asyncio.run(level(harmony.url, args.model, n, args.turns, clips, args.silence_ms))
             ok = s["missing"] == 0 and s["p95"] <= args.max_latency and s["vad_lag"] <= 1.0
             print(f"| {n} | {s['turns']} | {s['missing']} | {s['p50']:.2f} s | {s['p95']:.2f} s | "
-                  f"{s['stop_p50']:.2f} s | {s['vad_lag']:.2f} s | {s['recall']:.0%} | {s['deltas']} | {s['delta_first']}/{s['turns']} | {'yes' if ok else 'no'} |",
+                  f"{s['stop_p50']:.2f} s | {s['vad_lag']:.2f} s | {s['recall']:.0%} | {s['deltas']} | "
+                  f"{s['delta_first']}/{s['turns']} | {'yes' if ok else 'no'} |",
                   flush=True)
             if s["missing"] or s["p95"] > 3 * args.max_latency:  # well behind real time: more streams say nothing new
                 break

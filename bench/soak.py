@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overload", type=float, default=2.0)
     parser.add_argument("--calibrate", type=float, default=60.0, help="seconds of the closed-loop capacity run")
     parser.add_argument("--clients", type=int, default=6, help="clients of the closed-loop capacity run")
-    parser.add_argument("--paths", action="store_true", help="keys with small quotas, realtime, Wyoming and batches too")
+    parser.add_argument("--paths", action="store_true",
+                        help="keys with small quotas, realtime, Wyoming and batches too")
     args = parser.parse_args(argv)
     os.environ.setdefault("HARMONY_DATA_DIR", tempfile.mkdtemp(prefix="harmony-soak-"))
     headers, extra, env, quota_keys, admin = {}, [], None, [], ""

@@ -70,7 +70,8 @@ def create_key(env: dict[str, str], name: str, *flags: str) -> dict[str, Any]:
 
 def speech_16k(text: str) -> np.ndarray:
     audio, rate = synthesize(text)
-    return soxr.resample(np.concatenate([silence(0.2, rate), audio, silence(0.6, rate)]), rate, 16000).astype(np.float32)
+    padded = np.concatenate([silence(0.2, rate), audio, silence(0.6, rate)])
+    return soxr.resample(padded, rate, 16000).astype(np.float32)
 
 
 async def quota_path(url: str, admin: str, keys: list[dict[str, Any]], tally: PathTally) -> None:
@@ -235,7 +236,8 @@ async def batch_path(url: str, key: str, tally: PathTally) -> None:
 
 
 def print_paths(tallies: dict[str, PathTally]) -> None:
-    head = f"{'path':<14} {'sent':>5} {'ok':>5} {'429':>5} {'5xx':>4} {'lost':>4} {'overshoot s':>12} {'one request s':>14}"
+    head = (f"{'path':<14} {'sent':>5} {'ok':>5} {'429':>5} {'5xx':>4} {'lost':>4} "
+            f"{'overshoot s':>12} {'one request s':>14}")
     print("\nPaths beside the HTTP mix")
     print(head)
     print("-" * len(head))

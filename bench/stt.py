@@ -277,7 +277,8 @@ def main() -> int:
     from services.stt.weights import resolve_whisper_dir
 
     model_dir = str(resolve_whisper_dir(ModelSource(**MODELS[args.model]["source"])))
-    print(f"# bench/stt.py  model={args.model}  instances={args.instances}  requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "
+    print(f"# bench/stt.py  model={args.model}  instances={args.instances}  "
+          f"requests={args.requests} x {CLIP_SECONDS:.0f} s clips  "
           f"machine={platform.machine()} cpus={threads} python={platform.python_version()}", flush=True)
     base = baseline_run(model_dir, clips16k, threads)
     base_tp = audio_total / base["wall"]
@@ -292,7 +293,8 @@ def main() -> int:
     finally:
         harmony.stop()
 
-    header = f"{'run':<34}{'audio s / wall s':>17}{'vs baseline':>13}{'p50 s':>8}{'p95 s':>8}{'mean batch':>12}{'max batch':>11}"
+    header = (f"{'run':<34}{'audio s / wall s':>17}{'vs baseline':>13}{'p50 s':>8}{'p95 s':>8}"
+              f"{'mean batch':>12}{'max batch':>11}")
     print(header)
     print("-" * len(header))
     print(f"{'in-process, one after another':<34}{base_tp:>17.1f}{1.0:>12.2f}x"

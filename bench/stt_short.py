@@ -71,7 +71,8 @@ def counters(url: str, model: str) -> dict[str, float]:
     from bench.stt import batch_histogram, metrics_text
 
     text = metrics_text(url)
-    out = {"batches": batch_histogram(url, model).get("count", 0.0), "items": batch_histogram(url, model).get("sum", 0.0)}
+    out = {"batches": batch_histogram(url, model).get("count", 0.0),
+           "items": batch_histogram(url, model).get("sum", 0.0)}
     for name in ("harmony_stt_packed_windows_total", "harmony_stt_pack_fallbacks_total"):
         line = next((line for line in text.splitlines() if line.startswith(f'{name}{{model="{model}"}}')), None)
         out[name] = float(line.rsplit(" ", 1)[1]) if line else 0.0
