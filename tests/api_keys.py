@@ -1,4 +1,5 @@
-"""API keys for tests that run `harmony serve --require-auth`: made with the `harmony keys` command, as an operator would."""
+"""API keys for tests that run `harmony serve --require-auth`: made with the `harmony keys` command, as an operator
+would."""
 
 from __future__ import annotations
 

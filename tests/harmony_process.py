@@ -41,7 +41,8 @@ class HarmonyProcess:
             args += ["--config", self.config]
         args += self.extra_args
         self._log_handle = open(self.log, "wb")
-        self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})})
+        self.proc = subprocess.Popen(args, stdout=self._log_handle, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + self.timeout
         while not self.ready_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:

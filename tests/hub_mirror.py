@@ -476,7 +476,8 @@ class _Proxy(BaseHTTPRequestHandler):
         if resolve:
             return self._resolve(path, resolve, rng)
         status, headers, body = self._olah(self.command, target, body_in)
-        olah_base = "http://%s:%d" % state.olah
+        olah_host, olah_port = state.olah
+        olah_base = f"http://{olah_host}:{olah_port:d}"
         out = [(k, v.replace(olah_base, self.server.endpoint) if k.lower() == "location" else v)
                for k, v in headers if k.lower() not in _HOP]
         if status == 200 and self.command == "GET" and _BLOBS.search(self.path) and _REPO_API_ANY.match(path):
@@ -552,7 +553,8 @@ class _Proxy(BaseHTTPRequestHandler):
             sibling.setdefault("size", entry["size"])
             if entry.get("lfs"):
                 lfs = entry["lfs"]
-                sibling.setdefault("lfs", {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]})
+                sibling.setdefault("lfs",
+                                   {"sha256": lfs["oid"], "size": lfs["size"], "pointerSize": lfs["pointerSize"]})
         return json.dumps(info).encode()
 
     def _repo_exists(self, repo: str) -> bool:

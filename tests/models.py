@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import functools
 
-SEED = 0
-
 from services.core.contracts.specs import NamedModel
+
+SEED = 0
 
 
 @functools.cache

@@ -114,7 +114,8 @@ def _audio_cases() -> list[Case]:
         ("voice-zip-as-wav", "POST", "/v1/audio/voices", lambda: upload("/v1/audio/voices", zip_bytes()), BAD),
         ("convert-text-as-wav", "POST", "/v1/audio/conversions",
          lambda: {**upload("/v1/audio/conversions", b"not audio at all"),
-                  "files": [("file", ("a.wav", b"not audio", "audio/wav")), ("reference", ("r.wav", PDF, "audio/wav"))]},
+                  "files": [("file", ("a.wav", b"not audio", "audio/wav")),
+                            ("reference", ("r.wav", PDF, "audio/wav"))]},
          BAD),
         ("stt-declares-over-upload-limit", "POST", STT, lambda: {"declared_length": 26 * 1024 * 1024}, (413,)),
         ("voice-declares-over-upload-limit", "POST", "/v1/audio/voices", lambda: {"declared_length": 2**40}, (413,)),
@@ -141,7 +142,8 @@ def _voice_id_cases() -> list[Case]:
 
 def _text_cases() -> list[Case]:
     speech_path = "/v1/audio/speech"
-    inputs = {"4097-characters": "a" * 4097, "4097-emoji": "\U0001F600" * 4097, "zero-width-only": "\u200b\u200c\u200d\ufeff" * 8,
+    inputs = {"4097-characters": "a" * 4097, "4097-emoji": "\U0001F600" * 4097,
+              "zero-width-only": "\u200b\u200c\u200d\ufeff" * 8,
               "rtl-marks-only": "\u200f\u202e\u200e" * 8, "nul-only": "\x00" * 16, "empty": ""}
     cases: list[Case] = [(f"speech-input-{name}", "POST", speech_path, lambda text=text: speech(input=text), BAD)
                          for name, text in inputs.items()]
@@ -216,7 +218,8 @@ def _number_cases() -> list[Case]:
         ("speech-speed-infinity", "POST", "/v1/audio/speech", lambda: raw_json(
             '{"model": "tts-1", "voice": "alloy", "input": "Hi", "speed": Infinity}'), BAD),
         ("convert-sample-rate-fullwidth", "POST", "/v1/audio/conversions",
-         lambda: {"files": [("file", ("a.wav", pcm_wav(), "audio/wav")), ("reference", ("r.wav", pcm_wav(), "audio/wav"))],
+         lambda: {"files": [("file", ("a.wav", pcm_wav(), "audio/wav")),
+                            ("reference", ("r.wav", pcm_wav(), "audio/wav"))],
                   "data": {"sample_rate": "４８０００"}}, BAD),
     ]
     return cases

@@ -181,7 +181,8 @@ def test_admin_api_is_for_admin_keys_only(harmony, config_path, admin):
     headers = {"Authorization": f"Bearer {admin['key']}"}
     created = httpx.post(harmony.url + "/admin/keys", headers=headers, json={"name": "via-api", "rpm": 5})
     assert created.status_code == 201 and created.json()["key"].startswith("hk-")
-    assert created.json()["id"] in {k["id"] for k in httpx.get(harmony.url + "/admin/keys", headers=headers).json()["data"]}
+    listed = httpx.get(harmony.url + "/admin/keys", headers=headers).json()["data"]
+    assert created.json()["id"] in {k["id"] for k in listed}
     sdk(harmony, created.json()["key"]).models.list()
     revoked = httpx.delete(harmony.url + f"/admin/keys/{created.json()['id']}", headers=headers)
     assert revoked.json()["state"] == "revoked"

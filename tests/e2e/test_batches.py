@@ -54,7 +54,8 @@ def speech_line(custom_id: str, text: str, fmt: str = "wav", model: str = "tts-1
 
 def test_files_create_retrieve_list_content_delete(client):
     made = client.files.create(file=("notes.jsonl", b'{"a": 1}\n'), purpose="batch")
-    assert made.id.startswith("file-") and made.bytes == 9 and made.purpose == "batch" and made.filename == "notes.jsonl"
+    assert made.id.startswith("file-") and made.bytes == 9
+    assert made.purpose == "batch" and made.filename == "notes.jsonl"
     assert made.expires_at is not None and made.expires_at > made.created_at
     assert client.files.retrieve(made.id).id == made.id
     assert made.id in [f.id for f in client.files.list(purpose="batch")]

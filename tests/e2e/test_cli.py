@@ -228,7 +228,8 @@ def test_without_a_server_the_embedded_engine_runs_in_process_and_stops(tmp_path
     assert nothing_listens_on(embedded_socket(done.stderr))  # the engine has stopped and removed its socket
     engine_log = (data / "embedded.log").read_text()
     assert "Harmony is ready: unix:" in engine_log and "Harmony stopped." in engine_log, engine_log
-    assert "Harmony is" not in done.stdout + done.stderr and " INFO " not in done.stderr  # the log stays off the terminal
+    # the log stays off the terminal
+    assert "Harmony is" not in done.stdout + done.stderr and " INFO " not in done.stderr
 
 
 @pytest.mark.slow

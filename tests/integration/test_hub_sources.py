@@ -177,7 +177,8 @@ def test_harmony_pull_and_models_on_the_command_line(hub, tmp_path):
     assert {line["model"] for line in lines} == {"en-us-joe-medium", "faster-whisper-tiny.en"}
     final = json.loads(log.read_text())
     assert final["phase"] == "ready" and final["revision"] == hub.commits[TINY][-1]
-    listed = subprocess.run([sys.executable, "-m", "services.cli", "models", "--json", "--cache-dir", str(tmp_path / "c")],
+    listed = subprocess.run([sys.executable, "-m", "services.cli", "models", "--json",
+                             "--cache-dir", str(tmp_path / "c")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
     listing = json.loads(listed.stdout)
     assert sorted(m["source"].split("@")[0] for m in listing["models"]) == [f"hf://{TINY}", f"hf://{PIPER}"]

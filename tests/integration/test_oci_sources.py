@@ -202,6 +202,7 @@ def test_a_registry_that_asks_for_a_login(oci_registry, tmp_path, monkeypatch):
 
 def test_a_layer_member_outside_the_image_is_refused(oci_registry, tmp_path):
     ref = oci_registry.push_image("images/escaping:1", [{"models/model.bin": b"w", "../escaped.txt": b"x"}])
-    with pytest.raises(WeightsError, match=r"archive member '\./\.\.(/escaped\.txt)?' points outside the archive; refused"):
+    with pytest.raises(WeightsError,
+                       match=r"archive member '\./\.\.(/escaped\.txt)?' points outside the archive; refused"):
         oci.pull(ref, tmp_path / "pull")
     assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "pull" / "escaped.txt").exists()

@@ -144,7 +144,8 @@ def test_server_vad_two_turns_with_deltas(router, speech):
     assert order.index("input_audio_buffer.speech_stopped") < order.index("input_audio_buffer.committed") \
         < order.index("conversation.item.input_audio_transcription.completed")
     for item, final in zip(items, done):  # every turn's text arrives as deltas first, as OpenAI sends them
-        before = [e for e in got[:got.index(final)] if e["type"].endswith("transcription.delta") and e["item_id"] == item]
+        before = [e for e in got[:got.index(final)]
+                  if e["type"].endswith("transcription.delta") and e["item_id"] == item]
         assert before, f"no delta before the completed transcript of {item}"
     # the 500-ms silence is timed from where the sound ends (the level), not from Silero's later frames
     ends = [speech["long"]["end_ms"], speech["long"]["ms"] + speech["short"]["end_ms"]]
@@ -210,7 +211,8 @@ BAD = [
     (json.dumps({"type": "response.create", "event_id": "e1"}), "invalid_value", "type"),
     (json.dumps({"audio": "AAAA"}), "missing_required_parameter", "type"),
     (json.dumps({"type": "input_audio_buffer.append", "audio": "%%% not base64"}), "invalid_value", "audio"),
-    (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_value", "audio"),  # 3 bytes: not whole samples
+    # 3 bytes: not whole samples
+    (json.dumps({"type": "input_audio_buffer.append", "audio": "AAAA"}), "invalid_value", "audio"),
     (json.dumps({"type": "input_audio_buffer.append"}), "missing_required_parameter", "audio"),
     (json.dumps({"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
         "format": {"type": "audio/pcm", "rate": 44100}}}}}), "invalid_value", "session.audio.input.format.rate"),

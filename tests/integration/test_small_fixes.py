@@ -44,10 +44,12 @@ def stack_config(tmp) -> dict:
          "options": {"voice_store": str(tmp / "old-voices")}},
     ], "routes": [
         {"name": "voice-clone", "task": "tts", "steps": [
-            {"name": "vad", "task": "vad", "model": "silero-vad"}, {"name": "embed", "task": "embed", "model": "resemblyzer"},
+            {"name": "vad", "task": "vad", "model": "silero-vad"},
+            {"name": "embed", "task": "embed", "model": "resemblyzer"},
             {"name": "tts", "task": "tts", "model": "espeak-ng"}, {"name": "vc", "task": "vc", "model": "world-vc"}]},
         {"name": "speaker-embedding", "task": "embed", "steps": [
-            {"name": "vad", "task": "vad", "model": "silero-vad"}, {"name": "embed", "task": "embed", "model": "resemblyzer"}]},
+            {"name": "vad", "task": "vad", "model": "silero-vad"},
+            {"name": "embed", "task": "embed", "model": "resemblyzer"}]},
         {"name": "voice-conversion", "task": "vc", "steps": [
             {"name": "vad", "task": "vad", "model": "silero-vad"}, {"name": "vc", "task": "vc", "model": "world-vc"}]},
     ]}
@@ -342,7 +344,8 @@ def test_a_corrupt_voice_row_is_skipped_not_a_500(stack):
     assert bad_id not in listed.text
     public = httpx.get(stack.router + "/v1/audio/voices").json()["data"]
     assert good.json()["id"] in [v["id"] for v in public] and bad_id not in [v["id"] for v in public]
-    for response in (httpx.get(stack.vc + f"/v1/voices/{bad_id}"), httpx.get(stack.router + f"/v1/audio/voices/{bad_id}"),
+    for response in (httpx.get(stack.vc + f"/v1/voices/{bad_id}"),
+                     httpx.get(stack.router + f"/v1/audio/voices/{bad_id}"),
                      httpx.post(stack.router + "/v1/audio/speech", timeout=60,
                                 json={"model": "voice-clone", "voice": bad_id, "input": "Hello there."})):
         error = error_of(response, 404)

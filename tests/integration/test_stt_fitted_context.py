@@ -91,4 +91,7 @@ def test_a_short_pack_is_fitted_and_a_long_one_is_not(encoded):
             said, heard = set(normalize(text)), set(normalize(" ".join(s.text for s in result.segments)))
             assert len(said & heard) >= 0.8 * len(said)
         assert len(frames) == 1
-        assert (frames[0] <= faster_whisper.PACK_FIT_FRAMES) if count == 2 else (frames[0] == faster_whisper.FULL_FRAMES)
+        if count == 2:
+            assert frames[0] <= faster_whisper.PACK_FIT_FRAMES
+        else:
+            assert frames[0] == faster_whisper.FULL_FRAMES

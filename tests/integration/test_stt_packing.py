@@ -77,7 +77,7 @@ def test_concurrent_short_clips_each_get_their_own_words(service):
     packed_now = counter(service.url, "harmony_stt_packed_windows_total", "packed") - before
     assert packed_now >= 6, f"only {packed_now} of 8 windows were decoded packed"
     unpacked = transcribe_at_once(service.url, "unpacked", [at_16k(t) for t in texts])
-    for i, (text, body, alone) in enumerate(zip(texts, packed, unpacked)):
+    for text, body, alone in zip(texts, packed, unpacked):
         others = [t for t in SENTENCES if t != text]
         assert not foreign_words(text, others) & set(normalize(body["text"])), (text, body["text"])
         assert wer(text, body["text"]) <= 0.25, (text, body["text"])

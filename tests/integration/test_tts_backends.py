@@ -94,7 +94,8 @@ def test_espeak_lists_many_languages(espeak):
 
 @pytest.mark.parametrize("language,text,expected", [
     ("de", "Guten Morgen. Das Wetter ist heute sehr schön.", {"guten", "morgen", "wetter", "heute", "sehr", "schön"}),
-    ("fr", "Bonjour tout le monde. Je voudrais un café, s'il vous plaît.", {"bonjour", "tout", "monde", "café", "vous"}),
+    ("fr", "Bonjour tout le monde. Je voudrais un café, s'il vous plaît.",
+     {"bonjour", "tout", "monde", "café", "vous"}),
     ("es", "Buenos días. El perro come en la cocina.", {"buenos", "días", "perro", "come", "cocina"}),
 ])
 def test_espeak_speech_is_heard_in_its_language(espeak, whisper, language, text, expected):

@@ -206,7 +206,8 @@ async def test_route_naming_a_missing_model_reports_it(cluster: Any, api: aiohtt
                          what="route in router config")
         await eventually(lambda: condition(stored(cluster, ROUTES, "clone"), "Ready")["reason"] == "StepNotReady",
                          what="route waits for its step")
-        assert stored(cluster, ROUTES, "clone")["status"]["unreadySteps"][0].startswith("stt (SpeechModel whisper-small")
+        unready = stored(cluster, ROUTES, "clone")["status"]["unreadySteps"]
+        assert unready[0].startswith("stt (SpeechModel whisper-small")
 
         # The model's pods become ready: so does the route.
         await patch(api, f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/{child_name('whisper-small')}",
@@ -233,7 +234,8 @@ async def test_api_error_is_retried(cluster: Any, api: aiohttp.ClientSession) ->
                          == "AsExpected", what="recovery")
 
     # Tried again (kmock keeps what a failed POST carried, so the retry may be a PATCH).
-    assert len(requests(cluster, "POST", "/deployments")) + len(requests(cluster, "PATCH", f"/deployments/{child}")) >= 2
+    assert (len(requests(cluster, "POST", "/deployments"))
+            + len(requests(cluster, "PATCH", f"/deployments/{child}"))) >= 2
     assert stored(cluster, DEPLOYMENTS, child)["metadata"]["ownerReferences"][0]["uid"] == "uid-small"
     # The failure was reported while it lasted.
     history = [v for v in cluster.objects[MODELS, NAMESPACE, "whisper-small"].history if v]

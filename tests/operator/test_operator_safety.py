@@ -34,7 +34,8 @@ def chart_service(name: str) -> dict[str, Any]:
     """A Service the Helm chart made: not the operator's."""
     return {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": name, "namespace": NAMESPACE, "uid": "uid-chart", "resourceVersion": "1",
-                         "labels": {"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/name": "harmony-router"}},
+                         "labels": {"app.kubernetes.io/managed-by": "Helm",
+                                    "app.kubernetes.io/name": "harmony-router"}},
             "spec": {"selector": {"app.kubernetes.io/name": "harmony-router"},
                      "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}}
 
@@ -66,7 +67,8 @@ async def test_name_conflict_leaves_the_foreign_object_untouched(cluster: Any, a
         await eventually(lambda: stored(cluster, MODELS, "whisper-small") is None, what="model gone")
 
     assert stored(cluster, SERVICES, taken) == before
-    assert not requests(cluster, "PATCH", f"/services/{taken}") and not requests(cluster, "DELETE", f"/services/{taken}")
+    assert not requests(cluster, "PATCH", f"/services/{taken}")
+    assert not requests(cluster, "DELETE", f"/services/{taken}")
     # Nothing at all was applied for either model: no half-built set of children.
     for resource in (DEPLOYMENTS, CONFIGMAPS, PDBS):
         assert stored(cluster, resource, taken) is None

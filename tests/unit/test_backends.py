@@ -18,7 +18,8 @@ def entry(name: str, value: str) -> EntryPoint:
 
 def test_an_entry_point_becomes_a_backend_of_its_declared_task():
     info = _info(entry("my-silero", "services.vad.backends.silero:SileroVadBackend"))
-    assert (info.name, info.task, info.factory, info.devices) == ("my-silero", Task.vad, SileroVadBackend, ("cpu", "cuda"))
+    assert (info.name, info.task, info.factory, info.devices) == (
+        "my-silero", Task.vad, SileroVadBackend, ("cpu", "cuda"))
     assert info.description.startswith("Per-frame speech probabilities")
     registry = BackendRegistry([info])
     assert registry.get("my-silero", Task.vad) is info

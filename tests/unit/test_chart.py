@@ -277,7 +277,8 @@ def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, t
     assert "--watch-endpoints" in router["containers"][0]["args"]
 
     off = render(helm, tmp_path, {"router": {"watchEndpoints": False}})
-    assert not find(off, "Role", "harmony-router-endpoints") and not find(off, "RoleBinding", "harmony-router-endpoints")
+    assert not find(off, "Role", "harmony-router-endpoints")
+    assert not find(off, "RoleBinding", "harmony-router-endpoints")
     router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--watch-endpoints" not in router["containers"][0]["args"]
     assert router["automountServiceAccountToken"] is True  # router.wakeModels still needs its token

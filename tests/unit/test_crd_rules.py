@@ -80,7 +80,8 @@ def test_good_objects_break_no_rule() -> None:
 
 
 @pytest.mark.parametrize("kinds", [kinds for n in range(len(SOURCES) + 1)
-                                   for kinds in itertools.combinations(SOURCES, n)], ids=lambda k: "+".join(k) or "none")
+                                   for kinds in itertools.combinations(SOURCES, n)],
+                         ids=lambda k: "+".join(k) or "none")
 def test_the_source_rule_agrees_with_the_schema(kinds: tuple[str, ...]) -> None:
     """The CEL rule (the API server) and pydantic (the operator, harmony serve) accept the same sources."""
     source = {kind: SOURCES[kind] for kind in kinds}

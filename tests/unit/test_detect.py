@@ -166,9 +166,8 @@ def test_an_unknown_repository_says_what_it_looked_for():
 
 def test_what_is_detected_makes_a_valid_spec():
     found = detect("rhasspy/piper-voices", PIPER_VOICES, nothing, voice="fr_FR-siwis-medium")
-    config = parse_config({"models": [{"name": "siwis", "source": {"hf": {"repo": "rhasspy/piper-voices",
-                                                                            "files": piper_voice_files("fr_FR-siwis-medium")}},
-                                       **found.spec_fields()}]})
+    source = {"hf": {"repo": "rhasspy/piper-voices", "files": piper_voice_files("fr_FR-siwis-medium")}}
+    config = parse_config({"models": [{"name": "siwis", "source": source, **found.spec_fields()}]})
     model = config.models[0]
     assert (model.task.value, model.backend, model.options, model.languages) == \
         ("tts", "piper", {"voice": "fr_FR-siwis-medium"}, ["fr"])

@@ -112,7 +112,8 @@ def test_bad_volumes_are_refused(volume: dict, message: str) -> None:
 def test_volume_names_and_paths_are_unique() -> None:
     with pytest.raises(ValidationError, match="unique"):
         SpeechModelSpec.model_validate({**PLAIN, "volumes": [
-            {"name": "a", "mount_path": "/m", "claim_name": "x"}, {"name": "a", "mount_path": "/n", "claim_name": "y"}]})
+            {"name": "a", "mount_path": "/m", "claim_name": "x"},
+            {"name": "a", "mount_path": "/n", "claim_name": "y"}]})
     with pytest.raises(ValidationError, match="unique"):
         SpeechModelSpec.model_validate({**PLAIN, "volumes": [
             {"name": "a", "mount_path": "/m/", "claim_name": "x"}, {"name": "b", "mount_path": "/m", "image": "y"}]})
