@@ -5,7 +5,8 @@ By hand, not as FastAPI's ``Form`` model, to keep what the engine answers: the m
 engine's own field and file limits (``uploads.read_form``: ``invalid_content_type``, ``invalid_multipart``, a client
 gone mid-upload), a field sent twice a 400 ``duplicate_parameter``, a file where text belongs (or text where a file
 belongs) a 400 naming the field, a field read under several names (``FormKeys``: a list also as ``name[]``), and a
-bad value ``core.contracts.errors.invalid_request``'s 400 naming it. Empty text fields count as absent; text is stripped.
+bad value ``core.contracts.errors.invalid_request``'s 400 naming it. Empty text fields count as absent; text is
+stripped.
 """
 
 from __future__ import annotations
