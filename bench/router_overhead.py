@@ -73,7 +73,9 @@ def service_url(process: subprocess.Popen, log: Path) -> str:
         return printed.group(1)
     import psutil
 
-    sockets = {c.laddr for c in psutil.Process(process.pid).net_connections(kind="unix") if c.laddr}
+    engine = psutil.Process(process.pid)
+    listing = engine.net_connections if hasattr(engine, "net_connections") else engine.connections  # psutil < 6
+    sockets = {c.laddr for c in listing(kind="unix") if c.laddr}
     return unix_url(next(path for path in sockets if path.endswith("/vad.sock")))
 
 
