@@ -20,6 +20,7 @@ from services.core.http.draining import Drain
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.http.uploads import UploadLimitMiddleware
+from services.core.http.unsupported import IgnoredFields
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.playground import routes as playground
@@ -100,6 +101,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
                        path_limits={"/v1/files": config.files.max_bytes})
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)
+    app.add_middleware(IgnoredFields, enabled=config.server.ignore_unsupported)  # fields let through, named
 
     app.include_router(metrics.router())
     app.include_router(models_routes.routes(table, clients))

@@ -390,6 +390,10 @@ class ServerSettings(Strict):
                                                           "it is answered 503 and closed")
     backlog: int = Field(2048, ge=1, description="connections the kernel queues before they are accepted")
     keep_alive_s: int = Field(30, ge=1, description="seconds an idle kept-alive connection stays open")
+    ignore_unsupported: bool = Field(False, description="a request field the engine does not honour (an unknown "
+                                     "one, or an OpenAI one it cannot serve for the model) is let through with a "
+                                     "logged warning and named in an X-Harmony-Ignored response header, instead of "
+                                     "a 400 naming it")
 
 
 class DatabaseSettings(Strict):

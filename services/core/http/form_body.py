@@ -6,7 +6,9 @@ engine's own field and file limits (``uploads.read_form``: ``invalid_content_typ
 gone mid-upload), a field sent twice a 400 ``duplicate_parameter``, a file where text belongs (or text where a file
 belongs) a 400 naming the field, a field read under several names (``FormKeys``: a list also as ``name[]``), and a
 bad value ``core.contracts.errors.invalid_request``'s 400 naming it. Empty text fields count as absent; text is
-stripped.
+stripped. A field the model does not define (a typo, or an OpenAI field the engine does not take) is refused by
+name, ``unknown_parameter`` (``core.http.unsupported``: the server's ``ignore_unsupported`` lets it through with
+a warning).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from starlette.requests import Request
 from services.core.contracts.errors import InvalidRequest, invalid_request
 from services.core.contracts.forms import single
 from services.core.http.schemas import inline_schema
+from services.core.http.unsupported import refuse_unsupported
 from services.core.http.uploads import read_form
 
 M = TypeVar("M", bound="FormModel")
@@ -52,6 +55,11 @@ class FormModel(BaseModel):
 def parse_form(form: FormData, model: type[M]) -> M:
     """``form``'s fields as ``model`` (each read under its ``FormKeys`` or its alias); a 400 naming the first field
     that is wrong, in the model's order (a missing file as such: upload the audio as a file field)."""
+    known = _known_keys(model)
+    for key in dict.fromkeys(form.keys()):
+        if key not in known:
+            refuse_unsupported(key[:64], f"Unrecognized request argument supplied: {key[:64]}",
+                               code="unknown_parameter")
     data: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         value = _value(form, name, field)
@@ -69,8 +77,23 @@ def parse_form(form: FormData, model: type[M]) -> M:
         raise invalid_request(exc.errors()) from None
 
 
+def _keys(name: str, field: FieldInfo) -> tuple[str, ...]:
+    return next((m.keys for m in field.metadata if isinstance(m, FormKeys)), (field.alias or name,))
+
+
+def _known_keys(model: type[FormModel]) -> set[str]:
+    """Every multipart name ``model`` reads (a list field also as ``name[]``)."""
+    known: set[str] = set()
+    for name, field in model.model_fields.items():
+        for key in _keys(name, field):
+            known.add(key)
+            if _is_list(field.annotation):
+                known.update((key.removesuffix("[]"), key.removesuffix("[]") + "[]"))
+    return known
+
+
 def _value(form: FormData, name: str, field: FieldInfo) -> Any:
-    keys = next((m.keys for m in field.metadata if isinstance(m, FormKeys)), (field.alias or name,))
+    keys = _keys(name, field)
     is_file, is_list = _is_file(field.annotation), _is_list(field.annotation)
     if is_list:
         names = list(dict.fromkeys(k for key in keys for k in (key, key.removesuffix("[]") + "[]")))

@@ -2,7 +2,8 @@
 
 By hand, not as a FastAPI body parameter, for the errors FastAPI would not give: ``invalid_json`` for a body that
 is no JSON object, nor valid Unicode text (a lone UTF-16 surrogate), nor shallow enough to parse; a bad field is
-``core.http.errors.invalid_request``'s 400 naming it. ``json_request_body`` publishes the schema generated from the
+``core.http.errors.invalid_request``'s 400 naming it; a field the model does not define is refused by name
+(``unknown_parameter``; ``core.http.unsupported``), unless the model takes any (``extra="allow"``). ``json_request_body`` publishes the schema generated from the
 same model, for the route's ``openapi_extra``."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from starlette.requests import Request
 
 from services.core.contracts.errors import InvalidRequest, invalid_request
 from services.core.http.schemas import inline_schema
+from services.core.http.unsupported import refuse_unsupported
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -30,10 +32,23 @@ async def parse_json_body(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_json")
     check_unicode(data)
+    data = _known_only(data, model)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise invalid_request(exc.errors()) from None
+
+
+def _known_only(data: dict[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    """``data`` without the fields ``model`` does not define, each refused by name first (let through, and left
+    out, only under ``ignore_unsupported``)."""
+    if model.model_config.get("extra") == "allow":
+        return data
+    known = {key for name, field in model.model_fields.items() for key in (name, field.alias) if key}
+    unknown = [key for key in data if key not in known]
+    for key in unknown:
+        refuse_unsupported(key[:64], f"Unrecognized request argument supplied: {key[:64]}", code="unknown_parameter")
+    return {key: value for key, value in data.items() if key not in unknown}
 
 
 def check_unicode(data: dict[str, Any]) -> None:
