@@ -19,8 +19,8 @@ from services.core.http.disconnect import CancelOnDisconnect
 from services.core.http.draining import Drain
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
-from services.core.http.uploads import UploadLimitMiddleware
 from services.core.http.unsupported import IgnoredFields
+from services.core.http.uploads import UploadLimitMiddleware
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.playground import routes as playground

@@ -24,7 +24,7 @@ from services.core.http.service_app import LoadedModel, ModelRegistry, create_se
 from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.protocols import SttBackend
-from services.stt.service import TranscribeOptions, assemble, transcribe_windows
+from services.stt.service import TranscribeOptions, assemble, check_request, transcribe_windows
 from services.stt.types import SAMPLE_RATE
 
 
@@ -38,9 +38,10 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
         model = registry.get(params.model)
         opts = TranscribeOptions(task=params.task, language=params.language, prompt=params.prompt,
                                  temperature=params.temperature, word_timestamps=params.word_timestamps,
-                                 vad_filter=params.vad_filter, fit_context=params.fit_context)
+                                 vad_filter=params.vad_filter, fit_context=params.fit_context,
+                                 logprobs=params.logprobs, languages=_languages(params.languages))
         data, _ = await form_file(form)
-        model.backend.check_request(opts.task, opts.language)
+        check_request(model, opts)
         limit = model.spec.limits.audio_seconds(Task.stt)  # or less: what the router's quota hold covers
         audio = await asyncio.to_thread(decode_audio, data, SAMPLE_RATE,
                                         max_seconds=min(limit, params.max_audio_seconds or limit))
@@ -56,6 +57,11 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
         return result
 
     return api
+
+
+def _languages(value: str | None) -> tuple[str, ...] | None:
+    codes = tuple(code.strip().lower() for code in (value or "").split(",") if code.strip())
+    return codes or None
 
 
 async def _collect(model: LoadedModel[SttBackend], audio: np.ndarray, opts: TranscribeOptions) -> TranscriptionResult:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.core.contracts.errors import RequestTimeout
+from services.core.contracts.errors import InvalidRequest, RequestTimeout
 from services.core.contracts.wire import Segment, SttTask, TranscriptionResult, Word
 from services.core.http.service_app import LoadedModel
 from services.core.runtime.in_order import in_order
@@ -34,11 +34,13 @@ class TranscribeOptions:
     word_timestamps: bool = False
     vad_filter: bool = False
     fit_context: bool = False
+    logprobs: bool = False
+    languages: tuple[str, ...] | None = None  # detection picks among these (no ``language``)
 
 
 async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: TranscribeOptions
                              ) -> AsyncIterator[ChunkResult]:
-    model.backend.check_request(opts.task, opts.language)
+    check_request(model, opts)
     deadline = time.monotonic() + model.spec.batching.timeout_s
     if opts.vad_filter:
         windows = await asyncio.to_thread(vad_windows, audio)
@@ -52,7 +54,8 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
     def job(window: Window, language: str | None, prompt: str | None) -> ChunkJob:
         return ChunkJob(audio=audio[window.start:window.end], offset=window.offset, task=opts.task,
                         language=language, prompt=prompt, temperature=opts.temperature,
-                        word_timestamps=opts.word_timestamps, fit_context=opts.fit_context)
+                        word_timestamps=opts.word_timestamps, fit_context=opts.fit_context,
+                        logprobs=opts.logprobs, languages=opts.languages)
 
     # the whole request is admitted at once: every window counted ahead of later requests (429 if it cannot finish)
     with model.batcher.reserve(len(windows), deadline=deadline) as work:
@@ -75,6 +78,17 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
         async for result in in_order(windows[1:], lambda w: run(w, language, None),
                                      max(1, model.spec.batching.max_batch_size)):
             yield result
+
+
+def check_request(model: LoadedModel, opts: TranscribeOptions) -> None:
+    """The backend's refusals, before any audio is queued: of the task and language, and of each of
+    ``languages`` (a 400 naming ``languages``)."""
+    model.backend.check_request(opts.task, opts.language)
+    for code in opts.languages or ():
+        try:
+            model.backend.check_request(opts.task, code)
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, param="languages", code=exc.code) from None
 
 
 def _count_packing(model: LoadedModel, result: ChunkResult) -> None:

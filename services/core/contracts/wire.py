@@ -99,6 +99,8 @@ class TranscriptionParams(FormFields):
     vad_filter: bool = False
     fit_context: bool = False  # short windows encoded over their own length (realtime turns; faster-whisper)
     stream: bool = False
+    logprobs: bool = False  # each segment's text tokens with their log-probabilities (include=logprobs)
+    languages: str | None = Field(None, max_length=512, description="comma-separated: detection picks among these")
     max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold); "
                                             "past it 400 audio_too_long, and the router holds more and sends again")
 
@@ -106,6 +108,16 @@ class TranscriptionParams(FormFields):
     @classmethod
     def _lower(cls, value: str | None) -> str | None:
         return value.lower() if value else None
+
+
+class TokenLogprob(BaseModel):
+    """A decoded text token: its text, the decoder's log-probability of it, its UTF-8 bytes (OpenAI's ``logprobs``
+    items; a token may hold part of a character, so ``token`` can show a replacement character where ``bytes``
+    is exact)."""
+
+    token: str
+    logprob: float
+    bytes: list[int]
 
 
 class Word(BaseModel):
@@ -127,6 +139,7 @@ class Segment(BaseModel):
     compression_ratio: float = 0.0
     no_speech_prob: float = 0.0
     words: list[Word] | None = None
+    logprobs: list[TokenLogprob] | None = None  # its text tokens, in order (TranscriptionParams.logprobs)
 
 
 class TranscriptionResult(BaseModel):

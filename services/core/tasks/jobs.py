@@ -30,6 +30,8 @@ class ChunkJob:
     temperature: float = 0.0
     word_timestamps: bool = False
     fit_context: bool = False  # encoded over its own length, not a padded 30 s (backends may ignore it)
+    logprobs: bool = False  # each segment's text tokens with their log-probabilities
+    languages: tuple[str, ...] | None = None  # detection (no ``language``) picks among these only
 
 
 @dataclass

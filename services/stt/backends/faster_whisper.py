@@ -27,6 +27,15 @@ capped at ``FIT_TOKENS_PER_S`` tokens a second. Whisper was trained on 30-s wind
 under a second it can loop on its last sentence, so a fitted window is decoded once, and when it
 fails a guard (or looks silent) it is decoded again over the whole 30 s with its full ladder.
 
+Token log-probabilities (a window's ``logprobs``, from ``include=logprobs``): the decoder's own scores of the
+tokens it chose. CTranslate2's ``generate`` returns each step's logits over the vocabulary (``return_logits_vocab``,
+after its logit processors: suppressed tokens, timestamp rules), asked for only in a batch that holds such a window;
+each text token's log-probability is its logit's log-softmax at its step. A segment carries its text tokens' (not
+its timestamp tokens'), with their text and UTF-8 bytes; a packed member keeps its own segments' tokens.
+
+Languages (a window's ``languages``, with no ``language``): detection picks the most likely of those only
+(Whisper's language probabilities restricted to the list and renormalized).
+
 Abandoned windows (``wanted``, from the batcher: services/core/tasks/wanted.py): before every step (the encode, each
 decode of the ladder, the second pass over packed or fitted windows that failed, the word alignment) the batch
 leaves out the windows whose callers went away, and answers them ``Abandoned``. A step already running finishes.
@@ -68,7 +77,7 @@ import numpy as np
 
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import NamedModel, Task
-from services.core.contracts.wire import Segment, Word
+from services.core.contracts.wire import Segment, TokenLogprob, Word
 from services.core.runtime.cpus import threads_per_instance
 from services.core.tasks.jobs import ChunkJob, ChunkResult
 from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
@@ -332,7 +341,8 @@ class FasterWhisperBackend:
                    for s in shares.segments[position]]
             results[member.index] = ChunkResult(  # timestamp tokens are of the packed window: dropped
                 language=result.language, language_probability=result.language_probability, packed=True,
-                segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps]}) for s in own])
+                segments=[s.model_copy(update={"tokens": [t for t in s.tokens if t < timestamps],
+                                               "logprobs": s.logprobs if job.logprobs else None}) for s in own])
 
     def _plan_packs(self, jobs: Sequence[ChunkJob]) -> list[packing.Pack]:
         """Packs of the windows that are short, of a known language, and have speech (Silero VAD): alone, a
@@ -355,7 +365,8 @@ class FasterWhisperBackend:
         first = jobs[pack.members[0].index]
         return ChunkJob(audio=packing.packed_audio(pack, [job.audio for job in jobs]), offset=0.0, task=first.task,
                         language=first.language, prompt=first.prompt, temperature=first.temperature,
-                        word_timestamps=True)  # the words prove which member each segment belongs to
+                        word_timestamps=True,  # the words prove which member each segment belongs to
+                        logprobs=any(jobs[m.index].logprobs for m in pack.members))
 
     def _decode_windows(self, jobs: Sequence[ChunkJob], live: _Live = EVERY, single_try: bool = False,
                         frames: int = FULL_FRAMES, max_length: int | None = None
@@ -413,7 +424,7 @@ class FasterWhisperBackend:
         if not (self.multilingual and any(job.language is None for job in jobs)):
             return [(job.language or "en", 1.0) for job in jobs]
         detected = self.whisper.model.detect_language(encoder_output)
-        return [(job.language, 1.0) if job.language else (probs[0][0][2:-2], float(probs[0][1]))
+        return [(job.language, 1.0) if job.language else _likeliest(probs, job.languages)
                 for job, probs in zip(jobs, detected)]
 
     def _decode_with_fallback(self, jobs: Sequence[ChunkJob], tokenizers: list, features: np.ndarray,
@@ -480,7 +491,7 @@ class FasterWhisperBackend:
         return model.model.generate(
             encoder_output, prompts, max_length=max_length or model.max_length, suppress_blank=True,
             suppress_tokens=get_suppressed_tokens(tokenizers[0], [-1]), return_scores=True,
-            return_no_speech_prob=True, **search)
+            return_no_speech_prob=True, return_logits_vocab=any(job.logprobs for job in jobs), **search)
 
     def _segments(self, job: ChunkJob, tokenizer, decode: Decode) -> tuple[list[dict], int]:
         """The decoded segments of one window (none when Whisper judges it silent), and its size in frames."""
@@ -496,14 +507,19 @@ class FasterWhisperBackend:
             tokenizer=tokenizer, tokens=tokens, time_offset=job.offset, segment_size=segment_size,
             segment_duration=duration, seek=seek)[0]
         pieces += self._unfinished_tail(tokenizer, tokens, pieces, job.offset, duration, seek)
-        segments = []
-        for piece in pieces:
+        scores = _token_logprobs(output, len(tokens)) if job.logprobs else None
+        segments, consumed = [], 0
+        for piece in pieces:  # consecutive slices of ``tokens``
             text = tokenizer.decode(piece["tokens"])
-            if text.strip():
-                segments.append(dict(seek=seek, start=piece["start"], end=min(piece["end"], job.offset + duration),
-                                     tokens=piece["tokens"], text=text, avg_logprob=decode.avg_logprob,
-                                     no_speech_prob=decode.no_speech_prob,
-                                     compression_ratio=decode.compression_ratio))
+            first, consumed = consumed, consumed + len(piece["tokens"])
+            if not text.strip():
+                continue
+            segment = dict(seek=seek, start=piece["start"], end=min(piece["end"], job.offset + duration),
+                           tokens=piece["tokens"], text=text, avg_logprob=decode.avg_logprob,
+                           no_speech_prob=decode.no_speech_prob, compression_ratio=decode.compression_ratio)
+            if scores is not None:
+                segment["logprobs"] = _logprob_items(tokenizer, piece["tokens"], scores[first:consumed])
+            segments.append(segment)
         return segments, segment_size
 
     def _unfinished_tail(self, tokenizer, tokens: list[int], pieces: list[dict], offset: float, duration: float,
@@ -550,4 +566,61 @@ def _segment(s: dict, temperature: float) -> Segment:
     return Segment(seek=s["seek"], start=round(s["start"], 3), end=round(s["end"], 3), text=s["text"],
                    tokens=s["tokens"], temperature=temperature, avg_logprob=s["avg_logprob"],
                    compression_ratio=s["compression_ratio"], no_speech_prob=s["no_speech_prob"],
-                   words=[Word(**w) for w in s["words"]] if "words" in s else None)
+                   words=[Word(**w) for w in s["words"]] if "words" in s else None,
+                   logprobs=[TokenLogprob(**t) for t in s["logprobs"]] if "logprobs" in s else None)
+
+
+def _likeliest(probs: Sequence[tuple[str, float]], among: Sequence[str] | None) -> tuple[str, float]:
+    """The most likely language of Whisper's (``<|xx|>``, probability) list, of ``among`` only when given (its
+    probability renormalized over them)."""
+    if not among:
+        return probs[0][0][2:-2], float(probs[0][1])
+    kept = [(token[2:-2], float(p)) for token, p in probs if token[2:-2] in among]
+    if not kept:
+        return among[0], 0.0
+    total = sum(p for _, p in kept)
+    code, p = max(kept, key=lambda item: item[1])
+    return code, (p / total if total > 0 else 0.0)
+
+
+def _token_logprobs(output, count: int) -> list[float]:
+    """The log-probability of each of the chosen hypothesis' first ``count`` tokens: the log-softmax, at each
+    step, of the logits CTranslate2 returned (``return_logits_vocab``), taken at the token chosen."""
+    steps = output.logits[0]
+    tokens = output.sequences_ids[0]
+    values = []
+    for step, token in zip(steps[:count], tokens[:count]):
+        logits = np.asarray(step, dtype=np.float64).reshape(-1)
+        top = float(np.max(logits))
+        values.append(min(0.0, float(logits[token]) - top - float(np.log(np.exp(logits - top).sum()))))
+    return values
+
+
+_BYTE_OF: dict[str, int] = {}
+
+
+def _byte_of() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (Whisper's tokenizer), character -> byte."""
+    if not _BYTE_OF:
+        printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+        extra = 0
+        for b in range(256):
+            if b in printable:
+                _BYTE_OF[chr(b)] = b
+            else:
+                _BYTE_OF[chr(256 + extra)] = b
+                extra += 1
+    return _BYTE_OF
+
+
+def _logprob_items(tokenizer, tokens: Sequence[int], scores: Sequence[float]) -> list[dict]:
+    """OpenAI's ``logprobs`` items of a segment's text tokens (timestamp and special tokens left out)."""
+    items = []
+    byte_of = _byte_of()
+    for token, score in zip(tokens, scores):
+        if token >= tokenizer.eot:
+            continue
+        piece = tokenizer.tokenizer.id_to_token(token) or ""
+        raw = bytes(byte_of.get(ch, 63) for ch in piece)
+        items.append({"token": raw.decode("utf-8", errors="replace"), "logprob": round(score, 6), "bytes": list(raw)})
+    return items
