@@ -3,8 +3,8 @@
 By hand, not as a FastAPI body parameter, for the errors FastAPI would not give: ``invalid_json`` for a body that
 is no JSON object, nor valid Unicode text (a lone UTF-16 surrogate), nor shallow enough to parse; a bad field is
 ``core.http.errors.invalid_request``'s 400 naming it; a field the model does not define is refused by name
-(``unknown_parameter``; ``core.http.unsupported``), unless the model takes any (``extra="allow"``). ``json_request_body`` publishes the schema generated from the
-same model, for the route's ``openapi_extra``."""
+(``unknown_parameter``; ``core.http.unsupported``), unless the model takes any (``extra="allow"``).
+``json_request_body`` publishes the schema generated from the same model, for the route's ``openapi_extra``."""
 
 from __future__ import annotations
 
