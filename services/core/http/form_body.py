@@ -13,6 +13,7 @@ a warning).
 
 from __future__ import annotations
 
+import json
 import types
 from collections.abc import Iterator
 from typing import Any, TypeVar, Union, get_args, get_origin
@@ -41,6 +42,12 @@ class FormKeys:
         self.keys = keys
 
 
+class FormObject:
+    """Field metadata (``Annotated[str | None, FormObject()]``): a JSON object field that clients also send in
+    parts, ``name[key]=value`` (as OpenAI's SDK sends ``chunking_strategy``); the parts arrive as the JSON text
+    of their object (values as strings)."""
+
+
 class FormModel(BaseModel):
     """Base of every multipart request body: text, number and boolean fields, and ``UploadFile`` fields."""
 
@@ -55,9 +62,9 @@ class FormModel(BaseModel):
 def parse_form(form: FormData, model: type[M]) -> M:
     """``form``'s fields as ``model`` (each read under its ``FormKeys`` or its alias); a 400 naming the first field
     that is wrong, in the model's order (a missing file as such: upload the audio as a file field)."""
-    known = _known_keys(model)
+    known, objects = _known_keys(model), _objects(model)
     for key in dict.fromkeys(form.keys()):
-        if key not in known:
+        if key not in known and not (key.startswith(objects) and key.endswith("]")):
             refuse_unsupported(key[:64], f"Unrecognized request argument supplied: {key[:64]}",
                                code="unknown_parameter")
     data: dict[str, Any] = {}
@@ -92,6 +99,11 @@ def _known_keys(model: type[FormModel]) -> set[str]:
     return known
 
 
+def _objects(model: type[FormModel]) -> tuple[str, ...]:
+    return tuple(f"{key}[" for name, field in model.model_fields.items()
+                 if any(isinstance(m, FormObject) for m in field.metadata) for key in _keys(name, field))
+
+
 def _value(form: FormData, name: str, field: FieldInfo) -> Any:
     keys = _keys(name, field)
     is_file, is_list = _is_file(field.annotation), _is_list(field.annotation)
@@ -104,6 +116,13 @@ def _value(form: FormData, name: str, field: FieldInfo) -> Any:
         text = [v.strip() for v in wanted if isinstance(v, str)]
         return (wanted if is_file else [v for v in text if v]) or None
     value = next((v for v in (single(form, key) for key in keys) if v is not None), None)
+    if value is None and any(isinstance(m, FormObject) for m in field.metadata):
+        parts = {k[len(keys[0]) + 1:-1]: single(form, k) for k in form.keys()
+                 if k.startswith(keys[0] + "[") and k.endswith("]")}
+        if parts:
+            if not all(isinstance(v, str) for v in parts.values()):
+                raise InvalidRequest(_wrong_kind(keys[0], False), param=keys[0])
+            return json.dumps({k: v.strip() for k, v in parts.items()})  # type: ignore[union-attr]
     if value is None:
         return None
     if isinstance(value, StarletteUpload) != is_file:
@@ -157,4 +176,4 @@ def _multipart(node: Any) -> Any:
     return node
 
 
-__all__ = ["FormKeys", "FormModel", "UploadFile", "form_request_body", "parse_form"]
+__all__ = ["FormKeys", "FormModel", "FormObject", "UploadFile", "form_request_body", "parse_form"]

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel
 
-from services.core.contracts.wire import TranscriptionResult
+from services.core.contracts.wire import Segment, TranscriptionResult
 from services.router.api.protocol.transcription import Transcription, TranscriptionVerbose
 
 LANGUAGE_NAMES = {
@@ -53,12 +53,19 @@ AUDIO_TOKENS_PER_SECOND = 50  # Whisper's encoder: one position per 20 ms of aud
 
 
 def token_usage(result: TranscriptionResult) -> dict[str, Any]:
-    """Usage of a streamed transcription, shaped as the SDK types ``transcript.text.done`` (``type: tokens``):
-    input tokens are the audio's encoder positions, output tokens the text tokens Whisper decoded."""
+    """Usage of a transcription in json, streamed or not, as OpenAI's gpt-4o-transcribe reports it (``type:
+    tokens``, the only usage the SDK's ``transcript.text.done`` types): input tokens are the audio's encoder
+    positions, output tokens the text tokens Whisper decoded. verbose_json keeps whisper-1's duration usage (the
+    only one its type takes)."""
     audio_tokens = math.ceil(result.duration * AUDIO_TOKENS_PER_SECOND)
     output_tokens = sum(len(s.tokens) for s in result.segments)
     return {"type": "tokens", "input_tokens": audio_tokens, "output_tokens": output_tokens,
             "total_tokens": audio_tokens + output_tokens, "input_token_details": {"audio_tokens": audio_tokens}}
+
+
+def logprobs_of(segments: Sequence[Segment]) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs`` of ``segments``' text tokens, in order: ``{token, logprob, bytes}`` each."""
+    return [item.model_dump() for segment in segments for item in (segment.logprobs or [])]
 
 
 def duration_usage(result: TranscriptionResult) -> dict[str, Any]:
@@ -74,15 +81,17 @@ def to_verbose(result: TranscriptionResult, words: bool, segments: bool) -> Tran
         "duration": result.duration, "text": result.text,
     }
     if segments:
-        body["segments"] = [s.model_dump(exclude={"words"}) for s in result.segments]
+        body["segments"] = [s.model_dump(exclude={"words", "logprobs"}) for s in result.segments]
     if words:
         body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in (result.words or [])]
     body["usage"] = duration_usage(result)
     return TranscriptionVerbose.model_validate(body)
 
 
-def to_json(result: TranscriptionResult) -> Transcription:
-    return Transcription.model_validate({"text": result.text, "usage": duration_usage(result)})
+def to_json(result: TranscriptionResult, logprobs: bool = False) -> Transcription:
+    """The json answer; its usage as the streamed answer's (``token_usage``: the one shape both can carry)."""
+    return Transcription.model_validate({"text": result.text, "usage": token_usage(result),
+                                         **({"logprobs": logprobs_of(result.segments)} if logprobs else {})})
 
 
 def json_response(body: BaseModel) -> JSONResponse:
@@ -90,7 +99,8 @@ def json_response(body: BaseModel) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json", exclude_unset=True))
 
 
-def render(result: TranscriptionResult, response_format: str, granularities: Sequence[str]) -> Response:
+def render(result: TranscriptionResult, response_format: str, granularities: Sequence[str], logprobs: bool = False
+           ) -> Response:
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
     if response_format == "srt":
@@ -100,4 +110,4 @@ def render(result: TranscriptionResult, response_format: str, granularities: Seq
     if response_format == "verbose_json":
         return json_response(to_verbose(result, "word" in granularities,
                                         "segment" in granularities or not granularities))
-    return json_response(to_json(result))
+    return json_response(to_json(result, logprobs))

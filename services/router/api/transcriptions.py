@@ -11,7 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from services.auth.estimates import covered, upload_seconds
 from services.auth.guard import note_usage, reserve_audio
-from services.core.contracts.errors import HarmonyError, UpstreamError, error_from_body
+from services.core.contracts.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import (
     DoneEvent,
@@ -23,9 +23,12 @@ from services.core.contracts.wire import (
 )
 from services.core.http.form_body import form_request_body
 from services.core.http.sse import MEDIA_TYPE, sse_frame
+from services.core.http.unsupported import refuse_unsupported
 from services.router.access import allow_model
 from services.router.api.protocol.transcription import (
+    DIARIZE_FIELDS,
     RESPONSES,
+    TRANSCRIBE_ONLY,
     Transcription,
     TranscriptionError,
     TranscriptionForm,
@@ -33,7 +36,7 @@ from services.router.api.protocol.transcription import (
     TranscriptionTextDoneEvent,
     TranscriptionVerbose,
 )
-from services.router.api.transcript_formats import render, token_usage
+from services.router.api.transcript_formats import logprobs_of, render, token_usage
 from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients, transport_errors
 from services.router.upstream.relay import RelayResponse, Upstream
@@ -60,10 +63,7 @@ def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
 async def _handle(form: TranscriptionForm, table: ModelTable, clients: ServiceClients, task: str) -> Response:
     model = table.resolve(form.model, Task.stt)
     allow_model(table, form.model, model)  # 403 when the request's API key may not use it
-    params = TranscriptionParams.model_validate({
-        **form.model_dump(exclude={"file", "response_format", "timestamp_granularities"}), "model": model.name,
-        "task": task, "word_timestamps": "word" in form.timestamp_granularities,
-        "language": None if task == "translate" else form.language})
+    params = _params(form, model, task)
     data, filename = await form.file.read(), form.file.filename or "audio"
     limit = model.spec.limits.audio_seconds(Task.stt)
     held = await reserve_audio(lambda: upload_seconds(data, limit))  # before any work: the key's quota decides
@@ -78,7 +78,28 @@ async def _handle(form: TranscriptionForm, table: ModelTable, clients: ServiceCl
                                                       files=files), held, limit, _hold_more)
     result = TranscriptionResult.model_validate(response.json())
     note_usage(audio_seconds_in=result.duration)
-    return render(result, form.response_format, form.timestamp_granularities)
+    return render(result, form.response_format, form.timestamp_granularities, logprobs=params.logprobs)
+
+
+def _params(form: TranscriptionForm, model: ServedModel, task: str) -> TranscriptionParams:
+    """The request as the STT service takes it; each OpenAI field honoured, or refused by name (400, or let
+    through under ``server.ignore_unsupported``): see ``TranscriptionForm``."""
+    sent = form.model_fields_set
+    for name in (TRANSCRIBE_ONLY if task == "translate" else DIARIZE_FIELDS):
+        if name in sent:
+            refuse_unsupported(name, f"'{name}' is not supported by {task}s with model '{model.name}'")
+    languages = [code.lower() for code in form.languages] if task == "transcribe" else []
+    language = form.language.lower() if form.language and task == "transcribe" else None
+    if language and languages and language not in languages:
+        raise InvalidRequest(f"'language' {language!r} is not one of 'languages'", param="language")
+    if len(languages) == 1:
+        language, languages = language or languages[0], []
+    prompt = " ".join(p for p in (form.prompt, ", ".join(form.keywords) if task == "transcribe" else "") if p)
+    return TranscriptionParams(
+        model=model.name, task=task, language=language, prompt=prompt or None, temperature=form.temperature,
+        word_timestamps="word" in form.timestamp_granularities, stream=form.stream, fit_context=form.fit_context,
+        vad_filter=form.vad_filter or (task == "transcribe" and form.uses_vad_chunking()),
+        logprobs="logprobs" in form.include and task == "transcribe", languages=",".join(languages) or None)
 
 
 async def _hold_more(seconds: float) -> None:
@@ -100,7 +121,7 @@ async def _stream(clients: ServiceClients, model: ServedModel, fields: dict, fil
     except BaseException:
         await upstream.aclose()
         raise
-    return RelayResponse(_sse(model, first, lines), upstream, media_type=MEDIA_TYPE,
+    return RelayResponse(_sse(model, first, lines, fields.get("logprobs") == "true"), upstream, media_type=MEDIA_TYPE,
                          headers={"Cache-Control": "no-cache"})
 
 
@@ -114,18 +135,22 @@ async def _events(model: ServedModel, response: httpx.Response) -> AsyncIterator
                     raise UpstreamError(f"model '{model.name}' sent an event that is not its contract") from None
 
 
-async def _sse(model: ServedModel, first: SttEvent | None, rest: AsyncIterator[SttEvent]) -> AsyncIterator[bytes]:
+async def _sse(model: ServedModel, first: SttEvent | None, rest: AsyncIterator[SttEvent], logprobs: bool
+               ) -> AsyncIterator[bytes]:
     """Server-sent events in OpenAI's shape: transcript.text.delta per segment, then transcript.text.done;
     a failure after the stream began is an ``error`` event, and so is a stream that ends without a result."""
     try:
         event = first
         while event is not None:
             if isinstance(event, SegmentEvent):
-                yield sse_frame(TranscriptionTextDeltaEvent(type="transcript.text.delta", delta=event.segment.text))
+                yield sse_frame(TranscriptionTextDeltaEvent.model_validate(
+                    {"type": "transcript.text.delta", "delta": event.segment.text,
+                     **({"logprobs": logprobs_of([event.segment])} if logprobs else {})}))
             elif isinstance(event, DoneEvent):
                 note_usage(audio_seconds_in=event.result.duration)
                 yield sse_frame(TranscriptionTextDoneEvent.model_validate(
-                    {"type": "transcript.text.done", "text": event.result.text, "usage": token_usage(event.result)}))
+                    {"type": "transcript.text.done", "text": event.result.text, "usage": token_usage(event.result),
+                     **({"logprobs": logprobs_of(event.result.segments)} if logprobs else {})}))
                 return
             else:
                 yield sse_frame(TranscriptionError(error=event.error))

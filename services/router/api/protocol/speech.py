@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from services.core.contracts.formats import CONTENT_TYPES, AudioFormat
 from services.core.contracts.wire import JsonFloat, JsonInt, has_words, speakable
+from services.core.http.unsupported import refuse_unsupported
 from services.router.api.protocol.docs import EVENT_STREAM, EXTENSION, SPEECH, audio_content
 
 MAX_INPUT_CHARS = 4096
@@ -28,8 +29,8 @@ class SpeechRequest(BaseModel):
                        f"voice_... id. {SPEECH}")
     response_format: AudioFormat = Field("mp3", description=f"The audio format. {SPEECH}")
     speed: JsonFloat = Field(1.0, ge=0.25, le=4.0, description=f"Speed, 0.25 to 4.0. {SPEECH}")
-    instructions: str | None = Field(None, description=f"Accepted; no backend here follows free-form instructions. "
-                                     f"{SPEECH}")
+    instructions: str | None = Field(None, description=f"Refused (400 naming it) when not empty: no backend here "
+                                     f"follows free-form instructions. {SPEECH}")
     stream_format: Literal["audio", "sse"] = Field("audio", description=f"Raw audio, or server-sent "
                                                    f"speech.audio.delta/done events. {SPEECH}")
     language: str | None = Field(None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]+)*$",
@@ -41,6 +42,14 @@ class SpeechRequest(BaseModel):
     @classmethod
     def _voice_object(cls, value: Any) -> Any:
         return value.get("id") if isinstance(value, dict) else value  # newer SDKs may send {"id": ...}
+
+    @field_validator("instructions")
+    @classmethod
+    def _no_instructions(cls, value: str | None) -> str | None:
+        if value and value.strip():
+            refuse_unsupported("instructions", "'instructions' is not supported: no speech model here follows "
+                               "free-form instructions")
+        return None
 
     @field_validator("input")
     @classmethod

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
 from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 from openai.types.audio import TranscriptionVerbose as OpenAITranscriptionVerbose
 from pydantic import BaseModel, Field, model_validator
 
 from services.core.contracts.errors import InvalidRequest
-from services.core.http.form_body import FormModel, UploadFile
+from services.core.http.form_body import FormModel, FormObject, UploadFile
+from services.core.http.unsupported import refuse_unsupported
 from services.router.api.protocol.docs import EXTENSION, TRANSCRIPTION
 
 ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
@@ -17,8 +19,18 @@ RESPONSE_FORMATS: tuple[str, ...] = ResponseFormat.__args__  # type: ignore[attr
 Granularity = Literal["word", "segment"]
 
 
+Include = Literal["logprobs"]
+DIARIZE_FIELDS = ("known_speaker_names", "known_speaker_references")  # the diarize model's only
+TRANSCRIBE_ONLY = ("include", "keywords", "languages", "chunking_strategy", *DIARIZE_FIELDS, "language")
+"""Fields OpenAI's translations do not define: refused there by name."""
+
+
 class TranscriptionForm(FormModel):
-    """OpenAI's transcription (and translation) request, plus the extensions ``vad_filter`` and ``fit_context``."""
+    """OpenAI's transcription (and translation) request, plus the extensions ``vad_filter`` and ``fit_context``.
+
+    Every OpenAI field works or is refused by name: ``include=logprobs`` (json only), ``keywords`` (joined into
+    Whisper's prompt), ``languages`` (a detection whitelist), ``chunking_strategy`` (``auto`` or a bare
+    ``server_vad``: VAD chunking, as ``vad_filter``); ``known_speaker_*`` belong to the diarize model."""
 
     file: UploadFile = Field(description=f"The audio file, in any format ffmpeg decodes. See {TRANSCRIPTION}")
     model: str = Field(min_length=1, description=f"A speech-to-text model, alias or dated snapshot. {TRANSCRIPTION}")
@@ -30,6 +42,21 @@ class TranscriptionForm(FormModel):
         default_factory=list, description=f"word and/or segment timestamps (verbose_json only); also sent as "
         f"timestamp_granularities[]. {TRANSCRIPTION}")
     stream: bool = Field(False, description=f"Answer server-sent transcript.text.delta/done events. {TRANSCRIPTION}")
+    include: list[Include] = Field(default_factory=list, description=f"logprobs: each text token's log-probability "
+                                   f"(response_format=json only); also sent as include[]. {TRANSCRIPTION}")
+    keywords: list[str] = Field(default_factory=list, max_length=100, description=f"Words or phrases to guide the "
+                                f"transcription: joined after the prompt into Whisper's initial prompt; also sent as "
+                                f"keywords[]. {TRANSCRIPTION}")
+    languages: list[Annotated[str, Field(max_length=16)]] = Field(
+        default_factory=list, max_length=32, description=f"Possible ISO-639-1 languages: detection picks among "
+        f"these (one is as language); also sent as languages[]. {TRANSCRIPTION}")
+    chunking_strategy: Annotated[str | None, FormObject()] = Field(
+        None, description=f"auto, or a server_vad object without tuning fields (JSON, or chunking_strategy[type]): "
+        f"the audio cut at the VAD's silences (as vad_filter). {TRANSCRIPTION}")
+    known_speaker_names: list[str] = Field(default_factory=list, description=f"The diarize model's only (refused "
+                                           f"for the others). {TRANSCRIPTION}")
+    known_speaker_references: list[str] = Field(default_factory=list, description=f"The diarize model's only "
+                                                f"(refused for the others). {TRANSCRIPTION}")
     vad_filter: bool = Field(False, description=f"{EXTENSION}: skip non-speech with Silero VAD")
     fit_context: bool = Field(False, description=f"{EXTENSION}: encode a short window over its own length "
                               "(faster-whisper)")
@@ -40,6 +67,34 @@ class TranscriptionForm(FormModel):
             raise InvalidRequest("timestamp_granularities needs response_format=verbose_json",
                                  param="timestamp_granularities")
         return self
+
+    @model_validator(mode="after")
+    def _logprobs_need_json(self) -> TranscriptionForm:
+        if self.include and self.response_format != "json":
+            raise InvalidRequest(f"include[]=logprobs is only supported with response_format=json, not "
+                                 f"'{self.response_format}'", param="include", code="unsupported_value")
+        return self
+
+    def uses_vad_chunking(self) -> bool:
+        """``chunking_strategy`` as this engine honours it: ``auto``, or ``{"type": "server_vad"}`` with no
+        tuning fields (their VAD settings are the model's own), cuts at the VAD's silences; else a 400 naming it."""
+        raw = self.chunking_strategy
+        if raw is None:
+            return False
+        if raw == "auto":
+            return True
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or value.get("type") != "server_vad":
+            raise InvalidRequest("'chunking_strategy' must be 'auto' or a JSON object with type 'server_vad'",
+                                 param="chunking_strategy")
+        for key in value:
+            if key != "type":
+                refuse_unsupported(f"chunking_strategy.{key}"[:64], f"chunking_strategy.{key} is not supported: "
+                                   "VAD chunking here uses the model's own VAD settings")
+        return True
 
 
 class TranscriptionVerbose(OpenAITranscriptionVerbose):
