@@ -65,7 +65,7 @@ def test_session_update_shapes():
     with pytest.raises(RealtimeError) as bad:
         config.update({"type": "session.update", "event_id": "x", "session": {
             "type": "transcription", "audio": {"input": {"turn_detection": {"silence_duration_ms": "500"}}}}})
-    assert bad.value.param == "session.turn_detection.silence_duration_ms" and bad.value.event_id == "x"
+    assert bad.value.param == "session.audio.input.turn_detection.silence_duration_ms" and bad.value.event_id == "x"
     assert config.turn_detection is None  # a refused update changes nothing
 
 

@@ -101,15 +101,18 @@ def cleared() -> dict[str, Any]:
     return server_event("input_audio_buffer.cleared")
 
 
-def delta(item_id: str, text: str) -> dict[str, Any]:
+def delta(item_id: str, text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A piece of a turn's transcript; ``logprobs`` (the session's ``include``) its tokens'."""
     return server_event("conversation.item.input_audio_transcription.delta", item_id=item_id, content_index=0,
-                        delta=text)
+                        delta=text, **({"logprobs": logprobs} if logprobs is not None else {}))
 
 
-def completed(item_id: str, transcript: str, seconds: float) -> dict[str, Any]:
+def completed(item_id: str, transcript: str, seconds: float, logprobs: list[dict[str, Any]] | None = None
+              ) -> dict[str, Any]:
     return server_event("conversation.item.input_audio_transcription.completed", item_id=item_id,
                         content_index=0, transcript=transcript,
-                        usage={"type": "duration", "seconds": round(seconds, 3)})
+                        usage={"type": "duration", "seconds": round(seconds, 3)},
+                        **({"logprobs": logprobs} if logprobs is not None else {}))
 
 
 def failed(item_id: str, exc: HarmonyError) -> dict[str, Any]:

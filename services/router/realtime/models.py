@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 
 import numpy as np
 
@@ -45,12 +46,12 @@ class SessionModels:
         return next((m for m in self.table.models.values() if m.task == Task.vad), None)
 
     async def transcribe(self, model: ServedModel, settings: Transcription, audio: np.ndarray,
-                         final: bool) -> TranscriptionResult:
+                         final: bool, logprobs: bool = False) -> TranscriptionResult:
         """A turn (or, not ``final``, the turn so far) transcribed: a final at the ``realtime`` priority, ahead of
         interactive work; a partial at the interactive priority under a short deadline."""
         call_as("realtime" if final else None, FINAL_TIMEOUT_S if final else PARTIAL_TIMEOUT_S)
         params = TranscriptionParams(model=model.name, language=settings.language, prompt=settings.prompt,
-                                     fit_context=True)
+                                     fit_context=True, logprobs=logprobs)
         wav = encode_audio(audio, RATE, "wav")
         response = await self.clients.post(model, "/v1/audio/transcriptions", data=params.form(),
                                            files={"file": ("turn.wav", wav, "audio/wav")})
@@ -63,6 +64,20 @@ class SessionModels:
         body = VadStreamRequest(model=model.name, audio=base64.b64encode(pcm).decode(), state=state)
         response = await self.clients.post(model, "/v1/audio/vad/stream", json=body.model_dump(exclude_none=True))
         return VadStreamResult.model_validate_json(response.content)
+
+
+def token_logprobs(result: TranscriptionResult, first_word: int = 0, end_word: int | None = None
+                   ) -> list[dict[str, Any]]:
+    """The ``logprobs`` of ``result``'s tokens that fall in its words ``first_word`` up to ``end_word`` (words as
+    ``str.split`` counts them in the transcript): those a delta of those words carries."""
+    items, text = [], ""
+    for segment in result.segments:
+        for item in segment.logprobs or []:
+            text += item.token
+            word = max(0, len(text.split()) - 1)  # the word this token ends in
+            if first_word <= word and (end_word is None or word < end_word):
+                items.append(item.model_dump())
+    return items
 
 
 _WORD = re.compile(r"[\W_]+")

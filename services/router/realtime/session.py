@@ -38,7 +38,7 @@ from services.core.contracts.wire import TranscriptionResult
 from services.router.realtime import events
 from services.router.realtime.config import SessionConfig, Transcription
 from services.router.realtime.events import RealtimeError
-from services.router.realtime.models import DeltaText, SessionModels
+from services.router.realtime.models import DeltaText, SessionModels, token_logprobs
 from services.router.realtime.turns import RATE, AudioTimeline, TurnDetector, TurnEvent, ms
 
 log = logging.getLogger("harmony.realtime")
@@ -281,14 +281,16 @@ class RealtimeSession:
             log.debug("partial decode of %s dropped: %s", turn.item_id, exc.message)
             return
         if self.turn is turn and turn.early is None:
+            sent = len(turn.deltas.sent)
             text = turn.deltas.next(result.text.strip())
             if text:
-                await self.send(events.delta(turn.item_id, text))
+                logprobs = token_logprobs(result, sent, len(turn.deltas.sent)) if self.config.logprobs else None
+                await self.send(events.delta(turn.item_id, text, logprobs))
 
     async def _decode(self, audio: np.ndarray, final: bool) -> TranscriptionResult:
         settings = self.config.transcription
         model = self.models.stt(settings)
-        return await self.models.transcribe(model, settings, audio, final=final)
+        return await self.models.transcribe(model, settings, audio, final=final, logprobs=self.config.logprobs)
 
     async def _commit(self, end: int, quiet_since_pause: bool = False) -> None:
         """The input buffer up to ``end`` becomes an item: ``committed``, then its transcript when decoded. The
@@ -319,21 +321,24 @@ class RealtimeSession:
         when none went out, as OpenAI's whisper-1 sends it), then ``completed``. The turn is paid for first (its
         seconds held against the key's quota, one request in its minute) and charged when transcribed."""
         seconds = len(audio) / RATE
-        rest = None
+        rest, rest_logprobs, logprobs = None, None, self.config.logprobs
         refused: HarmonyError | None = None
         try:
             hold = await self._pay(seconds, early)
             try:
                 result = await _early_result(early)
                 if result is None:
-                    result = await self.models.transcribe(self.models.stt(settings), settings, audio, final=True)
+                    result = await self.models.transcribe(self.models.stt(settings), settings, audio, final=True,
+                                                          logprobs=logprobs)
             except BaseException:
                 await asyncio.shield(release_hold(hold))
                 raise
             await settle_turn(hold, seconds)
             text = result.text.strip()
+            sent = len(deltas.sent)
             rest = deltas.rest(text)
-            event = events.completed(item_id, text, seconds)
+            rest_logprobs = token_logprobs(result, sent, len(deltas.sent)) if logprobs else None
+            event = events.completed(item_id, text, seconds, token_logprobs(result) if logprobs else None)
             self.transcribed_s += seconds
         except HarmonyError as exc:
             event = events.failed(item_id, exc)
@@ -341,7 +346,7 @@ class RealtimeSession:
         if before is not None:
             await asyncio.wait([before])  # transcripts go out in the order of their turns
         if rest:
-            await self.send(events.delta(item_id, rest))
+            await self.send(events.delta(item_id, rest, rest_logprobs))
         await self.send(event)
         if refused is not None:
             await self.send(events.error_event(refused))
