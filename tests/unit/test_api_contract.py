@@ -23,7 +23,7 @@ from services.batches.wire import BatchErrors, BatchObject, RequestCounts
 from services.batches.wire import FileObject as EngineFile
 from services.core.contracts.errors import InvalidRequest
 from services.core.contracts.specs import parse_config
-from services.core.contracts.wire import Segment, TranscriptionResult, Word
+from services.core.contracts.wire import Segment, TokenLogprob, TranscriptionResult, Word
 from services.core.http.form_body import form_request_body, parse_form
 from services.core.http.sse import sse_frame
 from services.router.api.protocol.embeddings import SpeakerEmbeddingResponse
@@ -100,9 +100,16 @@ def _json(model) -> str:
 
 
 def test_the_sdk_parses_transcriptions_strictly():
-    assert Transcription.model_validate_json(_json(to_json(_result())), strict=True).usage.seconds == 3
+    plain = Transcription.model_validate_json(_json(to_json(_result())), strict=True)
+    assert plain.usage.type == "tokens" and plain.usage.total_tokens == 127 and plain.logprobs is None
+    result = _result()
+    result.segments[0].logprobs = [TokenLogprob(token=" Hallo", logprob=-0.2, bytes=list(b" Hallo")),
+                                   TokenLogprob(token=".", logprob=-0.01, bytes=[46])]
+    with_logprobs = Transcription.model_validate_json(_json(to_json(result, logprobs=True)), strict=True)
+    assert [item.token for item in with_logprobs.logprobs] == [" Hallo", "."]
     verbose = TranscriptionVerbose.model_validate_json(_json(to_verbose(_result(), True, True)), strict=True)
     assert verbose.language == "german" and verbose.segments[0].tokens == [5, 6] and verbose.words[0].word == "Hallo."
+    assert verbose.usage.type == "duration"  # the only usage verbose_json's type takes (whisper-1's)
     delta = sse_frame(TranscriptionTextDeltaEvent(type="transcript.text.delta", delta=" Hallo."))
     done = sse_frame(TranscriptionTextDoneEvent.model_validate(
         {"type": "transcript.text.done", "text": " Hallo.", "usage": token_usage(_result())}))
