@@ -105,9 +105,9 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
 
     app.include_router(metrics.router())
     app.include_router(models_routes.routes(table, clients))
-    app.include_router(transcriptions.routes(table, clients))
     app.state.voices = VoiceDirectory(table, clients)
     app.state.pipelines = PipelineRunner(table, clients, app.state.voices)
+    app.include_router(transcriptions.routes(table, clients, app.state.pipelines))
     app.include_router(speech.routes(app.state.voices, clients, app.state.pipelines))
     app.include_router(voice_admin.routes(app.state.pipelines, clients))
     app.include_router(embeddings.routes(app.state.pipelines))

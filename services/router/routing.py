@@ -59,6 +59,7 @@ class ModelTable:
         self.models: dict[str, ServedModel] = {}
         self.routes: dict[str, NamedRoute] = {}
         self._public: dict[str, str] = {}
+        self._route_aliases: dict[str, str] = {}  # a route's alias -> the route
         self._turn = itertools.count()
         self.created = int(time.time())
         # models someone waits on for a first ready replica: the waiters' loop and event
@@ -126,15 +127,25 @@ class ModelTable:
             for alias in model.spec.aliases:
                 public.setdefault(alias, model.name)
         self._public = public
+        self._route_aliases = {alias: route.name for route in self.routes.values() for alias in route.aliases
+                               if alias not in public and alias not in self.routes}
 
     def lookup(self, public_name: str) -> str | None:
         """The model a public name (model, alias, or dated snapshot of an alias) stands for."""
-        name = self._public.get(public_name)
+        name = self._public.get(public_name) or self._route_aliases.get(public_name)
         if name is None and (match := SNAPSHOT.match(public_name)):
             alias = match["alias"]
             if self._public.get(alias, alias) != alias:  # an alias, not a model's own name
                 name = self._public[alias]
+            name = name or self._route_aliases.get(alias)
         return name
+
+    def named_route(self, public_name: str | None, task: Task) -> NamedRoute | None:
+        """The declared route of ``task`` that ``public_name`` names (its name, an alias, a dated snapshot of one)."""
+        if not public_name:
+            return None
+        route = self.routes.get(public_name) or self.routes.get(self.lookup(public_name) or "")
+        return route if route is not None and route.task == task else None
 
     def resolve(self, public_name: str | None, task: Task, param: str = "model") -> ServedModel:
         """The model of ``task`` a public name stands for (400 when none is named or it serves another task, 404 when
@@ -146,7 +157,10 @@ class ModelTable:
             served = sorted(n for n, m in self._public.items() if self.models[m].task == task)
             raise ModelNotFound(f"The model '{public_name}' does not exist. Models for this endpoint: "
                                 f"{', '.join(served) or 'none'}", param=param)
-        model = self.models[name]
+        model = self.models.get(name)
+        if model is None:  # a route's alias: its own endpoint runs it
+            raise InvalidRequest(f"model '{public_name}' is a pipeline route and cannot serve this endpoint "
+                                 f"({task.value})", param=param, code="model_task_mismatch")
         if model.task != task:
             raise InvalidRequest(f"model '{public_name}' is a {model.task.value} model and cannot serve this "
                                  f"endpoint ({task.value})", param=param, code="model_task_mismatch")
@@ -189,6 +203,8 @@ class ModelTable:
                             **({"alias_of": name} if public != name else {}),
                             "languages": model.spec.languages})
         for route in self.routes.values():
-            entries.append({"id": route.name, "object": "model", "created": self.created, "owned_by": "harmony",
-                            "task": route.task.value, "pipeline": [s.model_dump() for s in route.steps]})
+            for public in [route.name, *(a for a, name in self._route_aliases.items() if name == route.name)]:
+                entries.append({"id": public, "object": "model", "created": self.created, "owned_by": "harmony",
+                                "task": route.task.value, "pipeline": [s.model_dump() for s in route.steps],
+                                **({"alias_of": route.name} if public != route.name else {})})
         return entries

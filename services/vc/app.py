@@ -21,6 +21,9 @@ from services.core.contracts.wire import (
     EmbeddingData,
     EmbeddingParams,
     EmbeddingResult,
+    EmbeddingWindow,
+    EmbeddingWindowsParams,
+    EmbeddingWindowsResult,
     RegisteredVoice,
     RegisteredVoiceList,
     VoiceDeleted,
@@ -31,7 +34,7 @@ from services.core.http.service_app import LoadedModel, ModelRegistry, create_se
 from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
 from services.core.runtime.weights import cache_dir
-from services.core.tasks.jobs import ConversionJob
+from services.core.tasks.jobs import ConversionJob, WindowEmbeddings, WindowsJob
 from services.core.tasks.protocols import SpeakerEncoder, VoiceConverter
 from services.store.db import open_database
 from services.store.objects import missing_required_store, object_store_settings, open_object_store
@@ -63,7 +66,42 @@ def embedding_routes(encoders: ModelRegistry[SpeakerEncoder], metrics: Metrics) 
         return EmbeddingResult(model=model.spec.name, speech_seconds=round(seconds, 3),
                                data=[EmbeddingData(embedding=[float(x) for x in embedding])])
 
+    @api.post("/v1/audio/embeddings/windows")
+    async def embedding_windows(request: Request) -> EmbeddingWindowsResult:
+        form = await read_form(request)
+        params = EmbeddingWindowsParams.from_form(form)
+        model = encoders.get(params.model)
+        if model.capabilities.windows is None:
+            raise InvalidRequest(f"speaker encoder '{model.spec.name}' does not embed windows", param="model",
+                                 code="unsupported_model")
+        data, _ = await form_file(form)
+        rate, limit = model.backend.sample_rate, model.spec.limits.audio_seconds(Task.embed)
+        audio = await asyncio.to_thread(decode_audio, data, rate, max_seconds=min(
+            limit, params.max_audio_seconds or limit))
+        duration = len(audio) / rate
+        spans = parse_segments(params.segments) or [(0.0, duration)]
+        windows = await asyncio.gather(*(_windows_of(model, audio, rate, start, end, params.step_s)
+                                         for start, end in spans if end > start and start < duration))
+        metrics.count_request(model.spec.name, "ok")
+        metrics.audio_seconds.labels(model.spec.name).inc(duration)
+        return EmbeddingWindowsResult(model=model.spec.name, duration=round(duration, 3),
+                                      window_seconds=model.capabilities.windows.window_seconds,
+                                      data=[w for found in windows for w in found])
+
     return api
+
+
+async def _windows_of(model: LoadedModel[SpeakerEncoder], audio: np.ndarray, rate: int, start: float, end: float,
+                      step_s: float) -> list[EmbeddingWindow]:
+    """The windows of one speech segment, in the file's seconds (a window's end clamped to the segment's)."""
+    piece = audio[int(start * rate):int(end * rate)]
+    if len(piece) < rate // 10:  # under 0.1 s: nothing a speaker encoder can tell
+        return []
+    found = await model.batcher.submit(WindowsJob(audio=piece, step_s=step_s))
+    assert isinstance(found, WindowEmbeddings)
+    return [EmbeddingWindow(start=round(start + float(s), 3), end=round(min(start + float(e), end), 3),
+                            embedding=[round(float(x), 6) for x in vector])
+            for s, e, vector in zip(found.starts, found.ends, found.embeddings)]
 
 
 def conversion_routes(converters: ModelRegistry[VoiceConverter], metrics: Metrics, store: VoiceStore | None

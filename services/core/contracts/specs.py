@@ -358,6 +358,8 @@ class SpeechRouteSpec(Strict):
 
     task: Task = Field(..., description="the task the route answers as, e.g. tts for voice cloning")
     description: str = ""
+    aliases: list[ModelName] = Field(default_factory=list, description="other public names of the route, e.g. "
+                                     "gpt-4o-transcribe-diarize")
     steps: list[RouteStep] = Field(..., min_length=1)
 
 
@@ -521,9 +523,10 @@ class HarmonyConfig(Strict):
                     raise ValueError(f"public model name '{public}' is used twice ({seen[public]} and {model.name})")
                 seen[public] = model.name
         for route in self.routes:
-            if route.name in seen:
-                raise ValueError(f"route name '{route.name}' is already used by model {seen[route.name]}")
-            seen[route.name] = route.name
+            for public in [route.name, *route.aliases]:
+                if public in seen:
+                    raise ValueError(f"route name '{public}' is already used by model {seen[public]}")
+                seen[public] = route.name
             for step in route.steps:
                 if not any(m.name == step.model for m in self.models):
                     raise ValueError(f"route '{route.name}' step '{step.name}' names unknown model '{step.model}'")

@@ -335,6 +335,37 @@ class EmbeddingResult(BaseModel):
     data: list[EmbeddingData]
 
 
+class EmbeddingWindowsParams(FormFields):
+    """Router -> voice service: fields beside one ``file`` on ``POST /v1/audio/embeddings/windows`` (diarization).
+
+    ``segments`` (JSON list of ``{"start", "end"}``, the VAD's speech) are embedded window by window, a window every
+    ``step_s`` seconds; without them the whole file is.
+    """
+
+    model: str | None = None
+    segments: str | None = None
+    step_s: float = Field(0.5, ge=0.1, le=1.6, description="seconds between the starts of two windows")
+    max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold)")
+
+
+class EmbeddingWindow(BaseModel):
+    """One window of speech (seconds of the file) and its unit-length speaker embedding."""
+
+    start: float
+    end: float
+    embedding: list[float]
+
+
+class EmbeddingWindowsResult(BaseModel):
+    """Voice service -> router: the windows of every speech segment, in time order."""
+
+    object: Literal["list"] = "list"
+    model: str
+    duration: float
+    window_seconds: float
+    data: list[EmbeddingWindow]
+
+
 # ---------------------------------------------------------------------------- voice conversion and the voice store
 
 

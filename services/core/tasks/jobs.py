@@ -92,3 +92,26 @@ class ConversionJob:
     audio: np.ndarray
     sample_rate: int
     target: Any
+
+
+# ---------------------------------------------------------------------------- speaker embedding over windows
+
+
+@dataclass
+class WindowsJob:
+    """Speaker embeddings of ``audio``'s sliding windows (mono float32 at the encoder's rate), one every
+    ``step_s`` seconds (diarization); the answer is a ``WindowEmbeddings``."""
+
+    audio: np.ndarray
+    step_s: float
+
+
+@dataclass
+class WindowEmbeddings:
+    """One unit-length embedding per window (``embeddings``: [n, size]) and each window's start and end in
+    seconds of the job's audio (the last window may reach past its end: it was padded)."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    embeddings: np.ndarray
+

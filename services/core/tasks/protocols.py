@@ -28,7 +28,7 @@ import numpy as np
 
 from services.core.contracts.specs import NamedModel, Task
 from services.core.contracts.wire import SttTask, VoiceInfo
-from services.core.tasks.jobs import ChunkJob, ChunkResult, ConversionJob, SynthJob
+from services.core.tasks.jobs import ChunkJob, ChunkResult, ConversionJob, SynthJob, WindowEmbeddings, WindowsJob
 from services.core.tasks.wanted import Abandoned, Wanted, all_wanted
 
 
@@ -113,6 +113,17 @@ class EmbeddingSized(SpeakerEncoder, Protocol):
 
 
 @runtime_checkable
+class WindowedEncoder(SpeakerEncoder, Protocol):
+    """A speaker encoder that also embeds sliding windows (optional; diarization): a batch may then hold
+    ``WindowsJob`` items beside plain arrays, each answered a ``WindowEmbeddings``."""
+
+    window_seconds: float
+
+    def run_batch(self, items: Sequence[np.ndarray | WindowsJob]  # type: ignore[override]
+                  ) -> list[np.ndarray | WindowEmbeddings]: ...
+
+
+@runtime_checkable
 class VoiceConverter(Backend, Protocol):
     """Voice conversion: speech toward a target speaker, described by the converter's own statistics."""
 
@@ -161,6 +172,7 @@ class Capabilities:
 
     streaming: StreamingVadBackend | None = None   # a VAD backend that continues live streams
     embedding_size: int | None = None              # the length of a speaker encoder's embeddings, when it names it
+    windows: WindowedEncoder | None = None         # a speaker encoder that embeds sliding windows (diarization)
 
     @classmethod
     def of(cls, backend: Any, task: Task) -> Capabilities:
@@ -175,7 +187,8 @@ class Capabilities:
         size = None
         if task == Task.embed and isinstance(backend, EmbeddingSized):
             size = _size(backend, "embedding_size", backend.embedding_size)
-        return cls(streaming=streaming, embedding_size=size)
+        windows = backend if task == Task.embed and isinstance(backend, WindowedEncoder) else None
+        return cls(streaming=streaming, embedding_size=size, windows=windows)
 
 
 def _members(protocol: type) -> list[str]:

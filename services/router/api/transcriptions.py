@@ -25,6 +25,8 @@ from services.core.http.form_body import form_request_body
 from services.core.http.sse import MEDIA_TYPE, sse_frame
 from services.core.http.unsupported import refuse_unsupported
 from services.router.access import allow_model
+from services.router.api import diarization
+from services.router.api.protocol.diarization import TranscriptionDiarized
 from services.router.api.protocol.transcription import (
     DIARIZE_FIELDS,
     RESPONSES,
@@ -37,25 +39,32 @@ from services.router.api.protocol.transcription import (
     TranscriptionVerbose,
 )
 from services.router.api.transcript_formats import logprobs_of, render, token_usage
+from services.router.pipelines import PipelineRunner
 from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients, transport_errors
 from services.router.upstream.relay import RelayResponse, Upstream
 
 STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
-ANSWERS = {"response_model": TranscriptionVerbose | Transcription, "responses": RESPONSES,
+ANSWERS = {"response_model": TranscriptionVerbose | TranscriptionDiarized | Transcription, "responses": RESPONSES,
            "openapi_extra": form_request_body(TranscriptionForm)}
 
 
-def routes(table: ModelTable, clients: ServiceClients) -> APIRouter:
+def routes(table: ModelTable, clients: ServiceClients, runner: PipelineRunner | None = None) -> APIRouter:
     api = APIRouter(tags=["audio"])
+
+    async def handle(form: TranscriptionForm, task: str) -> Response:
+        route = table.named_route(form.model, Task.stt)  # the diarize route (gpt-4o-transcribe-diarize)
+        if route is not None and runner is not None:
+            return await diarization.handle(form, route, runner, clients, task)
+        return await _handle(form, table, clients, task=task)
 
     @api.post("/v1/audio/transcriptions", **ANSWERS)  # type: ignore[arg-type]
     async def transcriptions(request: Request) -> Response:
-        return await _handle(await TranscriptionForm.read(request), table, clients, task="transcribe")
+        return await handle(await TranscriptionForm.read(request), "transcribe")
 
     @api.post("/v1/audio/translations", **ANSWERS)  # type: ignore[arg-type]
     async def translations(request: Request) -> Response:
-        return await _handle(await TranscriptionForm.read(request), table, clients, task="translate")
+        return await handle(await TranscriptionForm.read(request), "translate")
 
     return api
 
@@ -64,6 +73,9 @@ async def _handle(form: TranscriptionForm, table: ModelTable, clients: ServiceCl
     model = table.resolve(form.model, Task.stt)
     allow_model(table, form.model, model)  # 403 when the request's API key may not use it
     params = _params(form, model, task)
+    if form.response_format == "diarized_json":
+        raise InvalidRequest(f"response_format 'diarized_json' needs a diarization model (gpt-4o-transcribe-diarize), "
+                             f"not '{form.model}'", param="response_format", code="unsupported_value")
     data, filename = await form.file.read(), form.file.filename or "audio"
     limit = model.spec.limits.audio_seconds(Task.stt)
     held = await reserve_audio(lambda: upload_seconds(data, limit))  # before any work: the key's quota decides

@@ -38,6 +38,7 @@ from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.cpus import threads_per_instance
 from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
+from services.core.tasks.jobs import WindowEmbeddings, WindowsJob
 
 if TYPE_CHECKING:
     from resemblyzer.voice_encoder import VoiceEncoder
@@ -51,6 +52,8 @@ MIN_COVERAGE = 0.75         # ...and min_coverage: a last partial window less fu
 TARGET_DBFS = -30           # resemblyzer.hparams.audio_norm_target_dBFS
 INT16_MAX = (2 ** 15) - 1
 DEFAULT_MAX_PARTIALS = 256
+WINDOW_SECONDS = 1.6        # a partial window: 160 mel frames of 10 ms
+MAX_WINDOW_STEP_S = 1.6     # windows must cover the audio (compute_partial_slices: rate >= 0.625)
 WEIGHTS_FILE = "pretrained.pt"
 
 
@@ -92,6 +95,7 @@ class ResemblyzerEncoder:
     devices = ("cpu", "cuda")
     sample_rate = SAMPLE_RATE
     embedding_size = EMBEDDING_SIZE  # what the voice service checks a registered voice's embedding against
+    window_seconds = WINDOW_SECONDS  # WindowsJob: each partial window's own embedding (diarization)
 
     def __init__(self, spec: NamedModel) -> None:
         self.spec = spec
@@ -144,17 +148,21 @@ class ResemblyzerEncoder:
         log.info("loaded %s from %s on %s in %.1fs", self.name, path, device, self.load_seconds)
 
     # inference
-    def partials(self, wav: np.ndarray) -> np.ndarray:
-        """The partial mel windows of one clip, exactly as ``embed_utterance`` cuts them: [n, 160, 40]."""
+    def partials(self, wav: np.ndarray, rate: float = PARTIALS_PER_SECOND) -> np.ndarray:
+        """The partial mel windows of one clip, exactly as ``embed_utterance`` cuts them (``rate`` windows a
+        second): [n, 160, 40]."""
+        return self._partials(wav, rate)[0]
+
+    def _partials(self, wav: np.ndarray, rate: float) -> tuple[np.ndarray, list[slice]]:
         if self._slices is None or self._audio is None:
             raise RuntimeError(f"{self.name} is not loaded")
         wav = normalize_volume(wav)
-        wav_slices, mel_slices = self._slices(len(wav), PARTIALS_PER_SECOND, MIN_COVERAGE)
+        wav_slices, mel_slices = self._slices(len(wav), rate, MIN_COVERAGE)
         needed = wav_slices[-1].stop
         if needed >= len(wav):
             wav = np.pad(wav, (0, needed - len(wav)), "constant")
         mel = self._audio.wav_to_mel_spectrogram(wav)
-        return np.stack([mel[s] for s in mel_slices])
+        return np.stack([mel[s] for s in mel_slices]), wav_slices
 
     def _forward(self, mels: np.ndarray) -> np.ndarray:
         import torch
@@ -169,30 +177,44 @@ class ResemblyzerEncoder:
                 out.append(model(chunk.to(model.device)).float().cpu().numpy())
         return np.concatenate(out)
 
-    def run_batch(self, items: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def run_batch(self, items: Sequence[np.ndarray | WindowsJob]) -> list[np.ndarray | WindowEmbeddings]:
+        """Each array's utterance embedding (its partials averaged), and each ``WindowsJob``'s windows embedded one
+        by one; the partial windows of every item go through the network together."""
         if self.model is None:
             raise RuntimeError(f"{self.name} is not loaded")
         results: list = [None] * len(items)
         windows: list[np.ndarray] = []
-        owners: list[int] = []
-        counts: list[int] = []
+        owners: list[tuple[int, int, list[slice] | None]] = []  # (item, partial count, window slices of a job)
         for index, item in enumerate(items):
-            wav = np.asarray(item, dtype=np.float32)
+            job = item if isinstance(item, WindowsJob) else None
+            wav = np.asarray(job.audio if job else item, dtype=np.float32)
             if wav.ndim != 1:
                 results[index] = InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}")
                 continue
             if not np.all(np.isfinite(wav)):
                 results[index] = InvalidAudio("audio holds NaN or infinite samples")
                 continue
-            parts = self.partials(wav)
+            step = min(max(job.step_s, 0.05), MAX_WINDOW_STEP_S) if job else None
+            parts, slices = self._partials(wav, 1.0 / step if step else PARTIALS_PER_SECOND)
             windows.append(parts)
-            owners.append(index)
-            counts.append(len(parts))
+            owners.append((index, len(parts), slices if job else None))
         if windows:
             embeds = self._forward(np.concatenate(windows))
             start = 0
-            for index, count in zip(owners, counts):
-                mean = embeds[start:start + count].mean(axis=0)
+            for index, count, cuts in owners:
+                mine = embeds[start:start + count]
                 start += count
-                results[index] = (mean / np.linalg.norm(mean, 2)).astype(np.float32)
+                results[index] = _utterance(mine) if cuts is None else _windows(mine, cuts, self.sample_rate)
         return results
+
+
+def _utterance(partials: np.ndarray) -> np.ndarray:
+    mean = partials.mean(axis=0)
+    return (mean / np.linalg.norm(mean, 2)).astype(np.float32)
+
+
+def _windows(partials: np.ndarray, slices: list[slice], rate: int) -> WindowEmbeddings:
+    norms = np.linalg.norm(partials, axis=1, keepdims=True)
+    return WindowEmbeddings(starts=np.array([s.start / rate for s in slices]),
+                            ends=np.array([s.stop / rate for s in slices]),
+                            embeddings=(partials / np.maximum(norms, 1e-12)).astype(np.float32))

@@ -12,20 +12,21 @@ from pydantic import BaseModel, Field, model_validator
 from services.core.contracts.errors import InvalidRequest
 from services.core.http.form_body import FormModel, FormObject, UploadFile
 from services.core.http.unsupported import refuse_unsupported
+from services.router.api.protocol.diarization import DIARIZATION_EXTENSIONS, DiarizationFields
 from services.router.api.protocol.docs import EXTENSION, TRANSCRIPTION
 
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 RESPONSE_FORMATS: tuple[str, ...] = ResponseFormat.__args__  # type: ignore[attr-defined]
 Granularity = Literal["word", "segment"]
 
 
 Include = Literal["logprobs"]
-DIARIZE_FIELDS = ("known_speaker_names", "known_speaker_references")  # the diarize model's only
+DIARIZE_FIELDS = ("known_speaker_names", "known_speaker_references", *DIARIZATION_EXTENSIONS)  # diarize's only
 TRANSCRIBE_ONLY = ("include", "keywords", "languages", "chunking_strategy", *DIARIZE_FIELDS, "language")
 """Fields OpenAI's translations do not define: refused there by name."""
 
 
-class TranscriptionForm(FormModel):
+class TranscriptionForm(DiarizationFields, FormModel):
     """OpenAI's transcription (and translation) request, plus the extensions ``vad_filter`` and ``fit_context``.
 
     Every OpenAI field works or is refused by name: ``include=logprobs`` (json only), ``keywords`` (joined into

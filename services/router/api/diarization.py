@@ -1,0 +1,201 @@
+"""Diarized transcription: ``POST /v1/audio/transcriptions`` with the diarize route (``gpt-4o-transcribe-diarize``).
+
+The route's steps run through ``services.router.diarization`` (VAD, the speaker encoder's windows, Whisper's words);
+speakers are named from ``known_speaker_names[]`` + ``known_speaker_references[]`` (data URLs of 2-10 s of audio, or
+the id of a voice the key registered) and, with ``known_speakers=registered``, every voice the key owns. Answers:
+``diarized_json`` (``TranscriptionDiarized``), ``json``, ``text``; ``stream=true`` sends one
+``transcript.text.segment`` event per segment, then ``transcript.text.done``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+
+from services.auth.estimates import covered, upload_seconds
+from services.auth.guard import check_voice, note_usage, reserve_audio, visible_voices
+from services.core.audio import decode_audio
+from services.core.contracts.errors import HarmonyError, InvalidRequest
+from services.core.contracts.specs import NamedRoute, Task
+from services.core.contracts.wire import RegisteredVoice, RegisteredVoiceList
+from services.core.http.sse import MEDIA_TYPE, sse_frame
+from services.core.http.unsupported import refuse_unsupported
+from services.router.access import allow_route
+from services.router.api.protocol.diarization import (
+    DIARIZED_FORMATS,
+    MAX_KNOWN_SPEAKERS,
+    REFERENCE_SECONDS,
+    TranscriptionDiarized,
+    TranscriptionDiarizedSegment,
+    TranscriptionTextSegmentEvent,
+)
+from services.router.api.protocol.transcription import Transcription, TranscriptionForm, TranscriptionTextDoneEvent
+from services.router.api.transcript_formats import json_response
+from services.router.api.voice_admin import store_model
+from services.router.diarization.clustering import SPEAKER_SIMILARITY_THRESHOLD, name_speakers
+from services.router.diarization.pipeline import DiarizationJob, Diarized, VadSettings, diarize, embed_reference
+from services.router.pipelines import PipelineRunner
+from services.router.upstream.clients import ServiceClients
+
+REFERENCES = "known_speaker_references"
+NOT_HONOURED = ("include", "keywords", "languages", "timestamp_granularities", "vad_filter", "fit_context")
+VAD_FIELDS = {"threshold": float, "prefix_padding_ms": int, "silence_duration_ms": int}
+
+
+async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRunner, clients: ServiceClients,
+                 task: str) -> Response:
+    allow_route(runner.table, route, Task.stt, None)  # 403 when the key may not use the route
+    if task != "transcribe":
+        raise InvalidRequest(f"model '{form.model}' does not translate", param="model", code="model_task_mismatch")
+    for name in NOT_HONOURED:
+        if name in form.model_fields_set:
+            refuse_unsupported(name, f"'{name}' is not supported with model '{form.model}'")
+    if form.response_format not in DIARIZED_FORMATS:
+        raise InvalidRequest(f"response_format '{form.response_format}' is not supported by model '{form.model}': "
+                             f"use {', '.join(DIARIZED_FORMATS)}", param="response_format", code="unsupported_value")
+    job = DiarizationJob(filename=form.file.filename or "audio", audio=await form.file.read(),
+                         vad=_vad_settings(form.chunking_strategy), chunked=form.chunking_strategy is not None,
+                         language=form.language.lower() if form.language else None, prompt=form.prompt,
+                         temperature=form.temperature, min_speakers=form.min_speakers, max_speakers=form.max_speakers)
+    if job.min_speakers and job.max_speakers and job.min_speakers > job.max_speakers:
+        raise InvalidRequest("'min_speakers' is over 'max_speakers'", param="min_speakers")
+    references = await _known_speakers(form, route, runner, clients)
+    limit = runner.table.models[runner.step_model(route, Task.stt).name].spec.limits.audio_seconds(Task.stt)
+    held = await reserve_audio(lambda: upload_seconds(job.audio, limit))
+
+    async def run(cap: float | None) -> Diarized:
+        job.cap = cap
+        return await diarize(runner.table, clients, route, job)
+
+    result = await covered(run, held, limit, lambda seconds: reserve_audio(lambda: seconds))
+    note_usage(audio_seconds_in=result.duration)
+    threshold = SPEAKER_SIMILARITY_THRESHOLD if form.speaker_similarity_threshold is None \
+        else form.speaker_similarity_threshold
+    answer = _answer(result, name_speakers(result.means, references, threshold))
+    headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(result.steps_run)}
+    if form.stream:
+        return StreamingResponse(_events(answer), media_type=MEDIA_TYPE, headers={**headers,
+                                                                                 "Cache-Control": "no-cache"})
+    if form.response_format == "text":
+        return PlainTextResponse(answer.text + "\n", headers=headers)
+    if form.response_format == "json":
+        usage = answer.usage.model_dump() if answer.usage else None
+        return _with_headers(json_response(Transcription.model_validate({"text": answer.text, "usage": usage})),
+                             headers)
+    return _with_headers(json_response(answer), headers)
+
+
+def _with_headers(response: Response, headers: dict[str, str]) -> Response:
+    response.headers.update(headers)
+    return response
+
+
+def _answer(result: Diarized, names: dict[int, str]) -> TranscriptionDiarized:
+    segments = [TranscriptionDiarizedSegment(id=f"seg_{i}", type="transcript.text.segment", start=round(s.start, 3),
+                                             end=round(s.end, 3), speaker=names.get(s.speaker, "A"), text=s.text)
+                for i, s in enumerate(result.segments)]
+    return TranscriptionDiarized.model_validate({
+        "task": "transcribe", "duration": round(result.duration, 3), "segments": [s.model_dump() for s in segments],
+        "text": " ".join(s.text for s in segments), "usage": {"type": "duration", "seconds": result.duration}})
+
+
+async def _events(answer: TranscriptionDiarized) -> AsyncIterator[bytes]:
+    for segment in answer.segments:
+        yield sse_frame(TranscriptionTextSegmentEvent.model_validate(segment.model_dump()))
+    yield sse_frame(TranscriptionTextDoneEvent(type="transcript.text.done", text=answer.text))
+
+
+def _vad_settings(raw: str | None) -> VadSettings:
+    """``chunking_strategy``: ``auto`` (the route's VAD defaults) or ``{"type": "server_vad", ...}`` whose
+    threshold, prefix_padding_ms and silence_duration_ms become the vad step's; anything else a 400 naming it."""
+    if raw is None or raw == "auto":
+        return VadSettings()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or value.get("type") != "server_vad":
+        raise InvalidRequest("'chunking_strategy' must be 'auto' or an object with type 'server_vad'",
+                             param="chunking_strategy")
+    settings: dict[str, Any] = {}
+    for key, number in value.items():
+        if key == "type":
+            continue
+        if key not in VAD_FIELDS:
+            raise InvalidRequest(f"unknown field chunking_strategy.{key}", param="chunking_strategy")
+        try:
+            settings[key] = VAD_FIELDS[key](number)
+        except (TypeError, ValueError):
+            raise InvalidRequest(f"chunking_strategy.{key} must be a number", param="chunking_strategy") from None
+    vad = VadSettings(**settings)
+    if not (0.0 <= vad.threshold <= 1.0 and 0 <= vad.prefix_padding_ms <= 10_000
+            and 0 <= vad.silence_duration_ms <= 10_000):
+        raise InvalidRequest("chunking_strategy: threshold must be 0-1, prefix_padding_ms and silence_duration_ms "
+                             "0-10000", param="chunking_strategy")
+    return vad
+
+
+async def _known_speakers(form: TranscriptionForm, route: NamedRoute, runner: PipelineRunner,
+                          clients: ServiceClients) -> list[tuple[str, np.ndarray]]:
+    """(name, embedding) of each known speaker: the references sent, then the key's voices when asked."""
+    names, refs = form.known_speaker_names, form.known_speaker_references
+    if len(names) != len(refs):
+        raise InvalidRequest(f"known_speaker_names[] has {len(names)} entries and known_speaker_references[] "
+                             f"{len(refs)}: give one reference per name", param=REFERENCES)
+    if len(refs) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequest(f"at most {MAX_KNOWN_SPEAKERS} known speakers", param=REFERENCES)
+    found = []
+    for index, (name, ref) in enumerate(zip(names, refs)):
+        if ref.startswith("voice_"):
+            await check_voice(ref)  # 404 unless the key registered it
+            found.append((name, np.array((await _voice(runner, clients, ref)).embedding)))
+            continue
+        data = await _reference_audio(index, ref)
+        embedding = await embed_reference(runner.context, route, runner.table, index, data)
+        found.append((name, np.array(embedding)))
+    if form.known_speakers == "registered":
+        found += [(v.name, np.array(v.embedding)) for v in await _own_voices(runner, clients)]
+    return found
+
+
+async def _reference_audio(index: int, ref: str) -> bytes:
+    """A data URL's audio, 2-10 s long (OpenAI's limits); a 400 naming known_speaker_references otherwise."""
+    where = f"known_speaker_references[{index}]"
+    head, _, payload = ref.partition(",")
+    if not head.startswith("data:") or not head.endswith(";base64") or not payload:
+        raise InvalidRequest(f"{where} must be a data URL of audio (data:audio/wav;base64,...) or a registered "
+                             "voice id", param=REFERENCES)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{where} is not valid base64", param=REFERENCES) from None
+    low, high = REFERENCE_SECONDS
+    try:
+        audio = await asyncio.to_thread(decode_audio, data, 16000, max_seconds=high + 0.5, param=REFERENCES)
+    except HarmonyError as exc:
+        exc.message = f"{where}: {exc.message}"
+        exc.args = (exc.message,)
+        raise
+    if not low <= len(audio) / 16000 <= high + 0.5:
+        raise InvalidRequest(f"{where} is {len(audio) / 16000:.1f} s long: a reference must be {low:g}-{high:g} s",
+                             param=REFERENCES)
+    return data
+
+
+async def _voice(runner: PipelineRunner, clients: ServiceClients, voice_id: str) -> RegisteredVoice:
+    _, model = store_model(runner)
+    return RegisteredVoice.model_validate_json((await clients.get(model, f"/v1/voices/{voice_id}")).content)
+
+
+async def _own_voices(runner: PipelineRunner, clients: ServiceClients) -> list[RegisteredVoice]:
+    _, model = store_model(runner)
+    records = RegisteredVoiceList.model_validate_json((await clients.get(model, "/v1/voices")).content).data
+    mine = await visible_voices([r.id for r in records])
+    return [r for r in records if r.id in mine]

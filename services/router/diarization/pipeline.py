@@ -1,0 +1,169 @@
+"""The diarize route's steps, each a call the router makes to a model service over HTTP (so the route runs across
+model services on Kubernetes): ``vad`` (Silero: the speech segments), ``embed`` (the speaker encoder's windows over
+them: ``POST /v1/audio/embeddings/windows``) and ``stt`` (Whisper with word timestamps). The steps run in the route's
+order; the clustering and the alignment of words to speakers run in the router (``clustering``, ``turns``: pure).
+Known speakers' references are embedded by the same route's vad and embed models."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
+from services.core.contracts.specs import NamedRoute, Task
+from services.core.contracts.wire import (
+    EmbeddingWindowsParams,
+    EmbeddingWindowsResult,
+    TranscriptionParams,
+    TranscriptionResult,
+    VadParams,
+    VadResult,
+)
+from services.router.diarization.clustering import DISTANCE_THRESHOLD, centroids, cluster, smooth
+from services.router.diarization.turns import SpeakerSegment, TimedWord, segments, speaker_of_words
+from services.router.pipelines import PipelineState, StepContext, embed_step, vad_step
+from services.router.routing import ModelTable, ServedModel
+from services.router.upstream.clients import ServiceClients
+
+WINDOW_STEP_S = 0.5
+MAX_UNCHUNKED_S = 30.0  # OpenAI: gpt-4o-transcribe-diarize needs chunking_strategy for inputs over 30 s
+
+
+@dataclass(frozen=True)
+class VadSettings:
+    """``chunking_strategy``'s server_vad settings as the vad step's: Silero's threshold, the padding kept before
+    (and after) speech, the silence that ends a segment."""
+
+    threshold: float = 0.5
+    prefix_padding_ms: int = 100
+    silence_duration_ms: int = 300
+
+
+@dataclass
+class DiarizationJob:
+    filename: str
+    audio: bytes
+    vad: VadSettings = field(default_factory=VadSettings)
+    chunked: bool = False           # chunking_strategy given (OpenAI's rule over 30 s)
+    language: str | None = None
+    prompt: str | None = None
+    temperature: float = 0.0
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+    threshold: float = DISTANCE_THRESHOLD
+    cap: float | None = None        # decode at most this (the quota hold)
+
+
+@dataclass
+class Diarized:
+    duration: float = 0.0
+    speech: list[tuple[float, float]] = field(default_factory=list)
+    windows: EmbeddingWindowsResult | None = None
+    transcript: TranscriptionResult | None = None
+    segments: list[SpeakerSegment] = field(default_factory=list)
+    means: dict[int, np.ndarray] = field(default_factory=dict)
+    steps_run: list[str] = field(default_factory=list)
+
+
+Step = Callable[[ServiceClients, ServedModel, DiarizationJob, Diarized], Awaitable[None]]
+
+
+def _file(job: DiarizationJob) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": (job.filename, job.audio, "application/octet-stream")}
+
+
+async def _vad(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    params = VadParams(model=model.name, threshold=job.vad.threshold, speech_pad_ms=job.vad.prefix_padding_ms,
+                       min_silence_duration_ms=job.vad.silence_duration_ms, max_audio_seconds=job.cap)
+    result = VadResult.model_validate_json((await clients.post(model, "/v1/audio/vad", data=params.form(),
+                                                               files=_file(job))).content)
+    if result.duration > MAX_UNCHUNKED_S and not job.chunked:
+        raise InvalidRequest(f"the audio is {result.duration:.1f} s long: chunking_strategy is required for inputs "
+                             f"longer than {MAX_UNCHUNKED_S:g} s (send chunking_strategy=auto)",
+                             param="chunking_strategy", code="invalid_value")
+    state.duration, state.speech = result.duration, [(s.start, s.end) for s in result.segments]
+
+
+async def _embed(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    spans = state.speech if state.duration else None  # no vad step: the whole file
+    params = EmbeddingWindowsParams(model=model.name, step_s=WINDOW_STEP_S, max_audio_seconds=job.cap,
+                                    segments=json.dumps([{"start": s, "end": e} for s, e in spans])
+                                    if spans is not None else None)
+    if spans == []:  # VAD heard no speech: no windows
+        state.windows = EmbeddingWindowsResult(model=model.name, duration=state.duration, window_seconds=0, data=[])
+        return
+    response = await clients.post(model, "/v1/audio/embeddings/windows", data=params.form(), files=_file(job))
+    state.windows = EmbeddingWindowsResult.model_validate_json(response.content)
+
+
+async def _stt(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    params = TranscriptionParams(model=model.name, language=job.language, prompt=job.prompt,
+                                 temperature=job.temperature, word_timestamps=True, max_audio_seconds=job.cap)
+    response = await clients.post(model, "/v1/audio/transcriptions", data=params.form(), files=_file(job))
+    state.transcript = TranscriptionResult.model_validate(response.json())
+    state.duration = state.duration or state.transcript.duration
+
+
+STEPS: dict[Task, Step] = {Task.vad: _vad, Task.embed: _embed, Task.stt: _stt}
+"""The step kinds of a diarize route (a route of task stt), by the task of each step's model."""
+
+
+async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute, job: DiarizationJob) -> Diarized:
+    """Run ``route``'s steps, then cluster the windows and give each of Whisper's words its speaker."""
+    state = Diarized()
+    for step in route.steps:
+        run = STEPS.get(step.task)
+        model = table.models.get(step.model)
+        if run is None or model is None:
+            raise ServiceUnavailable(f"{route.name}: step '{step.name}' ({step.task.value}, model '{step.model}') "
+                                     "cannot run in a diarize route")
+        try:
+            await run(clients, model, job, state)
+        except HarmonyError as exc:
+            if exc.param not in ("chunking_strategy", "file"):
+                exc.message = f"{route.name}: step '{step.name}' ({step.model}) failed: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+        state.steps_run.append(step.name)
+    if state.transcript is None or state.windows is None:
+        raise ServiceUnavailable(f"route '{route.name}' needs an embed and an stt step")
+    _assign(state, job)
+    return state
+
+
+def _assign(state: Diarized, job: DiarizationJob) -> None:
+    windows = sorted(state.windows.data if state.windows else [], key=lambda w: w.start)
+    embeddings = np.array([w.embedding for w in windows], dtype=np.float32).reshape(len(windows), -1)
+    labels = smooth(cluster(embeddings, threshold=job.threshold, min_speakers=job.min_speakers,
+                            max_speakers=job.max_speakers))
+    transcript = state.transcript
+    assert transcript is not None
+    words = [TimedWord(w.word, w.start, w.end) for s in transcript.segments for w in s.words or []]
+    speakers = speaker_of_words(words, [(w.start + w.end) / 2 for w in windows], labels.tolist())
+    state.segments = segments(words, speakers)
+    state.means = centroids(embeddings, labels) if len(windows) else {0: np.zeros(1, dtype=np.float32)}
+
+
+async def embed_reference(ctx: StepContext, route: NamedRoute, table: ModelTable, index: int,
+                          data: bytes) -> list[float]:
+    """A known speaker's reference (2-10 s of audio) embedded by the route's vad and embed models; a reference
+    without enough speech is a 400 on ``known_speaker_references``."""
+    state = PipelineState(references=[(f"reference-{index}", data)], reference_param="known_speaker_references")
+    try:
+        for step in route.steps:
+            model = table.models.get(step.model)
+            if model is not None and step.task == Task.vad:
+                await vad_step(ctx, state, model)
+            elif model is not None and step.task == Task.embed:
+                await embed_step(ctx, state, model)
+    except HarmonyError as exc:
+        if isinstance(exc, InvalidRequest):
+            exc.message = f"known_speaker_references[{index}]: {exc.message}"
+            exc.param, exc.args = "known_speaker_references", (exc.message,)
+        raise
+    if state.embedding is None:
+        raise ServiceUnavailable(f"route '{route.name}' has no embed step to embed known speakers with")
+    return state.embedding
