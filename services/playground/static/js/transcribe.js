@@ -45,7 +45,7 @@ async function transcribe(file) {
   form.append("file", file, file.name || "recording.webm");
   form.append("model", f.model);
   form.append("response_format", f.response_format);
-  if (f.language) form.append("language", f.language);
+  if (f.language && !f.translate) form.append("language", f.language);  // translations take no language (400)
   if (f.words) { form.append("timestamp_granularities[]", "word"); form.append("timestamp_granularities[]", "segment"); }
   if (audioUrl) URL.revokeObjectURL(audioUrl);
   audioUrl = URL.createObjectURL(file);
