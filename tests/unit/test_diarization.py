@@ -1,0 +1,60 @@
+"""The diarization's pure parts: clustering windows into speakers, smoothing, naming, words into segments."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.router.diarization.clustering import cluster, name_speakers, smooth
+from services.router.diarization.turns import TimedWord, segments, speaker_of_words
+
+
+def _voices(rng, counts: list[int], spread: float = 0.15) -> np.ndarray:
+    """Unit vectors around one random centre per speaker, in turn order."""
+    centres = rng.normal(size=(len(counts), 64))
+    rows = [centres[i] + spread * np.linalg.norm(centres[i]) / 8 * rng.normal(size=(n, 64))
+            for i, n in enumerate(counts)]
+    out = np.concatenate(rows)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_speakers_are_counted_and_labelled_in_order_of_first_appearance():
+    rng = np.random.default_rng(0)
+    x = _voices(rng, [8, 6, 7])
+    assert cluster(x).tolist() == [0] * 8 + [1] * 6 + [2] * 7
+
+
+def test_min_and_max_speakers_bound_the_count():
+    rng = np.random.default_rng(1)
+    x = _voices(rng, [8, 8, 8])
+    assert len(set(cluster(x, max_speakers=2).tolist())) == 2
+    one = _voices(rng, [20])
+    assert len(set(cluster(one, min_speakers=2).tolist())) == 2
+    assert cluster(one[:1]).tolist() == [0] and cluster(one[:0]).tolist() == []
+
+
+def test_a_stray_window_joins_the_nearest_speaker_and_smoothing_removes_a_flicker():
+    rng = np.random.default_rng(2)
+    x = _voices(rng, [10, 10])
+    x[4] = -x[4]  # one odd window inside the first speaker's turn
+    labels = cluster(x)
+    assert len(set(labels.tolist())) == 2
+    assert smooth(np.array([0, 0, 0, 1, 0, 0, 0, 1, 1, 1])).tolist() == [0] * 7 + [1] * 3
+
+
+def test_known_speakers_name_matching_clusters_only():
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    means = {0: a, 1: b}
+    assert name_speakers(means, [("ann", a * 2)]) == {0: "ann", 1: "A"}
+    assert name_speakers(means, [("zed", np.eye(4)[2])]) == {0: "A", 1: "B"}
+    assert name_speakers(means, [("ann", a), ("bob", 0.9 * b + 0.1 * a)]) == {0: "ann", 1: "bob"}
+
+
+def test_words_go_to_the_nearest_window_and_make_segments_split_at_pauses():
+    words = [TimedWord(" Hello", 0.0, 0.4), TimedWord(" there.", 0.5, 0.9), TimedWord(" Hi.", 1.2, 1.5),
+             TimedWord(" Later", 4.0, 4.3)]
+    speakers = speaker_of_words(words, centres=[0.3, 0.8, 1.4, 4.1], labels=[0, 0, 1, 1])
+    assert speakers == [0, 0, 1, 1]
+    found = segments(words, speakers)
+    assert [(s.speaker, s.text, s.start, s.end) for s in found] == [
+        (0, "Hello there.", 0.0, 0.9), (1, "Hi.", 1.2, 1.5), (1, "Later", 4.0, 4.3)]
+    assert len(segments(words[:3], [0, 0, 0], max_segment_s=1.0)) == 2
