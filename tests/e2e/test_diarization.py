@@ -175,3 +175,27 @@ def test_over_30_s_needs_chunking_strategy_and_diarized_json_needs_the_diarize_m
         client.audio.transcriptions.create(model="whisper-1", file=("m.wav", meeting[0]),
                                            response_format="diarized_json")
     assert error.value.body["param"] == "response_format"
+
+
+def test_a_registered_voice_names_its_speaker(harmony, client, meeting):
+    audio, turns = meeting
+    joe = wav_bytes(np.concatenate([_voice("joe", SENTENCES[4]), _voice("joe", SENTENCES[5])]), RATE)
+    registered = httpx.post(harmony.url + "/v1/audio/voices", data={"name": "joe-registered"},
+                            files=[("file", ("joe.wav", joe, "audio/wav"))], timeout=180)
+    assert registered.status_code == 200, registered.text
+    voice = registered.json()["id"]
+    try:
+        by_id = client.audio.transcriptions.create(
+            model=MODEL, file=("meeting.wav", audio), response_format="diarized_json",
+            extra_body={"known_speaker_names": ["Joe"], "known_speaker_references": [voice]})
+        assert _labels_by_turn(by_id, turns) == ["Joe", "A", "Joe", "A"], by_id.segments
+        every = client.audio.transcriptions.create(model=MODEL, file=("meeting.wav", audio),
+                                                   response_format="diarized_json",
+                                                   extra_body={"known_speakers": "registered"})
+        assert _labels_by_turn(every, turns) == ["joe-registered", "A", "joe-registered", "A"], every.segments
+    finally:
+        httpx.delete(harmony.url + f"/v1/audio/voices/{voice}", timeout=60)
+    with pytest.raises(openai.NotFoundError):  # a voice nobody registered
+        client.audio.transcriptions.create(model=MODEL, file=("meeting.wav", audio), response_format="diarized_json",
+                                           extra_body={"known_speaker_names": ["Joe"],
+                                                       "known_speaker_references": ["voice_nobody"]})
