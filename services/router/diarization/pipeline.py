@@ -144,7 +144,7 @@ def _assign(state: Diarized, job: DiarizationJob) -> None:
     words = [TimedWord(w.word, w.start, w.end) for s in transcript.segments for w in s.words or []]
     speakers = speaker_of_words(words, [(w.start + w.end) / 2 for w in windows], labels.tolist())
     state.segments = segments(words, speakers)
-    state.means = centroids(embeddings, labels) if len(windows) else {0: np.zeros(1, dtype=np.float32)}
+    state.means = centroids(embeddings, labels)  # no windows (no speech found): no speaker to name, labelled A
 
 
 async def embed_reference(ctx: StepContext, route: NamedRoute, table: ModelTable, index: int,
