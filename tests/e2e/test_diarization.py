@@ -199,3 +199,10 @@ def test_a_registered_voice_names_its_speaker(harmony, client, meeting):
         client.audio.transcriptions.create(model=MODEL, file=("meeting.wav", audio), response_format="diarized_json",
                                            extra_body={"known_speaker_names": ["Joe"],
                                                        "known_speaker_references": ["voice_nobody"]})
+
+
+def test_silence_has_no_segments(client):
+    answer = client.audio.transcriptions.create(model=MODEL, file=("quiet.wav", wav_bytes(silence(3.0, RATE), RATE)),
+                                                response_format="diarized_json")
+    answer = TranscriptionDiarized.model_validate(answer.model_dump(), strict=True)
+    assert answer.segments == [] and answer.text == "" and abs(answer.duration - 3.0) < 0.05

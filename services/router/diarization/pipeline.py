@@ -136,7 +136,7 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
 
 def _assign(state: Diarized, job: DiarizationJob) -> None:
     windows = sorted(state.windows.data if state.windows else [], key=lambda w: w.start)
-    embeddings = np.array([w.embedding for w in windows], dtype=np.float32).reshape(len(windows), -1)
+    embeddings = np.array([w.embedding for w in windows], dtype=np.float32) if windows else np.zeros((0, 1))
     labels = smooth(cluster(embeddings, threshold=job.threshold, min_speakers=job.min_speakers,
                             max_speakers=job.max_speakers))
     transcript = state.transcript
