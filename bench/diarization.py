@@ -1,6 +1,6 @@
 """Diarization quality: who spoke when, on meetings of 2, 3 and 4 of the engine's own voices.
 
-    python -m bench.diarization [--meetings 4] [--speakers 2,3,4] [--seed 1] [--thresholds 0.6,0.7,0.8,0.9] [--json]
+    python -m bench.diarization [--meetings 3] [--speakers 2,3,4] [--seed 1] [--thresholds 0.65,0.85,0.9] [--json]
     python -m bench.diarization --url http://127.0.0.1:8000   # a running engine instead of a new `harmony serve`
 
 Each meeting (bench/diarization_meetings.py) has turns of 1-15 s of known text, pauses of 0.1-1 s and a quarter of
@@ -148,7 +148,8 @@ class Diarizer:
                  threshold: float | None = None) -> tuple[Annotation, float]:
         """The answer for the meeting as an annotation, and the seconds it took; with ``speech``, the known speakers'
         and the impostor's reference samples go along."""
-        fields: dict[str, str | list[str]] = {"model": self.model, "response_format": "diarized_json"}
+        fields: dict[str, str | list[str]] = {"model": self.model, "response_format": "diarized_json",
+                                             "chunking_strategy": "auto"}
         if speech is not None:
             given = [*meeting.known, *([meeting.impostor] if meeting.impostor else [])]
             fields["known_speaker_names[]"] = [voice.name for voice in given]
@@ -236,10 +237,10 @@ def serve() -> HarmonyProcess:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--meetings", type=int, default=4, help="meetings per speaker count")
+    parser.add_argument("--meetings", type=int, default=3, help="meetings per speaker count")
     parser.add_argument("--speakers", default="2,3,4", help="speaker counts, comma-separated")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--thresholds", default="0.6,0.7,0.8,0.9",
+    parser.add_argument("--thresholds", default="0.65,0.85,0.9",
                         help="speaker_similarity_threshold values swept besides the engine's default")
     parser.add_argument("--url", help="a running engine (else a `harmony serve` is started)")
     parser.add_argument("--json", action="store_true", help="the figures as JSON instead of the table")
