@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from sklearn.cluster import AgglomerativeClustering
 
 from services.router.diarization.clustering import cluster, name_speakers, smooth
 from services.router.diarization.turns import TimedWord, segments, speaker_of_words
@@ -58,3 +59,31 @@ def test_words_go_to_the_nearest_window_and_make_segments_split_at_pauses():
     assert [(s.speaker, s.text, s.start, s.end) for s in found] == [
         (0, "Hello there.", 0.0, 0.9), (1, "Hi.", 1.2, 1.5), (1, "Later", 4.0, 4.3)]
     assert len(segments(words[:3], [0, 0, 0], max_segment_s=1.0)) == 2
+
+
+def _close_voices(rng, counts: list[int], similarity: float, spread: float = 0.02) -> np.ndarray:
+    """Two tight voices whose centres have the given cosine similarity (synthetic voices of one family)."""
+    a = rng.normal(size=64)
+    a /= np.linalg.norm(a)
+    b = rng.normal(size=64)
+    b -= (b @ a) * a
+    b /= np.linalg.norm(b)
+    c = similarity * a + np.sqrt(1 - similarity ** 2) * b
+    rows = [centre + spread * rng.normal(size=(n, 64)) for centre, n in zip((a, c), counts, strict=True)]
+    out = np.concatenate(rows)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_one_voice_alone_is_one_speaker():
+    rng = np.random.default_rng(3)
+    for size in (12, 40, 120):
+        assert set(cluster(_voices(rng, [size], spread=0.4)).tolist()) == {0}
+
+
+def test_two_close_but_tight_voices_are_two_speakers():
+    """Centres 0.85 alike (cosine distance 0.15, under the average-linkage cut of 0.4): the spectral cut parts them."""
+    rng = np.random.default_rng(4)
+    x = _close_voices(rng, [30, 25], similarity=0.85)
+    assert cluster(x).tolist() == [0] * 30 + [1] * 25
+    single_cut = AgglomerativeClustering(n_clusters=None, distance_threshold=0.4, metric="cosine", linkage="average")
+    assert len(set(single_cut.fit_predict(x).tolist())) == 1  # what one distance cut makes of them

@@ -1,12 +1,18 @@
-"""Windows of speech to speakers, pure: agglomerative clustering of their speaker embeddings, smoothing, naming.
+"""Windows of speech to speakers, pure: spectral clustering of their speaker embeddings, smoothing, naming.
 
-Each window (1.6 s of speech, one every 0.5 s) has a unit-length GE2E embedding. Windows are clustered with average
-linkage over cosine distance (scikit-learn's ``AgglomerativeClustering``): two groups join while the mean distance
-between their members is under ``DISTANCE_THRESHOLD``, so the number of speakers is what that threshold leaves,
-bounded by ``min_speakers``/``max_speakers`` when a request gives them (then the tree is cut at that count). A
-cluster of fewer than ``MIN_CLUSTER_WINDOWS`` windows (about a second and a half of speech) is a stray, not a
-speaker: its windows go to the nearest larger cluster. The labels are then smoothed with a running majority (for two
-speakers, a median filter) over ``SMOOTHING_WINDOWS`` windows, so a speaker does not flicker inside a turn.
+Each window (1.6 s of speech, one every 0.5 s) has a unit-length GE2E embedding. The windows are clustered
+spectrally, after Wang et al. (2018) and Park et al. (2019, "auto-tuning spectral clustering"): the affinity is the
+windows' cosine similarity, each window keeping only its most similar ``P_PRUNE`` share of the others (symmetrized);
+the number of speakers is where the normalized Laplacian's eigenvalues jump most (the eigengap, among the first
+``MAX_SPEAKERS``), bounded by ``min_speakers``/``max_speakers`` when a request gives them; the windows are then
+k-means clustered on the first eigenvectors (a fixed seed: the same audio, the same labels). Spectral clustering
+separates voices that are close in the encoder's space but each tight (synthetic voices of one family lie 0.12-0.25
+apart), where a single distance cut cannot. One voice alone has no such structure: when the Laplacian's second
+eigenvalue (the graph's algebraic connectivity) is above ``ONE_SPEAKER_CONNECTIVITY``, no cut separates the windows
+and they are one speaker. Few windows (under ``MIN_SPECTRAL_WINDOWS``) are clustered by average linkage
+over cosine distance at ``DISTANCE_THRESHOLD`` instead. A cluster of fewer than ``MIN_CLUSTER_WINDOWS`` windows
+(about a second and a half of speech) is a stray, not a speaker: its windows go to the nearest larger cluster. The
+labels are then smoothed with a running majority over ``SMOOTHING_WINDOWS`` windows, so a speaker does not flicker.
 
 Overlapping speech is not separated: a window holds one label, the speaker who dominates its embedding.
 """
@@ -22,6 +28,15 @@ import numpy as np
 # voices (Piper joe, espeak-ng en): windows of one voice lie 0.07-0.25 apart (5th-95th percentile), of two voices
 # 0.48-0.65; human voices of one speaker vary more, so the cut sits above the middle.
 DISTANCE_THRESHOLD = 0.4
+# Spectral clustering, measured on bench/diarization.py's meetings (2-4 of the engine's voices, docs/benchmarks.md
+# "Diarization"): with a fifth of the affinities kept, the Laplacian's second eigenvalue (the graph's algebraic
+# connectivity) was at most 0.027 for every meeting of several voices and at least 0.063 for the windows of one voice
+# alone, so above ONE_SPEAKER_CONNECTIVITY the windows are one speaker; below it the eigengap counts them.
+P_PRUNE = 0.2
+MAX_SPEAKERS = 10
+ONE_SPEAKER_CONNECTIVITY = 0.04
+MIN_SPECTRAL_WINDOWS = 8
+KMEANS_SEED = 0
 MIN_CLUSTER_WINDOWS = 3
 SMOOTHING_WINDOWS = 5
 # Cosine similarity at which a cluster's centroid is the known speaker whose reference embedding it matches: on the
@@ -39,12 +54,46 @@ def cluster(embeddings: np.ndarray, *, threshold: float = DISTANCE_THRESHOLD, mi
     low, high = max(1, min_speakers or 1), min(n, max_speakers or n)
     if n == 1 or high == 1:
         return np.zeros(n, dtype=int)
-    labels = _agglomerate(embeddings, None, threshold)
-    count = len(set(labels.tolist()))
-    if not low <= count <= high:
-        labels = _agglomerate(embeddings, min(max(count, low), high), threshold)
+    if n < MIN_SPECTRAL_WINDOWS:
+        labels = _agglomerate(embeddings, None, threshold)
+        count = len(set(labels.tolist()))
+        if not low <= count <= high:
+            labels = _agglomerate(embeddings, min(max(count, low), high), threshold)
+    else:
+        labels = _spectral(embeddings, low, high)
     labels = _absorb_strays(embeddings, labels, keep=low)
     return _in_order(labels)
+
+
+def _spectral(embeddings: np.ndarray, low: int, high: int) -> np.ndarray:
+    """Spectral clustering with the count from the eigengap, kept within [low, high]."""
+    from sklearn.cluster import KMeans
+
+    units = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    n = len(units)
+    similarity = units @ units.T
+    keep = max(1, int(np.ceil(P_PRUNE * n)))
+    pruned = np.zeros_like(similarity)
+    nearest = np.argsort(similarity, axis=1)[:, -keep:]
+    rows = np.arange(n)[:, None]
+    pruned[rows, nearest] = np.maximum(similarity[rows, nearest], 0.0)
+    affinity = (pruned + pruned.T) / 2
+    degree = np.maximum(affinity.sum(axis=1), 1e-12)
+    scale = 1.0 / np.sqrt(degree)
+    laplacian = np.eye(n) - scale[:, None] * affinity * scale[None, :]
+    values, vectors = np.linalg.eigh(laplacian)
+    if values[1] > ONE_SPEAKER_CONNECTIVITY:
+        count = 1  # no cut separates the windows: one voice
+    else:
+        gaps = np.diff(values[1: min(MAX_SPEAKERS, n - 1) + 1])
+        count = int(np.argmax(gaps)) + 2 if len(gaps) else 2
+    count = min(max(count, low), high)
+    if count == 1:
+        return np.zeros(n, dtype=int)
+    spectral = vectors[:, :count]
+    spectral = spectral / np.maximum(np.linalg.norm(spectral, axis=1, keepdims=True), 1e-12)
+    model = KMeans(n_clusters=count, n_init=10, random_state=KMEANS_SEED)
+    return np.asarray(model.fit_predict(spectral), dtype=int)
 
 
 def _agglomerate(embeddings: np.ndarray, clusters: int | None, threshold: float) -> np.ndarray:
