@@ -37,10 +37,11 @@ def test_no_module_makes_a_context_variable_but_the_declaration():
 
 def test_every_field_a_request_carries_is_declared_with_its_owner():
     import services.auth.guard  # noqa: F401 - each layer declares its own fields where it owns them
+    import services.core.http.unsupported  # noqa: F401
     import services.router.upstream.admission  # noqa: F401
 
     fields = declared()
-    assert set(fields) == {"timing", "client_call", "request_record"}
+    assert set(fields) == {"timing", "client_call", "request_record", "ignored_fields"}
     assert all(field.doc for field in fields.values())
 
 

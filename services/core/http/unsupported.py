@@ -10,23 +10,25 @@ field is refused.
 from __future__ import annotations
 
 import logging
-from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.contracts.errors import InvalidRequest
+from services.core.runtime.request_state import RequestField
 
 HEADER = "X-Harmony-Ignored"
 log = logging.getLogger("harmony.requests")
 
-_IGNORED: ContextVar[list[str] | None] = ContextVar("harmony_ignored_fields", default=None)
+IGNORED: RequestField[list[str]] = RequestField(
+    "ignored_fields", "the fields let through under server.ignore_unsupported, for the answer's "
+    "X-Harmony-Ignored header; bound by IgnoredFields (services/core/http/unsupported.py)")
 
 
 def refuse_unsupported(param: str, message: str, code: str = "unsupported_parameter") -> None:
     """A 400 naming ``param`` (``code``: ``unsupported_parameter`` for a field the engine knows but does not
     honour here, ``unknown_parameter`` for one OpenAI does not define); under ``ignore_unsupported`` a warning,
     and ``param`` goes into the answer's ``X-Harmony-Ignored`` header."""
-    ignored = _IGNORED.get()
+    ignored = IGNORED.get()
     if ignored is None:
         raise InvalidRequest(message, param=param, code=code)
     log.warning("ignored (server.ignore_unsupported): %s", message)
@@ -47,7 +49,7 @@ class IgnoredFields:
             await self.app(scope, receive, send)
             return
         ignored: list[str] = []
-        token = _IGNORED.set(ignored)
+        token = IGNORED.set(ignored)
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start" and ignored:
@@ -59,7 +61,7 @@ class IgnoredFields:
         try:
             await self.app(scope, receive, send_with_header)
         finally:
-            _IGNORED.reset(token)
+            IGNORED.reset(token)
 
 
 __all__ = ["HEADER", "IgnoredFields", "refuse_unsupported"]
