@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,7 +35,12 @@ from services.router.api.protocol.diarization import (
     TranscriptionDiarizedSegment,
     TranscriptionTextSegmentEvent,
 )
-from services.router.api.protocol.transcription import Transcription, TranscriptionForm, TranscriptionTextDoneEvent
+from services.router.api.protocol.transcription import (
+    Transcription,
+    TranscriptionForm,
+    TranscriptionTextDoneEvent,
+    server_vad_fields,
+)
 from services.router.api.transcript_formats import json_response
 from services.router.api.voice_admin import store_model
 from services.router.diarization.clustering import SPEAKER_SIMILARITY_THRESHOLD, name_speakers
@@ -115,19 +119,10 @@ async def _events(answer: TranscriptionDiarized) -> AsyncIterator[bytes]:
 def _vad_settings(raw: str | None) -> VadSettings:
     """``chunking_strategy``: ``auto`` (the route's VAD defaults) or ``{"type": "server_vad", ...}`` whose
     threshold, prefix_padding_ms and silence_duration_ms become the vad step's; anything else a 400 naming it."""
-    if raw is None or raw == "auto":
+    if raw is None:
         return VadSettings()
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict) or value.get("type") != "server_vad":
-        raise InvalidRequest("'chunking_strategy' must be 'auto' or an object with type 'server_vad'",
-                             param="chunking_strategy")
     settings: dict[str, Any] = {}
-    for key, number in value.items():
-        if key == "type":
-            continue
+    for key, number in server_vad_fields(raw).items():
         if key not in VAD_FIELDS:
             raise InvalidRequest(f"unknown field chunking_strategy.{key}", param="chunking_strategy")
         try:

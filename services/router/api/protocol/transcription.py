@@ -79,23 +79,28 @@ class TranscriptionForm(DiarizationFields, FormModel):
     def uses_vad_chunking(self) -> bool:
         """``chunking_strategy`` as this engine honours it: ``auto``, or ``{"type": "server_vad"}`` with no
         tuning fields (their VAD settings are the model's own), cuts at the VAD's silences; else a 400 naming it."""
-        raw = self.chunking_strategy
-        if raw is None:
+        if self.chunking_strategy is None:
             return False
-        if raw == "auto":
-            return True
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = None
-        if not isinstance(value, dict) or value.get("type") != "server_vad":
-            raise InvalidRequest("'chunking_strategy' must be 'auto' or a JSON object with type 'server_vad'",
-                                 param="chunking_strategy")
-        for key in value:
+        for key in server_vad_fields(self.chunking_strategy):
             if key != "type":
                 refuse_unsupported(f"chunking_strategy.{key}"[:64], f"chunking_strategy.{key} is not supported: "
                                    "VAD chunking here uses the model's own VAD settings")
         return True
+
+
+def server_vad_fields(raw: str) -> dict[str, Any]:
+    """``chunking_strategy`` read: ``auto`` is no fields (the VAD's own settings), ``{"type": "server_vad", ...}``
+    its fields but ``type``; anything else a 400 naming ``chunking_strategy``."""
+    if raw == "auto":
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or value.get("type") != "server_vad":
+        raise InvalidRequest("'chunking_strategy' must be 'auto' or a JSON object with type 'server_vad'",
+                             param="chunking_strategy")
+    return {key: number for key, number in value.items() if key != "type"}
 
 
 class TranscriptionVerbose(OpenAITranscriptionVerbose):
