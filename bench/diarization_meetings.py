@@ -17,6 +17,8 @@ import soundfile
 import soxr
 from pyannote.core import Annotation, Segment, Timeline
 
+from tests.speech import SENTENCES
+
 RATE = 16000  # the meetings' sample rate
 PEAK = 0.5  # each turn's peak: two overlapping turns stay below full scale
 SENTENCE_GAP_S = 0.25  # between the sentences of one turn (inside the turn in the reference)
@@ -27,12 +29,7 @@ OVERLAP_SHARE = 0.25  # the share of turns that start before the previous one en
 
 ENGLISH = [
     "Yes.", "Right, okay.", "I agree with that.", "Good point.", "Let me check.",
-    "The quick brown fox jumps over the lazy dog.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "Every morning the baker opens his small shop near the station.",
-    "A journey of a thousand miles begins with a single step.",
-    "The weather today is cold and rainy, so take an umbrella with you.",
-    "Our engineers measure speed and memory on every release.",
+    *SENTENCES,  # the tests' known sentences
     "We should move the launch to next week and tell the customers today.",
     "The budget for the second quarter is smaller than we planned in January.",
 ]
