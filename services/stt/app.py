@@ -19,6 +19,7 @@ from services.core.contracts.wire import (
     SttEvent,
     TranscriptionParams,
     TranscriptionResult,
+    parse_spans,
 )
 from services.core.http.service_app import LoadedModel, ModelRegistry, create_service_app, load_models
 from services.core.http.uploads import form_file, read_form
@@ -39,7 +40,8 @@ def routes(registry: ModelRegistry[SttBackend], metrics: Metrics) -> APIRouter:
         opts = TranscribeOptions(task=params.task, language=params.language, prompt=params.prompt,
                                  temperature=params.temperature, word_timestamps=params.word_timestamps,
                                  vad_filter=params.vad_filter, fit_context=params.fit_context,
-                                 logprobs=params.logprobs, languages=_languages(params.languages))
+                                 logprobs=params.logprobs, languages=_languages(params.languages),
+                                 spans=parse_spans(params.spans, "spans"))
         data, _ = await form_file(form)
         check_request(model, opts)
         limit = model.spec.limits.audio_seconds(Task.stt)  # or less: what the router's quota hold covers

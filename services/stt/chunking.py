@@ -20,6 +20,7 @@ from services.stt.types import SAMPLE_RATE, WINDOW_SECONDS
 class Window:
     start: int  # sample index
     end: int
+    span: int | None = None  # the request's span it belongs to (``spans``)
 
     @property
     def offset(self) -> float:
@@ -65,6 +66,43 @@ def vad_windows(audio: np.ndarray, window_s: float = WINDOW_SECONDS) -> list[Win
             start = windows[-1].end
         windows.append(Window(start, end))
     return windows
+
+
+SNAP_S = 0.4            # a boundary two touching spans share moves to the quietest moment this near it
+SNAP_FRAME_S = 0.02
+TOUCHING_S = 0.05
+
+
+def span_windows(audio: np.ndarray, spans: list[tuple[float, float]], window_s: float = WINDOW_SECONDS
+                 ) -> list[Window]:
+    """The windows of ``spans`` (seconds, in time order, clipped to the audio): one per span, a span over
+    ``window_s`` cut like long audio. Where two spans touch (one speaker's turn ends as the next begins), their
+    shared boundary moves to the quietest ``SNAP_FRAME_S`` within ``SNAP_S`` of it, so a word is not cut in two."""
+    total = len(audio)
+    bounds = [[min(total, int(start * SAMPLE_RATE)), min(total, int(end * SAMPLE_RATE))] for start, end in spans]
+    for left, right in zip(bounds, bounds[1:]):
+        if abs(right[0] - left[1]) <= TOUCHING_S * SAMPLE_RATE:
+            left[1] = right[0] = _quietest(audio, (left[1] + right[0]) // 2, max(left[0] + 1, 0),
+                                           min(right[1] - 1, total))
+    windows: list[Window] = []
+    for index, (start, end) in enumerate(bounds):
+        if end - start < SAMPLE_RATE // 10:  # under 100 ms: nothing Whisper can hear
+            continue
+        for window in fixed_windows(audio[start:end], window_s):
+            windows.append(Window(start + window.start, start + window.end, span=index))
+    return windows
+
+
+def _quietest(audio: np.ndarray, at: int, lowest: int, highest: int) -> int:
+    """The middle of the quietest ``SNAP_FRAME_S`` frame within ``SNAP_S`` of sample ``at``, kept inside
+    (``lowest``, ``highest``)."""
+    frame = int(SNAP_FRAME_S * SAMPLE_RATE)
+    lo, hi = max(lowest, at - int(SNAP_S * SAMPLE_RATE)), min(highest, at + int(SNAP_S * SAMPLE_RATE))
+    frames = (hi - lo) // frame
+    if frames < 2:
+        return at
+    energy = np.square(audio[lo:lo + frames * frame].reshape(frames, frame)).mean(axis=1)
+    return lo + int(np.argmin(energy)) * frame + frame // 2
 
 
 SILENCE_DBFS = -60.0     # a 100 ms frame quieter than this (RMS) holds no speech, however quiet the recording

@@ -21,7 +21,7 @@ from services.core.contracts.wire import Segment, SttTask, TranscriptionResult, 
 from services.core.http.service_app import LoadedModel
 from services.core.runtime.in_order import in_order
 from services.core.tasks.jobs import ChunkJob, ChunkResult
-from services.stt.chunking import Window, audible, fixed_windows, vad_windows
+from services.stt.chunking import Window, audible, fixed_windows, span_windows, vad_windows
 from services.stt.types import SAMPLE_RATE
 
 
@@ -36,13 +36,16 @@ class TranscribeOptions:
     fit_context: bool = False
     logprobs: bool = False
     languages: tuple[str, ...] | None = None  # detection picks among these (no ``language``)
+    spans: list[tuple[float, float]] | None = None  # decode only these, each on its own (diarization's turns)
 
 
 async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: TranscribeOptions
                              ) -> AsyncIterator[ChunkResult]:
     check_request(model, opts)
     deadline = time.monotonic() + model.spec.batching.timeout_s
-    if opts.vad_filter:
+    if opts.spans is not None:
+        windows = span_windows(audio, opts.spans)
+    elif opts.vad_filter:
         windows = await asyncio.to_thread(vad_windows, audio)
     else:
         windows = fixed_windows(audio)
@@ -68,10 +71,17 @@ async def transcribe_windows(model: LoadedModel, audio: np.ndarray, opts: Transc
                     extra = await work.submit(job(tail, language or result.language, None))
                     _count_packing(model, extra)
                     result.segments.extend(extra.segments)
+                for segment in result.segments:
+                    segment.span = window.span
                 return result
             except RequestTimeout:
                 raise _past_deadline(model, audio, len(windows)) from None
 
+        if opts.spans is not None:  # each span on its own: its own language, the prompt for every span
+            async for result in in_order(windows, lambda w: run(w, opts.language, opts.prompt),
+                                         max(1, model.spec.batching.max_batch_size)):
+                yield result
+            return
         first = await run(windows[0], opts.language, opts.prompt)
         yield first
         language = opts.language or first.language

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import math
-from typing import Any
-
 import numpy as np
 
 from services.core.contracts.errors import InvalidRequest
+from services.core.contracts.wire import parse_spans
 
 
 def parse_segments(raw: str | None) -> list[tuple[float, float]] | None:
-    """``[{"start": s, "end": e}, ...]`` (seconds) from a form field; None when absent."""
-    if raw is None or raw == "":
-        return None
-    try:
-        data: Any = json.loads(raw)
-        segments = [(float(s["start"]), float(s["end"])) for s in data]
-    except (ValueError, TypeError, KeyError):
-        raise InvalidRequest("'segments' must be a JSON list of {\"start\": seconds, \"end\": seconds}",
-                             param="segments") from None
-    for start, end in segments:
-        if not (0 <= start < end and math.isfinite(end)):
-            raise InvalidRequest(f"segment [{start}, {end}] is not a valid time range", param="segments")
-    return segments
+    """``[{"start": s, "end": e}, ...]`` (seconds) from the ``segments`` form field; None when absent."""
+    return parse_spans(raw, "segments")
 
 
 def require_speech(speech: np.ndarray, rate: int, minimum_s: float, param: str = "file") -> float:

@@ -4,12 +4,14 @@ the engine's own voices (Piper joe and espeak-ng, seeded) taking turns; speakers
 from __future__ import annotations
 
 import base64
+import io
 import re
 
 import httpx
 import numpy as np
 import openai
 import pytest
+import soundfile
 from openai.types.audio import TranscriptionDiarized, TranscriptionTextDoneEvent, TranscriptionTextSegmentEvent
 
 from services.core.audio import resample
@@ -206,3 +208,38 @@ def test_silence_has_no_segments(client):
                                                 response_format="diarized_json")
     answer = TranscriptionDiarized.model_validate(answer.model_dump(), strict=True)
     assert answer.segments == [] and answer.text == "" and abs(answer.duration - 3.0) < 0.05
+
+
+JAPANESE_LINE = "来週の会議の資料を金曜日までに準備してください。"
+
+
+def test_a_bilingual_meeting_keeps_each_speakers_language(client):
+    """Whisper decodes each speaker's turn on its own: the Japanese speaker's words come out in Japanese between
+    two English turns (one decode of the whole file would hold one language), and ``languages`` is honoured."""
+    spoken = client.audio.speech.create(model="tts-1", voice="kokoro-jf_alpha", input=JAPANESE_LINE,
+                                        response_format="wav")
+    japanese, rate = _wav(spoken.content)
+    japanese = resample(japanese, rate, RATE) if rate != RATE else japanese
+    parts = [silence(0.5, RATE), synthesize(SENTENCES[0])[0], silence(0.8, RATE), japanese, silence(0.8, RATE),
+             synthesize(SENTENCES[2])[0], silence(0.5, RATE)]
+    audio = wav_bytes(np.concatenate([p.astype(np.float32) for p in parts]), RATE)
+    for extra in ({}, {"extra_body": {"languages": ["en", "ja"]}}):
+        answer = client.audio.transcriptions.create(model=MODEL, file=("bilingual.wav", audio),
+                                                    response_format="diarized_json", **extra)
+        answer = TranscriptionDiarized.model_validate(answer.model_dump(), strict=True)
+        kana = [s for s in answer.segments if re.search(r"[\u3040-\u30ff\u4e00-\u9fff]", s.text)]
+        english = [s for s in answer.segments if s not in kana]
+        assert kana and english, answer.segments
+        assert {s.speaker for s in kana}.isdisjoint({s.speaker for s in english}), answer.segments
+        assert len(_words(" ".join(s.text for s in english)) & _words(SENTENCES[0] + " " + SENTENCES[2])) >= 10
+        assert "金曜日" in "".join(s.text for s in kana) or "会議" in "".join(s.text for s in kana), kana
+    refused = httpx.post(f"{client.base_url}audio/transcriptions",
+                         files={"file": ("bilingual.wav", audio)},
+                         data={"model": MODEL, "response_format": "diarized_json", "language": "fr",
+                               "languages[]": ["en", "ja"]}, headers={"Authorization": f"Bearer {client.api_key}"})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "language"
+
+
+def _wav(data: bytes) -> tuple[np.ndarray, int]:
+    audio, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+    return audio, rate

@@ -6,7 +6,8 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering
 
 from services.router.diarization.clustering import cluster, name_speakers, smooth
-from services.router.diarization.turns import TimedWord, segments, speaker_of_words
+from services.router.diarization.turns import TimedWord, Turn, segments, speaker_of_words, speaker_turns
+from services.stt.chunking import span_windows
 
 
 def _voices(rng, counts: list[int], spread: float = 0.15) -> np.ndarray:
@@ -59,6 +60,35 @@ def test_words_go_to_the_nearest_window_and_make_segments_split_at_pauses():
     assert [(s.speaker, s.text, s.start, s.end) for s in found] == [
         (0, "Hello there.", 0.0, 0.9), (1, "Hi.", 1.2, 1.5), (1, "Later", 4.0, 4.3)]
     assert len(segments(words[:3], [0, 0, 0], max_segment_s=1.0)) == 2
+
+
+def test_speech_is_cut_into_turns_where_the_speaker_changes_and_joined_across_short_pauses():
+    # speech 0-4 s (A then B), 4.5-6 s (B), 9-10 s (B: after a long pause), 10.2-10.5 s (no window: nearest, B)
+    centres = [0.8, 1.3, 1.8, 2.3, 2.8, 3.3, 4.8, 5.3, 9.5]
+    labels = [0, 0, 0, 1, 1, 1, 1, 1, 1]
+    turns = speaker_turns([(0.0, 4.0), (4.5, 6.0), (9.0, 10.0), (10.2, 10.5)], centres, labels)
+    assert turns == [Turn(0, 0.0, 2.05), Turn(1, 2.05, 6.0), Turn(1, 9.0, 10.5)]
+    assert speaker_turns([(0.0, 1.0)], [], []) == [Turn(0, 0.0, 1.0)]
+    assert speaker_turns([], centres, labels) == []
+    # a turn stays under max_turn_s: one speaker's long talk in several turns
+    long = speaker_turns([(float(i), i + 0.8) for i in range(40)], [i + 0.4 for i in range(40)], [0] * 40)
+    assert len(long) == 2 and long[0].end - long[0].start <= 30.0
+
+
+def test_touching_turns_meet_at_the_quietest_moment_near_their_boundary():
+    rate = 16000
+    rng = np.random.default_rng(3)
+    audio = (0.3 * rng.standard_normal(4 * rate)).astype(np.float32)
+    audio[int(2.2 * rate):int(2.3 * rate)] = 0.0  # the real pause between two speakers, 0.25 s after the cut asked
+    windows = span_windows(audio, [(0.0, 1.95), (1.95, 4.0)])
+    assert [w.span for w in windows] == [0, 1]
+    assert windows[0].end == windows[1].start
+    assert 2.2 <= windows[0].end / rate <= 2.3
+    # a span under 100 ms is not decoded; a span past the audio's end is clipped; a span over 30 s is cut
+    assert [w.span for w in span_windows(audio, [(0.0, 0.05), (1.0, 9.0)])] == [1]
+    assert span_windows(audio, [(1.0, 9.0)])[0].end == len(audio)
+    long = np.zeros(70 * rate, dtype=np.float32)
+    assert [w.span for w in span_windows(long, [(0.0, 70.0)])] == [0, 0, 0]
 
 
 def _close_voices(rng, counts: list[int], similarity: float, spread: float = 0.02) -> np.ndarray:

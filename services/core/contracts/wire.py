@@ -13,6 +13,8 @@ field is a 400 that names it.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import unicodedata
 from typing import Annotated, Any, Literal, Self
@@ -47,6 +49,23 @@ def parse_embedding(raw: str, param: str = "embedding") -> list[float]:
     if not 0 < len(values) <= MAX_EMBEDDING_SIZE:
         raise InvalidRequest(f"'{param}' must hold 1 to {MAX_EMBEDDING_SIZE} numbers, not {len(values)}", param=param)
     return values
+
+
+def parse_spans(raw: str | None, param: str = "segments") -> list[tuple[float, float]] | None:
+    """``[{"start": s, "end": e}, ...]`` (seconds of the file) from a form field; None when absent; a 400 naming
+    ``param`` when it is not such a list or a range is empty, negative or infinite."""
+    if raw is None or raw == "":
+        return None
+    try:
+        data: Any = json.loads(raw)
+        spans = [(float(s["start"]), float(s["end"])) for s in data]
+    except (ValueError, TypeError, KeyError):
+        raise InvalidRequest(f"'{param}' must be a JSON list of {{\"start\": seconds, \"end\": seconds}}",
+                             param=param) from None
+    for start, end in spans:
+        if not (0 <= start < end and math.isfinite(end)):
+            raise InvalidRequest(f"{param[:-1]} [{start}, {end}] is not a valid time range", param=param)
+    return spans
 
 
 # ---------------------------------------------------------------------------- multipart helper
@@ -101,6 +120,10 @@ class TranscriptionParams(FormFields):
     stream: bool = False
     logprobs: bool = False  # each segment's text tokens with their log-probabilities (include=logprobs)
     languages: str | None = Field(None, max_length=512, description="comma-separated: detection picks among these")
+    spans: str | None = Field(None, description="JSON list of {start, end} (seconds): only these parts of the file "
+                              "are decoded, each on its own (its own language unless ``language``; a span over "
+                              "30 s in windows); each segment says its span. Touching spans meet at the quietest "
+                              "moment near their boundary (diarization's speaker turns)")
     max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold); "
                                             "past it 400 audio_too_long, and the router holds more and sends again")
 
@@ -140,6 +163,7 @@ class Segment(BaseModel):
     no_speech_prob: float = 0.0
     words: list[Word] | None = None
     logprobs: list[TokenLogprob] | None = None  # its text tokens, in order (TranscriptionParams.logprobs)
+    span: int | None = None  # the index of the span it was decoded from (TranscriptionParams.spans)
 
 
 class TranscriptionResult(BaseModel):

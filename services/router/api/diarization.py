@@ -49,7 +49,7 @@ from services.router.pipelines import PipelineRunner
 from services.router.upstream.clients import ServiceClients
 
 REFERENCES = "known_speaker_references"
-NOT_HONOURED = ("include", "keywords", "languages", "timestamp_granularities", "vad_filter", "fit_context")
+NOT_HONOURED = ("include", "timestamp_granularities", "vad_filter", "fit_context")
 VAD_FIELDS = {"threshold": float, "prefix_padding_ms": int, "silence_duration_ms": int}
 
 
@@ -64,9 +64,10 @@ async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRun
     if form.response_format not in DIARIZED_FORMATS:
         raise InvalidRequest(f"response_format '{form.response_format}' is not supported by model '{form.model}': "
                              f"use {', '.join(DIARIZED_FORMATS)}", param="response_format", code="unsupported_value")
+    language, languages = form.language_choice(task)
     job = DiarizationJob(filename=form.file.filename or "audio", audio=await form.file.read(),
                          vad=_vad_settings(form.chunking_strategy), chunked=form.chunking_strategy is not None,
-                         language=form.language.lower() if form.language else None, prompt=form.prompt,
+                         language=language, languages=languages, prompt=form.whisper_prompt(task),
                          temperature=form.temperature, min_speakers=form.min_speakers, max_speakers=form.max_speakers)
     if job.min_speakers and job.max_speakers and job.min_speakers > job.max_speakers:
         raise InvalidRequest("'min_speakers' is over 'max_speakers'", param="min_speakers")

@@ -100,18 +100,12 @@ def _params(form: TranscriptionForm, model: ServedModel, task: str) -> Transcrip
     for name in (TRANSCRIBE_ONLY if task == "translate" else DIARIZE_FIELDS):
         if name in sent:
             refuse_unsupported(name, f"'{name}' is not supported by {task}s with model '{model.name}'")
-    languages = [code.lower() for code in form.languages] if task == "transcribe" else []
-    language = form.language.lower() if form.language and task == "transcribe" else None
-    if language and languages and language not in languages:
-        raise InvalidRequest(f"'language' {language!r} is not one of 'languages'", param="language")
-    if len(languages) == 1:
-        language, languages = language or languages[0], []
-    prompt = " ".join(p for p in (form.prompt, ", ".join(form.keywords) if task == "transcribe" else "") if p)
+    language, languages = form.language_choice(task)
     return TranscriptionParams(
-        model=model.name, task=task, language=language, prompt=prompt or None, temperature=form.temperature,
+        model=model.name, task=task, language=language, prompt=form.whisper_prompt(task), temperature=form.temperature,
         word_timestamps="word" in form.timestamp_granularities, stream=form.stream, fit_context=form.fit_context,
         vad_filter=form.vad_filter or (task == "transcribe" and form.uses_vad_chunking()),
-        logprobs="logprobs" in form.include and task == "transcribe", languages=",".join(languages) or None)
+        logprobs="logprobs" in form.include and task == "transcribe", languages=languages)
 
 
 async def _hold_more(seconds: float) -> None:

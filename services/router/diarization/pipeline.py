@@ -15,6 +15,7 @@ import numpy as np
 from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
 from services.core.contracts.specs import NamedRoute, Task
 from services.core.contracts.wire import (
+    EmbeddingWindow,
     EmbeddingWindowsParams,
     EmbeddingWindowsResult,
     TranscriptionParams,
@@ -23,7 +24,14 @@ from services.core.contracts.wire import (
     VadResult,
 )
 from services.router.diarization.clustering import DISTANCE_THRESHOLD, centroids, cluster, smooth
-from services.router.diarization.turns import SpeakerSegment, TimedWord, segments, speaker_of_words
+from services.router.diarization.turns import (
+    SpeakerSegment,
+    TimedWord,
+    Turn,
+    segments,
+    speaker_of_words,
+    speaker_turns,
+)
 from services.router.pipelines import PipelineState, StepContext, embed_step, vad_step
 from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients
@@ -49,6 +57,7 @@ class DiarizationJob:
     vad: VadSettings = field(default_factory=VadSettings)
     chunked: bool = False           # chunking_strategy given (OpenAI's rule over 30 s)
     language: str | None = None
+    languages: str | None = None    # comma-separated: each turn's language detected among these
     prompt: str | None = None
     temperature: float = 0.0
     min_speakers: int | None = None
@@ -63,6 +72,8 @@ class Diarized:
     speech: list[tuple[float, float]] = field(default_factory=list)
     windows: EmbeddingWindowsResult | None = None
     transcript: TranscriptionResult | None = None
+    labels: list[int] | None = None  # the windows' speakers (in time order), once clustered
+    turns: list[Turn] = field(default_factory=list)  # the speech cut into speakers' turns (what Whisper decodes)
     segments: list[SpeakerSegment] = field(default_factory=list)
     means: dict[int, np.ndarray] = field(default_factory=dict)
     steps_run: list[str] = field(default_factory=list)
@@ -100,8 +111,16 @@ async def _embed(clients: ServiceClients, model: ServedModel, job: DiarizationJo
 
 
 async def _stt(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    """Whisper with word timestamps: over each speaker's turn on its own when the speech and its speakers are
+    known (a vad and an embed step ran first), else over the whole file."""
+    if state.windows is not None and state.speech:
+        _cluster(state, job)
+        state.turns = speaker_turns(state.speech, [w.start + (w.end - w.start) / 2 for w in _windows(state)],
+                                    state.labels or [])
+    spans = json.dumps([{"start": t.start, "end": t.end} for t in state.turns]) if state.turns else None
     params = TranscriptionParams(model=model.name, language=job.language, prompt=job.prompt,
-                                 temperature=job.temperature, word_timestamps=True, max_audio_seconds=job.cap)
+                                 temperature=job.temperature, word_timestamps=True, max_audio_seconds=job.cap,
+                                 languages=job.languages, spans=spans)
     response = await clients.post(model, "/v1/audio/transcriptions", data=params.form(), files=_file(job))
     state.transcript = TranscriptionResult.model_validate(response.json())
     state.duration = state.duration or state.transcript.duration
@@ -134,17 +153,39 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
     return state
 
 
+def _windows(state: Diarized) -> list[EmbeddingWindow]:
+    return sorted(state.windows.data if state.windows else [], key=lambda w: w.start)
+
+
+def _embeddings(state: Diarized) -> np.ndarray:
+    windows = _windows(state)
+    return np.array([w.embedding for w in windows], dtype=np.float32) if windows else np.zeros((0, 1))
+
+
+def _cluster(state: Diarized, job: DiarizationJob) -> None:
+    if state.labels is None:
+        state.labels = smooth(cluster(_embeddings(state), threshold=job.threshold, min_speakers=job.min_speakers,
+                                      max_speakers=job.max_speakers)).tolist()
+
+
 def _assign(state: Diarized, job: DiarizationJob) -> None:
-    windows = sorted(state.windows.data if state.windows else [], key=lambda w: w.start)
-    embeddings = np.array([w.embedding for w in windows], dtype=np.float32) if windows else np.zeros((0, 1))
-    labels = smooth(cluster(embeddings, threshold=job.threshold, min_speakers=job.min_speakers,
-                            max_speakers=job.max_speakers))
+    """Each word's speaker: its turn's when Whisper decoded turns, else the nearest window's; then the segments."""
+    _cluster(state, job)
+    labels = state.labels or []
     transcript = state.transcript
     assert transcript is not None
-    words = [TimedWord(w.word, w.start, w.end) for s in transcript.segments for w in s.words or []]
-    speakers = speaker_of_words(words, [(w.start + w.end) / 2 for w in windows], labels.tolist())
+    words: list[TimedWord] = []
+    speakers: list[int] = []
+    centres = [w.start + (w.end - w.start) / 2 for w in _windows(state)]
+    for segment in transcript.segments:
+        said = [TimedWord(w.word, w.start, w.end) for w in segment.words or []]
+        words += said
+        if segment.span is not None and segment.span < len(state.turns):
+            speakers += [state.turns[segment.span].speaker] * len(said)
+        else:
+            speakers += speaker_of_words(said, centres, labels)
     state.segments = segments(words, speakers)
-    state.means = centroids(embeddings, labels)  # no windows (no speech found): no speaker to name, labelled A
+    state.means = centroids(_embeddings(state), np.array(labels, dtype=int))  # no windows: nobody to name (A)
 
 
 async def embed_reference(ctx: StepContext, route: NamedRoute, table: ModelTable, index: int,

@@ -76,6 +76,24 @@ class TranscriptionForm(DiarizationFields, FormModel):
                                  f"'{self.response_format}'", param="include", code="unsupported_value")
         return self
 
+    def language_choice(self, task: str) -> tuple[str | None, str | None]:
+        """(``language``, ``languages`` comma-separated) as Whisper takes them: one language of ``languages`` is
+        the language; ``language`` outside ``languages`` a 400; translations detect freely."""
+        if task != "transcribe":
+            return None, None
+        languages = [code.lower() for code in self.languages]
+        language = self.language.lower() if self.language else None
+        if language and languages and language not in languages:
+            raise InvalidRequest(f"'language' {language!r} is not one of 'languages'", param="language")
+        if len(languages) == 1:
+            language, languages = language or languages[0], []
+        return language, ",".join(languages) or None
+
+    def whisper_prompt(self, task: str) -> str | None:
+        """Whisper's initial prompt: ``prompt``, then ``keywords`` (transcriptions) joined by commas."""
+        keywords = ", ".join(self.keywords) if task == "transcribe" else ""
+        return " ".join(p for p in (self.prompt, keywords) if p) or None
+
     def uses_vad_chunking(self) -> bool:
         """``chunking_strategy`` as this engine honours it: ``auto``, or ``{"type": "server_vad"}`` with no
         tuning fields (their VAD settings are the model's own), cuts at the VAD's silences; else a 400 naming it."""
