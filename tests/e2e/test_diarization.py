@@ -105,6 +105,11 @@ def test_streamed_segments_then_done(client, meeting):
     done = TranscriptionTextDoneEvent.model_validate(events[-1].model_dump(exclude_none=True), strict=True)
     assert len(segments) >= 4 and {s.speaker for s in segments} == {"A", "B"}
     assert done.text == " ".join(s.text for s in segments)
+    whole = client.audio.transcriptions.create(model=MODEL, file=("meeting.wav", audio),
+                                               response_format="diarized_json")
+    # the segments streamed one by one as Whisper's turns came back are the answer's, in order, ids and all
+    assert [(s.id, s.speaker, s.start, s.end, s.text) for s in segments] == [
+        (s.id, s.speaker, s.start, s.end, s.text) for s in whole.segments]
 
 
 def test_a_known_speaker_is_named_and_the_other_keeps_a_letter(client, meeting):

@@ -203,6 +203,8 @@ class ErrorEvent(BaseModel):
 
 
 SttEvent = SegmentEvent | DoneEvent | ErrorEvent
+STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
+"""One line of the STT service's NDJSON stream, parsed."""
 
 
 # ---------------------------------------------------------------------------- text-to-speech

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from services.auth.estimates import covered, upload_seconds
 from services.auth.guard import check_voice, note_usage, reserve_audio, visible_voices
 from services.core.audio import decode_audio
-from services.core.contracts.errors import HarmonyError, InvalidRequest
+from services.core.contracts.errors import HarmonyError, InvalidRequest, UpstreamError
 from services.core.contracts.specs import NamedRoute, Task
 from services.core.contracts.wire import RegisteredVoice, RegisteredVoiceList
 from services.core.http.sse import MEDIA_TYPE, sse_frame
@@ -37,6 +38,7 @@ from services.router.api.protocol.diarization import (
 )
 from services.router.api.protocol.transcription import (
     Transcription,
+    TranscriptionError,
     TranscriptionForm,
     TranscriptionTextDoneEvent,
     server_vad_fields,
@@ -45,6 +47,7 @@ from services.router.api.transcript_formats import json_response
 from services.router.api.voice_admin import store_model
 from services.router.diarization.clustering import SPEAKER_SIMILARITY_THRESHOLD, name_speakers
 from services.router.diarization.pipeline import DiarizationJob, Diarized, VadSettings, diarize, embed_reference
+from services.router.diarization.turns import SpeakerSegment
 from services.router.pipelines import PipelineRunner
 from services.router.upstream.clients import ServiceClients
 
@@ -79,15 +82,16 @@ async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRun
         job.cap = cap
         return await diarize(runner.table, clients, route, job)
 
-    result = await covered(run, held, limit, lambda seconds: reserve_audio(lambda: seconds))
-    note_usage(audio_seconds_in=result.duration)
     threshold = SPEAKER_SIMILARITY_THRESHOLD if form.speaker_similarity_threshold is None \
         else form.speaker_similarity_threshold
-    answer = _answer(result, name_speakers(result.means, references, threshold))
-    headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(result.steps_run)}
+    naming = Naming(references, threshold)
+    headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(s.name for s in route.steps)}
     if form.stream:
-        return StreamingResponse(_events(answer), media_type=MEDIA_TYPE, headers={**headers,
-                                                                                 "Cache-Control": "no-cache"})
+        return await _streamed(job, naming, lambda: covered(run, held, limit, _hold_more), headers)
+    result = await covered(run, held, limit, _hold_more)
+    note_usage(audio_seconds_in=result.duration)
+    answer = _answer(result, naming.names(result))
+    headers["X-Harmony-Steps-Run"] = ",".join(result.steps_run)
     if form.response_format == "text":
         return PlainTextResponse(answer.text + "\n", headers=headers)
     if form.response_format == "json":
@@ -97,24 +101,96 @@ async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRun
     return _with_headers(json_response(answer), headers)
 
 
+async def _hold_more(seconds: float) -> None:
+    await reserve_audio(lambda: seconds)
+
+
+@dataclass
+class Naming:
+    """The clusters' names, from the known speakers (set once the clusters are known)."""
+
+    references: list[tuple[str, np.ndarray]]
+    threshold: float
+    found: dict[int, str] | None = None
+
+    def names(self, state: Diarized) -> dict[int, str]:
+        if self.found is None:
+            self.found = name_speakers(state.means, self.references, self.threshold)
+        return self.found
+
+
 def _with_headers(response: Response, headers: dict[str, str]) -> Response:
     response.headers.update(headers)
     return response
 
 
+def _segment(index: int, segment: SpeakerSegment, names: dict[int, str]) -> TranscriptionDiarizedSegment:
+    return TranscriptionDiarizedSegment(id=f"seg_{index}", type="transcript.text.segment",
+                                        start=round(segment.start, 3), end=round(segment.end, 3),
+                                        speaker=names.get(segment.speaker, "A"), text=segment.text)
+
+
 def _answer(result: Diarized, names: dict[int, str]) -> TranscriptionDiarized:
-    segments = [TranscriptionDiarizedSegment(id=f"seg_{i}", type="transcript.text.segment", start=round(s.start, 3),
-                                             end=round(s.end, 3), speaker=names.get(s.speaker, "A"), text=s.text)
-                for i, s in enumerate(result.segments)]
+    segments = [_segment(i, s, names) for i, s in enumerate(result.segments)]
     return TranscriptionDiarized.model_validate({
         "task": "transcribe", "duration": round(result.duration, 3), "segments": [s.model_dump() for s in segments],
         "text": " ".join(s.text for s in segments), "usage": {"type": "duration", "seconds": result.duration}})
 
 
-async def _events(answer: TranscriptionDiarized) -> AsyncIterator[bytes]:
-    for segment in answer.segments:
-        yield sse_frame(TranscriptionTextSegmentEvent.model_validate(segment.model_dump()))
-    yield sse_frame(TranscriptionTextDoneEvent(type="transcript.text.done", text=answer.text))
+Told = list[TranscriptionDiarizedSegment] | Diarized | BaseException
+
+
+async def _streamed(job: DiarizationJob, naming: Naming, run: Callable[[], Awaitable[Diarized]],
+                    headers: dict[str, str]) -> Response:
+    """Segments as server-sent events as soon as each is final (Whisper decodes the speakers' turns one after
+    another), then ``transcript.text.done``. A failure before the first segment is answered with its status; after,
+    it is an ``error`` event."""
+    told: asyncio.Queue[Told] = asyncio.Queue()
+    sent = 0
+
+    async def tell(state: Diarized, new: list[SpeakerSegment]) -> None:
+        nonlocal sent
+        names = naming.names(state)
+        told.put_nowait([_segment(sent + i, s, names) for i, s in enumerate(new)])
+        sent += len(new)
+
+    async def work() -> None:
+        try:
+            told.put_nowait(await run())
+        except Exception as exc:
+            told.put_nowait(exc)
+
+    job.on_segments = tell
+    task = asyncio.create_task(work())
+    try:
+        first = await told.get()
+        if isinstance(first, BaseException):
+            raise first
+    except BaseException:
+        task.cancel()
+        raise
+    return StreamingResponse(_events(first, told, task), media_type=MEDIA_TYPE,
+                             headers={**headers, "Cache-Control": "no-cache"})
+
+
+async def _events(first: Told, told: asyncio.Queue[Told], task: asyncio.Task[None]) -> AsyncIterator[bytes]:
+    texts: list[str] = []
+    item = first
+    try:
+        while isinstance(item, list):
+            for segment in item:
+                texts.append(segment.text)
+                yield sse_frame(TranscriptionTextSegmentEvent.model_validate(segment.model_dump()))
+            item = await told.get()
+        if isinstance(item, HarmonyError):
+            yield sse_frame(TranscriptionError(**item.to_body()))
+        elif isinstance(item, BaseException):
+            yield sse_frame(TranscriptionError(**UpstreamError(f"the diarization failed: {item}").to_body()))
+        else:
+            note_usage(audio_seconds_in=item.duration)
+            yield sse_frame(TranscriptionTextDoneEvent(type="transcript.text.done", text=" ".join(texts)))
+    finally:
+        task.cancel()
 
 
 def _vad_settings(raw: str | None) -> VadSettings:

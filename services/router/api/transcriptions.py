@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from services.auth.estimates import covered, upload_seconds
 from services.auth.guard import note_usage, reserve_audio
 from services.core.contracts.errors import HarmonyError, InvalidRequest, UpstreamError, error_from_body
 from services.core.contracts.specs import Task
 from services.core.contracts.wire import (
+    STT_EVENT,
     DoneEvent,
     ErrorEvent,
     SegmentEvent,
@@ -44,7 +45,6 @@ from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients, transport_errors
 from services.router.upstream.relay import RelayResponse, Upstream
 
-STT_EVENT: TypeAdapter[SttEvent] = TypeAdapter(SttEvent)
 ANSWERS = {"response_model": TranscriptionVerbose | TranscriptionDiarized | Transcription, "responses": RESPONSES,
            "openapi_extra": form_request_body(TranscriptionForm)}
 

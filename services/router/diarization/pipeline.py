@@ -11,13 +11,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from pydantic import ValidationError
 
-from services.core.contracts.errors import HarmonyError, InvalidRequest, ServiceUnavailable
+from services.core.contracts.errors import (
+    HarmonyError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamError,
+    error_from_body,
+)
 from services.core.contracts.specs import NamedRoute, Task
 from services.core.contracts.wire import (
+    STT_EVENT,
+    DoneEvent,
     EmbeddingWindow,
     EmbeddingWindowsParams,
     EmbeddingWindowsResult,
+    Segment,
+    SegmentEvent,
     TranscriptionParams,
     TranscriptionResult,
     VadParams,
@@ -64,6 +75,7 @@ class DiarizationJob:
     max_speakers: int | None = None
     threshold: float = DISTANCE_THRESHOLD
     cap: float | None = None        # decode at most this (the quota hold)
+    on_segments: SegmentSink | None = None  # told each segment once it is final, as Whisper's turns come back
 
 
 @dataclass
@@ -74,9 +86,14 @@ class Diarized:
     transcript: TranscriptionResult | None = None
     labels: list[int] | None = None  # the windows' speakers (in time order), once clustered
     turns: list[Turn] = field(default_factory=list)  # the speech cut into speakers' turns (what Whisper decodes)
+    heard: list[Segment] = field(default_factory=list)  # Whisper's segments so far (streamed from the stt step)
     segments: list[SpeakerSegment] = field(default_factory=list)
+    told: int = 0  # how many of the segments the job's on_segments was given
     means: dict[int, np.ndarray] = field(default_factory=dict)
     steps_run: list[str] = field(default_factory=list)
+
+
+SegmentSink = Callable[[Diarized, list[SpeakerSegment]], Awaitable[None]]
 
 
 Step = Callable[[ServiceClients, ServedModel, DiarizationJob, Diarized], Awaitable[None]]
@@ -113,16 +130,34 @@ async def _embed(clients: ServiceClients, model: ServedModel, job: DiarizationJo
 async def _stt(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
     """Whisper with word timestamps: over each speaker's turn on its own when the speech and its speakers are
     known (a vad and an embed step ran first), else over the whole file."""
-    if state.windows is not None and state.speech:
+    if state.windows is not None:
         _cluster(state, job)
+    if state.windows is not None and state.speech:
         state.turns = speaker_turns(state.speech, [w.start + (w.end - w.start) / 2 for w in _windows(state)],
                                     state.labels or [])
     spans = json.dumps([{"start": t.start, "end": t.end} for t in state.turns]) if state.turns else None
     params = TranscriptionParams(model=model.name, language=job.language, prompt=job.prompt,
                                  temperature=job.temperature, word_timestamps=True, max_audio_seconds=job.cap,
                                  languages=job.languages, spans=spans)
-    response = await clients.post(model, "/v1/audio/transcriptions", data=params.form(), files=_file(job))
-    state.transcript = TranscriptionResult.model_validate(response.json())
+    async with clients.stream(model, "/v1/audio/transcriptions", data={**params.form(), "stream": "true"},
+                              files=_file(job)) as response:
+        async for line in response.aiter_lines():
+            if not line.strip():
+                continue
+            try:
+                event = STT_EVENT.validate_json(line)
+            except ValidationError:
+                raise UpstreamError(f"model '{model.name}' sent an event that is not its contract") from None
+            if isinstance(event, SegmentEvent):
+                state.heard.append(event.segment)
+                if state.labels is not None:  # the speakers are known: the segments before the last are final
+                    await _tell(job, state, _speaker_segments(state, state.heard)[:-1])
+            elif isinstance(event, DoneEvent):
+                state.transcript = event.result
+            else:
+                raise error_from_body(event.status, {"error": event.error})
+    if state.transcript is None:
+        raise UpstreamError(f"model '{model.name}' ended the stream without a result")
     state.duration = state.duration or state.transcript.duration
 
 
@@ -149,7 +184,7 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
         state.steps_run.append(step.name)
     if state.transcript is None or state.windows is None:
         raise ServiceUnavailable(f"route '{route.name}' needs an embed and an stt step")
-    _assign(state, job)
+    await _assign(state, job)
     return state
 
 
@@ -166,26 +201,38 @@ def _cluster(state: Diarized, job: DiarizationJob) -> None:
     if state.labels is None:
         state.labels = smooth(cluster(_embeddings(state), threshold=job.threshold, min_speakers=job.min_speakers,
                                       max_speakers=job.max_speakers)).tolist()
+        # no windows (no speech found): nobody to name (A)
+        state.means = centroids(_embeddings(state), np.array(state.labels, dtype=int))
 
 
-def _assign(state: Diarized, job: DiarizationJob) -> None:
-    """Each word's speaker: its turn's when Whisper decoded turns, else the nearest window's; then the segments."""
-    _cluster(state, job)
+def _speaker_segments(state: Diarized, heard: list[Segment]) -> list[SpeakerSegment]:
+    """Whisper's words with their speakers as segments: each word its turn's speaker when Whisper decoded turns,
+    else the nearest window's. Prefix-stable: more words change only the last segment or add new ones."""
     labels = state.labels or []
-    transcript = state.transcript
-    assert transcript is not None
     words: list[TimedWord] = []
     speakers: list[int] = []
     centres = [w.start + (w.end - w.start) / 2 for w in _windows(state)]
-    for segment in transcript.segments:
+    for segment in heard:
         said = [TimedWord(w.word, w.start, w.end) for w in segment.words or []]
         words += said
         if segment.span is not None and segment.span < len(state.turns):
             speakers += [state.turns[segment.span].speaker] * len(said)
         else:
             speakers += speaker_of_words(said, centres, labels)
-    state.segments = segments(words, speakers)
-    state.means = centroids(_embeddings(state), np.array(labels, dtype=int))  # no windows: nobody to name (A)
+    return segments(words, speakers)
+
+
+async def _tell(job: DiarizationJob, state: Diarized, final: list[SpeakerSegment]) -> None:
+    if job.on_segments is not None and len(final) > state.told:
+        new, state.told = final[state.told:], len(final)
+        await job.on_segments(state, new)
+
+
+async def _assign(state: Diarized, job: DiarizationJob) -> None:
+    _cluster(state, job)
+    assert state.transcript is not None
+    state.segments = _speaker_segments(state, state.transcript.segments)
+    await _tell(job, state, state.segments)
 
 
 async def embed_reference(ctx: StepContext, route: NamedRoute, table: ModelTable, index: int,
