@@ -15,46 +15,18 @@ import soundfile
 from openai.types.audio import TranscriptionDiarized, TranscriptionTextDoneEvent, TranscriptionTextSegmentEvent
 
 from services.core.audio import resample
-from services.core.tasks.jobs import SynthJob
-from tests import models
+from tests import meetings
+from tests.meetings import RATE, TURNS
 from tests.speech import SENTENCES, silence, synthesize, wav_bytes
 
 MODEL = "gpt-4o-transcribe-diarize"
-RATE = 22050
-# four turns: joe, espeak, joe, espeak (each turn one sentence)
-TURNS = [("joe", SENTENCES[0]), ("espeak", SENTENCES[1]), ("joe", SENTENCES[2]), ("espeak", SENTENCES[3])]
-
-
-def _espeak(text: str) -> np.ndarray:
-    engine = _espeak_engine()
-    audio = engine.run_batch([SynthJob(text, "en", "en")])[0]
-    audio = resample(audio, engine.sample_rate, RATE) if engine.sample_rate != RATE else audio
-    return (audio / max(float(np.max(np.abs(audio))), 1e-6)).astype(np.float32)
-
-
-_ENGINE: list = []
-
-
-def _espeak_engine():
-    if not _ENGINE:
-        _ENGINE.append(models.espeak_ng())
-    return _ENGINE[0]
-
-
-def _voice(who: str, text: str) -> np.ndarray:
-    return synthesize(text)[0] if who == "joe" else _espeak(text)
+_voice = meetings.voice
 
 
 @pytest.fixture(scope="module")
-def meeting() -> tuple[bytes, list[tuple[str, float, float, str]]]:
-    """The meeting's WAV and its turns (speaker, start, end, text)."""
-    parts, turns, at = [silence(0.5, RATE)], [], 0.5
-    for who, text in TURNS:
-        audio = _voice(who, text)
-        turns.append((who, at, at + len(audio) / RATE, text))
-        parts += [audio, silence(0.8, RATE)]
-        at += len(audio) / RATE + 0.8
-    return wav_bytes(np.concatenate(parts), RATE), turns
+def meeting() -> tuple[bytes, list[meetings.Turn]]:
+    """The meeting's WAV and its turns (speaker, start, end, text): tests/meetings.py."""
+    return meetings.two_speaker_meeting()
 
 
 def _data_url(audio: np.ndarray) -> str:
