@@ -267,17 +267,22 @@ class VoiceList(BaseModel):
 # ---------------------------------------------------------------------------- voice activity detection
 
 
-class VadParams(FormFields):
+class VadOptions(BaseModel):
+    """Silero's options, with their bounds: the VAD service's (``VadParams``) and the public ``/v1/audio/vad``'s."""
+
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="speech probability above which a frame is speech")
+    min_speech_duration_ms: float = Field(250, ge=0.0, le=3_600_000.0, description="shorter speech is dropped")
+    min_silence_duration_ms: float = Field(100, ge=0.0, le=3_600_000.0, description="shorter silence is kept")
+    speech_pad_ms: float = Field(30, ge=0.0, le=60_000.0, description="padding around each segment")
+    max_speech_duration_s: float | None = Field(None, gt=0.0, description="longer speech is split")
+    return_speech: bool = Field(False, description="also answer the speech cut out of the audio (FLAC)")
+    speech_sample_rate: int = Field(24000, ge=8000, le=48000, description="rate of the returned speech")
+
+
+class VadParams(FormFields, VadOptions):
     """Router -> VAD service: the fields beside ``file`` on ``POST /v1/audio/vad`` (Silero's options)."""
 
     model: str | None = None
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    min_speech_duration_ms: float = Field(250, ge=0.0, le=3_600_000.0)
-    min_silence_duration_ms: float = Field(100, ge=0.0, le=3_600_000.0)
-    speech_pad_ms: float = Field(30, ge=0.0, le=60_000.0)
-    max_speech_duration_s: float | None = Field(None, gt=0.0)
-    return_speech: bool = Field(False, description="also answer the speech cut out of the audio (FLAC)")
-    speech_sample_rate: int = Field(24000, ge=8000, le=48000, description="rate of the returned speech")
     max_audio_seconds: float | None = Field(None, gt=0, description="decode at most this (the router's quota hold); "
                                             "past it 400 audio_too_long, and the router holds more and sends again")
 
