@@ -113,7 +113,6 @@ def test_a_reference_that_matches_nobody_leaves_the_labels(harmony, client, meet
      "known_speaker_references"),
     ({"known_speaker_names[]": ["x", "y"], "known_speaker_references[]": ["data:audio/wav;base64,AAAA"]},
      "known_speaker_references"),
-    ({"response_format": "srt"}, "response_format"),
     ({"response_format": "verbose_json"}, "response_format"),
     ({"chunking_strategy": '{"type": "semantic"}'}, "chunking_strategy"),
     ({"min_speakers": "3", "max_speakers": "2"}, "min_speakers"),

@@ -3,7 +3,8 @@
 The route's steps run through ``services.router.diarization`` (VAD, the speaker encoder's windows, Whisper's words);
 speakers are named from ``known_speaker_names[]`` + ``known_speaker_references[]`` (data URLs of 2-10 s of audio, or
 the id of a voice the key registered) and, with ``known_speakers=registered``, every voice the key owns. Answers:
-``diarized_json`` (``TranscriptionDiarized``), ``json``, ``text``; ``stream=true`` sends one
+``diarized_json`` (``TranscriptionDiarized``), ``json``, ``text``, and beyond OpenAI ``srt`` and ``vtt`` (one cue per
+segment, the speaker's name as ``A: text`` and a WebVTT voice span ``<v A>text</v>``); ``stream=true`` sends one
 ``transcript.text.segment`` event per segment, then ``transcript.text.done``.
 """
 
@@ -43,7 +44,7 @@ from services.router.api.protocol.transcription import (
     TranscriptionTextDoneEvent,
     server_vad_fields,
 )
-from services.router.api.transcript_formats import json_response
+from services.router.api.transcript_formats import Cue, json_response, subtitles
 from services.router.api.voice_admin import store_model
 from services.router.diarization.clustering import SPEAKER_SIMILARITY_THRESHOLD, name_speakers
 from services.router.diarization.pipeline import DiarizationJob, Diarized, VadSettings, diarize, embed_reference
@@ -94,6 +95,9 @@ async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRun
     headers["X-Harmony-Steps-Run"] = ",".join(result.steps_run)
     if form.response_format == "text":
         return PlainTextResponse(answer.text + "\n", headers=headers)
+    if form.response_format in ("srt", "vtt"):
+        return subtitles((Cue(s.start, s.end, s.text, s.speaker) for s in answer.segments), form.response_format,
+                         headers)
     if form.response_format == "json":
         usage = answer.usage.model_dump() if answer.usage else None
         return _with_headers(json_response(Transcription.model_validate({"text": answer.text, "usage": usage})),

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
@@ -34,19 +35,53 @@ def _timestamp(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
 
 
-def to_srt(result: TranscriptionResult) -> str:
+@dataclass(frozen=True)
+class Cue:
+    """One subtitle cue: a segment's time and text, and who said it (the diarize model's segments)."""
+
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+
+
+def _one_line(text: str) -> str:
+    """A cue's text on one line: a line break (or a blank line, which ends a cue) inside it becomes a space."""
+    return " ".join(text.split())
+
+
+def _vtt_escaped(text: str) -> str:
+    """WebVTT cue text: ``&``, ``<`` and ``>`` as character references (``-->`` and tags cannot appear)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def srt_of(cues: Iterable[Cue]) -> str:
+    """SubRip: numbered cues; a speaker's name before the text (``A: text``)."""
     blocks = []
-    for index, segment in enumerate(result.segments, 1):
-        blocks.append(f"{index}\n{_timestamp(segment.start, ',')} --> {_timestamp(segment.end, ',')}\n"
-                      f"{segment.text.strip()}\n")
+    for index, cue in enumerate(cues, 1):
+        text = _one_line(cue.text)
+        if cue.speaker is not None:
+            text = f"{_one_line(cue.speaker)}: {text}"
+        blocks.append(f"{index}\n{_timestamp(cue.start, ',')} --> {_timestamp(cue.end, ',')}\n{text}\n")
     return "\n".join(blocks)
 
 
-def to_vtt(result: TranscriptionResult) -> str:
+def vtt_of(cues: Iterable[Cue]) -> str:
+    """WebVTT; a speaker as the cue's voice span (``<v A>text</v>``), names and text escaped."""
     lines = ["WEBVTT", ""]
-    for segment in result.segments:
-        lines += [f"{_timestamp(segment.start, '.')} --> {_timestamp(segment.end, '.')}", segment.text.strip(), ""]
+    for cue in cues:
+        text = _vtt_escaped(_one_line(cue.text))
+        if cue.speaker is not None:
+            text = f"<v {_vtt_escaped(_one_line(cue.speaker))}>{text}</v>"
+        lines += [f"{_timestamp(cue.start, '.')} --> {_timestamp(cue.end, '.')}", text, ""]
     return "\n".join(lines)
+
+
+def subtitles(cues: Iterable[Cue], response_format: str, headers: dict[str, str] | None = None) -> Response:
+    """``srt`` or ``vtt`` of ``cues`` as the answer."""
+    if response_format == "srt":
+        return PlainTextResponse(srt_of(cues), headers=headers)
+    return PlainTextResponse(vtt_of(cues), media_type="text/vtt", headers=headers)
 
 
 AUDIO_TOKENS_PER_SECOND = 50  # Whisper's encoder: one position per 20 ms of audio (1500 per 30-second window)
@@ -103,10 +138,8 @@ def render(result: TranscriptionResult, response_format: str, granularities: Seq
            ) -> Response:
     if response_format == "text":
         return PlainTextResponse(result.text + "\n")
-    if response_format == "srt":
-        return PlainTextResponse(to_srt(result))
-    if response_format == "vtt":
-        return PlainTextResponse(to_vtt(result), media_type="text/vtt")
+    if response_format in ("srt", "vtt"):
+        return subtitles((Cue(s.start, s.end, s.text) for s in result.segments), response_format)
     if response_format == "verbose_json":
         return json_response(to_verbose(result, "word" in granularities,
                                         "segment" in granularities or not granularities))

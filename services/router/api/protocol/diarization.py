@@ -14,7 +14,8 @@ from pydantic import Field
 from services.core.http.form_body import FormModel
 from services.router.api.protocol.docs import EXTENSION
 
-DIARIZED_FORMATS = ("json", "text", "diarized_json")  # what OpenAI answers for gpt-4o-transcribe-diarize
+# what OpenAI answers for gpt-4o-transcribe-diarize, and (the engine's extension) subtitles with the speakers named
+DIARIZED_FORMATS = ("json", "text", "diarized_json", "srt", "vtt")
 MAX_KNOWN_SPEAKERS = 4
 REFERENCE_SECONDS = (2.0, 10.0)
 
