@@ -9,6 +9,7 @@ reaches, moves it into the ASGI scope, where no client of the router's server ca
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import secrets
@@ -70,13 +71,19 @@ def backoff_s(attempts: int, retry_after: str | None) -> float:
 
 
 def _form_value(name: str, value: Any) -> list[tuple[str, str]]:
+    """A JSON body's field as multipart fields: a list as repeated ``name[]`` (``known_speaker_names``, whether the
+    line wrote ``known_speaker_names`` or ``known_speaker_names[]``), an object as its JSON text
+    (``chunking_strategy``)."""
     if isinstance(value, bool):
         return [(name, "true" if value else "false")]
     if isinstance(value, (str, int, float)):
         return [(name, str(value))]
-    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
-        return [(name + "[]", str(v)) for v in value]
-    raise InvalidRequest(f"'{name}' must be a string, a number, a boolean or a list of them", param=name)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+        return [(name.removesuffix("[]") + "[]", str(v)) for v in value]
+    if isinstance(value, dict):
+        return [(name, json.dumps(value))]
+    raise InvalidRequest(f"'{name}' must be a string, a number, a boolean, an object or a list of strings or "
+                         "numbers", param=name)
 
 
 def transcription_form(body: dict[str, Any]) -> tuple[str, dict[str, str | list[str]]]:

@@ -4,6 +4,7 @@ failing alone, a malformed input file failing validation, cancel, and a SIGKILL 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import signal
@@ -189,3 +190,30 @@ def test_a_batch_survives_sigkill_and_resumes(piper_only):
     assert done.status == "completed" and done.request_counts.completed == len(texts) == done.request_counts.total
     assert sorted(ids) == sorted(f"k{i}" for i in range(len(texts)))  # none lost, none twice
     assert all(soundfile.info(io.BytesIO(a)).duration > 2 for a in audio)
+
+
+def test_a_diarized_transcription_batch_names_the_speakers(client):
+    """``gpt-4o-transcribe-diarize`` in a batch: known speakers as JSON lists (sent on as repeated ``name[]`` form
+    fields), chunking_strategy as an object; each output line holds the diarized answer (or the vtt)."""
+    from openai.types.audio import TranscriptionDiarized
+
+    from tests import meetings
+    from tests.subtitles import check_turns, labels_by_turn, parse_vtt
+
+    audio, turns = meetings.two_speaker_meeting()
+    reference = "data:audio/wav;base64," + base64.b64encode(
+        wav_bytes(meetings.voice("joe", SENTENCES[4]), meetings.RATE)).decode()
+    meeting_id = client.files.create(file=("meeting.wav", audio), purpose="user_data").id
+    common = {"model": "gpt-4o-transcribe-diarize", "file": meeting_id, "language": "en"}
+    lines = [{"custom_id": "named", "method": "POST", "url": "/v1/audio/transcriptions",
+              "body": {**common, "response_format": "diarized_json", "known_speaker_names": ["Joe"],
+                       "known_speaker_references": [reference], "chunking_strategy": {"type": "server_vad"}}},
+             {"custom_id": "subtitles", "method": "POST", "url": "/v1/audio/transcriptions",
+              "body": {**common, "response_format": "vtt", "min_speakers": 2, "max_speakers": 2}}]
+    batch = wait_for(client, submit(client, "/v1/audio/transcriptions", lines).id)
+    output, errors = read_lines(client, batch.output_file_id), read_lines(client, batch.error_file_id)
+    assert batch.status == "completed" and set(output) == {"named", "subtitles"} and not errors, (batch, errors)
+    named = TranscriptionDiarized.model_validate(output["named"]["response"]["body"], strict=True)
+    assert labels_by_turn(named.segments, turns) == ["Joe", "A", "Joe", "A"], named.segments
+    assert len({w for w in named.text.lower().split()} & set(SENTENCES[0].lower().split())) >= 6
+    check_turns(parse_vtt(output["subtitles"]["response"]["body"]), turns)

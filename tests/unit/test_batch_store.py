@@ -74,7 +74,13 @@ def test_a_transcription_body_becomes_form_fields():
                                           "timestamp_granularities": ["word", "segment"], "prompt": None})
     assert file_id == "file-abc"
     assert fields == {"model": "whisper-1", "temperature": "0.2", "timestamp_granularities[]": ["word", "segment"]}
-    for body in ({"model": "m"}, {"file": "x.wav"}, {"file": "file-1", "stream": True}, {"file": "file-1", "o": {}}):
+    _, fields = transcription_form({"file": "file-1", "known_speaker_names[]": ["Ann", "Bo"],
+                                    "known_speaker_references": ["voice_1", "voice_2"],
+                                    "chunking_strategy": {"type": "server_vad"}})
+    assert fields == {"known_speaker_names[]": ["Ann", "Bo"], "known_speaker_references[]": ["voice_1", "voice_2"],
+                      "chunking_strategy": '{"type": "server_vad"}'}
+    for body in ({"model": "m"}, {"file": "x.wav"}, {"file": "file-1", "stream": True}, {"file": "file-1", "o": [{}]},
+                 {"file": "file-1", "o": [True]}):
         with pytest.raises(InvalidRequest):
             transcription_form(body)
 
