@@ -256,3 +256,68 @@ def test_ctrl_c_stops_the_embedded_engine(tmp_path):
     assert process.returncode == 130 and "interrupted" in out
     assert nothing_listens_on(router) and not os.path.exists(os.path.dirname(router))
     assert not (tmp_path / "long.txt").exists()
+
+
+@pytest.fixture
+def meeting_file(tmp_path):
+    """The two-speaker meeting (tests/meetings.py) as meetings/meeting.wav, a one-speaker clip beside it, and a
+    reference recording of the meeting's first speaker (Piper's joe saying something else)."""
+    from tests import meetings
+
+    folder = tmp_path / "meetings"
+    folder.mkdir()
+    audio, turns = meetings.two_speaker_meeting()
+    (folder / "meeting.wav").write_bytes(audio)
+    write_wav(folder / "solo.wav", *clip(ONE))
+    write_wav(tmp_path / "joe.wav", meetings.voice("joe", SENTENCES[4]), meetings.RATE)
+    return folder, turns
+
+
+def test_transcribe_diarize_writes_speakers_into_srt_vtt_and_text(harmony, meeting_file, tmp_path):
+    from tests.subtitles import check_turns, parse_srt, parse_vtt
+
+    folder, turns = meeting_file
+    server = ["--server", harmony.url, "--language", "en"]
+    srt = run_cli("transcribe", str(folder / "meeting.wav"), "--diarize", "--format", "srt", "--min-speakers", "2",
+                  "--max-speakers", "2", *server)
+    assert srt.returncode == 0, srt.stdout + srt.stderr
+    check_turns(parse_srt((folder / "meeting.srt").read_text()), turns)
+
+    vtt = run_cli("transcribe", str(folder / "meeting.wav"), "--diarize", "--format", "vtt", "--speakers",
+                  f"Joe={tmp_path / 'joe.wav'}", "--output", "-", *server)
+    assert vtt.returncode == 0, vtt.stdout + vtt.stderr
+    check_turns(parse_vtt(vtt.stdout), turns, ["Joe", "A", "Joe", "A"])  # stdout holds the vtt alone
+    assert "transcribed 1, skipped 0" in vtt.stderr and not (folder / "meeting.vtt").exists()
+
+    text = run_cli("transcribe", str(folder), "--diarize", *server)  # two files: one result beside each
+    assert text.returncode == 0 and "transcribed 2, skipped 0" in text.stdout, text.stdout + text.stderr
+    lines = (folder / "meeting.txt").read_text().splitlines()
+    assert [line.split(": ", 1)[0] for line in lines][:4] in (["A", "B", "A", "B"], ["B", "A", "B", "A"]), lines
+    assert wer(ONE, " ".join(line.split(": ", 1)[1] for line in lines[:1])) <= 0.2, lines
+    solo = (folder / "solo.txt").read_text()
+    assert solo.startswith("A: ") and solo.count("\n") == 1 and wer(ONE, solo[3:]) <= 0.15, solo
+
+
+def test_transcribe_diarize_errors_are_messages_and_exit_statuses(harmony, meeting_file, tmp_path):
+    folder, _ = meeting_file
+    meeting = str(folder / "meeting.wav")
+    server = ["--server", harmony.url]
+    cases = [
+        (["--diarize", "--speakers", f"Joe={tmp_path / 'nobody.wav'}"], 2, "--speakers Joe=.*no such file"),
+        (["--speakers", f"Joe={tmp_path / 'joe.wav'}"], 2, "need --diarize"),
+        (["--diarize", "--speakers", "Joe"], 2, "write NAME=REF"),
+        ([str(folder / "solo.wav"), "--output", str(tmp_path / "x.txt")], 2, "--output takes one input"),
+        (["--diarize", "--format", "verbose_json"], 1, r"HTTP 400: response_format 'verbose_json' is not supported"),
+        (["--diarize", "--speakers", "Joe=voice_nobody"], 1, "HTTP 404: "),
+        (["--diarize", "--min-speakers", "3", "--max-speakers", "2"], 1, "HTTP 400: 'min_speakers' is over"),
+    ]
+    for extra, status, message in cases:
+        done = run_cli("transcribe", meeting, *extra, *server)
+        assert done.returncode == status, (extra, done.stdout + done.stderr)
+        assert re.search(message, done.stdout + done.stderr), (extra, done.stdout + done.stderr)
+        assert "Traceback" not in done.stdout + done.stderr
+    short = tmp_path / "short.wav"
+    write_wav(short, *synthesize("Hi."))
+    refused = run_cli("transcribe", meeting, "--diarize", "--speakers", f"Joe={short}", *server)
+    assert refused.returncode == 1 and "known_speaker_references[0] is" in refused.stdout, refused.stdout
+    assert not (folder / "meeting.txt").exists()
