@@ -17,9 +17,11 @@ export class Timeline {
     this.duration = 0;
     this.legend = el("ul", { class: "legend", "aria-label": "Speakers" });
     this.lanes = el("div", { class: "lanes", role: "group", "aria-label": "Timeline of speakers" });
-    this.axis = el("div", { class: "axis", "aria-hidden": "true" });
+    this.axis = el("div", { class: "axis", "aria-hidden": "true" });  // under the lanes, in the grid's last row
+    this.spacer = el("span", { "aria-hidden": "true" });
+    this.lanes.append(this.spacer, this.axis);
     this.turns = el("div", { class: "turns", "aria-label": "Transcript by speaker" });
-    container.replaceChildren(this.legend, this.lanes, this.axis, this.turns);
+    container.replaceChildren(this.legend, this.lanes, this.turns);
     container.hidden = false;
     this.root = container;
     delete container.dataset.done;
@@ -46,7 +48,7 @@ export class Timeline {
     lane.dataset.speaker = name;
     const label = el("span", { class: "lane-name" }, name);
     label.style.setProperty("--c", colour);
-    this.lanes.append(label, lane);
+    this.spacer.before(label, lane);
     const item = el("li", {}, el("span", { class: "swatch", "aria-hidden": "true" }), name);
     item.style.setProperty("--c", colour);
     this.legend.append(item);
