@@ -450,8 +450,22 @@ class VoiceDeleted(BaseModel):
 
 
 LAST_REQUEST_ANNOTATION = "harmony.dev/last-request"
-"""Router -> operator: on a SpeechModel that scales to zero, when it was last asked for (RFC 3339, UTC). Written at
-once when the router holds a request for a model with no ready replica (the wake-up call), else every few seconds."""
+"""Formerly router -> operator (the router patched SpeechModels): no longer written or read; kept out of kopf's diff."""
+
+DEMAND_LEASE_PREFIX = "harmony-demand-"
+"""Router -> operator: demand for a SpeechModel that scales to zero is a coordination.k8s.io/v1 Lease named
+``harmony-demand-<model>`` in the model's namespace, labelled :data:`DEMAND_LABEL`. The router creates and renews it
+(``spec.renewTime``: when the model was last asked for, or is still waited for); it never writes SpeechModels."""
+DEMAND_LABEL = "harmony.dev/demand"
+
+
+def demand_lease_name(model: str) -> str:
+    return DEMAND_LEASE_PREFIX + model
+
+
+def demand_lease_model(lease: str) -> str | None:
+    """The model a demand Lease is for (None: not a demand Lease's name)."""
+    return lease[len(DEMAND_LEASE_PREFIX):] if lease.startswith(DEMAND_LEASE_PREFIX) else None
 
 
 class RouterModelEntry(BaseModel):
