@@ -60,7 +60,8 @@ def test_schemas_are_structural(name: str) -> None:
 def test_preserve_unknown_fields_only_where_needed() -> None:
     spec = speech_model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     preserved = [where for where, node in schema_nodes(spec) if node.get("x-kubernetes-preserve-unknown-fields")]
-    assert preserved == [".options[additionalProperties]", ".affinity", ".env[items].valueFrom"]
+    assert preserved == [".options[additionalProperties]", ".affinity",
+                         ".topology_spread_constraints[items].labelSelector", ".env[items].valueFrom"]
 
 
 def test_speech_model_crd_shape() -> None:

@@ -214,12 +214,72 @@ class AutoscalingSpec(Strict):
         return self.min_replicas == 0
 
 
+NVIDIA_GPU = "nvidia.com/gpu"
+# An extended resource's name (Kubernetes: a qualified name with a domain prefix outside kubernetes.io):
+# nvidia.com/gpu, nvidia.com/mig-1g.10gb, nvidia.com/gpu.shared, amd.com/gpu, gpu.intel.com/i915.
+EXTENDED_RESOURCE_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?\.)+[a-z0-9]([-a-z0-9]*[a-z0-9])?/"
+                             r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class Accelerator(Strict):
+    """An extended resource of the model container (Kubernetes only): a device plugin's resource name and count."""
+
+    name: str = Field(..., max_length=253, pattern=EXTENDED_RESOURCE_PATTERN, description="the resource name, e.g. "
+                      "nvidia.com/gpu, nvidia.com/mig-1g.10gb (MIG, mixed strategy), nvidia.com/gpu.shared "
+                      "(time-slicing, renamed), amd.com/gpu")
+    count: int = Field(1, ge=1, description="how many (request equals limit, as Kubernetes requires)")
+
+    @field_validator("name")
+    @classmethod
+    def _not_kubernetes(cls, value: str) -> str:
+        domain = value.split("/", 1)[0]
+        if domain == "kubernetes.io" or domain.endswith(".kubernetes.io"):
+            raise ValueError(f"'{value}': extended resources may not be in the kubernetes.io domain")
+        return value
+
+
+class ResourceClaim(Strict):
+    """A DRA claim (Kubernetes only, resource.k8s.io): one per pod from a ResourceClaimTemplate of the namespace."""
+
+    name: str = Field(..., max_length=63, pattern=DNS_LABEL, description="the claim's name in the pod")
+    template: str = Field(..., max_length=253, pattern=DNS_SUBDOMAIN,
+                          description="the ResourceClaimTemplate (resourceClaimTemplateName)")
+
+
 class ResourcesSpec(Strict):
     cpu: Quantity | None = Field(None, description="CPU request, Kubernetes quantity such as '2' or '500m'")
     memory: Quantity | None = Field(None, description="memory request, such as '2Gi'")
     cpu_limit: Quantity | None = None
     memory_limit: Quantity | None = None
-    gpu: int = Field(0, ge=0, description="nvidia.com/gpu count")
+    gpu: int = Field(0, ge=0, description="nvidia.com/gpu count (shorthand for accelerators: [{name: nvidia.com/gpu, "
+                     "count: N}])")
+    accelerators: list[Accelerator] = Field(
+        default_factory=list, description="extended resources by name and count: MIG profiles, time-sliced GPUs, "
+        "other vendors' devices")
+    claims: list[ResourceClaim] = Field(
+        default_factory=list, description="DRA resource claims from ResourceClaimTemplates (resource.k8s.io)")
+
+    @model_validator(mode="after")
+    def _accelerators_apart(self) -> ResourcesSpec:
+        names = [a.name for a in self.accelerators]
+        if len(set(names)) != len(names):
+            raise ValueError("accelerators: each resource name once")
+        if self.gpu and NVIDIA_GPU in names:
+            raise ValueError(f"set resources.gpu or an accelerator named {NVIDIA_GPU}, not both")
+        if len({c.name for c in self.claims}) != len(self.claims):
+            raise ValueError("claims: each name once")
+        return self
+
+    def extended(self) -> dict[str, int]:
+        """Every extended resource the container asks for: ``gpu`` as nvidia.com/gpu, then ``accelerators``."""
+        return {**({NVIDIA_GPU: self.gpu} if self.gpu else {}), **{a.name: a.count for a in self.accelerators}}
+
+    @property
+    def has_accelerator(self) -> bool:
+        """Whether the pod gets a device: a GPU, another extended resource or a DRA claim."""
+        return bool(self.gpu or self.accelerators or self.claims)
 
 
 OptionValue = str | int | float | bool
@@ -233,6 +293,58 @@ class Toleration(Strict):
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = Field(None, alias="tolerationSeconds", ge=0)
+
+
+class TopologySpread(Strict):
+    """A pod topologySpreadConstraint in Kubernetes' field names (Kubernetes only); labelSelector: the model's pods."""
+
+    max_skew: int = Field(1, alias="maxSkew", ge=1)
+    topology_key: str = Field(..., alias="topologyKey", min_length=1,
+                              description="a node label, e.g. topology.kubernetes.io/zone or kubernetes.io/hostname")
+    when_unsatisfiable: Literal["DoNotSchedule", "ScheduleAnyway"] = Field(
+        "ScheduleAnyway", alias="whenUnsatisfiable")
+    label_selector: dict[str, Any] | None = Field(
+        None, alias="labelSelector", description="a Kubernetes LabelSelector as is (default: the model's pods)")
+    min_domains: int | None = Field(None, alias="minDomains", ge=1)
+    node_affinity_policy: Literal["Honor", "Ignore"] | None = Field(None, alias="nodeAffinityPolicy")
+    node_taints_policy: Literal["Honor", "Ignore"] | None = Field(None, alias="nodeTaintsPolicy")
+    match_label_keys: list[str] = Field(default_factory=list, alias="matchLabelKeys")
+
+    @model_validator(mode="after")
+    def _min_domains(self) -> TopologySpread:
+        if self.min_domains is not None and self.when_unsatisfiable != "DoNotSchedule":
+            raise ValueError("minDomains needs whenUnsatisfiable: DoNotSchedule")
+        return self
+
+
+# A rolling update's surge or unavailability: a count or a percentage ('25%').
+RolloutStep = Annotated[int, Field(ge=0)] | Annotated[str, Field(pattern=r"^(100|[1-9]?[0-9])%$")]
+
+
+def _zero(step: int | str) -> bool:
+    return step in (0, "0%")
+
+
+class RolloutSpec(Strict):
+    """How the model's Deployment replaces its pods (full GPU pools: maxSurge 0, maxUnavailable 1)."""
+
+    # The default (one extra pod first, none down) needs room for one more pod; on a full GPU pool the surge pod
+    # never schedules and the rollout waits out its progress deadline.
+
+    model_config = ConfigDict(json_schema_extra=cel(
+        "!((has(self.maxSurge) ? string(self.maxSurge) : '1') in ['0', '0%'] && "
+        "(has(self.maxUnavailable) ? string(self.maxUnavailable) : '0') in ['0', '0%'])",
+        "maxSurge and maxUnavailable may not both be 0"))
+
+    max_surge: RolloutStep = Field(1, alias="maxSurge", description="pods above the desired count during a rollout")
+    max_unavailable: RolloutStep = Field(0, alias="maxUnavailable",
+                                         description="pods below the desired count during a rollout")
+
+    @model_validator(mode="after")
+    def _moves(self) -> RolloutSpec:
+        if _zero(self.max_surge) and _zero(self.max_unavailable):
+            raise ValueError("maxSurge and maxUnavailable may not both be 0: the rollout could never move")
+        return self
 
 
 # Paths and volume names of the model pods that the operator itself mounts (operator/harmony_operator/manifests.py).
@@ -291,9 +403,11 @@ class SpeechModelSpec(Strict):
 
     # Kubernetes only (locally, `device: cuda` needs no resource request).
     model_config = ConfigDict(json_schema_extra=cel(
-        "!has(self.device) || self.device != 'cuda' || "
-        "(has(self.resources) && has(self.resources.gpu) && self.resources.gpu >= 1)",
-        "device cuda needs resources.gpu >= 1: without it the pod sees no GPU"))
+        "!has(self.device) || self.device != 'cuda' || (has(self.resources) && ("
+        "(has(self.resources.gpu) && self.resources.gpu >= 1) || "
+        "(has(self.resources.accelerators) && size(self.resources.accelerators) > 0) || "
+        "(has(self.resources.claims) && size(self.resources.claims) > 0)))",
+        "device cuda needs resources.gpu >= 1, an accelerator or a claim: without one the pod sees no GPU"))
 
     task: Task
     backend: str = Field(..., min_length=1, description="backend implementation, e.g. faster-whisper")
@@ -317,6 +431,10 @@ class SpeechModelSpec(Strict):
     affinity: dict[str, Any] | None = Field(None, description="pod affinity, a Kubernetes Affinity object as is")
     runtime_class_name: str | None = Field(None, description="pod runtimeClassName, e.g. nvidia")
     priority_class_name: str | None = Field(None, description="pod priorityClassName")
+    topology_spread_constraints: list[TopologySpread] = Field(
+        default_factory=list, description="pod topologySpreadConstraints (replace the operator's default spread)")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="the rolling update's maxSurge and "
+                                 "maxUnavailable (full GPU pools: maxSurge 0, maxUnavailable 1)")
     volumes: list[ModelVolume] = Field(default_factory=list, description="volumes mounted into the model's pods: "
                                        "weights on a PersistentVolumeClaim or in an OCI image, a shared model cache")
     env: list[EnvVar] = Field(default_factory=list, description="more environment variables of the model's "
