@@ -24,7 +24,7 @@ from services.core.contracts.specs import (
 )
 from services.core.contracts.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 
-from . import autoscaling, names
+from . import autoscaling, names, security
 from .pulls import PULL
 from .settings import OperatorSettings
 
@@ -37,7 +37,6 @@ MODEL_FILE = f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}"
 TERMINATION_LOG = "/dev/termination-log"
 MODELCAR_VOLUME = "modelcar"
 MODELCAR_DIR = MODELCAR_MOUNT
-RUN_AS = 10001  # the image's user (docker/Dockerfile)
 GPU = "nvidia.com/gpu"
 
 # Loading weights can take minutes: the startup probe allows STARTUP_PERIOD_S x STARTUP_FAILURES (15
@@ -260,11 +259,6 @@ def volumes(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> lis
     return out
 
 
-def _security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]}}
-
-
 def pull_container(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
     """The init container that fetches an hf or url source into the cache (``harmony pull``), so the model
     service starts on local files, offline. Its last progress (revision, bytes) is its termination message,
@@ -282,7 +276,7 @@ def pull_container(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[st
         "args": ["--model-file", MODEL_FILE, "--json", "--termination-log", TERMINATION_LOG],
         "env": [e for e in env if e["name"] not in overridden] + own,
         "resources": _resources(spec, gpu=False),
-        "securityContext": _security(),
+        "securityContext": security.container_security_context(),
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": _cache_mounts(spec),
@@ -320,15 +314,14 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "livenessProbe": _probe("/healthz", 15, 4, timeout=5),
         "readinessProbe": _probe("/readyz", 5, 3),
         "lifecycle": lifecycle(),
-        "securityContext": _security(),
+        "securityContext": security.container_security_context(),
         "volumeMounts": volume_mounts(spec),
     }
     pod: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": termination_grace_s(spec, settings),
-        "securityContext": {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": security.pod_security_context(settings),
         "containers": [container],
         "volumes": volumes(name, spec, settings),
     }

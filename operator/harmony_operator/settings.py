@@ -9,6 +9,12 @@ DEFAULT_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0"
 DEFAULT_CUDA_IMAGE = "ghcr.io/harmony-speech/harmony:0.1.0-cuda"
 
 
+def _optional_int(value: str) -> int | None:
+    """An id from the environment: empty (or 'null', as Helm may render it) is None."""
+    value = value.strip()
+    return None if value in ("", "null", "<nil>") else int(value)
+
+
 @dataclass(frozen=True)
 class OperatorSettings:
     image: str = DEFAULT_IMAGE                 # model services without a GPU
@@ -22,6 +28,11 @@ class OperatorSettings:
     # HF_ENDPOINT of the pods of models with an hf source: a Hub mirror (air-gapped clusters). Empty: the Hub.
     hf_endpoint: str = ""
     service_account: str = ""                  # of the model pods; empty: the namespace default
+    # The model pods' user, group and fsGroup (docs/kubernetes.md, "Hardened clusters"): None leaves them to the
+    # image's numeric USER (10001) on Kubernetes and to the namespace's range on OpenShift (restricted SCC).
+    run_as_user: int | None = None
+    run_as_group: int | None = None
+    fs_group: int | None = None
     termination_grace_s: int = 90              # in-flight requests drain within this
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
     retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
@@ -65,6 +76,9 @@ class OperatorSettings:
             cache_claim=get("HARMONY_CACHE_CLAIM", "").strip(),
             hf_endpoint=get("HARMONY_HF_ENDPOINT", "").strip(),
             service_account=get("HARMONY_MODEL_SERVICE_ACCOUNT", ""),
+            run_as_user=_optional_int(get("HARMONY_MODEL_RUN_AS_USER", "")),
+            run_as_group=_optional_int(get("HARMONY_MODEL_RUN_AS_GROUP", "")),
+            fs_group=_optional_int(get("HARMONY_MODEL_FS_GROUP", "")),
             termination_grace_s=int(get("HARMONY_TERMINATION_GRACE_S", str(defaults.termination_grace_s))),
             reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),
             retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),

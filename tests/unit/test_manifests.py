@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -129,10 +130,16 @@ def test_pod_is_locked_down_and_probed() -> None:
     deployment = manifests.deployment("whisper-tiny.en", "speech", spec_of(CPU), SETTINGS)
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                      "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    # No fixed ids (OpenShift assigns them; upstream the image's numeric USER runs): docs/kubernetes.md.
+    assert pod["securityContext"] == {"runAsNonRoot": True, "fsGroupChangePolicy": "OnRootMismatch",
+                                      "seccompProfile": {"type": "RuntimeDefault"}}
     assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}
+                                            "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]},
+                                            "seccompProfile": {"type": "RuntimeDefault"}}
+    asked = replace(SETTINGS, run_as_user=10001, run_as_group=10001, fs_group=10001)
+    pod = manifests.deployment("whisper-tiny.en", "speech", spec_of(CPU), asked)["spec"]["template"]["spec"]
+    assert {k: pod["securityContext"].get(k) for k in ("runAsUser", "runAsGroup", "fsGroup")} == {
+        "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001}
     assert pod["automountServiceAccountToken"] is False
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
