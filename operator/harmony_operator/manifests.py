@@ -57,7 +57,7 @@ PRE_STOP_S = 10
 DRAIN_MARGIN_S = 15
 
 # Fields the model service does not read: changing them must not restart its pods.
-_SCALING_FIELDS = {"replicas", "autoscaling"}
+_SCALING_FIELDS = {"replicas", "autoscaling", "rollout"}
 
 
 def _meta(name: str, namespace: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -105,17 +105,39 @@ def _resources(spec: SpeechModelSpec, gpu: bool = True) -> dict[str, Any]:
     r = spec.resources
     requests = {k: v for k, v in {"cpu": r.cpu, "memory": r.memory}.items() if v}
     limits = {k: v for k, v in {"cpu": r.cpu_limit, "memory": r.memory_limit}.items() if v}
-    if r.gpu and gpu:
-        requests[GPU] = limits[GPU] = str(r.gpu)  # extended resources: request must equal limit
-    return {k: v for k, v in {"requests": requests, "limits": limits}.items() if v}
+    if gpu:
+        for resource, count in r.extended().items():  # nvidia.com/gpu, MIG, time-sliced, other vendors
+            requests[resource] = limits[resource] = str(count)  # extended resources: request must equal limit
+    out: dict[str, Any] = {k: v for k, v in {"requests": requests, "limits": limits}.items() if v}
+    if gpu and r.claims:
+        out["claims"] = [{"name": c.name} for c in r.claims]  # DRA: the pod's resourceClaims this container uses
+    return out
+
+
+def _taint_key(resource: str) -> str:
+    """The taint a node pool of this resource carries: NVIDIA's pools (GKE, AKS, the GPU operator) taint
+    nvidia.com/gpu whatever the resource (MIG, time-sliced); another vendor's resource is its own key."""
+    return GPU if resource.startswith("nvidia.com/") else resource
 
 
 def _tolerations(spec: SpeechModelSpec) -> list[dict[str, Any]]:
     tolerations = [t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations]
-    if spec.resources.gpu and not any(t.get("key") == GPU for t in tolerations):
-        # GPU node pools (GKE, AKS, the NVIDIA GPU operator) taint their nodes with nvidia.com/gpu.
-        tolerations.append({"key": GPU, "operator": "Exists", "effect": "NoSchedule"})
+    for key in dict.fromkeys(_taint_key(resource) for resource in spec.resources.extended()):
+        if not any(t.get("key") == key for t in tolerations):
+            tolerations.append({"key": key, "operator": "Exists", "effect": "NoSchedule"})
     return tolerations
+
+
+def topology_spread(name: str, spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """The spec's topologySpreadConstraints; one without a labelSelector spreads the model's own pods."""
+    selector = {"matchLabels": names.selector_labels(name)}
+    return [{**c.model_dump(by_alias=True, exclude_none=True), "labelSelector":
+             c.label_selector or selector} for c in spec.topology_spread_constraints]
+
+
+def resource_claims(spec: SpeechModelSpec) -> list[dict[str, Any]]:
+    """The pod's DRA claims: one ResourceClaim per pod from each named ResourceClaimTemplate."""
+    return [{"name": c.name, "resourceClaimTemplateName": c.template} for c in spec.resources.claims]
 
 
 def _probe(path: str, period: int, failures: int, timeout: int = 3) -> dict[str, Any]:
@@ -143,7 +165,7 @@ def lifecycle() -> dict[str, Any]:
 def image_for(spec: SpeechModelSpec, settings: OperatorSettings) -> str:
     if spec.image:
         return spec.image
-    return settings.cuda_image if spec.resources.gpu else settings.image
+    return settings.cuda_image if spec.resources.has_accelerator else settings.image
 
 
 def state_env(spec: SpeechModelSpec, settings: OperatorSettings) -> dict[str, Any]:
@@ -334,6 +356,8 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "affinity": spec.affinity or None,
         "runtimeClassName": spec.runtime_class_name,
         "priorityClassName": spec.priority_class_name,
+        "topologySpreadConstraints": topology_spread(name, spec) or None,
+        "resourceClaims": resource_claims(spec) or None,
     }
     pod.update({k: v for k, v in optional.items() if v is not None})
     return pod
@@ -354,7 +378,8 @@ def deployment(name: str, namespace: str, spec: SpeechModelSpec, settings: Opera
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": PROGRESS_DEADLINE_S + (PULL_ALLOWANCE_S if pulls(spec) else 0),
             "selector": {"matchLabels": names.selector_labels(name)},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": spec.rollout.max_surge,
+                                                                    "maxUnavailable": spec.rollout.max_unavailable}},
             "template": {
                 "metadata": {
                     "labels": labels,
