@@ -110,9 +110,9 @@ def kubernetes_problem(name: str, spec: SpeechModelSpec) -> status.Problem | Non
     why = names.reserved(name)
     if why:
         return status.Problem("NameConflict", why, cause="ReservedName")
-    if spec.device == "cuda" and not spec.resources.gpu:
-        return status.Problem("InvalidSpec", "spec.device is cuda but spec.resources.gpu is 0: the pod would "
-                                             "see no GPU")
+    if spec.device == "cuda" and not spec.resources.has_accelerator:
+        return status.Problem("InvalidSpec", "spec.device is cuda but the spec asks for no GPU (resources.gpu, "
+                                             "accelerators or claims): the pod would see no GPU")
     return None
 
 
