@@ -70,7 +70,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     gate = gate or Gate.from_config(config)
     metrics = Metrics("router")
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s,
-                             cold=ColdStarts(table, waker, metrics))
+                             cold=ColdStarts(table, waker, metrics), metrics=metrics)
     area = BatchArea(config, gate.db)
     runner = BatchRunner(area)
 

@@ -35,6 +35,9 @@ class Metrics:
                                "(the per-pod autoscaling metric)", ["model"], registry=r)
         self.held = Gauge("harmony_router_held_requests", "Requests the router holds for a model with no ready "
                           "replica (scale from zero)", ["model"], registry=r)
+        self.retries = Counter("harmony_router_retries_total", "Calls the router would try again on another "
+                               "replica, by outcome: retried, or refused_by_budget (retries are kept to a tenth "
+                               "of first tries)", ["model", "outcome"], registry=r)
         self.batch_size = Histogram("harmony_batch_size", "Items per batch run", ["model"],
                                     buckets=BATCH_BUCKETS, registry=r)
         self.queue_wait = Histogram("harmony_queue_wait_seconds", "Time an item waited before its batch ran",

@@ -15,12 +15,14 @@ import httpx
 from services.auth.guard import add_timing
 from services.core.contracts.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.core.http.service_client import ServiceClient
+from services.core.runtime.metrics import Metrics
 from services.core.runtime.timing import from_headers
 from services.router.routing import ModelTable, Replica, ServedModel
 from services.router.upstream.admission import admit, deadline_header, observe
 from services.router.upstream.ejection import Ejections
 from services.router.upstream.hold import ColdStarts
 from services.router.upstream.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
+from services.router.upstream.retry_budget import RetryBudget
 
 # one try of a call on one replica's client: what it opens (a streamed answer) goes on the try's exit stack
 Send = Callable[[ServiceClient, contextlib.AsyncExitStack], Awaitable[httpx.Response]]
@@ -29,8 +31,11 @@ POOL_SIZE = 4096  # connections per service URL: above any model's admission lim
 
 
 class ServiceClients:
-    def __init__(self, table: ModelTable, timeout_s: float = 900.0, cold: ColdStarts | None = None) -> None:
+    def __init__(self, table: ModelTable, timeout_s: float = 900.0, cold: ColdStarts | None = None,
+                 metrics: Metrics | None = None, budget: RetryBudget | None = None) -> None:
         self.table = table
+        self.metrics = metrics
+        self.budget = budget or RetryBudget()  # retries add at most a tenth to a model's load
         self.timeout_s = timeout_s
         self.cold = cold or ColdStarts(table)  # model calls to a model with no ready replica wait for one
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
@@ -128,6 +133,7 @@ class ServiceClients:
         next, :mod:`services.router.upstream.retry`). The answering replica stays in flight, and what ``send`` opened
         stays open, until ``held`` closes; an error answer raises its typed error."""
         tried: set[str] = set()
+        self.budget.first_try(model.name)
         while True:
             async with contextlib.AsyncExitStack() as attempt:
                 replica = await attempt.enter_async_context(self._replica(model, tried))
@@ -137,22 +143,28 @@ class ServiceClients:
                     if self._try_another(model, replica, exc, replayable, tried):
                         continue
                     raise _transport_error(model, exc) from None
-                if after_status(response.status_code) is Verdict.RETRY and self._another_left(model, tried):
+                if after_status(response.status_code) is Verdict.RETRY and self._retry(model, tried):
                     continue
                 _note_timing(response)
                 raise_for_error(response)
                 held.push_async_exit(attempt.pop_all())
                 return response
 
-    def _another_left(self, model: ServedModel, tried: set[str]) -> bool:
-        return len(tried) < MAX_ATTEMPTS and any(r.available and r.url not in tried for r in model.replicas)
+    def _retry(self, model: ServedModel, tried: set[str]) -> bool:
+        """Whether the call goes on to another replica: one is left to try, and the retry budget pays for it."""
+        if len(tried) >= MAX_ATTEMPTS or not any(r.available and r.url not in tried for r in model.replicas):
+            return False
+        allowed = self.budget.try_retry(model.name)
+        if self.metrics:
+            self.metrics.retries.labels(model.name, "retried" if allowed else "refused_by_budget").inc()
+        return allowed
 
     def _try_another(self, model: ServedModel, replica: Replica, exc: httpx.TransportError, replayable: bool,
                      tried: set[str]) -> bool:
         """After ``exc`` from ``replica``: eject it if it failed; True when the call goes on to another."""
         if ejects(exc):
             self.ejections.eject(model.name, replica, type(exc).__name__)
-        return after_error(exc, replayable) is not Verdict.GIVE_UP and self._another_left(model, tried)
+        return after_error(exc, replayable) is not Verdict.GIVE_UP and self._retry(model, tried)
 
     @contextlib.asynccontextmanager
     async def stream(self, model: ServedModel, path: str, *, replayable: bool = True,
