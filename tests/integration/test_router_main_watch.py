@@ -40,7 +40,7 @@ class ScriptedApiServer:
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         self.paths.append(request.url.path)
-        if request.url.params.get("watch") == "1":
+        if request.url.params.get("watch") == "true":
             await asyncio.sleep(3600)
         return httpx.Response(200, json={"kind": "EndpointSliceList", "metadata": {"resourceVersion": "1"},
                                          "items": [self.slice]})

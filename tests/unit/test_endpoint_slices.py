@@ -215,16 +215,16 @@ async def test_the_watch_lists_watches_resumes_and_relists(tmp_path) -> None:
     assert resets == [["v-1"], ["v-3"], ["v-3"]] and events == [("ADDED", "v-2")]
     paths = {r.url.path for r in server.requests}
     assert paths == {"/apis/discovery.k8s.io/v1/namespaces/speech/endpointslices"}
-    watches = [r.url.params for r in server.requests if r.url.params.get("watch") == "1"]
+    watches = [r.url.params for r in server.requests if r.url.params.get("watch") == "true"]
     assert [w["resourceVersion"] for w in watches][:3] == ["10", "15", "20"]  # (then "30", after the last list)
     assert all(w["allowWatchBookmarks"] == "true" for w in watches)
     assert all(r.headers["authorization"] == "Bearer secret-token" for r in server.requests)
 
 
 async def test_the_watch_backs_off_and_restarts_after_failures(monkeypatch) -> None:
-    from services.router.cluster import slice_watch
+    from services.router.cluster import api_watch
 
-    monkeypatch.setattr(slice_watch, "FIRST_BACKOFF_S", 0.01)
+    monkeypatch.setattr(api_watch, "FIRST_BACKOFF_S", 0.01)
     server = ScriptedApiServer([
         httpx.Response(403, json={"kind": "Status", "code": 403, "message": "forbidden"}),
         httpx.Response(200, content=b"not json"),
