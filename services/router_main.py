@@ -1,5 +1,6 @@
-"""The router in Kubernetes: the public API, with its models from the operator's ConfigMap (and, with
-``--watch-endpoints``, each model's ready pods from its Service's EndpointSlices).
+"""The router in Kubernetes: the public API, with its models from the operator's ConfigMaps (with ``--watch-models``
+watched through the API in each namespace served: ``--model-namespaces`` or ``--model-namespace-selector``; else
+the mounted file) and, with ``--watch-endpoints``, each model's ready pods from its Service's EndpointSlices.
 
     python -m services.router_main --models-file /etc/harmony/models.yaml --port 8000
 """
@@ -16,35 +17,30 @@ from services.core.contracts.specs import AuditSettings, AuthSettings, DatabaseS
 from services.core.http.draining import drain_on_signal
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
 from services.router.app import create_router_app
-from services.router.cluster.config_map import ClusterSync
-from services.router.cluster.pods import PodDirectory
-from services.router.cluster.slice_watch import SliceWatch
-from services.router.cluster.wake import SERVICE_ACCOUNT, ModelWaker, SpeechModelAnnotator
+from services.router.cluster.sources import cluster_sources
+from services.router.cluster.wake import SERVICE_ACCOUNT, DemandLeases, ModelWaker
 from services.router.routing import ModelTable
 
 
 async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_level: str,
-                wake_models: bool = False, watch_endpoints: bool = False) -> None:
+                wake_models: bool = False, watch_endpoints: bool = False, watch_models: bool = False,
+                model_namespaces: list[str] | None = None, namespace_selector: str | None = None) -> None:
     table = ModelTable()
-    # Per-pod balancing: each model's ready pods from its Service's EndpointSlices (the service account may
-    # get, list and watch EndpointSlices in this namespace); without, each model's Service URL.
-    watch = pods = None
-    if watch_endpoints:
-        namespace = (SERVICE_ACCOUNT / "namespace").read_text().strip()
-        pods = PodDirectory(table, namespace)
-        watch = SliceWatch.in_cluster(pods.reset, pods.event, namespace)
-    sync = ClusterSync(table, models_file, poll_s, pods=pods)
-    sync.reload()
-    # Scale from zero: report requests for models that scale to zero on their SpeechModels (the service account's
-    # one right: patch SpeechModels in this namespace).
-    annotator = SpeechModelAnnotator.in_cluster() if wake_models else None
+    # The models: the operator's ConfigMaps watched through the API in every namespace served, else the mounted
+    # file; per-pod balancing: each model's ready pods from its Service's EndpointSlices (services.router.cluster).
+    own = (SERVICE_ACCOUNT / "namespace").read_text().strip() if watch_endpoints or watch_models else None
+    sources = cluster_sources(table, models_file, poll_s, watch_models=watch_models, watch_endpoints=watch_endpoints,
+                              namespaces=model_namespaces, selector=namespace_selector, own=own)
+    # Scale from zero: report requests for models that scale to zero on their demand Leases (the service account
+    # may get, create, update and patch Leases; it never writes SpeechModels).
+    annotator = DemandLeases.in_cluster() if wake_models else None
+    if annotator is not None:  # a model of another namespace (when the table says so) has its Lease there
+        annotator.namespace_of = lambda name: getattr(getattr(table.models.get(name), "spec", None), "namespace", None)
     waker = ModelWaker(annotator) if annotator else None
     app = create_router_app(config, table, waker=waker)
     server = build_server(app, config.server, log_level)
     drain_on_signal(server, app.state.drain, config.server.drain_timeout_s)  # at its end: 503 for what still runs
-    tasks = [asyncio.create_task(sync.run(), name="cluster-sync")]
-    if watch:
-        tasks.append(asyncio.create_task(watch.run(), name="endpointslice-watch"))
+    tasks = [asyncio.create_task(loop(), name=name) for name, loop in sources.loops()]
     if waker:
         tasks.append(asyncio.create_task(waker.run(), name="wake-reports"))
     try:
@@ -57,8 +53,7 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
         if waker and annotator:
             await waker.aclose()
             await annotator.aclose()
-        if watch:
-            await watch.aclose()
+        await sources.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,6 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--watch-endpoints", action="store_true",
                         help="balance over each model's ready pods, watched in its Service's EndpointSlices (needs "
                              "get, list, watch on endpointslices in this namespace), instead of the Service's URL")
+    parser.add_argument("--watch-models", action="store_true",
+                        help="watch the operator's ConfigMaps through the API (changes seen within a second; needs "
+                             "get, list, watch on configmaps harmony-router-models) instead of polling --models-file")
+    parser.add_argument("--model-namespaces", default="",
+                        help="comma-separated namespaces whose SpeechModels this router serves (default: its own)")
+    parser.add_argument("--model-namespace-selector", default=None,
+                        help="serve the SpeechModels of every namespace whose labels match this selector (needs "
+                             "cluster-wide reads: namespaces, configmaps, endpointslices)")
     args = parser.parse_args(argv)
 
     config = HarmonyConfig(server=ServerSettings(
@@ -95,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models,
-                      args.watch_endpoints))
+                      args.watch_endpoints, args.watch_models,
+                      [ns.strip() for ns in args.model_namespaces.split(",") if ns.strip()],
+                      args.model_namespace_selector))
     return 0
 
 

@@ -8,10 +8,11 @@
 - SpeechModel deleted: Kubernetes garbage-collects its children (ownerReferences);
   the router's ConfigMap forgets it. No finalizer unless HARMONY_FINALIZERS is on (then
   the finalizer deletes the children itself), so uninstalling never hangs.
-- A SpeechModel with ``min_replicas: 0`` (engine hpa): woken when the router writes its
-  last-request annotation (an event handler), put to zero after ``scale_to_zero_after``
-  without requests (checked by the periodic pass every ``scale_check_interval_s``; no kopf
-  timer, which would put a finalizer on the model).
+- A SpeechModel with ``min_replicas: 0`` (engine hpa): woken when the router renews its demand
+  Lease (``harmony-demand-<model>``, label ``harmony.dev/demand``: an event handler on Leases,
+  watched with that label as a server-side selector), put to zero after ``scale_to_zero_after``
+  without requests and with no pod starting (checked by the periodic pass every
+  ``scale_check_interval_s``; no kopf timer, which would put a finalizer on the model).
 - SpeechRoute created, updated, deleted, or the periodic pass: check its steps' models (there,
   of the step's task, Ready), write its status, rewrite the router's ConfigMap.
 - A child deleted by someone: recreated. A child edited by someone: repaired at that
@@ -38,6 +39,8 @@ MODEL = (names.GROUP, names.VERSION, names.MODELS)
 ROUTE = (names.GROUP, names.VERSION, names.ROUTES)
 MANAGED = {names.MANAGED_BY: names.OPERATOR}
 POD = ("", "v1", "pods")
+LEASE = ("coordination.k8s.io", "v1", "leases")
+DEMAND = {idle.DEMAND: "true"}
 MODEL_PODS = {"app.kubernetes.io/name": "harmony-model", names.MANAGED_BY: names.OPERATOR}
 CHILDREN = [("", "v1", "configmaps"), ("", "v1", "services"), ("apps", "v1", "deployments"),
             ("autoscaling", "v2", "horizontalpodautoscalers"), ("policy", "v1", "poddisruptionbudgets")]
@@ -57,7 +60,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration",
-        # The router's report of a model's last request is no change to handle (see model_asked_for).
+        # The old router report of a model's last request (before demand Leases) is no change to handle.
         ignored_fields=[("metadata", "annotations", idle.LAST_REQUEST)])
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     # No watching of CRDs (cluster-scoped, beyond the chart's namespaced RBAC): the CRDs are
@@ -65,6 +68,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.scanning.disabled = True
     # Only the model pods reach the operator (a server-side filter): not every pod of the namespaces.
     settings.watching.label_selectors[POD] = ",".join(f"{k}={v}" for k, v in MODEL_PODS.items())
+    settings.watching.label_selectors[LEASE] = f"{idle.DEMAND}=true"  # only the router's demand Leases
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
     memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
@@ -118,16 +122,16 @@ def seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         reconcile.sync_namespace(memo.ctx, _namespace(body))
 
 
-def _asked_for(spec: kopf.Spec, annotations: kopf.Annotations, **_: Any) -> bool:
-    return idle.wants_zero(spec) and idle.LAST_REQUEST in annotations
-
-
-@kopf.on.event(*MODEL, when=_asked_for)
+@kopf.on.event(*LEASE, labels=DEMAND)
 def model_asked_for(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The router wrote harmony.dev/last-request: a model at zero wakes now, not at the next check.
-    (An event handler puts no finalizer on the model; the idle check runs in the periodic pass.)"""
-    if type != "DELETED":
-        reconcile.scale_to_zero_pass(memo.ctx, dict(body))
+    """The router renewed a model's demand Lease: a model at zero wakes now, not at the next check.
+    (The router never writes the SpeechModel; the idle check runs in the periodic pass.)"""
+    model = idle.lease_model(body["metadata"]["name"])
+    if type == "DELETED" or model is None:
+        return
+    found = memo.ctx.kube.get("SpeechModel", _namespace(body), model)
+    if found is not None and idle.wants_zero(found.get("spec")):
+        reconcile.scale_to_zero_pass(memo.ctx, found, lease=dict(body))
 
 
 @kopf.on.delete(*ROUTE, when=_finalizers_on, id="route_finalize")

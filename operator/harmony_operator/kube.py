@@ -25,6 +25,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
+    "Lease": ("/apis/coordination.k8s.io/v1", "leases"),  # read only: the router's demand Leases (idle.py)
     "SpeechModel": (f"/apis/{API_VERSION}", MODELS),
     "SpeechRoute": (f"/apis/{API_VERSION}", ROUTES),
 }

@@ -289,10 +289,17 @@ def on_child_event(ctx: Context, namespace: str, child: dict[str, Any]) -> None:
     reconcile_model(ctx, owner)
 
 
-def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = None) -> int | None:
+def demand_lease(ctx: Context, namespace: str, name: str) -> dict[str, Any] | None:
+    """The router's demand Lease of model ``name`` (None: never asked for)."""
+    return ctx.kube.get("Lease", namespace, idle.lease_name(name))
+
+
+def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = None,
+                       lease: dict[str, Any] | None = None) -> int | None:
     """Wake a model at zero that was asked for, or put an idle one to zero (``engine: hpa``; see :mod:`idle`).
 
-    Returns the Deployment's new replica count, None when it was left alone. Idempotent."""
+    ``lease``: its demand Lease, when the caller has it (else it is read). Returns the Deployment's new replica
+    count, None when it was left alone. Idempotent."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     try:
@@ -306,9 +313,13 @@ def scale_to_zero_pass(ctx: Context, body: dict[str, Any], now: float | None = N
     if deployment is None or not _owner_check(body)(deployment):
         return None  # not there yet, or someone else's (its status says NameConflict)
     now = time.time() if now is None else now
-    times = idle.Times.of(body, deployment)
+    marked = idle.ready_patch(deployment, now)
+    if marked is not None:  # a woken model's first ready replica: its cold start is measured, its idle clock restarts
+        deployment = ctx.kube.patch("Deployment", namespace, names.child_name(name), marked)
+        write_model_status(ctx, body, deployment, applied=False, spec=spec)
+    times = idle.Times.of(body, deployment, lease if lease is not None else demand_lease(ctx, namespace, name))
     replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
-    target = idle.decide(autoscaling, replicas, times, now)
+    target = idle.decide(autoscaling, replicas, times, now, idle.starting(deployment))
     if target is None:
         if times.active_since is None:
             ctx.kube.patch("Deployment", namespace, names.child_name(name), idle.first_seen_patch(now))

@@ -106,14 +106,17 @@ def _ready(name: str, deployment: dict[str, Any] | None, problem: Problem | None
         woken_by_request = idle.idle_message(deployment)
         return (True, "ScaledToZero", woken_by_request) if woken_by_request else \
             (False, "ScaledToZero", "spec.replicas is 0")
+    cold = idle.cold_start_s(deployment)
     if ready > 0:
-        return True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready"
+        measured = f" (last cold start from zero: {cold:.0f} s)" if cold is not None else ""
+        return True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready{measured}"
     if pull is not None and pull.phase == "downloading":
         return False, "Downloading", pull.message
     if pull is not None and pull.phase == "failed":
         return False, "PullFailed", pull.message
+    expected = f"; the last cold start from zero took {cold:.0f} s" if cold is not None else ""
     return False, "NoReadyReplicas", (f"0/{desired} replicas ready (loading the model, or failing: "
-                                      f"see the pods of {names.child_name(name)})")
+                                      f"see the pods of {names.child_name(name)}){expected}")
 
 
 def _progressing(deployment: dict[str, Any] | None, problem: Problem | None, pull: PullState | None) -> State:

@@ -17,7 +17,7 @@ import httpx
 
 from harmony_operator import idle
 from harmony_operator.names import child_name
-from services.router.cluster.wake import SpeechModelAnnotator, rfc3339
+from services.router.cluster.wake import DemandLeases, rfc3339
 from tests.operator.harness import NAMESPACE, eventually, requests, running_operator, stored
 from tests.operator.test_operator import (
     BASE,
@@ -90,10 +90,10 @@ async def test_an_idle_model_goes_to_zero_and_a_request_wakes_it(cluster: Any, a
         assert ready["status"] == "True" and "wakes" in ready["message"]
         await eventually(lambda: router_entry(cluster).get("ready_replicas") == 0, what="router: none ready")
 
-        # A request: the router reports it on the SpeechModel, as it does in the cluster.
+        # A request: the router renews the demand Lease, as it does in the cluster.
         applies = len(requests(cluster, "POST", "/deployments"))
         async with httpx.AsyncClient(base_url=str(cluster.url)) as client:
-            await SpeechModelAnnotator(client, NAMESPACE)(NAME, time.time())
+            await DemandLeases(client, NAMESPACE)(NAME, time.time())
         await eventually(lambda: replicas()(cluster) == 1, 30, "woken: one replica")
         assert idle.WOKEN_AT in stored(cluster, DEPLOYMENTS, CHILD)["metadata"]["annotations"]
         await pods_ready(api, 1)

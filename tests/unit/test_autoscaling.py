@@ -172,14 +172,16 @@ def test_idle_decisions(replicas: int, times: idle.Times, now: float, expected: 
     assert idle.decide(AUTO, replicas, times, now) == expected
 
 
-def test_times_come_from_the_model_and_the_deployment() -> None:
+def test_times_come_from_the_model_the_deployment_and_the_demand_lease() -> None:
     model = {"metadata": {"creationTimestamp": "2026-11-30T18:00:00Z",
-                          "annotations": {idle.LAST_REQUEST: "2026-11-30T18:05:00.250Z"}}}
+                          "annotations": {idle.LAST_REQUEST: "2026-11-30T19:00:00Z"}}}  # the old report: not read
     deployment = {"metadata": {"annotations": {idle.SCALED_TO_ZERO_AT: "2026-11-30T18:10:00Z"}}}
-    times = idle.Times.of(model, deployment)
+    lease = {"spec": {"renewTime": "2026-11-30T18:05:00.250000Z", "holderIdentity": "router-1"}}
+    times = idle.Times.of(model, deployment, lease)
     assert times.last_request - times.created == pytest.approx(300.25)
     assert times.scaled_to_zero_at - times.created == 600
-    assert idle.Times.of({"metadata": {"annotations": {idle.LAST_REQUEST: "yesterday"}}}, {}).last_request is None
+    assert idle.Times.of(model, deployment).last_request is None
+    assert idle.Times.of({}, {}, {"spec": {"renewTime": "yesterday"}}).last_request is None
     assert idle.parse_time(idle.format_time(1_800_000_000.5)) == pytest.approx(1_800_000_000.5)
 
 

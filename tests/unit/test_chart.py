@@ -246,12 +246,12 @@ def _write(tmp_path: Path, values: dict[str, Any]) -> str:
 
 
 def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
-    """Scale from zero: the router's one API right is patch on SpeechModels of its namespace; without
-    router.wakeModels it has none and no token."""
+    """Scale from zero: the router's one API right is to renew demand Leases in the models' namespaces (never to
+    write SpeechModels); without router.wakeModels it has none and no token."""
     objects = render(helm, tmp_path)
     role = find(objects, "Role", "harmony-router-wake")[0]
     assert role["metadata"]["namespace"] == "speech"
-    assert rules(role) == {("harmony.dev", "speechmodels"): {"patch"}}
+    assert rules(role) == {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
     binding = find(objects, "RoleBinding", "harmony-router-wake")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-router", "namespace": "speech"}]
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]

@@ -119,6 +119,15 @@ rules:
   - apiGroups: [harmony.dev]
     resources: [speechmodels/status, speechroutes/status]
     verbs: [patch]
+  # ownerReferences with blockOwnerDeletion (kopf.adopt): OwnerReferencesPermissionEnforcement (on in OpenShift)
+  # wants update on the owner's finalizers.
+  - apiGroups: [harmony.dev]
+    resources: [speechmodels/finalizers]
+    verbs: [update]
+  # Scale from zero: the router's demand Leases (harmony.dev/demand), read only.
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [get, list, watch]
   - apiGroups: [""]
     resources: [configmaps, services]
     verbs: [get, list, watch, create, patch{{ if .Values.operator.finalizers }}, delete{{ end }}]
