@@ -34,8 +34,8 @@ async def serve(config: HarmonyConfig, models_file: str, poll_s: float, log_leve
     # Scale from zero: report requests for models that scale to zero on their demand Leases (the service account
     # may get, create, update and patch Leases; it never writes SpeechModels).
     annotator = DemandLeases.in_cluster() if wake_models else None
-    if annotator is not None:  # a model of another namespace (when the table says so) has its Lease there
-        annotator.namespace_of = lambda name: getattr(getattr(table.models.get(name), "spec", None), "namespace", None)
+    if annotator is not None:  # a model of another namespace has its Lease there (the namespace of its SpeechModel)
+        annotator.namespace_of = sources.namespace_of
     waker = ModelWaker(annotator) if annotator else None
     app = create_router_app(config, table, waker=waker)
     server = build_server(app, config.server, log_level)

@@ -16,7 +16,7 @@ import pytest
 
 from services import router_main
 from services.core.contracts.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
-from services.router.cluster.slice_watch import SliceWatch
+from services.router.cluster import api_watch
 from services.vad.app import create_vad_app
 from tests.servers import ServerThread, free_port, wait_ready
 from tests.speech import SENTENCES, synthesize, wav_bytes
@@ -97,11 +97,10 @@ def router_config(tmp_path, monkeypatch, pod):
     url = httpx.URL(pod.url)
     api = ScriptedApiServer(url.host, url.port)
 
-    def in_cluster(on_reset, on_event, namespace=None):
-        client = httpx.AsyncClient(base_url="https://kube.test", transport=httpx.MockTransport(api))
-        return SliceWatch(client, namespace or NS, on_reset, on_event)
-
-    monkeypatch.setattr(router_main.SliceWatch, "in_cluster", staticmethod(in_cluster))
+    (tmp_path / "token").write_text("token")
+    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(
+        base_url="https://kube.test", transport=httpx.MockTransport(api)))
     spec = {k: v for k, v in VAD.items() if k != "name"}
     models = tmp_path / "models.yaml"
     models.write_text(json.dumps({"models": [{
