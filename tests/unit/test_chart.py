@@ -70,9 +70,13 @@ def test_rendered_objects_are_valid(helm: Path, tmp_path: Path, values: dict[str
 def test_chart_crds_equal_crds_dir(helm: Path, tmp_path: Path) -> None:
     rendered = find(render(helm, tmp_path), "CustomResourceDefinition")
     committed = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    for crd in rendered:  # what the template adds: kept on uninstall, the chart's labels
+        assert crd["metadata"].pop("annotations") == {"helm.sh/resource-policy": "keep"}
+        labels = crd["metadata"]["labels"]
+        crd["metadata"]["labels"] = {"app.kubernetes.io/part-of": labels["app.kubernetes.io/part-of"]}
     assert sorted(rendered, key=lambda c: c["metadata"]["name"]) == committed
     for path in (ROOT / "crds").glob("*.yaml"):
-        assert (CHART / "crds" / path.name).read_bytes() == path.read_bytes()
+        assert (CHART / "files" / "crds" / path.name).read_bytes() == path.read_bytes()
 
 
 def test_catalog_renders_the_embedded_defaults_as_speech_models(helm: Path, tmp_path: Path) -> None:
@@ -257,7 +261,7 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--wake-models" in router["containers"][0]["args"]
 
-    off = render(helm, tmp_path, {"router": {"wakeModels": False, "watchEndpoints": False}})
+    off = render(helm, tmp_path, {"router": {"wakeModels": False, "watchEndpoints": False, "watchModels": False}})
     assert not find(off, "Role", "harmony-router-wake") and not find(off, "RoleBinding", "harmony-router-wake")
     router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert router["automountServiceAccountToken"] is False
@@ -265,24 +269,29 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
 
 
 def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, tmp_path: Path) -> None:
-    """Per-pod balancing: the router's service account may get, list and watch EndpointSlices of its namespace
-    (nothing else of the kind, nowhere else); router.watchEndpoints=false drops the Role and the flag."""
+    """Per-pod balancing and the model table: the router's service account may get, list and watch EndpointSlices
+    and the ConfigMap harmony-router-models of the namespaces it serves (nothing else, nowhere else);
+    router.watchEndpoints=false drops that rule and the flag."""
     objects = render(helm, tmp_path)
     role = find(objects, "Role", "harmony-router-endpoints")[0]
     assert role["metadata"]["namespace"] == "speech"
-    assert rules(role) == {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"}}
+    assert rules(role) == {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
+                           ("", "configmaps"): {"get", "list", "watch"}}
+    assert [r.get("resourceNames") for r in role["rules"] if "configmaps" in r["resources"]] == [
+        ["harmony-router-models"]]
     binding = find(objects, "RoleBinding", "harmony-router-endpoints")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-router", "namespace": "speech"}]
     assert binding["roleRef"]["name"] == "harmony-router-endpoints"
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
-    assert "--watch-endpoints" in router["containers"][0]["args"]
+    assert {"--watch-endpoints", "--watch-models", "--model-namespaces=speech"} <= set(router["containers"][0]["args"])
 
     off = render(helm, tmp_path, {"router": {"watchEndpoints": False}})
-    assert not find(off, "Role", "harmony-router-endpoints")
-    assert not find(off, "RoleBinding", "harmony-router-endpoints")
+    assert rules(find(off, "Role", "harmony-router-endpoints")[0]) == {("", "configmaps"): {"get", "list", "watch"}}
     router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--watch-endpoints" not in router["containers"][0]["args"]
     assert router["automountServiceAccountToken"] is True  # router.wakeModels still needs its token
+    none = render(helm, tmp_path, {"router": {"watchEndpoints": False, "watchModels": False}})
+    assert not find(none, "Role", "harmony-router-endpoints") and not find(none, "RoleBinding", "harmony-router-endpoints")
 
 
 def test_operator_may_manage_keda_scaled_objects_and_knows_prometheus(helm: Path, tmp_path: Path) -> None:

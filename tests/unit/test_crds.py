@@ -15,7 +15,7 @@ from services.core.contracts.crd import crds, openapi_to_jsonschema, speech_mode
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds"
-CHART = ROOT / "charts" / "harmony" / "crds"
+CHART = ROOT / "charts" / "harmony" / "files" / "crds"  # templates/crds.yaml renders them
 
 
 def schema_nodes(node: dict[str, Any], where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -31,13 +31,13 @@ def schema_nodes(node: dict[str, Any], where: str = "") -> Iterator[tuple[str, d
 def test_committed_crds_equal_the_generator(name: str) -> None:
     committed = COMMITTED / name
     assert committed.read_text() == to_yaml(crds()[name]), \
-        f"crds/{name} is stale: run `harmony crds --out crds` and `harmony crds --out charts/harmony/crds`"
+        f"crds/{name} is stale: run `harmony crds --out crds` and `harmony crds --out charts/harmony/files/crds`"
 
 
 def test_chart_crds_are_copies_of_crds_dir() -> None:
     assert sorted(p.name for p in CHART.glob("*.yaml")) == sorted(p.name for p in COMMITTED.glob("*.yaml"))
     for path in COMMITTED.glob("*.yaml"):
-        assert (CHART / path.name).read_bytes() == path.read_bytes(), f"charts/harmony/crds/{path.name} differs"
+        assert (CHART / path.name).read_bytes() == path.read_bytes(), f"charts/harmony/files/crds/{path.name} differs"
 
 
 @pytest.mark.parametrize("name", sorted(crds()))
