@@ -97,7 +97,9 @@ def test_model_services_answer_only_the_router_and_prometheus(rendered, profile:
         assert spec["podSelector"] == {"matchLabels": {"app.kubernetes.io/name": "harmony-model"}}
         assert spec["policyTypes"] == ["Ingress"]
         router, prometheus = spec["ingress"]
-        assert router["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "harmony-router"}}}]
+        # the router pods of the release namespace ("speech"), wherever the models are
+        assert router["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "speech"}},
+                                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "harmony-router"}}}]
         assert prometheus["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name":
                                                                            "monitoring"}
         assert router["ports"] == prometheus["ports"] == [{"port": "http", "protocol": "TCP"}]
