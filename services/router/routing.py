@@ -1,8 +1,12 @@
 """The model table: which public names exist, which service replicas serve them, and which replica to use.
 
-Balancing is least-outstanding-requests with round-robin between equals, per replica (in Kubernetes: per
-pod, from the EndpointSlice watch, :mod:`services.router.cluster.pods`); a replica that failed is ejected alone
-until its ``/readyz`` answers again (:mod:`services.router.upstream.ejection`).
+Balancing is per replica (in Kubernetes: per pod, from the EndpointSlice watch, :mod:`services.router.cluster.pods`),
+by each replica's load: the queue depth it last reported (every answer of a model service carries its requests in
+flight, from every router, in ``x-harmony-queue-depth``; a report counts for ``REPORT_TTL_S``) plus this router's
+own calls in flight there; a replica that refused a call (429, 503) counts as full for as long. Power of two
+choices: of two replicas drawn at random (all of them when there are two), the less loaded, round-robin between
+equals. A replica that failed is ejected alone until its ``/readyz`` answers again
+(:mod:`services.router.upstream.ejection`).
 
 Snapshots: OpenAI's clients may send a dated snapshot of a model name (``gpt-4o-mini-tts-2025-03-20``,
 ``tts-1-1106``). A name that is not served but is an *alias* followed by ``-YYYY-MM-DD`` or a
@@ -15,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
+import random
 import re
 import time
 from dataclasses import dataclass, field
@@ -24,18 +30,31 @@ from services.auth.guard import check_model
 from services.core.contracts.errors import InvalidRequest, ModelNotFound, ServiceUnavailable
 from services.core.contracts.specs import NamedModel, NamedRoute, Task
 
+REPORT_TTL_S = 2.0  # a replica's reported queue depth counts this long (then it is asked again, like any other)
+REFUSED_DEPTH = 1_000_000  # the depth a refusal (429, 503) reports: picked only when every other one refused too
 SNAPSHOT = re.compile(r"^(?P<alias>.+?)-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 @dataclass
 class Replica:
     url: str
-    in_flight: int = 0
+    in_flight: int = 0  # this router's calls to it under way
     ejected: bool = False  # failed: skipped until a probe of its /readyz brings it back
+    reported: int = 0  # the queue depth it last reported (its requests in flight, from every router)
+    reported_at: float = -math.inf  # when (monotonic)
 
     @property
     def available(self) -> bool:
         return not self.ejected
+
+    def report(self, depth: int, now: float) -> None:
+        """The replica answered with its queue depth (``REFUSED_DEPTH`` when it refused the call)."""
+        self.reported, self.reported_at = depth, now
+
+    def load(self, now: float) -> int:
+        """What balancing weighs: its fresh report, if any, plus this router's calls in flight there."""
+        fresh = now - self.reported_at < REPORT_TTL_S
+        return self.in_flight + (self.reported if fresh else 0)
 
 
 @dataclass
@@ -190,8 +209,11 @@ class ModelTable:
         candidates = [r for r in model.replicas if r.available and r.url not in exclude]
         if not candidates:
             raise ServiceUnavailable(f"model '{model.name}' is unavailable: no replica of its service is reachable")
-        low = min(r.in_flight for r in candidates)
-        best = [r for r in candidates if r.in_flight == low]
+        if len(candidates) > 2:
+            candidates = random.sample(candidates, 2)  # power of two choices: no herd on one stale low report
+        now = time.monotonic()
+        loads = [r.load(now) for r in candidates]
+        best = [r for r, load in zip(candidates, loads, strict=True) if load == min(loads)]
         return best[next(self._turn) % len(best)]
 
     def public_entries(self) -> list[dict[str, Any]]:

@@ -306,7 +306,7 @@ def test_a_draining_pod_refuses_new_work_and_the_router_retries_elsewhere(draini
     table = ModelTable()
     table.set_model(config.models[0], [draining.url, live.url])
     with ServerThread(create_router_app(config, table)) as router:
-        for _ in range(6):  # round robin between idle replicas: half of them go to the draining one first
+        for _ in range(6):  # round robin between idle replicas: the first to go to the draining one is refused
             response = httpx.post(router.url + "/v1/audio/vad", data={"model": "silero-vad"},
                                   files={"file": ("speech.wav", audio, "audio/wav")}, timeout=120)
             assert response.status_code == 200, response.text
@@ -315,5 +315,7 @@ def test_a_draining_pod_refuses_new_work_and_the_router_retries_elsewhere(draini
         "component": "vad", "route": "unmatched", "outcome": "unavailable"}) or 0.0
     refusals += metrics.get_sample_value("harmony_http_requests_total", {
         "component": "vad", "route": "/v1/audio/vad", "outcome": "unavailable"}) or 0.0
-    assert refusals >= 3  # the draining pod was asked, refused, and the request went on
+    # the draining pod was asked, refused, and the request went on; a refusal counts as a full queue for a while
+    # (routing.REFUSED_DEPTH), so the next requests go straight to the live pod rather than each paying a retry
+    assert 1 <= refusals <= 2
     assert not any(r.ejected for r in table.models["silero-vad"].replicas)  # refusing is not failing

@@ -150,7 +150,8 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app.add_middleware(UploadLimitMiddleware, max_bytes=max_upload_bytes)
     app.add_middleware(RefuseWhileDraining, drain=drain)
     app.add_middleware(RequestMetrics, metrics=metrics)
-    app.add_middleware(TimingHeaders)
+    # every answer says how many requests the service has admitted and not answered: the router balances by it
+    app.add_middleware(TimingHeaders, depth=lambda: sum(m.batcher.admission.requests_in_flight for m in models))
     app.include_router(metrics.router())
 
     @app.get("/healthz", include_in_schema=False)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +23,8 @@ from services.core.runtime.request_state import TIMING, RequestTiming
 
 QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
+# the service's requests admitted and not answered yet (all its models, every caller): the router balances by it
+QUEUE_DEPTH_HEADER = "x-harmony-queue-depth"
 DEADLINE_HEADER = b"x-harmony-deadline-s"  # seconds the caller (the router) still gives this request
 PRIORITY_HEADER = "x-harmony-priority"  # "batch": run after every interactive request (batch jobs, bulk work)
 # batcher priorities by the header's value; interactive work is 0. "realtime" (the end of a live speaker's turn,
@@ -82,10 +85,11 @@ def record(queue_s: float, compute_s: float) -> None:
 
 class TimingHeaders:
     """ASGI middleware of a model service: a RequestTiming per request (it binds ``TIMING``), answered as two
-    headers."""
+    headers; with ``depth``, the service's queue depth when the answer starts as a third (``QUEUE_DEPTH_HEADER``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, depth: Callable[[], int] | None = None) -> None:
         self.app = app
+        self.depth = depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -99,13 +103,24 @@ class TimingHeaders:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []),
                                       (QUEUE_HEADER.encode(), f"{timing.queue_s * 1000:.1f}".encode()),
-                                      (COMPUTE_HEADER.encode(), f"{timing.compute_s * 1000:.1f}".encode())]
+                                      (COMPUTE_HEADER.encode(), f"{timing.compute_s * 1000:.1f}".encode()),
+                                      *([(QUEUE_DEPTH_HEADER.encode(), str(self.depth()).encode())]
+                                        if self.depth else [])]
             await send(message)
             if message["type"] == "http.response.body" and message.get("more_body"):
                 timing.renew()
 
         with TIMING.bound(timing):
             await self.app(scope, receive, sending)
+
+
+def depth_of(headers) -> int | None:
+    """The queue depth a model service answered, or None when it did not say (or said nonsense)."""
+    try:
+        depth = int(headers[QUEUE_DEPTH_HEADER])
+    except (KeyError, ValueError):
+        return None
+    return depth if depth >= 0 else None
 
 
 def from_headers(headers) -> tuple[float, float] | None:

@@ -16,8 +16,8 @@ from services.auth.guard import add_timing
 from services.core.contracts.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.core.http.service_client import ServiceClient
 from services.core.runtime.metrics import Metrics
-from services.core.runtime.timing import from_headers
-from services.router.routing import ModelTable, Replica, ServedModel
+from services.core.runtime.timing import depth_of, from_headers
+from services.router.routing import REFUSED_DEPTH, ModelTable, Replica, ServedModel
 from services.router.upstream.admission import admit, deadline_header, observe
 from services.router.upstream.ejection import Ejections
 from services.router.upstream.hold import ColdStarts
@@ -143,7 +143,9 @@ class ServiceClients:
                     if self._try_another(model, replica, exc, replayable, tried):
                         continue
                     raise _transport_error(model, exc) from None
-                if after_status(response.status_code) is Verdict.RETRY and self._retry(model, tried):
+                refused = after_status(response.status_code) is Verdict.RETRY
+                _note_depth(replica, response, refused)
+                if refused and self._retry(model, tried):
                     continue
                 _note_timing(response)
                 raise_for_error(response)
@@ -215,6 +217,13 @@ def _timeout(model: ServedModel) -> RequestTimeout:
 
 def _broken(model: ServedModel, exc: Exception) -> UpstreamError:
     return UpstreamError(f"the connection to model '{model.name}' broke: {type(exc).__name__}")
+
+
+def _note_depth(replica: Replica, response: httpx.Response, refused: bool) -> None:
+    """The replica's queue depth as it answered (balancing weighs it); a refusal counts as full for a while."""
+    depth = REFUSED_DEPTH if refused else depth_of(response.headers)
+    if depth is not None:
+        replica.report(depth, time.monotonic())
 
 
 def _note_timing(response: httpx.Response) -> None:
