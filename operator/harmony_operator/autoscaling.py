@@ -2,7 +2,8 @@
 
 Both scale on load: ``harmony_in_flight_requests`` per pod (requests a model service has
 admitted and not yet answered) when ``target_in_flight`` is set, ``harmony_queue_depth`` with
-``target_queue_depth``, CPU utilization otherwise. The HPA reads Pods metrics through a
+``target_queue_depth``, CPU utilization with ``target_cpu_utilization``; none set: in-flight requests at the
+pod's batch capacity (:mod:`harmony_operator.defaults`). The HPA reads Pods metrics through a
 custom-metrics adapter (the chart ships prometheus-adapter's rule); KEDA queries Prometheus.
 
 Scale to zero (``min_replicas: 0``): an HPA cannot go below one replica without a feature gate,
@@ -37,15 +38,17 @@ def _pods_metric(name: str, target: float) -> dict[str, Any]:
                                      "target": {"type": "AverageValue", "averageValue": quantity(target)}}}
 
 
-def hpa_metrics(a: AutoscalingSpec) -> list[dict[str, Any]]:
-    """In-flight requests and/or queue depth per pod when set; CPU by default, or beside them when set explicitly."""
+def hpa_metrics(a: AutoscalingSpec, default_in_flight: float) -> list[dict[str, Any]]:
+    """In-flight requests and/or queue depth per pod when set, CPU beside them when set; none of the three: in-flight
+    requests at ``default_in_flight`` (the pod's batch capacity), never CPU of a pod that may request little."""
     metrics = []
     if a.target_in_flight is not None:
         metrics.append(_pods_metric(IN_FLIGHT, a.target_in_flight))
     if a.target_queue_depth is not None:
         metrics.append(_pods_metric(QUEUE_DEPTH, a.target_queue_depth))
-    cpu_explicit = "target_cpu_utilization" in a.model_fields_set
-    if a.target_cpu_utilization is not None and (not metrics or cpu_explicit):
+    if not metrics and a.target_cpu_utilization is None:
+        metrics.append(_pods_metric(IN_FLIGHT, default_in_flight))
+    if a.target_cpu_utilization is not None:
         metrics.append({"type": "Resource", "resource": {
             "name": "cpu", "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization}}})
     return metrics
@@ -70,10 +73,10 @@ def load_query(model: str, namespace: str) -> str:
 
 
 def scaled_object(name: str, namespace: str, a: AutoscalingSpec, labels: dict[str, str],
-                  prometheus_url: str) -> dict[str, Any]:
+                  prometheus_url: str, default_in_flight: float = 1.0) -> dict[str, Any]:
     """A KEDA ScaledObject (keda.sh/v1alpha1) on the model's Deployment: one Prometheus trigger on the load per
     pod (``threshold`` is the per-pod target: KEDA divides the query by the replicas), active at any load."""
-    target = a.target_in_flight if a.target_in_flight is not None else 1.0
+    target = a.target_in_flight if a.target_in_flight is not None else default_in_flight
     return {
         "apiVersion": KEDA_API_VERSION, "kind": "ScaledObject",
         "metadata": {"name": names.child_name(name), "namespace": namespace, "labels": dict(labels)},

@@ -24,7 +24,7 @@ from services.core.contracts.specs import (
 )
 from services.core.contracts.wire import RouterModelEntry, RouterModels, RouterRouteEntry
 
-from . import autoscaling, names, security
+from . import autoscaling, defaults, names, security
 from .pulls import PULL
 from .settings import OperatorSettings
 
@@ -103,7 +103,7 @@ def _resources(spec: SpeechModelSpec, gpu: bool = True) -> dict[str, Any]:
     """The model container's requests and limits (``gpu`` False: without the GPU, for the pull container; a pod's
     request is the larger of its init containers' and the sum of its containers', so this costs nothing more)."""
     r = spec.resources
-    requests = {k: v for k, v in {"cpu": r.cpu, "memory": r.memory}.items() if v}
+    requests = defaults.requests(spec)  # the spec's, else derived from the backend (harmony_operator.defaults)
     limits = {k: v for k, v in {"cpu": r.cpu_limit, "memory": r.memory_limit}.items() if v}
     if gpu:
         for resource, count in r.extended().items():  # nvidia.com/gpu, MIG, time-sliced, other vendors
@@ -129,8 +129,11 @@ def _tolerations(spec: SpeechModelSpec) -> list[dict[str, Any]]:
 
 
 def topology_spread(name: str, spec: SpeechModelSpec) -> list[dict[str, Any]]:
-    """The spec's topologySpreadConstraints; one without a labelSelector spreads the model's own pods."""
+    """The spec's topologySpreadConstraints (one without a labelSelector spreads the model's own pods); none: the
+    default spread across zones and nodes (harmony_operator.defaults)."""
     selector = {"matchLabels": names.selector_labels(name)}
+    if not spec.topology_spread_constraints:
+        return defaults.topology_spread(selector)
     return [{**c.model_dump(by_alias=True, exclude_none=True), "labelSelector":
              c.label_selector or selector} for c in spec.topology_spread_constraints]
 
@@ -213,7 +216,7 @@ def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[di
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
-    if spec.resources.cpu:
+    if defaults.requests(spec)["cpu"]:
         env.append({"name": "HARMONY_CPU_REQUEST", "valueFrom": {"resourceFieldRef": {
             "containerName": "model", "resource": "requests.cpu", "divisor": "1"}}})
     env += state
@@ -349,7 +352,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
     }
     optional = {
         "initContainers": [pull_container(spec, settings)] if pulls(spec) else None,
-        "serviceAccountName": settings.service_account or None,
+        "serviceAccountName": spec.service_account_name or settings.service_account or None,
         "imagePullSecrets": pull_secrets(spec, settings) or None,
         "nodeSelector": dict(spec.node_selector) or None,
         "tolerations": _tolerations(spec) or None,
@@ -411,7 +414,7 @@ def hpa_metrics(spec: SpeechModelSpec) -> list[dict[str, Any]]:
     their targets are set (through a custom-metrics adapter, e.g. prometheus-adapter: the chart ships its rule);
     CPU stays beside them only when set explicitly."""
     assert spec.autoscaling is not None
-    return autoscaling.hpa_metrics(spec.autoscaling)
+    return autoscaling.hpa_metrics(spec.autoscaling, defaults.in_flight_target(spec))
 
 
 def hpa(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any] | None:
@@ -443,11 +446,12 @@ def scaled_object(name: str, namespace: str, spec: SpeechModelSpec,
     a = spec.autoscaling
     if a is None or a.engine != "keda":
         return None
-    return autoscaling.scaled_object(name, namespace, a, names.labels(name), settings.prometheus_url)
+    return autoscaling.scaled_object(name, namespace, a, names.labels(name), settings.prometheus_url,
+                                     defaults.in_flight_target(spec))
 
 
 def pdb(name: str, namespace: str) -> dict[str, Any]:
-    """At most one pod of a model goes at a time in a node drain."""
+    """At most one pod of a model goes at a time in a node drain (made only for two replicas or more)."""
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
             "metadata": _meta(names.child_name(name), namespace, names.labels(name)),
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector_labels(name)}}}
@@ -457,7 +461,9 @@ def model_children(name: str, namespace: str, spec: SpeechModelSpec,
                    settings: OperatorSettings) -> list[dict[str, Any]]:
     """Everything a SpeechModel owns, in the order to apply it (config before the pods that mount it)."""
     children = [model_configmap(name, namespace, spec), service(name, namespace),
-                deployment(name, namespace, spec, settings), pdb(name, namespace)]
+                deployment(name, namespace, spec, settings)]
+    if defaults.wants_pdb(spec):
+        children.append(pdb(name, namespace))
     for autoscaler in (hpa(name, namespace, spec), scaled_object(name, namespace, spec, settings)):
         if autoscaler:
             children.append(autoscaler)

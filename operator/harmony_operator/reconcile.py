@@ -210,9 +210,9 @@ def _apply_children(ctx: Context, spec: SpeechModelSpec, children: list[dict[str
 
 def _delete_unwanted_autoscalers(ctx: Context, children: list[dict[str, Any]], owns: Owns) -> None:
     """No autoscaling, or the other engine: its HPA or ScaledObject goes, if it is ours (absent is fine:
-    KEDA may not be installed)."""
+    KEDA may not be installed); so does a PodDisruptionBudget once under two replicas (harmony_operator.defaults)."""
     meta, wanted = children[0]["metadata"], {c["kind"] for c in children}
-    for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+    for kind in ("HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget"):
         if kind not in wanted:
             ctx.kube.delete_owned(kind, meta["namespace"], meta["name"], owns)
             ctx.applied.pop((kind, meta["namespace"], meta["name"]), None)

@@ -59,7 +59,7 @@ def by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 ], ids=["gpu", "cpu", "minimal", "scaled-to-zero"])
 def test_children_are_valid_kubernetes_objects(spec: SpeechModelSpec) -> None:
     children = manifests.model_children("whisper-tiny.en", "speech", spec, SETTINGS)
-    assert [c["kind"] for c in children][:4] == ["ConfigMap", "Service", "Deployment", "PodDisruptionBudget"]
+    assert [c["kind"] for c in children][:3] == ["ConfigMap", "Service", "Deployment"]
     for child in children:
         validate(child)
         assert child["metadata"]["namespace"] == "speech"
@@ -103,7 +103,9 @@ def test_gpu_taint_is_tolerated_by_default() -> None:
     spec = SpeechModelSpec.model_validate({**PLAIN, "resources": {"gpu": 2}})
     pod = manifests.pod_spec("m", spec, SETTINGS)
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
-    assert pod["containers"][0]["resources"] == {"requests": {"nvidia.com/gpu": "2"},
+    # CPU and memory derived (harmony_operator.defaults): a GPU model's CPU feeds the GPU, Whisper's memory
+    assert pod["containers"][0]["resources"] == {"requests": {"cpu": "1000m", "memory": "3072Mi",
+                                                              "nvidia.com/gpu": "2"},
                                                  "limits": {"nvidia.com/gpu": "2"}}
 
 
@@ -227,13 +229,13 @@ def test_no_autoscaling_no_hpa() -> None:
 
 
 @pytest.mark.parametrize("autoscaling, metrics", [
-    ({"max_replicas": 4}, [("Resource", "cpu", 70)]),
+    ({"max_replicas": 4}, [("Pods", "harmony_in_flight_requests", "8")]),  # batch capacity: 8 x 1 instance
     ({"max_replicas": 4, "target_cpu_utilization": 50}, [("Resource", "cpu", 50)]),
     ({"max_replicas": 4, "target_queue_depth": 8}, [("Pods", "harmony_queue_depth", "8")]),
     ({"max_replicas": 4, "target_queue_depth": 2.5}, [("Pods", "harmony_queue_depth", "2500m")]),
     ({"max_replicas": 4, "target_queue_depth": 8, "target_cpu_utilization": 80},
      [("Pods", "harmony_queue_depth", "8"), ("Resource", "cpu", 80)]),
-], ids=["cpu-default", "cpu", "queue-depth", "queue-depth-milli", "both"])
+], ids=["in-flight-default", "cpu", "queue-depth", "queue-depth-milli", "both"])
 def test_hpa_metrics(autoscaling: dict[str, Any], metrics: list[tuple[str, str, Any]]) -> None:
     spec = SpeechModelSpec.model_validate({**PLAIN, "autoscaling": autoscaling})
     hpa = manifests.hpa("whisper-base", "speech", spec)

@@ -134,9 +134,10 @@ rules:
   - apiGroups: [apps]
     resources: [deployments]
     verbs: [get, list, watch, create, patch{{ if .Values.operator.finalizers }}, delete{{ end }}]
+  # a PodDisruptionBudget only for two replicas or more: deleted when a model goes under
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
-    verbs: [get, list, watch, create, patch{{ if .Values.operator.finalizers }}, delete{{ end }}]
+    verbs: [get, list, watch, create, patch, delete]
   - apiGroups: [autoscaling]
     resources: [horizontalpodautoscalers]
     verbs: [get, list, watch, create, patch, delete]

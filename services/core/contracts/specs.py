@@ -180,12 +180,14 @@ class LimitsSpec(Strict):
 
 class AutoscalingSpec(Strict):
     model_config = ConfigDict(json_schema_extra=cel(
-        "(has(self.min_replicas) ? self.min_replicas : 1) <= (has(self.max_replicas) ? self.max_replicas : 1)",
+        "(has(self.min_replicas) ? self.min_replicas : 1) <= (has(self.max_replicas) ? self.max_replicas : 4)",
         "min_replicas must not exceed max_replicas"))
 
     min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_cpu_utilization: int | None = Field(70, ge=1, le=100, description="percent of requested CPU")
+    max_replicas: int = Field(4, ge=1)
+    target_cpu_utilization: int | None = Field(
+        None, ge=1, le=100, description="percent of requested CPU (scales on CPU too; unset: on in-flight requests "
+        "only, target_in_flight defaulting to the pod's batch capacity)")
     target_queue_depth: float | None = Field(
         None, gt=0, description="per-pod harmony_queue_depth through a metrics adapter")
     target_in_flight: float | None = Field(
@@ -431,6 +433,10 @@ class SpeechModelSpec(Strict):
     affinity: dict[str, Any] | None = Field(None, description="pod affinity, a Kubernetes Affinity object as is")
     runtime_class_name: str | None = Field(None, description="pod runtimeClassName, e.g. nvidia")
     priority_class_name: str | None = Field(None, description="pod priorityClassName")
+    service_account_name: str | None = Field(
+        None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="the model pods' "
+        "ServiceAccount (its annotations give cloud credentials: IRSA, GKE or Azure workload identity; default: "
+        "the operator's HARMONY_MODEL_SERVICE_ACCOUNT, else the namespace's default)")
     topology_spread_constraints: list[TopologySpread] = Field(
         default_factory=list, description="pod topologySpreadConstraints (replace the operator's default spread)")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="the rolling update's maxSurge and "
