@@ -32,7 +32,7 @@ GPU_WHISPER = {
         "resources": {"cpu": "2", "memory": "4Gi", "gpu": 1},
         "node_selector": {"cloud.google.com/gke-accelerator": "nvidia-l4"},
         "runtime_class_name": "nvidia",
-        "autoscaling": {"min_replicas": 1, "max_replicas": 4, "target_queue_depth": 8},
+        "autoscaling": {"min_replicas": 2, "max_replicas": 4, "target_queue_depth": 8},  # 2: a PDB
     },
 }
 
