@@ -269,14 +269,14 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
 
 
 def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, tmp_path: Path) -> None:
-    """Per-pod balancing and the model table: the router's service account may get, list and watch EndpointSlices
+    """Per-pod balancing and the model table: the router's service account may list and watch EndpointSlices
     and the ConfigMap harmony-router-models of the namespaces it serves (nothing else, nowhere else);
     router.watchEndpoints=false drops that rule and the flag."""
     objects = render(helm, tmp_path)
     role = find(objects, "Role", "harmony-router-endpoints")[0]
     assert role["metadata"]["namespace"] == "speech"
-    assert rules(role) == {("discovery.k8s.io", "endpointslices"): {"get", "list", "watch"},
-                           ("", "configmaps"): {"get", "list", "watch"}}
+    assert rules(role) == {("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+                           ("", "configmaps"): {"list", "watch"}}
     assert [r.get("resourceNames") for r in role["rules"] if "configmaps" in r["resources"]] == [
         ["harmony-router-models"]]
     binding = find(objects, "RoleBinding", "harmony-router-endpoints")[0]
@@ -286,7 +286,7 @@ def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, t
     assert {"--watch-endpoints", "--watch-models", "--model-namespaces=speech"} <= set(router["containers"][0]["args"])
 
     off = render(helm, tmp_path, {"router": {"watchEndpoints": False}})
-    assert rules(find(off, "Role", "harmony-router-endpoints")[0]) == {("", "configmaps"): {"get", "list", "watch"}}
+    assert rules(find(off, "Role", "harmony-router-endpoints")[0]) == {("", "configmaps"): {"list", "watch"}}
     router = find(off, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--watch-endpoints" not in router["containers"][0]["args"]
     assert router["automountServiceAccountToken"] is True  # router.wakeModels still needs its token

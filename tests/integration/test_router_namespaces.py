@@ -1,0 +1,212 @@
+"""One router for models in other namespaces, for every shipped values profile: the chart rendered (release
+namespace ``harmony``), ``router_main.serve`` run with the rendered router's arguments against kmock (an API
+server), the operator's ConfigMap and an EndpointSlice created in a model namespace of the profile, and a request
+through the router reaching a real Silero VAD service (the model pod) there. The ConfigMap is watched through the
+API, so the model is routable within seconds of its creation (the mounted file would take the kubelet's minute).
+The router's API reads, as kmock recorded them, are checked against the rendered RBAC with a small evaluator:
+every read allowed, and every verb granted used."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from services import router_main
+from services.core.contracts.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
+from services.router.cluster import api_watch
+from services.vad.app import create_vad_app
+from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
+from tests.servers import ServerThread, free_port, wait_ready
+from tests.speech import SENTENCES, synthesize, wav_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "harmony"
+PROFILES = [None, *sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))]
+RELEASE_NS = "harmony"
+VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
+
+
+def render(helm_bin: Path, profile: str | None) -> list[dict[str, Any]]:
+    args = ["template", "h", str(CHART), "--namespace", RELEASE_NS]
+    if profile:
+        args += ["--values", str(CHART / "ci" / profile)]
+    return [d for d in yaml.safe_load_all(run(helm_bin, *args)) if d]
+
+
+def router_args(objects: list[dict[str, Any]]) -> dict[str, str]:
+    deployment = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-router"))
+    spec = deployment["spec"]["template"]["spec"]
+    args = dict(a[2:].split("=", 1) if "=" in a else (a[2:], "") for a in spec["containers"][0]["args"])
+    return {**args, "serviceAccount": spec["serviceAccountName"]}
+
+
+# --- a small RBAC evaluator: which (verb, group, resource, namespace, name) the rendered objects grant a subject
+def grants(objects: list[dict[str, Any]], account: str, namespace: str) -> list[dict[str, Any]]:
+    """Every rule bound to ServiceAccount ``namespace/account``, with ``namespace`` (None: every namespace)."""
+    roles = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects
+             if o["kind"] in ("Role", "ClusterRole")}
+    out = []
+    for binding in (o for o in objects if o["kind"] in ("RoleBinding", "ClusterRoleBinding")):
+        if {"kind": "ServiceAccount", "name": account, "namespace": namespace} not in binding.get("subjects", []):
+            continue
+        scope = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
+        ref = binding["roleRef"]
+        role = roles.get((ref["kind"], scope if ref["kind"] == "Role" else None, ref["name"]))
+        assert role is not None, f"{binding['kind']} {binding['metadata']['name']} binds a missing {ref}"
+        out += [{**rule, "namespace": scope} for rule in role.get("rules", [])]
+    return out
+
+
+def allowed(rules: list[dict[str, Any]], verb: str, group: str, resource: str, namespace: str | None,
+            name: str | None) -> list[int]:
+    """The indexes of the rules that allow the request (a cluster-wide request needs a cluster-wide rule)."""
+    return [i for i, r in enumerate(rules)
+            if verb in r["verbs"] and group in r["apiGroups"] and resource in r["resources"]
+            and (r["namespace"] is None or r["namespace"] == namespace)
+            and (not r.get("resourceNames") or name in r["resourceNames"])]
+
+
+def read_of(request: Any) -> tuple[str, str, str, str | None, str | None]:
+    """A recorded GET as RBAC sees it: verb, API group, resource, namespace, name (from a metadata.name selector)."""
+    parts = request.url.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespace = rest[1] if rest[0] == "namespaces" and len(rest) > 2 else None
+    resource = rest[2] if namespace else rest[0]
+    verb = "watch" if request.params.get("watch") in ("true", "1") else "list"
+    field = request.params.get("fieldSelector", "")
+    return verb, group, resource, namespace, field.split("=", 1)[1] if field.startswith("metadata.name=") else None
+
+
+class RouterPod:
+    """``router_main.serve`` with the rendered router's flags, on its own event loop in a thread."""
+
+    def __init__(self, config: HarmonyConfig, args: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{config.server.port}"
+        self.loop = asyncio.new_event_loop()
+        namespaces = [n for n in args.get("model-namespaces", "").split(",") if n]
+        self.serve = router_main.serve(config, "/nonexistent/models.yaml", 0.5, "warning",
+                                       watch_endpoints="watch-endpoints" in args, watch_models="watch-models" in args,
+                                       model_namespaces=namespaces,
+                                       namespace_selector=args.get("model-namespace-selector"))
+        self.task: asyncio.Task | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.task = self.loop.create_task(self.serve)
+        try:
+            self.loop.run_until_complete(self.task)
+        except asyncio.CancelledError:
+            pass
+
+    def stop(self) -> None:
+        if self.task is not None:
+            self.loop.call_soon_threadsafe(self.task.cancel)
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+async def until(check, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+@pytest.fixture(scope="module")
+def pod():
+    with ServerThread(create_vad_app([NamedModel.model_validate(VAD)])) as server:
+        wait_ready(server.url)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def audio() -> bytes:
+    return wav_bytes(*synthesize(SENTENCES[0]))
+
+
+def configmap(namespace: str, models: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "harmony-router-models",
+                                                                  "namespace": namespace},
+            "data": {"models.yaml": json.dumps({"models": models})}}
+
+
+def endpoint_slice(namespace: str, address: str, port: int) -> dict[str, Any]:
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": "harmony-silero-vad-x1", "namespace": namespace,
+                         "labels": {"kubernetes.io/service-name": "harmony-silero-vad"}},
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=[p or "default" for p in PROFILES])
+async def test_a_router_serves_models_of_other_namespaces(profile, helm, pod, audio, kmock, tmp_path,
+                                                          monkeypatch) -> None:
+    objects = await asyncio.to_thread(render, helm, profile)
+    args = router_args(objects)
+    served = [n for n in args["model-namespaces"].split(",") if n]
+    target = served[-1]  # a model namespace of the profile (another than the router's, where the chart says so)
+    kmock.resources.load_bundled()
+    (tmp_path / "namespace").write_text(RELEASE_NS)
+    (tmp_path / "token").write_text("router-token")
+    monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
+    config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
+                           data_dir=str(tmp_path / "data"),
+                           database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
+    router = RouterPod(config, {k: v for k, v in args.items() if k != "wake-models"})
+    router.thread.start()
+    try:
+        await until(lambda: sum(1 for r in list(kmock) if r.params.get("watch") == "true"
+                                and "/configmaps" in r.url.path) >= len(served), 30, "the ConfigMap watches")
+        url = httpx.URL(pod.url)
+        spec = {k: v for k, v in VAD.items() if k != "name"}
+        async with httpx.AsyncClient(base_url=str(kmock.url)) as api:
+            outside = configmap("elsewhere", [{"name": "intruder", "spec": spec,
+                                               "endpoint": "http://harmony-intruder.elsewhere.svc:8080"}])
+            assert (await api.post("/api/v1/namespaces/elsewhere/configmaps", json=outside)).status_code < 300
+            slice_ = endpoint_slice(target, url.host, url.port)
+            assert (await api.post(f"/apis/discovery.k8s.io/v1/namespaces/{target}/endpointslices",
+                                   json=slice_)).status_code < 300
+            created = time.monotonic()
+            model = {"name": "silero-vad", "spec": spec,
+                     "endpoint": f"http://harmony-silero-vad.{target}.svc.cluster.local:{url.port}"}
+            assert (await api.post(f"/api/v1/namespaces/{target}/configmaps",
+                                   json=configmap(target, [model]))).status_code < 300
+
+        def models() -> list[str]:
+            answer = httpx.get(router.url + "/v1/models", timeout=5)
+            return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+
+        await until(lambda: "silero-vad" in models(), 5, "the new model in the router's table")
+        assert time.monotonic() - created < 3.0  # within seconds, not the kubelet's minute
+        response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad", data={"model": "silero-vad"},
+                                           files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+        assert response.status_code == 200, response.text
+        assert response.json()["segments"]
+        assert "intruder" not in await asyncio.to_thread(models)  # a namespace the router does not serve
+    finally:
+        await asyncio.to_thread(router.stop)
+
+    rules = grants(objects, args["serviceAccount"], RELEASE_NS)
+    used: set[tuple[int, str]] = set()
+    reads = [read_of(r) for r in list(kmock) if r.method.name == "GET" and str(r.url).startswith(str(kmock.url))]
+    for read in reads:
+        matching = allowed(rules, *read)
+        assert matching, f"the router's {read} is not granted by the rendered RBAC"
+        used |= {(i, read[0]) for i in matching}
+    reading = [(i, r) for i, r in enumerate(rules) if "leases" not in r["resources"]]  # the wake rule: not reads
+    unused = [(r["namespace"], r["resources"], verb) for i, r in reading for verb in r["verbs"]
+              if (i, verb) not in used]
+    assert not unused, f"granted but never used by the router: {unused}"
