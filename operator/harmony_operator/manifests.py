@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from services.core.contracts.crd import API_VERSION
 from services.core.contracts.specs import (
     MODELCAR_MOUNT,
     ModelSource,
@@ -487,8 +488,23 @@ def router_config(namespace: str, models: list[NamedModel], routes: list[NamedRo
 
 
 def router_configmap(namespace: str, models: list[NamedModel], routes: list[NamedRoute],
-                     ready: dict[str, int] | None = None) -> dict[str, Any]:
+                     ready: dict[str, int] | None = None,
+                     owners: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The namespace's model table; ``owners`` (:func:`table_owners`) become its ownerReferences."""
     labels = {"app.kubernetes.io/name": "harmony-router", "app.kubernetes.io/component": "router-config",
               "app.kubernetes.io/part-of": "harmony", names.MANAGED_BY: names.OPERATOR}
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(names.ROUTER_CONFIGMAP, namespace, labels),
+    meta = _meta(names.ROUTER_CONFIGMAP, namespace, labels)
+    if owners:
+        meta["ownerReferences"] = owners
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
             "data": {names.ROUTER_CONFIG_KEY: router_config(namespace, models, routes, ready)}}
+
+
+def table_owners(models: list[dict[str, Any]], routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every SpeechModel and SpeechRoute of the namespace (those being deleted too) owns its model table, so
+    Kubernetes' garbage collector deletes the table with the last of them, whether or not the operator still runs
+    (``helm uninstall``). Not controllers, and no blockOwnerDeletion: nothing waits for the table."""
+    return [{"apiVersion": API_VERSION, "kind": kind, "name": item["metadata"]["name"],
+             "uid": item["metadata"]["uid"]}
+            for kind, items in (("SpeechModel", models), ("SpeechRoute", routes))
+            for item in sorted(items, key=lambda i: i["metadata"]["name"]) if item["metadata"].get("uid")]

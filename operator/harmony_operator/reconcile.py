@@ -441,15 +441,19 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
         _report_alias_conflicts(ctx, models, existing)
         valid = {m.name: m for m in models}
         public = {n for m in models for n in (m.name, *m.aliases)}
-        routes = []
-        for item in ctx.kube.list("SpeechRoute", namespace):
+        routes, route_items = [], ctx.kube.list("SpeechRoute", namespace)
+        for item in route_items:
             if _deleting(item):
                 continue
             route, new = _route_state(item, existing, valid, public)
             write_status(ctx, "SpeechRoute", item, new)
             if route is not None:
                 routes.append(route)
-        configmap = manifests.router_configmap(namespace, models, routes, ready)
+        owners = manifests.table_owners(items, route_items)
+        if not owners:  # none left: the table went (or goes) with the last of them; not written again
+            ctx.applied.pop(("ConfigMap", namespace, names.ROUTER_CONFIGMAP), None)
+            return
+        configmap = manifests.router_configmap(namespace, models, routes, ready, owners)
         ctx.kube.apply(configmap)
         ctx.applied[("ConfigMap", namespace, names.ROUTER_CONFIGMAP)] = configmap
 
