@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=2.0, help="seconds between checks of the file")
     parser.add_argument("--max-upload-bytes", type=int, default=defaults.max_upload_bytes)
     parser.add_argument("--service-timeout", type=float, default=defaults.service_timeout_s)
+    parser.add_argument("--spool-budget-bytes", type=int, default=defaults.spool_budget_bytes,
+                        help="request bodies held at once (keep below the /tmp volume's size); past it 503 spool_full")
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout_s)
     add_connection_arguments(parser, defaults)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
     config = HarmonyConfig(server=ServerSettings(
         host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
-        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout, **connection_settings(args)),
+        service_timeout_s=args.service_timeout, drain_timeout_s=args.drain_timeout,
+        spool_budget_bytes=args.spool_budget_bytes, **connection_settings(args)),
         auth=AuthSettings(required=args.require_auth, realtime_sessions_per_key=args.realtime_sessions_per_key),
         database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))

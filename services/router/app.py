@@ -20,7 +20,7 @@ from services.core.http.draining import Drain
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.http.unsupported import IgnoredFields
-from services.core.http.uploads import UploadLimitMiddleware
+from services.core.http.uploads import SpoolBudget, UploadLimitMiddleware
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.playground import routes as playground
@@ -98,7 +98,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     app.add_middleware(CancelOnDisconnect, drain=drain)  # a client that leaves (or the drain's end) cancels the work
     app.add_middleware(ClientDeadline)  # how long the client will wait, for admission and the model services
     app.add_middleware(UploadLimitMiddleware, max_bytes=config.server.max_upload_bytes,
-                       path_limits={"/v1/files": config.files.max_bytes})
+                       path_limits={"/v1/files": config.files.max_bytes},
+                       budget=SpoolBudget(config.server.spool_budget_bytes))
     _install_gate(app, gate)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(IgnoredFields, enabled=config.server.ignore_unsupported)  # fields let through, named

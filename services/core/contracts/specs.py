@@ -502,6 +502,9 @@ class ServerSettings(Strict):
     port: int = Field(8000, ge=0, le=65535)
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest accepted upload (OpenAI: 25 MB)")
     service_timeout_s: float = Field(900.0, gt=0, description="router's timeout for a call to a model service")
+    spool_budget_bytes: int = Field(1024 ** 3, ge=0, description="request bodies the router holds at once (uploads "
+                                    "in progress, held ones included; spooled to /tmp past 1 MB a file); a body "
+                                    "past it is refused 503 spool_full (0: no limit)")
     drain_timeout_s: float = Field(5.0, ge=0, description="how long SIGTERM waits for in-flight requests; then they "
                                    "are answered 503 shutting_down (0: no limit)")
     header_timeout_s: float = Field(10.0, gt=0, le=3600, description="a connection that has not sent a whole request "

@@ -11,9 +11,39 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.core.contracts.errors import HarmonyError, InvalidRequest, PayloadTooLarge, error_body, error_headers
+from services.core.contracts.errors import (
+    HarmonyError,
+    InvalidRequest,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    error_body,
+)
 from services.core.contracts.forms import single
 from services.core.http.disconnect import ClientDisconnected
+
+
+class SpoolBudget:
+    """The bytes of request bodies a server holds at once (in memory, or spooled to its ``/tmp`` past 1 MB a file).
+
+    Each body reserves its declared length (a chunked one, its path's limit) until its request has ended: held
+    uploads included (a model scaled to zero, a full queue), so the router's bounded ``/tmp`` never fills and the
+    kubelet never evicts the pod. A body that does not fit is refused at once, 503 ``spool_full`` with a
+    ``Retry-After``, before any of it is read; one body alone always fits (it is bounded by its own limit).
+    ``max_bytes`` 0: no budget.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.reserved = 0
+
+    def take(self, size: int) -> bool:
+        if self.max_bytes and self.reserved and self.reserved + size > self.max_bytes:
+            return False
+        self.reserved += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.reserved -= size
 
 
 class UploadLimitMiddleware:
@@ -21,13 +51,16 @@ class UploadLimitMiddleware:
 
     A declared Content-Length over the limit is refused at once; a body without
     one (chunked) is counted as it arrives and cut off at the limit. ``path_limits`` gives
-    some paths a limit of their own (``POST /v1/files``: ``files.max_bytes``).
+    some paths a limit of their own (``POST /v1/files``: ``files.max_bytes``). With a ``budget``, a body that
+    does not fit in what the server may hold at once is refused with 503 (:class:`SpoolBudget`).
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None,
+                 budget: SpoolBudget | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.path_limits = path_limits or {}
+        self.budget = budget
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -35,9 +68,21 @@ class UploadLimitMiddleware:
             return
         limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
-            await _send_too_large(send, limit)
+        length = int(declared) if declared is not None and declared.isascii() and declared.isdigit() else None
+        if length is not None and length > limit:
+            await _send_error(send, _too_large(limit))
             return
+        held = limit if length is None else length
+        if self.budget is not None and not self.budget.take(held):
+            await _send_error(send, _spool_full(self.budget))
+            return
+        try:
+            await self._counted(scope, receive, send, limit)
+        finally:
+            if self.budget is not None:
+                self.budget.give(held)
+
+    async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         seen = 0
 
         async def counted() -> Message:
@@ -57,12 +102,18 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
                            param="file")
 
 
-async def _send_too_large(send: Send, max_bytes: int) -> None:
+def _spool_full(budget: SpoolBudget) -> ServiceUnavailable:
+    return ServiceUnavailable(f"the server holds as many request bodies as it may at once ({budget.max_bytes} bytes "
+                              "of uploads in progress); retry shortly", code="spool_full",
+                              headers={"Retry-After": "1"})
+
+
+async def _send_error(send: Send, error: HarmonyError) -> None:
     import json
 
-    body = json.dumps(_too_large(max_bytes).to_body()).encode()
-    extra = [(k.encode(), v.encode()) for k, v in error_headers(413).items()]
-    await send({"type": "http.response.start", "status": 413,
+    body = json.dumps(error.to_body()).encode()
+    extra = [(k.encode(), v.encode()) for k, v in error.response_headers().items()]
+    await send({"type": "http.response.start", "status": error.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *extra]})
     await send({"type": "http.response.body", "body": body})
