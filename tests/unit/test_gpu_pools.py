@@ -58,7 +58,7 @@ def custom_resource(**fields: Any) -> dict[str, Any]:
 def test_any_extended_resource_is_requested_and_limited(resource: str) -> None:
     s = spec(device="cuda", resources={"cpu": "2", "accelerators": [{"name": resource, "count": 2}]})
     container = model_container(s)
-    assert container["resources"]["requests"] == {"cpu": "2", resource: "2"}
+    assert container["resources"]["requests"] == {"cpu": "2", "memory": "3072Mi", resource: "2"}  # memory derived
     assert container["resources"]["limits"] == {resource: "2"}
     assert container["image"] == SETTINGS.cuda_image
     assert kubernetes_problem("m", s) is None
