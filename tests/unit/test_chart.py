@@ -310,7 +310,8 @@ def test_prometheus_adapter_rules_serve_the_autoscaling_metrics(helm: Path, tmp_
     configmap = find(objects, "ConfigMap", "harmony-prometheus-adapter")[0]
     config = yaml.safe_load(configmap["data"]["config.yaml"])
     names = [rule["name"]["as"] for rule in config["rules"]]
-    assert names == ["harmony_in_flight_requests", "harmony_queue_depth"]
+    # the model pods' (SpeechModel HPAs), the router pods' (the router's HPA, router.autoscaling.targetInFlight)
+    assert names == ["harmony_in_flight_requests", "harmony_queue_depth", "harmony_http_in_flight_requests"]
     for rule in config["rules"]:
         assert rule["seriesQuery"].startswith(rule["name"]["as"] + "{")
         assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}

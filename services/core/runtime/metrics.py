@@ -47,6 +47,8 @@ class Metrics:
                                        ["model"], registry=r)
         self.inference_time = Histogram("harmony_inference_seconds", "Time a batch took to run", ["model"],
                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.http_in_flight = Gauge("harmony_http_in_flight_requests", "HTTP requests being served (the router's "
+                                    "autoscaling metric)", ["component"], registry=r)
         self.http_requests = Counter("harmony_http_requests_total", "HTTP requests by route template and outcome",
                                      ["component", "route", "outcome"], registry=r)
         self.request_time = Histogram("harmony_request_seconds", "End-to-end HTTP request time, body included, "
@@ -98,9 +100,12 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
+        in_flight = self.metrics.http_in_flight.labels(self.metrics.component)
+        in_flight.inc()
         try:
             await self.app(scope, receive, sending)
         finally:
+            in_flight.dec()
             route = getattr(scope.get("route"), "path", None) or UNMATCHED
             component = self.metrics.component
             self.metrics.http_requests.labels(component, route, outcome_of(status)).inc()
