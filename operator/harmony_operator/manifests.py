@@ -260,6 +260,11 @@ def volume_mounts(spec: SpeechModelSpec) -> list[dict[str, Any]]:
     return mounts
 
 
+def uses_image_volumes(spec: SpeechModelSpec) -> bool:
+    """Whether the pods mount an image volume (an oci source, a volume's ``image``): Kubernetes 1.33+."""
+    return spec.source.kind == "oci" or any(v.image for v in spec.volumes)
+
+
 def cache_volume(settings: OperatorSettings) -> dict[str, Any]:
     """The model cache: the operator's shared claim (``HARMONY_CACHE_CLAIM``), else an emptyDir of the pod."""
     if settings.cache_claim:

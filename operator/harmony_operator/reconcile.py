@@ -105,11 +105,17 @@ def _temporary(ctx: Context, retry: int, what: str, exc: Exception) -> kopf.Temp
     return kopf.TemporaryError(f"{what}: {exc}", delay=ctx.settings.retry_delay(retry))
 
 
-def kubernetes_problem(name: str, spec: SpeechModelSpec) -> status.Problem | None:
-    """What the CRD's rules refuse but an object stored before them may hold, and reserved names."""
+def kubernetes_problem(name: str, spec: SpeechModelSpec,
+                       settings: OperatorSettings | None = None) -> status.Problem | None:
+    """What the CRD's rules refuse but an object stored before them may hold, reserved names, and what the cluster
+    cannot run (image volumes where ``settings.image_volumes`` is off)."""
     why = names.reserved(name)
     if why:
         return status.Problem("NameConflict", why, cause="ReservedName")
+    if settings is not None and not settings.image_volumes and manifests.uses_image_volumes(spec):
+        return status.Problem("InvalidSpec", "source.oci and volumes[].image are image volumes, which need "
+                                             "Kubernetes 1.33+ with the ImageVolume feature; this cluster has none "
+                                             "(the chart's operator.imageVolumes)")
     if spec.device == "cuda" and not spec.resources.has_accelerator:
         return status.Problem("InvalidSpec", "spec.device is cuda but the spec asks for no GPU (resources.gpu, "
                                              "accelerators or claims): the pod would see no GPU")
@@ -121,7 +127,7 @@ def _parsed(ctx: Context, body: dict[str, Any]) -> SpeechModelSpec:
     name = body["metadata"]["name"]
     try:
         spec = parse_model(body.get("spec"))
-        problem = kubernetes_problem(name, spec)
+        problem = kubernetes_problem(name, spec, ctx.settings)
     except ValidationError as exc:
         problem = status.Problem("InvalidSpec", validation_message(exc))
     if problem is not None:
@@ -362,7 +368,8 @@ def finalize_model(ctx: Context, body: dict[str, Any], retry: int = 0) -> None:
         raise _temporary(ctx, retry, f"cleaning up after SpeechModel {meta['name']} failed", exc) from None
 
 
-def _named_models(items: list[dict[str, Any]]) -> tuple[list[NamedModel], dict[str, dict[str, Any]]]:
+def _named_models(items: list[dict[str, Any]],
+                  settings: OperatorSettings | None = None) -> tuple[list[NamedModel], dict[str, dict[str, Any]]]:
     """Valid models (for the router) and every existing model by name (for the routes' check)."""
     valid, existing = [], {}
     for item in items:
@@ -375,7 +382,7 @@ def _named_models(items: list[dict[str, Any]]) -> tuple[list[NamedModel], dict[s
         except ValidationError:
             continue  # its own status says InvalidSpec
         conflict = next((c for c in status.previous_conditions(item.get("status")) if c.type == "NameConflict"), None)
-        if kubernetes_problem(name, model) is None and (conflict is None or conflict.status != "True"):
+        if kubernetes_problem(name, model, settings) is None and (conflict is None or conflict.status != "True"):
             valid.append(model)  # one whose objects are someone else's is not served: its Service is not ours
     return valid, existing
 
@@ -436,7 +443,7 @@ def sync_namespace(ctx: Context, namespace: str) -> None:
     """
     with ctx.namespace_lock(namespace):
         items = ctx.kube.list("SpeechModel", namespace)
-        models, existing = _named_models(items)
+        models, existing = _named_models(items, ctx.settings)
         ready = {i["metadata"]["name"]: int((i.get("status") or {}).get("readyReplicas") or 0) for i in items}
         _report_alias_conflicts(ctx, models, existing)
         valid = {m.name: m for m in models}

@@ -41,6 +41,9 @@ class OperatorSettings:
     # first) never leaves them hanging in Terminating; on, deleting one waits for the operator to
     # delete its children and update the router.
     finalizers: bool = False
+    # Whether the cluster mounts image volumes (oci sources, volumes[].image): Kubernetes 1.33+ with the ImageVolume
+    # feature. Off: such a SpeechModel is refused (InvalidSpec) instead of making pods that never start.
+    image_volumes: bool = True
     # Where the voice service (task vc) keeps registered voices: the engine's database (a Secret's key
     # holding its URL) and an S3-compatible bucket (credentials: a Secret of AWS_* variables).
     database_secret: str = ""                  # Secret name; empty: no database URL is passed on
@@ -84,6 +87,7 @@ class OperatorSettings:
             retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),
             retry_max_delay_s=float(get("HARMONY_RETRY_MAX_DELAY_S", str(defaults.retry_max_delay_s))),
             finalizers=get("HARMONY_FINALIZERS", "false").strip().lower() in ("1", "true", "yes", "on"),
+            image_volumes=get("HARMONY_IMAGE_VOLUMES", "true").strip().lower() in ("1", "true", "yes", "on"),
             database_secret=get("HARMONY_DATABASE_SECRET", ""),
             database_secret_key=get("HARMONY_DATABASE_SECRET_KEY", defaults.database_secret_key),
             object_store_url=get("HARMONY_OBJECT_STORE_URL", ""),
