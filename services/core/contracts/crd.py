@@ -22,8 +22,11 @@ from services.core.contracts.specs import SpeechModelSpec, SpeechRouteSpec
 from services.core.contracts.wire import SpeechModelStatus, SpeechRouteStatus
 
 GROUP = "harmony.dev"
-VERSION = "v1alpha1"
+VERSION = "v1alpha1"  # the storage version, and the one the operator and router use
 API_VERSION = f"{GROUP}/{VERSION}"
+# Served beside VERSION with the same schema, so conversion is None (the API server rewrites apiVersion only);
+# an incompatible schema needs a conversion webhook first (docs/kubernetes.md, "API versions").
+NEXT_VERSION = "v1beta1"
 CATEGORY = "harmony"
 
 # JSON-schema keywords that are value validations and survive unchanged.
@@ -163,14 +166,16 @@ def _crd(kind: str, plural: str, short: str, schema: dict[str, Any], subresource
             "scope": "Namespaced",
             "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
                       "shortNames": [short], "categories": [CATEGORY]},
+            "conversion": {"strategy": "None"},
             "versions": [{
-                "name": VERSION,
+                "name": version,
                 "served": True,
-                "storage": True,
-                "subresources": subresources,
-                "additionalPrinterColumns": columns,
-                "schema": {"openAPIV3Schema": schema},
-            }],
+                "storage": version == VERSION,
+                # copies: one object written twice would come out as YAML anchors and aliases
+                "subresources": copy.deepcopy(subresources),
+                "additionalPrinterColumns": copy.deepcopy(columns),
+                "schema": {"openAPIV3Schema": copy.deepcopy(schema)},
+            } for version in (VERSION, NEXT_VERSION)],
         },
     }
 
