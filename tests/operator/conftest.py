@@ -8,8 +8,9 @@ Set HARMONY_TEST_OPERATOR_LOG=1 to print the operator's log after each test.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,21 @@ os.environ.setdefault("HARMONY_SCALE_CHECK_INTERVAL_S", "0.5")  # the idle check
 GROUP_VERSION = "harmony.dev/v1alpha1"
 
 
+def _record_requests(kmock: Any, to: str) -> None:
+    """Append every request of the test to the JSON-lines file ``to`` (test_rbac.py derives the operator's RBAC)."""
+    with open(to, "a") as out:
+        for request in list(kmock):
+            data = request.data if isinstance(request.data, dict) else {}
+            owners = (data.get("metadata") or {}).get("ownerReferences") or []
+            out.write(json.dumps({"method": str(request.method.value), "path": request.url.path,
+                                  "watch": request.params.get("watch") == "true",
+                                  "agent": request.headers.get("User-Agent", ""),
+                                  "blocking_owners": [o.get("apiVersion", "") + "|" + o.get("kind", "")
+                                                      for o in owners if o.get("blockOwnerDeletion")]}) + "\n")
+
+
 @pytest.fixture
-def cluster(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def cluster(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """kmock with the built-in resources and our CRDs, and $KUBECONFIG pointing at it."""
     kmock.resources.load_bundled()
     for plural, kind in (("speechmodels", "SpeechModel"), ("speechroutes", "SpeechRoute")):
@@ -41,7 +55,9 @@ def cluster(kmock: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     }))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return kmock
+    yield kmock
+    if os.environ.get("HARMONY_RBAC_RECORD"):
+        _record_requests(kmock, os.environ["HARMONY_RBAC_RECORD"])
 
 
 @pytest.fixture

@@ -114,8 +114,11 @@ off), and posts Events. Nothing else: no Secrets, no Pods, no cluster-scoped res
 {{- define "harmony.operatorRules" }}
 rules:
   - apiGroups: [harmony.dev]
-    resources: [speechmodels, speechroutes]
+    resources: [speechmodels]
     verbs: [get, list, watch, patch]
+  - apiGroups: [harmony.dev]
+    resources: [speechroutes]
+    verbs: [list, watch, patch]
   - apiGroups: [harmony.dev]
     resources: [speechmodels/status, speechroutes/status]
     verbs: [patch]
