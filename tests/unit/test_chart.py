@@ -291,7 +291,8 @@ def test_router_may_only_read_endpointslices_for_per_pod_balancing(helm: Path, t
     assert "--watch-endpoints" not in router["containers"][0]["args"]
     assert router["automountServiceAccountToken"] is True  # router.wakeModels still needs its token
     none = render(helm, tmp_path, {"router": {"watchEndpoints": False, "watchModels": False}})
-    assert not find(none, "Role", "harmony-router-endpoints") and not find(none, "RoleBinding", "harmony-router-endpoints")
+    assert not find(none, "Role", "harmony-router-endpoints")
+    assert not find(none, "RoleBinding", "harmony-router-endpoints")
 
 
 def test_operator_may_manage_keda_scaled_objects_and_knows_prometheus(helm: Path, tmp_path: Path) -> None:
