@@ -58,6 +58,9 @@ def test_a_body_past_the_budget_is_refused_while_others_are_held(upload: bytes) 
         assert set(refused.json()["error"]) == {"message", "type", "param", "code"}
         assert refused.headers["Retry-After"] == "1"
         assert table.models["silero-vad"].held == 1  # never read, never held
+        # the held request is being served: the router's autoscaling gauge (router.autoscaling.targetInFlight)
+        metrics = httpx.get(router.url + "/metrics").text
+        assert 'harmony_http_in_flight_requests{component="router"} 2.0' in metrics  # it, and this scrape
         small = post(router.url, upload[:200_000], timeout_s=1)  # what still fits goes on (and is held)
         assert small.json()["error"]["code"] == "model_starting", small.text
         first.join(timeout=60)
