@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,9 +40,9 @@ class ClusterSources:
             return self.namespace if model in self.table.models else None
         return self.models.namespace_of(model)
 
-    def loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    def loops(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         """The background loops to run while the router serves (name, coroutine function)."""
-        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        loops: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             (f"{w.what.lower()}-watch-{i}", w.run) for i, w in enumerate(self.watches)]
         return loops + ([("cluster-sync", self.sync.run)] if self.sync else [])
 
