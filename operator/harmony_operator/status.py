@@ -204,7 +204,12 @@ def model_status(name: str, namespace: str, deployment: dict[str, Any] | None, p
     return SpeechModelStatus(
         replicas=replicas, readyReplicas=ready, selector=names.selector_string(name),
         endpoint=names.endpoint(name, namespace), observedGeneration=generation, conditions=conditions,
-        weights=weights(pull, previous))
+        weights=weights(pull, previous), coldStartSeconds=_cold_start(deployment))
+
+
+def _cold_start(deployment: dict[str, Any] | None) -> float | None:
+    cold = idle.cold_start_s(deployment)
+    return None if cold is None else round(cold, 1)
 
 
 def with_alias_conflict(previous: Previous, message: str | None, at: str) -> SpeechModelStatus | None:

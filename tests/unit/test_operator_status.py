@@ -177,3 +177,25 @@ def test_finalizers_are_off_unless_asked_for() -> None:
     assert OperatorSettings.from_env({}).finalizers is False
     assert OperatorSettings.from_env({"HARMONY_FINALIZERS": "true"}).finalizers is True
     assert OperatorSettings.from_env({"HARMONY_FINALIZERS": "false"}).finalizers is False
+
+
+def test_the_measured_cold_start_is_a_status_field_and_a_printer_column() -> None:
+    from harmony_operator import idle
+    from services.core.contracts.crd import speech_model_crd
+
+    assert status.model_status("m", "s", deployment(ready=1), None, AT).coldStartSeconds is None
+    woken = deployment(ready=1)
+    woken["metadata"]["annotations"] = {idle.COLD_START: "412.34"}
+    result = status.model_status("m", "s", woken, None, AT)
+    assert result.coldStartSeconds == 412.3 and status.dump(result)["coldStartSeconds"] == 412.3
+    version = speech_model_crd()["spec"]["versions"][0]
+    assert version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["coldStartSeconds"][
+        "type"] == "number"
+    assert any(c["jsonPath"] == ".status.coldStartSeconds" for c in version["additionalPrinterColumns"])
+
+
+def test_scale_to_zero_waits_well_past_the_routers_hold_by_default() -> None:
+    from services.core.contracts.specs import AutoscalingSpec
+
+    defaults = AutoscalingSpec(min_replicas=0)
+    assert defaults.scale_to_zero_after >= 2 * defaults.hold_timeout_s

@@ -195,6 +195,7 @@ def speech_model_crd() -> dict[str, Any]:
         {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
         {"name": "Available", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Cold-Start", "type": "number", "jsonPath": ".status.coldStartSeconds", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ])

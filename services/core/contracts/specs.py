@@ -197,7 +197,8 @@ class AutoscalingSpec(Strict):
         "hpa", description="hpa: a HorizontalPodAutoscaler (and the operator scales to and from zero); keda: a KEDA "
         "ScaledObject on harmony_in_flight_requests")
     scale_to_zero_after: int = Field(
-        300, ge=1, description="with min_replicas 0: seconds without requests before the model goes to zero replicas")
+        900, ge=1, description="with min_replicas 0: seconds without requests before the model goes to zero replicas "
+        "(default 900, three times the default hold_timeout_s: room for a slow cold start)")
     hold_timeout_s: float = Field(
         300.0, gt=0, description="with no ready replica: how long the router holds a request while a replica starts "
         "(then 503 with Retry-After)")

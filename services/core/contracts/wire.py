@@ -566,6 +566,8 @@ class SpeechModelStatus(BaseModel):
     conditions: list[Condition] = Field(default_factory=list)
     weights: WeightsProgress | None = Field(None, description="fetching the weights of a hf, url or oci source: "
                                             "the resolved revision and the bytes done")
+    coldStartSeconds: float | None = Field(None, ge=0, description="the last cold start from zero replicas (woken "
+                                           "to the first ready replica), in seconds: unset until measured")
 
 
 class SpeechRouteStatus(BaseModel):
