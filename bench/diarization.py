@@ -2,6 +2,7 @@
 
     python -m bench.diarization [--meetings 3] [--speakers 2,3,4] [--seed 1] [--thresholds 0.65,0.85,0.9] [--json]
     python -m bench.diarization --url http://127.0.0.1:8000   # a running engine instead of a new `harmony serve`
+    python -m bench.diarization --config my-serve.yaml        # `harmony serve` with another config (another route)
 
 Each meeting (bench/diarization_meetings.py) has turns of 1-15 s of known text, pauses of 0.1-1 s and a quarter of
 the turns overlapping the previous one by 0.2-0.5 s, all from the seed. Every meeting goes to
@@ -222,9 +223,11 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def serve() -> HarmonyProcess:
-    """``harmony serve`` with the default config, synthesis seeded (the same meetings every run)."""
-    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "services/defaults/serve.yaml").read_text())
+def serve(config_path: str | None = None) -> HarmonyProcess:
+    """``harmony serve`` with the default config (or ``config_path``), synthesis seeded (the same meetings every
+    run)."""
+    default = Path(__file__).resolve().parents[1] / "services/defaults/serve.yaml"
+    config = yaml.safe_load(Path(config_path or default).read_text())
     for model in config["models"]:
         if model["backend"] in {"piper", "espeak"}:
             model["options"] = {**model.get("options", {}), "seed": 1}
@@ -243,9 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--thresholds", default="0.65,0.85,0.9",
                         help="speaker_similarity_threshold values swept besides the engine's default")
     parser.add_argument("--url", help="a running engine (else a `harmony serve` is started)")
+    parser.add_argument("--config", help="the serve.yaml of the `harmony serve` started (default: the engine's)")
     parser.add_argument("--json", action="store_true", help="the figures as JSON instead of the table")
     args = parser.parse_args(argv)
-    harmony = None if args.url else serve()
+    harmony = None if args.url else serve(args.config)
     url = args.url if harmony is None else harmony.url
     thresholds: list[float | None] = [None, *(float(t) for t in args.thresholds.split(",") if t)]
     try:

