@@ -3,8 +3,10 @@ namespace ``harmony``), ``router_main.serve`` run with the rendered router's arg
 server), the operator's ConfigMap and an EndpointSlice created in a model namespace of the profile, and a request
 through the router reaching a real Silero VAD service (the model pod) there. The ConfigMap is watched through the
 API, so the model is routable within seconds of its creation (the mounted file would take the kubelet's minute).
-The router's API reads, as kmock recorded them, are checked against the rendered RBAC with a small evaluator:
-every read allowed, and every verb granted used."""
+A second model there scales to zero: a request for it is held, the router's wake-up call creates its demand Lease
+in the model's namespace (not the router's), and the request goes on once a pod is ready.
+The router's API calls, as kmock recorded them, are checked against the rendered RBAC with a small evaluator:
+every call allowed, and every verb granted used."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import yaml
 
 from services import router_main
 from services.core.contracts.specs import DatabaseSettings, HarmonyConfig, NamedModel, ServerSettings
-from services.router.cluster import api_watch
+from services.router.cluster import api_watch, wake
 from services.vad.app import create_vad_app
 from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 from tests.servers import ServerThread, free_port, wait_ready
@@ -30,13 +32,18 @@ from tests.speech import SENTENCES, synthesize, wav_bytes
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "harmony"
 PROFILES = [None, *sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))]
+# Beside the shipped profiles: models in namespaces the operator's watchNamespaces do not name.
+EXTRA = {"listed-namespaces": {"router": {"modelNamespaces": ["team-a", "team-b"]}}}
 RELEASE_NS = "harmony"
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
 
 
-def render(helm_bin: Path, profile: str | None) -> list[dict[str, Any]]:
+def render(helm_bin: Path, profile: str | None, tmp_path: Path | None = None) -> list[dict[str, Any]]:
     args = ["template", "h", str(CHART), "--namespace", RELEASE_NS]
-    if profile:
+    if profile in EXTRA and tmp_path is not None:
+        (tmp_path / "values.yaml").write_text(yaml.safe_dump(EXTRA[profile]))
+        args += ["--values", str(tmp_path / "values.yaml")]
+    elif profile:
         args += ["--values", str(CHART / "ci" / profile)]
     return [d for d in yaml.safe_load_all(run(helm_bin, *args)) if d]
 
@@ -74,15 +81,22 @@ def allowed(rules: list[dict[str, Any]], verb: str, group: str, resource: str, n
             and (not r.get("resourceNames") or name in r["resourceNames"])]
 
 
-def read_of(request: Any) -> tuple[str, str, str, str | None, str | None]:
-    """A recorded GET as RBAC sees it: verb, API group, resource, namespace, name (from a metadata.name selector)."""
+def call_of(request: Any) -> tuple[str, str, str, str | None, str | None]:
+    """A recorded API call as RBAC sees it: verb, API group, resource, namespace, name (from the path, or a
+    metadata.name field selector)."""
     parts = request.url.path.strip("/").split("/")
     group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
     namespace = rest[1] if rest[0] == "namespaces" and len(rest) > 2 else None
-    resource = rest[2] if namespace else rest[0]
-    verb = "watch" if request.params.get("watch") in ("true", "1") else "list"
-    field = request.params.get("fieldSelector", "")
-    return verb, group, resource, namespace, field.split("=", 1)[1] if field.startswith("metadata.name=") else None
+    rest = rest[2:] if namespace else rest
+    resource, name = rest[0], (rest[1] if len(rest) > 1 else None)
+    method = request.method.name
+    if method == "GET":
+        verb = "watch" if request.params.get("watch") in ("true", "1") else ("get" if name else "list")
+        field = request.params.get("fieldSelector", "")
+        name = name or (field.split("=", 1)[1] if field.startswith("metadata.name=") else None)
+    else:
+        verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[method]
+    return verb, group, resource, namespace, name
 
 
 class RouterPod:
@@ -93,7 +107,8 @@ class RouterPod:
         self.loop = asyncio.new_event_loop()
         namespaces = [n for n in args.get("model-namespaces", "").split(",") if n]
         self.serve = router_main.serve(config, "/nonexistent/models.yaml", 0.5, "warning",
-                                       watch_endpoints="watch-endpoints" in args, watch_models="watch-models" in args,
+                                       wake_models="wake-models" in args, watch_endpoints="watch-endpoints" in args,
+                                       watch_models="watch-models" in args,
                                        model_namespaces=namespaces,
                                        namespace_selector=args.get("model-namespace-selector"))
         self.task: asyncio.Task | None = None
@@ -125,7 +140,8 @@ async def until(check, timeout: float, what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def pod():
-    with ServerThread(create_vad_app([NamedModel.model_validate(VAD)])) as server:
+    names = [VAD["name"]] + [f"cold-{i}" for i in range(4)]  # cold-<i>: the i-th namespace's model at zero
+    with ServerThread(create_vad_app([NamedModel.model_validate({**VAD, "name": n}) for n in names])) as server:
         wait_ready(server.url)
         yield server
 
@@ -149,11 +165,48 @@ def endpoint_slice(namespace: str, address: str, port: int) -> dict[str, Any]:
             "ports": [{"name": "http", "port": port, "protocol": "TCP"}]}
 
 
-@pytest.mark.parametrize("profile", PROFILES, ids=[p or "default" for p in PROFILES])
+TEST_AGENT = "the-test"  # the test's own API calls (what kubectl would do), told apart from the router's
+
+
+def cold_model(index: int, namespace: str, port: int) -> dict[str, Any]:
+    """The VAD pod served as model ``cold-<index>`` of ``namespace``, one that scales to zero."""
+    spec = {k: v for k, v in VAD.items() if k != "name"}
+    return {"name": f"cold-{index}", "spec": {**spec, "autoscaling": {"min_replicas": 0, "hold_timeout_s": 60}},
+            "endpoint": f"http://harmony-cold-{index}.{namespace}.svc.cluster.local:{port}"}
+
+
+def demand_lease_posts(kmock: Any, namespace: str) -> list[Any]:
+    return [r for r in list(kmock) if r.method.name == "POST"
+            and r.url.path == f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"]
+
+
+async def wake_in(index: int, namespace: str, router: RouterPod, kmock: Any, api: httpx.AsyncClient, port: int,
+                  audio: bytes) -> None:
+    """A request for ``namespace``'s cold model (no ready pod) is held; the router creates the model's demand
+    Lease in that namespace; a pod becomes ready (its EndpointSlice) and the held request is answered."""
+    name = f"cold-{index}"
+    held = asyncio.ensure_future(asyncio.to_thread(
+        httpx.post, router.url + "/v1/audio/vad", data={"model": name},
+        files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60))
+    await until(lambda: demand_lease_posts(kmock, namespace), 10, f"the demand Lease in {namespace}")
+    lease = kmock.objects["coordination.k8s.io/v1/leases", namespace, f"harmony-demand-{name}"]
+    assert lease["metadata"]["labels"]["harmony.dev/demand"] == "true"
+    assert not held.done()  # held while the model is at zero
+    slice_ = endpoint_slice(namespace, "127.0.0.1", port)
+    slice_["metadata"].update(name=f"harmony-{name}-x1", labels={"kubernetes.io/service-name": f"harmony-{name}"})
+    assert (await api.post(f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+                           json=slice_)).status_code < 300
+    response = await asyncio.wait_for(held, 30)
+    assert response.status_code == 200, response.text
+    assert response.json()["segments"]
+
+
+@pytest.mark.parametrize("profile", [*PROFILES, *EXTRA], ids=[p or "default" for p in [*PROFILES, *EXTRA]])
 async def test_a_router_serves_models_of_other_namespaces(profile, helm, pod, audio, kmock, tmp_path,
                                                           monkeypatch) -> None:
-    objects = await asyncio.to_thread(render, helm, profile)
+    objects = await asyncio.to_thread(render, helm, profile, tmp_path)
     args = router_args(objects)
+    assert "wake-models" in args  # every shipped profile scales from zero
     served = [n for n in args["model-namespaces"].split(",") if n]
     target = served[-1]  # a model namespace of the profile (another than the router's, where the chart says so)
     kmock.resources.load_bundled()
@@ -162,17 +215,19 @@ async def test_a_router_serves_models_of_other_namespaces(profile, helm, pod, au
     monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
     monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
     monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
+    monkeypatch.setattr(wake.DemandLeases, "in_cluster", classmethod(
+        lambda cls, namespace=None: cls(httpx.AsyncClient(base_url=str(kmock.url)), RELEASE_NS, tmp_path / "token")))
     config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
                            data_dir=str(tmp_path / "data"),
                            database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
-    router = RouterPod(config, {k: v for k, v in args.items() if k != "wake-models"})
+    router = RouterPod(config, args)
     router.thread.start()
     try:
         await until(lambda: sum(1 for r in list(kmock) if r.params.get("watch") == "true"
                                 and "/configmaps" in r.url.path) >= len(served), 30, "the ConfigMap watches")
         url = httpx.URL(pod.url)
         spec = {k: v for k, v in VAD.items() if k != "name"}
-        async with httpx.AsyncClient(base_url=str(kmock.url)) as api:
+        async with httpx.AsyncClient(base_url=str(kmock.url), headers={"User-Agent": TEST_AGENT}) as api:
             outside = configmap("elsewhere", [{"name": "intruder", "spec": spec,
                                                "endpoint": "http://harmony-intruder.elsewhere.svc:8080"}])
             assert (await api.post("/api/v1/namespaces/elsewhere/configmaps", json=outside)).status_code < 300
@@ -182,31 +237,42 @@ async def test_a_router_serves_models_of_other_namespaces(profile, helm, pod, au
             created = time.monotonic()
             model = {"name": "silero-vad", "spec": spec,
                      "endpoint": f"http://harmony-silero-vad.{target}.svc.cluster.local:{url.port}"}
-            assert (await api.post(f"/api/v1/namespaces/{target}/configmaps",
-                                   json=configmap(target, [model]))).status_code < 300
+            for i, namespace in enumerate(served):  # a model that scales to zero in each namespace served
+                table = [model] * (namespace == target) + [cold_model(i, namespace, url.port)]
+                assert (await api.post(f"/api/v1/namespaces/{namespace}/configmaps",
+                                       json=configmap(namespace, table))).status_code < 300
 
-        def models() -> list[str]:
-            answer = httpx.get(router.url + "/v1/models", timeout=5)
-            return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+            def models() -> list[str]:
+                answer = httpx.get(router.url + "/v1/models", timeout=5)
+                return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
 
-        await until(lambda: "silero-vad" in models(), 5, "the new model in the router's table")
-        assert time.monotonic() - created < 3.0  # within seconds, not the kubelet's minute
-        response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad", data={"model": "silero-vad"},
-                                           files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
-        assert response.status_code == 200, response.text
-        assert response.json()["segments"]
-        assert "intruder" not in await asyncio.to_thread(models)  # a namespace the router does not serve
+            await until(lambda: "silero-vad" in models(), 5, "the new model in the router's table")
+            assert time.monotonic() - created < 3.0  # within seconds, not the kubelet's minute
+            response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad",
+                                               data={"model": "silero-vad"},
+                                               files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+            assert response.status_code == 200, response.text
+            assert response.json()["segments"]
+            assert "intruder" not in await asyncio.to_thread(models)  # a namespace the router does not serve
+            await until(lambda: all(f"cold-{i}" in models() for i in range(len(served))), 5, "the cold models")
+            for i, namespace in enumerate(served):  # each wakes in its own namespace, not the router's
+                await wake_in(i, namespace, router, kmock, api, url.port, audio)
     finally:
         await asyncio.to_thread(router.stop)
+    if RELEASE_NS not in served:
+        assert not [r for r in list(kmock) if f"/namespaces/{RELEASE_NS}/leases" in r.url.path]
+    check_rbac(objects, args["serviceAccount"], list(kmock), str(kmock.url))
 
-    rules = grants(objects, args["serviceAccount"], RELEASE_NS)
+
+def check_rbac(objects: list[dict[str, Any]], account: str, requests: list[Any], base: str) -> None:
+    """Every API call the router made is allowed by the rendered RBAC, and every verb granted is used."""
+    rules = grants(objects, account, RELEASE_NS)
     used: set[tuple[int, str]] = set()
-    reads = [read_of(r) for r in list(kmock) if r.method.name == "GET" and str(r.url).startswith(str(kmock.url))]
-    for read in reads:
-        matching = allowed(rules, *read)
-        assert matching, f"the router's {read} is not granted by the rendered RBAC"
-        used |= {(i, read[0]) for i in matching}
-    reading = [(i, r) for i, r in enumerate(rules) if "leases" not in r["resources"]]  # the wake rule: not reads
-    unused = [(r["namespace"], r["resources"], verb) for i, r in reading for verb in r["verbs"]
+    calls = [call_of(r) for r in requests if str(r.url).startswith(base) and r.headers.get("User-Agent") != TEST_AGENT]
+    for call in calls:
+        matching = allowed(rules, *call)
+        assert matching, f"the router's {call} is not granted by the rendered RBAC"
+        used |= {(i, call[0]) for i in matching}
+    unused = [(r["namespace"], r["resources"], verb) for i, r in enumerate(rules) for verb in r["verbs"]
               if (i, verb) not in used]
     assert not unused, f"granted but never used by the router: {unused}"

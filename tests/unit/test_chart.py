@@ -255,11 +255,19 @@ def test_router_may_only_wake_models(helm: Path, tmp_path: Path) -> None:
     objects = render(helm, tmp_path)
     role = find(objects, "Role", "harmony-router-wake")[0]
     assert role["metadata"]["namespace"] == "speech"
-    assert rules(role) == {("coordination.k8s.io", "leases"): {"get", "create", "update", "patch"}}
+    assert rules(role) == {("coordination.k8s.io", "leases"): {"create", "patch"}}
     binding = find(objects, "RoleBinding", "harmony-router-wake")[0]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "harmony-router", "namespace": "speech"}]
     router = find(objects, "Deployment", "harmony-router")[0]["spec"]["template"]["spec"]
     assert "--wake-models" in router["containers"][0]["args"]
+    # In every namespace the router serves (its Leases go where the models are); a selector: any namespace.
+    listed = render(helm, tmp_path, {"router": {"modelNamespaces": ["team-a", "team-b"]}})
+    assert sorted(r["metadata"]["namespace"] for r in find(listed, "Role", "harmony-router-wake")) == \
+        ["team-a", "team-b"]
+    selected = render(helm, tmp_path, {"router": {"modelNamespaceSelector": {"matchLabels": {"team": "speech"}}}})
+    assert not find(selected, "Role", "harmony-router-wake")
+    assert rules(find(selected, "ClusterRole", "harmony-router-wake-speech")[0]) == \
+        {("coordination.k8s.io", "leases"): {"create", "patch"}}
 
     off = render(helm, tmp_path, {"router": {"wakeModels": False, "watchEndpoints": False, "watchModels": False}})
     assert not find(off, "Role", "harmony-router-wake") and not find(off, "RoleBinding", "harmony-router-wake")
