@@ -34,14 +34,15 @@ CHART = ROOT / "charts" / "harmony"
 PROFILES = [None, *sorted(p.name for p in (CHART / "ci").glob("*-values.yaml"))]
 # Beside the shipped profiles: models in namespaces the operator's watchNamespaces do not name.
 EXTRA = {"listed-namespaces": {"router": {"modelNamespaces": ["team-a", "team-b"]}}}
+VALUES = {**EXTRA, "selector": {"router": {"modelNamespaceSelector": {"matchLabels": {"harmony.dev/models": "true"}}}}}
 RELEASE_NS = "harmony"
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
 
 
 def render(helm_bin: Path, profile: str | None, tmp_path: Path | None = None) -> list[dict[str, Any]]:
     args = ["template", "h", str(CHART), "--namespace", RELEASE_NS]
-    if profile in EXTRA and tmp_path is not None:
-        (tmp_path / "values.yaml").write_text(yaml.safe_dump(EXTRA[profile]))
+    if profile in VALUES and tmp_path is not None:
+        (tmp_path / "values.yaml").write_text(yaml.safe_dump(VALUES[profile]))
         args += ["--values", str(tmp_path / "values.yaml")]
     elif profile:
         args += ["--values", str(CHART / "ci" / profile)]
@@ -276,3 +277,86 @@ def check_rbac(objects: list[dict[str, Any]], account: str, requests: list[Any],
     unused = [(r["namespace"], r["resources"], verb) for i, r in enumerate(rules) for verb in r["verbs"]
               if (i, verb) not in used]
     assert not unused, f"granted but never used by the router: {unused}"
+
+
+@pytest.fixture
+def namespaces_served(kmock: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """kmock 0.8 takes ``/api/v1/namespaces[/NAME]`` for the prefix of a namespaced path and answers 500: parse it
+    as the cluster-scoped resource it is, so kmock stores, lists, watches and patches Namespaces."""
+    from kmock._internal import parsing
+
+    original = parsing.parse_path
+
+    def parse_path(path: str) -> Any:
+        parts = path.strip("/").split("/")
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+            return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None, None)
+        return original(path)
+
+    monkeypatch.setattr(parsing, "parse_path", parse_path)
+    return kmock
+
+
+def namespace(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+async def test_a_namespace_selector_follows_the_labels(helm, pod, audio, namespaces_served, tmp_path,
+                                                       monkeypatch) -> None:
+    """router.modelNamespaceSelector: a namespace labelled after the router started is served within seconds (its
+    model routable, its model at zero woken there), one whose label goes is dropped; the router's calls (Namespaces,
+    ConfigMaps and EndpointSlices cluster-wide, the Lease) are what the rendered ClusterRoles grant, all used."""
+    kmock = namespaces_served
+    objects = await asyncio.to_thread(render, helm, "selector", tmp_path)
+    args = router_args(objects)
+    assert args["model-namespace-selector"] == "harmony.dev/models=true" and "model-namespaces" not in args
+    kmock.resources.load_bundled()
+    (tmp_path / "namespace").write_text(RELEASE_NS)
+    (tmp_path / "token").write_text("router-token")
+    monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
+    monkeypatch.setattr(wake.DemandLeases, "in_cluster", classmethod(
+        lambda cls, namespace=None: cls(httpx.AsyncClient(base_url=str(kmock.url)), RELEASE_NS, tmp_path / "token")))
+    config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
+                           data_dir=str(tmp_path / "data"),
+                           database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
+    url = httpx.URL(pod.url)
+    spec = {k: v for k, v in VAD.items() if k != "name"}
+    model = {"name": "silero-vad", "spec": spec, "endpoint": f"http://harmony-silero-vad.team-a.svc:{url.port}"}
+    marker = {"name": "cold-1", "spec": spec, "endpoint": f"http://harmony-cold-1.team-b.svc:{url.port}"}
+    router = RouterPod(config, args)
+    async with httpx.AsyncClient(base_url=str(kmock.url), headers={"User-Agent": TEST_AGENT}) as api:
+        for created in (namespace("team-a", {}), namespace("team-b", {"harmony.dev/models": "true"})):
+            assert (await api.post("/api/v1/namespaces", json=created)).status_code < 300
+        router.thread.start()
+        try:
+            await until(lambda: {"/api/v1/namespaces", "/api/v1/configmaps"} <= {
+                r.url.path for r in list(kmock) if r.params.get("watch") == "true"}, 30, "the cluster-wide watches")
+            for path, body in (("/apis/discovery.k8s.io/v1/namespaces/team-a/endpointslices",
+                                endpoint_slice("team-a", url.host, url.port)),
+                               ("/api/v1/namespaces/team-a/configmaps",
+                                configmap("team-a", [model, cold_model(0, "team-a", url.port)])),
+                               ("/api/v1/namespaces/team-b/configmaps", configmap("team-b", [marker]))):
+                assert (await api.post(path, json=body)).status_code < 300
+
+            def models() -> list[str]:
+                answer = httpx.get(router.url + "/v1/models", timeout=5)
+                return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+
+            await until(lambda: "cold-1" in models(), 5, "the labelled namespace's model")
+            assert "silero-vad" not in models()  # team-a's table came first, but team-a is not selected
+            merge = {"Content-Type": "application/merge-patch+json"}
+            labelled = {"metadata": {"labels": {"harmony.dev/models": "true"}}}
+            assert (await api.patch("/api/v1/namespaces/team-a", json=labelled, headers=merge)).status_code < 300
+            await until(lambda: "silero-vad" in models(), 5, "the model of the namespace labelled later")
+            response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad", data={"model": "silero-vad"},
+                                               files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+            assert response.status_code == 200, response.text
+            await wake_in(0, "team-a", router, kmock, api, url.port, audio)
+            unlabelled = {"metadata": {"labels": {"harmony.dev/models": "false"}}}
+            assert (await api.patch("/api/v1/namespaces/team-a", json=unlabelled, headers=merge)).status_code < 300
+            await until(lambda: "silero-vad" not in models() and "cold-1" in models(), 5, "team-a dropped")
+        finally:
+            await asyncio.to_thread(router.stop)
+    check_rbac(objects, args["serviceAccount"], list(kmock), str(kmock.url))
