@@ -131,6 +131,16 @@ rules:
   - apiGroups: [coordination.k8s.io]
     resources: [leases]
     verbs: [get, list, watch]
+  # Leader election of the operator's replicas (docs/kubernetes.md, "Operator high availability"): the Lease
+  # harmony-operator in the release namespace, created once, then renewed (operator-leader-rbac.yaml grants the same
+  # where the release namespace is not served).
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [create]
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    resourceNames: [harmony-operator]
+    verbs: [patch]
   - apiGroups: [""]
     resources: [configmaps, services]
     verbs: [get, list, watch, create, patch{{ if .Values.operator.finalizers }}, delete{{ end }}]
