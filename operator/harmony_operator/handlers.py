@@ -2,6 +2,9 @@
 
     kopf run --standalone -m harmony_operator.handlers --namespace harmony   # or -A
 
+- Several replicas (HARMONY_LEADER_ELECTION): only the holder of the Lease ``harmony-operator`` acts
+  (leader.py); a standby waits in the startup handler, so its kopf watches and writes nothing.
+
 - SpeechModel created, resumed, updated, or the periodic pass (resync.py): apply its ConfigMap,
   Service, Deployment, PodDisruptionBudget and HorizontalPodAutoscaler (create, or
   patch on 409), write its status, rewrite the router's ConfigMap.
@@ -24,13 +27,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
 
 import kopf
 
-from . import idle, manifests, names, reconcile
+from . import idle, leader, manifests, names, reconcile
 from .kube import Kube
 from .resync import Resync
 from .settings import OperatorSettings
@@ -55,7 +59,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Progress and diff-base in our own annotations: the status schema stays strict.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -71,14 +75,42 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.watching.label_selectors[LEASE] = f"{idle.DEMAND}=true"  # only the router's demand Leases
     settings.posting.level = logging.WARNING
     memo.ctx = reconcile.Context(Kube.from_environment(), OperatorSettings.from_env())
+    memo.elector = None
+    if memo.ctx.settings.leader_election:  # a standby waits here: kopf watches nothing until this returns
+        memo.elector = await _lead(memo.ctx)
     memo.resync = Resync(memo.ctx, memo.ctx.settings.reconcile_interval_s,
-                         memo.ctx.settings.scale_check_interval_s, memo.ctx.settings.pull_progress_interval_s)
+                         memo.ctx.settings.scale_check_interval_s, memo.ctx.settings.pull_progress_interval_s,
+                         active=memo.elector.leading if memo.elector else None)
     memo.resync.start()
+
+
+async def _lead(ctx: reconcile.Context) -> leader.Elector:
+    """Stand by (serving the liveness endpoint) until this replica holds the operator's Lease."""
+    s = ctx.settings
+    elector = leader.Elector(ctx.kube, leader.own_namespace(s.pod_namespace), leader.identity(s.pod_name),
+                             leader.Timing(s.leader_lease_s, s.leader_renew_deadline_s, s.leader_retry_s))
+    health = leader.StandbyHealth(s.standby_health_port, elector.alive) if s.standby_health_port else None
+    elector.start()
+    if health is not None:
+        health.start()
+    logging.getLogger("harmony.operator").info("leader election: %s stands by for %s/%s", elector.me,
+                                               elector.namespace, elector.name)
+    try:
+        await elector.wait_leading()
+    except asyncio.CancelledError:  # stopped while standing by
+        elector.stop(release=False)
+        raise
+    finally:
+        if health is not None:
+            health.close()
+    return elector
 
 
 @kopf.on.cleanup()
 def cleanup(memo: kopf.Memo, **_: Any) -> None:
     memo.resync.stop()
+    if memo.elector is not None:  # a standby takes over at its next read, not after the Lease's duration
+        memo.elector.stop(release=True)
     memo.ctx.kube.close()
 
 

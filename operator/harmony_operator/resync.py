@@ -64,12 +64,14 @@ def pull_progress_namespace(ctx: reconcile.Context, namespace: str) -> None:
 class Resync:
     """A daemon thread that, for each seen namespace, runs :func:`resync_namespace` every ``interval_s``,
     :func:`scale_check_namespace` every ``scale_check_s`` and :func:`pull_progress_namespace` every
-    ``pull_progress_s`` (None or 0: never)."""
+    ``pull_progress_s`` (None or 0: never), each namespace only while ``active()`` (the leader's Lease held)."""
 
     def __init__(self, ctx: reconcile.Context, interval_s: float, scale_check_s: float | None = None,
-                 pull_progress_s: float | None = None) -> None:
+                 pull_progress_s: float | None = None, active: Callable[[], bool] | None = None) -> None:
         self.ctx, self.interval_s, self.scale_check_s = ctx, interval_s, scale_check_s
         self.pull_progress_s = pull_progress_s
+        # Whether this replica may act now (leader.py: the holder of the Lease); a pass of a standby is skipped.
+        self.active = active or (lambda: True)
         self.namespaces: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="harmony-resync", daemon=True)
@@ -95,6 +97,9 @@ class Resync:
 
     def _each_namespace(self, job: Job) -> None:
         for namespace in sorted(self.namespaces):
+            if not self.active():
+                log.warning("periodic pass (%s) skipped: this replica no longer leads", job.__name__)
+                return
             try:
                 job(self.ctx, namespace)
             except Exception:  # noqa: BLE001 - the pass must outlive any one failure

@@ -58,6 +58,14 @@ class OperatorSettings:
     # How often the status of a model whose pods fetch their weights (Downloading) is refreshed from the running
     # pull's log (status.weights bytes): a running init container makes no pod event. 0: only the periodic pass.
     pull_progress_interval_s: float = 10.0
+    # Leader election (leader.py): of several replicas only the holder of the Lease acts. Off: this one acts.
+    leader_election: bool = False
+    leader_lease_s: float = 15.0
+    leader_renew_deadline_s: float = 10.0
+    leader_retry_s: float = 2.0
+    pod_name: str = ""                         # the candidate's identity (with a random suffix)
+    pod_namespace: str = ""                    # where the Lease is; empty: the service account's namespace
+    standby_health_port: int = 8080            # a standby's liveness endpoint (kopf serves it once leading); 0: none
 
     def retry_delay(self, retry: int) -> float:
         return min(self.retry_base_delay_s * 2 ** retry, self.retry_max_delay_s)
@@ -98,4 +106,12 @@ class OperatorSettings:
             scale_check_interval_s=float(get("HARMONY_SCALE_CHECK_INTERVAL_S", str(defaults.scale_check_interval_s))),
             pull_progress_interval_s=float(get("HARMONY_PULL_PROGRESS_INTERVAL_S",
                                                str(defaults.pull_progress_interval_s))),
+            leader_election=get("HARMONY_LEADER_ELECTION", "false").strip().lower() in ("1", "true", "yes", "on"),
+            leader_lease_s=float(get("HARMONY_LEADER_LEASE_S", str(defaults.leader_lease_s))),
+            leader_renew_deadline_s=float(get("HARMONY_LEADER_RENEW_DEADLINE_S",
+                                              str(defaults.leader_renew_deadline_s))),
+            leader_retry_s=float(get("HARMONY_LEADER_RETRY_S", str(defaults.leader_retry_s))),
+            pod_name=get("HARMONY_POD_NAME", ""),
+            pod_namespace=get("HARMONY_POD_NAMESPACE", ""),
+            standby_health_port=int(get("HARMONY_STANDBY_HEALTH_PORT", str(defaults.standby_health_port))),
         )
