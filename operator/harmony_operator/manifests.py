@@ -358,7 +358,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
     }
     optional = {
         "initContainers": [pull_container(spec, settings)] if pulls(spec) else None,
-        "serviceAccountName": spec.service_account_name or settings.service_account or None,
+        "serviceAccountName": pod_service_account(name, spec, settings),
         "imagePullSecrets": pull_secrets(spec, settings) or None,
         "nodeSelector": dict(spec.node_selector) or None,
         "tolerations": _tolerations(spec) or None,
@@ -463,10 +463,35 @@ def pdb(name: str, namespace: str) -> dict[str, Any]:
             "spec": {"maxUnavailable": 1, "selector": {"matchLabels": names.selector_labels(name)}}}
 
 
+def service_account_name(name: str, spec: SpeechModelSpec) -> str | None:
+    """The name of the ServiceAccount the operator creates for the model (None: it creates none)."""
+    return None if spec.service_account is None else spec.service_account.name or names.child_name(name)
+
+
+def pod_service_account(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> str | None:
+    """The model pods' ServiceAccount: the one created for them, an existing one the spec names, the operator's
+    default (HARMONY_MODEL_SERVICE_ACCOUNT), or the namespace's default (None)."""
+    return service_account_name(name, spec) or spec.service_account_name or settings.service_account or None
+
+
+def service_account(name: str, namespace: str, spec: SpeechModelSpec) -> dict[str, Any] | None:
+    """spec.service_account: the model pods' own ServiceAccount, its annotations for cloud credentials (IRSA, GKE
+    or Azure workload identity). No token mounted by default (the pods never call the API; those webhooks project
+    their own token)."""
+    account = service_account_name(name, spec)
+    if spec.service_account is None or account is None:
+        return None
+    meta = _meta(account, namespace, names.labels(name))
+    if spec.service_account.annotations:
+        meta["annotations"] = dict(spec.service_account.annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False}
+
+
 def model_children(name: str, namespace: str, spec: SpeechModelSpec,
                    settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Everything a SpeechModel owns, in the order to apply it (config before the pods that mount it)."""
-    children = [model_configmap(name, namespace, spec), service(name, namespace),
+    """Everything a SpeechModel owns, in the order to apply it (config and account before the pods that use them)."""
+    account = service_account(name, namespace, spec)
+    children = [model_configmap(name, namespace, spec), *([account] if account else []), service(name, namespace),
                 deployment(name, namespace, spec, settings)]
     if defaults.wants_pdb(spec):
         children.append(pdb(name, namespace))

@@ -211,7 +211,21 @@ def _apply_children(ctx: Context, spec: SpeechModelSpec, children: list[dict[str
         if child["kind"] == "Deployment":
             deployment = applied
     _delete_unwanted_autoscalers(ctx, children, owns)
+    _delete_unwanted_service_accounts(ctx, children, previous, owns)
     return deployment
+
+
+def _delete_unwanted_service_accounts(ctx: Context, children: list[dict[str, Any]],
+                                      previous: dict[str, dict[str, Any]], owns: Owns) -> None:
+    """spec.service_account dropped or renamed: the account made for it before goes, if it is ours (the one of the
+    default name is looked for even without the old spec: dropped while the operator was away)."""
+    meta = children[0]["metadata"]
+    wanted = {c["metadata"]["name"] for c in children if c["kind"] == "ServiceAccount"}
+    before = previous.get("ServiceAccount")
+    candidates = ({before["metadata"]["name"]} if before else set()) | (set() if wanted else {meta["name"]})
+    for account in sorted(candidates - wanted):
+        ctx.kube.delete_owned("ServiceAccount", meta["namespace"], account, owns)
+        ctx.applied.pop(("ServiceAccount", meta["namespace"], account), None)
 
 
 def _delete_unwanted_autoscalers(ctx: Context, children: list[dict[str, Any]], owns: Owns) -> None:
@@ -361,11 +375,17 @@ def finalize_model(ctx: Context, body: dict[str, Any], retry: int = 0) -> None:
     try:
         sync_namespace(ctx, namespace)
         for kind in ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "PodDisruptionBudget", "Service",
-                     "ConfigMap"):
-            ctx.kube.delete_owned(kind, namespace, child, owns)
-            ctx.applied.pop((kind, namespace, child), None)
+                     "ConfigMap", "ServiceAccount"):
+            named = _account_of(body) or child if kind == "ServiceAccount" else child
+            ctx.kube.delete_owned(kind, namespace, named, owns)
+            ctx.applied.pop((kind, namespace, named), None)
     except KubeError as exc:
         raise _temporary(ctx, retry, f"cleaning up after SpeechModel {meta['name']} failed", exc) from None
+
+
+def _account_of(body: dict[str, Any]) -> str | None:
+    """The name of the ServiceAccount made for the model (spec.service_account.name; None: the default)."""
+    return ((body.get("spec") or {}).get("service_account") or {}).get("name")
 
 
 def _named_models(items: list[dict[str, Any]],

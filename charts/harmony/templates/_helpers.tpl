@@ -147,6 +147,10 @@ rules:
   - apiGroups: [apps]
     resources: [deployments]
     verbs: [get, list, watch, create, patch{{ if .Values.operator.finalizers }}, delete{{ end }}]
+  # spec.service_account: the model pods' own ServiceAccount (cloud credentials), deleted when dropped from the spec
+  - apiGroups: [""]
+    resources: [serviceaccounts]
+    verbs: [get, create, patch, delete]
   # a PodDisruptionBudget only for two replicas or more: deleted when a model goes under
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]

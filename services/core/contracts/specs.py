@@ -401,16 +401,32 @@ class EnvVar(Strict):
         return self
 
 
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+
+
+class ServiceAccountSpec(Strict):
+    """A ServiceAccount the operator creates for the model's pods (owned by the SpeechModel), with the annotations
+    that give them cloud credentials: IRSA (eks.amazonaws.com/role-arn), GKE workload identity
+    (iam.gke.io/gcp-service-account), Azure workload identity (azure.workload.identity/client-id)."""
+
+    name: str | None = Field(None, max_length=253, pattern=K8S_NAME,
+                             description="its name (default: harmony-<model>)")
+    annotations: dict[str, str] = Field(default_factory=dict, description="its annotations, e.g. "
+                                        "eks.amazonaws.com/role-arn: arn:aws:iam::123456789012:role/speech")
+
+
 class SpeechModelSpec(Strict):
     """A model served by one batching microservice."""
 
     # Kubernetes only (locally, `device: cuda` needs no resource request).
-    model_config = ConfigDict(json_schema_extra=cel(
+    model_config = ConfigDict(json_schema_extra=cel_rules((
         "!has(self.device) || self.device != 'cuda' || (has(self.resources) && ("
         "(has(self.resources.gpu) && self.resources.gpu >= 1) || "
         "(has(self.resources.accelerators) && size(self.resources.accelerators) > 0) || "
         "(has(self.resources.claims) && size(self.resources.claims) > 0)))",
-        "device cuda needs resources.gpu >= 1, an accelerator or a claim: without one the pod sees no GPU"))
+        "device cuda needs resources.gpu >= 1, an accelerator or a claim: without one the pod sees no GPU"), (
+        "!has(self.service_account) || !has(self.service_account_name)",
+        "service_account (one the operator creates) or service_account_name (an existing one), not both")))
 
     task: Task
     backend: str = Field(..., min_length=1, description="backend implementation, e.g. faster-whisper")
@@ -438,6 +454,9 @@ class SpeechModelSpec(Strict):
         None, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="the model pods' "
         "ServiceAccount (its annotations give cloud credentials: IRSA, GKE or Azure workload identity; default: "
         "the operator's HARMONY_MODEL_SERVICE_ACCOUNT, else the namespace's default)")
+    service_account: ServiceAccountSpec | None = Field(
+        None, description="a ServiceAccount the operator creates for the model's pods, owned by the model "
+        "(for cloud credentials through its annotations); instead of service_account_name")
     topology_spread_constraints: list[TopologySpread] = Field(
         default_factory=list, description="pod topologySpreadConstraints (replace the operator's default spread)")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="the rolling update's maxSurge and "
@@ -446,6 +465,13 @@ class SpeechModelSpec(Strict):
                                        "weights on a PersistentVolumeClaim or in an OCI image, a shared model cache")
     env: list[EnvVar] = Field(default_factory=list, description="more environment variables of the model's "
                               "container (after the operator's own, so a name here overrides)")
+
+    @model_validator(mode="after")
+    def _one_service_account(self) -> SpeechModelSpec:
+        if self.service_account is not None and self.service_account_name is not None:
+            raise ValueError("service_account (one the operator creates) or service_account_name (an existing one), "
+                             "not both")
+        return self
 
     @field_validator("volumes")
     @classmethod
