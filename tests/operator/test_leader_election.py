@@ -138,3 +138,50 @@ async def test_one_operator_acts_and_a_standby_takes_over(cluster: Any, api: aio
         await create(api, "speechmodels", model("three", "uid-three"))
         await eventually(lambda: stored(cluster, DEPLOYMENTS, child_name("three")), 30, "three's Deployment from op-c")
         assert deployment_posts(cluster, "two") == 1 and deployment_posts(cluster, "three") == 1
+
+
+def test_the_lease_decisions() -> None:
+    theirs = {"spec": {"holderIdentity": "b_1", "renewTime": "t1", "acquireTime": "t0", "leaseTransitions": 2}}
+    assert leader.may_take(None, "a_1", 0.0, 15.0)
+    assert leader.may_take({"spec": {"holderIdentity": ""}}, "a_1", 0.0, 15.0)  # released
+    assert not leader.may_take(theirs, "a_1", 14.9, 15.0) and leader.may_take(theirs, "a_1", 15.0, 15.0)
+    taken = leader.lease_spec(theirs, "a_1", leader.Timing(), 1000.0)
+    assert taken["holderIdentity"] == "a_1" and taken["leaseTransitions"] == 3 and taken["acquireTime"] != "t0"
+    renewed = leader.lease_spec({"spec": taken}, "a_1", leader.Timing(), 1002.0)
+    assert renewed["acquireTime"] == taken["acquireTime"] and renewed["leaseTransitions"] == 3
+    assert renewed["renewTime"] == leader.micro_time(1002.0) == "1970-01-01T00:16:42.000000Z"
+
+
+async def test_a_leader_that_sees_another_holder_stops_at_once(cluster: Any, api: aiohttp.ClientSession) -> None:
+    from harmony_operator.kube import Kube
+
+    lost: list[float] = []
+    timing = leader.Timing(lease_s=30.0, renew_deadline_s=20.0, retry_s=0.1)
+    elector = leader.Elector(Kube.from_environment(), HOME, "a_1", timing,
+                             on_lost=lambda: lost.append(time.monotonic()))
+    elector.start()
+    try:
+        await eventually(elector.leading, 10, "a_1 to lead")
+        async with api.patch(f"/apis/coordination.k8s.io/v1/namespaces/{HOME}/leases/{leader.LEASE_NAME}",
+                             json={"spec": {"holderIdentity": "b_1", "renewTime": "2030-01-01T00:00:00.000000Z"}},
+                             headers={"Content-Type": "application/merge-patch+json"}) as response:
+            assert response.status < 300
+        taken = time.monotonic()
+        await eventually(lambda: lost, 5, "a_1 to step down")
+        assert not elector.leading() and lost[0] - taken < timing.renew_deadline_s
+        assert holder(cluster) == "b_1"  # a_1 did not take it back
+    finally:
+        elector.stop(release=False)
+
+
+def test_the_periodic_pass_of_a_standby_does_nothing() -> None:
+    from harmony_operator.resync import Resync
+
+    ran: list[str] = []
+    leading = [True]
+    resync = Resync(None, 300.0, active=lambda: leading[0])  # type: ignore[arg-type] - the job ignores ctx
+    resync.namespaces.update({"a", "b"})
+    resync._each_namespace(lambda _ctx, namespace: ran.append(namespace))
+    leading[0] = False
+    resync._each_namespace(lambda _ctx, namespace: ran.append(namespace))
+    assert ran == ["a", "b"]
