@@ -70,13 +70,15 @@ def test_env_of_the_spec_follows_and_overrides_the_operators() -> None:
 
 
 def test_the_cpu_request_reaches_the_thread_sizing() -> None:
-    """A pod with a CPU request and no limit sizes its threads from the request (services/core/runtime/cpus.py)."""
+    """A pod with a CPU request and no limit sizes its threads from the request (services/core/runtime/cpus.py);
+    a model without one gets the request derived from its backend (harmony_operator.defaults), and the same env."""
     env = {e["name"]: e for e in pod(SpeechModelSpec.model_validate({**PLAIN, "resources": {"cpu": "2500m"}}))
            ["containers"][0]["env"]}
     assert env["HARMONY_CPU_REQUEST"]["valueFrom"] == {"resourceFieldRef": {
         "containerName": "model", "resource": "requests.cpu", "divisor": "1"}}
-    plain = {e["name"] for e in pod(SpeechModelSpec.model_validate(PLAIN))["containers"][0]["env"]}
-    assert "HARMONY_CPU_REQUEST" not in plain
+    plain = pod(SpeechModelSpec.model_validate(PLAIN))["containers"][0]
+    assert {e["name"]: e for e in plain["env"]}["HARMONY_CPU_REQUEST"] == env["HARMONY_CPU_REQUEST"]
+    assert plain["resources"]["requests"]["cpu"]
 
 
 def test_user_additions_survive_the_operators_patch() -> None:
