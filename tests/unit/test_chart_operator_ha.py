@@ -57,3 +57,11 @@ def test_the_operator_may_take_and_renew_its_lease_in_the_release_namespace(
         assert allows(rules, verb, group, "leases", "harmony-operator")
     assert not allows(rules, "update", group, "leases", "harmony-operator")
     assert not allows(rules, "patch", group, "leases", "harmony-demand-whisper")  # the router's demand Leases
+
+
+def test_a_drain_leaves_an_operator(helm: Path, tmp_path: Path) -> None:
+    objects = render(helm, tmp_path)
+    budget = find(objects, "PodDisruptionBudget", OPERATOR)[0]["spec"]
+    labels = operator_deployment(objects)["spec"]["template"]["metadata"]["labels"]
+    assert budget["maxUnavailable"] == 1 and budget["selector"]["matchLabels"].items() <= labels.items()
+    assert not find(render(helm, tmp_path, {"operator": {"replicas": 1}}), "PodDisruptionBudget", OPERATOR)
