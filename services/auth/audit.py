@@ -49,7 +49,8 @@ def audit_entry(record: RequestRecord, duration_ms: float) -> dict[str, Any]:
             "model": record.model, "status": record.status,
             "audio_seconds_in": _round(record.audio_seconds_in), "audio_seconds_out": _round(record.audio_seconds_out),
             "characters": record.characters, "queue_ms": _round(record.queue_ms),
-            "compute_ms": _round(record.compute_ms), "duration_ms": round(duration_ms, 1), "client": record.client,
+            "compute_ms": _round(record.compute_ms), "upstream_ms": _round(record.upstream_now_ms()),
+            "duration_ms": round(duration_ms, 1), "client": record.client,
             "turns": record.turns}
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,9 @@ class RequestRecord:
     characters: int | None = None
     queue_ms: float | None = None
     compute_ms: float | None = None
+    upstream_ms: float | None = None  # time with a model service call outstanding (overlapping calls counted once)
+    upstream_open: int = 0  # model service calls outstanding now
+    upstream_since: float = 0.0  # time.monotonic() when the outstanding ones began
     content_type: str = ""
     sample_rate: int | None = None
     body_bytes: int = 0
@@ -76,6 +80,15 @@ class RequestRecord:
     holds: list[Hold] = field(default_factory=list)  # audio reserved against the key's quota, settled at the end
     settled_in: float = 0.0   # audio seconds in already charged (a realtime session's turns, as each ended)
     turns: int | None = None  # a realtime session's transcribed turns
+
+    def upstream_now_ms(self) -> float | None:
+        """The time spent waiting on model services so far, an outstanding call's time up to now included."""
+        if not self.upstream_open:
+            return self.upstream_ms
+        return (self.upstream_ms or 0.0) + (time.monotonic() - self.upstream_since) * 1000
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started_monotonic) * 1000
 
 
 REQUEST_RECORD: RequestField[RequestRecord] = RequestField(
@@ -168,6 +181,25 @@ def add_timing(queue_ms: float, compute_ms: float) -> None:
     if record is not None:
         record.queue_ms = (record.queue_ms or 0.0) + queue_ms
         record.compute_ms = (record.compute_ms or 0.0) + compute_ms
+
+
+@contextmanager
+def upstream_call() -> Iterator[None]:
+    """One call to a model service (until its answer's head, or its whole body when read at once), into the
+    request's ``upstream`` time: the wall time with any call outstanding, so calls made at once count once."""
+    record = REQUEST_RECORD.get()
+    if record is None:
+        yield
+        return
+    if record.upstream_open == 0:
+        record.upstream_since = time.monotonic()
+    record.upstream_open += 1
+    try:
+        yield
+    finally:
+        record.upstream_open -= 1
+        if record.upstream_open == 0:
+            record.upstream_ms = (record.upstream_ms or 0.0) + (time.monotonic() - record.upstream_since) * 1000
 
 
 def check_model(lookup: Callable[[str], str | None], requested: str, served: str | None = None) -> None:

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.auth.gate import REQUEST_ID, Gate, is_open
 from services.auth.guard import REQUEST_RECORD, RequestRecord
 from services.core.contracts.errors import HarmonyError
+from services.core.runtime.timing import SERVER_TIMING_HEADER, server_timing
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
 # Set in the ASGI scope (never from a header: no client can forge it) on the requests the batch runner makes in
@@ -48,6 +49,13 @@ def _record(scope: Scope, gate: Gate) -> RequestRecord:
     client = scope.get("client")
     return RequestRecord(request_id=request_id, method=scope.get("method", "WS"), route=scope.get("path", ""),
                          client=client[0] if client else None, gate=gate)
+
+
+def timing_of(record: RequestRecord) -> str:
+    """The router's ``Server-Timing`` as the answer's head leaves: the model services' queue and compute time (their
+    answers' headers, summed), the router's time waiting on them, and its whole time so far."""
+    return server_timing(queue=record.queue_ms, compute=record.compute_ms, upstream=record.upstream_now_ms(),
+                         total=record.elapsed_ms())
 
 
 class AuthAuditMiddleware:
@@ -93,6 +101,7 @@ class AuthAuditMiddleware:
                         record.sample_rate = int(value)
                 headers += [(b"x-request-id", record.request_id.encode())]
                 headers += [(k.encode(), v.encode()) for k, v in record.extra_headers.items()]
+                headers += [(SERVER_TIMING_HEADER.encode(), timing_of(record).encode())]
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body":
                 record.body_bytes += len(message.get("body", b""))
@@ -116,7 +125,8 @@ async def _refuse(scope: Scope, send: Send, exc: HarmonyError, record: RequestRe
         return
     body = json.dumps(exc.to_body()).encode()
     headers = {**record.extra_headers, **exc.headers, "x-request-id": record.request_id,
-               "content-type": "application/json", "content-length": str(len(body))}
+               SERVER_TIMING_HEADER: timing_of(record), "content-type": "application/json",
+               "content-length": str(len(body))}
     if exc.status_code == 401:
         headers["www-authenticate"] = 'Bearer realm="harmony"'
     await send({"type": "http.response.start", "status": exc.status_code,

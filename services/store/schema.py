@@ -76,6 +76,7 @@ audit_log = Table(
     Column("characters", Integer, nullable=True),
     Column("queue_ms", Float, nullable=True),
     Column("compute_ms", Float, nullable=True),
+    Column("upstream_ms", Float, nullable=True),           # the router's time waiting on model services
     Column("duration_ms", Float, nullable=False),
     Column("client", String(64), nullable=True),
     Column("turns", Integer, nullable=True),               # a realtime session's transcribed turns

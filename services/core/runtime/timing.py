@@ -9,6 +9,10 @@ adds them to the request's audit line. The router also says how long the request
 streamed answer as it comes and waits that long for each part (an HTTP client's read timeout), so each
 part sent moves the deadline of the parts still to come. A streamed answer's headers leave with its first
 chunk, so they hold the time of what was computed before it (the first sentence of speech).
+
+Every answer also carries the standard ``Server-Timing`` header (``server_timing``): ``queue``, ``compute`` and
+``total`` (the service's time from the request's head to the answer's head) here; the router's answer adds
+``upstream`` (its time waiting on model services) and its own ``total``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ QUEUE_HEADER = "x-harmony-queue-ms"
 COMPUTE_HEADER = "x-harmony-compute-ms"
 # the service's requests admitted and not answered yet (all its models, every caller): the router balances by it
 QUEUE_DEPTH_HEADER = "x-harmony-queue-depth"
+SERVER_TIMING_HEADER = "server-timing"  # the standard header (W3C Server Timing): `name;dur=ms, ...`
 DEADLINE_HEADER = b"x-harmony-deadline-s"  # seconds the caller (the router) still gives this request
 PRIORITY_HEADER = "x-harmony-priority"  # "batch": run after every interactive request (batch jobs, bulk work)
 # batcher priorities by the header's value; interactive work is 0. "realtime" (the end of a live speaker's turn,
@@ -95,7 +100,7 @@ class TimingHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        span = _span_of(scope)
+        span, started = _span_of(scope), time.monotonic()
         timing = RequestTiming(deadline=None if span is None else time.monotonic() + span, span=span,
                                priority=PRIORITIES.get(priority_of(scope) or "", 0))
 
@@ -104,6 +109,9 @@ class TimingHeaders:
                 message["headers"] = [*message.get("headers", []),
                                       (QUEUE_HEADER.encode(), f"{timing.queue_s * 1000:.1f}".encode()),
                                       (COMPUTE_HEADER.encode(), f"{timing.compute_s * 1000:.1f}".encode()),
+                                      (SERVER_TIMING_HEADER.encode(), server_timing(
+                                          queue=timing.queue_s * 1000, compute=timing.compute_s * 1000,
+                                          total=(time.monotonic() - started) * 1000).encode()),
                                       *([(QUEUE_DEPTH_HEADER.encode(), str(self.depth()).encode())]
                                         if self.depth else [])]
             await send(message)
@@ -112,6 +120,11 @@ class TimingHeaders:
 
         with TIMING.bound(timing):
             await self.app(scope, receive, sending)
+
+
+def server_timing(**durations_ms: float | None) -> str:
+    """The ``Server-Timing`` value of the figures known (``name;dur=ms``, in the order given; None left out)."""
+    return ", ".join(f"{name};dur={ms:.1f}" for name, ms in durations_ms.items() if ms is not None)
 
 
 def depth_of(headers) -> int | None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from services.auth.guard import add_timing
+from services.auth.guard import add_timing, upstream_call
 from services.core.contracts.errors import RequestTimeout, ServiceUnavailable, UpstreamError, error_from_body
 from services.core.http.service_client import ServiceClient
 from services.core.runtime.metrics import Metrics
@@ -41,7 +41,7 @@ class ServiceClients:
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
         self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
         self._clients: dict[str, ServiceClient] = {}
-        self.ejections = Ejections(table, self.ready)
+        self.ejections = Ejections(table, self.ready, metrics=metrics)
 
     def client(self, base_url: str) -> ServiceClient:
         client = self._clients.get(base_url)
@@ -138,7 +138,8 @@ class ServiceClients:
             async with contextlib.AsyncExitStack() as attempt:
                 replica = await attempt.enter_async_context(self._replica(model, tried))
                 try:
-                    response = await send(self.client(replica.url), attempt)
+                    with upstream_call():  # the request's upstream time (Server-Timing, the audit line)
+                        response = await send(self.client(replica.url), attempt)
                 except httpx.TransportError as exc:
                     if self._try_another(model, replica, exc, replayable, tried):
                         continue
