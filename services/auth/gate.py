@@ -18,7 +18,8 @@ from services.store.db import Database, open_database
 
 log = logging.getLogger("harmony.auth")
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/"})  # "/": the playground page (services/playground)
+# "/": the playground page (services/playground); "/metrics/services": harmony serve's model services, for Prometheus
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/metrics/services", "/"})
 OPEN_PREFIXES = ("/playground/",)  # the playground's files and figures; the API calls it makes need a key
 
 

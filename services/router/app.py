@@ -24,6 +24,7 @@ from services.core.http.uploads import SpoolBudget, UploadLimitMiddleware
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.playground import routes as playground
+from services.router import service_metrics
 from services.router.api import (
     admin,
     batches,
@@ -125,6 +126,8 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
 
 
 def _health_routes(app: FastAPI, table: ModelTable, clients: ServiceClients) -> None:
+    app.include_router(service_metrics.routes(table, clients))  # harmony serve's services, for Prometheus
+
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

@@ -120,7 +120,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("services.router.upstream",),
     ("services.router.pipelines", "services.router.voices", "services.router.realtime",
      "services.router.diarization"),
-    ("services.router.api",),
+    ("services.router.api", "services.router.service_metrics"),
     ("services.playground",),
     ("services.router.app",),
     ("services.wyoming",),          # the Wyoming adapter, a client of the engine's HTTP API
