@@ -21,6 +21,7 @@ from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.http.unsupported import IgnoredFields
 from services.core.http.uploads import SpoolBudget, UploadLimitMiddleware
+from services.core.runtime import tracing
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.playground import routes as playground
@@ -90,7 +91,9 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
         area.close()
         gate.close()
 
-    app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan)
+    # the router's request spans (FastAPI's own instrumentation) when tracing is on; nothing otherwise
+    app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan,
+                  telemetry=tracing.fastapi_telemetry())
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)

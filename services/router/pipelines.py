@@ -28,6 +28,7 @@ from services.core.contracts.wire import (
     VadParams,
     VadResult,
 )
+from services.core.runtime import tracing
 from services.router.routing import ModelTable, ServedModel
 from services.router.upstream.clients import ServiceClients
 from services.router.voices import VoiceDirectory
@@ -200,7 +201,8 @@ class PipelineRunner:
             raise ServiceUnavailable(f"{route.name}: step '{step.name}' names model '{step.model}', which is not "
                                      "served")
         try:
-            await kind.run(self.context, state, model)
+            with tracing.span(f"step {step.name}", step=step.name, model=step.model, route=route.name):
+                await kind.run(self.context, state, model)
         except HarmonyError as exc:
             if exc.code == "bad_reference":  # the services name their own fields; the client sent this one
                 exc.message = exc.message.replace(f"('{exc.param}')", f"('{state.reference_param}')")

@@ -27,6 +27,7 @@ from services.core.http.draining import Drain, RefuseWhileDraining
 from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.http.uploads import UploadLimitMiddleware
+from services.core.runtime import tracing
 from services.core.runtime.batching import DynamicBatcher
 from services.core.runtime.interactive import INTERACTIVE
 from services.core.runtime.metrics import Metrics, RequestMetrics
@@ -140,7 +141,8 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
         # the server has drained (or given up) its requests: what the batchers still hold is work for nobody
         await asyncio.gather(*(m.batcher.stop(grace_s=STOP_GRACE_S) for m in models))
 
-    app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan)
+    # its request spans, children of the router's call (traceparent), when tracing is on; nothing otherwise
+    app = FastAPI(title=f"Harmony {component} service", lifespan=lifespan, telemetry=tracing.fastapi_telemetry())
     app.state.models = {m.spec.name: m for m in models}
     app.state.metrics = metrics
     app.state.drain = drain = Drain()  # started at SIGTERM (service_main): not ready, no new model calls
@@ -152,6 +154,8 @@ def create_service_app(component: str, registries: Sequence[ModelRegistry[Any]],
     app.add_middleware(RequestMetrics, metrics=metrics)
     # every answer says how many requests the service has admitted and not answered: the router balances by it
     app.add_middleware(TimingHeaders, depth=lambda: sum(m.batcher.admission.requests_in_flight for m in models))
+    if tracing.enabled():
+        app.add_middleware(tracing.RequestIdOfCaller, component=component)  # the router's request id in its spans
     app.include_router(metrics.router())
 
     @app.get("/healthz", include_in_schema=False)

@@ -22,7 +22,7 @@ import asyncio
 import collections
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httptools
@@ -30,6 +30,7 @@ import httpx
 
 from services.core.http.protocol import set_nodelay
 from services.core.http.service_url import UNIX_BASE_URL, socket_path
+from services.core.runtime import tracing
 
 HIGH_WATER = 256 * 1024  # bytes of answer buffered before the socket is no longer read
 ONE_WRITE = 256 * 1024  # bodies up to this size go out in the same write as the head
@@ -340,14 +341,16 @@ class ServiceClient:
     async def request(self, method: str, path: str, *, timeout: Any = USE_DEFAULT, **kwargs: Any) -> httpx.Response:
         """Send the request and read its whole answer."""
         timeouts = self._timeouts(timeout)
-        connection = await self._send(method, path, timeouts, kwargs)
-        status, headers, extensions = connection.status, connection.headers, _extensions(connection)
-        try:
-            chunks = []
-            while (chunk := await connection.chunk(timeouts.read)) is not None:
-                chunks.append(chunk)
-        finally:
-            self._pool.release(connection)
+        with tracing.client_span(method, path, self.base_url) as span:  # None unless the request is traced
+            connection = await self._send(method, path, timeouts, kwargs, span)
+            status, headers, extensions = connection.status, connection.headers, _extensions(connection)
+            tracing.answered(span, status)
+            try:
+                chunks = []
+                while (chunk := await connection.chunk(timeouts.read)) is not None:
+                    chunks.append(chunk)
+            finally:
+                self._pool.release(connection)
         return ServiceResponse(status, method, self.base_url + path, headers=headers, content=b"".join(chunks),
                                extensions=extensions)
 
@@ -356,14 +359,16 @@ class ServiceClient:
                      **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """Send the request; the answer's body is read as it comes, inside the block."""
         timeouts = self._timeouts(timeout)
-        connection = await self._send(method, path, timeouts, kwargs)
-        body = _Body(self._pool, connection, timeouts.read)
-        response = ServiceResponse(connection.status, method, self.base_url + path, headers=connection.headers,
-                                   stream=body, extensions=_extensions(connection))
-        try:
-            yield response
-        finally:
-            await response.aclose()
+        with tracing.client_span(method, path, self.base_url) as span:  # until the answer's end, when traced
+            connection = await self._send(method, path, timeouts, kwargs, span)
+            tracing.answered(span, connection.status)
+            body = _Body(self._pool, connection, timeouts.read)
+            response = ServiceResponse(connection.status, method, self.base_url + path, headers=connection.headers,
+                                       stream=body, extensions=_extensions(connection))
+            try:
+                yield response
+            finally:
+                await response.aclose()
 
     async def aclose(self) -> None:
         self.close()
@@ -372,9 +377,11 @@ class ServiceClient:
         """Close the idle connections; no new call may start (calls under way end as they would)."""
         self._pool.aclose()
 
-    async def _send(self, method: str, path: str, timeouts: httpx.Timeout, kwargs: dict) -> _Connection:
-        """A connection that has sent the request and read its answer's head."""
-        parts = encode_request(method, self._prefix + path.encode(), self._host, kwargs)
+    async def _send(self, method: str, path: str, timeouts: httpx.Timeout, kwargs: dict,
+                    span: Any = None) -> _Connection:
+        """A connection that has sent the request (with ``span``'s trace context) and read its answer's head."""
+        parts = encode_request(method, self._prefix + path.encode(), self._host, kwargs,
+                               tracing.headers(span) if span is not None else ())
         connection = await self._pool.acquire(timeouts)
         try:
             await connection.send(parts, timeouts.write)
@@ -396,13 +403,16 @@ def _extensions(connection: _Connection) -> dict[str, Any]:
     return {"http_version": b"HTTP/1.1", "network_stream": connection.transport}
 
 
-def encode_request(method: str, target: bytes, host: bytes, kwargs: dict) -> list[bytes]:
-    """The request's head and body (in one write when small), the body encoded by httpx from ``json``, ``data``,
-    ``files`` or ``content``."""
+def encode_request(method: str, target: bytes, host: bytes, kwargs: dict,
+                   extra: Sequence[tuple[bytes, bytes]] = ()) -> list[bytes]:
+    """The request's head (with the ``extra`` header lines: a trace's context) and body (in one write when small),
+    the body encoded by httpx from ``json``, ``data``, ``files`` or ``content``."""
     headers = kwargs.pop("headers", None) or {}
     lines = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
     for name, value in (headers.items() if hasattr(headers, "items") else headers):
         lines += [_bytes(name), b": ", _bytes(value), b"\r\n"]
+    for name, value in extra:
+        lines += [name, b": ", value, b"\r\n"]
     body = b""
     if any(value is not None for value in kwargs.values()):
         encoded = httpx.Request(method, UNIX_BASE_URL, **kwargs)

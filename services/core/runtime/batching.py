@@ -37,11 +37,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from services.core.contracts.errors import InferenceError, QueueFull, RequestTimeout, ServiceUnavailable
 from services.core.contracts.specs import BatchingSpec
-from services.core.runtime import timing
+from services.core.runtime import timing, tracing
 from services.core.runtime.batch_admission import RANK_HOLD_S, BatchAdmission, Reservation, retry_after_s
 from services.core.runtime.interactive import INTERACTIVE, InteractiveActivity
 from services.core.runtime.metrics import Metrics
@@ -70,6 +70,7 @@ class _Pending(Generic[In, Out]):
     started: bool = False    # its batch is computing: its result is awaited (up to its own deadline), never dropped
     queue_s: float = 0.0     # set when its batch starts: how long it waited
     compute_s: float = 0.0   # set when its batch ends: how long the batch took
+    trace: Any = None        # its request's trace context, when traced (services/core/runtime/tracing.py)
 
     def due(self) -> float:
         """When it must be done: the earlier of its own deadline and its caller's (which may move later)."""
@@ -212,7 +213,8 @@ class DynamicBatcher(Generic[In, Out]):
     async def _queued(self, item: In, deadline: float, priority: int, units: float, rank: int = 0,
                       rank_hold_s: float = RANK_HOLD_S) -> Out:
         pending: _Pending[In, Out] = _Pending(item, asyncio.get_running_loop().create_future(), 0.0, deadline,
-                                              priority, units=units, caller=timing.current(), rank=rank)
+                                              priority, units=units, caller=timing.current(), rank=rank,
+                                              trace=tracing.capture())
         if self._queue_full():
             async with self._space:
                 try:
@@ -386,6 +388,8 @@ class DynamicBatcher(Generic[In, Out]):
         for p in batch:
             p.compute_s = elapsed
         self.admission.learn(elapsed, sum(p.units for p in batch))
+        if tracing.enabled():
+            tracing.record_batch(self.name, [(p.trace, p.enqueued) for p in batch], started, started + elapsed)
         self.stats.batches += 1
         self.stats.items += len(batch)
         self.stats.sizes.append(len(batch))

@@ -38,6 +38,7 @@ from services.core.contracts.wire import (
     VadParams,
     VadResult,
 )
+from services.core.runtime import tracing
 from services.router.diarization.clustering import (
     DISTANCE_THRESHOLD,
     centroids,
@@ -199,7 +200,8 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
             raise ServiceUnavailable(f"{route.name}: step '{step.name}' ({step.task.value}, model '{step.model}') "
                                      "cannot run in a diarize route")
         try:
-            await run(clients, model, job, state)
+            with tracing.span(f"step {step.name}", step=step.name, model=step.model, route=route.name):
+                await run(clients, model, job, state)
         except HarmonyError as exc:
             if exc.param not in ("chunking_strategy", "file"):
                 exc.message = f"{route.name}: step '{step.name}' ({step.model}) failed: {exc.message}"
@@ -208,7 +210,8 @@ async def diarize(table: ModelTable, clients: ServiceClients, route: NamedRoute,
         state.steps_run.append(step.name)
     if state.transcript is None or state.windows is None:
         raise ServiceUnavailable(f"route '{route.name}' needs an embed and an stt step")
-    await _assign(state, job)
+    with tracing.span("step cluster", step="cluster", route=route.name):
+        await _assign(state, job)
     return state
 
 
