@@ -145,3 +145,4 @@ def test_health_ready_and_metrics(stt_service):
                  "harmony_queue_wait_seconds_bucket", "harmony_inference_seconds_bucket",
                  "harmony_audio_seconds_total", "harmony_model_load_seconds"):
         assert name in metrics, name
+    assert 'harmony_model_ready{model="whisper-base"} 1.0' in metrics  # the alert HarmonyModelNotReady reads it

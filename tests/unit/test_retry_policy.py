@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from services.core.contracts.specs import NamedModel
+from services.core.runtime.metrics import Metrics
 from services.router.routing import ModelTable
 from services.router.upstream.ejection import Ejections
 from services.router.upstream.retry import MAX_ATTEMPTS, Verdict, after_error, after_status, ejects
@@ -68,12 +69,17 @@ async def test_an_ejected_replica_sits_out_alone_until_its_probe_answers() -> No
     table.set_model(VAD, ["http://10.0.0.1:8080", "http://10.0.0.2:8080"])
     bad, good = table.models["silero-vad"].replicas
     probe = ScriptedProbe([False, False, True])
-    ejections = Ejections(table, probe, first_probe_s=0.01, max_probe_s=0.02)
+    metrics = Metrics("router")
+    ejections = Ejections(table, probe, first_probe_s=0.01, max_probe_s=0.02, metrics=metrics)
     ejections.eject("silero-vad", bad, "ConnectError")
     ejections.eject("silero-vad", bad, "ConnectError")  # once per ejection: one probe loop
+    ejected = {"model": "silero-vad"}
+    assert metrics.registry.get_sample_value("harmony_router_ejections_total", ejected) == 1
+    assert metrics.registry.get_sample_value("harmony_router_ejected_replicas", ejected) == 1
     model = table.models["silero-vad"]
     assert [table.pick(model) for _ in range(4)] == [good] * 4  # the model serves on; only the pod sits out
     await wait_for(lambda: not bad.ejected, "the probe to bring the replica back")
+    assert metrics.registry.get_sample_value("harmony_router_ejected_replicas", ejected) == 0
     assert probe.calls == [("http://10.0.0.1:8080", "silero-vad")] * 3
     assert {table.pick(model).url for _ in range(4)} == {bad.url, good.url}
     await ejections.aclose()

@@ -56,6 +56,7 @@ class LoadedModel(Generic[B]):
         self.error: str | None = None
         self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
         self.capabilities = Capabilities()  # beyond the task's protocol: found when the backend has loaded
+        metrics.model_ready.labels(spec.name).set(0)
 
     async def load(self) -> None:
         started = time.monotonic()
@@ -71,6 +72,7 @@ class LoadedModel(Generic[B]):
         self.metrics.model_load_time.labels(self.spec.name).set(time.monotonic() - started)
         self.batcher.start()
         self.ready = True
+        self.metrics.model_ready.labels(self.spec.name).set(1)
 
     def _fetch(self) -> None:
         """A hf, url or oci source fetched into the model cache (or found there), a path checked against its

@@ -62,6 +62,12 @@ class Metrics:
                                       "not be split back cleanly, decoded again alone", ["model"], registry=r)
         self.model_load_time = Gauge("harmony_model_load_seconds", "Time taken to load a model", ["model"],
                                      registry=r)
+        self.model_ready = Gauge("harmony_model_ready", "1 when a model of this service has loaded and serves, 0 "
+                                 "while it loads or after its load failed", ["model"], registry=r)
+        self.ejections = Counter("harmony_router_ejections_total", "Replicas the router took out of balancing "
+                                 "after a failed call (probed back on /readyz)", ["model"], registry=r)
+        self.ejected = Gauge("harmony_router_ejected_replicas", "Replicas of a model the router holds ejected now",
+                             ["model"], registry=r)
         self.realtime_sessions = Gauge("harmony_realtime_sessions", "Realtime transcription sessions open "
                                        "(WebSockets on /v1/realtime)", registry=r)
         self.component = component

@@ -41,7 +41,7 @@ class ServiceClients:
         # never wait long for a pooled connection: admission control bounds how many calls are made at once
         self.timeout = httpx.Timeout(timeout_s, connect=5.0, pool=10.0)
         self._clients: dict[str, ServiceClient] = {}
-        self.ejections = Ejections(table, self.ready)
+        self.ejections = Ejections(table, self.ready, metrics=metrics)
 
     def client(self, base_url: str) -> ServiceClient:
         client = self._clients.get(base_url)
