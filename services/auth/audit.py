@@ -51,7 +51,7 @@ def audit_entry(record: RequestRecord, duration_ms: float) -> dict[str, Any]:
             "characters": record.characters, "queue_ms": _round(record.queue_ms),
             "compute_ms": _round(record.compute_ms), "upstream_ms": _round(record.upstream_now_ms()),
             "duration_ms": round(duration_ms, 1), "client": record.client,
-            "turns": record.turns}
+            "turns": record.turns, "trace_id": record.trace_id}
 
 
 def _round(value: float | None) -> float | None:

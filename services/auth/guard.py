@@ -80,6 +80,7 @@ class RequestRecord:
     holds: list[Hold] = field(default_factory=list)  # audio reserved against the key's quota, settled at the end
     settled_in: float = 0.0   # audio seconds in already charged (a realtime session's turns, as each ended)
     turns: int | None = None  # a realtime session's transcribed turns
+    trace_id: str | None = None  # the request's trace (32 hex digits) when tracing is on (core/runtime/tracing.py)
 
     def upstream_now_ms(self) -> float | None:
         """The time spent waiting on model services so far, an outstanding call's time up to now included."""

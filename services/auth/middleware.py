@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.auth.gate import REQUEST_ID, Gate, is_open
 from services.auth.guard import REQUEST_RECORD, RequestRecord
 from services.core.contracts.errors import HarmonyError
+from services.core.runtime import tracing
 from services.core.runtime.timing import SERVER_TIMING_HEADER, server_timing
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
@@ -68,6 +69,7 @@ class AuthAuditMiddleware:
             await self.app(scope, receive, send)
             return
         record = _record(scope, self.gate)
+        record.trace_id = tracing.tag_request(record.request_id)  # the request's span named; None when untraced
         try:
             with REQUEST_RECORD.bound(record):
                 await self._admit_and_call(scope, receive, send, record)

@@ -80,6 +80,7 @@ audit_log = Table(
     Column("duration_ms", Float, nullable=False),
     Column("client", String(64), nullable=True),
     Column("turns", Integer, nullable=True),               # a realtime session's transcribed turns
+    Column("trace_id", String(32), nullable=True),         # the request's trace, when tracing is on
     Index("ix_audit_log_key_time", "key_id", "time"),
 )
 

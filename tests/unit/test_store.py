@@ -33,7 +33,7 @@ def db(database_url):
 def test_migrations_create_exactly_the_schema_and_run_twice(db):
     assert {"api_keys", "rate_windows", "usage_daily", "audit_log", "voice_owners", "voices",
             "voice_imports", "files", "batches", "batch_items", "quota_holds"} <= db.tables()
-    assert db.current_revision() == "0005"
+    assert db.current_revision() == "0006"
     db.upgrade()  # idempotent: a second replica starting finds nothing to do
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
@@ -47,7 +47,7 @@ def test_upgrading_a_0001_database_keeps_its_rows(database_url):
         assert old.current_revision() == "0001" and "voices" not in old.tables()
         key, secret = KeyStore(old).create("before")
         old.upgrade()
-        assert old.current_revision() == "0005" and "voices" in old.tables()
+        assert old.current_revision() == "0006" and "voices" in old.tables()
         assert KeyStore(old).verify(secret) == key
     finally:
         old.dispose()
