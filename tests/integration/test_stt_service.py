@@ -146,3 +146,4 @@ def test_health_ready_and_metrics(stt_service):
                  "harmony_audio_seconds_total", "harmony_model_load_seconds"):
         assert name in metrics, name
     assert 'harmony_model_ready{model="whisper-base"} 1.0' in metrics  # the alert HarmonyModelNotReady reads it
+    assert 'harmony_queue_capacity{model="whisper-base"}' in metrics  # HarmonyQueueSaturated reads it

@@ -57,6 +57,7 @@ class LoadedModel(Generic[B]):
         self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
         self.capabilities = Capabilities()  # beyond the task's protocol: found when the backend has loaded
         metrics.model_ready.labels(spec.name).set(0)
+        metrics.queue_capacity.labels(spec.name).set(spec.batching.max_queue_size)
 
     async def load(self) -> None:
         started = time.monotonic()

@@ -31,6 +31,8 @@ class Metrics:
                                 ["component", "model", "outcome"], registry=r)
         self.queue_depth = Gauge("harmony_queue_depth", "Items waiting in a model's batch queue",
                                  ["model"], registry=r)
+        self.queue_capacity = Gauge("harmony_queue_capacity", "Items a model's batch queue holds before it refuses "
+                                    "new requests with 429 (batching.max_queue_size)", ["model"], registry=r)
         self.in_flight = Gauge("harmony_in_flight_requests", "Requests a model has admitted and not yet answered "
                                "(the per-pod autoscaling metric)", ["model"], registry=r)
         self.held = Gauge("harmony_router_held_requests", "Requests the router holds for a model with no ready "
