@@ -16,6 +16,7 @@ import sys
 from services.core.contracts.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.core.http.draining import drain_on_signal
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
+from services.core.runtime import tracing
 from services.router.app import create_router_app
 from services.router.cluster.sources import cluster_sources
 from services.router.cluster.wake import SERVICE_ACCOUNT, DemandLeases, ModelWaker
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tracing.configure_from_env("harmony-router")  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
     asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models,
                       args.watch_endpoints, args.watch_models,
                       [ns.strip() for ns in args.model_namespaces.split(",") if ns.strip()],

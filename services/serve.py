@@ -49,6 +49,7 @@ from services.core.contracts.specs import (
 )
 from services.core.http.server import build_server, tcp_socket, unix_socket
 from services.core.http.service_url import unix_url
+from services.core.runtime import tracing
 from services.core.runtime.exit_deadline import ExitDeadline
 from services.model_services import ModelService, check_backends, service_for
 
@@ -218,6 +219,7 @@ def _stop_event(hosting: Hosting, drain_s: float) -> asyncio.Event:
 async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket_dir: str) -> int:
     from services.router.app import build_table, create_router_app
 
+    traced = not tracing.enabled() and tracing.configure_from_env("harmony")  # OTEL_EXPORTER_OTLP_ENDPOINT set
     services = start_model_services(config, log_level, socket_dir, hosting)
     log.debug("model services listen on Unix sockets in %s", socket_dir)
     router_sock, public = _router_listener(config, hosting, socket_dir)
@@ -238,6 +240,8 @@ async def _serve(config: HarmonyConfig, log_level: str, hosting: Hosting, socket
 
     await _stop(config, router, router_app, router_task, services, service_tasks, wyoming, hosting)
     stopper.cancel()
+    if traced:
+        tracing.shutdown()  # the last spans exported
     hosting.say("Harmony stopped.")
     failed = [t for t in crashed if t.exception() is not None or t.get_name() != "router"]
     return 1 if crashed and failed else 0

@@ -61,11 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from services.core.http.draining import drain_on_signal
+    from services.core.runtime import tracing
     from services.core.runtime.memory import release_memory_at_start
 
     release_memory_at_start()  # before the model loads: freed memory goes back to the OS
     try:
-        app = build_app(load_model(args.model_file), args.max_upload_bytes)
+        model = load_model(args.model_file)
+        tracing.configure_from_env(f"harmony-{model.name}")  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
+        app = build_app(model, args.max_upload_bytes)
     except ConfigError as exc:
         print(f"harmony: {exc}", file=sys.stderr)
         return 2
