@@ -73,7 +73,7 @@ def cluster_sources(table: ModelTable, models_file: str, poll_s: float, *, watch
     if pods is not None and client is not None:
         for ns in [None] if scope.cluster_wide else sorted(scope.names):
             sources.watches.append(SliceWatch(client, ns, _bound(pods.reset, ns), pods.event, token_file))
-    if client is not None and (watch_models or namespaces or selector is not None):
+    if client is not None and (watch_models or selector is not None):  # a list alone scopes the EndpointSlices
         sources.models = NamespacedModels(table, scope, pods)
         sources.watches.extend(sources.models.watches(client, token_file))
         if scope.cluster_wide:
