@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
         release_memory_at_start()  # before any model loads: freed memory goes back to the OS
         return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth,
-                         wyoming_flags(args), args.model)
+                         wyoming_flags(args), args.model, log_format=args.log_format)
     if args.command in ("keys", "db"):
         from services.keys_cli import run_db, run_keys
 
@@ -74,7 +74,9 @@ def add_serve_command(commands) -> None:
                             "added to the config's")
     serve.add_argument("--host", help="address of the public API (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port of the public API (default 8000)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    from services.core.runtime.logs import add_log_arguments
+
+    add_log_arguments(serve)
     serve.add_argument("--ready-file", help="write the URL to this file once every model is loaded")
     serve.add_argument("--require-auth", action="store_true",
                        help="every API request needs an API key (harmony keys create); same as auth.required")

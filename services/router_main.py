@@ -10,13 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 
 from services.core.contracts.specs import AuditSettings, AuthSettings, DatabaseSettings, HarmonyConfig, ServerSettings
 from services.core.http.draining import drain_on_signal
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
 from services.core.runtime import tracing
+from services.core.runtime.logs import add_log_arguments, configure_from
 from services.router.app import create_router_app
 from services.router.cluster.sources import cluster_sources
 from services.router.cluster.wake import SERVICE_ACCOUNT, DemandLeases, ModelWaker
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="request bodies held at once (keep below the /tmp volume's size); past it 503 spool_full")
     parser.add_argument("--drain-timeout", type=float, default=defaults.drain_timeout_s)
     add_connection_arguments(parser, defaults)
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_arguments(parser)
     parser.add_argument("--require-auth", action="store_true", help="every API request needs an API key")
     parser.add_argument("--realtime-sessions-per-key", type=int, default=AuthSettings().realtime_sessions_per_key,
                         help="open realtime sessions one API key may hold, across replicas")
@@ -100,9 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         auth=AuthSettings(required=args.require_auth, realtime_sessions_per_key=args.realtime_sessions_per_key),
         database=DatabaseSettings(url=args.database_url),
         audit=AuditSettings(sink=args.audit, path=args.audit_file))
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_level = configure_from(args.log_format, args.log_level)
     tracing.configure_from_env("harmony-router")  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set
-    asyncio.run(serve(config, args.models_file, args.poll_interval, args.log_level, args.wake_models,
+    asyncio.run(serve(config, args.models_file, args.poll_interval, log_level, args.wake_models,
                       args.watch_endpoints, args.watch_models,
                       [ns.strip() for ns in args.model_namespaces.split(",") if ns.strip()],
                       args.model_namespace_selector))

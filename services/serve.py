@@ -51,6 +51,7 @@ from services.core.http.server import build_server, tcp_socket, unix_socket
 from services.core.http.service_url import unix_url
 from services.core.runtime import tracing
 from services.core.runtime.exit_deadline import ExitDeadline
+from services.core.runtime.logs import configure_from, say_json, structured
 from services.model_services import ModelService, check_backends, service_for
 
 __all__ = ["Hosting", "check_backends", "default_config", "run_serve", "serve"]
@@ -347,9 +348,9 @@ def wyoming_settings(settings: WyomingSettings, flags: dict) -> WyomingSettings:
         raise ConfigError("invalid Wyoming flags\n" + "\n".join(lines)) from None
 
 
-def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str,
+def run_serve(config_path: str | None, host: str | None, port: int | None, log_level: str | None,
               ready_file: str | None = None, require_auth: bool = False, wyoming: dict | None = None,
-              models: list[str] | None = None) -> int:
+              models: list[str] | None = None, log_format: str | None = None) -> int:
     """``wyoming``: the ``--wyoming-*`` flags given (port, host, zeroconf, zeroconf_name), over the config's;
     ``models``: the ``--model`` references, served alone (or added to the ``config_path``'s models)."""
     try:
@@ -370,9 +371,15 @@ def run_serve(config_path: str | None, host: str | None, port: int | None, log_l
     except ConfigError as exc:
         print(f"harmony: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(serve(config, log_level, Path(ready_file) if ready_file else None))
+        root_level = configure_from(log_format, log_level, config.server.log_format, config.server.log_level)
+    except ValueError as exc:  # the config's or the environment's log settings
+        print(f"harmony: {exc}", file=sys.stderr)
+        return 2
+    hosting = Hosting(ready_file=Path(ready_file) if ready_file else None,
+                      say=say_json if structured() else _say)
+    try:
+        return asyncio.run(serve(config, root_level, hosting=hosting))
     except OSError as exc:
         where = exc.where if isinstance(exc, ListenError) else f"{config.server.host}:{config.server.port}"
         print(f"harmony: cannot listen on {where}: {exc.strerror}", file=sys.stderr)

@@ -13,7 +13,6 @@ process exits.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 
 from services.core.contracts.specs import ConfigError, NamedModel, ServerSettings
 from services.core.http.server import add_connection_arguments, build_server, connection_settings
+from services.core.runtime.logs import add_log_arguments, configure_from
 
 
 def load_model(path: str | Path) -> NamedModel:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain-timeout", type=float, default=ServerSettings().drain_timeout_s,
                         help="seconds SIGTERM waits for in-flight requests")
     add_connection_arguments(parser, ServerSettings())
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_log_arguments(parser)
     args = parser.parse_args(argv)
 
     from services.core.http.draining import drain_on_signal
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"harmony: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_level = configure_from(args.log_format, args.log_level)
     settings = ServerSettings(host=args.host, port=args.port, max_upload_bytes=args.max_upload_bytes,
                               drain_timeout_s=args.drain_timeout, **connection_settings(args))
-    server = build_server(app, settings, args.log_level)
+    server = build_server(app, settings, log_level)
     # SIGTERM: /readyz 503, no new model calls, in-flight ones finish; at the drain's end the rest is answered 503
     drain_on_signal(server, app.state.drain, args.drain_timeout)
     server.run()

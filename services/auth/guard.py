@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from services.auth.keys import ApiKey
 from services.core.contracts.errors import HarmonyError, NotFound
+from services.core.runtime.logs import note_model
 from services.core.runtime.request_state import RequestField
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ def check_model(lookup: Callable[[str], str | None], requested: str, served: str
         return
     if record.model is None:
         record.model = requested
+        note_model(requested)  # the request's log lines name it
     key = record.key
     if key is None or not key.models:
         return

@@ -18,6 +18,7 @@ from services.auth.gate import REQUEST_ID, Gate, is_open
 from services.auth.guard import REQUEST_RECORD, RequestRecord
 from services.core.contracts.errors import HarmonyError
 from services.core.runtime import tracing
+from services.core.runtime.logs import LOG_CONTEXT, LogContext
 from services.core.runtime.timing import SERVER_TIMING_HEADER, server_timing
 
 QUERY_KEY = "api_key"  # browsers cannot set headers on a WebSocket
@@ -71,7 +72,7 @@ class AuthAuditMiddleware:
         record = _record(scope, self.gate)
         record.trace_id = tracing.tag_request(record.request_id)  # the request's span named; None when untraced
         try:
-            with REQUEST_RECORD.bound(record):
+            with REQUEST_RECORD.bound(record), LOG_CONTEXT.bound(LogContext(request_id=record.request_id)):
                 await self._admit_and_call(scope, receive, send, record)
         finally:
             if not record.finished:

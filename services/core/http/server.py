@@ -18,6 +18,7 @@ from services.core.contracts.specs import ServerSettings
 from services.core.http.body_timeouts import BodyTimeouts
 from services.core.http.draining import BACKSTOP_S
 from services.core.http.protocol import ConnectionLimits, HarmonyProtocol
+from services.core.runtime.logs import reapply_levels, structured
 
 __all__ = ["add_connection_arguments", "build_server", "connection_settings", "raise_open_files_limit", "tcp_socket",
            "unix_socket"]
@@ -47,7 +48,8 @@ def build_server(app, settings: ServerSettings, log_level: str = "info", *, hand
         http=HarmonyProtocol.with_limits(limits), interface="asgi3", lifespan="on", log_level=log_level,
         access_log=False, backlog=settings.backlog, timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=graceful_s,  # type: ignore[arg-type]  # floats work
-        log_config=uvicorn.config.LOGGING_CONFIG if own_log_handlers else None)
+        log_config=uvicorn.config.LOGGING_CONFIG if own_log_handlers and not structured() else None)
+    reapply_levels()  # uvicorn set its loggers' levels: the per-logger ones configured win
     return uvicorn.Server(config) if handle_signals else _NoSignalServer(config)
 
 

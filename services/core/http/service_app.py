@@ -30,6 +30,7 @@ from services.core.http.uploads import UploadLimitMiddleware
 from services.core.runtime import tracing
 from services.core.runtime.batching import DynamicBatcher
 from services.core.runtime.interactive import INTERACTIVE
+from services.core.runtime.logs import note_model
 from services.core.runtime.metrics import Metrics, RequestMetrics
 from services.core.runtime.timing import TimingHeaders
 from services.core.tasks.backends import BackendRegistry
@@ -120,6 +121,7 @@ class ModelRegistry(Generic[B]):
             model = self.models[name]
         else:
             raise ModelNotFound(f"model '{name}' is not served here", param="model")
+        note_model(model.spec.name)  # the request's log lines name it
         if not model.ready:
             raise ServiceUnavailable(f"model '{model.spec.name}' is not loaded yet" +
                                      (f" (load failed: {model.error})" if model.error else ""))

@@ -31,6 +31,7 @@ import httpx
 from services.core.http.protocol import set_nodelay
 from services.core.http.service_url import UNIX_BASE_URL, socket_path
 from services.core.runtime import tracing
+from services.core.runtime.logs import request_id_header
 
 HIGH_WATER = 256 * 1024  # bytes of answer buffered before the socket is no longer read
 ONE_WRITE = 256 * 1024  # bodies up to this size go out in the same write as the head
@@ -380,8 +381,10 @@ class ServiceClient:
     async def _send(self, method: str, path: str, timeouts: httpx.Timeout, kwargs: dict,
                     span: Any = None) -> _Connection:
         """A connection that has sent the request (with ``span``'s trace context) and read its answer's head."""
-        parts = encode_request(method, self._prefix + path.encode(), self._host, kwargs,
-                               tracing.headers(span) if span is not None else ())
+        extra = tracing.headers(span) if span is not None else []
+        if not any(name == b"x-request-id" for name, _ in extra):
+            extra += request_id_header()  # the model service's log lines carry the router's request id
+        parts = encode_request(method, self._prefix + path.encode(), self._host, kwargs, extra)
         connection = await self._pool.acquire(timeouts)
         try:
             await connection.send(parts, timeouts.write)

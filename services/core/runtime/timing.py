@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.core.runtime.logs import LOG_CONTEXT, LogContext
 from services.core.runtime.request_state import TIMING, RequestTiming
 
 QUEUE_HEADER = "x-harmony-queue-ms"
@@ -52,6 +53,14 @@ def _span_of(scope: Scope) -> float | None:
     for name, value in scope.get("headers", ()):
         if name == DEADLINE_HEADER:
             return header_seconds(value)
+    return None
+
+
+def _request_id_of(scope: Scope) -> str | None:
+    """The request id the router sent (``x-request-id``), for the service's log lines; at most 128 characters."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return value.decode("latin-1")[:128] or None
     return None
 
 
@@ -118,7 +127,7 @@ class TimingHeaders:
             if message["type"] == "http.response.body" and message.get("more_body"):
                 timing.renew()
 
-        with TIMING.bound(timing):
+        with TIMING.bound(timing), LOG_CONTEXT.bound(LogContext(request_id=_request_id_of(scope))):
             await self.app(scope, receive, sending)
 
 
