@@ -94,5 +94,8 @@ def _line(event: SttEvent) -> bytes:
 
 def create_stt_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
     metrics = Metrics("stt")
+    for model in models:  # the packing counters exist at 0 before the first pack: their rates are never absent
+        metrics.packed_windows.labels(model.name)
+        metrics.pack_fallbacks.labels(model.name)
     registry: ModelRegistry[SttBackend] = load_models(Task.stt, models, metrics)
     return create_service_app("stt", [registry], metrics, [routes(registry, metrics)], max_upload_bytes)
