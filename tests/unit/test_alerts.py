@@ -15,6 +15,8 @@ import yaml
 
 from services.core.runtime.metrics import LATENCY_BUCKETS
 from tests import debian
+from tests.helm import helm  # noqa: F401 (a fixture)
+from tests.unit.test_chart import find, render
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy/alerts"
@@ -82,3 +84,16 @@ def test_latency_thresholds_are_bucket_bounds_as_the_python_client_writes_them()
     bounds = {str(float(b)) for b in LATENCY_BUCKETS}
     thresholds = runpy.run_path(str(ALERTS / "build.py"))["LATENCY_THRESHOLDS"]
     assert set(thresholds.values()) <= bounds, set(thresholds.values()) - bounds
+
+
+def test_the_chart_ships_the_rules_as_a_prometheusrule_off_by_default(helm: Path, tmp_path: Path) -> None:
+    assert not find(render(helm, tmp_path), "PrometheusRule")
+    values = {"alerts": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
+                         "runbookBaseUrl": "https://docs.example/harmony/"}}
+    rule = find(render(helm, tmp_path, values), "PrometheusRule")[0]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    groups = yaml.safe_load(RULES.read_text())["groups"]
+    for group in groups:  # the same rules as deploy/alerts/, runbooks under the published docs
+        for alert in (r for r in group["rules"] if "alert" in r):
+            alert["annotations"]["runbook_url"] = "https://docs.example/harmony/" + alert["annotations"]["runbook_url"]
+    assert rule["spec"]["groups"] == groups
