@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -27,6 +35,7 @@ class Metrics:
     def __init__(self, component: str) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total: memory and CPU
         self.requests = Counter("harmony_requests_total", "Requests by model and outcome",
                                 ["component", "model", "outcome"], registry=r)
         self.queue_depth = Gauge("harmony_queue_depth", "Items waiting in a model's batch queue",
