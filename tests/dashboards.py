@@ -29,4 +29,4 @@ def concrete(expr: str, rate_interval: str = "2m") -> str:
 
 
 def metric_names(expr: str) -> set[str]:
-    return set(re.findall(r"\bharmony_[a-z_]+\b", expr))
+    return set(re.findall(r"\b(?:harmony|process)_[a-z_]+\b", expr))

@@ -27,8 +27,11 @@ ROUTER = 'component="router"'
 MODEL = 'model=~"$model"'
 TTS_MODELS = 'on (model) harmony_requests_total{component="tts"}'  # a model's direction: tts answers audio
 
-# panels whose series exist only in Kubernetes (a model scaled to zero and woken): not expected in harmony serve
-KUBERNETES_ONLY = frozenset({"Requests held for a model scaling from zero"})
+# a process of the engine (router or model service), in Kubernetes (pod) as in harmony serve (replica)
+ENGINE_PROCESS = "and on (instance, pod, replica) harmony_http_in_flight_requests"
+# panels whose series appear only once their event has happened (a model scaled from zero, a replica ejected):
+# empty on a healthy harmony serve, so tests/e2e/test_dashboard_queries.py does not expect data from them
+AFTER_EVENTS = frozenset({"Requests held for a model scaling from zero", "Ejected replicas"})
 
 
 def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
@@ -94,6 +97,16 @@ def overview_panels() -> list[timeseries.Panel]:
         graph("Requests held for a model scaling from zero", "Requests the router holds until a replica of a "
               "model at zero is ready (a scale-from-zero event)", "none",
               [query("sum by (model) (harmony_router_held_requests)", "{{model}}")]),
+        graph("Ejected replicas", "Replicas the router took out of balancing after a failed call, and "
+              "ejections per second", "none",
+              [query("sum by (model) (harmony_router_ejected_replicas)", "ejected {{model}}"),
+               query(f"sum by (model) (rate(harmony_router_ejections_total{RATE}))", "ejections/s {{model}}",
+                     "B")]),
+        graph("Models ready", "Replicas of each model that have loaded it and serve (0 while loading or failed)",
+              "none", [query("sum by (model) (harmony_model_ready)", "{{model}}")]),
+        graph("Queue saturation by model", "Items queued over the queue's capacity (429 at 100 %)",
+              "percentunit",
+              [query("max by (model) (harmony_queue_depth / harmony_queue_capacity)", "{{model}}")]),
         graph("Realtime sessions", "Open WebSocket sessions on /v1/realtime", "none",
               [query("sum(harmony_realtime_sessions)", "sessions")]),
     ]
@@ -129,6 +142,13 @@ def model_panels() -> list[timeseries.Panel | heatmap.Panel]:
               [query(f"max by (model) (harmony_model_load_seconds{{{MODEL}}})", "{{model}}")]),
         graph("Realtime sessions", "Open WebSocket sessions on /v1/realtime (the router)", "none",
               [query("sum(harmony_realtime_sessions)", "sessions")]),
+        graph("Memory per process", "Resident memory of each engine process (a pod in Kubernetes; in harmony "
+              "serve one process holds the router and every service)", "bytes",
+              [query(f"max by (job, pod, replica) (process_resident_memory_bytes {ENGINE_PROCESS})",
+                     "{{job}} {{pod}}{{replica}}")]),
+        graph("CPU per process", "CPU seconds per second of each engine process", "none",
+              [query(f"max by (job, pod, replica) (rate(process_cpu_seconds_total{RATE}) {ENGINE_PROCESS})",
+                     "{{job}} {{pod}}{{replica}}")]),
     ]
 
 
