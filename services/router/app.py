@@ -21,9 +21,9 @@ from services.core.http.errors import install_error_handlers
 from services.core.http.methods import AllowedMethods
 from services.core.http.unsupported import IgnoredFields
 from services.core.http.uploads import SpoolBudget, UploadLimitMiddleware
-from services.core.runtime import tracing
 from services.core.runtime.logs import quiet_http_client_logs
 from services.core.runtime.metrics import Metrics, RequestMetrics
+from services.core.runtime.tracing import fastapi_telemetry
 from services.playground import routes as playground
 from services.router import service_metrics
 from services.router.api import (
@@ -91,9 +91,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
         area.close()
         gate.close()
 
-    # the router's request spans (FastAPI's own instrumentation) when tracing is on; nothing otherwise
-    app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan,
-                  telemetry=tracing.fastapi_telemetry())
+    app = FastAPI(title="Harmony Speech Engine", version="0.1.0", lifespan=lifespan, telemetry=fastapi_telemetry())
     app.state.table = table
     app.state.clients = clients
     install_error_handlers(app)

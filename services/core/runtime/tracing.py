@@ -232,8 +232,8 @@ def record_batch(model: str, members: Sequence[tuple[Context | None, float]], st
         return wall - int((now - moment) * 1e9)
 
     ids = sorted({i for c, _, _ in first.values() if (i := request_id_of(c)) is not None})
-    batch = {"harmony.model": model, "harmony.batch.id": f"{model}#{next(_BATCHES)}:{os.getpid()}",
-             "harmony.batch.size": len(members), "harmony.batch.request_ids": ids}
+    batch: dict[str, Any] = {"harmony.model": model, "harmony.batch.id": f"{model}#{next(_BATCHES)}:{os.getpid()}",
+                             "harmony.batch.size": len(members), "harmony.batch.request_ids": ids}
     for context, enqueued, items in first.values():
         tracer.start_span("batch queue", context=context, start_time=ns(enqueued),
                           attributes={"harmony.model": model, "harmony.batch.items": items}).end(end_time=ns(started))
