@@ -1,7 +1,7 @@
 """What the router adds to a request: the same cheap requests on kept-alive connections, straight to the
 model service and through the router, p50/p95 side by side, on `harmony serve` with one VAD model.
 
-    python -m bench.router_overhead [--requests 300] [--code DIR]
+    python -m bench.router_overhead [--requests 300] [--code DIR] [--against DIR] [--traced]
 
 ``--code`` runs the engine from another checkout (e.g. a worktree of an older commit) to compare against:
 its services may listen on loopback TCP ports (printed at start) or on Unix sockets (found among the
@@ -14,6 +14,11 @@ process's sockets). The rows:
 
 ``router hop`` is the p50 through the router less the p50 direct: what the router and its connection to
 the service add.
+
+``--against DIR`` measures a second engine (an older checkout: ``git archive COMMIT | tar -x -C DIR``) right after,
+and prints both router hops side by side: tracing off must cost nothing (services/core/runtime/tracing.py).
+``--traced`` runs the engine (``--code``) with tracing on, its spans exported over OTLP/HTTP to a receiver here
+that discards them.
 
 Before TCP_NODELAY, every request on a kept-alive connection waited about 40 ms for the ACK of its
 response's first write (Nagle against delayed ACK); through the router it paid that twice.
@@ -49,11 +54,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def start(code: Path, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start(code: Path, workdir: Path, otlp: str | None = None) -> tuple[subprocess.Popen, str]:
     config = workdir / "serve.yaml"
     config.write_text(yaml.safe_dump({"models": [VAD], "data_dir": str(workdir / "data")}))
     port, ready, log = free_port(), workdir / "ready", workdir / "serve.log"
     env = {**os.environ, "PYTHONPATH": f"{code}{os.pathsep}{code / 'operator'}"}
+    env.pop("OTEL_EXPORTER_OTLP_ENDPOINT", None)
+    if otlp:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = otlp
     process = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "--config", str(config), "--port",
                                 str(port), "--ready-file", str(ready), "--log-level", "warning"],
                                cwd=code, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
@@ -117,24 +125,64 @@ def report(results: dict[str, dict[str, list[float]]], label: str) -> None:
         print(f"{name:<22}{d50:>9.2f} ms{d95:>6.2f} ms{r50:>10.2f} ms{r95:>6.2f} ms{hop:>17}")
 
 
+def run_engine(code: Path, count: int, otlp: str | None = None) -> dict[str, dict[str, list[float]]]:
+    workdir = Path(tempfile.mkdtemp(prefix="harmony-bench-"))
+    process, router = start(code.resolve(), workdir, otlp)
+    try:
+        return measure(router, service_url(process, workdir / "serve.log"), count)
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def discarding_receiver() -> str:
+    """An OTLP/HTTP endpoint on loopback that accepts every export and keeps nothing."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Discard(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Discard)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def hops(results: dict[str, dict[str, list[float]]]) -> dict[str, float]:
+    return {name: percentile(t["router"], 0.5) - percentile(t["direct"], 0.5) for name, t in results.items()
+            if name != "GET /v1/models"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose engine runs (default: this one)")
+    parser.add_argument("--against", type=Path, help="a second checkout, measured after it and compared")
+    parser.add_argument("--traced", action="store_true", help="tracing on (OTLP to a discarding receiver here)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="harmony-bench-"))
-    process, router = start(args.code.resolve(), workdir)
-    try:
-        results = measure(router, service_url(process, workdir / "serve.log"), args.requests)
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
-    commit = subprocess.run(["git", "-C", str(args.code), "log", "-1", "--format=%h %s"], capture_output=True,
-                            text=True).stdout.strip()
+    results = run_engine(args.code, args.requests, discarding_receiver() if args.traced else None)
+    other = run_engine(args.against, args.requests) if args.against else None
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {args.requests} requests each, "
           f"one kept-alive connection per column, one request at a time, "
           f"the columns taking turns in blocks of {BLOCK}")
-    report(results, f"engine: {args.code} ({commit[:70]})")
+    report(results, f"engine: {args.code} ({_commit(args.code)}), tracing {'on' if args.traced else 'off'}")
+    if other is not None:
+        report(other, f"against: {args.against} ({_commit(args.against)}), tracing off")
+        print(f"\n{'router hop p50':<22}{'engine':>12}{'against':>12}")
+        for name, hop in hops(results).items():
+            print(f"{name:<22}{hop:>9.2f} ms{hops(other)[name]:>9.2f} ms")
+
+
+def _commit(code: Path) -> str:
+    found = subprocess.run(["git", "-C", str(code), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return found.stdout.strip()[:70] if found.returncode == 0 else "not a git checkout"
 
 
 if __name__ == "__main__":
