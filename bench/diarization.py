@@ -3,6 +3,7 @@
     python -m bench.diarization [--meetings 3] [--speakers 2,3,4] [--seed 1] [--thresholds 0.65,0.85,0.9] [--json]
     python -m bench.diarization --url http://127.0.0.1:8000   # a running engine instead of a new `harmony serve`
     python -m bench.diarization --config my-serve.yaml        # `harmony serve` with another config (another route)
+    python -m bench.diarization --config both.yaml --naming-models gpt-4o-transcribe-diarize,diarize-named
 
 Each meeting (bench/diarization_meetings.py) has turns of 1-15 s of known text, pauses of 0.1-1 s and a quarter of
 the turns overlapping the previous one by 0.2-0.5 s, all from the seed. Every meeting goes to
@@ -17,6 +18,9 @@ the meeting, scored for:
 
 - known speakers named right: the share of the known speakers' reference time labelled with their name;
 - false matches: the share of meetings in which the absent voice's name labels anything.
+
+``--naming-models`` runs the naming passes with each of several routes on the same meetings (the plain pass with the
+first), reporting for each also the DER of its named answers: routes that cluster alike have the same.
 
 Beside them, a baseline that gives all the reference's speech to one speaker. Targets (issue 24): DER at most 15 %
 on 2-3 speakers, the count right in at least 80 % of meetings, known speakers named right at least 90 %.
@@ -123,8 +127,10 @@ class Naming:
     known_s: float = 0.0
     impostor_runs: int = 0
     false_matches: int = 0
+    der: DiarizationErrorRate = field(default_factory=lambda: DiarizationErrorRate(collar=COLLAR))
 
     def add(self, meeting: Meeting, found: Annotation) -> None:
+        self.der(meeting.reference(), found, uem=uem(meeting.duration))
         right, total = named_time(meeting.reference(), found, [voice.name for voice in meeting.known])
         self.right_s += right
         self.known_s += total
@@ -135,7 +141,7 @@ class Naming:
     def figures(self) -> dict:
         return {"named_right": self.right_s / max(self.known_s, 1e-9), "known_s": round(self.known_s, 1),
                 "false_match": self.false_matches / max(1, self.impostor_runs), "false_match_count": self.false_matches,
-                "impostor_runs": self.impostor_runs}
+                "impostor_runs": self.impostor_runs, "der": abs(self.der)}
 
 
 class Diarizer:
@@ -145,11 +151,11 @@ class Diarizer:
         self.http = httpx.Client(base_url=url, timeout=timeout)
         self.model = model
 
-    def __call__(self, meeting: Meeting, speech: Speech | None = None,
-                 threshold: float | None = None) -> tuple[Annotation, float]:
+    def __call__(self, meeting: Meeting, speech: Speech | None = None, threshold: float | None = None,
+                 model: str | None = None) -> tuple[Annotation, float]:
         """The answer for the meeting as an annotation, and the seconds it took; with ``speech``, the known speakers'
         and the impostor's reference samples go along."""
-        fields: dict[str, str | list[str]] = {"model": self.model, "response_format": "diarized_json",
+        fields: dict[str, str | list[str]] = {"model": model or self.model, "response_format": "diarized_json",
                                              "chunking_strategy": "auto"}
         if speech is not None:
             given = [*meeting.known, *([meeting.impostor] if meeting.impostor else [])]
@@ -169,17 +175,19 @@ class Diarizer:
         self.http.close()
 
 
-def threshold_key(threshold: float | None) -> str:
-    return "default" if threshold is None else str(threshold)
+def threshold_key(threshold: float | None, model: str = MODEL) -> str:
+    key = "default" if threshold is None else str(threshold)
+    return key if model == MODEL else f"{model}: {key}"
 
 
 def run(url: str, meetings: int, speakers: list[int], seed: int, thresholds: list[float | None],
-        progress=None) -> dict:
-    """Every meeting diarized plainly and with references at each threshold; the figures by speaker count."""
+        progress=None, models: tuple[str, ...] = (MODEL,)) -> dict:
+    """Every meeting diarized plainly (by the first of ``models``) and with references at each threshold (by each
+    of ``models``); the figures by speaker count."""
     rng = random.Random(seed)
-    speech, diarize = Speech(url), Diarizer(url)
+    speech, diarize = Speech(url), Diarizer(url, models[0])
     scores: dict[str, Score] = {str(count): Score() for count in speakers} | {"all": Score()}
-    naming = {threshold_key(t): Naming() for t in thresholds}
+    naming = {threshold_key(t, m): Naming() for m in models for t in thresholds}
     try:
         for count in speakers:
             for _ in range(meetings):
@@ -187,9 +195,10 @@ def run(url: str, meetings: int, speakers: list[int], seed: int, thresholds: lis
                 found, seconds = diarize(meeting)
                 scores[str(count)].add(meeting, found, seconds)
                 scores["all"].add(meeting, found, seconds)
-                for threshold in thresholds:
-                    named, _ = diarize(meeting, speech, threshold)
-                    naming[threshold_key(threshold)].add(meeting, named)
+                for model in models:
+                    for threshold in thresholds:
+                        named, _ = diarize(meeting, speech, threshold, model)
+                        naming[threshold_key(threshold, model)].add(meeting, named)
                 if progress:
                     progress(f"{count} speakers, {meeting.duration:.0f} s: found {sorted(found.labels())}")
     finally:
@@ -247,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="speaker_similarity_threshold values swept besides the engine's default")
     parser.add_argument("--url", help="a running engine (else a `harmony serve` is started)")
     parser.add_argument("--config", help="the serve.yaml of the `harmony serve` started (default: the engine's)")
+    parser.add_argument("--naming-models", default=MODEL,
+                        help="the routes (public model names, comma-separated) whose naming passes are measured")
     parser.add_argument("--json", action="store_true", help="the figures as JSON instead of the table")
     args = parser.parse_args(argv)
     harmony = None if args.url else serve(args.config)
@@ -254,7 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     thresholds: list[float | None] = [None, *(float(t) for t in args.thresholds.split(",") if t)]
     try:
         result = run(url, args.meetings, [int(n) for n in args.speakers.split(",")], args.seed, thresholds,
-                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+                     progress=lambda line: print(line, file=sys.stderr, flush=True),
+                     models=tuple(m for m in args.naming_models.split(",") if m))
     finally:
         if harmony is not None:
             harmony.stop()
