@@ -207,6 +207,15 @@ def hub_env(spec: SpeechModelSpec, settings: OperatorSettings) -> list[dict[str,
     return []
 
 
+def observability_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The model service's log format (``HARMONY_LOG_FORMAT``) and OTLP endpoint, as the chart asks
+    (docs/operations.md "Logs" and "Traces"); the spec's own ``env`` overrides them."""
+    env = [{"name": "HARMONY_LOG_FORMAT", "value": settings.log_format}] if settings.log_format else []
+    if settings.otlp_endpoint:
+        env.append({"name": "OTEL_EXPORTER_OTLP_ENDPOINT", "value": settings.otlp_endpoint})
+    return env
+
+
 def container_env(spec: SpeechModelSpec, state: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The operator's variables, the voice service's state, then the spec's own ``env`` (which override).
 
@@ -337,7 +346,7 @@ def pod_spec(name: str, spec: SpeechModelSpec, settings: OperatorSettings) -> di
         "args": ["--model-file", f"{CONFIG_DIR}/{names.MODEL_CONFIG_KEY}", "--port", str(names.SERVICE_PORT),
                  "--drain-timeout", str(drain_s(spec))],
         "ports": [{"name": "http", "containerPort": names.SERVICE_PORT, "protocol": "TCP"}],
-        "env": container_env(spec, weights_env(spec, settings) + state.get("env", [])),
+        "env": container_env(spec, weights_env(spec, settings) + observability_env(settings) + state.get("env", [])),
         **({"envFrom": state["envFrom"]} if "envFrom" in state else {}),
         "resources": _resources(spec),
         # Loading weights can take minutes: the startup probe allows 15, then liveness takes over.

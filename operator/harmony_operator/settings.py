@@ -34,6 +34,8 @@ class OperatorSettings:
     run_as_group: int | None = None
     fs_group: int | None = None
     termination_grace_s: int = 90              # in-flight requests drain within this
+    log_format: str = ""                       # the model services' logs: json or text; empty: their default (text)
+    otlp_endpoint: str = ""                    # traces exported over OTLP/HTTP there; empty: no tracing
     reconcile_interval_s: float = 60.0         # timer that re-applies children and refreshes status
     retry_base_delay_s: float = 5.0            # first retry after an API error, doubled each time
     retry_max_delay_s: float = 300.0
@@ -91,6 +93,8 @@ class OperatorSettings:
             run_as_group=_optional_int(get("HARMONY_MODEL_RUN_AS_GROUP", "")),
             fs_group=_optional_int(get("HARMONY_MODEL_FS_GROUP", "")),
             termination_grace_s=int(get("HARMONY_TERMINATION_GRACE_S", str(defaults.termination_grace_s))),
+            log_format=get("HARMONY_MODEL_LOG_FORMAT", "").strip(),
+            otlp_endpoint=get("HARMONY_OTLP_ENDPOINT", "").strip(),
             reconcile_interval_s=float(get("HARMONY_RECONCILE_INTERVAL_S", str(defaults.reconcile_interval_s))),
             retry_base_delay_s=float(get("HARMONY_RETRY_BASE_DELAY_S", str(defaults.retry_base_delay_s))),
             retry_max_delay_s=float(get("HARMONY_RETRY_MAX_DELAY_S", str(defaults.retry_max_delay_s))),

@@ -148,7 +148,8 @@ def test_operator_runs_kopf_with_the_model_images(helm: Path, tmp_path: Path) ->
     objects = render(helm, tmp_path, EVERYTHING)
     pod = find(objects, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]
     container = pod["containers"][0]
-    assert container["command"][:5] == ["kopf", "run", "--standalone", "-m", "harmony_operator.handlers"]
+    assert container["command"][:6] == ["kopf", "run", "--standalone", "--log-format=json", "-m",
+                                        "harmony_operator.handlers"]  # JSON logs by default (observability.logFormat)
     assert container["args"] == ["--namespace=speech", "--namespace=speech-gpu"]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["HARMONY_MODEL_IMAGE"] == DEFAULT_IMAGE == container["image"]
@@ -326,3 +327,23 @@ def test_prometheus_adapter_rules_serve_the_autoscaling_metrics(helm: Path, tmp_
         assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
         assert "<<.Series>>" in rule["metricsQuery"]
     assert not find(render(helm, tmp_path), "ConfigMap", "harmony-prometheus-adapter")
+
+
+def test_pods_log_json_and_trace_where_asked(helm: Path, tmp_path: Path) -> None:
+    """observability: JSON logs by default for the router, the operator and (through it) the model pods; an OTLP
+    endpoint reaches the router and the operator's model pods only when set."""
+    def env(objects: list[dict[str, Any]], name: str) -> dict[str, Any]:
+        container = find(objects, "Deployment", name)[0]["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    plain = render(helm, tmp_path)
+    assert env(plain, "harmony-router")["HARMONY_LOG_FORMAT"] == "json"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env(plain, "harmony-router")
+    assert env(plain, "harmony-operator")["HARMONY_MODEL_LOG_FORMAT"] == "json"
+    assert env(plain, "harmony-operator")["HARMONY_OTLP_ENDPOINT"] == ""
+    traced = render(helm, tmp_path, {"observability": {"logFormat": "text", "otlpEndpoint": "http://otel:4318"}})
+    assert env(traced, "harmony-router")["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel:4318"
+    assert env(traced, "harmony-router")["HARMONY_LOG_FORMAT"] == "text"
+    assert env(traced, "harmony-operator")["HARMONY_OTLP_ENDPOINT"] == "http://otel:4318"
+    operator = find(traced, "Deployment", "harmony-operator")[0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--log-format=plain" in operator["command"]

@@ -456,3 +456,20 @@ def test_examples_cover_gpu_cpu_and_a_route() -> None:
     assert kinds[CPU]["spec"]["resources"].get("gpu", 0) == 0
     assert kinds["speechroute.yaml"]["kind"] == "SpeechRoute"
     assert kinds["speechroute.yaml"]["spec"]["steps"][0]["model"] == kinds[CPU]["metadata"]["name"]
+
+
+def test_model_pods_log_and_trace_as_the_chart_asks() -> None:
+    """The operator passes the chart's observability settings to every model pod (docs/operations.md): the log
+    format and the OTLP endpoint; without them the pod keeps the services' defaults (text logs, no tracing)."""
+    from harmony_operator.settings import OperatorSettings
+
+    spec = SpeechModelSpec.model_validate({"task": "vad", "backend": "silero", "source": {"package": "faster-whisper"}})
+    asked = OperatorSettings.from_env({"HARMONY_MODEL_LOG_FORMAT": "json",
+                                       "HARMONY_OTLP_ENDPOINT": "http://otel-collector.monitoring:4318"})
+    env = {e["name"]: e.get("value") for e in
+           manifests.deployment("vad", "speech", spec, asked)["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HARMONY_LOG_FORMAT"] == "json"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
+    plain = manifests.deployment("vad", "speech", spec, OperatorSettings.from_env({}))
+    names = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert not names & {"HARMONY_LOG_FORMAT", "OTEL_EXPORTER_OTLP_ENDPOINT"}
