@@ -47,8 +47,9 @@ def alert(name: str, expr: str, for_: str, severity: str, summary: str, descript
 
 def availability_records() -> list[dict]:
     return [{"record": f"harmony:slo_errors_per_request:ratio_rate{w}",
-             "expr": f"sum by (namespace) (rate(harmony_http_requests_total{{{ROUTER},{ERRORS}}}[{w}]))\n"
-                     f"/\nsum by (namespace) (rate(harmony_http_requests_total{{{ROUTER}}}[{w}]))"}
+             "expr": f"(\n  sum by (namespace) (rate(harmony_http_requests_total{{{ROUTER},{ERRORS}}}[{w}]))\nor\n"
+                     f"  0 * sum by (namespace) (rate(harmony_http_requests_total{{{ROUTER}}}[{w}]))\n)\n"
+                     f"/\nsum by (namespace) (rate(harmony_http_requests_total{{{ROUTER}}}[{w}]))"}  # 0 without errors
             for w in WINDOWS]
 
 
