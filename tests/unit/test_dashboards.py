@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import kubernetes_validate
 import yaml
 from prometheus_client import Metric
 
@@ -58,6 +59,7 @@ def test_the_chart_ships_each_dashboard_for_grafanas_sidecar(helm: Path):
     boards = builder().dashboards()
     assert {name for m in maps for name in m["data"]} == set(boards)
     for config_map in maps:
+        kubernetes_validate.validate(config_map, "1.33", strict=True)
         assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
         ((name, text),) = config_map["data"].items()
         assert json.loads(text) == boards[name]
