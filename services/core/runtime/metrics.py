@@ -71,6 +71,10 @@ class Metrics:
                                       "window shared with other requests' windows", ["model"], registry=r)
         self.pack_fallbacks = Counter("harmony_stt_pack_fallbacks_total", "STT windows that were packed but could "
                                       "not be split back cleanly, decoded again alone", ["model"], registry=r)
+        self.stt_fallbacks = Counter("harmony_stt_fallbacks_total", "Whisper's guards at work per window, by "
+                                     "reason (stt/guards.py FALLBACK_REASONS)", ["model", "reason"], registry=r)
+        self.realtime_turn_time = Histogram("harmony_realtime_turn_seconds", "Realtime turns: end of the turn (VAD or "
+                                            "client commit) to its completed transcript", ["model"], registry=r)
         self.model_load_time = Gauge("harmony_model_load_seconds", "Time taken to load a model", ["model"],
                                      registry=r)
         self.model_ready = Gauge("harmony_model_ready", "1 when a model of this service has loaded and serves, 0 "
