@@ -25,6 +25,7 @@ from services.core.http.service_app import LoadedModel, ModelRegistry, create_se
 from services.core.http.uploads import form_file, read_form
 from services.core.runtime.metrics import Metrics
 from services.core.tasks.protocols import SttBackend
+from services.stt.guards import FALLBACK_REASONS
 from services.stt.service import TranscribeOptions, assemble, check_request, transcribe_windows
 from services.stt.types import SAMPLE_RATE
 
@@ -94,8 +95,10 @@ def _line(event: SttEvent) -> bytes:
 
 def create_stt_app(models: list[NamedModel], max_upload_bytes: int = 25 * 1024 * 1024) -> FastAPI:
     metrics = Metrics("stt")
-    for model in models:  # the packing counters exist at 0 before the first pack: their rates are never absent
+    for model in models:  # the packing and guard counters exist at 0 from the start: their rates are never absent
         metrics.packed_windows.labels(model.name)
         metrics.pack_fallbacks.labels(model.name)
+        for reason in FALLBACK_REASONS:
+            metrics.stt_fallbacks.labels(model.name, reason)
     registry: ModelRegistry[SttBackend] = load_models(Task.stt, models, metrics)
     return create_service_app("stt", [registry], metrics, [routes(registry, metrics)], max_upload_bytes)

@@ -10,6 +10,9 @@ none is) is kept. A window whose no-speech probability is above
 ``no_speech_threshold`` while its average log-probability is under
 ``log_prob_threshold`` is silent: it gives no text (and needs no fallback).
 
+Each time a guard decides something other than "keep this decode", the window's result names why
+(``FALLBACK_REASONS``; the STT service counts them as ``harmony_stt_fallbacks_total{model, reason}``).
+
 This module holds the decisions only (no model): the backend batches the decoding.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # faster-whisper's defaults (WhisperModel.transcribe)
@@ -27,6 +30,16 @@ NO_SPEECH_THRESHOLD = 0.6
 TEMPERATURE_INCREMENT = 0.2
 BEST_OF = 5
 _OFF = {"none", "off", "null", "false", ""}
+
+# why a window was decoded again, or its decode not kept as it was (a small fixed set: a metric's label values)
+FALLBACK_REASONS = (
+    "compression_ratio",  # too repetitive: decoded again at the next temperature
+    "log_prob",           # too unsure: decoded again at the next temperature
+    "ladder_exhausted",   # every temperature failed: the best decode kept
+    "no_speech",          # judged silent: its text dropped
+    "fitted_context",     # a fitted (realtime) window failed a guard: decoded again over the whole 30 s
+    "packed",             # a packed window failed a guard, or a member could not be split back: decoded alone
+)
 
 
 def compression_ratio(text: str) -> float:
@@ -43,6 +56,7 @@ class Decode:
     temperature: float
     compression_ratio: float
     no_speech_prob: float
+    fallbacks: tuple[str, ...] = ()  # FALLBACK_REASONS: why this window's ladder went as it did
 
 
 def _threshold(options: Mapping[str, Any], name: str, default: float) -> float | None:
@@ -104,12 +118,25 @@ class Guards:
         unsure = self.log_prob_threshold is not None and decode.avg_logprob < self.log_prob_threshold
         return self.too_repetitive(decode) or unsure
 
-    def choose(self, decodes: list[Decode]) -> Decode:
-        """The decode to keep from a window's ladder: the last, unless it failed too; then the best one."""
+    def fallbacks(self, decodes: list[Decode]) -> tuple[str, ...]:
+        """Why a window's ladder went as it did: each decode that was tried again (too repetitive, or unsure),
+        ``ladder_exhausted`` when the last failed too, ``no_speech`` when the last was judged silent."""
+        reasons = ["compression_ratio" if self.too_repetitive(d) else "log_prob" for d in decodes[:-1]]
         last = decodes[-1]
+        if self.needs_fallback(last):
+            reasons.append("ladder_exhausted")
+        elif self.is_silent(last.no_speech_prob, last.avg_logprob):
+            reasons.append("no_speech")
+        return tuple(reasons)
+
+    def choose(self, decodes: list[Decode]) -> Decode:
+        """The decode to keep from a window's ladder: the last, unless it failed too; then the best one (either
+        with ``fallbacks`` saying why)."""
+        last, fallbacks = decodes[-1], self.fallbacks(decodes)
         if not self.needs_fallback(last):
-            return last
+            return replace(last, fallbacks=fallbacks)
         candidates = [d for d in decodes if not self.too_repetitive(d)] or decodes
         best = max(candidates, key=lambda d: d.avg_logprob)
         # like faster-whisper: the result carries the last temperature tried
-        return Decode(best.output, best.avg_logprob, last.temperature, best.compression_ratio, best.no_speech_prob)
+        return Decode(best.output, best.avg_logprob, last.temperature, best.compression_ratio, best.no_speech_prob,
+                      fallbacks)

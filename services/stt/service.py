@@ -106,6 +106,8 @@ def _count_packing(model: LoadedModel, result: ChunkResult) -> None:
         model.metrics.packed_windows.labels(model.spec.name).inc()
     if result.pack_failed:
         model.metrics.pack_fallbacks.labels(model.spec.name).inc()
+    for reason in result.fallbacks:  # Whisper's guards (stt/guards.py FALLBACK_REASONS)
+        model.metrics.stt_fallbacks.labels(model.spec.name, reason).inc()
 
 
 def _past_deadline(model: LoadedModel, audio: np.ndarray, windows: int) -> RequestTimeout:

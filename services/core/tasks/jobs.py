@@ -43,6 +43,7 @@ class ChunkResult:
     segments: list[Segment] = field(default_factory=list)
     packed: bool = False        # decoded inside a packed window with other requests' windows (stt/packing.py)
     pack_failed: bool = False   # was packed, but its share could not be told apart: decoded again alone
+    fallbacks: list[str] = field(default_factory=list)  # why Whisper's guards decoded it again (stt/guards.py)
 
 
 # ---------------------------------------------------------------------------- text-to-speech

@@ -262,6 +262,8 @@ class FasterWhisperBackend:
         if again:
             log.debug("%s: %d fitted windows decoded again over 30 s", self.name, len(again))
             for i, result in zip(again, self._decode_windows([jobs[i] for i in again], live)):
+                if isinstance(result, ChunkResult):
+                    result.fallbacks.insert(0, "fitted_context")
                 decoded[i] = result
         return decoded  # type: ignore[return-value]
 
@@ -322,6 +324,7 @@ class FasterWhisperBackend:
             for i, result in zip(again, self._decode_windows([jobs[i] for i in again], live)):
                 if isinstance(result, ChunkResult):
                     result.pack_failed = True
+                    result.fallbacks.insert(0, "packed")
                 results[i] = result
         return results  # type: ignore[return-value]
 
@@ -404,7 +407,8 @@ class FasterWhisperBackend:
         self._add_words(jobs, tokenizers, features, encoder_output, per_job_segments, segment_sizes)
         return [Abandoned() if i in gone else None if i in failed or decode is None else
                 ChunkResult(language=lang, language_probability=prob,
-                            segments=[_segment(s, decode.temperature) for s in segments])
+                            segments=[_segment(s, decode.temperature) for s in segments],
+                            fallbacks=list(decode.fallbacks))
                 for i, ((lang, prob), decode, segments) in enumerate(zip(languages, decodes, per_job_segments))]
 
     def _features(self, jobs: Sequence[ChunkJob], frames: int = FULL_FRAMES) -> np.ndarray:
