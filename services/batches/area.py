@@ -9,7 +9,14 @@ from services.batches.files import FileStore, Owner
 from services.core.contracts.errors import ServiceUnavailable
 from services.core.contracts.specs import HarmonyConfig
 from services.store.db import Database, open_database
-from services.store.objects import ObjectStore, missing_required_store, object_store_settings, open_object_store
+from services.store.errors import CountedObjectStore
+from services.store.objects import (
+    ObjectMissing,
+    ObjectStore,
+    missing_required_store,
+    object_store_settings,
+    open_object_store,
+)
 
 
 class BatchArea:
@@ -35,7 +42,8 @@ class BatchArea:
         missing = self.missing_object_store()
         if missing:
             raise ServiceUnavailable(missing, code="object_store_missing")
-        return open_object_store(object_store_settings(self.config.object_store), self.config.data_dir)
+        store = open_object_store(object_store_settings(self.config.object_store), self.config.data_dir)
+        return CountedObjectStore(store, ObjectMissing)  # its failures in harmony_store_errors_total
 
     @cached_property
     def files(self) -> FileStore:

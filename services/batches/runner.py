@@ -20,17 +20,20 @@ from services.batches.area import BatchArea
 from services.batches.dispatch import Dispatcher, Outcome, backoff_s
 from services.batches.finalize import Finalizer, due, output_line
 from services.batches.items import ItemQueue
+from services.batches.metrics import BatchMetrics
 from services.batches.store import Item, reclaim_batches
 from services.batches.validate import validate
 from services.batches.wire import OutputErrorDetail
+from services.store.db import Database
 from services.store.schema import batches
 
 log = logging.getLogger("harmony.batches")
 
 
 class BatchRunner:
-    def __init__(self, area: BatchArea) -> None:
+    def __init__(self, area: BatchArea, metrics: BatchMetrics | None = None) -> None:
         self.area = area
+        self.metrics = metrics
         self.settings = area.config.batches
         self.id = f"{socket.gethostname()[:32]}:{os.getpid()}:{secrets.token_hex(4)}"
         self.app: ASGIApp | None = None
@@ -95,11 +98,13 @@ class BatchRunner:
         busy = False
         row = await asyncio.to_thread(store.claim_batch, self.id, batches.c.status == "validating")
         if row is not None:
-            await asyncio.to_thread(validate, store, row, self.id)
+            self._ended(await asyncio.to_thread(validate, store, row, self.id))
             busy = True
         row = await asyncio.to_thread(store.claim_batch, self.id, due(time.time()))
         if row is not None:
-            log.info("batch %s %s", row.id, await asyncio.to_thread(self.finalizer.finalize, row, self.id))
+            status = await asyncio.to_thread(self.finalizer.finalize, row, self.id)
+            log.info("batch %s %s", row.id, status)
+            self._ended(status)
             busy = True
         room = self.settings.concurrency - len(self.running)
         if room > 0 and await self._engine_ready():
@@ -109,6 +114,14 @@ class BatchRunner:
                 busy = True
         await self._reclaim()
         return busy and len(self.running) < self.settings.concurrency
+
+    def _ended(self, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.batch_ended(status)  # counts terminal statuses only
+
+    def opened_database(self) -> Database | None:
+        """The database once the runner has opened it (the metrics read it; never opened for them)."""
+        return self.area.db if hasattr(self, "queue") else None
 
     async def _engine_ready(self) -> bool:
         """Whether the models have come up since the router started (requests sent before would fail for want of

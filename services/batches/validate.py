@@ -29,19 +29,20 @@ def _durations(requests: list[Request], files: FileStore, owner: Owner) -> dict[
     return seconds
 
 
-def validate(store: BatchStore, row: Any, runner: str) -> None:
-    """Check the batch's input file: its requests stored and the batch in progress, or the batch failed."""
+def validate(store: BatchStore, row: Any, runner: str) -> str:
+    """Check the batch's input file: its requests stored and the batch in progress, or the batch failed; the
+    batch's status after (``in_progress``, or ``failed``)."""
     try:
         data = store.files.content(row.input_file_id, Owner(None))[1]
     except HarmonyError:
         store.fail(row.id, BatchErrors(data=[BatchError(code="file_not_found", param="input_file_id",
                                                          message=f"input file {row.input_file_id} is gone")]))
-        return
+        return "failed"
     requests, errors = check_lines(data, row.endpoint, store.settings.max_lines)
     if errors is not None:
         log.info("batch %s failed validation: %s", row.id, errors.data[0].message)
         store.fail(row.id, errors)
-        return
+        return "failed"
     seconds: dict[str, float | None] = {}
     if row.endpoint != SPEECH:
         seconds = _durations(requests, store.files, Owner(row.owner_key_id))
@@ -50,3 +51,4 @@ def validate(store: BatchStore, row: Any, runner: str) -> None:
              for r, s in zip(requests, audio)]
     known = [s for s in audio if s is not None]
     store.start(row.id, runner, items, round(sum(known), 3) if known else None)
+    return "in_progress"

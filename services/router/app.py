@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
+from services.auth.quota_metrics import QuotaUsageCollector
 from services.batches.area import BatchArea
+from services.batches.metrics import BatchMetrics
 from services.batches.runner import BatchRunner
 from services.core.contracts.specs import HarmonyConfig
 from services.core.http.disconnect import CancelOnDisconnect
@@ -46,6 +48,7 @@ from services.router.upstream.admission import ClientDeadline
 from services.router.upstream.clients import ServiceClients
 from services.router.upstream.hold import ColdStarts
 from services.router.voices import VoiceDirectory
+from services.store.errors import StoreErrorsCollector
 
 
 def build_table(config: HarmonyConfig, endpoints: dict[str, list[str]]) -> ModelTable:
@@ -64,6 +67,17 @@ def _install_gate(app: FastAPI, gate: Gate) -> None:
         app.include_router(admin.routes(gate))
 
 
+def _batch_runner(area: BatchArea, gate: Gate, metrics: Metrics) -> BatchRunner:
+    """The batch runner, and the stores' metrics on the router's registry: batches ended and overdue, the keys'
+    usage against their quotas, the stores' failures."""
+    runner = BatchRunner(area)
+    runner.metrics = BatchMetrics(metrics.registry, runner.opened_database)
+    metrics.registry.register(StoreErrorsCollector())
+    if gate.db is not None:
+        metrics.registry.register(QuotaUsageCollector(gate.db))
+    return runner
+
+
 def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | None = None,
                       waker: Waker | None = None) -> FastAPI:
     """The router; ``gate`` (default: from ``config.auth``, ``config.audit``, ``config.database``) checks API keys
@@ -74,7 +88,7 @@ def create_router_app(config: HarmonyConfig, table: ModelTable, gate: Gate | Non
     clients = ServiceClients(table, timeout_s=config.server.service_timeout_s,
                              cold=ColdStarts(table, waker, metrics), metrics=metrics)
     area = BatchArea(config, gate.db)
-    runner = BatchRunner(area)
+    runner = _batch_runner(area, gate, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 from services.core.contracts.specs import HarmonyConfig
+from services.store.errors import count_database_errors
 
 MIGRATIONS = "services.store:migrations"
 
@@ -46,6 +47,7 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        count_database_errors(self.engine)  # harmony_store_errors_total{store="database"}
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply the shipped Alembic migrations (PostgreSQL: under an advisory lock, so that replicas
