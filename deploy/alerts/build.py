@@ -124,11 +124,33 @@ def operational_alerts() -> list[dict]:
     ]
 
 
+def store_alerts() -> list[dict]:
+    """Keys near their quotas, batches past their window, failing stores: read by the router from the database."""
+    return [
+        alert("HarmonyQuotaNearlySpent",
+              "max by (namespace, key_id, key_name, period) (harmony_key_quota_used_ratio) > 0.9", "15m", "warning",
+              "Key {{ $labels.key_name }} ({{ $labels.key_id }}) has used {{ $value | humanizePercentage }} of its "
+              "{{ $labels.period }} audio quota",
+              "Once spent, its requests are refused with 429 insufficient_quota until the period ends (UTC)."),
+        alert("HarmonyBatchOverdue",
+              "max by (namespace) (harmony_batches_overdue) > 0\nor\n"
+              'sum by (namespace) (increase(harmony_batches_total{status="expired"}[1h])) > 0', "10m", "warning",
+              "Batches are past their completion window",
+              "Batches stay open past their window (no router finalizes them), or batches ended expired in the "
+              "last hour (their requests did not all run in time)."),
+        alert("HarmonyStoreErrors",
+              "sum by (namespace, store, operation) (increase(harmony_store_errors_total[10m])) > 3", "5m",
+              "critical", "The {{ $labels.store }} store fails {{ $labels.operation }} operations",
+              "{{ $value | humanize }} {{ $labels.operation }} operations on the {{ $labels.store }} store failed "
+              "in 10 minutes: keys, quotas, audit, files and batches depend on it."),
+    ]
+
+
 def rules() -> dict:
     return {"groups": [
         {"name": "harmony-slo-recording", "rules": availability_records() + latency_records()},
         {"name": "harmony-slo-alerts", "rules": slo_alerts()},
-        {"name": "harmony-alerts", "rules": operational_alerts()},
+        {"name": "harmony-alerts", "rules": operational_alerts() + store_alerts()},
     ]}
 
 
