@@ -355,6 +355,43 @@ def test_beta_clients_get_the_beta_created_event_and_the_gauge_counts_sessions(r
     assert _sessions_open(router.url) == 0
 
 
+def _turn_seconds(url: str) -> tuple[float, float]:
+    """harmony_realtime_turn_seconds{model="whisper-tiny.en"}: (count, sum) on the router."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found = {s.name: s.value for family in text_string_to_metric_families(httpx.get(url + "/metrics").text)
+             for s in family.samples if s.name.startswith("harmony_realtime_turn_seconds")
+             and s.labels.get("model") == "whisper-tiny.en" and "le" not in s.labels}
+    return found.get("harmony_realtime_turn_seconds_count", 0.0), found.get("harmony_realtime_turn_seconds_sum", 0.0)
+
+
+def test_each_completed_turn_observes_its_latency(router, speech):
+    """From the end of the turn (the VAD's commit) to its completed transcript, per turn, by the model that
+    transcribed it: at most what the client saw between ``committed`` and ``completed``."""
+    import time
+
+    async def go():
+        ws, _ = await _session(router.url)
+        sender = asyncio.create_task(send_audio(ws, speech["short"][24000], 24000))
+        seen: dict[str, float] = {}
+        while "done" not in seen:
+            event = json.loads(await asyncio.wait_for(ws.recv(), timeout=120))
+            if event["type"] == "input_audio_buffer.committed":
+                seen["committed"] = time.monotonic()
+            elif event["type"] == "conversation.item.input_audio_transcription.completed":
+                seen["done"] = time.monotonic()
+        await sender
+        await ws.close()
+        return seen["done"] - seen["committed"]
+
+    count, total = _turn_seconds(router.url)
+    waited = run(go())
+    after_count, after_total = _turn_seconds(router.url)
+    assert after_count == count + 1
+    assert 0.0 < after_total - total <= waited + 0.05, (after_total - total, waited)
+
+
 def test_an_idle_session_is_closed(router, monkeypatch):
     from services.router.api import realtime
 

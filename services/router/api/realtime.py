@@ -64,7 +64,7 @@ def routes(table: ModelTable, clients: ServiceClients, metrics: Metrics) -> APIR
         open_sessions += 1
         gauge.inc()
         try:
-            await _serve(websocket, models)
+            await _serve(websocket, models, metrics)
         finally:
             open_sessions -= 1
             gauge.dec()
@@ -86,7 +86,7 @@ async def _send(websocket: WebSocket, event: dict[str, Any]) -> None:
     await websocket.send_text(json.dumps(event, ensure_ascii=False))
 
 
-async def _serve(websocket: WebSocket, models: SessionModels) -> None:
+async def _serve(websocket: WebSocket, models: SessionModels, metrics: Metrics) -> None:
     lock = asyncio.Lock()
 
     async def send(event: dict[str, Any]) -> None:
@@ -98,7 +98,7 @@ async def _serve(websocket: WebSocket, models: SessionModels) -> None:
             except (WebSocketDisconnect, RuntimeError, OSError):
                 pass  # the client is gone: the receive loop sees it and ends the session
 
-    session = RealtimeSession(send, models, beta=_wants_beta(websocket))
+    session = RealtimeSession(send, models, beta=_wants_beta(websocket), turn_time=metrics.realtime_turn_time)
     ends = time.monotonic() + MAX_SESSION_S
     try:
         await send(session.created())

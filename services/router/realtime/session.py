@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import soxr
+from prometheus_client import Histogram
 
 from services.auth.guard import release_hold, reserve_turn, settle_turn
 from services.core.audio import pcm16_to_float
@@ -65,8 +66,10 @@ class Turn:
 
 class RealtimeSession:
     def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], models: SessionModels, *,
-                 beta: bool = False, max_turn_s: float = 30.0, max_buffer_s: float = 120.0) -> None:
+                 beta: bool = False, max_turn_s: float = 30.0, max_buffer_s: float = 120.0,
+                 turn_time: Histogram | None = None) -> None:
         self._send = send
+        self.turn_time = turn_time  # harmony_realtime_turn_seconds{model}: commit to completed, per turn
         self.models = models
         self.beta = beta
         self.id = events.new_id("sess")
@@ -309,20 +312,22 @@ class RealtimeSession:
         self.buffer_start = end
         if self.detector is None:
             self.timeline.drop_before(end)
+        ended = time.monotonic()  # the end of the turn (its speech ended silence_duration_ms before a VAD commit)
         await self.send(events.committed(item_id, self.previous_item_id))
         self.previous_item_id = item_id
         settings = self.config.transcription
         deltas = turn.deltas if turn is not None else DeltaText()
-        self.last_final = self._spawn(self._final(item_id, audio, settings, early, deltas, self.last_final))
+        self.last_final = self._spawn(self._final(item_id, audio, settings, early, deltas, self.last_final, ended))
 
     async def _final(self, item_id: str, audio: np.ndarray, settings: Transcription, early: asyncio.Task | None,
-                     deltas: DeltaText, before: asyncio.Task | None) -> None:
+                     deltas: DeltaText, before: asyncio.Task | None, ended: float) -> None:
         """The turn's transcript: the text its partial deltas did not yet carry as one last delta (the whole text
         when none went out, as OpenAI's whisper-1 sends it), then ``completed``. The turn is paid for first (its
         seconds held against the key's quota, one request in its minute) and charged when transcribed."""
         seconds = len(audio) / RATE
         rest, rest_logprobs, logprobs = None, None, self.config.logprobs
         refused: HarmonyError | None = None
+        served = ""  # the model that transcribed the turn
         try:
             hold = await self._pay(seconds, early)
             try:
@@ -339,6 +344,7 @@ class RealtimeSession:
             rest = deltas.rest(text)
             rest_logprobs = token_logprobs(result, sent, len(deltas.sent)) if logprobs else None
             event = events.completed(item_id, text, seconds, token_logprobs(result) if logprobs else None)
+            served = result.model
             self.transcribed_s += seconds
         except HarmonyError as exc:
             event = events.failed(item_id, exc)
@@ -347,6 +353,8 @@ class RealtimeSession:
             await asyncio.wait([before])  # transcripts go out in the order of their turns
         if rest:
             await self.send(events.delta(item_id, rest, rest_logprobs))
+        if self.turn_time is not None and served:  # a completed transcript: end of turn to its event
+            self.turn_time.labels(served).observe(time.monotonic() - ended)
         await self.send(event)
         if refused is not None:
             await self.send(events.error_event(refused))
