@@ -31,7 +31,9 @@ TTS_MODELS = 'on (model) harmony_requests_total{component="tts"}'  # a model's d
 ENGINE_PROCESS = "and on (instance, pod, replica) harmony_http_in_flight_requests"
 # panels whose series appear only once their event has happened (a model scaled from zero, a replica ejected):
 # empty on a healthy harmony serve, so tests/e2e/test_dashboard_queries.py does not expect data from them
-AFTER_EVENTS = frozenset({"Requests held for a model scaling from zero", "Ejected replicas"})
+# ("Key usage against quota": only keys with a quota have a series, and the tests' serve has no keys)
+AFTER_EVENTS = frozenset({"Requests held for a model scaling from zero", "Ejected replicas",
+                          "Key usage against quota"})
 
 
 def query(expr: str, legend: str, ref: str = "A") -> prometheus.Dataquery:
@@ -109,6 +111,17 @@ def overview_panels() -> list[timeseries.Panel]:
               [query("max by (model) (harmony_queue_depth / harmony_queue_capacity)", "{{model}}")]),
         graph("Realtime sessions", "Open WebSocket sessions on /v1/realtime", "none",
               [query("sum(harmony_realtime_sessions)", "sessions")]),
+        graph("Key usage against quota", "Each API key's settled audio seconds over its day and month quotas "
+              "(1: spent, its requests refused with 429)", "percentunit",
+              [query("max by (key_name, key_id, period) (harmony_key_quota_used_ratio)",
+                     "{{key_name}} ({{key_id}}) {{period}}")]),
+        graph("Batches", "Batches ended per second by status, and batches open past their completion window",
+              "none",
+              [query(f"sum by (status) (rate(harmony_batches_total{RATE}))", "ended {{status}}/s"),
+               query("max(harmony_batches_overdue)", "overdue", "B")]),
+        graph("Store errors", "Failed operations per second of the database and the object store", "none",
+              [query(f"sum by (store, operation) (rate(harmony_store_errors_total{RATE}))",
+                     "{{store}} {{operation}}")]),
     ]
 
 
@@ -142,6 +155,14 @@ def model_panels() -> list[timeseries.Panel | heatmap.Panel]:
               [query(f"max by (model) (harmony_model_load_seconds{{{MODEL}}})", "{{model}}")]),
         graph("Realtime sessions", "Open WebSocket sessions on /v1/realtime (the router)", "none",
               [query("sum(harmony_realtime_sessions)", "sessions")]),
+        graph("Realtime turn latency (p50, p95)", "From the end of a realtime turn (the VAD's commit, "
+              "silence_duration_ms after the last word) to its completed transcript, by the model that transcribed "
+              "it", "s", quantiles("harmony_realtime_turn_seconds", "model", MODEL)[:2]),
+        graph("Whisper guard fallbacks", "Windows per second Whisper's guards decoded again (compression_ratio, "
+              "log_prob: at the next temperature; fitted_context, packed: alone over 30 s), kept at their best "
+              "decode (ladder_exhausted), or judged silent (no_speech)", "none",
+              [query(f"sum by (model, reason) (rate(harmony_stt_fallbacks_total{{{MODEL}}}{RATE}))",
+                     "{{model}} {{reason}}")]),
         graph("Memory per process", "Resident memory of each engine process (a pod in Kubernetes; in harmony "
               "serve one process holds the router and every service)", "bytes",
               [query(f"max by (job, pod, replica) (process_resident_memory_bytes {ENGINE_PROCESS})",

@@ -11,7 +11,11 @@ import kubernetes_validate
 import yaml
 from prometheus_client import Metric
 
+from services.auth.quota_metrics import QuotaUsageCollector
+from services.batches.metrics import BatchMetrics
 from services.core.runtime.metrics import Metrics
+from services.store import open_database
+from services.store.errors import StoreErrorsCollector
 from tests.dashboards import ROOT, builder, metric_names, panel_queries
 from tests.helm import helm, run  # noqa: F401 (helm is a fixture)
 
@@ -27,7 +31,13 @@ def test_the_committed_dashboards_are_what_the_builder_makes():
 
 
 def exported_names() -> set[str]:
-    families: list[Metric] = list(Metrics("probe").registry.collect())
+    """Every app's metrics, and the router's read from its stores (as create_router_app registers them)."""
+    metrics, db = Metrics("probe"), open_database(url="sqlite://")
+    BatchMetrics(metrics.registry, lambda: db)
+    metrics.registry.register(StoreErrorsCollector())
+    metrics.registry.register(QuotaUsageCollector(db))
+    families: list[Metric] = list(metrics.registry.collect())
+    db.dispose()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     return {f.name + s for f in families for s in suffixes[f.type]}
 
