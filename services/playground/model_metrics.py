@@ -6,13 +6,11 @@ their ``/metrics``; the router reads each replica's once per poll and sums the s
 
 from __future__ import annotations
 
-import asyncio
-
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import BaseModel
 
 from services.router.routing import ModelTable
+from services.router.service_metrics import read_metrics
 from services.router.upstream.clients import ServiceClients
 
 FIELDS = {"harmony_queue_depth": "queue_depth", "harmony_in_flight_requests": "in_flight",
@@ -53,14 +51,7 @@ async def gather(table: ModelTable, clients: ServiceClients) -> dict[str, ModelF
         for replica in model.replicas:
             served.setdefault(replica.url, []).append(name)
 
-    async def fetch(url: str) -> str | None:
-        try:
-            response = await clients.client(url).get("/metrics", timeout=2.0)
-        except httpx.HTTPError:
-            return None
-        return response.text if response.status_code == 200 else None
-
-    texts = await asyncio.gather(*(fetch(url) for url in served))
+    texts = await read_metrics(clients, list(served))
     for names, text in zip(served.values(), texts):
         if text is None:
             continue

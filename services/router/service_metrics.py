@@ -50,10 +50,8 @@ class Merged:
         return list(self.families.values())
 
 
-async def exposition(table: ModelTable, clients: ServiceClients) -> bytes:
-    """Every replica's ``/metrics`` (each read once, though it serves several models), merged."""
-    urls = sorted({replica.url for model in table.models.values() for replica in model.replicas})
-
+async def read_metrics(clients: ServiceClients, urls: list[str]) -> list[str | None]:
+    """Each replica's ``/metrics`` text, read at once (None where it did not answer 200 within 2 s)."""
     async def fetch(url: str) -> str | None:
         try:
             response = await clients.client(url).get("/metrics", timeout=2.0)
@@ -61,8 +59,14 @@ async def exposition(table: ModelTable, clients: ServiceClients) -> bytes:
             return None
         return response.text if response.status_code == 200 else None
 
+    return list(await asyncio.gather(*(fetch(url) for url in urls)))
+
+
+async def exposition(table: ModelTable, clients: ServiceClients) -> bytes:
+    """Every replica's ``/metrics`` (each read once, though it serves several models), merged."""
+    urls = sorted({replica.url for model in table.models.values() for replica in model.replicas})
     merged = Merged()
-    for url, text in zip(urls, await asyncio.gather(*(fetch(url) for url in urls))):
+    for url, text in zip(urls, await read_metrics(clients, urls)):
         if text is not None:
             merged.add(text, replica_label(url))
     registry = CollectorRegistry(auto_describe=False)
