@@ -10,6 +10,8 @@ Nothing here guesses. Packed windows are decoded with word timestamps, and a req
 its segments only when every word of them starts on its own stretch of the packed window (its
 *cell*: its audio and the nearer half of each gap beside it). A segment whose words start in two
 cells (it straddles a gap), a segment that lies inside a gap (a hallucination between clips), a
+segment Whisper's own word-anomaly rule rejects (its words squeezed into no time or improbable: a
+member's sentence repeated at the end of its audio, as Whisper tiny.en wrote with wider gaps), a
 member with speech that got no segment at all (Whisper skipped it), or text without word timings
 (every member) fails those members: they are
 decoded again unpacked, as they would have been without packing.
@@ -35,6 +37,7 @@ MAX_MEMBER_S = 10.0   # a window is packed only when its trimmed audio is at mos
 EDGE_DBFS = -50.0     # 10-ms frames quieter than this at either end are trimmed before packing...
 EDGE_MARGIN_S = 0.2   # ...keeping this much of them
 WORD_IN_GAP_S = 0.2   # a word that starts and ends more than this inside a gap is between clips
+PUNCTUATION = "\"'“¿([{-.。,，!！?？:：”)]}、"  # not words, for the anomaly rule (faster-whisper's defaults)
 
 
 @dataclass(frozen=True)
@@ -181,12 +184,26 @@ def split(pack: Pack, segments: Sequence[Segment]) -> Split:
         beside = [in_gap(w) for w in segment.words]
         if all(beside):  # a segment of words between clips only: a hallucination at a gap, nobody's text
             failed.update(i for members in beside for i in members)
-        elif len(owners) > 1:
+        elif len(owners) > 1 or anomalous(segment):
             failed.update(owners)
         else:  # a member's segment; its last word may reach into the gap (Whisper stretches it over silence)
             kept[owners.pop()].append(segment)
     failed.update(i for i, own in kept.items() if not own)  # it has speech (has_speech), yet got no text
     return Split({i: own for i, own in kept.items() if i not in failed}, failed)
+
+
+def anomalous(segment: Segment) -> bool:
+    """Whisper's word-anomaly rule (openai-whisper and faster-whisper judge hallucinations by it): of the first 8
+    words, each improbable one (< 0.15) scores 1, each shorter than 0.133 s scores by how much, each longer than
+    2 s by how much; a segment is anomalous at a score of 3, or of about one a word."""
+    words = [w for w in segment.words or () if w.word.strip() not in PUNCTUATION][:8]
+    if not words:
+        return False
+    score = 0.0
+    for word in words:
+        duration = word.end - word.start
+        score += (word.probability < 0.15) + max(0.0, 0.133 - duration) * 15 + max(0.0, duration - 2.0)
+    return score >= 3 or score + 0.01 >= len(words)
 
 
 def to_own_time(member: Member, segment: Segment, offset: float, seek: int, keep_words: bool) -> Segment:

@@ -103,7 +103,13 @@ def test_english_only_model_refuses_translation(stt_service):
 
 
 def test_concurrent_requests_share_batches(stt_service):
-    """Windows of concurrent requests decode in one batched call: the batch-size histogram shows it."""
+    """Windows of concurrent requests decode in one batched call: the batch-size histogram shows it.
+
+    Which clips share a batch (and a packed window) depends on when each request arrives, and Whisper tiny.en
+    hears an ambiguous first word differently beside other clips (packing's measured cost, docs/benchmarks.md):
+    over every batch and pack these four clips can form, "Please call Stella" is at worst "A place called
+    Stella and asked her" (WER 0.27), and every other clip within 0.1. So each answer is its own sentence,
+    within 0.3, whatever the batches were."""
     def batch_totals():
         text = httpx.get(stt_service.url + "/metrics").text
         values = {}
@@ -119,7 +125,9 @@ def test_concurrent_requests_share_batches(stt_service):
         responses = list(pool.map(lambda clip: post(stt_service.url, clip, model="whisper-tiny.en"), clips))
     for text, response in zip(SENTENCES, responses):
         assert response.status_code == 200
-        assert wer(text, response.json()["text"]) <= 0.2, response.json()["text"]
+        heard = response.json()["text"]
+        assert wer(text, heard) <= 0.3, heard
+        assert min(SENTENCES[:4], key=lambda other: wer(other, heard)) == text, heard
     count1, sum1 = batch_totals()
     items, batches = sum1 - sum0, count1 - count0
     assert items == 4

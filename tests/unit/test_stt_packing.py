@@ -21,9 +21,9 @@ def candidate(index: int, length_s: float, key: str = "en", start_s: float = 0.0
     return Candidate(index, key, seconds(start_s), seconds(start_s + length_s))
 
 
-def segment(start: float, end: float, *words: tuple[str, float, float]) -> Segment:
+def segment(start: float, end: float, *words: tuple[str, float, float], probability: float = 0.9) -> Segment:
     return Segment(start=start, end=end, text=" ".join(w for w, _, _ in words),
-                   words=[Word(word=w, start=a, end=b) for w, a, b in words])
+                   words=[Word(word=w, start=a, end=b, probability=probability) for w, a, b in words])
 
 
 def two_clip_pack() -> Pack:
@@ -104,6 +104,37 @@ def test_split_fails_the_last_member_for_words_past_its_audio():
     shares = split(pack, [segment(0, 3, ("a", 0.1, 0.3)), segment(5, 9.5, ("b", 5.1, 5.3)),
                           segment(9.5, 12, ("ghost", 9.6, 10.0))])
     assert shares.failed == {1}
+
+
+def test_split_fails_a_member_whose_sentence_comes_again_squeezed_at_the_end_of_its_audio():
+    """Whisper tiny.en, packed with wider gaps, wrote a member's sentence twice: the second time its words all at
+    the last instant of the member's audio (not in the gap). Whisper's word-anomaly rule rejects it."""
+    pack = two_clip_pack()
+    first = segment(0.0, 3.0, ("the", 0.1, 0.4), ("dog.", 2.5, 2.9))
+    said = segment(5.0, 9.0, ("a", 5.1, 5.3), ("journey", 5.3, 5.7), ("of", 5.7, 5.9), ("miles.", 8.0, 8.9))
+    again = segment(9.0, 9.04, ("a", 9.0, 9.0), ("journey", 9.0, 9.0), ("of", 9.0, 9.0), ("miles.", 9.0, 9.04))
+    shares = split(pack, [first, said, again])
+    assert shares.failed == {1} and shares.segments == {0: [first]}
+    improbable = segment(5.0, 9.0, ("a", 5.1, 5.3), ("journey", 5.3, 5.7), ("of", 5.7, 5.9), probability=0.1)
+    assert split(pack, [first, improbable]).failed == {1}
+    assert split(pack, [first, said]).failed == set()  # the sentence once, spoken at a speaker's pace: kept
+
+
+def test_anomalous_is_whispers_rule_over_the_first_eight_words_without_punctuation():
+    def words(*durations: float, probability: float = 0.9) -> Segment:
+        t, out = 0.0, []
+        for i, d in enumerate(durations):
+            out.append((f"w{i}", t, t + d))
+            t += d
+        return segment(0.0, t, *out, probability=probability)
+
+    assert not packing.anomalous(words(0.3, 0.3, 0.3))
+    assert packing.anomalous(words(0.0, 0.0, 0.3))  # two words in no time: 2 x 2.0 >= 3
+    assert not packing.anomalous(words(0.0, *[0.3] * 9))  # one squeezed word among ten: 2.0 < 3
+    assert packing.anomalous(words(0.3, 0.3, 0.3, probability=0.1))  # each improbable: about one a word
+    assert packing.anomalous(words(0.3, 3.5, 0.3, 3.6))  # words stretched past 2 s: 1.5 + 1.6 >= 3
+    assert not packing.anomalous(words(0.3, 3.5, 0.3, 2.6))  # 1.5 + 0.6 < 3
+    assert not packing.anomalous(segment(0.0, 0.5, (".", 0.5, 0.5)))  # punctuation alone is no word
 
 
 def test_to_own_time_shifts_to_the_member_and_clamps_to_its_audio():
