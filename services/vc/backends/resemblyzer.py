@@ -37,8 +37,9 @@ import numpy as np
 from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.cpus import threads_per_instance
-from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
+from services.core.runtime.weights import package_dir
 from services.core.tasks.jobs import WindowEmbeddings, WindowsJob
+from services.vc.backends.encoders import encoder_weights, item_audio
 
 if TYPE_CHECKING:
     from resemblyzer.voice_encoder import VoiceEncoder
@@ -110,21 +111,9 @@ class ResemblyzerEncoder:
 
     # lifecycle
     def _weights_path(self) -> Path:
-        source = self.spec.source
-        if source.path:
-            path = Path(source.path).expanduser()
-            if path.is_dir():  # pretrained.pt at any depth (the resemblyzer repository: resemblyzer/pretrained.pt)
-                found = shallowest(path, WEIGHTS_FILE)
-                if found is None:
-                    raise WeightsError(f"speaker encoder weights not found: no {WEIGHTS_FILE} under {path}")
-                path = found
-        else:
-            path = package_dir((source.package or "resemblyzer").replace("-", "_")) / WEIGHTS_FILE
-        if not path.is_file():
-            raise WeightsError(f"speaker encoder weights not found at {path}")
-        if source.sha256 and sha256_of(path) != source.sha256:
-            raise WeightsError(f"{path}: SHA-256 does not match the one the model spec names")
-        return path
+        # pretrained.pt at any depth of a folder (the resemblyzer repository: resemblyzer/pretrained.pt)
+        module = (self.spec.source.package or "resemblyzer").replace("-", "_")
+        return encoder_weights(self.spec.source, WEIGHTS_FILE, lambda: package_dir(module) / WEIGHTS_FILE)
 
     def load(self) -> None:
         import torch
@@ -186,13 +175,9 @@ class ResemblyzerEncoder:
         windows: list[np.ndarray] = []
         owners: list[tuple[int, int, list[slice] | None]] = []  # (item, partial count, window slices of a job)
         for index, item in enumerate(items):
-            job = item if isinstance(item, WindowsJob) else None
-            wav = np.asarray(job.audio if job else item, dtype=np.float32)
-            if wav.ndim != 1:
-                results[index] = InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}")
-                continue
-            if not np.all(np.isfinite(wav)):
-                results[index] = InvalidAudio("audio holds NaN or infinite samples")
+            job, wav = item_audio(item)
+            if isinstance(wav, InvalidAudio):
+                results[index] = wav
                 continue
             step = min(max(job.step_s, 0.05), MAX_WINDOW_STEP_S) if job else None
             parts, slices = self._partials(wav, 1.0 / step if step else PARTIALS_PER_SECOND)

