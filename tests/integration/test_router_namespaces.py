@@ -37,6 +37,7 @@ EXTRA = {"listed-namespaces": {"router": {"modelNamespaces": ["team-a", "team-b"
 VALUES = {**EXTRA, "selector": {"router": {"modelNamespaceSelector": {"matchLabels": {"harmony.dev/models": "true"}}}}}
 RELEASE_NS = "harmony"
 VAD = {"name": "silero-vad", "task": "vad", "backend": "silero", "source": {"package": "silero-vad"}}
+VAD_SPEC = {k: v for k, v in VAD.items() if k != "name"}  # a model table entry's spec
 
 
 def render(helm_bin: Path, profile: str | None, tmp_path: Path | None = None) -> list[dict[str, Any]]:
@@ -129,6 +130,32 @@ class RouterPod:
         self.thread.join(30)
         assert not self.thread.is_alive()
 
+    def models(self) -> list[str]:
+        """The model ids the router lists now (none while it does not answer)."""
+        answer = httpx.get(self.url + "/v1/models", timeout=5)
+        return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
+
+    def vad(self, model: str, audio: bytes) -> httpx.Response:
+        return httpx.post(self.url + "/v1/audio/vad", data={"model": model},
+                          files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+
+
+def router_on_kmock(kmock: Any, args: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RouterPod:
+    """A RouterPod (not started) in the release namespace, its service account's files in ``tmp_path``, its API calls
+    (watches, demand Leases) all to kmock."""
+    kmock.resources.load_bundled()
+    (tmp_path / "namespace").write_text(RELEASE_NS)
+    (tmp_path / "token").write_text("router-token")
+    monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
+    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
+    monkeypatch.setattr(wake.DemandLeases, "in_cluster", classmethod(
+        lambda cls, namespace=None: cls(httpx.AsyncClient(base_url=str(kmock.url)), RELEASE_NS, tmp_path / "token")))
+    config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
+                           data_dir=str(tmp_path / "data"),
+                           database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
+    return RouterPod(config, args)
+
 
 async def until(check, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
@@ -171,8 +198,7 @@ TEST_AGENT = "the-test"  # the test's own API calls (what kubectl would do), tol
 
 def cold_model(index: int, namespace: str, port: int) -> dict[str, Any]:
     """The VAD pod served as model ``cold-<index>`` of ``namespace``, one that scales to zero."""
-    spec = {k: v for k, v in VAD.items() if k != "name"}
-    return {"name": f"cold-{index}", "spec": {**spec, "autoscaling": {"min_replicas": 0, "hold_timeout_s": 60}},
+    return {"name": f"cold-{index}", "spec": {**VAD_SPEC, "autoscaling": {"min_replicas": 0, "hold_timeout_s": 60}},
             "endpoint": f"http://harmony-cold-{index}.{namespace}.svc.cluster.local:{port}"}
 
 
@@ -186,9 +212,7 @@ async def wake_in(index: int, namespace: str, router: RouterPod, kmock: Any, api
     """A request for ``namespace``'s cold model (no ready pod) is held; the router creates the model's demand
     Lease in that namespace; a pod becomes ready (its EndpointSlice) and the held request is answered."""
     name = f"cold-{index}"
-    held = asyncio.ensure_future(asyncio.to_thread(
-        httpx.post, router.url + "/v1/audio/vad", data={"model": name},
-        files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60))
+    held = asyncio.ensure_future(asyncio.to_thread(router.vad, name, audio))
     await until(lambda: demand_lease_posts(kmock, namespace), 10, f"the demand Lease in {namespace}")
     lease = kmock.objects["coordination.k8s.io/v1/leases", namespace, f"harmony-demand-{name}"]
     assert lease["metadata"]["labels"]["harmony.dev/demand"] == "true"
@@ -210,52 +234,34 @@ async def test_a_router_serves_models_of_other_namespaces(profile, helm, pod, au
     assert "wake-models" in args  # every shipped profile scales from zero
     served = [n for n in args["model-namespaces"].split(",") if n]
     target = served[-1]  # a model namespace of the profile (another than the router's, where the chart says so)
-    kmock.resources.load_bundled()
-    (tmp_path / "namespace").write_text(RELEASE_NS)
-    (tmp_path / "token").write_text("router-token")
-    monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
-    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
-    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
-    monkeypatch.setattr(wake.DemandLeases, "in_cluster", classmethod(
-        lambda cls, namespace=None: cls(httpx.AsyncClient(base_url=str(kmock.url)), RELEASE_NS, tmp_path / "token")))
-    config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
-                           data_dir=str(tmp_path / "data"),
-                           database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
-    router = RouterPod(config, args)
+    router = router_on_kmock(kmock, args, tmp_path, monkeypatch)
     router.thread.start()
     try:
         await until(lambda: sum(1 for r in list(kmock) if r.params.get("watch") == "true"
                                 and "/configmaps" in r.url.path) >= len(served), 30, "the ConfigMap watches")
         url = httpx.URL(pod.url)
-        spec = {k: v for k, v in VAD.items() if k != "name"}
         async with httpx.AsyncClient(base_url=str(kmock.url), headers={"User-Agent": TEST_AGENT}) as api:
-            outside = configmap("elsewhere", [{"name": "intruder", "spec": spec,
+            outside = configmap("elsewhere", [{"name": "intruder", "spec": VAD_SPEC,
                                                "endpoint": "http://harmony-intruder.elsewhere.svc:8080"}])
             assert (await api.post("/api/v1/namespaces/elsewhere/configmaps", json=outside)).status_code < 300
             slice_ = endpoint_slice(target, url.host, url.port)
             assert (await api.post(f"/apis/discovery.k8s.io/v1/namespaces/{target}/endpointslices",
                                    json=slice_)).status_code < 300
             created = time.monotonic()
-            model = {"name": "silero-vad", "spec": spec,
+            model = {"name": "silero-vad", "spec": VAD_SPEC,
                      "endpoint": f"http://harmony-silero-vad.{target}.svc.cluster.local:{url.port}"}
             for i, namespace in enumerate(served):  # a model that scales to zero in each namespace served
                 table = [model] * (namespace == target) + [cold_model(i, namespace, url.port)]
                 assert (await api.post(f"/api/v1/namespaces/{namespace}/configmaps",
                                        json=configmap(namespace, table))).status_code < 300
 
-            def models() -> list[str]:
-                answer = httpx.get(router.url + "/v1/models", timeout=5)
-                return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
-
-            await until(lambda: "silero-vad" in models(), 5, "the new model in the router's table")
+            await until(lambda: "silero-vad" in router.models(), 5, "the new model in the router's table")
             assert time.monotonic() - created < 3.0  # within seconds, not the kubelet's minute
-            response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad",
-                                               data={"model": "silero-vad"},
-                                               files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+            response = await asyncio.to_thread(router.vad, "silero-vad", audio)
             assert response.status_code == 200, response.text
             assert response.json()["segments"]
-            assert "intruder" not in await asyncio.to_thread(models)  # a namespace the router does not serve
-            await until(lambda: all(f"cold-{i}" in models() for i in range(len(served))), 5, "the cold models")
+            assert "intruder" not in await asyncio.to_thread(router.models)  # a namespace the router does not serve
+            await until(lambda: all(f"cold-{i}" in router.models() for i in range(len(served))), 5, "the cold models")
             for i, namespace in enumerate(served):  # each wakes in its own namespace, not the router's
                 await wake_in(i, namespace, router, kmock, api, url.port, audio)
     finally:
@@ -310,22 +316,10 @@ async def test_a_namespace_selector_follows_the_labels(helm, pod, audio, namespa
     objects = await asyncio.to_thread(render, helm, "selector", tmp_path)
     args = router_args(objects)
     assert args["model-namespace-selector"] == "harmony.dev/models=true" and "model-namespaces" not in args
-    kmock.resources.load_bundled()
-    (tmp_path / "namespace").write_text(RELEASE_NS)
-    (tmp_path / "token").write_text("router-token")
-    monkeypatch.setattr(router_main, "SERVICE_ACCOUNT", tmp_path)
-    monkeypatch.setattr(api_watch, "SERVICE_ACCOUNT", tmp_path)
-    monkeypatch.setattr(api_watch, "in_cluster_client", lambda: httpx.AsyncClient(base_url=str(kmock.url)))
-    monkeypatch.setattr(wake.DemandLeases, "in_cluster", classmethod(
-        lambda cls, namespace=None: cls(httpx.AsyncClient(base_url=str(kmock.url)), RELEASE_NS, tmp_path / "token")))
-    config = HarmonyConfig(server=ServerSettings(host="127.0.0.1", port=free_port()),
-                           data_dir=str(tmp_path / "data"),
-                           database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'router.db'}"))
     url = httpx.URL(pod.url)
-    spec = {k: v for k, v in VAD.items() if k != "name"}
-    model = {"name": "silero-vad", "spec": spec, "endpoint": f"http://harmony-silero-vad.team-a.svc:{url.port}"}
-    marker = {"name": "cold-1", "spec": spec, "endpoint": f"http://harmony-cold-1.team-b.svc:{url.port}"}
-    router = RouterPod(config, args)
+    model = {"name": "silero-vad", "spec": VAD_SPEC, "endpoint": f"http://harmony-silero-vad.team-a.svc:{url.port}"}
+    marker = {"name": "cold-1", "spec": VAD_SPEC, "endpoint": f"http://harmony-cold-1.team-b.svc:{url.port}"}
+    router = router_on_kmock(kmock, args, tmp_path, monkeypatch)
     async with httpx.AsyncClient(base_url=str(kmock.url), headers={"User-Agent": TEST_AGENT}) as api:
         for created in (namespace("team-a", {}), namespace("team-b", {"harmony.dev/models": "true"})):
             assert (await api.post("/api/v1/namespaces", json=created)).status_code < 300
@@ -340,23 +334,19 @@ async def test_a_namespace_selector_follows_the_labels(helm, pod, audio, namespa
                                ("/api/v1/namespaces/team-b/configmaps", configmap("team-b", [marker]))):
                 assert (await api.post(path, json=body)).status_code < 300
 
-            def models() -> list[str]:
-                answer = httpx.get(router.url + "/v1/models", timeout=5)
-                return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else []
-
-            await until(lambda: "cold-1" in models(), 5, "the labelled namespace's model")
-            assert "silero-vad" not in models()  # team-a's table came first, but team-a is not selected
+            await until(lambda: "cold-1" in router.models(), 5, "the labelled namespace's model")
+            assert "silero-vad" not in router.models()  # team-a's table came first, but team-a is not selected
             merge = {"Content-Type": "application/merge-patch+json"}
             labelled = {"metadata": {"labels": {"harmony.dev/models": "true"}}}
             assert (await api.patch("/api/v1/namespaces/team-a", json=labelled, headers=merge)).status_code < 300
-            await until(lambda: "silero-vad" in models(), 5, "the model of the namespace labelled later")
-            response = await asyncio.to_thread(httpx.post, router.url + "/v1/audio/vad", data={"model": "silero-vad"},
-                                               files={"file": ("speech.wav", audio, "audio/wav")}, timeout=60)
+            await until(lambda: "silero-vad" in router.models(), 5, "the model of the namespace labelled later")
+            response = await asyncio.to_thread(router.vad, "silero-vad", audio)
             assert response.status_code == 200, response.text
             await wake_in(0, "team-a", router, kmock, api, url.port, audio)
             unlabelled = {"metadata": {"labels": {"harmony.dev/models": "false"}}}
             assert (await api.patch("/api/v1/namespaces/team-a", json=unlabelled, headers=merge)).status_code < 300
-            await until(lambda: "silero-vad" not in models() and "cold-1" in models(), 5, "team-a dropped")
+            await until(lambda: "silero-vad" not in router.models() and "cold-1" in router.models(), 5,
+                        "team-a dropped")
         finally:
             await asyncio.to_thread(router.stop)
     check_rbac(objects, args["serviceAccount"], list(kmock), str(kmock.url))
