@@ -117,6 +117,11 @@ async def test_keda_engine_makes_a_scaled_object_instead_of_an_hpa(cluster: Any,
         assert scaled["metadata"]["ownerReferences"][0]["uid"] == "uid-small"
         assert stored(cluster, HPAS, CHILD) is None
 
+        # A new idle time: the ScaledObject is patched to it.
+        await patch(api, f"{BASE}/speechmodels/{NAME}", {"spec": {"autoscaling": {"scale_to_zero_after": 1200}}})
+        await eventually(lambda: stored(cluster, SCALED_OBJECTS, CHILD)["spec"]["cooldownPeriod"] == 1200,
+                         what="the ScaledObject patched to the new idle time")
+
         # Back to the HPA: the ScaledObject goes.
         await patch(api, f"{BASE}/speechmodels/{NAME}", {"spec": {"autoscaling": {"engine": "hpa",
                                                                                    "scale_to_zero_after": 600}}})
