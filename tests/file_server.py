@@ -12,6 +12,8 @@
   ``server.requests``: (method, path, status, Range header) of every request; ``server.gets(suffix)``.
 * ``server.cut_next(path_suffix, after_bytes)``: the next GET whose path ends with the suffix sends its
   headers (the full Content-Length) and ``after_bytes`` bytes of body, then closes the connection.
+* ``server.drip_next(path_suffix, after_bytes)``: the next such GET sends ``after_bytes`` bytes of body, then one
+  byte every 50 ms until the client leaves or the server stops (a download under way that is never done).
 * ``server.reset()``: zero the counts and the log, drop pending cuts (the token stays).
 * ``server.put(relpath, data)``: write a file under the root; returns its URL.
 """
@@ -142,14 +144,26 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command == "HEAD":
             return status, 0
-        cut = owner._take_cut(path)
-        limit = length if cut is None else min(cut, length)
+        cut, drip = owner._take(owner._cuts, path), owner._take(owner._drips, path)
+        limit = min([length, *(n for n in (cut, drip) if n is not None)])
         sent = send_span(self, file, start, limit)
+        if drip is not None:
+            sent += self._drip(file, start + sent, length - sent)
         if cut is not None:
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
         return status, sent
+
+    def _drip(self, file: Path, start: int, limit: int) -> int:
+        sent = 0
+        with open(file, "rb") as handle, contextlib.suppress(OSError):
+            handle.seek(start)
+            while sent < limit and not self.owner._closing.wait(0.05):
+                self._write(handle.read(1))
+                self.wfile.flush()
+                sent += 1
+        return sent
 
 
 class FileServer:
@@ -162,6 +176,8 @@ class FileServer:
         self._bytes: dict[str, int] = {}
         self._requests: list[list] = []  # [method, path, status, Range]
         self._cuts: list[tuple[str, int]] = []
+        self._drips: list[tuple[str, int]] = []
+        self._closing = threading.Event()  # set by ``stop``: drips end
         self._etags: dict[tuple, str] = {}
         handler = type("FileHandler", (_Handler,), {"owner": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -175,6 +191,7 @@ class FileServer:
         return self
 
     def stop(self) -> None:
+        self._closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -198,11 +215,12 @@ class FileServer:
                 self._etags[key] = cached
         return cached
 
-    def _take_cut(self, path: str) -> int | None:
+    def _take(self, pending: list[tuple[str, int]], path: str) -> int | None:
+        """The byte count of the first of ``pending`` (cuts or drips) for ``path``, taken off the list."""
         with self._lock:
-            for i, (suffix, after) in enumerate(self._cuts):
+            for i, (suffix, after) in enumerate(pending):
                 if path.endswith(suffix):
-                    del self._cuts[i]
+                    del pending[i]
                     return after
         return None
 
@@ -240,9 +258,14 @@ class FileServer:
         with self._lock:
             self._cuts.append((path_suffix, after_bytes))
 
+    def drip_next(self, path_suffix: str, after_bytes: int) -> None:
+        with self._lock:
+            self._drips.append((path_suffix, after_bytes))
+
     def reset(self) -> None:
         with self._lock:
             self._counts.clear()
             self._bytes.clear()
             self._requests.clear()
             self._cuts.clear()
+            self._drips.clear()

