@@ -7,7 +7,10 @@ import json
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
+from services.stt.app import create_stt_app
+from tests.servers import ServerThread
 from tests.speech import (
     GERMAN,
     GERMAN_IN_ENGLISH,
@@ -143,15 +146,30 @@ def test_bad_input_is_a_clear_400(stt_service):
     assert response.status_code == 400 and response.json()["error"]["param"] == "language"
 
 
-def test_health_ready_and_metrics(stt_service):
+def test_health_ready_and_metrics(stt_service, config):
     assert httpx.get(stt_service.url + "/healthz").status_code == 200
     ready = httpx.get(stt_service.url + "/readyz")
     assert ready.status_code == 200 and ready.json()["models"] == {"whisper-base": "ready",
                                                                    "whisper-tiny.en": "ready"}
-    metrics = httpx.get(stt_service.url + "/metrics").text
-    for name in ("harmony_requests_total", "harmony_queue_depth", "harmony_batch_size_bucket",
-                 "harmony_queue_wait_seconds_bucket", "harmony_inference_seconds_bucket",
-                 "harmony_audio_seconds_total", "harmony_model_load_seconds"):
-        assert name in metrics, name
-    assert 'harmony_model_ready{model="whisper-base"} 1.0' in metrics  # the alert HarmonyModelNotReady reads it
-    assert 'harmony_queue_capacity{model="whisper-base"}' in metrics  # HarmonyQueueSaturated reads it
+    # a fresh service: every series of each model it serves is there before any request, at zero (dashboards and
+    # alerts see them from the start; a rate of an absent series is no data)
+    tiny = [model for model in config.models if model.name == "whisper-tiny.en"]
+    with ServerThread(create_stt_app(tiny, config.server.max_upload_bytes)) as fresh:
+        text = httpx.get(fresh.url + "/metrics").text
+    samples = {(sample.name, frozenset(sample.labels.items())): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+
+    def value(name: str, **labels: str) -> float | None:
+        return samples.get((name, frozenset({"model": "whisper-tiny.en", **labels}.items())))
+
+    for name in ("harmony_queue_depth", "harmony_in_flight_requests", "harmony_batch_size_count",
+                 "harmony_queue_wait_seconds_count", "harmony_inference_seconds_count", "harmony_audio_seconds_total",
+                 "harmony_abandoned_items_total", "harmony_stt_packed_windows_total",
+                 "harmony_stt_pack_fallbacks_total"):
+        assert value(name) == 0, name
+    assert value("harmony_batch_size_bucket", le="+Inf") == value("harmony_inference_seconds_bucket", le="1.0") == 0
+    assert value("harmony_requests_total", component="stt", outcome="ok") == 0
+    assert value("harmony_requests_total", component="stt", outcome="error") == 0
+    assert value("harmony_model_ready") == 1  # the alert HarmonyModelNotReady reads it
+    assert value("harmony_queue_capacity") == 64  # HarmonyQueueSaturated reads it
+    assert (value("harmony_model_load_seconds") or 0) > 0

@@ -64,6 +64,7 @@ class LoadedModel(Generic[B]):
         self.weights: WeightsProgress | None = None  # fetching a remote source: answered on /readyz
         self.capabilities = Capabilities()  # beyond the task's protocol: found when the backend has loaded
         self._abandoned = threading.Event()  # set when the load is cancelled: the fetch's thread gives up
+        metrics.declare_model(spec.name)
         metrics.model_ready.labels(spec.name).set(0)
         metrics.queue_capacity.labels(spec.name).set(spec.batching.max_queue_size)
 

@@ -22,6 +22,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # every outcome an HTTP request can have: label values come from this fixed set only
 OUTCOMES = ("ok", "client_error", "cancelled", "rate_limited", "server_error", "unavailable", "timeout")
 UNMATCHED = "unmatched"  # the route label of a request no route took (404s, bodies refused before routing)
+REQUEST_OUTCOMES = ("ok", "error")  # a model's requests (count_request), by how they ended
 
 
 def outcome_of(status: int) -> str:
@@ -118,6 +119,15 @@ class Metrics:
 
     def count_request(self, model: str, outcome: str) -> None:
         self.requests.labels(self.component, model, outcome).inc()
+
+    def declare_model(self, model: str) -> None:
+        """A model service's series of ``model``, at zero from its registration (histograms with empty buckets):
+        dashboards and alerts see them before its first request or batch, where an absent series is no data."""
+        for outcome in REQUEST_OUTCOMES:
+            self.requests.labels(self.component, model, outcome)
+        for family in (self.queue_depth, self.in_flight, self.batch_size, self.queue_wait, self.abandoned_items,
+                       self.inference_time, self.audio_seconds):
+            family.labels(model)
 
     def router(self) -> APIRouter:
         api = APIRouter()
