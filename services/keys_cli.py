@@ -78,7 +78,10 @@ def run_keys(args) -> int:
     try:
         db = _database(args)
         handler = {"create": _create, "list": _list, "show": _show, "revoke": _revoke, "usage": _usage}
-        return handler[args.keys_command](args, KeyStore(db), Limits(db))
+        try:
+            return handler[args.keys_command](args, KeyStore(db), Limits(db))
+        finally:
+            db.dispose()  # its connections closed, also when the command runs inside a longer-lived process
     except ConfigError as exc:
         print(f"harmony: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,6 @@ from tests.e2e.test_batches import jsonl, read_lines, wait_for
 from tests.e2e.test_wyoming import pcm16 as wyoming_pcm
 from tests.e2e.test_wyoming import read_until
 from tests.e2e.test_wyoming import send_audio as send_wyoming
-from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
 from tests.realtime_client import events_until, of_type, pcm16, send_audio, ws_url
 from tests.servers import free_port
@@ -48,6 +47,7 @@ CONFIG = {
     ],
 }
 CLIP_TEXT = SENTENCES[0]  # 2.74 s of Piper's joe
+ROUTE = "/v1/audio/transcriptions"
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,17 @@ def config_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def harmony(config_path):
-    with harmony_requiring_keys(config_path) as process:
+def wyoming(config_path) -> dict:
+    """The server's Wyoming listener: its port, and the key its adapter sends the router (Home Assistant sends
+    none), in the config before the server starts."""
+    key = create_key(config_path, "--name", "ha", "--audio-seconds-per-day", "10", process=False)
+    serve_config(config_path.parent, {**CONFIG, "wyoming": {"api_key": key["key"], "early_decode_ms": 0}})
+    return {"key": key, "port": free_port()}
+
+
+@pytest.fixture(scope="module")
+def harmony(config_path, wyoming):
+    with harmony_requiring_keys(config_path, "--wyoming-port", str(wyoming["port"])) as process:
         yield process
 
 
@@ -68,8 +77,18 @@ def clip() -> tuple[bytes, float]:
 
 
 def used(config_path, key_id: str) -> dict:
-    """The key's usage totals (`harmony keys usage KEY --json`)."""
-    return json.loads(keys_cli(config_path, "usage", key_id, "--json"))["totals"].get(key_id, {})
+    """The key's usage totals (`harmony keys usage KEY --json`, run in this process: tests/api_keys.py)."""
+    return json.loads(keys_cli(config_path, "usage", key_id, "--json", process=False))["totals"].get(key_id, {})
+
+
+def charged(harmony, config_path, key_id: str, route: str, requests: int, status: int | None = None) -> dict:
+    """The key's usage totals once ``requests`` of its requests to ``route`` (answered ``status``, if given) are
+    charged: a request is charged just after its response, then audited (services/auth/gate.py, ``finish``)."""
+    deadline = time.monotonic() + 30
+    while len([e for e in _audits(harmony, key_id, route) if status in (None, e["status"])]) < requests:
+        assert time.monotonic() < deadline, f"fewer than {requests} requests to {route} audited"
+        time.sleep(0.05)
+    return used(config_path, key_id)
 
 
 def bearer(key: dict) -> dict:
@@ -95,20 +114,23 @@ def test_concurrent_transcriptions_pass_the_quota_by_at_most_one_request(harmony
     """Eight at once against 10 s a day: four are held (0, 2.9, 5.8 and 8.7 s held before each), the others are
     refused while those run (``quota_held``) or once they are charged (``insufficient_quota``)."""
     wav, seconds = clip
-    key = create_key(config_path, "--name", f"stt-{stream}", "--audio-seconds-per-day", "10")
+    key = create_key(config_path, "--name", f"stt-{stream}", "--audio-seconds-per-day", "10", process=False)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda _: transcribe(harmony, key, wav, stream), range(8)))
     statuses = [status for status, _ in results]
     assert all(status in (200, 429) for status in statuses), results
     assert 1 <= statuses.count(200) <= 4, results
     assert {code for status, code in results if status == 429} <= {"quota_held", "insufficient_quota"}
-    charged = used(config_path, key["id"])
-    assert charged["audio_seconds_in"] == pytest.approx(statuses.count(200) * seconds, abs=0.05)
-    assert charged["audio_seconds_in"] <= 10 + seconds
-    while used(config_path, key["id"])["audio_seconds_in"] < 10:  # spend the rest, one at a time
+    requests = len(results)
+    totals = charged(harmony, config_path, key["id"], ROUTE, requests)
+    assert totals["audio_seconds_in"] == pytest.approx(statuses.count(200) * seconds, abs=0.05)
+    assert totals["audio_seconds_in"] <= 10 + seconds
+    while totals["audio_seconds_in"] < 10:  # spend the rest, one at a time
         assert transcribe(harmony, key, wav, stream)[0] == 200
+        requests += 1
+        totals = charged(harmony, config_path, key["id"], ROUTE, requests)
     assert transcribe(harmony, key, wav, stream) == (429, "insufficient_quota")
-    assert used(config_path, key["id"])["audio_seconds_in"] <= 10 + seconds
+    assert charged(harmony, config_path, key["id"], ROUTE, requests + 1)["audio_seconds_in"] <= 10 + seconds
 
 
 def mp3(seconds: float, bit_rate: int) -> bytes:
@@ -130,18 +152,19 @@ def test_a_recording_longer_than_its_header_says_is_held_again_before_it_is_deco
     and the key's next request is refused."""
     lying = mp3(2, 160_000) + mp3(20, 8_000)
     assert upload_seconds(lying, 7200) < 3
-    key = create_key(config_path, "--name", "lying-header", "--audio-seconds-per-day", "10")
-    response = httpx.post(harmony.url + "/v1/audio/transcriptions", headers=bearer(key), timeout=120,
+    key = create_key(config_path, "--name", "lying-header", "--audio-seconds-per-day", "10", process=False)
+    response = httpx.post(harmony.url + ROUTE, headers=bearer(key), timeout=120,
                           data={"model": "whisper-1", "response_format": "verbose_json"},
                           files={"file": ("long.mp3", lying, "audio/mpeg")})
     assert response.status_code == 200, response.text
     assert response.json()["duration"] > 21
-    assert used(config_path, key["id"])["audio_seconds_in"] == pytest.approx(response.json()["duration"], abs=0.01)
+    totals = charged(harmony, config_path, key["id"], ROUTE, 1)
+    assert totals["audio_seconds_in"] == pytest.approx(response.json()["duration"], abs=0.01)
     assert transcribe(harmony, key, lying, stream=True) == (429, "insufficient_quota")
 
 
 def test_concurrent_speech_passes_the_quota_by_at_most_one_request(harmony, config_path):
-    key = create_key(config_path, "--name", "tts", "--audio-seconds-per-day", "10")
+    key = create_key(config_path, "--name", "tts", "--audio-seconds-per-day", "10", process=False)
     text = SENTENCES[1]
 
     def speak(_):
@@ -154,12 +177,12 @@ def test_concurrent_speech_passes_the_quota_by_at_most_one_request(harmony, conf
     spoken = [seconds for status, seconds in results if status == 200]
     assert all(status in (200, 429) for status, _ in results) and 1 <= len(spoken) <= 3, results
     assert max(spoken) <= speech_seconds(text)  # what each held covered what it made
-    charged = used(config_path, key["id"])["audio_seconds_out"]
-    assert charged == pytest.approx(sum(spoken), abs=0.05) and charged <= 10 + max(spoken)
+    spent = charged(harmony, config_path, key["id"], "/v1/audio/speech", len(results))["audio_seconds_out"]
+    assert spent == pytest.approx(sum(spoken), abs=0.05) and spent <= 10 + max(spoken)
 
 
 def test_a_grant_covers_the_dated_snapshots_of_its_models_aliases(harmony, config_path):
-    key = create_key(config_path, "--name", "joe-only", "--models", "piper-en-joe")
+    key = create_key(config_path, "--name", "joe-only", "--models", "piper-en-joe", process=False)
     for model in ("piper-en-joe", "tts-1", "tts-1-1106"):
         response = httpx.post(harmony.url + "/v1/audio/speech", headers=bearer(key), timeout=120,
                               json={"model": model, "voice": "alloy", "input": "Hello.", "response_format": "wav"})
@@ -171,7 +194,7 @@ def test_a_grant_covers_the_dated_snapshots_of_its_models_aliases(harmony, confi
 
 def test_a_batch_whose_key_runs_out_ends_its_lines_and_reads_stay_open(harmony, config_path, clip):
     wav, seconds = clip
-    key = create_key(config_path, "--name", "batch", "--audio-seconds-per-day", "4")
+    key = create_key(config_path, "--name", "batch", "--audio-seconds-per-day", "4", process=False)
     headers = bearer(key)
     client = httpx.Client(base_url=harmony.url, headers=headers, timeout=60)
     audio = client.post("/v1/files", data={"purpose": "user_data"}, files={"file": ("clip.wav", wav)}).json()
@@ -189,8 +212,8 @@ def test_a_batch_whose_key_runs_out_ends_its_lines_and_reads_stay_open(harmony, 
     for line in errors.values():
         code = (line["error"] or line["response"]["body"]["error"])["code"]
         assert code == "insufficient_quota", line
-    charged = used(config_path, key["id"])["audio_seconds_in"]
-    assert charged == pytest.approx(counts.completed * seconds, abs=0.05) and charged <= 4 + seconds
+    taken = charged(harmony, config_path, key["id"], ROUTE, counts.completed, status=200)["audio_seconds_in"]
+    assert taken == pytest.approx(counts.completed * seconds, abs=0.05) and taken <= 4 + seconds
 
     # Spent: new work is refused, everything the key owns stays in reach.
     spent = client.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "Hi."})
@@ -222,7 +245,7 @@ def test_a_realtime_session_is_charged_per_turn_and_told_when_its_quota_runs_out
     """5 s a day: two turns of about 3 s are held (0 and 3 s charged before each) and charged as they end; the third
     is refused (``insufficient_quota``: a failed item and an ``error`` event) and not transcribed, and the socket
     stays open."""
-    key = create_key(config_path, "--name", "live", "--audio-seconds-per-day", "5")
+    key = create_key(config_path, "--name", "live", "--audio-seconds-per-day", "5", process=False)
 
     def finished(got: list[dict], count: int) -> bool:
         return len(of_type(got, "conversation.item.input_audio_transcription.completed")) + len(
@@ -249,24 +272,28 @@ def test_a_realtime_session_is_charged_per_turn_and_told_when_its_quota_runs_out
     while (entry := _audit(harmony, key["id"], "/v1/realtime")) is None and time.monotonic() < deadline:
         time.sleep(0.1)
     assert entry["turns"] == 2 and entry["audio_seconds_in"] == pytest.approx(sum(turn_seconds), abs=0.01)
-    charged = used(config_path, key["id"])
-    assert charged["turns"] == 2 and charged["requests"] == 1  # the session is one request, its turns charged
-    assert charged["audio_seconds_in"] == pytest.approx(sum(turn_seconds), abs=0.01)
-    assert charged["audio_seconds_in"] <= 5 + max(turn_seconds)
-    table = keys_cli(config_path, "usage", key["id"]).splitlines()
+    totals = used(config_path, key["id"])
+    assert totals["turns"] == 2 and totals["requests"] == 1  # the session is one request, its turns charged
+    assert totals["audio_seconds_in"] == pytest.approx(sum(turn_seconds), abs=0.01)
+    assert totals["audio_seconds_in"] <= 5 + max(turn_seconds)
+    table = keys_cli(config_path, "usage", key["id"], process=False).splitlines()
     assert table[0].split()[-1] == "REALTIME_TURNS" and table[1].split()[-1] == "2"
 
 
-def _audit(harmony, key_id: str, route: str) -> dict | None:
+def _audits(harmony, key_id: str, route: str) -> list[dict]:
     lines = [json.loads(line) for line in harmony.output().splitlines() if line.startswith('{"type":"audit"')]
-    return next((e for e in lines if e["key_id"] == key_id and e["route"] == route), None)
+    return [e for e in lines if e["key_id"] == key_id and e["route"] == route]
+
+
+def _audit(harmony, key_id: str, route: str) -> dict | None:
+    return next(iter(_audits(harmony, key_id, route)), None)
 
 
 def test_each_realtime_turn_counts_against_the_keys_rpm(harmony, config_path):
     """rpm 1: the upgrade is the minute's one request, so the first turn is refused (unless a new minute began
     between the two: then the check is made again)."""
     for attempt in range(3):
-        key = create_key(config_path, "--name", f"rpm-{attempt}", "--rpm", "1")
+        key = create_key(config_path, "--name", f"rpm-{attempt}", "--rpm", "1", process=False)
         window = int(time.time() // 60)
 
         async def go():
@@ -284,7 +311,7 @@ def test_each_realtime_turn_counts_against_the_keys_rpm(harmony, config_path):
 
 
 def test_a_key_holds_at_most_its_limit_of_open_realtime_sessions(harmony, config_path):
-    key = create_key(config_path, "--name", "sessions")
+    key = create_key(config_path, "--name", "sessions", process=False)
     url = ws_url(harmony.url, api_key=key["key"])
 
     async def go():
@@ -312,19 +339,14 @@ def test_a_key_holds_at_most_its_limit_of_open_realtime_sessions(harmony, config
     assert later["type"] == "session.created"
 
 
-def test_concurrent_wyoming_transcriptions_pass_the_quota_by_at_most_one_request(tmp_path, clip):
+def test_concurrent_wyoming_transcriptions_pass_the_quota_by_at_most_one_request(harmony, config_path, wyoming, clip):
     """The Wyoming adapter is a client of the router: its key's quota holds the same way (six Home Assistant
     clients at once against 10 s a day)."""
-    config = {"models": [CONFIG["models"][0]]}
-    path = serve_config(tmp_path, config)
-    key = create_key(path, "--name", "ha", "--audio-seconds-per-day", "10")
-    path = serve_config(tmp_path, {**config, "wyoming": {"api_key": key["key"], "early_decode_ms": 0}})
     audio, rate = synthesize(CLIP_TEXT)
     pcm = wyoming_pcm(audio, rate)
-    port = free_port()
 
     async def one():
-        async with AsyncTcpClient("127.0.0.1", port) as client:
+        async with AsyncTcpClient("127.0.0.1", wyoming["port"]) as client:
             await client.write_event(Transcribe(language="en").event())
             await send_wyoming(client, pcm)
             return (await read_until(client, "transcript"))[-1]
@@ -332,13 +354,9 @@ def test_concurrent_wyoming_transcriptions_pass_the_quota_by_at_most_one_request
     async def six():
         return await asyncio.gather(*(one() for _ in range(6)))
 
-    process = HarmonyProcess(config=str(path), extra_args=["--require-auth", "--wyoming-port", str(port)]).start()
-    try:
-        last = asyncio.run(six())
-    finally:  # stopped at once: a request whose client has its answer is charged even if the server stops now
-        assert process.stop() == 0, process.output()
+    last = asyncio.run(six())
     refused = [Error.from_event(e).code for e in last if Error.is_type(e.type)]
     heard = len(last) - len(refused)
     assert 1 <= heard <= 4 and set(refused) <= {"insufficient_quota", "quota_held"}, last
-    charged = used(path, key["id"])["audio_seconds_in"]
-    assert charged == pytest.approx(heard * clip[1], abs=0.05) and charged <= 10 + clip[1]
+    taken = charged(harmony, config_path, wyoming["key"]["id"], ROUTE, len(last))["audio_seconds_in"]
+    assert taken == pytest.approx(heard * clip[1], abs=0.05) and taken <= 10 + clip[1]
