@@ -1,7 +1,8 @@
 """A real Prometheus (Debian's ``prometheus`` package, installed by tests/debian.py when missing) scraping a real
 ``harmony serve`` every second: the router's ``/metrics`` and its ``/metrics/services`` (the model services, which
-listen on Unix sockets in ``harmony serve``). Shared by the dashboard and the alert tests through the session
-fixture ``prometheus``; ``PrometheusServer`` starts one on any targets.
+listen on Unix sockets in ``harmony serve``), with the alert rules loaded. Shared by the dashboard and the alert tests
+through the session fixtures ``prometheus`` and ``loaded`` (after a short load); ``PrometheusServer`` starts one on
+any targets.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,9 +21,12 @@ import pytest
 import yaml
 
 from tests.debian import ensure_package
+from tests.harmony_load import TEXT, short_load, transcribe
 from tests.servers import free_port
+from tests.speech import synthesize, wav_bytes
 
 SCRAPE_INTERVAL = "1s"
+ALERT_RULES = Path(__file__).resolve().parents[1] / "deploy/alerts/harmony.rules.yaml"
 
 
 def prometheus_binary() -> str:
@@ -83,15 +88,18 @@ class PrometheusServer:
         assert answer["status"] == "success", (expr, answer)
         return answer["data"]["result"]
 
-    def wait_for(self, expr: str, timeout: float = 30.0) -> list[dict]:
-        """The query's result once it is not empty."""
+    def wait_for(self, expr: str, timeout: float = 30.0, until: Callable[[list[dict]], bool] = bool) -> list[dict]:
+        """The query's result once it is not empty (or once ``until`` holds of it)."""
         found: list[dict] = []
 
         def some() -> bool:
             found[:] = self.query(expr)
-            return bool(found)
+            return until(found)
 
-        self.wait(some, timeout, f"data for {expr}")
+        try:
+            self.wait(some, timeout, f"data for {expr}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; its last result: {found}") from None
         return found
 
     def scraped_after(self, moment: float, timeout: float = 30.0) -> None:
@@ -125,8 +133,25 @@ def _time(rfc3339: str) -> float:
 
 @pytest.fixture(scope="session")
 def prometheus(harmony):
-    """A Prometheus scraping the session's ``harmony serve`` (tests/e2e/conftest.py) every second."""
-    server = PrometheusServer(harmony_scrape_configs(harmony.url)).start()
+    """A Prometheus scraping the session's ``harmony serve`` (tests/e2e/conftest.py) every second, evaluating the
+    alert rules (deploy/alerts/harmony.rules.yaml) as often."""
+    server = PrometheusServer(harmony_scrape_configs(harmony.url), rule_files=[str(ALERT_RULES)]).start()
     server.wait_for('up{job="harmony-services"} == 1')
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def loaded(harmony, prometheus):
+    """The session's Prometheus once it has scraped ``harmony serve`` before and after a short load
+    (tests/harmony_load.py). A rate needs a rise: a transcription and a ``/v1/models`` come before the first sample
+    (their routes' series exist in it), and another ``/v1/models`` after the load."""
+    assert transcribe(harmony.url, wav_bytes(*synthesize(TEXT))).status_code == 200
+    assert httpx.get(harmony.url + "/v1/models", timeout=30).status_code == 200
+    prometheus.scraped_after(time.time())  # a first sample of every counter before the load
+    codes = short_load(harmony.url)
+    assert codes == {"first": 200, "deadline": 429, "transcriptions": 200, "speech": 200, "vad": 200,
+                     "bad_request": 400, "realtime": 200}, codes
+    assert httpx.get(harmony.url + "/v1/models", timeout=30).status_code == 200
+    prometheus.scraped_after(time.time() + 1)  # the load's last figures are in (a second's clock skew allowed)
+    return prometheus

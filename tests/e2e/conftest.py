@@ -6,6 +6,7 @@ from openai import OpenAI
 
 from tests.harmony_process import HarmonyProcess
 from tests.models import SEED
+from tests.prometheus_server import loaded, prometheus  # noqa: F401 (session fixtures: one for the directory)
 
 SAMPLING_BACKENDS = {"piper", "espeak"}
 

@@ -1,24 +1,12 @@
 """Every panel of the Grafana dashboards returns data from a real Prometheus scraping a real ``harmony serve`` under
-a short load (tests/harmony_load.py): the queries an operator opens are proven to say something."""
+a short load (tests/harmony_load.py): the queries an operator opens are proven to say something. The Prometheus and
+the load are the session's, shared with the alert tests (tests/prometheus_server.py, through tests/e2e/conftest.py)."""
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
 from tests.dashboards import builder, concrete, panel_queries
-from tests.harmony_load import short_load
-from tests.prometheus_server import prometheus  # noqa: F401 (a fixture)
-
-
-@pytest.fixture(scope="module")
-def loaded(harmony, prometheus):  # noqa: F811
-    codes = short_load(harmony.url)
-    assert codes == {"first": 200, "deadline": 429, "transcriptions": 200, "speech": 200, "vad": 200,
-                     "bad_request": 400, "realtime": 200}, codes
-    prometheus.scraped_after(time.time() + 1)  # the load's last figures are in (a second's clock skew allowed)
-    return prometheus
 
 
 def empty_panels(server, board: dict) -> list[str]:
