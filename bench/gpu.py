@@ -85,7 +85,7 @@ class Plan:
     turns: int
     silence_ms: int
     clips: int
-    warm_up: bool
+    warm_up: bool  # a round before each step's timed rounds, which also sizes them to the budget (not in --quick)
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
@@ -94,8 +94,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     clients = args.tts_clients or ([1, 2] if quick else [1, 16])
     return Plan(device=args.device, stt_models=args.models or (["whisper-tiny.en"] if quick else
                                                                  ["whisper-tiny.en", "whisper-base"]),
-                batches=batches, stt_requests={b: (2 * b if quick else max(16, 4 * b)) for b in batches},
-                tts_clients=clients, tts_requests={c: (2 * c if quick else max(8, 2 * c)) for c in clients},
+                batches=batches, stt_requests={b: (b if quick else max(16, 4 * b)) for b in batches},
+                tts_clients=clients, tts_requests={c: (c if quick else max(8, 2 * c)) for c in clients},
                 tts_format=args.tts_format, realtime_model=args.realtime_model,
                 streams=args.streams or (2 if quick else 16), turns=args.turns or (1 if quick else 3),
                 silence_ms=args.silence_ms, clips=2 if quick else 8, warm_up=not quick)
@@ -506,9 +506,10 @@ def stt_part(harmony: HarmonyProcess, plan: Plan, ok: set[str], end: float, resu
 
         def step() -> dict:
             name = stt_name(model, batch)
-            warm = service_run(harmony.url, metrics_url, name, payloads[:batch], batch)  # one round: warm-up, timing
-            planned = plan.stt_requests[batch] // batch
-            rounds = fit_rounds(planned, warm["wall"], cap - warm["wall"])
+            rounds = planned = plan.stt_requests[batch] // batch
+            if plan.warm_up:
+                warm = service_run(harmony.url, metrics_url, name, payloads[:batch], batch)  # warm-up, timing
+                rounds = fit_rounds(planned, warm["wall"], cap - warm["wall"])
             r = service_run(harmony.url, metrics_url, name, payloads[:rounds * batch], batch)
             return {"model": model, "batch": batch, "requests": rounds * batch, "shortened": rounds < planned,
                     "audio_s": rounds * batch * CLIP_SECONDS, "wall_s": r["wall"],
@@ -532,9 +533,10 @@ def tts_part(harmony: HarmonyProcess, plan: Plan, end: float, results: Results) 
         cap = (end - time.monotonic()) / (len(clients) - k)
 
         def step() -> dict:
-            warm = tts_service(harmony.url, count, count, plan.tts_format)  # one round: warm-up, timing
-            planned = plan.tts_requests[count] // count
-            rounds = fit_rounds(planned, max(warm["last"]), cap - max(warm["last"]))
+            rounds = planned = plan.tts_requests[count] // count
+            if plan.warm_up:
+                warm = tts_service(harmony.url, count, count, plan.tts_format)  # one round: warm-up, timing
+                rounds = fit_rounds(planned, max(warm["last"]), cap - max(warm["last"]))
             r = tts_service(harmony.url, rounds * count, count, plan.tts_format)
             return {"clients": count, "requests": rounds * count, "shortened": rounds < planned,
                     "first_p50_s": statistics.median(r["first"]), "first_p95_s": percentile(r["first"], 0.95),
@@ -648,7 +650,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"],
                         help="every model's device (cpu: a dry run of the same flow)")
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes: tiny.en at batch 1 and 2, 1 and 2 TTS clients, 2 streams of 1 turn")
+                        help="small sizes: tiny.en at batch 1 and 2, 1 and 2 TTS clients, 2 streams of 1 turn; "
+                             "one round of each, no warm-up")
     parser.add_argument("--budget-s", type=float, default=540.0, help="the whole run's time, start-up included")
     parser.add_argument("--json", help="write the checks and figures here (and the server's log beside it)")
     parser.add_argument("--preflight-only", action="store_true", help="the checks, then stop")

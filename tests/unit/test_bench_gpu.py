@@ -34,6 +34,7 @@ def test_every_model_of_the_config_is_on_cuda_and_the_schema_takes_it():
 def test_the_cpu_dry_run_serves_the_same_models_smaller():
     p = plan("--device", "cpu", "--quick")
     assert (p.batches, p.tts_clients, p.streams, p.turns, p.stt_models) == ([1, 2], [1, 2], 2, 1, ["whisper-tiny.en"])
+    assert (p.stt_requests, p.tts_requests, p.warm_up) == ({1: 1, 2: 2}, {1: 1, 2: 2}, False)  # one round of each
     config = parse_config(gpu.bench_config(p, "/tmp/data"))
     assert {m.device for m in config.models} == {"cpu"}
     assert {m.name for m in config.models} == {"whisper-tiny.en-b1", "whisper-tiny.en-b2", "piper-en-joe",
