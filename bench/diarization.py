@@ -181,9 +181,9 @@ def threshold_key(threshold: float | None, model: str = MODEL) -> str:
 
 
 def run(url: str, meetings: int, speakers: list[int], seed: int, thresholds: list[float | None],
-        progress=None, models: tuple[str, ...] = (MODEL,)) -> dict:
-    """Every meeting diarized plainly (by the first of ``models``) and with references at each threshold (by each
-    of ``models``); the figures by speaker count."""
+        progress=None, models: tuple[str, ...] = (MODEL,), turns_per_speaker: int = 3) -> dict:
+    """Every meeting (``turns_per_speaker`` turns of each speaker) diarized plainly (by the first of ``models``) and
+    with references at each threshold (by each of ``models``); the figures by speaker count."""
     rng = random.Random(seed)
     speech, diarize = Speech(url), Diarizer(url, models[0])
     scores: dict[str, Score] = {str(count): Score() for count in speakers} | {"all": Score()}
@@ -191,7 +191,7 @@ def run(url: str, meetings: int, speakers: list[int], seed: int, thresholds: lis
     try:
         for count in speakers:
             for _ in range(meetings):
-                meeting = make_meeting(count, rng, speech)
+                meeting = make_meeting(count, rng, speech, turns_per_speaker)
                 found, seconds = diarize(meeting)
                 scores[str(count)].add(meeting, found, seconds)
                 scores["all"].add(meeting, found, seconds)
@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--meetings", type=int, default=3, help="meetings per speaker count")
     parser.add_argument("--speakers", default="2,3,4", help="speaker counts, comma-separated")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--turns", type=int, default=3, help="turns of each speaker in a meeting")
     parser.add_argument("--thresholds", default="0.65,0.85,0.9",
                         help="speaker_similarity_threshold values swept besides the engine's default")
     parser.add_argument("--url", help="a running engine (else a `harmony serve` is started)")
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         result = run(url, args.meetings, [int(n) for n in args.speakers.split(",")], args.seed, thresholds,
                      progress=lambda line: print(line, file=sys.stderr, flush=True),
-                     models=tuple(m for m in args.naming_models.split(",") if m))
+                     models=tuple(m for m in args.naming_models.split(",") if m), turns_per_speaker=args.turns)
     finally:
         if harmony is not None:
             harmony.stop()
