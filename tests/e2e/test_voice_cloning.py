@@ -167,7 +167,7 @@ def test_unknown_registered_voice_is_404_or_400(harmony, client):
     assert err.value.status_code == 404
 
 
-def test_voice_survives_a_restart_and_can_be_deleted(harmony, client, tmp_path):
+def test_voice_survives_a_restart_and_can_be_deleted(target, tmp_path):
     config = yaml.safe_load(open("services/defaults/serve.yaml"))
     keep = {"silero-vad", "resemblyzer", "world-vc", "piper-en-joe"}
     config["models"] = [m for m in config["models"] if m["name"] in keep]
@@ -175,18 +175,17 @@ def test_voice_survives_a_restart_and_can_be_deleted(harmony, client, tmp_path):
     config["data_dir"] = str(tmp_path / "data")  # the database and the voices' speech of this test alone
     path = tmp_path / "clone.yaml"
     path.write_text(yaml.safe_dump(config))
-    reference = tts(client, "kokoro-jf_nezumi", JAPANESE_REFERENCE)
 
     first = HarmonyProcess(config=str(path)).start()
     try:
-        voice = httpx.post(first.url + "/v1/audio/voices", data={"name": "nezumi"},
-                           files={"file": ("n.wav", reference)}, timeout=180).json()
+        voice = httpx.post(first.url + "/v1/audio/voices", data={"name": "alpha"},
+                           files={"file": ("a.wav", target)}, timeout=180).json()
     finally:
         assert first.stop() == 0
     second = HarmonyProcess(config=str(path)).start()
     try:
         shown = httpx.get(second.url + f"/v1/audio/voices/{voice['id']}")
-        assert shown.status_code == 200 and shown.json()["name"] == "nezumi"
+        assert shown.status_code == 200 and shown.json()["name"] == "alpha"
         speech = httpx.post(second.url + "/v1/audio/speech", timeout=120,
                             json={"model": "tts-1", "voice": voice["id"], "input": "Good morning."})
         assert speech.status_code == 200 and len(speech.content) > 1000
