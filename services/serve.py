@@ -21,7 +21,6 @@ logs sent to logging.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import shutil
@@ -385,8 +384,4 @@ def run_serve(config_path: str | None, host: str | None, port: int | None, log_l
         where = exc.where if isinstance(exc, ListenError) else f"{config.server.host}:{config.server.port}"
         print(f"harmony: cannot listen on {where}: {exc.strerror}", file=sys.stderr)
         return 1
-    # The process ends next: its teardown's garbage collections would walk every object the models and libraries
-    # made (torch, onnxruntime, pydantic), 2-6 s after "Harmony stopped." for nothing. Frozen, they are skipped;
-    # the exit handlers (logs flushed, threads joined) still run.
-    gc.freeze()
-    return code
+    return code  # the CLI then ends the process without the interpreter's teardown (exit_deadline.ExitWhenServed)
