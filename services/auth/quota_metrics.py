@@ -7,23 +7,19 @@ the same rows, so a query takes the ``max`` across them. One grouped query per s
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from sqlalchemy import and_, func, or_, select
 
 from services.auth.limits import day_of
 from services.store.db import Database
+from services.store.query_gauge import QueryGauge
 from services.store.schema import api_keys, usage_daily
 
-log = logging.getLogger("harmony.auth")
 
-
-def quota_usage(db: Database, now: float) -> list[tuple[str, str, str, float]]:
-    """(key id, key name, period, used / quota) of every live key with a day or month quota."""
+def quota_usage(db: Database, now: float) -> list[tuple[tuple[str, str, str], float]]:
+    """((key id, key name, period), used / quota) of every live key with a day or month quota."""
     today = day_of(now)
     total = usage_daily.c.audio_seconds_in + usage_daily.c.audio_seconds_out
     used = (select(usage_daily.c.key_id, func.sum(total).label("month"),
@@ -44,24 +40,12 @@ def quota_usage(db: Database, now: float) -> list[tuple[str, str, str, float]]:
             for period, quota, spent in (("day", row.audio_seconds_per_day, row.day),
                                          ("month", row.audio_seconds_per_month, row.month)):
                 if quota is not None and quota > 0:
-                    out.append((row.id, row.name, period, float(spent or 0.0) / float(quota)))
+                    out.append(((row.id, row.name, period), float(spent or 0.0) / float(quota)))
     return out
 
 
-class QuotaUsageCollector(Collector):
-    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
-        self.db = db
-        self.clock = clock
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("harmony_key_quota_used_ratio", "An API key's settled audio seconds over its "
-                                   "quota for the period (day or month, UTC); 1 is spent",
-                                   labels=["key_id", "key_name", "period"])
-        try:
-            rows = quota_usage(self.db, self.clock())
-        except Exception:  # noqa: BLE001 - a scrape must not fail for the database (counted in harmony_store_errors)
-            log.warning("quota usage for metrics: the database did not answer", exc_info=True)
-            return
-        for key_id, name, period, ratio in rows:
-            family.add_metric([key_id, name, period], ratio)
-        yield family
+def quota_usage_gauge(db: Database, clock: Callable[[], float] = time.time) -> QueryGauge:
+    """The collector of ``harmony_key_quota_used_ratio`` for the router's registry."""
+    return QueryGauge("harmony_key_quota_used_ratio", "An API key's settled audio seconds over its quota for the "
+                      "period (day or month, UTC); 1 is spent", ["key_id", "key_name", "period"],
+                      quota_usage, db, clock)

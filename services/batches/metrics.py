@@ -7,20 +7,16 @@ ended ``expired`` by the next runner tick; one that stays open means no runner f
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from services.batches.wire import TERMINAL
 from services.store.db import Database
+from services.store.query_gauge import QueryGauge
 from services.store.schema import batches
-
-log = logging.getLogger("harmony.batches")
 
 
 def overdue_batches(db: Database, now: float) -> int:
@@ -30,24 +26,6 @@ def overdue_batches(db: Database, now: float) -> int:
         return int(conn.execute(query).scalar_one())
 
 
-class _Overdue(Collector):
-    def __init__(self, database: Callable[[], Database | None], clock: Callable[[], float]) -> None:
-        self.database = database
-        self.clock = clock
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        db = self.database()
-        if db is None:  # the runner has not opened the store yet: nothing known
-            return
-        try:
-            count = overdue_batches(db, self.clock())
-        except Exception:  # noqa: BLE001 - a scrape must not fail for the database (counted in harmony_store_errors)
-            log.warning("overdue batches for metrics: the database did not answer", exc_info=True)
-            return
-        yield GaugeMetricFamily("harmony_batches_overdue", "Batches still open past their completion window "
-                                "(none finalizes them)", value=count)
-
-
 class BatchMetrics:
     def __init__(self, registry: CollectorRegistry, database: Callable[[], Database | None],
                  clock: Callable[[], float] = time.time) -> None:
@@ -55,7 +33,9 @@ class BatchMetrics:
                              registry=registry)
         for status in sorted(TERMINAL):
             self.ended.labels(status)
-        registry.register(_Overdue(database, clock))
+        registry.register(QueryGauge("harmony_batches_overdue", "Batches still open past their completion window "
+                                     "(none finalizes them)", [],
+                                     lambda db, now: [((), overdue_batches(db, now))], database, clock))
 
     def batch_ended(self, status: str) -> None:
         if status in TERMINAL:

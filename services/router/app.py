@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 
 from services.auth.gate import Gate
 from services.auth.middleware import AuthAuditMiddleware
-from services.auth.quota_metrics import QuotaUsageCollector
+from services.auth.quota_metrics import quota_usage_gauge
 from services.batches.area import BatchArea
 from services.batches.metrics import BatchMetrics
 from services.batches.runner import BatchRunner
@@ -74,7 +74,7 @@ def _batch_runner(area: BatchArea, gate: Gate, metrics: Metrics) -> BatchRunner:
     runner.metrics = BatchMetrics(metrics.registry, runner.opened_database)
     metrics.registry.register(StoreErrorsCollector())
     if gate.db is not None:
-        metrics.registry.register(QuotaUsageCollector(gate.db))
+        metrics.registry.register(quota_usage_gauge(gate.db))
     return runner
 
 

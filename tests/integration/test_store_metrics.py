@@ -17,7 +17,7 @@ from services.auth.audit import NoSink
 from services.auth.gate import Gate
 from services.auth.keys import KeyStore
 from services.auth.quota import QuotaLedger
-from services.auth.quota_metrics import QuotaUsageCollector
+from services.auth.quota_metrics import quota_usage_gauge
 from services.batches.files import FileStore, Owner
 from services.batches.metrics import BatchMetrics
 from services.batches.store import BatchStore
@@ -49,7 +49,7 @@ def test_each_keys_usage_against_its_quota_without_its_secret(db):
     for key in (metered, free, gone):
         ledger.settle(key.id, [], requests=1, audio_seconds_in=80.0, audio_seconds_out=15.0)
     registry = CollectorRegistry()
-    registry.register(QuotaUsageCollector(db))
+    registry.register(quota_usage_gauge(db))
 
     def ratio(key, period):
         return registry.get_sample_value("harmony_key_quota_used_ratio",
@@ -133,3 +133,25 @@ def test_a_database_that_cannot_be_reached_counts_as_connect_errors():
         pass
     unreachable.dispose()
     assert errors.counts()[("database", "connect")] == 1
+
+
+def test_a_gauge_read_at_scrape_time_gives_no_sample_rather_than_a_failed_scrape(db, caplog):
+    """The quota and overdue gauges (QueryGauge): no database yet, or one that does not answer, is no sample and a
+    warning; the scrape itself succeeds."""
+    from services.store.query_gauge import QueryGauge
+
+    def rows(database: Database, now: float):
+        with database.engine.connect() as conn:
+            return [(("a",), float(conn.execute(text("SELECT count(*) FROM no_such_table")).scalar_one()))]
+
+    opened: list[Database] = []
+    registry = CollectorRegistry()
+    registry.register(QueryGauge("harmony_test_rows", "rows", ["name"], rows, lambda: opened[0] if opened else None))
+    assert "harmony_test_rows" not in generate_latest(registry).decode()  # not open yet
+    opened.append(db)
+    assert "harmony_test_rows" not in generate_latest(registry).decode()  # the query fails
+    assert "harmony_test_rows for metrics: the database did not answer" in caplog.text
+    with db.engine.begin() as conn:
+        conn.execute(text("CREATE TABLE no_such_table (x INTEGER)"))
+        conn.execute(text("INSERT INTO no_such_table VALUES (1), (2)"))
+    assert registry.get_sample_value("harmony_test_rows", {"name": "a"}) == 2

@@ -11,7 +11,7 @@ import kubernetes_validate
 import yaml
 from prometheus_client import Metric
 
-from services.auth.quota_metrics import QuotaUsageCollector
+from services.auth.quota_metrics import quota_usage_gauge
 from services.batches.metrics import BatchMetrics
 from services.core.runtime.metrics import Metrics
 from services.store import open_database
@@ -35,7 +35,7 @@ def exported_names() -> set[str]:
     metrics, db = Metrics("probe"), open_database(url="sqlite://")
     BatchMetrics(metrics.registry, lambda: db)
     metrics.registry.register(StoreErrorsCollector())
-    metrics.registry.register(QuotaUsageCollector(db))
+    metrics.registry.register(quota_usage_gauge(db))
     families: list[Metric] = list(metrics.registry.collect())
     db.dispose()
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
